@@ -1,0 +1,114 @@
+# lua-wolkvox
+#
+#   make              build the C core for Lua 5.4       (build/5.4/wolkvox/core.so)
+#   make LUA=luajit   build it for LuaJIT / OpenResty    (build/luajit/wolkvox/core.so)
+#   make test         run the spec suite on every flavour (see spec/run)
+#   make demo         start the bundled fake server and run examples/seed_report.lua
+#   make deps         install the Debian packages the build and tests use
+#   make asan         the spec suite with ASan + UBSan
+#   make valgrind     the spec suite under valgrind
+#   make lint         luacheck over lua/, spec/, bin/, examples/, bench/, tools/
+#   make bench        the benchmarks in bench/
+#   make install      install into LUA_CMOD / LUA_LMOD (DESTDIR honoured)
+#   make print        show the settings
+
+LUA       ?= lua5.4
+CC        ?= cc
+PKG       ?= pkg-config
+
+ifeq ($(LUA),luajit)
+  LUA_PC  ?= luajit
+  FLAVOUR ?= luajit
+else
+  LUA_PC  ?= $(LUA)
+  FLAVOUR ?= $(patsubst lua%,%,$(LUA))
+endif
+
+BUILD     ?= build/$(FLAVOUR)
+LUA_CFLAGS := $(shell $(PKG) --cflags $(LUA_PC))
+LUA_LIBS  := $(shell $(PKG) --libs $(LUA_PC))
+CURL_CFLAGS := $(shell $(PKG) --cflags libcurl)
+CURL_LIBS := $(shell $(PKG) --libs libcurl)
+LUA_CMOD  ?= $(shell $(PKG) --variable=INSTALL_CMOD $(LUA_PC))
+LUA_LMOD  ?= $(shell $(PKG) --variable=INSTALL_LMOD $(LUA_PC))
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+
+WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wcast-qual -Wformat=2 -Wundef
+OPT       ?= -O2 -g
+CFLAGS    ?=
+ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(OPT) $(WARN) \
+             $(LUA_CFLAGS) $(CURL_CFLAGS) $(CFLAGS)
+LDFLAGS   ?=
+ALL_LDFLAGS = -shared $(LDFLAGS)
+
+SRC  = src/core.c src/json.c src/session.c
+HDR  = src/wolkvox.h src/compat.h
+OBJ  = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRC))
+LIB  = $(BUILD)/wolkvox/core.so
+
+LUA_FILES = $(shell find lua -name '*.lua' | sort)
+
+.PHONY: all spec-tools test demo deps asan valgrind lint bench install uninstall clean print
+
+all: $(LIB)
+
+$(BUILD)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# Lua symbols come from the host; only libcurl and pthread are linked.
+$(LIB): $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJ) $(CURL_LIBS) -pthread
+
+# Host programs the specs run (they embed Lua, so they link it).
+spec-tools: $(BUILD)/states
+
+$(BUILD)/states: spec/c/states.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(LUA_CFLAGS) -o $@ $< $(LUA_LIBS) -pthread
+
+test:
+	spec/run
+
+demo: all
+	$(LUA) examples/seed_report.lua
+
+deps:
+	tools/install-deps
+
+asan:
+	spec/run asan
+
+valgrind:
+	spec/run valgrind
+
+lint:
+	luacheck -q lua spec bin examples bench tools
+
+bench: all
+	bench/run
+
+install: $(LIB)
+	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
+	install -m 0644 $(LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
+	for f in $(LUA_FILES); do \
+	  d=$(DESTDIR)$(LUA_LMOD)/$$(dirname $${f#lua/}); install -d $$d; install -m 0644 $$f $$d/; \
+	done
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/wolkvox-fake $(DESTDIR)$(PREFIX)/bin/wolkvox-fake
+
+uninstall:
+	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(PREFIX)/bin/wolkvox-fake
+	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox
+
+clean:
+	rm -rf build
+
+print:
+	@echo "LUA=$(LUA) LUA_PC=$(LUA_PC) FLAVOUR=$(FLAVOUR) BUILD=$(BUILD)"
+	@echo "LUA_CFLAGS=$(LUA_CFLAGS)"
+	@echo "CURL_CFLAGS=$(CURL_CFLAGS) CURL_LIBS=$(CURL_LIBS)"
+	@echo "LUA_CMOD=$(LUA_CMOD) LUA_LMOD=$(LUA_LMOD) PREFIX=$(PREFIX)"

@@ -1,0 +1,142 @@
+--- Dates on the operation's wall clock.
+-- wolkvox takes and returns local times of the operation ("20260131235959").
+-- A "wall" value here is the number of seconds from 1970-01-01 00:00:00 *on
+-- that wall clock*: plain calendar arithmetic, no time zone, no DST, so the
+-- machine's TZ never changes a window.  Only `os.time()` numbers (true UTC
+-- epochs) need the operation's UTC offset to become wall values.
+-- @module wolkvox.dates
+
+local floor, format, tonumber, type = math.floor, string.format, tonumber, type
+
+local M = {}
+
+M.DAY = 86400
+
+--- Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian).
+function M.days_from_civil(y, m, d)
+    y = m <= 2 and y - 1 or y
+    local era = floor(y / 400)
+    local yoe = y - era * 400
+    local mp = (m + 9) % 12
+    local doy = floor((153 * mp + 2) / 5) + d - 1
+    local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+    return era * 146097 + doe - 719468
+end
+
+--- The civil date of a day number: y, m, d.
+function M.civil_from_days(z)
+    z = z + 719468
+    local era = floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+    local y = yoe + era * 400
+    local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+    local mp = floor((5 * doy + 2) / 153)
+    local d = doy - floor((153 * mp + 2) / 5) + 1
+    local m = mp < 10 and mp + 3 or mp - 9
+    return m <= 2 and y + 1 or y, m, d
+end
+
+local function days_in_month(y, m)
+    if m == 2 then
+        local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+        return leap and 29 or 28
+    end
+    return (m == 4 or m == 6 or m == 9 or m == 11) and 30 or 31
+end
+M.days_in_month = days_in_month
+
+--- A wall value from its fields; nil and a message when a field is out of range.
+function M.make(y, mo, d, h, mi, s)
+    h, mi, s = h or 0, mi or 0, s or 0
+    if not (y >= 1970 and y <= 9999 and mo >= 1 and mo <= 12 and d >= 1
+            and d <= days_in_month(y, mo) and h >= 0 and h <= 23 and mi >= 0 and mi <= 59
+            and s >= 0 and s <= 59) then
+        return nil, format("no such date %04d-%02d-%02d %02d:%02d:%02d", y, mo, d, h, mi, s)
+    end
+    return M.days_from_civil(y, mo, d) * M.DAY + h * 3600 + mi * 60 + s
+end
+
+--- The fields of a wall value: y, mo, d, h, mi, s.
+function M.fields(wall)
+    local days = floor(wall / M.DAY)
+    local rem = wall - days * M.DAY
+    local y, mo, d = M.civil_from_days(days)
+    return y, mo, d, floor(rem / 3600), floor(rem % 3600 / 60), rem % 60
+end
+
+--- "YYYYmmddHHiiss", the form the API takes.
+function M.format(wall)
+    return format("%04d%02d%02d%02d%02d%02d", M.fields(wall))
+end
+
+--- "YYYY-MM-DD HH:MM:SS", the form most reports send.
+function M.iso(wall)
+    return format("%04d-%02d-%02d %02d:%02d:%02d", M.fields(wall))
+end
+
+--- Parse a date the caller gave.
+-- Accepts "YYYYmmddHHiiss", "YYYYmmdd", "YYYY-MM-DD", "YYYY-MM-DD HH:MM",
+-- "YYYY-MM-DD HH:MM:SS" (also with "T"), `os.time()` numbers (converted with
+-- `utc_offset`, seconds east of UTC) and tables `{year, month, day, hour,
+-- min, sec}` read as wall-clock fields.  When `is_end` and the value has no
+-- time of day, it means the last second of that day.
+-- @return wall value, or nil and a message
+function M.parse(v, is_end, utc_offset)
+    local t = type(v)
+    local y, mo, d, h, mi, s, has_time
+    if t == "number" then
+        if v ~= floor(v) then
+            return nil, "a date number must be whole seconds (os.time())"
+        end
+        return v + (utc_offset or 0)
+    elseif t == "table" then
+        y, mo, d = tonumber(v.year), tonumber(v.month), tonumber(v.day)
+        if not (y and mo and d) then
+            return nil, "a date table needs year, month and day"
+        end
+        h, mi, s = tonumber(v.hour), tonumber(v.min), tonumber(v.sec)
+        has_time = h ~= nil
+    elseif t == "string" then
+        local a, b, c, e, f, g = v:match("^(%d%d%d%d)(%d%d)(%d%d)(%d%d)(%d%d)(%d%d)$")
+        if a then
+            y, mo, d, h, mi, s, has_time = a, b, c, e, f, g, true
+        else
+            a, b, c = v:match("^(%d%d%d%d)(%d%d)(%d%d)$")
+            if not a then
+                a, b, c = v:match("^(%d%d%d%d)%-(%d%d?)%-(%d%d?)$")
+            end
+            if a then
+                y, mo, d = a, b, c
+            else
+                a, b, c, e, f, g = v:match("^(%d%d%d%d)%-(%d%d?)%-(%d%d?)[T ](%d%d?):(%d%d):?(%d?%d?)$")
+                if not a then
+                    return nil, "unrecognised date '" .. v .. "' (use YYYY-MM-DD[ HH:MM[:SS]] or YYYYmmddHHiiss)"
+                end
+                y, mo, d, h, mi, s, has_time = a, b, c, e, f, g ~= "" and g or "0", true
+            end
+        end
+        y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+        h, mi, s = tonumber(h), tonumber(mi), tonumber(s)
+    else
+        return nil, "a date must be a string, a number or a table (got " .. t .. ")"
+    end
+    if not has_time then
+        if is_end then
+            h, mi, s = 23, 59, 59
+        else
+            h, mi, s = 0, 0, 0
+        end
+    end
+    if h and floor(h) ~= h or mi and floor(mi) ~= mi or s and floor(s) ~= s then
+        return nil, "date fields must be whole numbers"
+    end
+    return M.make(y, mo, d, h, mi, s)
+end
+
+--- The wall value now, for an operation `utc_offset` seconds east of UTC.
+function M.now(utc_offset)
+    return os.time() + (utc_offset or 0)
+end
+
+return M

@@ -1,0 +1,115 @@
+--- Structured errors.
+-- Every expected failure reaches the caller as `nil, err`, where `err` is a
+-- table made here: `kind` (one of `errors.kinds`), `message`, `endpoint`
+-- ("family/api"), `status` (HTTP), `code` (wolkvox envelope code),
+-- `retryable`, and for transport failures `reason`.  It prints well through
+-- `tostring`, and never holds the token: nothing that builds one is given it.
+-- @module wolkvox.errors
+
+local setmetatable, getmetatable, tostring, type, pairs, pcall, error =
+    setmetatable, getmetatable, tostring, type, pairs, pcall, error
+local concat = table.concat
+
+local M = {}
+
+--- The kinds, with whether a later attempt may succeed.
+M.kinds = {
+    transport   = true,   -- connect, dns, tls, timeout, reset, partial...
+    http        = true,   -- an unexpected HTTP status (5xx are retryable)
+    decode      = true,   -- a 2xx answer that is not JSON
+    too_large   = false,  -- the answer passed the size cap
+    auth        = false,  -- missing, malformed or rejected token
+    quota       = false,  -- daily call budget used up (403 TOKEN LIMIT EXCEEDED)
+    concurrency = true,   -- more than 2 calls in flight (403 SIMULTANEOUS REQUESTS)
+    maintenance = true,   -- any other 403: maintenance or backup window
+    params      = false,  -- a request that a rule forbids; nothing was sent
+    not_found   = false,  -- unknown endpoint, or not enabled on this server
+    truncated   = false,  -- a window still at the row cap at its minimum span
+    closed      = false,  -- the client was closed
+}
+
+local Error = {}
+Error.__index = Error
+
+local function describe(e)
+    local head = "wolkvox " .. e.kind
+    if e.reason then
+        head = head .. " (" .. e.reason .. ")"
+    end
+    head = head .. " error"
+    if e.endpoint then
+        head = head .. " on " .. e.endpoint
+    end
+    local tail = {}
+    if e.status and e.status ~= 0 then
+        tail[#tail + 1] = "HTTP " .. e.status
+    end
+    if e.code and e.code ~= e.status then
+        tail[#tail + 1] = "code " .. tostring(e.code)
+    end
+    if e.attempts and e.attempts > 1 then
+        tail[#tail + 1] = e.attempts .. " attempts"
+    end
+    local s = head .. ": " .. tostring(e.message or "no message")
+    if #tail > 0 then
+        s = s .. " (" .. concat(tail, ", ") .. ")"
+    end
+    return s
+end
+
+Error.__tostring = describe
+
+--- Make an error.
+-- @tparam string kind one of `kinds`
+-- @tparam table fields `message`, `endpoint`, `status`, `code`, `reason`, ...
+-- @treturn table the error
+function M.new(kind, fields)
+    local retryable = M.kinds[kind]
+    if retryable == nil then
+        error("unknown error kind '" .. tostring(kind) .. "'", 2)
+    end
+    local e = {}
+    if fields then
+        for k, v in pairs(fields) do
+            e[k] = v
+        end
+    end
+    e.kind = kind
+    if e.retryable == nil then
+        e.retryable = retryable
+    end
+    return setmetatable(e, Error)
+end
+
+--- True when `v` is an error made by this module.
+function M.is(v)
+    return type(v) == "table" and getmetatable(v) == Error
+end
+
+-- Internal code may raise an error table; the public boundary turns it back
+-- into `nil, err` with `protect`, and lets real bugs through (LuaSocket's idea).
+
+--- Raise an error of `kind` (for internal use; see `protect`).
+function M.throw(kind, fields)
+    error(M.new(kind, fields), 0)
+end
+
+--- Wrap `f` so that a raised wolkvox error comes back as `nil, err`.
+-- Any other error (a bug) is re-raised unchanged.
+function M.protect(f)
+    local function finish(ok, ...)
+        if ok then
+            return ...
+        end
+        local err = ...
+        if M.is(err) then
+            return nil, err
+        end
+        error(err, 0)
+    end
+    return function(...)
+        return finish(pcall(f, ...))
+    end
+end
+
+return M

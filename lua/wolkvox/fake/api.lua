@@ -1,0 +1,469 @@
+--- The behaviour of the fake wolkvox server.
+-- What the documented server does: the token check (401 without, 403 PLEASE
+-- VALIDATE TOKEN for a wrong one), the envelope with string values and a
+-- number or string `code` per endpoint, 400 for an unknown api or a missing
+-- parameter, the 31-day rule, the silent row cap, 404 "Validate dates
+-- entered" for an empty window, the 2-requests-per-token 403, and the daily
+-- quota 403.  Where the vendor leaves a behaviour open (the exact text of the
+-- 31-day and maintenance refusals) the fake picks one and says so in `MSG`.
+--
+-- Tests steer it through `/__fake/*` (see `control`) and a queue of faults:
+-- `{ match = "services", delay = 2, status = 500, html = 502, bad_json = true,
+--    cut = 100, reset = true, close = true, forbidden = "quota", redirect =
+--    url, big = bytes, chunked = true, code_in_200 = 403, msg = text,
+--    empty = true, gzip = true, retry_after = "3", echo = true, times = n }`.
+-- @module wolkvox.fake.api
+
+local cjson = require("cjson").new()
+local safe = require("cjson.safe").new()
+local data = require "wolkvox.fake.data"
+local dates = require "wolkvox.dates"
+local http = require "wolkvox.fake.http"
+local registry = require "wolkvox.registry"
+
+local format, concat, tostring, tonumber, floor = string.format, table.concat, tostring, tonumber, math.floor
+
+local M = {}
+
+M.MSG = {
+    no_token = "PLEASE ENTER THE WOLKVOX-TOKEN",
+    bad_token = "PLEASE VALIDATE TOKEN",
+    quota = "TOKEN LIMIT EXCEEDED",
+    concurrency = "EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)",
+    maintenance = "THE SERVER IS IN MAINTENANCE, TRY AGAIN LATER",   -- assumed text
+    unknown_api = "THE API YOU WANT TO CONSULT DOES NOT EXIST",
+    missing = "SOME PARAMETERS ARE REQUIRED",
+    empty = "Validate dates entered",
+    range = "THE DATE RANGE CANNOT EXCEED 31 DAYS",                  -- assumed text
+    range_hours = "THE DATE RANGE CANNOT EXCEED 24 HOURS",            -- assumed text
+}
+
+M.DEFAULTS = {
+    tokens = { "test-token" },
+    max_rows = 60000,
+    rows_per_day = 100,
+    max_days = 31,
+    concurrency_limit = 2,
+    daily_limit = false,        -- false: no quota enforced
+    latency = 0,
+    utc_offset = -5 * 3600,     -- America/Bogota, for the quota day
+}
+
+local State = {}
+State.__index = State
+
+local function copy(t)
+    local out = {}
+    for k, v in pairs(t) do
+        out[k] = type(v) == "table" and copy(v) or v
+    end
+    return out
+end
+
+-- `config` is what the server was started with; reset() returns to it.
+function M.new(config, loop)
+    local self = setmetatable({ loop = loop, base = config or {} }, State)
+    self:reset()
+    return self
+end
+
+function State:reset()
+    self.config = copy(M.DEFAULTS)
+    for k, v in pairs(self.base) do
+        self.config[k] = v
+    end
+    self.log, self.faults, self.inflight = {}, {}, {}
+    self.quota = { day = nil, used = 0 }
+    self.stats = { requests = 0, max_inflight = 0, inflight = 0 }
+    self.cache = {}
+end
+
+-- ---- answers ----------------------------------------------------------------
+
+local function json_response(status, body, extra)
+    local headers = { "Content-Type: application/json; charset=utf-8" }
+    for _, h in ipairs(extra or {}) do
+        headers[#headers + 1] = h
+    end
+    return { status = status, headers = headers, body = body }
+end
+
+-- The envelope with the code typed as the endpoint's vendor example types it.
+local function envelope(code, code_type, msg, payload, err)
+    local c
+    code = format("%d", code) -- settings decoded by cjson arrive as floats
+    if code_type == "string" then
+        c = '"' .. code .. '"'
+    elseif code_type == "empty" then
+        c = '""'
+    elseif code_type == "null" then
+        c = "null"
+    else
+        c = code
+    end
+    local parts = { '{"code":', c, ',"error":', err and cjson.encode(err) or "null",
+        ',"msg":', cjson.encode(msg or "") }
+    if payload ~= nil then
+        parts[#parts + 1] = ',"data":'
+        if type(payload) == "table" and next(payload) == nil then
+            parts[#parts + 1] = "[]"
+        else
+            parts[#parts + 1] = cjson.encode(payload)
+        end
+    end
+    parts[#parts + 1] = "}"
+    return concat(parts)
+end
+M.envelope = envelope
+
+local function refuse(status, msg, extra)
+    return json_response(status, envelope(status, "number", msg, nil, msg), extra)
+end
+
+local function html(status, title)
+    return {
+        status = status,
+        headers = { "Content-Type: text/html" },
+        body = format("<html><head><title>%d %s</title></head><body><center><h1>%d %s</h1>"
+            .. "</center><hr><center>nginx</center></body></html>", status, title, status, title),
+    }
+end
+
+local function gzip(body)
+    local tmp = os.tmpname()
+    local f = assert(io.open(tmp, "wb"))
+    f:write(body)
+    f:close()
+    local p = assert(io.popen("gzip -c -n < '" .. tmp .. "'", "r"))
+    local out = p:read("*a")
+    p:close()
+    os.remove(tmp)
+    return out
+end
+
+-- ---- faults -----------------------------------------------------------------
+
+function State:take_fault(e_name, api)
+    for i, f in ipairs(self.faults) do
+        if f.match == nil or f.match == api or f.match == e_name then
+            f.times = (f.times or 1) - 1
+            if f.times <= 0 then
+                table.remove(self.faults, i)
+            end
+            return f
+        end
+    end
+end
+
+local FORBIDDEN = { quota = M.MSG.quota, concurrency = M.MSG.concurrency,
+    token = M.MSG.bad_token, maintenance = M.MSG.maintenance }
+
+-- The answer a fault forces, or nil to answer normally (after its delay).
+function State:apply_fault(f, normal)
+    if f.delay then
+        self.loop:sleep(f.delay)
+    end
+    if f.reset then
+        return { reset = true }
+    elseif f.close then
+        return { close = true }
+    elseif f.forbidden then
+        return refuse(403, FORBIDDEN[f.forbidden] or f.forbidden)
+    elseif f.redirect then
+        return { status = 302, headers = { "Location: " .. f.redirect }, body = "" }
+    elseif f.html then
+        return html(f.html, http.REASONS[f.html] or "Error")
+    elseif f.echo then
+        -- A misconfigured proxy's debug page that echoes the request headers,
+        -- token included: the client must not pass it on.
+        local lines = {}
+        for name, value in pairs(f.headers or {}) do
+            lines[#lines + 1] = name .. ": " .. value
+        end
+        table.sort(lines)
+        return { status = 502, headers = { "Content-Type: text/html" },
+            body = "<html><body><pre>" .. table.concat(lines, "\n") .. "</pre></body></html>" }
+    elseif f.bad_json then
+        return json_response(200, '{"code":200,"error":null,"msg":"1 records were found","data":[{"a":"b",}')
+    elseif f.empty then
+        return refuse(404, M.MSG.empty)
+    elseif f.code_in_200 then
+        return json_response(200, envelope(f.code_in_200, "string", f.msg or "", nil, f.msg))
+    elseif f.status then
+        local msg = f.msg or (http.REASONS[f.status] or "Error")
+        return json_response(f.status, f.body or envelope(f.status, "number", msg, nil, msg))
+    elseif f.big then
+        local pad = string.rep("x", 1000)
+        local rows, n = {}, math.ceil(f.big / 1010)
+        for i = 1, n do
+            rows[i] = { pad = pad }
+        end
+        local res = json_response(200, envelope(200, "number", n .. " records were found", rows))
+        res.chunked = f.chunked
+        return res
+    end
+    local res = normal()
+    if f.cut then
+        res.cut = f.cut
+    end
+    if f.gzip then
+        res.body = gzip(res.body)
+        res.headers[#res.headers + 1] = "Content-Encoding: gzip"
+    end
+    if f.chunked then
+        res.chunked = true
+    end
+    if f.retry_after then
+        res.headers[#res.headers + 1] = "Retry-After: " .. tostring(f.retry_after)
+    end
+    return res
+end
+
+-- ---- the API ----------------------------------------------------------------
+
+local function date_param(v)
+    if type(v) ~= "string" or not v:match("^%d%d%d%d%d%d%d%d%d%d%d%d%d%d$") then
+        return nil
+    end
+    return dates.parse(v)
+end
+
+-- The normal answer of endpoint `e` for `req`.
+function State:answer(e, req)
+    local cfg, params = self.config, req.params
+    for _, p in ipairs(e.query) do
+        if p.required and (params[p.name] == nil or params[p.name] == "") then
+            return refuse(400, M.MSG.missing)
+        end
+    end
+    if e.body and not e.body.optional and e.body.kind ~= "multipart" then
+        local decoded = safe.decode(req.body or "")
+        if type(decoded) ~= "table" then
+            return refuse(400, M.MSG.missing)
+        end
+    end
+    local now = dates.now(cfg.utc_offset)
+    local payload, total
+    if e.dates then
+        local ini, fin = date_param(params.date_ini), date_param(params.date_end)
+        if not ini or not fin or fin < ini then
+            return refuse(404, M.MSG.empty)
+        end
+        local limit_s = e.max_hours and e.max_hours * 3600 or cfg.max_days * 86400
+        if fin - ini >= limit_s then
+            return refuse(400, e.max_hours and M.MSG.range_hours or M.MSG.range)
+        end
+        if e.kind == "detail" then
+            local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cfg.max_rows
+            local hit = self.cache[key]
+            if hit then
+                return json_response(200, hit)
+            end
+            payload, total = data.detail(e, ini, fin, cfg, cfg.max_rows)
+            if total == 0 then
+                return refuse(404, M.MSG.empty)
+            end
+            local body = envelope(200, e.code, #payload .. " records were found", payload)
+            self.cache = { [key] = body } -- keep only the last big answer
+            return json_response(200, body)
+        end
+        payload = data.aggregate(e, ini, fin)
+    else
+        payload = data.plain(e, now)
+    end
+    local code, msg = 200
+    if e.kind == "action" then
+        code = e.method == "POST" and 201 or 202
+        msg = "The request has been processed successfully"
+    elseif e.family == "billing" then
+        msg = "Information found for the current month"
+    else
+        msg = (type(payload) == "table" and #payload or 1) .. " records were found"
+    end
+    if e.shape == "bare_list" then
+        return json_response(200, cjson.encode(payload))
+    elseif e.shape == "top_level_records" then
+        return json_response(200, cjson.encode({ code = code, total_records = tostring(#payload),
+            campaign_id = params.campaign_id or "1", records = payload }))
+    elseif e.multi_status then
+        local files = {}
+        local decoded = safe.decode(req.body or "") or {}
+        for i, name in ipairs(type(decoded.files) == "table" and decoded.files or {}) do
+            local young = tostring(name):find("new", 1, true) ~= nil
+            files[i] = { name = tostring(name), code = young and "403" or "200",
+                message = young and "files younger than 90 days cannot be deleted" or "deleted" }
+        end
+        payload = { files = files }
+        code = 207
+    end
+    return json_response(code == 207 and 207 or 200, envelope(code, e.code, msg, payload))
+end
+
+local function header_record(req)
+    local out = {}
+    for name, value in pairs(req.headers) do
+        out[name] = name == "wolkvox-token" and "<redacted>" or value
+    end
+    return out
+end
+
+function State:token_status(req)
+    local t = req.headers["wolkvox-token"]
+    if t == nil or t == "" then
+        return "missing", nil
+    end
+    for _, ok in ipairs(self.config.tokens) do
+        if t == ok then
+            return "ok", t
+        end
+    end
+    return "bad", nil
+end
+
+function State:quota_spend(e)
+    local cfg = self.config
+    local day = floor(dates.now(cfg.utc_offset) / 86400)
+    if self.quota.day ~= day then
+        self.quota.day, self.quota.used = day, 0
+    end
+    if e and e.free then
+        return true
+    end
+    if cfg.daily_limit and self.quota.used >= cfg.daily_limit then
+        return false
+    end
+    self.quota.used = self.quota.used + 1
+    return true
+end
+
+--- Handle one API request (path /api/v2/<family>.php).
+function State:api(req, conn, family)
+    local now = http.gettime()
+    local entry = {
+        seq = #self.log + 1, conn = conn.id, port = conn.port, method = req.method,
+        line = req.line, family = family, api = req.params.api, params = req.params,
+        headers = header_record(req), body = req.body, t_start = now,
+    }
+    self.log[#self.log + 1] = entry
+    self.stats.requests = self.stats.requests + 1
+    local function finish(res)
+        entry.status = res.status or (res.reset and "reset") or (res.close and "closed")
+        entry.t_done = http.gettime()
+        return res
+    end
+    if not registry.is_family(family) then
+        return finish(html(404, "Not Found"))
+    end
+    local status, token = self:token_status(req)
+    entry.token = status
+    if status == "missing" then
+        return finish(refuse(401, M.MSG.no_token))
+    elseif status == "bad" then
+        return finish(refuse(403, M.MSG.bad_token))
+    end
+    local e = registry.find(family, req.params.api or "")
+    local busy = self.inflight[token] or 0
+    entry.inflight = busy + 1
+    if busy >= self.config.concurrency_limit then
+        entry.refused = "concurrency"
+        return finish(refuse(403, M.MSG.concurrency))
+    end
+    if not self:quota_spend(e) then
+        entry.refused = "quota"
+        return finish(refuse(403, M.MSG.quota))
+    end
+    entry.quota_used = self.quota.used
+    self.inflight[token] = busy + 1
+    self.stats.inflight = self.stats.inflight + 1
+    if self.stats.inflight > self.stats.max_inflight then
+        self.stats.max_inflight = self.stats.inflight
+    end
+    local ok, res = pcall(function()
+        local fault = self:take_fault(e and e.name or family .. "/" .. tostring(req.params.api),
+            req.params.api)
+        if self.config.latency > 0 then
+            self.loop:sleep(self.config.latency)
+        end
+        local function normal()
+            if e == nil then
+                return refuse(400, M.MSG.unknown_api)
+            end
+            return self:answer(e, req)
+        end
+        if fault then
+            entry.fault = fault
+            if fault.echo then
+                fault = setmetatable({ headers = req.headers }, { __index = fault })
+            end
+            return self:apply_fault(fault, normal)
+        end
+        return normal()
+    end)
+    if not ok then
+        entry.error = tostring(res)
+        res = html(500, "Internal Server Error")
+    end
+    -- The call stays in flight until its answer has left.
+    res.after = function()
+        self.inflight[token] = self.inflight[token] - 1
+        self.stats.inflight = self.stats.inflight - 1
+        entry.t_end = http.gettime()
+    end
+    return finish(res)
+end
+
+-- ---- control ----------------------------------------------------------------
+
+--- Handle /__fake/<what>: log, stats, reset, config, faults, shutdown.
+function State:control(req, what)
+    local body = safe.decode(req.body ~= "" and req.body or "{}") or {}
+    if what == "log" then
+        return json_response(200, #self.log == 0 and "[]" or cjson.encode(self.log))
+    elseif what == "stats" then
+        local s = copy(self.stats)
+        s.quota_used = self.quota.used
+        return json_response(200, cjson.encode(s))
+    elseif what == "reset" then
+        self:reset()
+        return json_response(200, '{"ok":true}')
+    elseif what == "config" then
+        for k, v in pairs(body) do
+            if M.DEFAULTS[k] == nil and k ~= "quota_used" then
+                return json_response(400, cjson.encode({ error = "unknown setting " .. k }))
+            end
+            if k == "quota_used" then
+                self:quota_spend(nil)
+                self.quota.used = tonumber(v) or 0
+            else
+                self.config[k] = v
+            end
+        end
+        return json_response(200, cjson.encode(self.config))
+    elseif what == "faults" then
+        for _, f in ipairs(body.faults or {}) do
+            self.faults[#self.faults + 1] = f
+        end
+        return json_response(200, cjson.encode({ queued = #self.faults }))
+    elseif what == "shutdown" then
+        self.loop:stop()
+        return json_response(200, '{"ok":true}')
+    end
+    return json_response(404, '{"error":"unknown control endpoint"}')
+end
+
+--- The request handler for wolkvox.fake.http.
+function State:handler()
+    return function(req, conn)
+        local family = req.path:match("^/api/v2/([%w_]+)%.php$")
+        if family then
+            return self:api(req, conn, family)
+        end
+        local what = req.path:match("^/__fake/(%w+)$")
+        if what then
+            return self:control(req, what)
+        end
+        return html(404, "Not Found")
+    end
+end
+
+return M

@@ -1,0 +1,199 @@
+--- Rows for the fake server.
+-- The five seed endpoints answer fixed, realistic rows.  Every other
+-- endpoint answers rows synthesised from its registry field list, with every
+-- value a string as wolkvox sends them.  Detail reports place one row every
+-- 86400 / rows_per_day seconds of the wall clock, numbered from the epoch, so
+-- any split of a range yields the same rows with the same ids: specs can check
+-- windows for gaps and duplicates.
+-- @module wolkvox.fake.data
+
+local dates = require "wolkvox.dates"
+
+local floor, ceil, format, lower, tostring = math.floor, math.ceil, string.format, string.lower, tostring
+
+local M = {}
+
+M.OPERATION = "demo_operation"
+
+local SEEDS = {}
+
+SEEDS["information/services"] = function()
+    local row = {
+        licenses = "25", pbx = "yes", screen_recording = "yes", video_call = "no",
+        stereo_recording = "yes", gamification = "no", text_analytics = "no",
+        speech_analytics = "yes", rsync = "no", wolkvox_storage = "yes", blob_storage = "no",
+        aws_s3 = "no", intelligentdial = "yes", bi = "yes", customer_prot = "no",
+        mr_wizard = "yes", turbo_dial = "no", sso = "no", mailgun = "no", whatsapp = "yes",
+        facebook_page = "no", facebook_messenger = "yes", instagram_page = "no",
+        instagram_chat = "no", sms_bidireccional = "yes", chat_web = "yes", telegram = "no",
+        crm = "yes", email = "yes", cobrowsing = "no",
+    }
+    return { row }
+end
+
+SEEDS["information/routing_points"] = function()
+    local names = { "IVR Principal", "Ventas Bogotá", "Soporte Técnico", "Cobranzas" }
+    local rows = {}
+    for i, name in ipairs(names) do
+        rows[i] = {
+            rp_id = tostring(1000 + i), rp_name = name,
+            ivr_active = i ~= 4 and "yes" or "no", chat_active = i % 2 == 0 and "yes" or "no",
+            interaction_active = "yes", crm_active = i == 1 and "yes" or "no",
+            last_use = format("2026-11-%02d 1%d:2%d:0%d", 20 + i, i, i, i),
+        }
+    end
+    return rows
+end
+
+local function billing(items)
+    return function(now)
+        local rows = {}
+        local y, m = dates.fields(now)
+        for i, it in ipairs(items) do
+            rows[i] = { operation = M.OPERATION, description = it[1], items = it[2],
+                date = format("%04d-%02d-01", y, m) }
+        end
+        return rows
+    end
+end
+
+SEEDS["billing/rec_screen"] = billing { { "Screen recording", "18" } }
+SEEDS["billing/chat_licenses"] = billing { { "Chat licenses", "12" }, { "Chat licenses (bots)", "3" } }
+SEEDS["billing/interactions"] = billing { { "Omnibox interactions", "4521" } }
+
+-- A deterministic pseudo-random number from a string and an integer.
+local function hash(s, n)
+    local h = 5381
+    for i = 1, #s do
+        h = (h * 33 + s:byte(i)) % 4294967296
+    end
+    return (h * 2654435761 + n * 40503) % 4294967296
+end
+
+local function hms(seconds)
+    return format("%02d:%02d:%02d", floor(seconds / 3600), floor(seconds % 3600 / 60), seconds % 60)
+end
+
+--- A plausible string value for a field named `name` in row `n` at wall time `t`.
+function M.value(name, n, t)
+    local l = lower(name)
+    local h = hash(l, n)
+    if l == "date" or l:find("date") or l:find("fecha") or l == "last_use" or l == "updated"
+            or l == "login" or l == "logout" or l:find("_at$") then
+        return dates.iso(t)
+    elseif l == "conn_id" or l == "id" or l:find("_id$") or l:find("^id_") then
+        return tostring(n)
+    elseif l:find("time") or l:find("aht") or l:find("duration") or l:find("tmo") then
+        return hms(h % 3600)
+    elseif l:find("percent") or l:find("occupancy") or l:find("level") or l:find("rate") then
+        return format("%.2f %%", (h % 10000) / 100)
+    elseif l:find("active") or l:find("enabled") then
+        return h % 2 == 0 and "yes" or "no"
+    elseif l:find("phone") or l:find("^tel") then
+        return format("57300%07d", h % 10000000)
+    elseif l:find("mail") then
+        return format("user%d@example.com", n)
+    elseif l:find("name") or l:find("description") then
+        return format("%s %d", name, n)
+    end
+    return tostring(h % 100)
+end
+
+-- One row: plain fields, and nested lists/objects for "parent[].child" and
+-- "parent.child" names.
+local function row_of(fields, n, t)
+    local row, lists, objects = {}, {}, {}
+    for _, f in ipairs(fields) do
+        local parent, child = f:match("^([^%[]+)%[%]%.(.+)$")
+        if parent then
+            local list = lists[parent]
+            if not list then
+                list = { {}, {} }
+                lists[parent] = list
+                row[parent] = list
+            end
+            if not child:find("[%[%.]") then
+                for i, item in ipairs(list) do
+                    item[child] = M.value(child, n * 10 + i, t)
+                end
+            end
+        else
+            local obj, key = f:match("^([^%.]+)%.(.+)$")
+            if obj then
+                objects[obj] = objects[obj] or {}
+                row[obj] = objects[obj]
+                objects[obj][key] = M.value(key, n, t)
+            else
+                row[f] = M.value(f, n, t)
+            end
+        end
+    end
+    return row
+end
+M.row_of = row_of
+
+--- The row numbers of a detail report between wall times `ini` and `fin`
+-- (inclusive): rows sit at floor(n * 86400 / per_day).
+function M.slots(ini, fin, per_day)
+    local first = ceil(ini * per_day / 86400)
+    local last = ceil((fin + 1) * per_day / 86400) - 1
+    return first, last
+end
+
+function M.slot_time(n, per_day)
+    return floor(n * 86400 / per_day)
+end
+
+--- Rows of a detail report, at most `limit` (the server's silent cap).
+-- @return rows, total rows in the range (before the cap)
+function M.detail(e, ini, fin, cfg, limit)
+    local first, last = M.slots(ini, fin, cfg.rows_per_day)
+    local total = math.max(0, last - first + 1)
+    local rows, count = {}, math.min(total, limit)
+    local fields = e.fields
+    for i = 1, count do
+        local n = first + i - 1
+        rows[i] = row_of(fields, n, M.slot_time(n, cfg.rows_per_day))
+    end
+    return rows, total
+end
+
+--- Rows of an aggregate report: a few entities whose figures grow with the
+-- span, so that splitting a range would change them.
+function M.aggregate(e, ini, fin)
+    local span_days = math.max(1, floor((fin - ini + 1) / 86400))
+    local rows = {}
+    for i = 1, 5 do
+        local row = row_of(e.fields, i, ini)
+        for _, f in ipairs(e.fields) do
+            local l = lower(f)
+            if l == "calls" or l:find("^total") or l:find("inbound$") or l:find("outbound$") then
+                row[f] = tostring(span_days * 37 + i)
+            end
+        end
+        rows[i] = row
+    end
+    return rows
+end
+
+--- Data for endpoints without a range (lookups, snapshots) and for actions.
+function M.plain(e, now)
+    local seed = SEEDS[e.name]
+    if seed then
+        return seed(now)
+    end
+    if e.shape == "string" then
+        return "OK"
+    elseif e.shape == "none" then
+        return nil
+    elseif e.shape == "object" then
+        return row_of(e.fields, 1, now)
+    end
+    local rows = {}
+    for i = 1, 3 do
+        rows[i] = row_of(e.fields, i, now)
+    end
+    return rows
+end
+
+return M

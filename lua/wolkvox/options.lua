@@ -1,0 +1,138 @@
+--- Checking the options of `wolkvox.new`.
+-- Wrong types are programming errors and raise; a missing or malformed token
+-- or server is an expected failure and comes back as a structured error.
+-- Either way nothing has been sent.
+-- @module wolkvox.options
+
+local errors = require "wolkvox.errors"
+
+local type, pairs, tostring, error, getenv = type, pairs, tostring, error, os.getenv
+
+local M = {}
+
+--- Known options and their types.
+M.types = {
+    server = "string",
+    base_url = "string",
+    token = "string",
+    token_file = "string",
+    timeout = "number",
+    connect_timeout = "number",
+    user_agent = "string",
+    cainfo = "string",
+    capath = "string",
+    proxy = "string",
+    verify = "boolean",
+    max_bytes = "number",
+    max_concurrent = "number",
+    transport = "string",
+}
+
+M.DEFAULTS = {
+    timeout = 60,           -- the server's own limit per call
+    connect_timeout = 10,
+    max_bytes = 256 * 1024 * 1024,
+    max_concurrent = 2,     -- wolkvox allows 2 calls in flight per token
+}
+
+local function bad(name, msg)
+    error("wolkvox.new: option '" .. name .. "' " .. msg, 4)
+end
+
+--- The base URL for a `server` value: a code ("0031"), "wv0031" or a URL.
+-- @return the URL without a trailing slash, or nil and a message
+function M.base_url(server)
+    if server:match("^https?://") then
+        local url = server:gsub("/+$", "")
+        if url:find("[%s%c]") or not url:match("^https?://[%w%.%-%[%]:]+") then
+            return nil, "server URL is malformed"
+        end
+        return url
+    end
+    local code = server:match("^[wW][vV](%d+)$") or server:match("^(%d+)$")
+    if not code then
+        return nil, "server must be a code such as \"0031\", \"wv0031\" or a base URL"
+    end
+    return "https://wv" .. code .. ".wolkvox.com"
+end
+
+local function read_token_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        errors.throw("auth", { message = "cannot read token_file: " .. tostring(err) })
+    end
+    local s = f:read("*a") or ""
+    f:close()
+    return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+--- Check `opts` and return a normalised copy: `base_url`, `token` and the rest.
+-- Raises (level of the caller of new) on wrong types and unknown names;
+-- throws structured `auth`/`params` errors for missing values.
+function M.check(opts)
+    if opts == nil then
+        opts = {}
+    elseif type(opts) ~= "table" then
+        error("wolkvox.new: options table expected, got " .. type(opts), 3)
+    end
+    local out = {}
+    for k, v in pairs(opts) do
+        local want = M.types[k]
+        if want == nil then
+            bad(tostring(k), "is unknown")
+        end
+        if type(v) ~= want then
+            bad(k, "must be a " .. want .. " (got " .. type(v) .. ")")
+        end
+        out[k] = v
+    end
+    for k, v in pairs(M.DEFAULTS) do
+        if out[k] == nil then
+            out[k] = v
+        end
+    end
+    -- x ~= x catches NaN.
+    if out.timeout ~= out.timeout or out.timeout <= 0 then
+        bad("timeout", "must be a positive number of seconds")
+    end
+    if out.connect_timeout ~= out.connect_timeout or out.connect_timeout <= 0 then
+        bad("connect_timeout", "must be a positive number of seconds")
+    end
+    if out.max_bytes ~= out.max_bytes or out.max_bytes < 1 then
+        bad("max_bytes", "must be at least 1")
+    end
+    if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
+        bad("max_concurrent", "must be 1 or 2 (wolkvox allows 2 calls in flight per token)")
+    end
+
+    local server = out.base_url or out.server or getenv("WOLKVOX_SERVER")
+    if server == nil or server == "" then
+        errors.throw("params", {
+            message = "no server: pass server = \"0031\" (or base_url), or set WOLKVOX_SERVER" })
+    end
+    local url, why = M.base_url(server)
+    if not url then
+        errors.throw("params", { message = why })
+    end
+    out.base_url, out.server = url, nil
+
+    local token = out.token
+    if token == nil and out.token_file then
+        token = read_token_file(out.token_file)
+    end
+    if token == nil then
+        token = getenv("WOLKVOX_TOKEN")
+    end
+    out.token, out.token_file = nil, nil
+    if token == nil or token == "" then
+        errors.throw("auth", {
+            message = "no token: pass token = ..., token_file = ..., or set WOLKVOX_TOKEN" })
+    end
+    if token:find("[%c]") then
+        -- Do not echo the token: a CR/LF in it would split the request header.
+        errors.throw("auth", { message = "token contains control characters (CR, LF, ...)" })
+    end
+    return out, token
+end
+
+return M

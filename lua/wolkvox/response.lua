@@ -1,0 +1,168 @@
+--- Reading a transport result: the envelope, its codes, and the error kinds.
+-- wolkvox answers `{"code","error","msg","data"}`; `code` may be a number, a
+-- numeric string, "" or null, and errors may come as an HTTP status or as an
+-- error code inside a 200 envelope.  All 403s share one code and differ only
+-- by message.  A 404 "Validate dates entered" means an empty window.
+-- @module wolkvox.response
+
+local errors = require "wolkvox.errors"
+
+local type, tonumber, floor, upper, concat, next =
+    type, tonumber, math.floor, string.upper, table.concat, next
+local tointeger = math.tointeger
+
+local M = {}
+
+--- The envelope `code` as an integer, or nil when it is empty or absent.
+function M.code(v)
+    if type(v) == "string" then
+        v = tonumber(v)
+    end
+    if type(v) == "number" and v == floor(v) then
+        return tointeger and tointeger(v) or v
+    end
+    return nil
+end
+
+-- The kind of a failed status; `text` is the message in upper case.
+local function kind_of(status, text)
+    if status == 400 then
+        if text:find("DOES NOT EXIST", 1, true) then
+            return "not_found"
+        end
+        return "params"
+    elseif status == 401 then
+        return "auth"
+    elseif status == 403 then
+        if text:find("TOKEN LIMIT", 1, true) then
+            return "quota"
+        elseif text:find("SIMULTANEOUS", 1, true) then
+            return "concurrency"
+        elseif text:find("TOKEN", 1, true) then
+            return "auth"
+        end
+        return "maintenance"
+    elseif status == 404 then
+        if text:find("VALIDATE DATES", 1, true) then
+            return "empty"
+        end
+        return "not_found"
+    elseif status == 406 or status == 409 or status == 422 then
+        return "params"
+    end
+    return "http"
+end
+M.kind_of = kind_of
+
+local function text_of(env)
+    if type(env) ~= "table" then
+        return ""
+    end
+    local parts = {}
+    if type(env.msg) == "string" then parts[#parts + 1] = env.msg end
+    if type(env.error) == "string" and env.error ~= env.msg then parts[#parts + 1] = env.error end
+    if type(env.message) == "string" then parts[#parts + 1] = env.message end
+    return concat(parts, ": ")
+end
+
+local function is_list(t)
+    return type(t) == "table" and (t[1] ~= nil or next(t) == nil)
+end
+
+-- `failed` is the status or envelope code that failed.
+local function fail(kind, e, res, fields, failed)
+    fields.endpoint = e.name
+    fields.status = res.status ~= 0 and res.status or nil
+    fields.retry_after = res.retry_after
+    fields.calls = res.sends
+    if kind == "http" then
+        -- Server-side failures may pass; other statuses will not change.
+        failed = failed or res.status
+        fields.retryable = failed >= 500 or failed == 408 or failed == 429
+    end
+    errors.throw(kind, fields)
+end
+
+local function meta_of(res, e)
+    return {
+        endpoint = e.name,
+        status = res.status,
+        bytes = res.bytes,
+        time = res.time,
+        connects = res.connects,
+        calls = res.sends or 1,
+    }
+end
+
+--- Interpret one transport result for endpoint `e`.
+-- @return data (rows, an object, or a string, as the endpoint sends it) and meta
+-- Throws a structured error (see `errors.protect`) for every failure.
+function M.interpret(res, e)
+    local terr = res.error
+    if terr then
+        fail(terr.kind, e, res, {
+            reason = terr.reason, message = terr.message, sent = terr.sent, curl_code = terr.curl_code,
+        })
+    end
+    local status, env = res.status, res.value
+    if res.decode_error or (env == nil and status ~= 204) then
+        local snippet = res.snippet or ""
+        local why = res.decode_error and ("answer is not JSON (" .. res.decode_error .. ")")
+            or "empty answer"
+        if snippet ~= "" then
+            why = why .. "; it begins: " .. snippet
+        end
+        if status >= 200 and status < 300 then
+            fail("decode", e, res, { message = why, retryable = true })
+        end
+        if status >= 300 and status < 400 then
+            why = "redirect not followed (the token goes only to the configured server)"
+        end
+        local kind = kind_of(status, upper(snippet))
+        if kind == "empty" then
+            return {}, meta_of(res, e)
+        end
+        fail(kind, e, res, { message = why })
+    end
+
+    local code = type(env) == "table" and M.code(env.code) or nil
+    local failed = status
+    if status >= 200 and status < 300 and code and code >= 400 then
+        failed = code          -- an error code inside a 200 envelope
+    end
+    if failed < 200 or failed >= 300 then
+        local text = text_of(env)
+        local kind = kind_of(failed, upper(text))
+        if kind == "empty" then
+            local meta = meta_of(res, e)
+            meta.code, meta.msg, meta.empty = code, text, true
+            return {}, meta
+        end
+        if text == "" then
+            text = "HTTP status " .. failed
+        end
+        fail(kind, e, res, { code = code, message = text }, failed)
+    end
+
+    local meta = meta_of(res, e)
+    meta.code = code
+    meta.msg = type(env) == "table" and type(env.msg) == "string" and env.msg or nil
+    local data
+    if is_list(env) and env.data == nil then
+        data = env                       -- a bare array without envelope
+    elseif type(env) == "string" or type(env) == "number" then
+        data = env                       -- a bare string or number
+    elseif type(env) ~= "table" then
+        data = {}                        -- JSON null
+    elseif env.data ~= nil then
+        data = env.data
+    elseif env.records ~= nil then
+        data = env.records               -- campaign_15: top-level records[]
+        meta.total_records = tonumber(env.total_records) or env.total_records
+    else
+        data = {}
+    end
+    return data, meta
+end
+
+return M

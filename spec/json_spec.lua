@@ -1,0 +1,168 @@
+-- The C JSON decoder, checked against lua-cjson on the same texts.
+local core = require "wolkvox.core"
+local cjson = require("cjson").new()
+
+-- Compare a core.decode result with a cjson result: cjson keeps null members
+-- as cjson.null where the core leaves them out; numbers compare by value.
+local function same(a, b)
+    if b == cjson.null then
+        return a == core.null
+    end
+    if type(a) ~= type(b) then
+        return false
+    end
+    if type(a) ~= "table" then
+        return a == b or (a ~= a and b ~= b)
+    end
+    for k, v in pairs(b) do
+        if v == cjson.null and type(k) == "string" then
+            if a[k] ~= nil then
+                return false
+            end
+        elseif not same(a[k], v) then
+            return false
+        end
+    end
+    for k in pairs(a) do
+        if b[k] == nil then
+            return false
+        end
+    end
+    return true
+end
+
+-- A random JSON text, made from a seeded generator so runs repeat.
+local function random_json(rand, depth)
+    local pick = rand(depth > 3 and 6 or 8)
+    if pick == 1 then
+        return tostring(rand(2000001) - 1000001)
+    elseif pick == 2 then
+        return string.format("%.6g", (rand(2000001) - 1000001) / (rand(997) + 1))
+    elseif pick == 3 then
+        local chars = { "a", "Z", "0", " ", "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\ud83d\\ude00",
+            "ñ", "\\t", "Bogotá", "\\u0000" }
+        local s = {}
+        for i = 1, rand(12) - 1 do
+            s[i] = chars[rand(#chars)]
+        end
+        return '"' .. table.concat(s) .. '"'
+    elseif pick == 4 then
+        return ({ "true", "false", "null" })[rand(3)]
+    elseif pick == 5 or pick == 7 then
+        local items = {}
+        for i = 1, rand(5) - 1 do
+            items[i] = random_json(rand, depth + 1)
+        end
+        return "[" .. table.concat(items, ",") .. "]"
+    else
+        local items = {}
+        for i = 1, rand(6) - 1 do
+            items[i] = string.format('"k%d" : %s', rand(8), random_json(rand, depth + 1))
+        end
+        return "{ " .. table.concat(items, " ,\n") .. " }"
+    end
+end
+
+describe("core.decode", function()
+    it("reads an envelope with rows as native tables", function()
+        local v = assert(core.decode('{"code":200,"error":null,"msg":"2 records were found",'
+            .. '"data":[{"rp_id":"1001","rp_name":"IVR"},{"rp_id":"1002","rp_name":"Ventas"}]}'))
+        assert.equal(200, v.code)
+        assert.is_nil(v.error)
+        assert.equal("2 records were found", v.msg)
+        assert.equal(2, #v.data)
+        assert.equal("Ventas", v.data[2].rp_name)
+    end)
+
+    it("keeps integers integral and reads fractions and exponents", function()
+        local v = assert(core.decode("[0, -7, 123456789012345678, 2.5, -1e3, 1E-2]"))
+        assert.equal(0, v[1])
+        assert.equal(-7, v[2])
+        assert.equal(2.5, v[4])
+        assert.equal(-1000, v[5])
+        assert.equal(0.01, v[6])
+        if math.type then
+            assert.equal("integer", math.type(v[1]))
+            assert.equal("integer", math.type(v[3]))
+            assert.equal(123456789012345678, v[3])
+        end
+    end)
+
+    it("unescapes strings, including surrogate pairs, to UTF-8", function()
+        local v = assert(core.decode([=["a\"b\\c\/d\b\f\n\r\t\u00e9\u20ac\ud83d\ude00"]=]))
+        assert.equal('a"b\\c/d\b\f\n\r\t\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80', v)
+        assert.equal("\xC3\xA9", core.decode([["\u00e9"]]))
+        assert.equal("\xF0\x9F\x98\x80", core.decode([["\ud83d\ude00"]]))
+        assert.equal("pre\0post", core.decode([["pre\u0000post"]]))
+    end)
+
+    it("leaves null members out of objects and keeps them in arrays", function()
+        local v = assert(core.decode('{"a":null,"b":[1,null,3]}'))
+        assert.is_nil(v.a)
+        assert.equal(core.null, v.b[2])
+        assert.equal(3, v.b[3])
+        assert.equal(core.null, core.decode("null"))
+    end)
+
+    it("agrees with lua-cjson on a corpus of texts", function()
+        local corpus = {
+            "{}", "[]", "[[[]]]", '{"a":{"b":{"c":[1,2,{"d":"e"}]}}}', '""', '"x"', "0", "-0",
+            "1.5e300", "[true,false,null]", '{"dup":1,"dup":2}', ' \n\t[ 1 , 2 ]\r\n',
+            '{"code":"200","data":[{"licenses":"25","pbx":"yes"}]}',
+        }
+        local seed = 20261124
+        local function rand(n)
+            seed = (seed * 1103515245 + 12345) % 2147483648
+            return seed % n + 1
+        end
+        for _ = 1, 400 do
+            corpus[#corpus + 1] = random_json(rand, 0)
+        end
+        for _, text in ipairs(corpus) do
+            local expected = cjson.decode(text)
+            local got, err = core.decode(text)
+            assert.is_nil(err, text)
+            assert.is_true(same(got, expected), "differs from cjson on: " .. text)
+        end
+    end)
+
+    it("refuses what lua-cjson refuses, with the byte position", function()
+        local bad = { "", " ", "{", "[1,]", "[1 2]", '{"a" 1}', '{"a":1,}', "{1:2}", "tru", "nul",
+            ".5", "-", "1e", '"abc', '"\\x"', '"\\u12"', "[1]]", "[] x", "'a'",
+            '"\\ud800"', '"\\udc00x"' }
+        for _, text in ipairs(bad) do
+            local v, err = core.decode(text)
+            assert.is_nil(v, text)
+            assert.matches("byte %d+", err, 1, false, text)
+            assert.is_false(pcall(cjson.decode, text), "cjson accepts " .. text)
+        end
+    end)
+
+    it("is stricter than lua-cjson where RFC 8259 says so", function()
+        for _, text in ipairs { "01", "1.", "NaN", "Infinity", "+1", '["a\1b"]' } do
+            assert.is_true(pcall(cjson.decode, text), text)
+            local v, err = core.decode(text)
+            assert.is_nil(v, text)
+            assert.matches("byte %d+", err)
+        end
+    end)
+
+    it("refuses nesting past 1000 levels without crashing", function()
+        local ok = core.decode(string.rep("[", 1000) .. string.rep("]", 1000))
+        assert.is_table(ok)
+        local v, err = core.decode(string.rep("[", 1001) .. string.rep("]", 1001))
+        assert.is_nil(v)
+        assert.matches("too deep", err)
+        v, err = core.decode(string.rep('{"a":', 5000))
+        assert.is_nil(v)
+        assert.matches("too deep", err)
+    end)
+
+    it("tolerates a UTF-8 byte order mark", function()
+        assert.same({ 1 }, core.decode("\xEF\xBB\xBF[1]"))
+    end)
+
+    it("raises on a non-string argument (a programming error)", function()
+        assert.has_error(function() core.decode({}) end)
+    end)
+end)

@@ -1,0 +1,64 @@
+-- Shared helpers for the specs: a fake wolkvox server in a child process and
+-- clients pointed at it.  Nothing here replaces library code.
+local fake = require "wolkvox.fake"
+local wolkvox = require "wolkvox"
+
+local M = {}
+
+-- WOLKVOX_GC_STRESS=1 makes the collector run as often as it can, to flush
+-- out __gc mistakes (used by the sanitizer runs).
+if os.getenv("WOLKVOX_GC_STRESS") == "1" then
+    collectgarbage("setpause", 0)
+end
+
+--- Start a fake server for one spec file.
+function M.fake(opts)
+    return fake.spawn(opts)
+end
+
+--- A client for the fake server `srv`, with extra options.
+function M.client(srv, opts)
+    local o = { base_url = srv.url, token = srv.token }
+    for k, v in pairs(opts or {}) do
+        o[k] = v
+    end
+    return assert(wolkvox.new(o))
+end
+
+--- Queue faults on the fake.
+function M.faults(srv, list)
+    srv:control("faults", { faults = list })
+end
+
+--- The fake's log entries for api `name`.
+function M.calls(srv, name)
+    local out = {}
+    for _, entry in ipairs(srv:log()) do
+        if name == nil or entry.api == name then
+            out[#out + 1] = entry
+        end
+    end
+    return out
+end
+
+--- Every string reachable from `v` (keys and values), for leak checks.
+function M.strings(v, out, seen)
+    out, seen = out or {}, seen or {}
+    local t = type(v)
+    if t == "string" then
+        out[#out + 1] = v
+    elseif t == "table" and not seen[v] then
+        seen[v] = true
+        for k, x in pairs(v) do
+            M.strings(k, out, seen)
+            M.strings(x, out, seen)
+        end
+        local mt = getmetatable(v)
+        if mt and mt.__tostring then
+            out[#out + 1] = tostring(v)
+        end
+    end
+    return out
+end
+
+return M

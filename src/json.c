@@ -1,0 +1,523 @@
+/*
+ * json.c: a JSON (RFC 8259) decoder that builds Lua tables directly from the
+ * response buffer.
+ *
+ * Why not call lua-cjson: its decoder allocates every table empty and lets
+ * Lua rehash it up to the row's size (five rehashes for a 20-field cdr_1
+ * row), copies the body into a Lua string first, and on Lua 5.4 (Debian's
+ * 2.1.0) turns every number into a float.  Here each object is created with
+ * the key count of the previous object at the same depth, so a list of
+ * same-shaped rows allocates each row once; integral numbers stay integers.
+ * spec/json_spec.lua checks this decoder against lua-cjson on a corpus.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "wolkvox.h"
+
+typedef struct {
+    lua_State *L;
+    const char *start;
+    const char *p;
+    const char *end;
+    wv_buf *scratch;
+    const char *errmsg;
+    const char *errat;
+    int depth;
+    int obj_hint[WV_JSON_MAX_DEPTH + 1];
+    int arr_hint[WV_JSON_MAX_DEPTH + 1];
+} decoder;
+
+static int value(decoder *d);
+
+static int fail(decoder *d, const char *msg)
+{
+    if (d->errmsg == NULL) {
+        d->errmsg = msg;
+        d->errat = d->p;
+    }
+    return 0;
+}
+
+static void skip_ws(decoder *d)
+{
+    const char *p = d->p, *e = d->end;
+    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Read 4 hex digits after "\u"; -1 when malformed. */
+static long hex4(const char *p, const char *end)
+{
+    long v = 0;
+    int i;
+    if (end - p < 4)
+        return -1;
+    for (i = 0; i < 4; i++) {
+        int h = hexval((unsigned char)p[i]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | h;
+    }
+    return v;
+}
+
+static size_t put_utf8(char *out, unsigned long cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The slow path of string(): scratch holds the plain prefix, `from` is the
+ * first backslash. */
+static int string_escaped(decoder *d, const char *from)
+{
+    wv_buf *b = d->scratch;
+    const char *p = from, *e = d->end;
+    /* The unescaped text is never longer than the escaped one. */
+    if (!wv_buf_reserve(b, (size_t)(e - p))) {
+        d->p = p;
+        return fail(d, "out of memory");
+    }
+    while (p < e) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            lua_pushlstring(d->L, b->p, b->len);
+            d->p = p + 1;
+            return 1;
+        }
+        if (c < 0x20) {
+            d->p = p;
+            return fail(d, "control character in string");
+        }
+        if (c != '\\') {
+            b->p[b->len++] = (char)c;
+            p++;
+            continue;
+        }
+        if (p + 1 >= e)
+            break;
+        switch (p[1]) {
+        case '"':  b->p[b->len++] = '"';  p += 2; break;
+        case '\\': b->p[b->len++] = '\\'; p += 2; break;
+        case '/':  b->p[b->len++] = '/';  p += 2; break;
+        case 'b':  b->p[b->len++] = '\b'; p += 2; break;
+        case 'f':  b->p[b->len++] = '\f'; p += 2; break;
+        case 'n':  b->p[b->len++] = '\n'; p += 2; break;
+        case 'r':  b->p[b->len++] = '\r'; p += 2; break;
+        case 't':  b->p[b->len++] = '\t'; p += 2; break;
+        case 'u': {
+            long hi = hex4(p + 2, e);
+            unsigned long cp;
+            if (hi < 0) {
+                d->p = p;
+                return fail(d, "bad \\u escape");
+            }
+            p += 6;
+            cp = (unsigned long)hi;
+            if (hi >= 0xD800 && hi <= 0xDBFF) {
+                long lo = (e - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2, e) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) {
+                    d->p = p;
+                    return fail(d, "unpaired surrogate in \\u escape");
+                }
+                cp = 0x10000 + (((unsigned long)hi - 0xD800) << 10) + ((unsigned long)lo - 0xDC00);
+                p += 6;
+            } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
+                d->p = p;
+                return fail(d, "unpaired surrogate in \\u escape");
+            }
+            /* 6 escaped bytes always give at most 3 (or 12 give 4): room is there. */
+            b->len += put_utf8(b->p + b->len, cp);
+            break;
+        }
+        default:
+            d->p = p;
+            return fail(d, "bad escape in string");
+        }
+    }
+    d->p = e;
+    return fail(d, "unterminated string");
+}
+
+/* d->p is just after the opening quote. */
+static int string(decoder *d)
+{
+    const char *p = d->p, *e = d->end;
+    while (p < e) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
+            d->p = p + 1;
+            return 1;
+        }
+        if (c == '\\') {
+            /* Keep the plain prefix, then unescape the rest. */
+            size_t plain = (size_t)(p - d->p);
+            wv_buf *b = d->scratch;
+            b->len = 0;
+            if (!wv_buf_reserve(b, plain))
+                return fail(d, "out of memory");
+            if (plain > 0)
+                memcpy(b->p, d->p, plain);
+            b->len = plain;
+            return string_escaped(d, p);
+        }
+        if (c < 0x20) {
+            d->p = p;
+            return fail(d, "control character in string");
+        }
+        p++;
+    }
+    d->p = e;
+    return fail(d, "unterminated string");
+}
+
+static int number(decoder *d)
+{
+    const char *p = d->p, *e = d->end, *s = p;
+    int integral = 1;
+    unsigned long long mag = 0;
+    int ndigits = 0, neg = 0;
+    if (p < e && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= e)
+        return fail(d, "bad number");
+    if (*p == '0') {
+        p++;
+        ndigits = 1;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < e && *p >= '0' && *p <= '9') {
+            if (ndigits < 19)
+                mag = mag * 10 + (unsigned long long)(*p - '0');
+            ndigits++;
+            p++;
+        }
+    } else {
+        d->p = p;
+        return fail(d, "bad number");
+    }
+    if (p < e && *p == '.') {
+        integral = 0;
+        p++;
+        if (p >= e || *p < '0' || *p > '9') {
+            d->p = p;
+            return fail(d, "bad number");
+        }
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        integral = 0;
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= e || *p < '0' || *p > '9') {
+            d->p = p;
+            return fail(d, "bad number");
+        }
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    d->p = p;
+#if WV_HAVE_INTEGERS
+    if (integral && ndigits <= 18) {
+        lua_Integer v = (lua_Integer)mag;
+        lua_pushinteger(d->L, neg ? -v : v);
+        return 1;
+    }
+#else
+    if (integral && ndigits <= 15) {
+        double v = (double)mag;
+        lua_pushnumber(d->L, neg ? -v : v);
+        return 1;
+    }
+#endif
+    /* Fractions, exponents and very long integers: let Lua convert the text,
+     * which is locale-independent in 5.3+ and LuaJIT. */
+    {
+        char tmp[64];
+        size_t n = (size_t)(p - s);
+        if (n >= sizeof tmp) {
+            lua_pushlstring(d->L, s, n);
+        } else {
+            memcpy(tmp, s, n);
+            tmp[n] = '\0';
+            lua_pushlstring(d->L, tmp, n);
+        }
+#if LUA_VERSION_NUM >= 503
+        {
+            const char *txt = lua_tostring(d->L, -1);
+            if (lua_stringtonumber(d->L, txt) == 0) {
+                lua_pop(d->L, 1);
+                return fail(d, "bad number");
+            }
+            lua_remove(d->L, -2);
+        }
+#else
+        {
+            lua_Number v = lua_tonumber(d->L, -1);
+            lua_pop(d->L, 1);
+            lua_pushnumber(d->L, v);
+        }
+#endif
+    }
+    return 1;
+}
+
+static int literal(decoder *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return fail(d, "unexpected character");
+    d->p += n;
+    return 1;
+}
+
+static int array(decoder *d)
+{
+    lua_State *L = d->L;
+    int n = 0, hint = d->arr_hint[d->depth];
+    lua_createtable(L, hint > 64 ? 64 : hint, 0);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        return 1;
+    }
+    for (;;) {
+        if (!value(d))
+            return 0;
+        n++;
+        lua_rawseti(L, -2, n);
+        skip_ws(d);
+        if (d->p >= d->end)
+            return fail(d, "unexpected end of input in array");
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (*d->p == ']') {
+            d->p++;
+            d->arr_hint[d->depth] = n;
+            return 1;
+        }
+        return fail(d, "expected ',' or ']' in array");
+    }
+}
+
+static int object(decoder *d)
+{
+    lua_State *L = d->L;
+    int n = 0;
+    lua_createtable(L, 0, d->obj_hint[d->depth]);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        return 1;
+    }
+    for (;;) {
+        int isnull;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"')
+            return fail(d, "expected a string key in object");
+        d->p++;
+        if (!string(d))
+            return 0;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') {
+            lua_pop(L, 1);
+            return fail(d, "expected ':' after key in object");
+        }
+        d->p++;
+        if (!value(d)) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        /* Lua cannot hold a null member: store nil, which also drops an
+         * earlier member of the same name, as a later value would. */
+        isnull = lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL;
+        if (isnull) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+        lua_rawset(L, -3);
+        n++;
+        skip_ws(d);
+        if (d->p >= d->end)
+            return fail(d, "unexpected end of input in object");
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (*d->p == '}') {
+            d->p++;
+            d->obj_hint[d->depth] = n;
+            return 1;
+        }
+        return fail(d, "expected ',' or '}' in object");
+    }
+}
+
+static int value(decoder *d)
+{
+    int ok;
+    skip_ws(d);
+    if (d->p >= d->end)
+        return fail(d, "unexpected end of input");
+    switch (*d->p) {
+    case '{':
+    case '[':
+        if (d->depth >= WV_JSON_MAX_DEPTH)
+            return fail(d, "nesting too deep");
+        /* Each level holds the container, plus a key and a value in objects. */
+        if (!lua_checkstack(d->L, 4))
+            return fail(d, "nesting too deep for the Lua stack");
+        d->depth++;
+        if (*d->p++ == '{')
+            ok = object(d);
+        else
+            ok = array(d);
+        d->depth--;
+        return ok;
+    case '"':
+        d->p++;
+        return string(d);
+    case 't':
+        if (!literal(d, "true", 4))
+            return 0;
+        lua_pushboolean(d->L, 1);
+        return 1;
+    case 'f':
+        if (!literal(d, "false", 5))
+            return 0;
+        lua_pushboolean(d->L, 0);
+        return 1;
+    case 'n':
+        if (!literal(d, "null", 4))
+            return 0;
+        lua_pushlightuserdata(d->L, NULL);
+        return 1;
+    default:
+        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
+            return number(d);
+        return fail(d, "unexpected character");
+    }
+}
+
+int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                   char *err, size_t errlen)
+{
+    /* The hint arrays make this too big for some C stacks: keep it on the heap,
+     * owned by a userdata so a Lua memory error cannot leak it. */
+    decoder *d;
+    int top = lua_gettop(L);
+    luaL_checkstack(L, 8, "no room on the Lua stack");
+    d = (decoder *)lua_newuserdata(L, sizeof *d);
+    memset(d, 0, sizeof *d);
+    d->L = L;
+    d->start = s;
+    d->p = s;
+    d->end = s + len;
+    d->scratch = scratch;
+    /* A UTF-8 byte order mark is tolerated (some PHP files emit one). */
+    if (len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+        d->p += 3;
+    if (value(d)) {
+        skip_ws(d);
+        if (d->p == d->end) {
+            lua_remove(L, top + 1); /* the decoder userdata */
+            return 1;
+        }
+        fail(d, "trailing characters after the JSON value");
+    }
+    if (err != NULL && errlen > 0) {
+        size_t at = (size_t)(d->errat - d->start);
+        if (d->errat >= d->end)
+            snprintf(err, errlen, "%s at end of input (byte %lu)", d->errmsg,
+                     (unsigned long)at + 1);
+        else
+            snprintf(err, errlen, "%s at byte %lu", d->errmsg, (unsigned long)at + 1);
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+/* ---- scratch buffers and core.decode ---------------------------------- */
+
+static int scratch_gc(lua_State *L)
+{
+    wv_buf *b = (wv_buf *)luaL_checkudata(L, 1, WV_SCRATCH_MT);
+    wv_buf_free(b);
+    return 0;
+}
+
+wv_buf *wv_scratch_new(lua_State *L)
+{
+    wv_buf *b = (wv_buf *)lua_newuserdata(L, sizeof *b);
+    memset(b, 0, sizeof *b);
+    luaL_getmetatable(L, WV_SCRATCH_MT);
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+/***
+ * Decode a JSON text into Lua values.
+ * @function decode
+ * @tparam string text
+ * @return the value (JSON null at top level or in arrays is `core.null`;
+ *   null members of objects are left out)
+ * @treturn[2] nil
+ * @treturn[2] string what is wrong and at which byte
+ */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char err[160];
+    wv_buf *scratch = wv_scratch_new(L);
+    if (wv_json_decode(L, s, len, scratch, err, sizeof err))
+        return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+void wv_json_open(lua_State *L)
+{
+    luaL_newmetatable(L, WV_SCRATCH_MT);
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_decode);
+    lua_setfield(L, -2, "decode");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+}

@@ -1,0 +1,82 @@
+/*
+ * wolkvox.h: internal interface between the C units of wolkvox.core.
+ * Nothing here is exported: the build uses -fvisibility=hidden and only
+ * luaopen_wolkvox_core carries WV_EXPORT.
+ */
+#ifndef WOLKVOX_H
+#define WOLKVOX_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compat.h"
+
+#define WV_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define WV_EXPORT __attribute__((visibility("default")))
+#else
+#define WV_EXPORT
+#endif
+
+/* A growable byte buffer.  Whoever embeds one frees it (wv_buf_free). */
+typedef struct {
+    char *p;
+    size_t len;
+    size_t cap;
+} wv_buf;
+
+/* Make room for `extra` more bytes; 0 when out of memory (buffer unchanged). */
+static inline int wv_buf_reserve(wv_buf *b, size_t extra)
+{
+    size_t need, cap;
+    char *p;
+    if (extra > (size_t)-1 - b->len)
+        return 0;
+    need = b->len + extra;
+    if (need <= b->cap)
+        return 1;
+    cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+        cap = cap > (size_t)-1 / 2 ? need : cap * 2;
+    p = (char *)realloc(b->p, cap);
+    if (p == NULL)
+        return 0;
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+
+static inline void wv_buf_free(wv_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Registry names of the userdata types. */
+#define WV_SESSION_MT "wolkvox.session"
+#define WV_SCRATCH_MT "wolkvox.scratch"
+
+/* Maximum nesting the JSON decoder accepts (lua-cjson's default too). */
+#define WV_JSON_MAX_DEPTH 1000
+
+/*
+ * Decode the JSON text s[0..len) and push the value on L.  Returns 1 on
+ * success; on a syntax error pushes nothing, writes a message into err and
+ * returns 0.  `scratch` holds unescaped strings; its owner frees it, so a Lua
+ * memory error raised while decoding leaks nothing.  JSON null is pushed as
+ * a NULL light userdata inside arrays and at top level, and left out of objects.
+ */
+int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                   char *err, size_t errlen);
+
+/* Push a new scratch buffer userdata (freed by its __gc) and return it. */
+wv_buf *wv_scratch_new(lua_State *L);
+
+/* Registration of each unit's types and functions into the module table on top. */
+void wv_json_open(lua_State *L);
+void wv_session_open(lua_State *L);
+
+#endif
