@@ -70,11 +70,16 @@ $(BUILD)/states: spec/c/states.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(LUA_CFLAGS) -o $@ $< $(LUA_LIBS) -pthread
 
-test:
+test: deps
 	spec/run
 
-demo: all
-	$(LUA) examples/seed_report.lua
+# Paths that make the tree's modules win over installed ones.
+TREE_ENV = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_PATH_5_4="lua/?.lua;lua/?/init.lua;;" \
+           LUA_CPATH="$(BUILD)/?.so;;" LUA_CPATH_5_4="$(BUILD)/?.so;;"
+
+demo: deps
+	$(MAKE) -s all
+	$(TREE_ENV) $(LUA) examples/seed_report.lua
 
 deps:
 	tools/install-deps
