@@ -91,7 +91,7 @@ valgrind:
 	spec/run valgrind
 
 lint:
-	luacheck -q lua spec bin examples bench tools
+	spec/run lint
 
 bench: all
 	bench/run
