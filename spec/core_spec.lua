@@ -167,6 +167,9 @@ describe("wolkvox.core session", function()
         assert.has_error(function() core.session { token = "t", max_conns = 3 } end)
         assert.has_error(function() core.session { token = "t", proxy = 1 } end)
         assert.has_error(function() core.session("t") end)
+        -- Only what the table holds counts: __index is not consulted.
+        local tricky = setmetatable({}, { __index = function() return "made-up" end })
+        assert.has_error(function() core.session(tricky) end, "bad field 'token' (non-empty string expected)")
     end)
 
     it("never shows the token in tostring, results or errors", function()

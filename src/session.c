@@ -108,11 +108,22 @@ static wv_session *check_session(lua_State *L)
     return (wv_session *)luaL_checkudata(L, 1, WV_SESSION_MT);
 }
 
-/* Optional field of the table at `idx`: string or nil. */
+/* Push t[key] without metamethods.  Only raw reads are used on caller
+ * tables: a value that __index made up would not be anchored, and the
+ * pointers kept below rely on the table holding every string they point to.
+ * `idx` must be an absolute index. */
+static void rawfield(lua_State *L, int idx, const char *key)
+{
+    lua_pushstring(L, key);
+    lua_rawget(L, idx);
+}
+
+/* Optional field of the table at `idx`: string or nil.  The string stays
+ * valid while the table holds it. */
 static const char *opt_string(lua_State *L, int idx, const char *key, size_t *len)
 {
     const char *s = NULL;
-    lua_getfield(L, idx, key);
+    rawfield(L, idx, key);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return NULL;
@@ -127,7 +138,7 @@ static const char *opt_string(lua_State *L, int idx, const char *key, size_t *le
 static double opt_number(lua_State *L, int idx, const char *key, double def)
 {
     double v = def;
-    lua_getfield(L, idx, key);
+    rawfield(L, idx, key);
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "bad field '%s' (number expected, got %s)", key, luaL_typename(L, -1));
@@ -345,7 +356,7 @@ static int l_session(lua_State *L)
     o.cainfo = opt_string(L, 1, "cainfo", NULL);
     o.capath = opt_string(L, 1, "capath", NULL);
     o.proxy = opt_string(L, 1, "proxy", NULL);
-    lua_getfield(L, 1, "verify");
+    rawfield(L, 1, "verify");
     o.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
 
@@ -502,13 +513,13 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
     ctype = opt_string(L, idx, "content_type", NULL);
     if (ctype != NULL && has_ctl(ctype, strlen(ctype)))
         luaL_error(L, "bad field 'content_type' (control characters are not allowed)");
-    lua_getfield(L, idx, "decode");
+    rawfield(L, idx, "decode");
     decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, idx, "fresh");
+    rawfield(L, idx, "fresh");
     fresh = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, idx, "parts");
+    rawfield(L, idx, "parts");
     has_parts = !lua_isnil(L, -1);
     if (has_parts) {
         if (!lua_istable(L, -1))
@@ -518,7 +529,7 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
         check_parts(L, lua_gettop(L));
     }
     lua_pop(L, 1);
-    lua_getfield(L, idx, "headers");
+    rawfield(L, idx, "headers");
     nheaders = 0;
     if (!lua_isnil(L, -1)) {
         if (!lua_istable(L, -1))
@@ -563,7 +574,7 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
         add_header(L, c, line);
     }
     if (nheaders > 0) {
-        lua_getfield(L, idx, "headers");
+        rawfield(L, idx, "headers");
         for (i = 1; i <= nheaders; i++) {
             lua_rawgeti(L, -1, i);
             add_header(L, c, lua_tostring(L, -1));
@@ -572,7 +583,7 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
         lua_pop(L, 1);
     }
     if (has_parts) {
-        lua_getfield(L, idx, "parts");
+        rawfield(L, idx, "parts");
         rc = build_mime(L, c, lua_gettop(L));
         lua_pop(L, 1);
     }
@@ -738,9 +749,12 @@ static void push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         lua_pushstring(L, reason);
         lua_setfield(L, -2, "reason");
         set_integer(L, "curl_code", (lua_Integer)rc);
-        if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-            lua_pushfstring(L, "answer larger than the %d-byte limit", (int)s->max_bytes);
-        else
+        if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+            char msg[80];
+            snprintf(msg, sizeof msg, "answer larger than the %lu-byte limit",
+                     (unsigned long)s->max_bytes);
+            lua_pushstring(L, msg);
+        } else
             lua_pushstring(L, c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
         lua_setfield(L, -2, "message");
         /* Nothing went out when the connection never came up. */

@@ -1,0 +1,149 @@
+-- The fake server itself, spoken to with raw sockets (not the library), so its
+-- behaviour is checked independently of the client code it serves.
+local socket = require "socket"
+local cjson = require "cjson"
+local support = require "support"
+
+-- Send a raw GET on a new connection; returns the socket.
+local function send(srv, target, token)
+    local host, port = srv.url:match("^http://([^:]+):(%d+)$")
+    local sock = assert(socket.connect(host, tonumber(port)))
+    local lines = { "GET " .. target .. " HTTP/1.1", "Host: " .. host }
+    if token then
+        lines[#lines + 1] = "wolkvox-token: " .. token
+    end
+    lines[#lines + 1] = "Connection: close"
+    assert(sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n"))
+    return sock
+end
+
+-- Read a whole answer (Connection: close): status and decoded body.
+local function answer(sock)
+    sock:settimeout(10)
+    local data = sock:receive("*a")
+    sock:close()
+    local status = tonumber(data:match("^HTTP/1%.1 (%d+)"))
+    local body = data:match("\r\n\r\n(.*)$")
+    local ok, decoded = pcall(cjson.decode, body)
+    return status, ok and decoded or body
+end
+
+describe("the fake wolkvox server", function()
+    local srv
+    local SERVICES = "/api/v2/information.php?api=services"
+
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    it("checks the token: 401 without, 403 PLEASE VALIDATE TOKEN when wrong", function()
+        local status, body = answer(send(srv, SERVICES))
+        assert.equal(401, status)
+        assert.equal("PLEASE ENTER THE WOLKVOX-TOKEN", body.msg)
+        status, body = answer(send(srv, SERVICES, "nope"))
+        assert.equal(403, status)
+        assert.equal("PLEASE VALIDATE TOKEN", body.msg)
+        status, body = answer(send(srv, SERVICES, srv.token))
+        assert.equal(200, status)
+        assert.equal("200", body.code)
+    end)
+
+    it("answers 400 for an unknown api and 404 for an unknown family", function()
+        local status, body = answer(send(srv, "/api/v2/information.php?api=nope", srv.token))
+        assert.equal(400, status)
+        assert.equal("THE API YOU WANT TO CONSULT DOES NOT EXIST", body.msg)
+        status = answer(send(srv, "/api/v2/nothing.php?api=x", srv.token))
+        assert.equal(404, status)
+    end)
+
+    it("refuses a third simultaneous request of one token with the documented 403", function()
+        srv:control("config", { latency = 0.5 })
+        local socks = {}
+        for i = 1, 3 do
+            socks[i] = send(srv, SERVICES, srv.token)
+            socket.sleep(0.05) -- in this order at the server
+        end
+        local statuses, messages = {}, {}
+        for i = 1, 3 do
+            local status, body = answer(socks[i])
+            statuses[i], messages[i] = status, body.msg
+        end
+        assert.same({ 200, 200, 403 }, statuses)
+        assert.equal("EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)", messages[3])
+        local stats = srv:control("stats")
+        assert.equal(2, stats.max_inflight)
+        -- Once they are done, the token may call again.
+        assert.equal(200, (answer(send(srv, SERVICES, srv.token))))
+    end)
+
+    it("serves several connections at once: latency overlaps instead of adding up", function()
+        srv:control("config", { latency = 0.4, tokens = { "a", "b", "c", "d" } })
+        local t0 = socket.gettime()
+        local socks = {}
+        for i, token in ipairs { "a", "b", "c", "d" } do
+            socks[i] = send(srv, SERVICES, token)
+        end
+        for i = 1, 4 do
+            assert.equal(200, (answer(socks[i])))
+        end
+        local log = srv:log()
+        assert.equal(4, #log)
+        -- Every request started before the first one finished.
+        local first_end = math.huge
+        for _, e in ipairs(log) do
+            first_end = math.min(first_end, e.t_end)
+        end
+        for _, e in ipairs(log) do
+            assert.is_true(e.t_start < first_end)
+        end
+        assert.is_true(socket.gettime() - t0 > 0.35)
+    end)
+
+    it("sends the envelope with string values and the endpoint's code type", function()
+        local _, body = answer(send(srv, "/api/v2/billing.php?api=rec_screen", srv.token))
+        assert.equal(200, body.code)                -- a number for this endpoint
+        assert.equal(cjson.null, body.error)
+        assert.equal("Information found for the current month", body.msg)
+        for _, row in ipairs(body.data) do
+            for _, v in pairs(row) do
+                assert.is_string(v)
+            end
+        end
+        _, body = answer(send(srv, SERVICES, srv.token))
+        assert.equal("200", body.code)              -- a string for this one
+    end)
+
+    it("logs requests with the token redacted and counts quota", function()
+        answer(send(srv, SERVICES, srv.token))
+        local log = srv:log()
+        assert.equal("<redacted>", log[1].headers["wolkvox-token"])
+        assert.equal("ok", log[1].token)
+        assert.equal(1, srv:control("stats").quota_used)
+    end)
+
+    it("enforces a daily quota when configured", function()
+        srv:control("config", { daily_limit = 2 })
+        assert.equal(200, (answer(send(srv, SERVICES, srv.token))))
+        assert.equal(200, (answer(send(srv, SERVICES, srv.token))))
+        local status, body = answer(send(srv, SERVICES, srv.token))
+        assert.equal(403, status)
+        assert.equal("TOKEN LIMIT EXCEEDED", body.msg)
+    end)
+
+    it("answers a TLS hello on its plain port with 400, not silence", function()
+        local host, port = srv.url:match("^http://([^:]+):(%d+)$")
+        local sock = assert(socket.connect(host, tonumber(port)))
+        sock:send("\22\3\1\0\5hello")
+        sock:settimeout(5)
+        local data = sock:receive("*a")
+        sock:close()
+        assert.matches("^HTTP/1%.1 400", data)
+    end)
+
+    it("runs as a command with --help", function()
+        local p = io.popen("lua5.4 bin/wolkvox-fake --help")
+        local out = p:read("*a")
+        p:close()
+        assert.matches("usage: wolkvox%-fake", out)
+    end)
+end)
