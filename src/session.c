@@ -872,6 +872,32 @@ static int l_request(lua_State *L)
     return 1;
 }
 
+/***
+ * Abort every transfer in flight (an abandoned iteration, for one).
+ * @function session:cancel
+ * @treturn integer transfers aborted
+ * @treturn integer times their requests had gone out (each may cost a call)
+ */
+static int l_cancel(lua_State *L)
+{
+    wv_session *s = check_session(L);
+    int i, n = 0, sends = 0;
+    for (i = 0; i < s->nconns && !s->closed; i++) {
+        wv_conn *c = &s->conn[i];
+        if (c->id != 0) {
+            curl_multi_remove_handle(s->multi, c->easy);
+            c->id = 0;
+            s->inflight--;
+            n++;
+            sends += c->sends;
+            release_request(c);
+        }
+    }
+    lua_pushinteger(L, n);
+    lua_pushinteger(L, sends);
+    return 2;
+}
+
 static int l_inflight(lua_State *L)
 {
     wv_session *s = check_session(L);
@@ -926,6 +952,7 @@ static const luaL_Reg session_methods[] = {
     { "start", l_start },
     { "wait", l_wait },
     { "request", l_request },
+    { "cancel", l_cancel },
     { "inflight", l_inflight },
     { "capacity", l_capacity },
     { "stats", l_stats },

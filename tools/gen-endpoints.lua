@@ -29,6 +29,13 @@ local OVERRIDES = {
     ["configuration/upload_audio"] = { max_parts = 50 },
     -- Multi-status answer with a result per file.
     ["wolkvox_storage/delete_files"] = { multi_status = true },
+    -- Splitting drops rows: a record counts only when it and every attempt
+    -- fall inside the range (catalog notes), so one call per range.
+    ["reports_manager/campaign_3"] = { no_split = true },
+    -- Rows include totals (type_of_row) that windows would repeat.
+    ["reports_manager/campaign_5"] = { no_split = true },
+    -- The vendor asks for a narrower range above 6,000 rows.
+    ["reports_manager/diagram_9"] = { max_rows = 6000 },
 }
 
 local function q(s)
@@ -136,8 +143,8 @@ w:write("-- Entry keys: family, api, method, kind (detail, aggregate, snapshot, 
 w:write("-- action), dates (takes date_ini/date_end), free (quota-free), split (the only\n")
 w:write("-- safe split boundary of a bucketed detail report), max_hours, shape (of\n")
 w:write("-- `data`), code (JSON type of `code` in the vendor example), title, query,\n")
-w:write("-- body, fields; and the OVERRIDES keys chunk, chunk_field, max_len,\n")
-w:write("-- max_parts, multi_status.\n")
+w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,\n")
+w:write("-- max_len, max_parts, multi_status, no_split (one call per range), max_rows.\n")
 w:write("return {\n")
 local families, seen = {}, {}
 for _, e in ipairs(catalog.endpoints) do

@@ -1,22 +1,44 @@
 --- The client object: one operation (server + token), one transport.
 -- Methods: one per endpoint (`c:services()`, `c.real_time:agents()`),
--- `c:call(family, api, params)` for any endpoint, `c:stats()`, `c:close()`.
--- Every method returns `data, meta` or `nil, err` (see `wolkvox.errors`).
+-- `c:call(family, api, params)` for any endpoint, `c:report`, `c:each` and
+-- `c:plan` for date ranges, `c:stats()`, `c:close()`.
+-- Calls return `data, meta` or `nil, err` (see `wolkvox.errors`).
 -- @module wolkvox.client
 
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
 local registry = require "wolkvox.registry"
-local request = require "wolkvox.request"
-local response = require "wolkvox.response"
+local report = require "wolkvox.report"
 
 local type, pcall, error, setmetatable, rawget, rawset, tostring, format =
     type, pcall, error, setmetatable, rawget, rawset, tostring, string.format
 
 local M = {}
 
-local Client = {}
-local Family = {}
+-- ---- the context the report layer works in ----------------------------------
+
+-- What a call needs from its client, kept apart from the client's methods.
+local Ctx = {}
+Ctx.__index = Ctx
+
+--- Count `n` sends against the client (each may cost a call of the quota).
+function Ctx:spend(n)
+    self.calls = self.calls + n
+end
+
+--- Remember the schedule of a running iteration (nil when it ends).
+function Ctx:track(sched)
+    self.active = sched
+end
+
+--- Abort what an iteration left in flight (a loop that broke early).
+function Ctx:settle()
+    local s = self.active
+    if s then
+        self.active = nil
+        s:abort()
+    end
+end
 
 local function open_transport(opts, token)
     local name = opts.transport or "curl"
@@ -27,18 +49,25 @@ local function open_transport(opts, token)
     return curl.new(opts, token)
 end
 
--- The one path every call takes: validate, send, read the answer.
-local function invoke(self, e, params, unchecked)
-    if self._closed then
-        errors.throw("closed", { endpoint = e.name, message = "the client is closed" })
+-- ---- calls ----------------------------------------------------------------------
+
+local Client = {}
+local Family = {}
+
+local function ready(self, name)
+    local ctx = self._ctx
+    if ctx.closed then
+        errors.throw("closed", { endpoint = name, message = "the client is closed" })
     end
-    local req = request.build(e, self._base_url, params, unchecked)
-    local res = self._transport:request(req)
-    -- Every send may cost a call of the quota (libcurl re-sends once on a
-    -- keep-alive connection that died).
-    self._calls = self._calls + (res.sends or 1)
-    self._bytes = self._bytes + (res.bytes or 0)
-    return response.interpret(res, e)
+    ctx:settle()
+    return ctx
+end
+
+-- The one path every call takes: check, plan, send, read.
+local function invoke(self, e, params, unchecked)
+    local ctx = ready(self, e.name)
+    local job = report.prepare(ctx, e, params, { unchecked = unchecked })
+    return report.run(ctx, job)
 end
 local invoke_protected = errors.protect(invoke)
 
@@ -87,10 +116,34 @@ Family.__tostring = function(fam)
     return "wolkvox family " .. rawget(fam, "_family")
 end
 
+-- The endpoint a name stands for: "cdr_1", "reports_manager/cdr_1" or an entry.
+local function endpoint_of(name)
+    if type(name) == "table" and name.family then
+        return name
+    end
+    if type(name) ~= "string" then
+        errors.throw("params", { message = "an endpoint name is needed, such as \"cdr_1\"" })
+    end
+    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    if not e then
+        errors.throw("params", { endpoint = name, message = "unknown endpoint '" .. name .. "'" })
+    end
+    return e
+end
+
+local function ranged(name)
+    local e = endpoint_of(name)
+    if not e.dates then
+        errors.throw("params", { endpoint = e.name,
+            message = e.api .. " takes no date range: call c:" .. e.api .. "() instead" })
+    end
+    return e
+end
+
 --- Call any endpoint.
 -- @tparam string family e.g. "information"
 -- @tparam string api e.g. "services"
--- @tparam[opt] table params query parameters
+-- @tparam[opt] table params parameters (and range options)
 -- @tparam[opt] table opts `unchecked = true` sends an endpoint or a parameter
 --   the registry does not know (a newer API), skipping its rules
 -- @return data, meta; or nil, err
@@ -116,31 +169,68 @@ Client.call = errors.protect(function(self, family, api, params, opts)
     return invoke(self, e, params, unchecked)
 end)
 
---- Counters of this client: `calls` (requests that reached the network),
--- `bytes` (answer bytes), `connects` (new connections).
+--- All rows of a report over any range: windows of at most 31 days (split
+-- again while an answer reaches the row cap), fetched two at a time, rows in
+-- time order.  `params` takes `from`, `to`, the report's own parameters and
+-- `per`, `max_rows`, `min_span`, `max_concurrent`.
+-- @tparam string name "cdr_1" or "reports_manager/cdr_1"
+-- @return rows (or, with `per`, a list of `{ period, from, to, rows }`) and meta
+Client.report = errors.protect(function(self, name, params)
+    return invoke(self, ranged(name), params)
+end)
+
+--- Iterate the rows of a report window by window; see `report`.
+-- `for row, window in c:each("cdr_1", { from = ..., to = ... }) do ... end`.
+-- Memory holds at most the windows in flight; breaking out of the loop
+-- stops fetching.  Failures raise the structured error.
+function Client:each(name, params)
+    local ok, it, s, c, closer = pcall(function()
+        local e = ranged(name)
+        local ctx = ready(self, e.name)
+        return report.each(ctx, report.prepare(ctx, e, params))
+    end)
+    if not ok then
+        error(it, 2)
+    end
+    return it, s, c, closer
+end
+
+--- What a call will cost, without spending anything.
+-- @treturn table `calls`, `mode`, `endpoint`, `windows`; or nil, err
+Client.plan = errors.protect(function(self, name, params)
+    local e = endpoint_of(name)
+    return report.plan(report.prepare(self._ctx, e, params))
+end)
+
+--- Counters of this client: `calls` (requests that went out), `bytes`
+-- (answer bytes), `connects` (new connections).
 function Client:stats()
-    local t = self._closed and {} or self._transport:stats()
-    return { calls = self._calls, bytes = self._bytes, connects = t.connects }
+    local ctx = self._ctx
+    local t = ctx.closed and {} or ctx.transport:stats()
+    return { calls = ctx.calls, bytes = t.bytes, connects = t.connects }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".
 function Client:close()
-    if not self._closed then
-        self._closed = true
-        self._transport:close()
+    local ctx = self._ctx
+    if not ctx.closed then
+        ctx.active = nil
+        ctx.closed = true
+        ctx.transport:close()
     end
 end
 
 --- True once closed.
 function Client:closed()
-    return self._closed
+    return self._ctx.closed
 end
 
 local mt = {
     __index = index,
     __tostring = function(self)
-        return format("wolkvox.client (%s, %s, %d calls)", self._base_url,
-            self._closed and "closed" or "open", self._calls)
+        local ctx = self._ctx
+        return format("wolkvox.client (%s, %s, %d calls)", ctx.base_url,
+            ctx.closed and "closed" or "open", ctx.calls)
     end,
 }
 mt.__close = function(self) self:close() end
@@ -165,14 +255,16 @@ function M.new(opts)
         end
         error(transport, 2)
     end
-    return setmetatable({
-        _transport = transport,
-        _base_url = o.base_url,
-        _opts = o,
-        _closed = false,
-        _calls = 0,
-        _bytes = 0,
-    }, mt)
+    local ctx = setmetatable({
+        transport = transport,
+        base_url = o.base_url,
+        utc_offset = o.utc_offset,
+        max_concurrent = o.max_concurrent,
+        max_rows = o.max_rows,
+        calls = 0,
+        closed = false,
+    }, Ctx)
+    return setmetatable({ _ctx = ctx }, mt)
 end
 
 return M

@@ -5,8 +5,8 @@
 -- action), dates (takes date_ini/date_end), free (quota-free), split (the only
 -- safe split boundary of a bucketed detail report), max_hours, shape (of
 -- `data`), code (JSON type of `code` in the vendor example), title, query,
--- body, fields; and the OVERRIDES keys chunk, chunk_field, max_len,
--- max_parts, multi_status.
+-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,
+-- max_len, max_parts, multi_status, no_split (one call per range), max_rows.
 return {
 families = { "reports_manager", "customer", "real_time", "information", "billing", "campaign", "configuration", "agentbox", "whatsapp", "wolkvox_storage", "speech_analytics", "gamification", "quality", "sms" },
 endpoints = {
@@ -184,7 +184,7 @@ endpoints = {
 { family = "reports_manager", api = "diagram_8", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "TTS CDR",
   query = { { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "tts_text", "credits", "recognized_text", "date", "rp_id", "characters" } },
-{ family = "reports_manager", api = "diagram_9", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Interaction routing and chatbot CDR",
+{ family = "reports_manager", api = "diagram_9", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Interaction routing and chatbot CDR", max_rows = 6000,
   query = { { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "session_id", "channel", "rp_id", "date", "customer_name", "customer_email", "customer_phone", "customer_query", "routing_answer", "customer_id", "conn_id" } },
 { family = "reports_manager", api = "diagram_10", method = "GET", kind = "aggregate", dates = true, shape = "list", code = "number", title = "TTS phrases by usage",
@@ -226,13 +226,13 @@ endpoints = {
 { family = "reports_manager", api = "campaign_2", method = "GET", kind = "aggregate", dates = true, shape = "list", code = "number", title = "Campaign results by activity code",
   query = { { name = "campaign_id", required = true }, { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "cod_act", "records", "percent" } },
-{ family = "reports_manager", api = "campaign_3", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Telephone-by-telephone campaign results",
+{ family = "reports_manager", api = "campaign_3", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Telephone-by-telephone campaign results", no_split = true,
   query = { { name = "campaign_id", required = true }, { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "campaign_id", "customer_name", "customer_last_name", "id_type", "customer_id", "date", "telephone", "result", "opt1", "opt2", "opt3", "opt4", "opt5", "opt6", "opt7", "opt8", "opt9", "opt10", "opt11", "opt12", "conn_id" } },
 { family = "reports_manager", api = "campaign_4", method = "GET", kind = "aggregate", dates = true, shape = "list", code = "number", title = "Campaign by machine (attempt by attempt)",
   query = { { name = "campaign_id", required = true }, { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "result", "records", "percent" } },
-{ family = "reports_manager", api = "campaign_5", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Preview call detail (per call)",
+{ family = "reports_manager", api = "campaign_5", method = "GET", kind = "detail", dates = true, shape = "list", code = "number", title = "Preview call detail (per call)", no_split = true,
   query = { { name = "campaign_id", required = true }, { name = "date_ini", required = true, date = true }, { name = "date_end", required = true, date = true } },
   fields = { "type_of_row", "campaign_id", "customer_name", "customer_last_name", "result", "last_code_act", "comments_customer_reg", "customer_id", "agent_id", "conn_id", "telephone", "hang_up", "type_interaction", "call_result", "date", "time", "cod_act", "comments" } },
 { family = "reports_manager", api = "campaign_6", method = "GET", kind = "aggregate", dates = true, shape = "list", code = "number", title = "AMD summary",

@@ -6,7 +6,7 @@
 
 local errors = require "wolkvox.errors"
 
-local type, pairs, tostring, error, getenv = type, pairs, tostring, error, os.getenv
+local type, pairs, tostring, tonumber, error, getenv = type, pairs, tostring, tonumber, error, os.getenv
 
 local M = {}
 
@@ -25,6 +25,8 @@ M.types = {
     verify = "boolean",
     max_bytes = "number",
     max_concurrent = "number",
+    max_rows = "number",
+    utc_offset = { number = true, string = true },
     transport = "string",
 }
 
@@ -33,7 +35,25 @@ M.DEFAULTS = {
     connect_timeout = 10,
     max_bytes = 256 * 1024 * 1024,
     max_concurrent = 2,     -- wolkvox allows 2 calls in flight per token
+    max_rows = 60000,       -- the API's silent cap: an answer this long is split again
+    -- The operation's clock, seconds east of UTC.  wolkvox does not document
+    -- it; its docs are written from Bogota (UTC-5, no DST), so that is the
+    -- guess.  It only matters for os.time() numbers and the quota day.
+    utc_offset = -5 * 3600,
 }
+
+--- Seconds east of UTC for "+HH:MM" / "-HH:MM" (or a number of seconds).
+function M.utc_offset(v)
+    if type(v) == "number" then
+        return v
+    end
+    local sign, h, m = v:match("^([+-])(%d%d?):?(%d%d)$")
+    if not sign then
+        return nil
+    end
+    local s = tonumber(h) * 3600 + tonumber(m) * 60
+    return sign == "-" and -s or s
+end
 
 local function bad(name, msg)
     error("wolkvox.new: option '" .. name .. "' " .. msg, 4)
@@ -81,7 +101,11 @@ function M.check(opts)
         if want == nil then
             bad(tostring(k), "is unknown")
         end
-        if type(v) ~= want then
+        if type(want) == "table" then
+            if not want[type(v)] then
+                bad(k, "must be a number or a string (got " .. type(v) .. ")")
+            end
+        elseif type(v) ~= want then
             bad(k, "must be a " .. want .. " (got " .. type(v) .. ")")
         end
         out[k] = v
@@ -101,6 +125,14 @@ function M.check(opts)
     if out.max_bytes ~= out.max_bytes or out.max_bytes < 1 then
         bad("max_bytes", "must be at least 1")
     end
+    if out.max_rows ~= out.max_rows or out.max_rows < 1 then
+        bad("max_rows", "must be a positive number")
+    end
+    local offset = M.utc_offset(out.utc_offset)
+    if not offset or offset < -14 * 3600 or offset > 14 * 3600 then
+        bad("utc_offset", "must be seconds east of UTC or \"-05:00\"")
+    end
+    out.utc_offset = offset
     if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
         bad("max_concurrent", "must be 1 or 2 (wolkvox allows 2 calls in flight per token)")
     end

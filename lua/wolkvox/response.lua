@@ -7,8 +7,8 @@
 
 local errors = require "wolkvox.errors"
 
-local type, tonumber, floor, upper, concat, next =
-    type, tonumber, math.floor, string.upper, table.concat, next
+local type, tonumber, ipairs, floor, upper, concat, next =
+    type, tonumber, ipairs, math.floor, string.upper, table.concat, next
 local tointeger = math.tointeger
 
 local M = {}
@@ -162,7 +162,26 @@ function M.interpret(res, e)
     else
         data = {}
     end
+    if status == 207 and type(data) == "table" and type(data.files) == "table" then
+        M.multi_status(data.files, meta)
+    end
     return data, meta
+end
+
+--- A multi-status answer (storage delete_files): one result per item in
+-- `meta.items` (`name`, `code`, `ok`, `message`), and `meta.failed`.
+function M.multi_status(files, meta)
+    local items, failed = {}, 0
+    for i, f in ipairs(files) do
+        local code = type(f) == "table" and M.code(f.code) or nil
+        local ok = code ~= nil and code >= 200 and code < 300
+        if not ok then
+            failed = failed + 1
+        end
+        items[i] = { name = type(f) == "table" and f.name or nil, code = code, ok = ok,
+            message = type(f) == "table" and (f.message or f.msg) or nil }
+    end
+    meta.items, meta.failed = items, failed
 end
 
 return M

@@ -153,9 +153,14 @@ function M.detail(e, ini, fin, cfg, limit)
     local fields = e.fields
     for i = 1, count do
         local n = first + i - 1
-        rows[i] = row_of(fields, n, M.slot_time(n, cfg.rows_per_day))
+        local t = M.slot_time(n, cfg.rows_per_day)
+        if e.shape == "object" then
+            rows[dates.iso(t)] = row_of(fields, n, t) -- an object keyed by bucket (cdr_4)
+        else
+            rows[i] = row_of(fields, n, t)
+        end
     end
-    return rows, total
+    return rows, total, count
 end
 
 --- Rows of an aggregate report: a few entities whose figures grow with the
@@ -172,6 +177,22 @@ function M.aggregate(e, ini, fin)
             end
         end
         rows[i] = row
+    end
+    return rows
+end
+
+--- The rows of a top-level `records[]` answer (campaign_15).
+function M.records(e, now)
+    local fields = {}
+    for _, f in ipairs(e.fields) do
+        local child = f:match("^records%[%]%.(.+)$")
+        if child then
+            fields[#fields + 1] = child
+        end
+    end
+    local rows = {}
+    for i = 1, 3 do
+        rows[i] = row_of(fields, i, now)
     end
     return rows
 end

@@ -1,0 +1,377 @@
+--- Calls as plans: any date range in allowed windows, truncated windows
+-- split again, aggregates per period, uploads in chunks.
+--
+-- `prepare` checks a call and turns it into a job (nothing is sent);
+-- `plan` says what the job will cost; `run` collects its result; `each`
+-- iterates its rows window by window.  Every call of an endpoint goes
+-- through here, so a one-window call and a six-month report share one path.
+-- @module wolkvox.report
+
+local dates = require "wolkvox.dates"
+local errors = require "wolkvox.errors"
+local request = require "wolkvox.request"
+local response = require "wolkvox.response"
+local schedule = require "wolkvox.schedule"
+local windows = require "wolkvox.windows"
+
+local type, pairs, ipairs, next, format, min, setmetatable, error, pcall =
+    type, pairs, ipairs, next, string.format, math.min, setmetatable, error, pcall
+
+local M = {}
+
+--- Names in a call's parameter table that steer the range helpers rather
+-- than going to the API.
+M.OPTIONS = { from = true, to = true, per = true, max_rows = true, min_span = true, max_concurrent = true }
+
+M.DEFAULT_MAX_ROWS = 60000  -- the API's silent cap per answer
+M.DEFAULT_MIN_SPAN = 60     -- seconds: the smallest window bisection makes
+
+local function refuse(e, msg)
+    errors.throw("params", { endpoint = e.name, message = msg })
+end
+
+local function is_list(t)
+    return type(t) == "table" and (t[1] ~= nil or next(t) == nil)
+end
+
+local function span_text(w)
+    return dates.iso(w.from) .. " .. " .. dates.iso(w.to)
+end
+
+-- ---- preparing ---------------------------------------------------------------
+
+local function check_options(e, o, ctx)
+    if o.per ~= nil and o.per ~= "day" and o.per ~= "week" and o.per ~= "month" then
+        refuse(e, "per must be \"day\", \"week\" or \"month\"")
+    end
+    if o.max_rows ~= nil and (type(o.max_rows) ~= "number" or o.max_rows < 1) then
+        refuse(e, "max_rows must be a positive number")
+    end
+    if o.min_span ~= nil and (type(o.min_span) ~= "number" or o.min_span < 1) then
+        refuse(e, "min_span must be a positive number of seconds")
+    end
+    local limit = ctx.max_concurrent
+    if o.max_concurrent ~= nil then
+        if o.max_concurrent ~= 1 and o.max_concurrent ~= 2 then
+            refuse(e, "max_concurrent must be 1 or 2")
+        end
+        limit = min(limit, o.max_concurrent)
+    end
+    return limit
+end
+
+local function parse_date(e, name, v, is_end, utc_offset)
+    local wall, why = dates.parse(v, is_end, utc_offset)
+    if not wall then
+        refuse(e, name .. ": " .. why)
+    end
+    return wall
+end
+
+local function date_required(e)
+    for _, p in ipairs(e.query or {}) do
+        if p.name == "date_ini" then
+            return p.required
+        end
+    end
+    return false
+end
+
+-- Set job.mode and job.items for an endpoint with a date range.
+local function prepare_range(job, e, api, o, ctx)
+    local from_v, to_v = o.from, o.to
+    if from_v ~= nil and api.date_ini ~= nil or to_v ~= nil and api.date_end ~= nil then
+        refuse(e, "give the range as from/to or as date_ini/date_end, not both")
+    end
+    from_v, to_v = from_v or api.date_ini, to_v or api.date_end
+    api.date_ini, api.date_end = nil, nil
+    if from_v == nil and to_v == nil then
+        if date_required(e) and not job.unchecked then
+            refuse(e, "a date range is needed: from = ..., to = ...")
+        end
+        job.mode, job.items = "single", { {} }
+        return
+    end
+    if from_v == nil or to_v == nil then
+        refuse(e, "both ends of the range are needed (from and to)")
+    end
+    local from = parse_date(e, "from", from_v, false, ctx.utc_offset)
+    local to = parse_date(e, "to", to_v, true, ctx.utc_offset)
+    if to < from then
+        refuse(e, "the range ends (" .. dates.iso(to) .. ") before it starts (" .. dates.iso(from) .. ")")
+    end
+    job.from, job.to = from, to
+    local limit = windows.max_span(e)
+    local what = e.max_hours and (e.max_hours .. " hours") or "31 days"
+    if o.per then
+        job.mode, job.items = "periods", windows.periods(from, to, o.per)
+        for _, p in ipairs(job.items) do
+            if p.to - p.from > limit then
+                refuse(e, "a " .. o.per .. " is longer than the " .. what .. " this endpoint allows per call")
+            end
+        end
+    elseif e.kind == "detail" and not e.no_split then
+        job.mode = "windows"
+        job.items = windows.split(from, to, limit, job.step)
+    else
+        if to - from > limit then
+            if e.kind == "aggregate" then
+                refuse(e, e.api .. " gives totals over the whole range, which cannot be added up across "
+                    .. "windows: ask for at most " .. what .. ", or pass per = \"day\" | \"week\" | \"month\"")
+            end
+            refuse(e, e.api .. " cannot be split safely; ask for at most " .. what)
+        end
+        job.mode, job.items = "window", { { from = from, to = to } }
+    end
+end
+
+--- Check a call of endpoint `e` and make its job; raises params errors.
+-- @tparam table ctx the client: `utc_offset`, `max_concurrent`, `max_rows`
+-- @tparam table e the endpoint
+-- @tparam table params API parameters plus the `OPTIONS`
+-- @tparam[opt] table opts `unchecked`
+function M.prepare(ctx, e, params, opts)
+    if params == nil then
+        params = {}
+    elseif type(params) ~= "table" then
+        refuse(e, "parameters must be a table (got " .. type(params) .. ")")
+    end
+    local api, o = {}, {}
+    for k, v in pairs(params) do
+        if M.OPTIONS[k] and not request.takes(e, k) then
+            o[k] = v
+        else
+            api[k] = v
+        end
+    end
+    local job = {
+        e = e, api = api, unchecked = opts and opts.unchecked,
+        max_rows = o.max_rows or e.max_rows or ctx.max_rows or M.DEFAULT_MAX_ROWS,
+        step = windows.BOUNDARY[e.split],
+    }
+    job.limit = check_options(e, o, ctx)
+    if e.kind == "action" then
+        job.limit = 1 -- writes one at a time: a failure stops what follows
+    end
+    job.min_span = o.min_span or (job.step or M.DEFAULT_MIN_SPAN)
+    if e.dates then
+        prepare_range(job, e, api, o, ctx)
+    else
+        if o.from ~= nil or o.to ~= nil or o.per ~= nil then
+            refuse(e, e.api .. " takes no date range")
+        end
+        if request.chunked(e) then
+            job.mode = "chunks"
+            job.items = request.build_chunks(e, ctx.base_url, api, job)
+        else
+            job.mode, job.items = "single", { {} }
+        end
+    end
+    -- Build the first request now, so a bad parameter fails before any call.
+    M.request(ctx, job, job.items[1])
+    return job
+end
+
+--- The request of one item of `job`.
+function M.request(ctx, job, item)
+    if item.req then
+        return item.req
+    end
+    local params = job.api
+    if item.from then
+        params = {}
+        for k, v in pairs(job.api) do
+            params[k] = v
+        end
+        params.date_ini, params.date_end = dates.format(item.from), dates.format(item.to)
+    end
+    return request.build(job.e, ctx.base_url, params, { unchecked = job.unchecked, utc_offset = ctx.utc_offset })
+end
+
+--- What `job` will cost before any call is spent.
+-- @treturn table `calls` (the first pass: bisecting a truncated window adds
+--   calls), `mode`, `endpoint`, `windows` (`from`, `to`, `label`)
+function M.plan(job)
+    local out = { endpoint = job.e.name, mode = job.mode, calls = #job.items, windows = {} }
+    for i, item in ipairs(job.items) do
+        if item.from then
+            out.windows[i] = { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label }
+        elseif item.first then
+            out.windows[i] = { first = item.first, last = item.last }
+        end
+    end
+    return out
+end
+
+-- ---- running -------------------------------------------------------------------
+
+-- Read one answer: store it on the item, or return the halves of a
+-- truncated window; raise structured errors with the window named.
+local function finish(ctx, job, sched, item, res)
+    local sends = res.sends or 1
+    ctx:spend(sends)
+    item.calls = (item.calls or 0) + sends
+    job.calls = job.calls + sends
+    job.bytes = job.bytes + (res.bytes or 0)
+    local ok, data, meta = pcall(response.interpret, res, job.e)
+    if not ok then
+        local err = data
+        if errors.is(err) then
+            if item.from then
+                err.window = { from = dates.iso(item.from), to = dates.iso(item.to) }
+                err.message = err.message .. " [window " .. span_text(item) .. "]"
+            elseif item.first then
+                err.chunk = { first = item.first, last = item.last }
+                err.message = format("%s [records %d-%d; %d before them were accepted]",
+                    err.message, item.first, item.last, item.first - 1)
+            end
+            err.calls = job.calls
+        end
+        error(err, 0)
+    end
+    item.data, item.meta = data, meta
+    if item.from and is_list(data) and #data >= job.max_rows then
+        local a, b
+        if job.mode == "windows" then
+            a, b = windows.bisect(item, job.min_span, job.step)
+        end
+        if not a then
+            errors.throw("truncated", { endpoint = job.e.name, calls = job.calls,
+                window = { from = dates.iso(item.from), to = dates.iso(item.to) },
+                message = format("window %s answered %d rows, the cap of %d: rows may be missing, "
+                    .. "and it cannot be split further", span_text(item), #data, job.max_rows) })
+        end
+        job.truncated = job.truncated + 1
+        item.data = nil
+        -- Windows not started yet are cut to the span that now has to fit.
+        local span = a.to - a.from
+        if span < job.span_cap then
+            job.span_cap = span
+            for _, p in ipairs(sched:pending()) do
+                if p.to - p.from > span then
+                    sched:replace(p, windows.split(p.from, p.to, span, job.step))
+                end
+            end
+        end
+        return { a, b }
+    end
+end
+
+local function start(ctx, job)
+    job.calls, job.bytes, job.truncated, job.span_cap = 0, 0, 0, math.huge
+    local sched
+    sched = schedule.new(ctx.transport, job.limit, {
+        request = function(item) return M.request(ctx, job, item) end,
+        finish = function(item, res) return finish(ctx, job, sched, item, res) end,
+        abandon = function(sends)
+            ctx:spend(sends)
+            job.calls = job.calls + sends
+        end,
+    })
+    for _, item in ipairs(job.items) do
+        sched:add(item)
+    end
+    ctx:track(sched)
+    return sched
+end
+
+local function window_meta(item)
+    return { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label,
+        rows = is_list(item.data) and #item.data or nil, calls = item.calls }
+end
+
+--- Run `job` to the end.
+-- @return the data and meta: for one call the endpoint's own answer; for a
+--   range the rows of every window in time order; for `per` a list of
+--   `{ period, from, to, rows }`; for a chunked upload a list of
+--   `{ first, last, data, meta }`
+function M.run(ctx, job)
+    local sched = start(ctx, job)
+    local meta = { endpoint = job.e.name, windows = {} }
+    local out, merged = {}, nil
+    local last
+    while true do
+        local item = sched:next()
+        if not item then
+            break
+        end
+        last = item
+        if job.mode == "single" then
+            out = item.data
+        elseif job.mode == "chunks" then
+            out[#out + 1] = { first = item.first, last = item.last, data = item.data, meta = item.meta }
+        elseif job.mode == "periods" then
+            out[#out + 1] = { period = item.label, from = dates.iso(item.from), to = dates.iso(item.to),
+                rows = item.data }
+            meta.windows[#meta.windows + 1] = window_meta(item)
+        else
+            meta.windows[#meta.windows + 1] = window_meta(item)
+            if is_list(item.data) then
+                for _, row in ipairs(item.data) do
+                    out[#out + 1] = row
+                end
+            elseif type(item.data) == "table" then
+                -- An object keyed by bucket (cdr_4): windows add keys.
+                merged = merged or {}
+                for k, v in pairs(item.data) do
+                    merged[k] = v
+                end
+            end
+        end
+        item.data = nil
+    end
+    ctx:track(nil)
+    if merged then
+        out = merged
+    end
+    if job.mode == "single" or job.mode == "window" then
+        for k, v in pairs(last.meta) do
+            meta[k] = v
+        end
+        if job.mode == "single" then
+            meta.windows = nil
+        end
+    elseif last and last.meta then
+        meta.status, meta.code, meta.msg = last.meta.status, last.meta.code, last.meta.msg
+    end
+    meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
+    if job.mode == "windows" or job.mode == "window" then
+        meta.rows = #out
+    end
+    return out, meta
+end
+
+--- Iterate the rows of `job` window by window: memory holds at most the
+-- windows in flight.  Each step returns the row and its window
+-- (`from`, `to`, `label`).  Failures raise the structured error.
+function M.each(ctx, job)
+    local sched = start(ctx, job)
+    local cur, rows, i = nil, nil, 0
+    local function iter()
+        while true do
+            if rows and i < #rows then
+                i = i + 1
+                return rows[i], cur
+            end
+            if rows then
+                rows = nil
+            end
+            local item = sched:next()
+            if not item then
+                ctx:track(nil)
+                return nil
+            end
+            cur = window_meta(item)
+            rows, i = item.data, 0
+            item.data = nil
+            if not is_list(rows) then
+                rows = { rows }
+            end
+        end
+    end
+    -- Lua 5.4 calls the closing value when a loop breaks early.
+    local closer = setmetatable({}, { __close = function() ctx:settle() end })
+    return iter, nil, nil, closer
+end
+
+return M
