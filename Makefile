@@ -93,7 +93,7 @@ valgrind:
 lint:
 	spec/run lint
 
-bench: all
+bench:
 	bench/run
 
 install: $(LIB)

@@ -81,8 +81,10 @@ function M.value(name, n, t)
     if l == "date" or l:find("date") or l:find("fecha") or l == "last_use" or l == "updated"
             or l == "login" or l == "logout" or l:find("_at$") then
         return dates.iso(t)
-    elseif l == "conn_id" or l == "id" or l:find("_id$") or l:find("^id_") then
+    elseif l == "conn_id" or l == "id" or l == "customer_id" then
         return tostring(n)
+    elseif l:find("_id$") or l:find("^id_") then
+        return tostring(1000 + n % 97)      -- agents, skills, campaigns repeat
     elseif l:find("time") or l:find("aht") or l:find("duration") or l:find("tmo") then
         return hms(h % 3600)
     elseif l:find("percent") or l:find("occupancy") or l:find("level") or l:find("rate") then
@@ -94,7 +96,7 @@ function M.value(name, n, t)
     elseif l:find("mail") then
         return format("user%d@example.com", n)
     elseif l:find("name") or l:find("description") then
-        return format("%s %d", name, n)
+        return format("%s %d", name, n % 40)
     end
     return tostring(h % 100)
 end
