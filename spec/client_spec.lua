@@ -230,7 +230,7 @@ describe("wolkvox client", function()
 
         it("applies the timeout", function()
             support.faults(srv, { { delay = 2 } })
-            local x = support.client(srv, { timeout = 0.5 })
+            local x = support.client(srv, { timeout = 0.5, retries = 0 })
             local rows, err = x:services()
             assert.is_nil(rows)
             assert.equal("transport", err.kind)

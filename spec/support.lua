@@ -11,14 +11,36 @@ if os.getenv("WOLKVOX_GC_STRESS") == "1" then
     collectgarbage("setpause", 0)
 end
 
+--- A fresh state directory (quota ledger, pacing locks) for this run.
+function M.tmpdir()
+    local p = io.popen("env -u LD_PRELOAD mktemp -d")
+    local dir = p:read("*l")
+    p:close()
+    return dir
+end
+M.state_dir = M.tmpdir()
+
+--- The command that runs a child Lua process of this flavour, with the
+-- tree's modules.  The sanitizer's preload is not passed on: it is for this
+-- process, and LeakSanitizer would abort children that exit without closing.
+function M.lua_command(code)
+    local interp = jit and "luajit" or "lua5.4"
+    local cpath = jit and "build/luajit/?.so" or "build/5.4/?.so"
+    local prelude = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath; ",
+        "lua/?.lua;lua/?/init.lua;", cpath .. ";")
+    return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
+end
+
 --- Start a fake server for one spec file.
 function M.fake(opts)
+    opts = opts or {}
+    opts.lua = opts.lua or "env -u LD_PRELOAD lua5.4"
     return fake.spawn(opts)
 end
 
 --- A client for the fake server `srv`, with extra options.
 function M.client(srv, opts)
-    local o = { base_url = srv.url, token = srv.token }
+    local o = { base_url = srv.url, token = srv.token, state_dir = M.state_dir }
     for k, v in pairs(opts or {}) do
         o[k] = v
     end

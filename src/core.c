@@ -7,6 +7,24 @@
 
 WV_EXPORT int luaopen_wolkvox_core(lua_State *L);
 
+void wv_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                 lua_CFunction close, lua_CFunction tostring)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 WV_EXPORT int luaopen_wolkvox_core(lua_State *L)
 {
     lua_newtable(L);
@@ -14,5 +32,6 @@ WV_EXPORT int luaopen_wolkvox_core(lua_State *L)
     lua_setfield(L, -2, "_VERSION");
     wv_json_open(L);
     wv_session_open(L);
+    wv_sys_open(L);
     return 1;
 }

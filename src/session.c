@@ -55,6 +55,7 @@ struct wv_session {
     char *token_line;        /* "wolkvox-token: <token>", wiped on close */
     size_t token_len;
     size_t max_bytes;
+    long timeout_ms;
     lua_Integer next_id;
     lua_Integer requests;
     lua_Integer connects;
@@ -368,6 +369,7 @@ static int l_session(lua_State *L)
 
     s->closed = 0;
     s->max_bytes = (size_t)max_bytes;
+    s->timeout_ms = o.timeout_ms;
     s->nconns = (int)nconns;
     s->token_len = tlen;
     s->token_line = (char *)malloc(sizeof TOKEN_HEADER + tlen);
@@ -491,6 +493,7 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
     const char *method, *url, *body, *ctype;
     size_t ulen = 0, blen = 0;
     int has_parts, decode, fresh, nheaders, i;
+    double timeout;
     wv_conn *c;
     CURL *e;
     CURLcode rc = CURLE_OK;
@@ -516,6 +519,9 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
     rawfield(L, idx, "decode");
     decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
+    timeout = opt_number(L, idx, "timeout", 0);
+    if (timeout < 0 || timeout > 86400)
+        luaL_error(L, "bad field 'timeout' (seconds between 0 and 86400 expected)");
     rawfield(L, idx, "fresh");
     fresh = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -593,6 +599,8 @@ static lua_Integer start_request(lua_State *L, wv_session *s, int idx)
     SET(CURLOPT_HTTPHEADER, c->headers);
     /* A fresh connection cannot die mid-reuse, so libcurl never re-sends it. */
     SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+    /* A deadline may shorten a call; 0 keeps the session's timeout. */
+    SET(CURLOPT_TIMEOUT_MS, timeout > 0 ? (long)(timeout * 1000.0 + 0.5) : s->timeout_ms);
     if (has_parts) {
         SET(CURLOPT_MIMEPOST, c->mime);
         SET(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
@@ -828,7 +836,8 @@ static int wait_one(lua_State *L, wv_session *s)
  * @function session:start
  * @tparam table req `method`, `url`, `body`, `content_type`, `parts`,
  *   `headers`, `decode` (default true), `fresh` (a new connection, for
- *   writes: libcurl then never re-sends the request by itself)
+ *   writes: libcurl then never re-sends the request by itself), `timeout`
+ *   (seconds, for this call only)
  * @treturn integer the request id that wait() reports
  */
 static int l_start(lua_State *L)
@@ -898,6 +907,35 @@ static int l_cancel(lua_State *L)
     return 2;
 }
 
+/***
+ * A name for the token that does not reveal it: 32 hex digits of
+ * SHA-256("wolkvox-token:" .. token).  Pacing files are named after it.
+ * @function session:token_id
+ */
+static int l_token_id(lua_State *L)
+{
+    wv_session *s = check_session(L);
+    unsigned char digest[32];
+    char hex[65];
+    if (s->token_line == NULL)
+        return luaL_error(L, "session is closed");
+    /* The header line is "wolkvox-token: <token>": hash "wolkvox-token:<token>". */
+    {
+        size_t n = strlen(s->token_line);
+        char *copy = (char *)malloc(n);
+        if (copy == NULL)
+            return luaL_error(L, "not enough memory");
+        memcpy(copy, "wolkvox-token:", 14);
+        memcpy(copy + 14, s->token_line + sizeof TOKEN_HEADER - 1, s->token_len);
+        wv_sha256(copy, 14 + s->token_len, digest);
+        wipe(copy, n);
+        free(copy);
+    }
+    wv_hex(digest, 16, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 static int l_inflight(lua_State *L)
 {
     wv_session *s = check_session(L);
@@ -953,6 +991,7 @@ static const luaL_Reg session_methods[] = {
     { "wait", l_wait },
     { "request", l_request },
     { "cancel", l_cancel },
+    { "token_id", l_token_id },
     { "inflight", l_inflight },
     { "capacity", l_capacity },
     { "stats", l_stats },
@@ -963,18 +1002,7 @@ static const luaL_Reg session_methods[] = {
 
 void wv_session_open(lua_State *L)
 {
-    luaL_newmetatable(L, WV_SESSION_MT);
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-#endif
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    luaL_newlib(L, session_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    wv_newclass(L, WV_SESSION_MT, session_methods, l_close, l_tostring);
 
     lua_pushcfunction(L, l_session);
     lua_setfield(L, -2, "session");

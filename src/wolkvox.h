@@ -75,8 +75,18 @@ int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);
 
+/* SHA-256 of data; wv_hex writes 2n hex digits and a NUL. */
+void wv_sha256(const void *data, size_t len, unsigned char out[32]);
+void wv_hex(const unsigned char *bytes, size_t n, char *out);
+
+/* Make the metatable `name`: `methods` as __index, `close` as __gc and (Lua
+ * 5.4) __close, `tostring` as __tostring.  Leaves the stack as it was. */
+void wv_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                 lua_CFunction close, lua_CFunction tostring);
+
 /* Registration of each unit's types and functions into the module table on top. */
 void wv_json_open(lua_State *L);
 void wv_session_open(lua_State *L);
+void wv_sys_open(lua_State *L);
 
 #endif

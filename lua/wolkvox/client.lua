@@ -5,25 +5,34 @@
 -- Calls return `data, meta` or `nil, err` (see `wolkvox.errors`).
 -- @module wolkvox.client
 
+local core = require "wolkvox.core"
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
+local pacer = require "wolkvox.pacer"
+local quota = require "wolkvox.quota"
 local registry = require "wolkvox.registry"
 local report = require "wolkvox.report"
 
-local type, pcall, error, setmetatable, rawget, rawset, tostring, format =
-    type, pcall, error, setmetatable, rawget, rawset, tostring, string.format
+local type, pcall, error, setmetatable, rawget, rawset, tostring, tonumber, format, ipairs =
+    type, pcall, error, setmetatable, rawget, rawset, tostring, tonumber, string.format, ipairs
 
 local M = {}
 
 -- ---- the context the report layer works in ----------------------------------
 
--- What a call needs from its client, kept apart from the client's methods.
+-- What a call needs from its client, kept apart from the client's methods:
+-- transport, clock, pacer, ledger, policy, hooks.
 local Ctx = {}
 Ctx.__index = Ctx
 
---- Count `n` sends against the client (each may cost a call of the quota).
-function Ctx:spend(n)
+local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota" }
+
+--- Count `n` sends (each may cost a call of the quota; `free` ones do not).
+function Ctx:spend(n, free)
     self.calls = self.calls + n
+    if not free then
+        self.ledger:spend(n)
+    end
 end
 
 --- Remember the schedule of a running iteration (nil when it ends).
@@ -40,13 +49,91 @@ function Ctx:settle()
     end
 end
 
+--- Write a log line through the logger, if there is one.
+function Ctx:log(level, msg)
+    local logger = self.logger
+    if logger == "stderr" then
+        io.stderr:write("wolkvox [", level, "] ", msg, "\n")
+    elseif logger then
+        pcall(logger, level, msg)
+    end
+end
+
+local function describe(name, info)
+    if name == "on_request" then
+        return "debug", format("%s %s attempt %d%s", info.method, info.endpoint, info.attempt,
+            info.window and (" [" .. info.window .. "]") or "")
+    elseif name == "on_response" then
+        return "debug", format("%s -> %s, %d bytes, %.3f s%s", info.endpoint, tostring(info.status),
+            info.bytes or 0, info.time or 0, info.error and (": " .. tostring(info.error)) or "")
+    elseif name == "on_retry" then
+        return "info", format("retrying %s in %.2f s after attempt %d: %s", info.endpoint, info.wait,
+            info.attempt, tostring(info.error))
+    elseif name == "on_throttle" then
+        return "info", format("%s waits %.2f s for %s", info.endpoint, info.wait, info.reason)
+    end
+    return "warn", format("quota: %s", tostring(info.error))
+end
+
+--- Tell the hook `name` (and the log) about `info`.  A hook that raises is
+-- logged and otherwise ignored: it must not break a call half-way.
+-- Nothing passed here holds the token: infos are built from requests
+-- (method, URL without token) and from results and errors.
+function Ctx:emit(name, info)
+    if self.logger then
+        self:log(describe(name, info))
+    end
+    local hook = self.hooks[name]
+    if hook then
+        local ok, err = pcall(hook, info)
+        if not ok then
+            self:log("warn", "hook " .. name .. " failed: " .. tostring(err))
+        end
+    end
+end
+
+--- A pacer slot for `item`, or nil and the seconds to wait (announced once
+-- per item through on_throttle).
+function Ctx:acquire(endpoint, item)
+    local slot, wait, why = self.pacer:acquire()
+    if slot then
+        item.throttled = nil
+        return slot
+    end
+    if not item.throttled then
+        item.throttled = true
+        self.throttles = self.throttles + 1
+        self:emit("on_throttle", { endpoint = endpoint, wait = wait,
+            reason = why == "interval" and "the minimum interval" or "a free slot of the token" })
+    end
+    return nil, wait
+end
+
 local function open_transport(opts, token)
     local name = opts.transport or "curl"
     if name ~= "curl" then
         errors.throw("params", { message = "unknown transport '" .. tostring(name) .. "'" })
     end
     local curl = require "wolkvox.transport.curl"
-    return curl.new(opts, token)
+    return curl.new(opts, token), curl.clock
+end
+
+-- The pacer and the ledger, under the state directory (or in memory).
+local function open_state(o, transport)
+    local token_dir, op_dir
+    if o.state_dir then
+        token_dir = o.state_dir .. "/tokens/" .. transport:token_id()
+        op_dir = o.state_dir .. "/operations/" .. core.sha256(o.base_url):sub(1, 16)
+        for _, dir in ipairs { token_dir, op_dir } do
+            local ok, err = core.mkdir(dir)
+            if not ok then
+                errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
+                    .. " (set state_dir, or state_dir = false)" })
+            end
+        end
+    end
+    return pacer.new { dir = token_dir, max_concurrent = o.max_concurrent, min_interval = o.min_interval },
+        quota.new { dir = op_dir, utc_offset = o.utc_offset, daily_limit = o.daily_limit, reserve = o.reserve }
 end
 
 -- ---- calls ----------------------------------------------------------------------
@@ -202,12 +289,42 @@ Client.plan = errors.protect(function(self, name, params)
     return report.plan(report.prepare(self._ctx, e, params))
 end)
 
---- Counters of this client: `calls` (requests that went out), `bytes`
--- (answer bytes), `connects` (new connections).
+--- The day's quota: `used`, `limit`, `remaining`, `source`, `day`.
+-- By default it asks information.php?api=token_info, which sees the calls of
+-- every token of the operation and costs one call itself (`calls = 1` in the
+-- answer); `{ measure = false }` reads the local ledger instead, for free
+-- (`source = "counted"`: this machine's calls only, unless a measurement was
+-- taken today).
+Client.quota = errors.protect(function(self, opts)
+    local ctx = ready(self, "information/token_info")
+    if type(opts) == "table" and opts.measure == false then
+        local s = ctx.ledger:status()
+        s.calls = 0
+        return s
+    end
+    local data, meta = invoke(self, registry.find("information", "token_info"), {})
+    local row = type(data) == "table" and (data[1] or data) or {}
+    local limit = tonumber(row.token_limit)
+    local used = tonumber(row.all_token_today) or tonumber(row.token_use_today)
+    if not used then
+        errors.throw("decode", { endpoint = "information/token_info",
+            message = "token_info did not say how many calls were used" })
+    end
+    ctx.ledger:measured(used, limit)
+    local s = ctx.ledger:status()
+    s.calls, s.token_use_today = meta.calls, tonumber(row.token_use_today)
+    return s
+end)
+
+--- Counters of this client: `calls` (requests that went out, each a call of
+-- the quota), `retries`, `throttled` (starts that waited for the pacer),
+-- `bytes` (answer bytes), `connects` (new connections), `quota_used` (the
+-- ledger's count for today).
 function Client:stats()
     local ctx = self._ctx
     local t = ctx.closed and {} or ctx.transport:stats()
-    return { calls = ctx.calls, bytes = t.bytes, connects = t.connects }
+    return { calls = ctx.calls, retries = ctx.retries, throttled = ctx.throttles, bytes = t.bytes,
+        connects = t.connects, quota_used = ctx.ledger:status().used }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".
@@ -247,7 +364,7 @@ function M.new(opts)
         end
         error(o, 2)
     end
-    local okt, transport = pcall(open_transport, o, token)
+    local okt, transport, clock = pcall(open_transport, o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
     if not okt then
         if errors.is(transport) then
@@ -255,14 +372,25 @@ function M.new(opts)
         end
         error(transport, 2)
     end
+    local oks, p, l = pcall(open_state, o, transport)
+    if not oks then
+        transport:close()
+        if errors.is(p) then
+            return nil, p
+        end
+        error(p, 2)
+    end
+    local hooks = {}
+    for _, name in ipairs(HOOKS) do
+        hooks[name] = o[name]
+    end
     local ctx = setmetatable({
-        transport = transport,
-        base_url = o.base_url,
-        utc_offset = o.utc_offset,
-        max_concurrent = o.max_concurrent,
-        max_rows = o.max_rows,
-        calls = 0,
-        closed = false,
+        transport = transport, clock = clock, pacer = p, ledger = l, hooks = hooks,
+        logger = o.logger, base_url = o.base_url, utc_offset = o.utc_offset,
+        max_concurrent = o.max_concurrent, max_rows = o.max_rows, timeout = o.timeout,
+        policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
+            deadline = o.deadline },
+        calls = 0, retries = 0, throttles = 0, closed = false,
     }, Ctx)
     return setmetatable({ _ctx = ctx }, mt)
 end

@@ -6,7 +6,8 @@
 
 local errors = require "wolkvox.errors"
 
-local type, pairs, tostring, tonumber, error, getenv = type, pairs, tostring, tonumber, error, os.getenv
+local type, pairs, ipairs, tostring, tonumber, error, getenv =
+    type, pairs, ipairs, tostring, tonumber, error, os.getenv
 
 local M = {}
 
@@ -28,6 +29,24 @@ M.types = {
     max_rows = "number",
     utc_offset = { number = true, string = true },
     transport = "string",
+    -- retries and pacing
+    retries = "number",
+    retry_base = "number",
+    retry_cap = "number",
+    deadline = "number",
+    min_interval = "number",
+    -- the quota ledger and the pacing locks
+    state_dir = { string = true, boolean = true },
+    daily_limit = "number",
+    licenses = "number",
+    reserve = "number",
+    -- hooks and logging
+    on_request = "function",
+    on_response = "function",
+    on_retry = "function",
+    on_throttle = "function",
+    on_quota = "function",
+    logger = { ["function"] = true, string = true },
 }
 
 M.DEFAULTS = {
@@ -40,7 +59,26 @@ M.DEFAULTS = {
     -- it; its docs are written from Bogota (UTC-5, no DST), so that is the
     -- guess.  It only matters for os.time() numbers and the quota day.
     utc_offset = -5 * 3600,
+    retries = 2,            -- 3 attempts in all for reads
+    retry_base = 1,
+    retry_cap = 30,
+    min_interval = 0,
+    reserve = 0,
 }
+
+--- The default directory of the quota ledger and pacing locks:
+-- $XDG_CACHE_HOME/lua-wolkvox, or ~/.cache/lua-wolkvox.
+function M.default_state_dir()
+    local xdg = getenv("XDG_CACHE_HOME")
+    if xdg and xdg ~= "" then
+        return xdg .. "/lua-wolkvox"
+    end
+    local home = getenv("HOME")
+    if home and home ~= "" then
+        return home .. "/.cache/lua-wolkvox"
+    end
+    return nil
+end
 
 --- Seconds east of UTC for "+HH:MM" / "-HH:MM" (or a number of seconds).
 function M.utc_offset(v)
@@ -103,7 +141,12 @@ function M.check(opts)
         end
         if type(want) == "table" then
             if not want[type(v)] then
-                bad(k, "must be a number or a string (got " .. type(v) .. ")")
+                local names = {}
+                for t in pairs(want) do
+                    names[#names + 1] = t
+                end
+                table.sort(names)
+                bad(k, "must be a " .. table.concat(names, " or a ") .. " (got " .. type(v) .. ")")
             end
         elseif type(v) ~= want then
             bad(k, "must be a " .. want .. " (got " .. type(v) .. ")")
@@ -133,6 +176,24 @@ function M.check(opts)
         bad("utc_offset", "must be seconds east of UTC or \"-05:00\"")
     end
     out.utc_offset = offset
+    for _, k in ipairs { "retries", "retry_base", "retry_cap", "deadline", "min_interval", "reserve",
+        "daily_limit", "licenses" } do
+        local v = out[k]
+        if v ~= nil and (v ~= v or v < 0) then
+            bad(k, "must be a number of at least 0")
+        end
+    end
+    if out.daily_limit == nil and out.licenses then
+        out.daily_limit = out.licenses * 1000
+    end
+    if out.state_dir == true then
+        bad("state_dir", "must be a directory or false")
+    elseif out.state_dir == nil then
+        out.state_dir = M.default_state_dir() or false
+    end
+    if type(out.logger) == "string" and out.logger ~= "stderr" then
+        bad("logger", "must be a function or \"stderr\"")
+    end
     if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
         bad("max_concurrent", "must be 1 or 2 (wolkvox allows 2 calls in flight per token)")
     end

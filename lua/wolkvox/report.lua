@@ -11,6 +11,7 @@ local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local request = require "wolkvox.request"
 local response = require "wolkvox.response"
+local retry = require "wolkvox.retry"
 local schedule = require "wolkvox.schedule"
 local windows = require "wolkvox.windows"
 
@@ -21,7 +22,8 @@ local M = {}
 
 --- Names in a call's parameter table that steer the range helpers rather
 -- than going to the API.
-M.OPTIONS = { from = true, to = true, per = true, max_rows = true, min_span = true, max_concurrent = true }
+M.OPTIONS = { from = true, to = true, per = true, max_rows = true, min_span = true, max_concurrent = true,
+    retries = true, retry_base = true, retry_cap = true, deadline = true }
 
 M.DEFAULT_MAX_ROWS = 60000  -- the API's silent cap per answer
 M.DEFAULT_MIN_SPAN = 60     -- seconds: the smallest window bisection makes
@@ -49,6 +51,11 @@ local function check_options(e, o, ctx)
     end
     if o.min_span ~= nil and (type(o.min_span) ~= "number" or o.min_span < 1) then
         refuse(e, "min_span must be a positive number of seconds")
+    end
+    for _, k in ipairs { "retries", "retry_base", "retry_cap", "deadline" } do
+        if o[k] ~= nil and (type(o[k]) ~= "number" or o[k] < 0) then
+            refuse(e, k .. " must be a number of at least 0")
+        end
     end
     local limit = ctx.max_concurrent
     if o.max_concurrent ~= nil then
@@ -150,9 +157,16 @@ function M.prepare(ctx, e, params, opts)
         step = windows.BOUNDARY[e.split],
     }
     job.limit = check_options(e, o, ctx)
-    if e.kind == "action" then
+    job.write = e.kind == "action"
+    if job.write then
         job.limit = 1 -- writes one at a time: a failure stops what follows
     end
+    job.policy = {
+        retries = o.retries or ctx.policy.retries,
+        retry_base = o.retry_base or ctx.policy.retry_base,
+        retry_cap = o.retry_cap or ctx.policy.retry_cap,
+        deadline = o.deadline or ctx.policy.deadline,
+    }
     job.min_span = o.min_span or (job.step or M.DEFAULT_MIN_SPAN)
     if e.dates then
         prepare_range(job, e, api, o, ctx)
@@ -172,11 +186,43 @@ function M.prepare(ctx, e, params, opts)
     return job
 end
 
---- The request of one item of `job`.
+--- The request of one item of `job` (its body is built once).
 function M.request(ctx, job, item)
-    if item.req then
-        return item.req
+    if not item.req then
+        item.req = M.build(ctx, job, item)
     end
+    return item.req
+end
+
+-- The request of an attempt: the item's, with the time the deadline leaves.
+local function attempt_request(ctx, job, item)
+    local req = M.request(ctx, job, item)
+    if job.deadline then
+        local left = job.deadline - ctx.clock.now()
+        if left <= 0 then
+            local last = item.last_error
+            if last then
+                error(last, 0)
+            end
+            errors.throw("transport", { reason = "timeout", endpoint = job.e.name, calls = job.calls,
+                message = "the deadline passed before the call could start" })
+        end
+        local copy = {}
+        for k, v in pairs(req) do
+            copy[k] = v
+        end
+        copy.timeout = left < ctx.timeout and left or nil
+        req = copy
+    end
+    item.attempts = (item.attempts or 0) + 1
+    job.attempts = job.attempts + 1
+    ctx:emit("on_request", { endpoint = job.e.name, method = req.method, url = req.url,
+        attempt = item.attempts, window = item.from and span_text(item) or nil })
+    return req
+end
+
+--- Build the request of one item (see `request`).
+function M.build(ctx, job, item)
     local params = job.api
     if item.from then
         params = {}
@@ -209,14 +255,39 @@ end
 -- truncated window; raise structured errors with the window named.
 local function finish(ctx, job, sched, item, res)
     local sends = res.sends or 1
-    ctx:spend(sends)
+    ctx:spend(sends, job.e.free)
     item.calls = (item.calls or 0) + sends
     job.calls = job.calls + sends
     job.bytes = job.bytes + (res.bytes or 0)
     local ok, data, meta = pcall(response.interpret, res, job.e)
+    ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
+        time = res.time, calls = sends, attempt = item.attempts,
+        error = not ok and errors.is(data) and data or nil })
     if not ok then
         local err = data
         if errors.is(err) then
+            item.history = item.history or {}
+            item.history[#item.history + 1] = retry.label(err)
+            item.last_error = err
+            local p = job.policy
+            if retry.retryable(err, job.write) and item.attempts <= p.retries then
+                local wait = retry.wait(err, item.attempts, p, nil, ctx.clock.time())
+                if not job.deadline or ctx.clock.now() + wait < job.deadline then
+                    job.retries, job.waited = job.retries + 1, job.waited + wait
+                    ctx.retries = ctx.retries + 1
+                    ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
+                        error = err, window = item.from and span_text(item) or nil })
+                    return "retry", wait, err.kind == "concurrency" and "serial" or nil
+                end
+            end
+            if err.kind == "quota" then
+                ctx:emit("on_quota", { endpoint = job.e.name, error = err })
+            end
+            err.attempts = item.attempts
+            err.history = item.history
+            if item.attempts > 1 then
+                err.message = err.message .. " (attempts: " .. table.concat(item.history, "; ") .. ")"
+            end
             if item.from then
                 err.window = { from = dates.iso(item.from), to = dates.iso(item.to) }
                 err.message = err.message .. " [window " .. span_text(item) .. "]"
@@ -259,14 +330,31 @@ end
 
 local function start(ctx, job)
     job.calls, job.bytes, job.truncated, job.span_cap = 0, 0, 0, math.huge
+    job.attempts, job.retries, job.waited = 0, 0, 0
+    if job.policy.deadline then
+        job.deadline = ctx.clock.now() + job.policy.deadline
+    end
+    if not job.e.free then
+        local ok, err = pcall(ctx.ledger.check, ctx.ledger, #job.items, job.e.name)
+        if not ok then
+            if errors.is(err) then
+                ctx:emit("on_quota", { endpoint = job.e.name, error = err })
+            end
+            error(err, 0)
+        end
+    end
     local sched
     sched = schedule.new(ctx.transport, job.limit, {
-        request = function(item) return M.request(ctx, job, item) end,
+        request = function(item) return attempt_request(ctx, job, item) end,
         finish = function(item, res) return finish(ctx, job, sched, item, res) end,
+        acquire = function(item) return ctx:acquire(job.e.name, item) end,
+        release = function(slot) ctx.pacer:release(slot) end,
         abandon = function(sends)
-            ctx:spend(sends)
+            ctx:spend(sends, job.e.free)
             job.calls = job.calls + sends
         end,
+        now = ctx.clock.now,
+        sleep = ctx.clock.sleep,
     })
     for _, item in ipairs(job.items) do
         sched:add(item)
@@ -335,6 +423,7 @@ function M.run(ctx, job)
         meta.status, meta.code, meta.msg = last.meta.status, last.meta.code, last.meta.msg
     end
     meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
+    meta.attempts, meta.retries, meta.waited = job.attempts, job.retries, job.waited
     if job.mode == "windows" or job.mode == "window" then
         meta.rows = #out
     end

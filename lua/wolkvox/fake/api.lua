@@ -73,7 +73,7 @@ function State:reset()
         self.config[k] = v
     end
     self.log, self.faults, self.inflight = {}, {}, {}
-    self.quota = { day = nil, used = 0 }
+    self.quota = { day = nil, used = 0, by_token = {} }
     self.stats = { requests = 0, max_inflight = 0, inflight = 0 }
     self.cache = {}
 end
@@ -182,8 +182,16 @@ end
 local FORBIDDEN = { quota = M.MSG.quota, concurrency = M.MSG.concurrency,
     token = M.MSG.bad_token, maintenance = M.MSG.maintenance }
 
--- The answer a fault forces, or nil to answer normally (after its delay).
+-- The answer a fault forces (or the normal one, changed as the fault says).
 function State:apply_fault(f, normal)
+    local res = self:fault_answer(f, normal)
+    if f.retry_after and res.headers then
+        res.headers[#res.headers + 1] = "Retry-After: " .. tostring(f.retry_after)
+    end
+    return res
+end
+
+function State:fault_answer(f, normal)
     if f.delay then
         self.loop:sleep(f.delay)
     end
@@ -237,9 +245,6 @@ function State:apply_fault(f, normal)
     if f.chunked then
         res.chunked = true
     end
-    if f.retry_after then
-        res.headers[#res.headers + 1] = "Retry-After: " .. tostring(f.retry_after)
-    end
     return res
 end
 
@@ -253,8 +258,18 @@ local function date_param(v)
 end
 
 -- The normal answer of endpoint `e` for `req`.
-function State:answer(e, req)
+function State:answer(e, req, token)
     local cfg, params = self.config, req.params
+    if e.name == "information/token_info" then
+        -- What the real one reports: this token's calls today, every token's, the limit.
+        local q = self.quota
+        return json_response(200, envelope(200, e.code, "1 records were found", { {
+            token_limit = tostring(cfg.daily_limit or 25000),
+            token_use_today = tostring(q.by_token[token] or 0),
+            all_token_today = tostring(q.used),
+            available_consumption_options = tostring(math.max(0, (cfg.daily_limit or 25000) - q.used)),
+        } }))
+    end
     for _, p in ipairs(e.query) do
         if p.required and (params[p.name] == nil or params[p.name] == "") then
             return refuse(400, M.MSG.missing)
@@ -353,11 +368,11 @@ function State:token_status(req)
     return "bad", nil
 end
 
-function State:quota_spend(e)
+function State:quota_spend(e, token)
     local cfg = self.config
     local day = floor(dates.now(cfg.utc_offset) / 86400)
     if self.quota.day ~= day then
-        self.quota.day, self.quota.used = day, 0
+        self.quota.day, self.quota.used, self.quota.by_token = day, 0, {}
     end
     if e and e.free then
         return true
@@ -366,6 +381,9 @@ function State:quota_spend(e)
         return false
     end
     self.quota.used = self.quota.used + 1
+    if token then
+        self.quota.by_token[token] = (self.quota.by_token[token] or 0) + 1
+    end
     return true
 end
 
@@ -401,7 +419,7 @@ function State:api(req, conn, family)
         entry.refused = "concurrency"
         return finish(refuse(403, M.MSG.concurrency))
     end
-    if not self:quota_spend(e) then
+    if not self:quota_spend(e, token) then
         entry.refused = "quota"
         return finish(refuse(403, M.MSG.quota))
     end
@@ -421,7 +439,7 @@ function State:api(req, conn, family)
             if e == nil then
                 return refuse(400, M.MSG.unknown_api)
             end
-            return self:answer(e, req)
+            return self:answer(e, req, token)
         end
         if fault then
             entry.fault = fault

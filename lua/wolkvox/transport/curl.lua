@@ -13,6 +13,10 @@ local M = {}
 
 M.USER_AGENT = "lua-wolkvox/" .. core._VERSION:match("[%d%.]+$") .. " " .. core.curl_version:match("^%S+")
 
+--- The clock this transport waits with: `now()` (monotonic), `time()`
+-- (epoch, with fractions), `sleep(seconds)` (blocks the thread).
+M.clock = { now = core.now, time = core.time, sleep = core.sleep }
+
 --- Open a session for `opts` (checked by wolkvox.options) and `token`.
 function M.new(opts, token)
     return core.session {

@@ -1,0 +1,141 @@
+--- The daily quota ledger of an operation.
+-- wolkvox gives an operation licences x 1000 calls a day, shared by all its
+-- tokens; every call costs one (agentbox calls none).  The ledger counts the
+-- calls this machine spent today in `<state_dir>/<operation id>/calls-YYYY-MM-DD`:
+-- one byte appended per call, so the count is the file's size and two
+-- processes appending at once never lose a call (O_APPEND writes are
+-- atomic).  The day turns at midnight on the operation's clock.  A
+-- measurement from token_info (which sees every token of the operation) is
+-- kept beside it, and later calls are counted on top of it.
+-- @module wolkvox.quota
+
+local core = require "wolkvox.core"
+local dates = require "wolkvox.dates"
+local errors = require "wolkvox.errors"
+
+local setmetatable, tonumber, format, floor, open, rep, max =
+    setmetatable, tonumber, string.format, math.floor, io.open, string.rep, math.max
+
+local M = {}
+
+local Ledger = {}
+Ledger.__index = Ledger
+
+--- A ledger.
+-- @tparam table opts `dir` (an existing directory, or nil to count in memory only), `utc_offset`,
+--   `daily_limit` (or nil: unknown until measured), `reserve`
+function M.new(opts)
+    local self = setmetatable({ dir = opts.dir, utc_offset = opts.utc_offset or 0,
+        limit = opts.daily_limit, reserve = opts.reserve or 0, memory = {} }, Ledger)
+    return self
+end
+
+--- Today on the operation's clock, "YYYY-MM-DD".
+function Ledger:day()
+    local days = floor((core.time() + self.utc_offset) / 86400)
+    local y, m, d = dates.civil_from_days(days)
+    return format("%04d-%02d-%02d", y, m, d)
+end
+
+local function size_of(path)
+    local f = open(path, "rb")
+    if not f then
+        return 0
+    end
+    local n = f:seek("end")
+    f:close()
+    return n or 0
+end
+
+-- Calls counted in today's file (or in memory without a directory).
+function Ledger:counted(day)
+    if not self.dir then
+        return self.memory[day] or 0
+    end
+    return size_of(self.dir .. "/calls-" .. day)
+end
+
+-- Today's measurement: used, limit, and the count when it was taken.
+function Ledger:measurement(day)
+    if not self.dir then
+        return self.memory.measured and self.memory.measured.day == day and self.memory.measured or nil
+    end
+    local f = open(self.dir .. "/measured-" .. day, "rb")
+    if not f then
+        return nil
+    end
+    local used, limit, at = (f:read("*l") or ""):match("^(%d+) (%d+) (%d+)$")
+    f:close()
+    if not used then
+        return nil
+    end
+    return { used = tonumber(used), limit = tonumber(limit), at = tonumber(at) }
+end
+
+--- Count `n` calls spent now.
+function Ledger:spend(n)
+    if n <= 0 then
+        return
+    end
+    local day = self:day()
+    if not self.dir then
+        self.memory[day] = (self.memory[day] or 0) + n
+        return
+    end
+    local f = open(self.dir .. "/calls-" .. day, "ab")
+    if f then
+        f:write(rep(".", n))
+        f:close()
+    end
+end
+
+--- Record what token_info said: calls used today by every token, and the limit.
+function Ledger:measured(used, limit)
+    local day = self:day()
+    local at = self:counted(day)
+    if limit then
+        self.limit = limit
+    end
+    if not self.dir then
+        self.memory.measured = { day = day, used = used, limit = limit or 0, at = at }
+        return
+    end
+    local f = open(self.dir .. "/measured-" .. day, "wb")
+    if f then
+        f:write(format("%d %d %d\n", used, limit or 0, at))
+        f:close()
+    end
+end
+
+--- Today's state: `used`, `limit` (or nil), `remaining`, `source`
+-- ("measured" when token_info was asked today, else "counted": only this
+-- machine's calls), `day`.
+function Ledger:status()
+    local day = self:day()
+    local counted = self:counted(day)
+    local m = self:measurement(day)
+    local used, source = counted, "counted"
+    local limit = self.limit
+    if m then
+        used, source = m.used + max(0, counted - m.at), "measured"
+        if not limit and m.limit > 0 then
+            limit = m.limit
+        end
+    end
+    return { used = used, limit = limit, remaining = limit and max(0, limit - used) or nil,
+        reserve = self.reserve, source = source, day = day }
+end
+
+--- Refuse, with a `quota` error and no call spent, when `planned` more
+-- calls would cross the limit less the reserve.
+function Ledger:check(planned, endpoint)
+    local s = self:status()
+    if s.limit and planned > 0 and s.used + planned > s.limit - self.reserve then
+        errors.throw("quota", { endpoint = endpoint, calls = 0, message = format(
+            "%d call(s) planned, %d of %d used today (%s), %d kept in reserve: refused before sending",
+            planned, s.used, s.limit, s.source, self.reserve) })
+    end
+    return s
+end
+
+return M

@@ -1,0 +1,96 @@
+--- When to try a failed call again, and how long to wait first.
+-- Reads are retried (3 attempts in all by default) with exponential backoff
+-- and full jitter; writes only when the request never left (the connection
+-- could not be made), since a write that reached the server may have done
+-- its work even though the answer was lost.
+-- @module wolkvox.retry
+
+local dates = require "wolkvox.dates"
+
+local min, max, tonumber, tostring, type, random = math.min, math.max, tonumber, tostring, type, math.random
+
+local M = {}
+
+M.DEFAULTS = {
+    retries = 2,        -- extra attempts after the first
+    retry_base = 1,     -- seconds: the first backoff ceiling
+    retry_cap = 30,     -- seconds: no single wait is longer
+}
+
+-- Maintenance windows last longer than a blip: its backoff starts higher.
+local MAINTENANCE_FACTOR = 10
+
+-- Transport failures that another attempt will not mend.
+local PERMANENT_REASON = { tls = true, url = true, memory = true }
+
+--- True when `err` may be retried for a read (`write` false) or a write.
+function M.retryable(err, write)
+    if err.kind == "transport" then
+        if PERMANENT_REASON[err.reason] then
+            return false
+        end
+        if write then
+            return err.sent == false
+        end
+        return true
+    end
+    if write then
+        return false
+    end
+    return err.retryable == true
+end
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+    Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+--- Seconds to wait from a Retry-After value (seconds, or an HTTP date
+-- compared with `now_epoch`); nil when it cannot be read.
+function M.retry_after(value, now_epoch)
+    if type(value) ~= "string" then
+        return nil
+    end
+    local n = tonumber(value)
+    if n then
+        return max(0, n)
+    end
+    local d, mon, y, h, mi, s = value:match("^%a+, (%d%d?) (%a+) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+    if d and MONTHS[mon] then
+        local at = dates.make(tonumber(y), MONTHS[mon], tonumber(d), tonumber(h), tonumber(mi), tonumber(s))
+        if at then
+            return max(0, at - (now_epoch or os.time()))
+        end
+    end
+    return nil
+end
+
+--- The wait before the next attempt, after `attempts` attempts so far.
+-- @tparam table err the last error
+-- @tparam number attempts attempts made (1 after the first failure)
+-- @tparam table policy `retry_base`, `retry_cap`
+-- @tparam[opt] function rand returns a number in [0, 1)
+function M.wait(err, attempts, policy, rand, now_epoch)
+    local hinted = M.retry_after(err.retry_after, now_epoch)
+    if hinted then
+        return min(hinted, policy.retry_cap * MAINTENANCE_FACTOR)
+    end
+    local base = policy.retry_base
+    if err.kind == "maintenance" then
+        base = base * MAINTENANCE_FACTOR
+    end
+    local ceiling = min(policy.retry_cap * (err.kind == "maintenance" and 2 or 1),
+        base * 2 ^ (attempts - 1))
+    return (rand or random)() * ceiling
+end
+
+--- A short description of a failure, for the history of attempts.
+function M.label(err)
+    if err.kind == "transport" then
+        return "transport " .. tostring(err.reason)
+    end
+    if err.kind == "http" or err.kind == "decode" then
+        return err.kind .. (err.status and (" " .. err.status) or "")
+    end
+    return err.kind
+end
+
+return M

@@ -1,0 +1,118 @@
+-- Pacing: two calls in flight per token across processes, crash-safe slots,
+-- a minimum interval; and the ledger that processes share.
+local core = require "wolkvox.core"
+local pacer = require "wolkvox.pacer"
+local support = require "support"
+
+-- Start a child process that runs a six-month cdr_1 report and prints
+-- "<rows> <calls>"; returns the pipe.
+local function child(srv, state_dir)
+    local code = string.format([[
+        local wolkvox = require "wolkvox"
+        local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %s, retries = 0 })
+        local rows, meta = c:report("cdr_1", { from = "2026-01-01", to = "2026-06-30" })
+        io.write(rows and #rows or tostring(meta), " ", c:stats().calls, "\n")
+    ]], srv.url, srv.token, state_dir and string.format("%q", state_dir) or "false")
+    return assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
+end
+
+local function read_all(pipes)
+    local out = {}
+    for i, p in ipairs(pipes) do
+        out[i] = p:read("*a")
+        p:close()
+    end
+    return out
+end
+
+describe("pacing", function()
+    local srv
+
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    it("keeps two processes with one token to 2 calls in flight, and their ledgers add up", function()
+        local dir = support.tmpdir()
+        srv:control("config", { latency = 0.2, max_rows = 60000 })
+        local out = read_all { child(srv, dir), child(srv, dir) }
+        for _, line in ipairs(out) do
+            assert.equal("18100 6\n", line)
+        end
+        local stats = srv:control("stats")
+        assert.is_true(stats.max_inflight <= 2)
+        for _, entry in ipairs(srv:log()) do
+            assert.is_nil(entry.refused)
+            assert.is_true(entry.inflight <= 2)
+        end
+        assert.equal(12, #srv:log())
+        -- The operation's ledger counted both processes' calls.
+        local x = support.client(srv, { state_dir = dir })
+        assert.equal(12, x:quota({ measure = false }).used)
+        x:close()
+    end)
+
+    it("(control) without the shared state the same two processes exceed it", function()
+        srv:control("config", { latency = 0.2, max_rows = 60000 })
+        read_all { child(srv, nil), child(srv, nil) }
+        local over = false
+        for _, entry in ipairs(srv:log()) do
+            if entry.refused == "concurrency" or entry.inflight > 2 then
+                over = true
+            end
+        end
+        assert.is_true(over, "the fake never saw more than 2 in flight")
+    end)
+
+    it("takes back the slots of a process that died holding them", function()
+        local dir = support.tmpdir() .. "/tokens/x"
+        assert(core.mkdir(dir))
+        local code = string.format([[
+            local core = require "wolkvox.core"
+            local a = assert(core.lock(%q))
+            local b = assert(core.lock(%q))
+            io.write(io.open("/proc/self/stat"):read("*l"):match("^%%d+"), "\n")
+            io.stdout:flush()
+            core.sleep(30)
+        ]], dir .. "/slot1", dir .. "/slot2")
+        local p = assert(io.popen(support.lua_command(code), "r"))
+        local pid = p:read("*l")
+        local pc = pacer.new { dir = dir }
+        local slot, wait, why = pc:acquire()
+        assert.is_nil(slot)
+        assert.equal("slot", why)
+        assert.is_true(wait > 0)
+        os.execute("kill -9 " .. pid)
+        p:close()
+        slot = pc:acquire()
+        assert.is_table(slot)
+        pc:release(slot)
+    end)
+
+    it("leaves min_interval between the starts of calls", function()
+        local x = support.client(srv, { min_interval = 0.3, state_dir = support.tmpdir() })
+        local waits = 0
+        x._ctx.hooks.on_throttle = function(info)
+            waits = waits + 1
+            assert.equal("the minimum interval", info.reason)
+        end
+        assert(x:services())
+        assert(x:services())
+        assert(x:services())
+        local log = srv:log()
+        assert.is_true(log[2].t_start - log[1].t_start >= 0.29)
+        assert.is_true(log[3].t_start - log[2].t_start >= 0.29)
+        assert.equal(2, waits)
+        x:close()
+    end)
+
+    it("holds a client to its own max_concurrent", function()
+        local pc = pacer.new { dir = support.tmpdir(), max_concurrent = 1 }
+        local a = pc:acquire()
+        assert.is_table(a)
+        assert.is_nil((pc:acquire()))
+        pc:release(a)
+        pc:release(a)                  -- twice is harmless
+        assert.is_table(pc:acquire())
+    end)
+end)
