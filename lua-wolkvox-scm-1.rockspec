@@ -52,6 +52,7 @@ build = {
         ["wolkvox.fake.data"] = "lua/wolkvox/fake/data.lua",
         ["wolkvox.fake.http"] = "lua/wolkvox/fake/http.lua",
         ["wolkvox.fake.loop"] = "lua/wolkvox/fake/loop.lua",
+        ["wolkvox.inflate"] = "lua/wolkvox/inflate.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",
         ["wolkvox.pacer"] = "lua/wolkvox/pacer.lua",
@@ -63,6 +64,7 @@ build = {
         ["wolkvox.retry"] = "lua/wolkvox/retry.lua",
         ["wolkvox.schedule"] = "lua/wolkvox/schedule.lua",
         ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
+        ["wolkvox.transport.ngx"] = "lua/wolkvox/transport/ngx.lua",
         ["wolkvox.windows"] = "lua/wolkvox/windows.lua",
     },
     install = {

@@ -5,7 +5,6 @@
 -- Calls return `data, meta` or `nil, err` (see `wolkvox.errors`).
 -- @module wolkvox.client
 
-local core = require "wolkvox.core"
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
 local pacer = require "wolkvox.pacer"
@@ -49,14 +48,31 @@ function Ctx:settle()
     end
 end
 
+local NGX_LEVEL = { debug = "DEBUG", info = "INFO", warn = "WARN" }
+
 --- Write a log line through the logger, if there is one.
 function Ctx:log(level, msg)
     local logger = self.logger
     if logger == "stderr" then
         io.stderr:write("wolkvox [", level, "] ", msg, "\n")
+    elseif logger == "ngx" then
+        ngx.log(ngx[NGX_LEVEL[level] or "NOTICE"], "wolkvox: ", msg)
     elseif logger then
         pcall(logger, level, msg)
     end
+end
+
+--- The transport's calls for one operation (a batch of light threads of the
+-- current request inside nginx; the session itself elsewhere).
+function Ctx:batch()
+    local t = self.transport
+    if t.unusable then
+        local why = t:unusable()
+        if why then
+            errors.throw("transport", { reason = "phase", retryable = false, message = why })
+        end
+    end
+    return t.batch and t:batch() or t
 end
 
 local function describe(name, info)
@@ -109,22 +125,38 @@ function Ctx:acquire(endpoint, item)
     return nil, wait
 end
 
+-- The transport: "ngx" (cosockets) inside nginx, "curl" (wolkvox.core) elsewhere.
 local function open_transport(opts, token)
-    local name = opts.transport or "curl"
-    if name ~= "curl" then
-        errors.throw("params", { message = "unknown transport '" .. tostring(name) .. "'" })
+    local name = opts.transport
+    if name == nil then
+        name = require("wolkvox.transport.ngx").available() and "ngx" or "curl"
     end
-    local curl = require "wolkvox.transport.curl"
-    return curl.new(opts, token), curl.clock
+    if name ~= "curl" and name ~= "ngx" then
+        errors.throw("params", { message = "unknown transport '" .. tostring(name) .. "' (curl or ngx)" })
+    end
+    local mod = require("wolkvox.transport." .. name)
+    return mod.new(opts, token), mod.clock, name
 end
 
 -- The pacer and the ledger, under the state directory (or in memory).
-local function open_state(o, transport)
-    local token_dir, op_dir
-    if o.state_dir then
-        token_dir = o.state_dir .. "/tokens/" .. transport:token_id()
-        op_dir = o.state_dir .. "/operations/" .. core.sha256(o.base_url):sub(1, 16)
-        for _, dir in ipairs { token_dir, op_dir } do
+-- The pacer and the ledger: files under state_dir, a shared dict inside
+-- nginx, or memory.
+local function open_state(o, transport, clock, name)
+    local opts_p = { max_concurrent = o.max_concurrent, min_interval = o.min_interval, time = clock.time }
+    local opts_q = { utc_offset = o.utc_offset, daily_limit = o.daily_limit, reserve = o.reserve,
+        time = clock.time }
+    if name == "ngx" then
+        local dict = ngx.shared[o.shared_dict or "wolkvox"]
+        if dict then
+            opts_p.dict, opts_p.key, opts_p.ttl = dict, transport:token_id(), o.timeout + 15
+            opts_q.dict = dict
+            opts_q.key = require("wolkvox.transport.ngx").fingerprint(o.base_url):sub(1, 16)
+        end
+    elseif o.state_dir then
+        local core = require "wolkvox.core"
+        opts_p.dir = o.state_dir .. "/tokens/" .. transport:token_id()
+        opts_q.dir = o.state_dir .. "/operations/" .. core.sha256(o.base_url):sub(1, 16)
+        for _, dir in ipairs { opts_p.dir, opts_q.dir } do
             local ok, err = core.mkdir(dir)
             if not ok then
                 errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
@@ -132,8 +164,7 @@ local function open_state(o, transport)
             end
         end
     end
-    return pacer.new { dir = token_dir, max_concurrent = o.max_concurrent, min_interval = o.min_interval },
-        quota.new { dir = op_dir, utc_offset = o.utc_offset, daily_limit = o.daily_limit, reserve = o.reserve }
+    return pacer.new(opts_p), quota.new(opts_q)
 end
 
 -- ---- calls ----------------------------------------------------------------------
@@ -364,7 +395,7 @@ function M.new(opts)
         end
         error(o, 2)
     end
-    local okt, transport, clock = pcall(open_transport, o, token)
+    local okt, transport, clock, name = pcall(open_transport, o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
     if not okt then
         if errors.is(transport) then
@@ -372,7 +403,7 @@ function M.new(opts)
         end
         error(transport, 2)
     end
-    local oks, p, l = pcall(open_state, o, transport)
+    local oks, p, l = pcall(open_state, o, transport, clock, name)
     if not oks then
         transport:close()
         if errors.is(p) then
@@ -381,12 +412,12 @@ function M.new(opts)
         error(p, 2)
     end
     local hooks = {}
-    for _, name in ipairs(HOOKS) do
-        hooks[name] = o[name]
+    for _, hook in ipairs(HOOKS) do
+        hooks[hook] = o[hook]
     end
     local ctx = setmetatable({
         transport = transport, clock = clock, pacer = p, ledger = l, hooks = hooks,
-        logger = o.logger, base_url = o.base_url, utc_offset = o.utc_offset,
+        logger = o.logger or (name == "ngx" and "ngx" or nil), base_url = o.base_url, utc_offset = o.utc_offset,
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, timeout = o.timeout,
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },

@@ -47,6 +47,7 @@ M.types = {
     on_throttle = "function",
     on_quota = "function",
     logger = { ["function"] = true, string = true },
+    shared_dict = "string",
 }
 
 M.DEFAULTS = {
@@ -191,8 +192,8 @@ function M.check(opts)
     elseif out.state_dir == nil then
         out.state_dir = M.default_state_dir() or false
     end
-    if type(out.logger) == "string" and out.logger ~= "stderr" then
-        bad("logger", "must be a function or \"stderr\"")
+    if type(out.logger) == "string" and out.logger ~= "stderr" and out.logger ~= "ngx" then
+        bad("logger", "must be a function, \"stderr\" or \"ngx\"")
     end
     if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
         bad("max_concurrent", "must be 1 or 2 (wolkvox allows 2 calls in flight per token)")

@@ -7,14 +7,14 @@
 -- token id is a hash that does not reveal the token.  The kernel drops a
 -- dead process's locks, so a crashed cron job never keeps a slot.  Spacing
 -- uses a `last` file holding the time of the latest start.
--- Without a state directory (`state_dir = false`) the limits hold within the
--- process only.  Inside nginx, `wolkvox.pacer_ngx` gives the same interface
--- over a shared dict.
+-- Inside nginx the slots and the spacing live in a shared dict instead
+-- (`dict`): slot keys added with a lifetime, so a worker that dies frees
+-- them when they expire.  Without either (`state_dir = false`) the limits
+-- hold within the process only.
 -- @module wolkvox.pacer
 
-local core = require "wolkvox.core"
-
-local setmetatable, tonumber, format, open = setmetatable, tonumber, string.format, io.open
+local setmetatable, tonumber, format, open, require =
+    setmetatable, tonumber, string.format, io.open, require
 
 local M = {}
 
@@ -28,12 +28,60 @@ local Pacer = {}
 Pacer.__index = Pacer
 
 --- A pacer.
--- @tparam table opts `dir` (the token's state directory, which exists, or nil),
---   `max_concurrent` (this client's own cap), `min_interval` (seconds)
+-- @tparam table opts `dir` (the token's state directory, which exists) or
+--   `dict` (an ngx.shared dict) with `key` (the token id) and `ttl` (slot
+--   lifetime, seconds), or neither; `max_concurrent` (this client's own
+--   cap), `min_interval` (seconds), `time` (epoch seconds function)
 function M.new(opts)
-    local self = setmetatable({ dir = opts.dir, cap = opts.max_concurrent or M.TOKEN_SLOTS,
-        min_interval = opts.min_interval or 0, held = 0, last_start = nil }, Pacer)
+    local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key, ttl = opts.ttl or 120,
+        cap = opts.max_concurrent or M.TOKEN_SLOTS, min_interval = opts.min_interval or 0,
+        time = opts.time or os.time, held = 0, last_start = nil }, Pacer)
+    if self.dir then
+        self.core = require "wolkvox.core"
+        self.time = self.core.time
+    end
     return self
+end
+
+-- A slot of the token: a locked file, a dict key, or only a count.
+function Pacer:take_slot()
+    if self.dir then
+        for i = 1, M.TOKEN_SLOTS do
+            local lock = self.core.lock(self.dir .. "/slot" .. i)
+            if lock then
+                return { lock = lock }
+            end
+        end
+        return nil
+    elseif self.dict then
+        for i = 1, M.TOKEN_SLOTS do
+            local key = "wolkvox:slot:" .. self.key .. ":" .. i
+            if self.dict:add(key, true, self.ttl) then
+                return { dict_key = key }
+            end
+        end
+        return nil
+    end
+    return {}
+end
+
+-- Claim the start time, or say how long until min_interval has passed.
+function Pacer:claim_start()
+    local now = self.time()
+    if self.dict then
+        local key = "wolkvox:pace:" .. self.key
+        if self.dict:add(key, now, self.min_interval) then
+            return true
+        end
+        local last = self.dict:get(key) or now
+        return false, self.min_interval - (now - last)
+    end
+    local last = self:last()
+    if last and now - last < self.min_interval then
+        return false, self.min_interval - (now - last)
+    end
+    self:stamp(now)
+    return true
 end
 
 -- The time of the latest start of this token (shared through the `last` file).
@@ -69,30 +117,20 @@ function Pacer:acquire()
     if self.held >= self.cap then
         return nil, M.POLL, "slot"
     end
-    local lock
-    if self.dir then
-        for i = 1, M.TOKEN_SLOTS do
-            lock = core.lock(self.dir .. "/slot" .. i)
-            if lock then
-                break
-            end
-        end
-        if not lock then
-            return nil, M.POLL, "slot"
-        end
+    local slot = self:take_slot()
+    if not slot then
+        return nil, M.POLL, "slot"
     end
     if self.min_interval > 0 then
-        local now, last = core.time(), self:last()
-        if last and now - last < self.min_interval then
-            if lock then
-                lock:release()
-            end
-            return nil, self.min_interval - (now - last), "interval"
+        local ok, wait = self:claim_start()
+        if not ok then
+            self.held = self.held + 1
+            self:release(slot)
+            return nil, wait, "interval"
         end
-        self:stamp(now)
     end
     self.held = self.held + 1
-    return { lock = lock }
+    return slot
 end
 
 --- Give a slot back (idempotent).
@@ -102,6 +140,8 @@ function Pacer:release(slot)
         self.held = self.held - 1
         if slot.lock then
             slot.lock:release()
+        elseif slot.dict_key then
+            self.dict:delete(slot.dict_key)
         end
     end
 end

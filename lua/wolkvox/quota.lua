@@ -6,10 +6,11 @@
 -- processes appending at once never lose a call (O_APPEND writes are
 -- atomic).  The day turns at midnight on the operation's clock.  A
 -- measurement from token_info (which sees every token of the operation) is
--- kept beside it, and later calls are counted on top of it.
+-- kept beside it, and later calls are counted on top of it.  Inside nginx
+-- the counts live in a shared dict (`dict`), incremented atomically by every
+-- worker.
 -- @module wolkvox.quota
 
-local core = require "wolkvox.core"
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 
@@ -22,17 +23,26 @@ local Ledger = {}
 Ledger.__index = Ledger
 
 --- A ledger.
--- @tparam table opts `dir` (an existing directory, or nil to count in memory only), `utc_offset`,
---   `daily_limit` (or nil: unknown until measured), `reserve`
+-- @tparam table opts `dir` (an existing directory) or `dict` (an
+--   ngx.shared dict) with `key` (the operation id), or neither (memory);
+--   `utc_offset`, `daily_limit` (or nil: unknown until measured), `reserve`,
+--   `time` (epoch seconds function)
 function M.new(opts)
-    local self = setmetatable({ dir = opts.dir, utc_offset = opts.utc_offset or 0,
-        limit = opts.daily_limit, reserve = opts.reserve or 0, memory = {} }, Ledger)
+    local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key,
+        utc_offset = opts.utc_offset or 0, limit = opts.daily_limit, reserve = opts.reserve or 0,
+        time = opts.time or os.time, memory = {} }, Ledger)
     return self
+end
+
+-- Keys of the dict backend.
+local KEEP = 3 * 86400
+function Ledger:dict_key(what, day)
+    return "wolkvox:" .. what .. ":" .. self.key .. ":" .. day
 end
 
 --- Today on the operation's clock, "YYYY-MM-DD".
 function Ledger:day()
-    local days = floor((core.time() + self.utc_offset) / 86400)
+    local days = floor((self.time() + self.utc_offset) / 86400)
     local y, m, d = dates.civil_from_days(days)
     return format("%04d-%02d-%02d", y, m, d)
 end
@@ -49,6 +59,9 @@ end
 
 -- Calls counted in today's file (or in memory without a directory).
 function Ledger:counted(day)
+    if self.dict then
+        return self.dict:get(self:dict_key("calls", day)) or 0
+    end
     if not self.dir then
         return self.memory[day] or 0
     end
@@ -57,15 +70,20 @@ end
 
 -- Today's measurement: used, limit, and the count when it was taken.
 function Ledger:measurement(day)
-    if not self.dir then
+    local text
+    if self.dict then
+        text = self.dict:get(self:dict_key("measured", day))
+    elseif not self.dir then
         return self.memory.measured and self.memory.measured.day == day and self.memory.measured or nil
+    else
+        local f = open(self.dir .. "/measured-" .. day, "rb")
+        if not f then
+            return nil
+        end
+        text = f:read("*l")
+        f:close()
     end
-    local f = open(self.dir .. "/measured-" .. day, "rb")
-    if not f then
-        return nil
-    end
-    local used, limit, at = (f:read("*l") or ""):match("^(%d+) (%d+) (%d+)$")
-    f:close()
+    local used, limit, at = (text or ""):match("^(%d+) (%d+) (%d+)$")
     if not used then
         return nil
     end
@@ -78,6 +96,10 @@ function Ledger:spend(n)
         return
     end
     local day = self:day()
+    if self.dict then
+        self.dict:incr(self:dict_key("calls", day), n, 0, KEEP)
+        return
+    end
     if not self.dir then
         self.memory[day] = (self.memory[day] or 0) + n
         return
@@ -96,14 +118,17 @@ function Ledger:measured(used, limit)
     if limit then
         self.limit = limit
     end
-    if not self.dir then
+    local text = format("%d %d %d", used, limit or 0, at)
+    if self.dict then
+        self.dict:set(self:dict_key("measured", day), text, KEEP)
+    elseif not self.dir then
         self.memory.measured = { day = day, used = used, limit = limit or 0, at = at }
-        return
-    end
-    local f = open(self.dir .. "/measured-" .. day, "wb")
-    if f then
-        f:write(format("%d %d %d\n", used, limit or 0, at))
-        f:close()
+    else
+        local f = open(self.dir .. "/measured-" .. day, "wb")
+        if f then
+            f:write(text, "\n")
+            f:close()
+        end
     end
 end
 

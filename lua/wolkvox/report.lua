@@ -344,7 +344,7 @@ local function start(ctx, job)
         end
     end
     local sched
-    sched = schedule.new(ctx.transport, job.limit, {
+    sched = schedule.new(ctx:batch(), job.limit, {
         request = function(item) return attempt_request(ctx, job, item) end,
         finish = function(item, res) return finish(ctx, job, sched, item, res) end,
         acquire = function(item) return ctx:acquire(job.e.name, item) end,

@@ -21,7 +21,7 @@ M.DEFAULTS = {
 local MAINTENANCE_FACTOR = 10
 
 -- Transport failures that another attempt will not mend.
-local PERMANENT_REASON = { tls = true, url = true, memory = true }
+local PERMANENT_REASON = { tls = true, url = true, memory = true, phase = true }
 
 --- True when `err` may be retried for a read (`write` false) or a write.
 function M.retryable(err, write)

@@ -1,0 +1,126 @@
+-- A real nginx with lua-nginx-module for the specs: Debian's nginx and
+-- libnginx-mod-http-lua, started on loopback from a generated config in a
+-- temporary prefix (no system files touched), LuaJIT build of the tree.
+local socket = require "socket"
+local support = require "support"
+
+local M = {}
+
+local MODULES = "/usr/lib/nginx/modules"
+
+local function sh(cmd)
+    local p = assert(io.popen("env -u LD_PRELOAD " .. cmd .. " 2>&1", "r"))
+    local out = p:read("*a")
+    local ok = p:close()
+    return ok, out
+end
+
+local function free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return port
+end
+
+--- True when nginx and the Lua module are installed.
+function M.available()
+    local f = io.open(MODULES .. "/ngx_http_lua_module.so", "rb")
+    if f then
+        f:close()
+    end
+    return f ~= nil and (sh("command -v nginx"))
+end
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+--- Start nginx with `workers` worker processes and `locations` (text put
+-- inside the server block).  `http` is extra text for the http block.
+function M.start(opts)
+    local root = select(2, sh("pwd")):gsub("%s+$", "") .. "/"
+    local prefix = support.tmpdir()
+    for _, d in ipairs { "conf", "logs", "tmp" } do
+        assert(os.execute("mkdir -p " .. prefix .. "/" .. d))
+    end
+    local port = free_port()
+    local is_root = select(2, sh("id -u")):match("^0%s") ~= nil
+    local conf = table.concat({
+        "load_module " .. MODULES .. "/ndk_http_module.so;",
+        "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
+        is_root and "user root;" or "",
+        "worker_processes " .. (opts.workers or 1) .. ";",
+        "daemon on;",
+        "pid " .. prefix .. "/logs/nginx.pid;",
+        "error_log " .. prefix .. "/logs/error.log info;",
+        "events { worker_connections 256; }",
+        "http {",
+        "  access_log off;",
+        "  client_body_temp_path " .. prefix .. "/tmp/body;",
+        "  proxy_temp_path " .. prefix .. "/tmp/proxy;",
+        "  fastcgi_temp_path " .. prefix .. "/tmp/fastcgi;",
+        "  uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
+        "  scgi_temp_path " .. prefix .. "/tmp/scgi;",
+        "  lua_package_path '" .. root .. "lua/?.lua;" .. root .. "lua/?/init.lua;;';",
+        "  lua_package_cpath '" .. root .. "build/luajit/?.so;;';",
+        "  lua_shared_dict wolkvox 1m;",
+        "  lua_shared_dict results 1m;",
+        opts.http or "",
+        "  server {",
+        "    listen 127.0.0.1:" .. port .. " reuseport;",
+        opts.locations,
+        "  }",
+        "}",
+    }, "\n")
+    local f = assert(io.open(prefix .. "/conf/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local ok, out = sh("nginx -p " .. prefix .. " -c " .. prefix .. "/conf/nginx.conf -e "
+        .. prefix .. "/logs/error.log")
+    assert(ok, "nginx did not start: " .. out .. "\n" .. conf)
+    local self = setmetatable({ prefix = prefix, port = port, url = "http://127.0.0.1:" .. port }, Nginx)
+    for _ = 1, 100 do -- wait for the listener
+        local c = socket.connect("127.0.0.1", port)
+        if c then
+            c:close()
+            return self
+        end
+        socket.sleep(0.02)
+    end
+    self:stop()
+    error("nginx did not listen on " .. port .. ": " .. self:errors())
+end
+
+--- GET `path`: status and body.
+function Nginx:get(path, timeout)
+    local http = require "socket.http"
+    http.TIMEOUT = timeout or 30
+    local body, status = http.request(self.url .. path)
+    return status, body
+end
+
+--- The error log.
+function Nginx:errors()
+    local f = io.open(self.prefix .. "/logs/error.log", "r")
+    local s = f and f:read("*a") or ""
+    if f then
+        f:close()
+    end
+    return s
+end
+
+function Nginx:stop()
+    local f = io.open(self.prefix .. "/logs/nginx.pid", "r")
+    if f then
+        local pid = f:read("*l")
+        f:close()
+        sh("kill -QUIT " .. pid)
+        for _ = 1, 100 do
+            if not io.open("/proc/" .. pid .. "/stat", "r") then
+                break
+            end
+            socket.sleep(0.02)
+        end
+    end
+end
+
+return M

@@ -1,0 +1,270 @@
+-- lua-wolkvox inside a real nginx (Debian's, with lua-nginx-module): the
+-- cosocket transport, the worker kept free while a call waits, the shared
+-- dict limiter across workers, the phases without cosockets.  Tagged #nginx:
+-- spec/run runs it in the LuaJIT pass, where the 5.1-ABI build exists.
+local socket = require "socket"
+local support = require "support"
+local nginx = require "nginx"
+
+-- Handlers share one helper, defined in init_by_lua: a client of the fake.
+local function http_block(srv)
+    return string.format([[
+  init_by_lua_block {
+    function wv_client(extra)
+      local o = { base_url = %q, token = %q, retry_base = 0.01 }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return assert(require("wolkvox").new(o))
+    end
+    function wv_say(rows, err)
+      if rows then ngx.say("ok ", #rows) else ngx.say(err.kind, " ", err.reason or "-", " ", tostring(err)) end
+    end
+  }
+]], srv.url, srv.token)
+end
+
+local LOCATIONS = [[
+    location = /rp { content_by_lua_block {
+      local rows, err = wv_client():routing_points()
+      if not rows then ngx.say("error ", tostring(err)) return end
+      ngx.say(#rows, "|", rows[2].rp_name, "|", ngx.worker.pid())
+    } }
+    location = /report { content_by_lua_block {
+      local rows, meta = wv_client { max_rows = 500 }:cdr_1 { from = "2026-01-01", to = "2026-03-31" }
+      if not rows then ngx.say("error ", tostring(meta)) return end
+      local seen, dup = {}, 0
+      for _, r in ipairs(rows) do
+        if seen[r.conn_id] then dup = dup + 1 end
+        seen[r.conn_id] = true
+      end
+      ngx.say(#rows, "|", dup, "|", meta.calls, "|", meta.truncated, "|", ngx.worker.pid())
+    } }
+    location = /report2 { content_by_lua_block {
+      local rows, meta = wv_client():cdr_1 { from = "2026-01-01", to = "2026-02-28" }
+      if not rows then ngx.say("error ", tostring(meta)) return end
+      ngx.say(#rows, "|", meta.calls, "|", ngx.worker.pid())
+    } }
+    location = /slow { content_by_lua_block {
+      wv_say(wv_client { retries = 0 }:services())
+    } }
+    location = /slow_blocking { content_by_lua_block {
+      wv_say(wv_client { retries = 0, transport = "curl", state_dir = false }:services())
+    } }
+    location = /ping { content_by_lua_block { ngx.say("pong") } }
+    location = /phase {
+      set_by_lua_block $wv_phase {
+        local rows, err = wv_client():services()
+        return rows and "ok" or (err.kind .. " " .. err.reason .. ": " .. err.message)
+      }
+      return 200 $wv_phase;
+    }
+    location = /timer { content_by_lua_block {
+      ngx.shared.results:delete("timer")
+      ngx.timer.at(0, function()
+        local rows, err = wv_client():services()
+        ngx.shared.results:set("timer", rows and rows[1].licenses or tostring(err))
+      end)
+      for _ = 1, 200 do
+        local v = ngx.shared.results:get("timer")
+        if v then ngx.say("timer ", v) return end
+        ngx.sleep(0.02)
+      end
+      ngx.say("timer never answered")
+    } }
+    location = /fault { content_by_lua_block {
+      wv_say(wv_client { retries = 0, timeout = 1, max_bytes = 20000 }:routing_points())
+    } }
+    location = /write { content_by_lua_block {
+      local data, meta = wv_client():add_ip { ip = "203.0.113.5", description = "from nginx" }
+      ngx.say(data and ("ok " .. meta.status) or tostring(meta))
+    } }
+    location = /quota { content_by_lua_block {
+      local q = wv_client():quota { measure = false }
+      ngx.say(q.used)
+    } }
+]]
+
+describe("inside nginx #nginx", function()
+    if not nginx.available() then
+        it("needs nginx and libnginx-mod-http-lua", function()
+            error("nginx or libnginx-mod-http-lua is not installed (tools/install-deps installs them)")
+        end)
+        return
+    end
+    local srv, ngx1
+
+    setup(function()
+        srv = support.fake()
+        ngx1 = nginx.start { workers = 1, http = http_block(srv), locations = LOCATIONS }
+    end)
+    teardown(function()
+        if ngx1 then
+            ngx1:stop()
+        end
+        srv:stop()
+    end)
+    before_each(function() srv:control("reset") end)
+
+    it("answers a location that calls c:routing_points()", function()
+        local status, body = ngx1:get("/rp")
+        assert.equal(200, status, ngx1:errors())
+        assert.matches("^4|Ventas Bogotá|%d+", body)
+        local log = srv:log()
+        assert.equal(1, #log)
+        assert.equal("<redacted>", log[1].headers["wolkvox-token"])
+        assert.matches("gzip", log[1].headers["accept-encoding"])
+    end)
+
+    it("runs a windowed report with truncation, two calls in flight, over cosockets", function()
+        srv:control("config", { max_rows = 500, latency = 0.05 })
+        local status, body = ngx1:get("/report")
+        assert.equal(200, status, ngx1:errors())
+        local rows, dup, calls, truncated = body:match("^(%d+)|(%d+)|(%d+)|(%d+)|")
+        assert.equal("9000", rows, body)            -- 90 days at 100 rows a day
+        assert.equal("0", dup)
+        assert.is_true(tonumber(truncated) > 0)
+        assert.equal(tonumber(calls), #srv:log())
+        assert.equal(2, srv:control("stats").max_inflight)
+    end)
+
+    it("keeps the worker serving other requests while a call waits on a slow upstream", function()
+        support.faults(srv, { { match = "services", delay = 3 } })
+        local slow = assert(io.popen("env -u LD_PRELOAD curl -s " .. ngx1.url .. "/slow", "r"))
+        -- Wait until the fake holds the slow call.
+        local held = false
+        for _ = 1, 200 do
+            if srv:control("stats").inflight == 1 then
+                held = true
+                break
+            end
+            socket.sleep(0.02)
+        end
+        assert.is_true(held, "the slow call never reached the fake")
+        local status, body = ngx1:get("/ping")
+        assert.equal(200, status)
+        assert.equal("pong\n", body)
+        -- Answered while the single worker's slow call was still in flight.
+        assert.equal(1, srv:control("stats").inflight)
+        assert.equal("ok 1\n", slow:read("*a"))
+        slow:close()
+    end)
+
+    it("(control) the blocking libcurl transport freezes the same worker", function()
+        support.faults(srv, { { match = "services", delay = 1 } })
+        local slow = assert(io.popen("env -u LD_PRELOAD curl -s " .. ngx1.url .. "/slow_blocking", "r"))
+        for _ = 1, 200 do
+            if srv:control("stats").inflight == 1 then
+                break
+            end
+            socket.sleep(0.02)
+        end
+        local status, body = ngx1:get("/ping")
+        assert.equal(200, status)
+        assert.equal("pong\n", body)
+        -- /ping could only be served after the blocking call had finished.
+        assert.equal(0, srv:control("stats").inflight)
+        assert.equal("ok 1\n", slow:read("*a"))
+        slow:close()
+    end)
+
+    it("refuses a call from a phase without cosockets, naming it and suggesting a timer", function()
+        local status, body = ngx1:get("/phase")
+        assert.equal(200, status)
+        assert.matches("^transport phase: calls need nginx cosockets, which the set phase", body)
+        assert.matches("ngx.timer.at", body, 1, true)
+        assert.equal(0, #srv:log())
+    end)
+
+    it("works from an ngx.timer.at callback", function()
+        local _, body = ngx1:get("/timer")
+        assert.equal("timer 25\n", body)
+    end)
+
+    it("gives the same error kinds as the C transport", function()
+        local cases = {
+            { { status = 500 }, "^http %- wolkvox http error" },
+            { { html = 502 }, "^http %- .*not JSON" },
+            { { bad_json = true }, "^decode %-" },
+            { { forbidden = "quota" }, "^quota %-" },
+            { { forbidden = "concurrency" }, "^concurrency %-" },
+            { { reset = true, times = 2 }, "^transport reset" },  -- a dead kept-alive connection is re-sent once
+            { { cut = 20 }, "^transport partial" },
+            { { delay = 3 }, "^transport timeout" },
+            { { big = 50000 }, "^too_large size" },
+            { { big = 50000, chunked = true }, "^too_large size" },
+            { { empty = true }, "^ok 0" },
+            { { gzip = true }, "^ok 4" },
+            { { chunked = true }, "^ok 4" },
+            { { redirect = "http://127.0.0.2:9/x" }, "^http %- .*redirect not followed" },
+        }
+        for _, case in ipairs(cases) do
+            srv:control("reset")
+            support.faults(srv, { case[1] })
+            local _, body = ngx1:get("/fault")
+            assert.matches(case[2], body or "", 1, false, require("cjson").encode(case[1]))
+            assert.is_nil((body or ""):find(srv.token, 1, true))
+        end
+    end)
+
+    it("sends writes with their body", function()
+        local _, body = ngx1:get("/write")
+        assert.equal("ok 200\n", body)
+        local entry = srv:log()[1]
+        assert.equal("POST", entry.method)
+        assert.equal('{"description":"from nginx","ip":"203.0.113.5"}', entry.body)
+    end)
+
+    it("counts the day's calls in the shared dict", function()
+        ngx1:get("/rp")
+        ngx1:get("/rp")
+        local _, body = ngx1:get("/quota")
+        assert.is_true(tonumber(body) >= 2)
+    end)
+end)
+
+describe("two nginx workers #nginx", function()
+    if not nginx.available() then
+        return
+    end
+    local srv, ngx2
+
+    setup(function()
+        srv = support.fake()
+        ngx2 = nginx.start { workers = 2, http = http_block(srv), locations = LOCATIONS }
+    end)
+    teardown(function()
+        if ngx2 then
+            ngx2:stop()
+        end
+        srv:stop()
+    end)
+
+    it("never have more than 2 calls in flight at the fake together", function()
+        srv:control("config", { latency = 0.2 })
+        local pipes = {}
+        for i = 1, 8 do
+            pipes[i] = assert(io.popen("env -u LD_PRELOAD curl -s " .. ngx2.url .. "/report2", "r"))
+        end
+        local pids, calls = {}, 0
+        for i = 1, 8 do
+            local body = pipes[i]:read("*a")
+            pipes[i]:close()
+            local rows, n, pid = body:match("^(%d+)|(%d+)|(%d+)")
+            assert.equal("5900", rows, body)     -- 59 days, two windows
+            calls = calls + tonumber(n)
+            pids[pid] = true
+        end
+        local workers = 0
+        for _ in pairs(pids) do
+            workers = workers + 1
+        end
+        assert.equal(2, workers, "the requests did not reach both workers")
+        local stats = srv:control("stats")
+        assert.equal(2, stats.max_inflight)
+        for _, entry in ipairs(srv:log()) do
+            assert.is_nil(entry.refused)
+        end
+        assert.equal(16, calls)
+        assert.equal(calls, #srv:log())
+    end)
+
+end)
