@@ -229,6 +229,24 @@ describe("reports over a range", function()
             x:close()
         end)
 
+        it("aborts at once, through the loop's closing value, on Lua 5.4", function()
+            if _VERSION ~= "Lua 5.4" then
+                pending("closing values of for loops need Lua 5.4")
+                return
+            end
+            srv:control("config", { max_rows = 60000, latency = 0.2 })
+            local x = support.client(srv)
+            local chunk = load([[
+                local x = ...
+                for _ in x:each("cdr_1", { from = "2026-01-01", to = "2026-06-30" }) do
+                    break
+                end
+                return x._ctx.transport:inflight()
+            ]])
+            assert.equal(0, chunk(x))
+            x:close()
+        end)
+
         it("raises the structured error on a refused range", function()
             local ok, err = pcall(c.each, c, "agent_1", { from = "2026-01-01", to = "2026-03-01" })
             assert.is_false(ok)

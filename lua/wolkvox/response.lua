@@ -70,6 +70,9 @@ local function is_list(t)
 end
 
 -- `failed` is the status or envelope code that failed.
+-- Transport failures that another attempt will not mend.
+local PERMANENT_REASON = { tls = true, url = true, memory = true }
+
 local function fail(kind, e, res, fields, failed)
     fields.endpoint = e.name
     fields.status = res.status ~= 0 and res.status or nil
@@ -79,6 +82,8 @@ local function fail(kind, e, res, fields, failed)
         -- Server-side failures may pass; other statuses will not change.
         failed = failed or res.status
         fields.retryable = failed >= 500 or failed == 408 or failed == 429
+    elseif kind == "transport" and PERMANENT_REASON[fields.reason] then
+        fields.retryable = false
     end
     errors.throw(kind, fields)
 end

@@ -20,24 +20,16 @@ M.DEFAULTS = {
 -- Maintenance windows last longer than a blip: its backoff starts higher.
 local MAINTENANCE_FACTOR = 10
 
--- Transport failures that another attempt will not mend.
-local PERMANENT_REASON = { tls = true, url = true, memory = true, phase = true }
-
 --- True when `err` may be retried for a read (`write` false) or a write.
+-- (Whether a failure can pass is the error's own `retryable`.)
 function M.retryable(err, write)
-    if err.kind == "transport" then
-        if PERMANENT_REASON[err.reason] then
-            return false
-        end
-        if write then
-            return err.sent == false
-        end
-        return true
-    end
-    if write then
+    if not err.retryable then
         return false
     end
-    return err.retryable == true
+    if write then
+        return err.kind == "transport" and err.sent == false
+    end
+    return true
 end
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
