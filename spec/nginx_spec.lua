@@ -15,6 +15,7 @@ local function http_block(srv)
       for k, v in pairs(extra or {}) do o[k] = v end
       return assert(require("wolkvox").new(o))
     end
+    wv_shared = wv_client()   -- one client for every request of the worker
     function wv_say(rows, err)
       if rows then ngx.say("ok ", #rows) else ngx.say(err.kind, " ", err.reason or "-", " ", tostring(err)) end
     end
@@ -42,6 +43,15 @@ local LOCATIONS = [[
       local rows, meta = wv_client():cdr_1 { from = "2026-01-01", to = "2026-02-28" }
       if not rows then ngx.say("error ", tostring(meta)) return end
       ngx.say(#rows, "|", meta.calls, "|", ngx.worker.pid())
+    } }
+    location = /shared { content_by_lua_block {
+      local n = 0
+      for _ in wv_shared:each("cdr_1", { from = "2026-01-01", to = "2026-01-20" }) do
+        n = n + 1
+        if n == 50 then break end   -- leaves calls in flight, in this request only
+      end
+      local rows, meta = wv_shared:cdr_1 { from = "2026-01-01", to = "2026-02-28" }
+      ngx.say(rows and #rows or tostring(meta), "|", n)
     } }
     location = /slow { content_by_lua_block {
       wv_say(wv_client { retries = 0 }:services())
@@ -124,6 +134,19 @@ describe("inside nginx #nginx", function()
         assert.is_true(tonumber(truncated) > 0)
         assert.equal(tonumber(calls), #srv:log())
         assert.equal(2, srv:control("stats").max_inflight)
+    end)
+
+    it("keeps the calls of concurrent requests apart when they share one client", function()
+        srv:control("config", { latency = 0.1 })
+        local pipes = {}
+        for i = 1, 3 do
+            pipes[i] = assert(io.popen("env -u LD_PRELOAD curl -s " .. ngx1.url .. "/shared", "r"))
+        end
+        for i = 1, 3 do
+            assert.equal("5900|50\n", pipes[i]:read("*a"), ngx1:errors())
+            pipes[i]:close()
+        end
+        assert.is_nil(ngx1:errors():find("[error]", 1, true))
     end)
 
     it("keeps the worker serving other requests while a call waits on a slow upstream", function()

@@ -34,16 +34,37 @@ function Ctx:spend(n, free)
     end
 end
 
---- Remember the schedule of a running iteration (nil when it ends).
+-- Where the running schedule is remembered: on the client, or inside nginx
+-- in the request's own ngx.ctx (the requests of a worker share a client,
+-- and one request must never abort another's calls).
+function Ctx:running()
+    if not self.per_request then
+        return self
+    end
+    local t = ngx.ctx.wolkvox_running
+    if not t then
+        t = setmetatable({}, { __mode = "k" })
+        ngx.ctx.wolkvox_running = t
+    end
+    local r = t[self]
+    if not r then
+        r = {}
+        t[self] = r
+    end
+    return r
+end
+
+--- Remember the schedule of a running call or iteration (nil when it ends).
 function Ctx:track(sched)
-    self.active = sched
+    self:running().active = sched
 end
 
 --- Abort what an iteration left in flight (a loop that broke early).
 function Ctx:settle()
-    local s = self.active
+    local r = self:running()
+    local s = r.active
     if s then
-        self.active = nil
+        r.active = nil
         s:abort()
     end
 end
@@ -138,7 +159,6 @@ local function open_transport(opts, token)
     return mod.new(opts, token), mod.clock, name
 end
 
--- The pacer and the ledger, under the state directory (or in memory).
 -- The pacer and the ledger: files under state_dir, a shared dict inside
 -- nginx, or memory.
 local function open_state(o, transport, clock, name)
@@ -362,7 +382,7 @@ end
 function Client:close()
     local ctx = self._ctx
     if not ctx.closed then
-        ctx.active = nil
+        ctx:running().active = nil
         ctx.closed = true
         ctx.transport:close()
     end
@@ -421,7 +441,7 @@ function M.new(opts)
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, timeout = o.timeout,
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },
-        calls = 0, retries = 0, throttles = 0, closed = false,
+        calls = 0, retries = 0, throttles = 0, closed = false, per_request = name == "ngx",
     }, Ctx)
     return setmetatable({ _ctx = ctx }, mt)
 end

@@ -145,7 +145,10 @@ function Schedule:next()
             if t == huge then
                 error("schedule: nothing in flight and nothing to start")
             end
-            h.sleep(max(0, t - h.now()))
+            local wait = t - h.now()
+            if wait > 0 then
+                h.sleep(wait)
+            end
         else
             local id, res = self.transport:wait()
             local item = id and self.by_id[id]
