@@ -52,6 +52,7 @@ describe("the quota ledger", function()
         -- 5 used; 7 allowed (10 - 3): a report of 3 windows would make 8.
         local plan = assert(x:plan("cdr_1", { from = "2026-01-01", to = "2026-03-31" }))
         assert.equal(3, plan.calls)
+        assert.same({ 5, 10, 5, 3 }, { plan.quota.used, plan.quota.limit, plan.quota.remaining, plan.quota.reserve })
         local rows, err = x:cdr_1 { from = "2026-01-01", to = "2026-03-31" }
         assert.is_nil(rows)
         assert.equal("quota", err.kind)

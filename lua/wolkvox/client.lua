@@ -334,10 +334,16 @@ function Client:each(name, params)
 end
 
 --- What a call will cost, without spending anything.
--- @treturn table `calls`, `mode`, `endpoint`, `windows`; or nil, err
+-- @treturn table `calls` (the first pass), `mode`, `endpoint`, `windows`,
+--   `free` (agentbox), and `quota` (today's ledger: `used`, `limit`,
+--   `remaining`, `reserve`, `source`); or nil, err
 Client.plan = errors.protect(function(self, name, params)
+    local ctx = self._ctx
     local e = endpoint_of(name)
-    return report.plan(report.prepare(self._ctx, e, params))
+    local p = report.plan(report.prepare(ctx, e, params))
+    p.free = e.free == true
+    p.quota = ctx.ledger:status()
+    return p
 end)
 
 --- The day's quota: `used`, `limit`, `remaining`, `source`, `day`.

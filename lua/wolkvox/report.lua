@@ -153,7 +153,8 @@ function M.prepare(ctx, e, params, opts)
     end
     local job = {
         e = e, api = api, unchecked = opts and opts.unchecked,
-        max_rows = o.max_rows or e.max_rows or ctx.max_rows or M.DEFAULT_MAX_ROWS,
+        -- The call's own cap, else the lower of the endpoint's and the client's.
+        max_rows = o.max_rows or min(e.max_rows or math.huge, ctx.max_rows or M.DEFAULT_MAX_ROWS),
         step = windows.BOUNDARY[e.split],
     }
     job.limit = check_options(e, o, ctx)
@@ -176,7 +177,8 @@ function M.prepare(ctx, e, params, opts)
         end
         if request.chunked(e) then
             job.mode = "chunks"
-            job.items = request.build_chunks(e, ctx.base_url, api, job)
+            job.items = request.build_chunks(e, ctx.base_url, api,
+                { unchecked = job.unchecked, utc_offset = ctx.utc_offset })
         else
             job.mode, job.items = "single", { {} }
         end
