@@ -316,7 +316,8 @@ local function finish(ctx, job, sched, item, res)
         end
         job.truncated = job.truncated + 1
         item.data = nil
-        -- Windows not started yet are cut to the span that now has to fit.
+        -- Windows not started yet are cut to the span that now has to fit;
+        -- a window that was already in flight is cut to it too, not halved.
         local span = a.to - a.from
         if span < job.span_cap then
             job.span_cap = span
@@ -325,6 +326,8 @@ local function finish(ctx, job, sched, item, res)
                     sched:replace(p, windows.split(p.from, p.to, span, job.step))
                 end
             end
+        elseif span > job.span_cap then
+            return windows.split(item.from, item.to, job.span_cap, job.step)
         end
         return { a, b }
     end
