@@ -253,8 +253,73 @@ end
 
 -- ---- running -------------------------------------------------------------------
 
--- Read one answer: store it on the item, or return the halves of a
--- truncated window; raise structured errors with the window named.
+-- A failed attempt: "retry", wait[, "serial"] when the policy allows another,
+-- else the error is raised, with its attempts and its window or chunk named.
+local function failed(ctx, job, item, err)
+    item.history = item.history or {}
+    item.history[#item.history + 1] = retry.label(err)
+    item.last_error = err
+    local p = job.policy
+    if retry.retryable(err, job.write) and item.attempts <= p.retries then
+        local wait = retry.wait(err, item.attempts, p, nil, ctx.clock.time())
+        if not job.deadline or ctx.clock.now() + wait < job.deadline then
+            job.retries, job.waited = job.retries + 1, job.waited + wait
+            ctx.retries = ctx.retries + 1
+            ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
+                error = err, window = item.from and span_text(item) or nil })
+            return "retry", wait, err.kind == "concurrency" and "serial" or nil
+        end
+    end
+    if err.kind == "quota" then
+        ctx:emit("on_quota", { endpoint = job.e.name, error = err })
+    end
+    err.attempts, err.history, err.calls = item.attempts, item.history, job.calls
+    if item.attempts > 1 then
+        err.message = err.message .. " (attempts: " .. table.concat(item.history, "; ") .. ")"
+    end
+    if item.from then
+        err.window = { from = dates.iso(item.from), to = dates.iso(item.to) }
+        err.message = err.message .. " [window " .. span_text(item) .. "]"
+    elseif item.first then
+        err.chunk = { first = item.first, last = item.last }
+        err.message = format("%s [records %d-%d; %d before them were accepted]",
+            err.message, item.first, item.last, item.first - 1)
+    end
+    error(err, 0)
+end
+
+-- A window that answered the row cap: the windows to ask instead, or a
+-- `truncated` error when it cannot be split further.
+local function split_truncated(job, sched, item, rows)
+    local a, b
+    if job.mode == "windows" then
+        a, b = windows.bisect(item, job.min_span, job.step)
+    end
+    if not a then
+        errors.throw("truncated", { endpoint = job.e.name, calls = job.calls,
+            window = { from = dates.iso(item.from), to = dates.iso(item.to) },
+            message = format("window %s answered %d rows, the cap of %d: rows may be missing, "
+                .. "and it cannot be split further", span_text(item), rows, job.max_rows) })
+    end
+    job.truncated = job.truncated + 1
+    -- Windows not started yet are cut to the span that now has to fit;
+    -- a window that was already in flight is cut to it too, not halved.
+    local span = a.to - a.from
+    if span < job.span_cap then
+        job.span_cap = span
+        for _, p in ipairs(sched:pending()) do
+            if p.to - p.from > span then
+                sched:replace(p, windows.split(p.from, p.to, span, job.step))
+            end
+        end
+    elseif span > job.span_cap then
+        return windows.split(item.from, item.to, job.span_cap, job.step)
+    end
+    return { a, b }
+end
+
+-- Read one answer: store it on the item, or say what to do instead (retry
+-- it, or ask for its window in parts); raise what cannot be mended.
 local function finish(ctx, job, sched, item, res)
     local sends = res.sends or 1
     ctx:spend(sends, job.e.free)
@@ -266,71 +331,15 @@ local function finish(ctx, job, sched, item, res)
         time = res.time, calls = sends, attempt = item.attempts,
         error = not ok and errors.is(data) and data or nil })
     if not ok then
-        local err = data
-        if errors.is(err) then
-            item.history = item.history or {}
-            item.history[#item.history + 1] = retry.label(err)
-            item.last_error = err
-            local p = job.policy
-            if retry.retryable(err, job.write) and item.attempts <= p.retries then
-                local wait = retry.wait(err, item.attempts, p, nil, ctx.clock.time())
-                if not job.deadline or ctx.clock.now() + wait < job.deadline then
-                    job.retries, job.waited = job.retries + 1, job.waited + wait
-                    ctx.retries = ctx.retries + 1
-                    ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
-                        error = err, window = item.from and span_text(item) or nil })
-                    return "retry", wait, err.kind == "concurrency" and "serial" or nil
-                end
-            end
-            if err.kind == "quota" then
-                ctx:emit("on_quota", { endpoint = job.e.name, error = err })
-            end
-            err.attempts = item.attempts
-            err.history = item.history
-            if item.attempts > 1 then
-                err.message = err.message .. " (attempts: " .. table.concat(item.history, "; ") .. ")"
-            end
-            if item.from then
-                err.window = { from = dates.iso(item.from), to = dates.iso(item.to) }
-                err.message = err.message .. " [window " .. span_text(item) .. "]"
-            elseif item.first then
-                err.chunk = { first = item.first, last = item.last }
-                err.message = format("%s [records %d-%d; %d before them were accepted]",
-                    err.message, item.first, item.last, item.first - 1)
-            end
-            err.calls = job.calls
+        if errors.is(data) then
+            return failed(ctx, job, item, data)
         end
-        error(err, 0)
+        error(data, 0)
+    end
+    if item.from and is_list(data) and #data >= job.max_rows then
+        return split_truncated(job, sched, item, #data)
     end
     item.data, item.meta = data, meta
-    if item.from and is_list(data) and #data >= job.max_rows then
-        local a, b
-        if job.mode == "windows" then
-            a, b = windows.bisect(item, job.min_span, job.step)
-        end
-        if not a then
-            errors.throw("truncated", { endpoint = job.e.name, calls = job.calls,
-                window = { from = dates.iso(item.from), to = dates.iso(item.to) },
-                message = format("window %s answered %d rows, the cap of %d: rows may be missing, "
-                    .. "and it cannot be split further", span_text(item), #data, job.max_rows) })
-        end
-        job.truncated = job.truncated + 1
-        item.data = nil
-        -- Windows not started yet are cut to the span that now has to fit;
-        -- a window that was already in flight is cut to it too, not halved.
-        local span = a.to - a.from
-        if span < job.span_cap then
-            job.span_cap = span
-            for _, p in ipairs(sched:pending()) do
-                if p.to - p.from > span then
-                    sched:replace(p, windows.split(p.from, p.to, span, job.step))
-                end
-            end
-        elseif span > job.span_cap then
-            return windows.split(item.from, item.to, job.span_cap, job.step)
-        end
-        return { a, b }
-    end
 end
 
 local function start(ctx, job)
