@@ -4,16 +4,7 @@ local support = require "support"
 
 describe("wolkvox client", function()
     local srv, c
-
-    setup(function()
-        srv = support.fake()
-        c = support.client(srv)
-    end)
-    teardown(function()
-        c:close()
-        srv:stop()
-    end)
-    before_each(function() srv:control("reset") end)
+    support.suite(nil, nil, function(s, x) srv, c = s, x end)
 
     describe("seed endpoints", function()
         it("services: information.php?api=services", function()

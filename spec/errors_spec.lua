@@ -5,17 +5,9 @@ local support = require "support"
 describe("errors", function()
     local srv, c
     local SECRET = "tk-errors-spec-0e4d1f"
-
-    setup(function()
-        srv = support.fake { tokens = { SECRET } }
-        -- One attempt per call: these specs read how a single answer is classified.
-        c = support.client(srv, { token = SECRET, timeout = 1, max_bytes = 4096, retries = 0 })
-    end)
-    teardown(function()
-        c:close()
-        srv:stop()
-    end)
-    before_each(function() srv:control("reset") end)
+    -- One attempt per call: these specs read how a single answer is classified.
+    support.suite({ tokens = { SECRET } }, { token = SECRET, timeout = 1, max_bytes = 4096, retries = 0 },
+        function(s, x) srv, c = s, x end)
 
     -- One call with `fault` queued: returns the error (and checks the shape).
     local function fail_with(fault)

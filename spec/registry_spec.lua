@@ -41,16 +41,7 @@ end
 
 describe("the endpoint registry", function()
     local srv, c
-
-    setup(function()
-        srv = support.fake()
-        c = support.client(srv)
-    end)
-    teardown(function()
-        c:close()
-        srv:stop()
-    end)
-    before_each(function() srv:control("reset") end)
+    support.suite(nil, nil, function(s, x) srv, c = s, x end)
 
     it("has the 242 endpoints of the 14 families", function()
         assert.equal(242, #registry.endpoints)

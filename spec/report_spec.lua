@@ -26,16 +26,7 @@ end
 
 describe("reports over a range", function()
     local srv, c
-
-    setup(function()
-        srv = support.fake { max_rows = 500 }
-        c = support.client(srv, { max_rows = 500 })
-    end)
-    teardown(function()
-        c:close()
-        srv:stop()
-    end)
-    before_each(function() srv:control("reset") end)
+    support.suite({ max_rows = 500 }, { max_rows = 500 }, function(s, x) srv, c = s, x end)
 
     describe("plan()", function()
         it("cuts six months into 31-day windows, each starting a second after the last, for free", function()

@@ -5,16 +5,7 @@ local support = require "support"
 
 describe("retries", function()
     local srv, c
-
-    setup(function()
-        srv = support.fake()
-        c = support.client(srv, { retry_base = 0.01, retry_cap = 0.05 })
-    end)
-    teardown(function()
-        c:close()
-        srv:stop()
-    end)
-    before_each(function() srv:control("reset") end)
+    support.suite(nil, { retry_base = 0.01, retry_cap = 0.05 }, function(s, x) srv, c = s, x end)
 
     it("500, 500, 200: succeeds with 3 attempts, all counted", function()
         support.faults(srv, { { status = 500 }, { status = 500 } })

@@ -47,6 +47,23 @@ function M.client(srv, opts)
     return assert(wolkvox.new(o))
 end
 
+--- The usual frame of a spec file: a fake server and a client for the whole
+-- `describe`, the fake reset before each test; `bind(srv, c)` receives them.
+function M.suite(fake_opts, client_opts, bind)
+    local busted = require "busted"
+    local srv, c
+    busted.setup(function()
+        srv = M.fake(fake_opts)
+        c = M.client(srv, client_opts)
+        bind(srv, c)
+    end)
+    busted.teardown(function()
+        c:close()
+        srv:stop()
+    end)
+    busted.before_each(function() srv:control("reset") end)
+end
+
 --- Queue faults on the fake.
 function M.faults(srv, list)
     srv:control("faults", { faults = list })
