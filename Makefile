@@ -9,6 +9,7 @@
 #   make valgrind     the spec suite under valgrind
 #   make lint         luacheck over lua/, spec/, bin/, examples/, bench/, tools/
 #   make bench        the benchmarks in bench/
+#   make fuzz         libFuzzer on the JSON decoder (clang)
 #   make install      install into LUA_CMOD / LUA_LMOD (DESTDIR honoured)
 #   make print        show the settings
 
@@ -50,7 +51,7 @@ LIB  = $(BUILD)/wolkvox/core.so
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test demo deps asan valgrind lint bench install uninstall clean print
+.PHONY: all spec-tools test demo deps asan valgrind lint bench fuzz install uninstall clean print
 
 all: $(LIB)
 
@@ -95,6 +96,15 @@ lint:
 
 bench:
 	bench/run
+
+# libFuzzer on the JSON decoder (needs clang with libclang-rt), FUZZ_SECONDS long.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p build/fuzz/corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_POSIX_C_SOURCE=200809L \
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) -Isrc spec/c/fuzz_json.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread \
+	  -o build/fuzz/fuzz_json
+	build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus spec/fuzz
 
 install: $(LIB)
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox

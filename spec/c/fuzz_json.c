@@ -1,0 +1,42 @@
+/*
+ * fuzz_json.c: libFuzzer harness for the JSON decoder (make fuzz).
+ * Each input is decoded by wolkvox.core.decode in a Lua 5.4 state, under
+ * ASan and UBSan: the decoder must never crash nor raise, and a failure must
+ * come with a message.  (Agreement with lua-cjson is checked by
+ * spec/json_spec.lua on generated texts.)
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+int luaopen_wolkvox_core(lua_State *L);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static lua_State *L;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int top;
+    if (L == NULL) {
+        L = luaL_newstate();
+        luaL_openlibs(L);
+        luaL_requiref(L, "wolkvox.core", luaopen_wolkvox_core, 0);
+        lua_getfield(L, -1, "decode");
+        lua_setglobal(L, "decode");
+        lua_pop(L, 1);
+    }
+    top = lua_gettop(L);
+    lua_getglobal(L, "decode");
+    lua_pushlstring(L, (const char *)data, size);
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK)
+        abort(); /* decode must not raise on any text */
+    if (lua_isnil(L, -2) && !lua_isstring(L, -1))
+        abort(); /* a failure always says why */
+    lua_settop(L, top);
+    lua_gc(L, LUA_GCSTEP, 0);
+    return 0;
+}
