@@ -35,7 +35,8 @@ local Nginx = {}
 Nginx.__index = Nginx
 
 --- Start nginx with `workers` worker processes and `locations` (text put
--- inside the server block).  `http` is extra text for the http block.
+-- inside the server block).  `http` is extra text for the http block;
+-- `cpath` replaces the C module path (the tree's LuaJIT build by default).
 function M.start(opts)
     local root = select(2, sh("pwd")):gsub("%s+$", "") .. "/"
     local prefix = support.tmpdir()
@@ -61,7 +62,7 @@ function M.start(opts)
         "  uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
         "  scgi_temp_path " .. prefix .. "/tmp/scgi;",
         "  lua_package_path '" .. root .. "lua/?.lua;" .. root .. "lua/?/init.lua;;';",
-        "  lua_package_cpath '" .. root .. "build/luajit/?.so;;';",
+        "  lua_package_cpath '" .. (opts.cpath or (root .. "build/luajit/?.so;;")) .. "';",
         "  lua_shared_dict wolkvox 1m;",
         "  lua_shared_dict results 1m;",
         opts.http or "",

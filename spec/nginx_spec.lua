@@ -60,6 +60,7 @@ local LOCATIONS = [[
       wv_say(wv_client { retries = 0, transport = "curl", state_dir = false }:services())
     } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
+    location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
     location = /phase {
       set_by_lua_block $wv_phase {
         local rows, err = wv_client():services()
@@ -115,6 +116,7 @@ describe("inside nginx #nginx", function()
     before_each(function() srv:control("reset") end)
 
     it("answers a location that calls c:routing_points()", function()
+        assert.equal("wolkvox.core\n", select(2, ngx1:get("/decoder")))
         local status, body = ngx1:get("/rp")
         assert.equal(200, status, ngx1:errors())
         assert.matches("^4|Ventas Bogotá|%d+", body)
@@ -252,6 +254,41 @@ describe("inside nginx #nginx", function()
         ngx1:get("/rp")
         local _, body = ngx1:get("/quota")
         assert.is_true(tonumber(body) >= 2)
+    end)
+end)
+
+describe("nginx without the C core #nginx", function()
+    if not nginx.available() then
+        return
+    end
+    local srv, ngx3
+
+    setup(function()
+        srv = support.fake()
+        -- Only the system's C modules (no "./?.so"): wolkvox.core cannot load, lua-cjson decodes.
+        ngx3 = nginx.start { http = http_block(srv), locations = LOCATIONS,
+            cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so" }
+    end)
+    teardown(function()
+        if ngx3 then
+            ngx3:stop()
+        end
+        srv:stop()
+    end)
+
+    it("runs on pure Lua: calls, windowed reports, null members dropped as the C decoder does", function()
+        local _, body = ngx3:get("/decoder")
+        assert.equal("cjson\n", body)
+        _, body = ngx3:get("/rp")
+        assert.matches("^4|Ventas Bogotá|", body, 1, false, ngx3:errors())
+        srv:control("config", { max_rows = 500 })
+        _, body = ngx3:get("/report")
+        assert.matches("^9000|0|", body)
+        -- the envelope's "error": null did not reach the rows or fail the call
+        support.faults(srv, { { gzip = true } })
+        _, body = ngx3:get("/fault")
+        assert.equal("ok 4\n", body)
+        assert.is_nil(ngx3:errors():find("wolkvox.core", 1, true) and ngx3:errors():find("[error]", 1, true))
     end)
 end)
 

@@ -32,7 +32,9 @@ do
     local ok, core = pcall(require, "wolkvox.core")
     if ok then
         decode = core.decode
+        M.decoder = "wolkvox.core"
     else
+        M.decoder = "cjson"
         local cjson = require("cjson.safe").new()
         local null = cjson.null
         local function strip(v)
