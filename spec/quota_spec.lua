@@ -80,6 +80,23 @@ describe("the quota ledger", function()
         x:close()
     end)
 
+    it("keeps a week of daily files and drops older ones", function()
+        local dir = support.tmpdir()
+        local l = quota.new { dir = dir }
+        local old, kept = l:day_before(9), l:day_before(3)
+        for _, day in ipairs { old, kept } do
+            local f = assert(io.open(dir .. "/calls-" .. day, "wb"))
+            f:write("...")
+            f:close()
+        end
+        l:spend(1)
+        assert.is_nil(io.open(dir .. "/calls-" .. old, "rb"))
+        local f = assert(io.open(dir .. "/calls-" .. kept, "rb"))
+        assert.equal("...", f:read("*a"))
+        f:close()
+        assert.equal(1, l:status().used)
+    end)
+
     it("turns the day at midnight on the operation's clock", function()
         local dir = support.tmpdir()
         local now = os.time()

@@ -42,9 +42,7 @@ end
 
 --- Today on the operation's clock, "YYYY-MM-DD".
 function Ledger:day()
-    local days = floor((self.time() + self.utc_offset) / 86400)
-    local y, m, d = dates.civil_from_days(days)
-    return format("%04d-%02d-%02d", y, m, d)
+    return self:day_before(0)
 end
 
 local function size_of(path)
@@ -90,12 +88,35 @@ function Ledger:measurement(day)
     return { used = tonumber(used), limit = tonumber(limit), at = tonumber(at) }
 end
 
+-- Days of files kept: a day's counts are dropped when it is this old.
+M.KEEP_DAYS = 8
+
+-- The "YYYY-MM-DD" of `back` days before today.
+function Ledger:day_before(back)
+    local days = floor((self.time() + self.utc_offset) / 86400) - back
+    return format("%04d-%02d-%02d", dates.civil_from_days(days))
+end
+
+-- Once a day, remove the files of the days that are no longer kept.
+function Ledger:prune(day)
+    if not self.dir or self.pruned == day then
+        return
+    end
+    self.pruned = day
+    for back = M.KEEP_DAYS, M.KEEP_DAYS + 31 do
+        local old = self:day_before(back)
+        os.remove(self.dir .. "/calls-" .. old)
+        os.remove(self.dir .. "/measured-" .. old)
+    end
+end
+
 --- Count `n` calls spent now.
 function Ledger:spend(n)
     if n <= 0 then
         return
     end
     local day = self:day()
+    self:prune(day)
     if self.dict then
         self.dict:incr(self:dict_key("calls", day), n, 0, KEEP)
         return
