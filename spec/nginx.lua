@@ -15,7 +15,8 @@ local function sh(cmd)
     return ok, out
 end
 
-local function free_port()
+--- A port nothing listens on now (for the servers a spec starts).
+function M.free_port()
     local s = assert(socket.bind("127.0.0.1", 0))
     local _, port = s:getsockname()
     s:close()
@@ -43,7 +44,7 @@ function M.start(opts)
     for _, d in ipairs { "conf", "logs", "tmp" } do
         assert(os.execute("mkdir -p " .. prefix .. "/" .. d))
     end
-    local port = free_port()
+    local port = M.free_port()
     local is_root = select(2, sh("id -u")):match("^0%s") ~= nil
     local conf = table.concat({
         "load_module " .. MODULES .. "/ndk_http_module.so;",

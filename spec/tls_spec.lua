@@ -29,13 +29,7 @@ describe("TLS #nginx", function()
         trusted, tkey = certificate(dir, "trusted")
         other, okey = certificate(dir, "other")
         -- Two TLS servers in front of the fake, then the Lua locations.
-        local function port()
-            local s = require("socket").bind("127.0.0.1", 0)
-            local _, p = s:getsockname()
-            s:close()
-            return p
-        end
-        local p1, p2 = port(), port()
+        local p1, p2 = nginx.free_port(), nginx.free_port()
         good_url, bad_url = "https://127.0.0.1:" .. p1, "https://127.0.0.1:" .. p2
         local upstream = srv.url:gsub("^http://", "")
         local http = string.format([[

@@ -60,16 +60,4 @@ function M.bare(api)
     return bare[api]
 end
 
---- Endpoints that share the api name of `e` (other than `e`).
-function M.namesakes(e)
-    local out = {}
-    for _, family in ipairs(M.PRECEDENCE) do
-        local other = by_family[family][e.api]
-        if other and other ~= e then
-            out[#out + 1] = other
-        end
-    end
-    return out
-end
-
 return M

@@ -52,7 +52,6 @@ local function kind_of(status, text)
     end
     return "http"
 end
-M.kind_of = kind_of
 
 local function text_of(env)
     if type(env) ~= "table" then
