@@ -146,4 +146,89 @@ describe("the fake wolkvox server", function()
         p:close()
         assert.matches("usage: wolkvox%-fake", out)
     end)
+
+    it("keeps its tokens out of its command line and of the config answer", function()
+        local secret = "fake-secret-token-0123456789"
+        local own = support.fake { tokens = { secret, "second-secret-token" } }
+        local ok, err = pcall(function()
+            assert.is_number(own.pid)
+            local cmdline = assert(support.proc(own.pid, "cmdline"))
+            assert.matches("wolkvox", cmdline)          -- it is the child we think it is
+            assert.is_nil(cmdline:find(secret, 1, true), cmdline)
+            assert.is_nil(cmdline:find("second-secret", 1, true), cmdline)
+            local environ = support.proc(own.pid, "environ") or ""
+            assert.is_nil(environ:find(secret, 1, true))
+            local text = cjson.encode(own:control("config", {}))
+            assert.is_nil(text:find(secret, 1, true), text)
+            assert.is_nil(text:find("second-secret", 1, true), text)
+            assert.equal(2, own:control("config", {}).token_count)
+            text = cjson.encode(own:control("config", { tokens = { "changed-secret-token" } }))
+            assert.is_nil(text:find("changed-secret", 1, true), text)
+            -- and the tokens still work
+            assert.equal(200, (answer(send(own, SERVICES, "changed-secret-token"))))
+        end)
+        own:stop()
+        assert(ok, err)
+    end)
+
+    it("bin/wolkvox-fake reads tokens from --token-file, not from its arguments", function()
+        local p = assert(io.popen("printf 'file-secret-token\\n' | exec env -u LD_PRELOAD timeout 10 lua5.4 "
+            .. "bin/wolkvox-fake --port 0 --token-file - --lifetime 1", "r"))
+        local line = p:read("*l")
+        p:close()
+        assert.matches("listening on http://127%.0%.0%.1:%d+ %(1 token%(s%) given%)", line)
+    end)
+end)
+
+-- A script that spawns a fake and never stops it: the fake must go with it.
+describe("a spawned fake outliving its script", function()
+    local function run(body)
+        local code = "local f = require('wolkvox.fake').spawn { lua = 'env -u LD_PRELOAD lua5.4' } "
+            .. "io.stdout:write(f.pid, '\\n') io.stdout:flush() " .. body
+        local cmd = support.lua_command(code)
+        local t0 = socket.gettime()
+        local p = assert(io.popen("exec timeout 30 " .. cmd:gsub("^exec ", "") .. " 2>/dev/null", "r"))
+        local pid = tonumber(p:read("*l"))
+        p:read("*a")
+        p:close()
+        return pid, socket.gettime() - t0
+    end
+
+    local function gone(pid)
+        for _ = 1, 100 do
+            if not support.alive(pid) then
+                return true
+            end
+            socket.sleep(0.05)
+        end
+        return false
+    end
+
+    it("ends when the script ends without stop()", function()
+        local pid, took = run("")
+        assert.is_number(pid)
+        assert.is_true(took < 5, "the script took " .. took .. " s")
+        assert.is_true(gone(pid))
+    end)
+
+    it("ends when the script dies of an error", function()
+        local pid, took = run("error('boom')")
+        assert.is_true(took < 5, "the script took " .. took .. " s")
+        assert.is_true(gone(pid))
+    end)
+
+    it("ends when the script calls os.exit", function()
+        local pid, took = run("os.exit(3)")
+        assert.is_true(took < 5, "the script took " .. took .. " s")
+        assert.is_true(gone(pid))
+    end)
+
+    it("ends when its handle is collected while the script goes on", function()
+        local pid, took = run("local pid = f.pid f = nil collectgarbage() collectgarbage() "
+            .. "local t = os.time() + 10 "
+            .. "while os.time() < t and io.open('/proc/' .. pid .. '/stat') do end "
+            .. "io.stdout:write(io.open('/proc/' .. pid .. '/stat') and 'alive' or 'gone')")
+        assert.is_true(took < 8, "the script took " .. took .. " s")
+        assert.is_true(gone(pid))
+    end)
 end)

@@ -21,14 +21,36 @@ end
 M.state_dir = M.tmpdir()
 
 --- The command that runs a child Lua process of this flavour, with the
--- tree's modules.  The sanitizer's preload is not passed on: it is for this
+-- tree's modules and the C module path this process was given (busted's
+-- --cpath).  The sanitizer's preload is not passed on: it is for this
 -- process, and LeakSanitizer would abort children that exit without closing.
 function M.lua_command(code)
     local interp = jit and "luajit" or "lua5.4"
-    local cpath = jit and "build/luajit/?.so" or "build/5.4/?.so"
-    local prelude = string.format("package.path = %q .. package.path; package.cpath = %q .. package.cpath; ",
-        "lua/?.lua;lua/?/init.lua;", cpath .. ";")
+    local prelude = string.format("package.path = %q .. package.path; package.cpath = %q; ",
+        "lua/?.lua;lua/?/init.lua;spec/?.lua;", package.cpath)
     return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
+end
+
+--- True while process `pid` exists (a zombie counts as gone).
+function M.alive(pid)
+    local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
+    if not f then
+        return false
+    end
+    local stat = f:read("*l") or ""
+    f:close()
+    return not stat:match("^%d+ %b() Z")
+end
+
+--- The contents of a /proc file of `pid` (NULs as spaces), or nil.
+function M.proc(pid, what)
+    local f = io.open("/proc/" .. tostring(pid) .. "/" .. what, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return (s:gsub("%z", " "))
 end
 
 --- Start a fake server for one spec file.

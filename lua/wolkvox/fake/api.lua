@@ -465,6 +465,17 @@ end
 
 -- ---- control ----------------------------------------------------------------
 
+-- The settings as /__fake/config shows them: tokens are secrets, only their count goes out.
+function State:public_config()
+    local out = {}
+    for k, v in pairs(self.config) do
+        out[k] = v
+    end
+    out.tokens = nil
+    out.token_count = #self.config.tokens
+    return out
+end
+
 --- Handle /__fake/<what>: log, stats, reset, config, faults, shutdown.
 function State:control(req, what)
     local body = safe.decode(req.body ~= "" and req.body or "{}") or {}
@@ -489,7 +500,7 @@ function State:control(req, what)
                 self.config[k] = v
             end
         end
-        return json_response(200, cjson.encode(self.config))
+        return json_response(200, cjson.encode(self:public_config()))
     elseif what == "faults" then
         for _, f in ipairs(body.faults or {}) do
             self.faults[#self.faults + 1] = f

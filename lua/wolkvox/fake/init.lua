@@ -36,11 +36,26 @@ local function alive(pid)
     return false
 end
 
+-- Stop `loop` when our stdin reaches its end: the parent that spawned us
+-- holds the other end of the pipe, so its exit (or crash) ends us too.
+local function watch_stdin(loop)
+    local stdin = { getfd = function() return 0 end }
+    loop:spawn(function()
+        while true do
+            loop:readable(stdin)
+            if io.stdin:read(1) == nil then
+                loop:stop()
+                return
+            end
+        end
+    end)
+end
+
 --- Serve until shut down (POST /__fake/shutdown), `lifetime` seconds pass,
--- or the process `watch_pid` ends.
+-- the process `watch_pid` ends, or (with `watch_stdin`) stdin is closed.
 -- @tparam table opts `host` (default 127.0.0.1), `port` (default 8089, 0 picks
 --   a free one), `tokens`, `max_rows`, `rows_per_day`, `latency`,
---   `daily_limit`, `lifetime`, `watch_pid`, `on_ready(url)`
+--   `daily_limit`, `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`
 function M.serve(opts)
     opts = opts or {}
     local host = opts.host or "127.0.0.1"
@@ -59,6 +74,9 @@ function M.serve(opts)
             end
             loop:stop()
         end)
+    end
+    if opts.watch_stdin then
+        watch_stdin(loop)
     end
     local _, port = server:getsockname()
     local url = format("http://%s:%d", host, port)
@@ -95,14 +113,69 @@ local function shell_quote(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+-- Numbers decoded by lua-cjson are floats on 5.4: integral ones back to integers.
+local function integral(v)
+    if type(v) == "number" and v == math.floor(v) then
+        return math.floor(v)
+    elseif type(v) == "table" then
+        for k, x in pairs(v) do
+            v[k] = integral(x)
+        end
+    end
+    return v
+end
+
+--- The child's side of spawn(): read the settings (tokens included) from
+-- the first line of stdin, serve, and end when stdin closes.
+function M.child()
+    local cjson = require "cjson"
+    local line = io.stdin:read("*l")
+    local opts = integral(cjson.decode(line or "{}"))
+    local ready = opts.ready
+    opts.ready, opts.watch_stdin = nil, true
+    opts.on_ready = function(url)
+        local f = assert(io.open(ready .. ".tmp", "w"))
+        assert(f:write(tostring(own_pid()), " ", url, "\n"))
+        assert(f:close())
+        assert(os.rename(ready .. ".tmp", ready))
+    end
+    M.serve(opts)
+end
+
+local function read_all(path)
+    local f = io.open(path, "r")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+-- Close the pipe to the child (it sees the end of its stdin and exits) and
+-- wait for it.  Used by stop() and by the collector.
+local function release(self)
+    local pipe = self.pipe
+    if pipe then
+        self.pipe = nil
+        pcall(pipe.close, pipe)
+    end
+end
+
 --- Start a fake server in a child process on a free loopback port.
+-- The settings (tokens included) reach the child through its stdin, never
+-- its command line; the child ends when this process closes the pipe: on
+-- stop(), when the handle is collected, or when this process exits.
 -- @tparam[opt] table opts as for serve() (port defaults to 0), plus `lua`
 --   (interpreter, default $WOLKVOX_FAKE_LUA or lua5.4)
--- @return a handle: `url`, `token`, `control(what, body)`, `log()`, `stop()`
+-- @return a handle: `url`, `token`, `pid`, `control(what, body)`, `log()`, `stop()`
 function M.spawn(opts)
     opts = opts or {}
+    local cjson = require "cjson"
+    local ready = os.tmpname()
+    os.remove(ready)
     local serve_opts = { port = opts.port or 0, host = opts.host or "127.0.0.1",
-        watch_pid = own_pid(), lifetime = opts.lifetime or 3600 }
+        watch_pid = own_pid(), lifetime = opts.lifetime or 3600, ready = ready }
     for _, k in ipairs(CONFIG_KEYS) do
         serve_opts[k] = opts[k]
     end
@@ -112,34 +185,36 @@ function M.spawn(opts)
         code[#code + 1] = format("package.path = %q .. package.path",
             root .. "?.lua;" .. root .. "?/init.lua;")
     end
-    local args = {}
-    for k, v in pairs(serve_opts) do
-        if type(v) == "table" then
-            local items = {}
-            for i, item in ipairs(v) do
-                items[i] = format("%q", item)
-            end
-            args[#args + 1] = format("[%q] = { %s }", k, table.concat(items, ", "))
-        elseif type(v) == "string" then
-            args[#args + 1] = format("[%q] = %q", k, v)
-        else
-            args[#args + 1] = format("[%q] = %s", k, tostring(v))
-        end
-    end
-    code[#code + 1] = "local o = { " .. table.concat(args, ", ") .. " }"
-    code[#code + 1] = "o.on_ready = function(url) io.stdout:write('wolkvox-fake listening on ', url, '\\n') "
-        .. "io.stdout:flush() end"
-    code[#code + 1] = "require('wolkvox.fake').serve(o)"
+    code[#code + 1] = "require('wolkvox.fake').child()"
     local lua = opts.lua or os.getenv("WOLKVOX_FAKE_LUA") or "lua5.4"
     local cmd = "exec " .. lua .. " -e " .. shell_quote(table.concat(code, "\n"))
-    local pipe = assert(io.popen(cmd, "r"))
-    local line = pipe:read("*l")
-    local url = line and line:match("listening on (%S+)")
-    if not url then
-        pipe:close()
-        error("the fake wolkvox server did not start (" .. tostring(line) .. ")", 2)
+    local pipe = assert(io.popen(cmd, "w"))
+    local self = { token = (opts.tokens or { M.TOKEN })[1], pipe = pipe }
+    if newproxy then -- Lua 5.1 / LuaJIT: tables have no __gc, a proxy carries it
+        self.gc = newproxy(true)
+        getmetatable(self.gc).__gc = function() release(self) end
     end
-    return setmetatable({ url = url, token = (opts.tokens or { M.TOKEN })[1], pipe = pipe }, Handle)
+    setmetatable(self, Handle)
+    pipe:setvbuf("no")
+    pipe:write(cjson.encode(serve_opts), "\n")
+    local url
+    for _ = 1, 1000 do
+        local s = read_all(ready)
+        local pid
+        pid, url = (s or ""):match("^(%d+) (%S+)\n")
+        if url then
+            self.pid = tonumber(pid)
+            break
+        end
+        socket.sleep(0.01)
+    end
+    os.remove(ready)
+    if not url then
+        release(self)
+        error("the fake wolkvox server did not start", 2)
+    end
+    self.url = url
+    return self
 end
 
 --- Call a control endpoint: GET for log and stats, POST with a JSON body otherwise.
@@ -175,19 +250,22 @@ end
 function Handle:stop()
     if self.pipe then
         pcall(self.control, self, "shutdown")
-        self.pipe:close()
-        self.pipe = nil
+        release(self)
     end
 end
+
+Handle.__gc = release -- Lua 5.2+
 
 -- ---- command line -----------------------------------------------------------
 
 local USAGE = [[
-usage: wolkvox-fake [--host 127.0.0.1] [--port 8089] [--token T]... [--max-rows N]
+usage: wolkvox-fake [--host 127.0.0.1] [--port 8089] [--token T]... [--token-file F] [--max-rows N]
                     [--rows-per-day N] [--latency S] [--daily-limit N] [--lifetime S]
 
 A fake wolkvox API server for tests and offline scripts.  Point a client at it:
   wolkvox.new { base_url = "http://127.0.0.1:8089", token = "test-token" }
+--token-file F reads tokens one per line from F ("-": stdin), which keeps them out
+of `ps` (a --token argument is visible there).
 Control: GET /__fake/log, GET /__fake/stats, POST /__fake/{reset,config,faults,shutdown}.
 ]]
 
@@ -203,10 +281,27 @@ function M.main(argv)
         if a == "-h" or a == "--help" then
             io.stdout:write(USAGE)
             return 0
+        elseif argv[i + 1] == nil then
+            io.stderr:write("wolkvox-fake: ", a, " needs a value\n")
+            return 2
         elseif a == "--host" then
             opts.host = argv[i + 1]
         elseif a == "--token" then
             tokens[#tokens + 1] = argv[i + 1]
+        elseif a == "--token-file" then
+            local f = argv[i + 1] == "-" and io.stdin or io.open(argv[i + 1], "r")
+            if not f then
+                io.stderr:write("wolkvox-fake: cannot read ", argv[i + 1], "\n")
+                return 2
+            end
+            for t in f:lines() do
+                if t ~= "" then
+                    tokens[#tokens + 1] = t
+                end
+            end
+            if f ~= io.stdin then
+                f:close()
+            end
         elseif numeric[a] then
             local n = tonumber(argv[i + 1])
             if not n then
@@ -218,10 +313,6 @@ function M.main(argv)
             io.stderr:write("wolkvox-fake: unknown argument ", tostring(a), "\n", USAGE)
             return 2
         end
-        if argv[i + 1] == nil then
-            io.stderr:write("wolkvox-fake: ", a, " needs a value\n")
-            return 2
-        end
         i = i + 2
     end
     if #tokens > 0 then
@@ -229,7 +320,7 @@ function M.main(argv)
     end
     opts.on_ready = function(url)
         -- Only the built-in test token is shown; a token given here is not echoed.
-        local which = opts.tokens and (#opts.tokens .. " token(s) from --token")
+        local which = opts.tokens and (#opts.tokens .. " token(s) given")
             or ("token: " .. M.TOKEN)
         io.stdout:write("wolkvox-fake listening on ", url, " (", which, ")\n")
         io.stdout:flush()
