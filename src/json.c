@@ -21,6 +21,8 @@ typedef struct {
     const char *p;
     const char *end;
     wv_buf *scratch;
+    const char *secret;      /* masked out of every string (may be NULL) */
+    size_t secret_len;
     const char *errmsg;
     const char *errat;
     int depth;
@@ -95,6 +97,37 @@ static size_t put_utf8(char *out, unsigned long cp)
     return 4;
 }
 
+/* Push s[0..n) with the secret masked (copied into scratch first when it
+ * holds the secret), and continue after `next`. */
+static int push_masked(decoder *d, const char *s, size_t n, const char *next)
+{
+    wv_buf *b = d->scratch;
+    const char *q = s, *e = s + n;
+    int found = 0;
+    while (q + d->secret_len <= e) {
+        q = (const char *)memchr(q, (unsigned char)d->secret[0], (size_t)(e - q) - d->secret_len + 1);
+        if (q == NULL)
+            break;
+        if (memcmp(q, d->secret, d->secret_len) == 0) {
+            found = 1;
+            break;
+        }
+        q++;
+    }
+    if (!found) {
+        lua_pushlstring(d->L, s, n);
+    } else {
+        b->len = 0;
+        if (!wv_buf_reserve(b, n))
+            return fail(d, "out of memory");
+        memcpy(b->p, s, n);
+        wv_mask_plain(b->p, n, d->secret, d->secret_len);
+        lua_pushlstring(d->L, b->p, n);
+    }
+    d->p = next;
+    return 1;
+}
+
 /* The slow path of string(): scratch holds the plain prefix, `from` is the
  * first backslash. */
 static int string_escaped(decoder *d, const char *from)
@@ -109,6 +142,8 @@ static int string_escaped(decoder *d, const char *from)
     while (p < e) {
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
+            if (d->secret_len > 0)
+                wv_mask_plain(b->p, b->len, d->secret, d->secret_len);
             lua_pushlstring(d->L, b->p, b->len);
             d->p = p + 1;
             return 1;
@@ -174,7 +209,10 @@ static int string(decoder *d)
     while (p < e) {
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
-            lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
+            size_t n = (size_t)(p - d->p);
+            if (d->secret_len > 0 && n >= d->secret_len)
+                return push_masked(d, d->p, n, p + 1);
+            lua_pushlstring(d->L, d->p, n);
             d->p = p + 1;
             return 1;
         }
@@ -306,7 +344,7 @@ static int array(decoder *d)
 {
     lua_State *L = d->L;
     int n = 0, hint = d->arr_hint[d->depth];
-    lua_createtable(L, hint > 64 ? 64 : hint, 0);
+    lua_createtable(L, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint, 0);
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
@@ -336,8 +374,10 @@ static int array(decoder *d)
 static int object(decoder *d)
 {
     lua_State *L = d->L;
-    int n = 0;
-    lua_createtable(L, 0, d->obj_hint[d->depth]);
+    int n = 0, hint = d->obj_hint[d->depth];
+    /* The hint counts members, duplicates included: capped, so one huge
+     * object cannot make every later one huge too. */
+    lua_createtable(L, 0, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint);
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
@@ -435,6 +475,12 @@ static int value(decoder *d)
 int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
                    char *err, size_t errlen)
 {
+    return wv_json_decode_masked(L, s, len, scratch, NULL, 0, err, errlen);
+}
+
+int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                          const char *secret, size_t m, char *err, size_t errlen)
+{
     /* The hint arrays make this too big for some C stacks: keep it on the heap,
      * owned by a userdata so a Lua memory error cannot leak it. */
     decoder *d;
@@ -447,6 +493,8 @@ int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
     d->p = s;
     d->end = s + len;
     d->scratch = scratch;
+    d->secret = secret;
+    d->secret_len = secret != NULL ? m : 0;
     /* A UTF-8 byte order mark is tolerated (some PHP files emit one). */
     if (len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
@@ -492,6 +540,8 @@ wv_buf *wv_scratch_new(lua_State *L)
  * Decode a JSON text into Lua values.
  * @function decode
  * @tparam string text
+ * @tparam[opt] string secret masked with '*' in every decoded string (the
+ *   ngx transport passes the token)
  * @return the value (JSON null at top level or in arrays is `core.null`;
  *   null members of objects are left out)
  * @treturn[2] nil
@@ -500,10 +550,12 @@ wv_buf *wv_scratch_new(lua_State *L)
 static int l_decode(lua_State *L)
 {
     size_t len;
+    size_t mlen = 0;
     const char *s = luaL_checklstring(L, 1, &len);
+    const char *secret = luaL_optlstring(L, 2, NULL, &mlen);
     char err[160];
     wv_buf *scratch = wv_scratch_new(L);
-    if (wv_json_decode(L, s, len, scratch, err, sizeof err))
+    if (wv_json_decode_masked(L, s, len, scratch, secret, mlen, err, sizeof err))
         return 1;
     lua_pushnil(L);
     lua_pushstring(L, err);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -51,7 +52,9 @@ struct wv_session {
     wv_conn conn[WV_MAX_CONNS];
     int nconns;
     int inflight;
-    int closed;
+    int closed;              /* no new work: close() was called */
+    int freed;               /* handles and buffers released */
+    int busy;                /* C code is using the buffers (start, result) */
     char *token_line;        /* "wolkvox-token: <token>", wiped on close */
     size_t token_len;
     size_t max_bytes;
@@ -230,12 +233,14 @@ static void release_request(wv_conn *c)
         wv_buf_free(&c->scratch);
 }
 
-static void session_close(wv_session *s)
+/* Give back every handle and buffer and wipe the token.  Only when no C
+ * code of the session is running (see `busy`). */
+static void release_all(wv_session *s)
 {
     int i;
-    if (s->closed)
+    if (s->freed)
         return;
-    s->closed = 1;
+    s->freed = 1;
     for (i = 0; i < s->nconns; i++) {
         wv_conn *c = &s->conn[i];
         if (c->easy != NULL) {
@@ -259,6 +264,26 @@ static void session_close(wv_session *s)
         free(s->token_line);
         s->token_line = NULL;
     }
+}
+
+/* close(), __gc and __close.  Lua code can run at any allocation (a __gc
+ * finalizer, a hook), and may close the session while the C code below
+ * starts a request or decodes an answer: the release then waits until that
+ * code is done (end_busy), and the call in progress reports `closed`. */
+static void session_close(wv_session *s)
+{
+    if (s->closed)
+        return;
+    s->closed = 1;
+    if (s->busy == 0)
+        release_all(s);
+}
+
+static void end_busy(wv_session *s)
+{
+    s->busy--;
+    if (s->busy == 0 && s->closed)
+        release_all(s);
 }
 
 /* ---- session construction ---------------------------------------------- */
@@ -429,11 +454,17 @@ static void check_parts(lua_State *L, int idx)
         lua_rawgeti(L, idx, (int)i);
         if (!lua_istable(L, -1))
             luaL_error(L, "bad part #%d (table expected)", (int)i);
+        const char *filename, *ctype;
         name = opt_string(L, lua_gettop(L), "name", NULL);
         data = opt_string(L, lua_gettop(L), "data", NULL);
         path = opt_string(L, lua_gettop(L), "path", NULL);
-        (void)opt_string(L, lua_gettop(L), "filename", NULL);
-        (void)opt_string(L, lua_gettop(L), "content_type", NULL);
+        filename = opt_string(L, lua_gettop(L), "filename", NULL);
+        ctype = opt_string(L, lua_gettop(L), "content_type", NULL);
+        /* These become header lines of the part: no line breaks, no quotes. */
+        if ((name != NULL && (has_ctl(name, strlen(name)) || strchr(name, '"') != NULL))
+            || (filename != NULL && (has_ctl(filename, strlen(filename)) || strchr(filename, '"') != NULL))
+            || (ctype != NULL && has_ctl(ctype, strlen(ctype))))
+            luaL_error(L, "bad part #%d (control characters or quotes in name, filename or content_type)", (int)i);
         if (name == NULL)
             luaL_error(L, "bad part #%d (field 'name' expected)", (int)i);
         if ((data == NULL) == (path == NULL))
@@ -676,26 +707,53 @@ static const char *reason_of(CURLcode rc)
     }
 }
 
-/* Copy up to SNIPPET_BYTES of the body for an error message: printable ASCII
- * only, and never the token, even if a proxy page echoed the request (a token
- * cut by the end of the snippet is masked too). */
+static const char *session_token(const wv_session *s)
+{
+    return s->token_line + sizeof TOKEN_HEADER - 1;
+}
+
+/* Push s[0..n) with the token masked (header values a server sent back). */
+static void push_masked(lua_State *L, wv_session *s, const char *str, size_t n)
+{
+    char small[128];
+    char *buf = n <= sizeof small ? small : (char *)malloc(n);
+    if (buf == NULL) {
+        lua_pushliteral(L, "(not enough memory)");
+        return;
+    }
+    memcpy(buf, str, n);
+    wv_mask_text(buf, n, session_token(s), s->token_len);
+    lua_pushlstring(L, buf, n);
+    if (buf != small)
+        free(buf);
+}
+
+/* The first SNIPPET_BYTES of the body, for an error message: printable ASCII
+ * only, and never the token, even if a proxy page echoed the request.  The
+ * token is masked on more of the body than is kept (a token cut by the end
+ * of the snippet is masked whole), escaped or not. */
 static void push_snippet(lua_State *L, wv_session *s, const wv_buf *b)
 {
-    char out[SNIPPET_BYTES];
-    size_t i, n = b->len < SNIPPET_BYTES ? b->len : SNIPPET_BYTES;
-    const char *token = s->token_line + sizeof TOKEN_HEADER - 1;
-    memcpy(out, b->p, n);
-    for (i = 0; i < n; i++) {
-        size_t m = s->token_len < n - i ? s->token_len : n - i;
-        if ((m == s->token_len || m >= 8) && memcmp(out + i, token, m) == 0)
-            memset(out + i, '*', m);
+    size_t i, keep = b->len < SNIPPET_BYTES ? b->len : SNIPPET_BYTES;
+    size_t look = s->token_len > ((size_t)-1 - SNIPPET_BYTES) / 6 ? b->len
+                  : SNIPPET_BYTES + 6 * s->token_len;
+    char *out;
+    if (look > b->len)
+        look = b->len;
+    out = (char *)malloc(look > 0 ? look : 1);
+    if (out == NULL) {
+        lua_pushliteral(L, "(not enough memory)");
+        return;
     }
-    for (i = 0; i < n; i++) {
+    memcpy(out, b->p, look);
+    wv_mask_text(out, look, session_token(s), s->token_len);
+    for (i = 0; i < keep; i++) {
         unsigned char ch = (unsigned char)out[i];
         if (ch < 0x20 || ch >= 0x7f)
             out[i] = ' ';
     }
-    lua_pushlstring(L, out, n);
+    lua_pushlstring(L, out, keep);
+    free(out);
 }
 
 static void set_number(lua_State *L, const char *k, double v)
@@ -710,7 +768,43 @@ static void set_integer(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-/* Build the result table of a finished transfer on the stack. */
+static void set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* libcurl 7.x says "out of memory" for a header line past its own limit
+ * (100 KiB), and "receive error" for a malformed chunked body: both are
+ * protocol errors of the server.  Our own buffers failing is `memory`. */
+static const char *honest_reason(CURLcode rc, const wv_conn *c, const char *reason,
+                                 const char **msg)
+{
+    if (rc == CURLE_OUT_OF_MEMORY && !c->out_of_memory) {
+        *msg = "the answer's header is malformed or larger than libcurl accepts";
+        return "protocol";
+    }
+    if ((rc == CURLE_RECV_ERROR || rc == CURLE_PARTIAL_FILE)
+        && (strstr(c->errbuf, "chunk") != NULL || strstr(c->errbuf, "Chunk") != NULL))
+        return "protocol";
+    return reason;
+}
+
+/* The error part of a result: kind, reason, message, curl_code, sent. */
+static void push_error(lua_State *L, const char *kind, const char *reason, const char *msg,
+                       lua_Integer curl_code, int sent)
+{
+    lua_createtable(L, 0, 5);
+    set_string(L, "kind", kind);
+    set_string(L, "reason", reason);
+    set_integer(L, "curl_code", curl_code);
+    set_string(L, "message", msg);
+    lua_pushboolean(L, sent);
+    lua_setfield(L, -2, "sent");
+}
+
+/* Build the result table of a finished transfer on the stack.  Runs in
+ * protected mode (result_p), with the session busy. */
 static void push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
 {
     long status = 0, connects = 0;
@@ -735,39 +829,29 @@ static void push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     set_integer(L, "connects", (lua_Integer)connects);
     set_integer(L, "sends", (lua_Integer)c->sends);
     if (ctype != NULL) {
-        lua_pushstring(L, ctype);
+        push_masked(L, s, ctype, strlen(ctype));
         lua_setfield(L, -2, "content_type");
     }
     if (c->retry_after[0] != '\0') {
-        lua_pushstring(L, c->retry_after);
+        push_masked(L, s, c->retry_after, strlen(c->retry_after));
         lua_setfield(L, -2, "retry_after");
     }
 
     if (rc != CURLE_OK) {
-        const char *kind = "transport", *reason = reason_of(rc);
+        const char *kind = "transport", *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+        const char *reason = honest_reason(rc, c, reason_of(rc), &msg);
         if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-            kind = "too_large";
-            reason = "size";
-        } else if (c->out_of_memory) {
-            reason = "memory";
-        }
-        lua_createtable(L, 0, 5);
-        lua_pushstring(L, kind);
-        lua_setfield(L, -2, "kind");
-        lua_pushstring(L, reason);
-        lua_setfield(L, -2, "reason");
-        set_integer(L, "curl_code", (lua_Integer)rc);
-        if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-            char msg[80];
-            snprintf(msg, sizeof msg, "answer larger than the %lu-byte limit",
+            char big[80];
+            snprintf(big, sizeof big, "answer larger than the %lu-byte limit",
                      (unsigned long)s->max_bytes);
-            lua_pushstring(L, msg);
-        } else
-            lua_pushstring(L, c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-        lua_setfield(L, -2, "message");
-        /* Nothing went out when the connection never came up. */
-        lua_pushboolean(L, c->sends > 0);
-        lua_setfield(L, -2, "sent");
+            push_error(L, "too_large", "size", big, (lua_Integer)rc, c->sends > 0);
+        } else {
+            if (c->out_of_memory)
+                reason = "memory";
+            push_error(L, kind, reason, "", (lua_Integer)rc, c->sends > 0);
+            push_masked(L, s, msg, strlen(msg));
+            lua_setfield(L, -2, "message");
+        }
         lua_setfield(L, -2, "error");
         return;
     }
@@ -780,7 +864,8 @@ static void push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     }
     {
         char err[160];
-        if (wv_json_decode(L, c->body.p, c->body.len, &c->scratch, err, sizeof err)) {
+        if (wv_json_decode_masked(L, c->body.p, c->body.len, &c->scratch, session_token(s),
+                                  s->token_len, err, sizeof err)) {
             lua_setfield(L, -2, "value");
         } else {
             lua_pushstring(L, err);
@@ -791,16 +876,27 @@ static void push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     }
 }
 
-/* Drive the multi handle until one transfer ends; push its id and result.
- * When two end together, the second message stays queued for the next call. */
-static int wait_one(lua_State *L, wv_session *s)
+/* Drive the multi handle until one transfer ends (1, *done set) or `slice`
+ * seconds pass (0; a negative slice waits as long as it takes).  No Lua code
+ * runs in here.  When two end together, the second stays queued. */
+static double now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static int drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const char **why)
+{
+    double until = slice < 0 ? -1 : now_ms() + slice * 1000.0;
     for (;;) {
-        int running = 0, queued = 0;
+        int running = 0, queued = 0, timeout = 1000;
         CURLMsg *m;
         CURLMcode mrc = curl_multi_perform(s->multi, &running);
-        if (mrc != CURLM_OK)
-            return luaL_error(L, "curl_multi_perform failed: %s", curl_multi_strerror(mrc));
+        if (mrc != CURLM_OK) {
+            *why = curl_multi_strerror(mrc);
+            return -1;
+        }
         while ((m = curl_multi_info_read(s->multi, &queued)) != NULL) {
             int i;
             if (m->msg != CURLMSG_DONE)
@@ -808,28 +904,152 @@ static int wait_one(lua_State *L, wv_session *s)
             for (i = 0; i < s->nconns; i++) {
                 wv_conn *c = &s->conn[i];
                 if (c->id != 0 && c->easy == m->easy_handle) {
-                    CURLcode rc = m->data.result;
-                    lua_Integer id = c->id;
+                    *rc = m->data.result;
+                    *done = c;
                     curl_multi_remove_handle(s->multi, c->easy);
-                    c->id = 0;
-                    s->inflight--;
-                    free_headers(c);
-                    lua_pushinteger(L, id);
-                    push_result(L, s, c, rc);
-                    release_request(c);
-                    return 2;
+                    return 1;
                 }
             }
         }
-        if (running == 0)
-            return luaL_error(L, "no transfer in flight finished (internal error)");
-        mrc = curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
-        if (mrc != CURLM_OK)
-            return luaL_error(L, "curl_multi_poll failed: %s", curl_multi_strerror(mrc));
+        if (running == 0) {
+            *why = "no transfer in flight finished (internal error)";
+            return -1;
+        }
+        if (until >= 0) {
+            double left = until - now_ms();
+            if (left <= 0)
+                return 0;
+            timeout = left < 1000 ? (int)left + 1 : 1000;
+        }
+        mrc = curl_multi_poll(s->multi, NULL, 0, timeout, NULL);
+        if (mrc != CURLM_OK) {
+            *why = curl_multi_strerror(mrc);
+            return -1;
+        }
     }
 }
 
 /* ---- Lua methods -------------------------------------------------------- */
+
+/*
+ * Lua code may run at any allocation below (a __gc finalizer, a hook): the
+ * work that allocates runs in protected mode with the session marked busy,
+ * so a close() from such code is deferred until the work is done, and an
+ * error (a memory error too) never leaves the session busy.  The protected
+ * workers reach the methods as upvalues, so starting them allocates nothing.
+ */
+
+static int start_p(lua_State *L)
+{
+    wv_session *s = (wv_session *)lua_touserdata(L, 1);
+    lua_pushinteger(L, start_request(L, s, 2));
+    return 1;
+}
+
+static int result_p(lua_State *L)
+{
+    wv_session *s = (wv_session *)lua_touserdata(L, 1);
+    wv_conn *c = (wv_conn *)lua_touserdata(L, 2);
+    CURLcode rc = (CURLcode)lua_tointeger(L, 3);
+    push_result(L, s, c, rc);
+    return 1;
+}
+
+static void not_reentrant(lua_State *L, wv_session *s)
+{
+    if (s->busy)
+        luaL_error(L, "session is in use (called from a finalizer or a hook during a call)");
+}
+
+static int closed_result(lua_State *L, const char *msg, int sent)
+{
+    lua_createtable(L, 0, 2);
+    push_error(L, "closed", "closed", msg, 0, sent);
+    lua_setfield(L, -2, "error");
+    return 1;
+}
+
+/* Start the request at index 2; pushes its id, or nil and "closed". */
+static int do_start(lua_State *L, wv_session *s)
+{
+    int status;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    not_reentrant(L, s);
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* start_p */
+    lua_pushlightuserdata(L, s);
+    lua_pushvalue(L, 2);
+    if (s->closed) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    s->busy++;
+    status = lua_pcall(L, 2, 1, 0);
+    end_busy(s);
+    if (status != 0)
+        return lua_error(L);
+    if (s->closed) { /* closed while starting: the transfer is gone */
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    return 1;
+}
+
+/* Wait up to `slice` seconds (negative: until done) for one transfer; pushes
+ * id and result, false when the slice ran out, nil when nothing is in flight. */
+static int do_wait(lua_State *L, wv_session *s, double slice)
+{
+    wv_conn *c = NULL;
+    CURLcode rc = CURLE_OK;
+    const char *why = NULL;
+    lua_Integer id;
+    int r, status;
+    not_reentrant(L, s);
+    if (s->closed || s->inflight == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    r = drive(s, slice, &c, &rc, &why);
+    if (r < 0)
+        return luaL_error(L, "libcurl: %s", why);
+    if (r == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    id = c->id;
+    c->id = 0;
+    s->inflight--;
+    free_headers(c);
+    lua_pushinteger(L, id);
+    lua_pushvalue(L, lua_upvalueindex(2)); /* result_p */
+    lua_pushlightuserdata(L, s);
+    lua_pushlightuserdata(L, c);
+    lua_pushinteger(L, (lua_Integer)rc);
+    s->busy++;
+    status = lua_pcall(L, 3, 1, 0);
+    if (!s->closed)
+        release_request(c);
+    end_busy(s);
+    if (s->closed) {
+        /* Closed while the answer was read: its buffers are gone. */
+        lua_pop(L, 1);
+        return 1 + closed_result(L, "the session was closed while the answer was read", 1);
+    }
+    if (status == LUA_ERRMEM) {
+        char msg[120];
+        lua_pop(L, 1);
+        snprintf(msg, sizeof msg, "not enough memory to build the answer's tables");
+        lua_createtable(L, 0, 2);
+        push_error(L, "too_large", "memory", msg, 0, 1);
+        lua_setfield(L, -2, "error");
+        return 2;
+    }
+    if (status != 0)
+        return lua_error(L);
+    return 2;
+}
 
 /***
  * Start a request without waiting for it.
@@ -838,29 +1058,33 @@ static int wait_one(lua_State *L, wv_session *s)
  *   `headers`, `decode` (default true), `fresh` (a new connection, for
  *   writes: libcurl then never re-sends the request by itself), `timeout`
  *   (seconds, for this call only)
- * @treturn integer the request id that wait() reports
+ * @treturn integer the request id that wait() reports; or nil and "closed"
+ *   when the session is (or was, during the start) closed
  */
 static int l_start(lua_State *L)
 {
-    wv_session *s = check_session(L);
-    lua_pushinteger(L, start_request(L, s, 2));
-    return 1;
+    return do_start(L, check_session(L));
 }
 
 /***
  * Wait until one started request ends.
  * @function session:wait
- * @treturn integer id, or nil when nothing is in flight
- * @treturn table the result
+ * @tparam[opt] number slice seconds to wait at most; without it, as long as
+ *   it takes (an interrupt or a hook cannot run meanwhile)
+ * @treturn integer id, nil when nothing is in flight, or false when the slice
+ *   ran out first
+ * @treturn table the result (its `error.kind` is "closed" when the session
+ *   was closed while the answer was read, "too_large" with reason "memory"
+ *   when its tables did not fit in memory)
  */
 static int l_wait(lua_State *L)
 {
     wv_session *s = check_session(L);
-    if (s->closed || s->inflight == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    return wait_one(L, s);
+    double slice = luaL_optnumber(L, 2, -1);
+    if (slice != slice)
+        return luaL_argerror(L, 2, "seconds expected");
+    lua_settop(L, 1);
+    return do_wait(L, s, slice);
 }
 
 /***
@@ -874,10 +1098,15 @@ static int l_wait(lua_State *L)
 static int l_request(lua_State *L)
 {
     wv_session *s = check_session(L);
+    if (s->closed)
+        return luaL_error(L, "session is closed");
     if (s->inflight > 0)
         return luaL_error(L, "request() while %d started transfers are in flight", s->inflight);
-    start_request(L, s, 2);
-    wait_one(L, s);
+    if (do_start(L, s) == 2)
+        return closed_result(L, "the session was closed while the request was started", 0);
+    lua_settop(L, 1);
+    if (do_wait(L, s, -1) == 1)
+        return closed_result(L, "the session was closed during the call", 1);
     return 1;
 }
 
@@ -891,6 +1120,7 @@ static int l_cancel(lua_State *L)
 {
     wv_session *s = check_session(L);
     int i, n = 0, sends = 0;
+    not_reentrant(L, s);
     for (i = 0; i < s->nconns && !s->closed; i++) {
         wv_conn *c = &s->conn[i];
         if (c->id != 0) {
@@ -987,9 +1217,6 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg session_methods[] = {
-    { "start", l_start },
-    { "wait", l_wait },
-    { "request", l_request },
     { "cancel", l_cancel },
     { "token_id", l_token_id },
     { "inflight", l_inflight },
@@ -1002,7 +1229,24 @@ static const luaL_Reg session_methods[] = {
 
 void wv_session_open(lua_State *L)
 {
+    static const luaL_Reg workers[] = {
+        { "start", l_start },
+        { "wait", l_wait },
+        { "request", l_request },
+        { NULL, NULL }
+    };
+    const luaL_Reg *r;
     wv_newclass(L, WV_SESSION_MT, session_methods, l_close, l_tostring);
+    /* The methods that run protected work hold their workers as upvalues. */
+    luaL_getmetatable(L, WV_SESSION_MT);
+    lua_getfield(L, -1, "__index");
+    for (r = workers; r->name != NULL; r++) {
+        lua_pushcfunction(L, start_p);
+        lua_pushcfunction(L, result_p);
+        lua_pushcclosure(L, r->func, 2);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 2);
 
     lua_pushcfunction(L, l_session);
     lua_setfield(L, -2, "session");

@@ -62,6 +62,10 @@ static inline void wv_buf_free(wv_buf *b)
 /* Maximum nesting the JSON decoder accepts (lua-cjson's default too). */
 #define WV_JSON_MAX_DEPTH 1000
 
+/* Largest size hint the decoder gives a new table: hints come from the
+ * answer (the previous row's size) and must not let it make huge tables. */
+#define WV_JSON_MAX_HINT 64
+
 /*
  * Decode the JSON text s[0..len) and push the value on L.  Returns 1 on
  * success; on a syntax error pushes nothing, writes a message into err and
@@ -71,6 +75,19 @@ static inline void wv_buf_free(wv_buf *b)
  */
 int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
                    char *err, size_t errlen);
+
+/* The same, and every decoded string (key or value) that holds secret[0..m)
+ * is pushed with it masked (see wv_mask_plain); m = 0 masks nothing. */
+int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                          const char *secret, size_t m, char *err, size_t errlen);
+
+/*
+ * Token masking (mask.c).  wv_mask_plain overwrites with '*' every occurrence
+ * of secret[0..m) in buf[0..n); wv_mask_text also finds it JSON-escaped and
+ * its beginning cut by the end of the text.  Both return the count masked.
+ */
+size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m);
+size_t wv_mask_text(char *buf, size_t n, const char *secret, size_t m);
 
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);

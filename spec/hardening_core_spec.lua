@@ -1,0 +1,151 @@
+-- The C core against Lua code that runs at any allocation, hostile sizes and
+-- echoed tokens, and interrupts (the security/robustness issue).
+local core = require "wolkvox.core"
+local support = require "support"
+
+local TOKEN = "hardening-token-0123456789abcdef"
+
+describe("wolkvox.core hardening", function()
+    local srv, big_url
+
+    setup(function()
+        srv = support.fake { tokens = { TOKEN }, rows_per_day = 4000 }
+        -- Ten days of cdr_1: 40,000 rows, enough for many collector cycles.
+        big_url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1&date_ini=20260101000000"
+            .. "&date_end=20260110235959"
+    end)
+    teardown(function() srv:stop() end)
+
+    -- Leave behind an object whose finalizer closes `s`, and make the
+    -- collector run as often as it can, so the finalizer runs at one of the
+    -- allocations the core makes next.
+    local function close_at_next_collection(s, ran)
+        setmetatable({}, { __gc = function() ran.closed = true; s:close() end })
+        collectgarbage("setpause", 0)
+    end
+
+    after_each(function()
+        collectgarbage("setpause", os.getenv("WOLKVOX_GC_STRESS") == "1" and 0 or 200)
+    end)
+
+    it("reports closed when a finalizer closes the session during the decode", function()
+        local s = core.session { token = TOKEN, timeout = 30 }
+        local ran = {}
+        collectgarbage("collect")
+        local id = assert(s:start { url = big_url })
+        -- No Lua runs while the transfer is driven: the finalizer can only
+        -- run at the allocations of the answer's tables.
+        close_at_next_collection(s, ran)
+        local got, res = s:wait()
+        assert.equal(id, got)
+        assert.is_true(ran.closed)
+        assert.is_true(s:closed())
+        assert.is_table(res.error)
+        assert.equal("closed", res.error.kind)
+        assert.is_nil(res.value)
+        assert.is_nil(s:wait())
+    end)
+end)
+
+describe("wolkvox.core decoder hardening", function()
+    it("caps the size hints an answer gives, duplicate keys included", function()
+        -- One object of 1,000,000 members of the same name, then 300 empty
+        -- objects: each used to be made with room for a million members.
+        -- A child process under a 1 GB address-space limit decodes it.
+        local code = [[
+            local core = require "wolkvox.core"
+            local text = "[{" .. ('"a":1,'):rep(999999) .. '"a":1}' .. (",{}"):rep(300) .. "]"
+            local ok, v = pcall(core.decode, text)
+            text = nil
+            collectgarbage("collect")
+            io.write(ok and #v or "error: " .. tostring(v), " ", math.floor(collectgarbage("count") / 1024), "\n")
+        ]]
+        local p = io.popen("ulimit -v 1000000; " .. support.lua_command(code) .. " 2>&1")
+        local out = p:read("*a")
+        p:close()
+        local n, mb = out:match("^(%d+) (%d+)")
+        assert.equal("301", n, out)
+        assert.is_true(tonumber(mb) < 64, out)
+    end)
+
+    it("masks a secret in every decoded string, escaped or not", function()
+        local secret = "s3cr3t/Token"
+        local text = '{"msg":"bad token s3cr3t/Token","error":"\\u0073\\u0033cr3t\\/Token!",'
+            .. '"s3cr3t/Token":"key","list":["xs3cr3t/Tokenx","s3cr3t"]}'
+        local v = assert(core.decode(text, secret))
+        assert.equal("bad token ************", v.msg)
+        assert.equal("************!", v.error)
+        assert.equal("key", v["************"])
+        assert.equal("x************x", v.list[1])
+        assert.equal("s3cr3t", v.list[2])
+        -- Without a secret nothing changes.
+        assert.equal("bad token s3cr3t/Token", core.decode(text).msg)
+    end)
+end)
+
+describe("wolkvox.core waits in slices", function()
+    local srv
+
+    setup(function() srv = support.fake { tokens = { TOKEN } } end)
+    teardown(function() srv:stop() end)
+
+    it("gives control back when the slice runs out, then the answer", function()
+        srv:control("config", { latency = 0.6 })
+        local s = core.session { token = TOKEN, timeout = 5 }
+        local id = assert(s:start { url = srv.url .. "/api/v2/information.php?api=services" })
+        local slices = 0
+        local got, res
+        repeat
+            got, res = s:wait(0.05)
+            if got == false then
+                slices = slices + 1
+            end
+        until got ~= false
+        assert.equal(id, got)
+        assert.equal(200, res.status)
+        assert.is_true(slices >= 3, "slices: " .. slices)
+        s:close()
+        srv:control("config", { latency = 0 })
+    end)
+
+    it("lets Ctrl-C stop a call the server holds, within a second or two", function()
+        if jit then
+            pending("the standalone luajit has no SIGINT hook of this kind")
+            return
+        end
+        srv:control("config", { latency = 30 })
+        local code = string.format([[
+            local c = assert(require("wolkvox").new { base_url = %q, token = %q, state_dir = false })
+            io.write("started\n") io.flush()
+            local ok, err = pcall(c.services, c)
+            io.write("after: ", tostring(ok), " ", tostring(err), "\n") io.flush()
+            os.exit(ok and 0 or 3)
+        ]], srv.url, TOKEN)
+        local out = os.tmpname()
+        -- The shell starts the child in the background, sends SIGINT after a
+        -- second and reports how long the child took to end after it.
+        local sh = string.format([[
+            %s > %s 2>&1 &
+            pid=$!
+            sleep 1
+            t0=$(date +%%s%%N)
+            kill -INT $pid
+            wait $pid
+            rc=$?
+            t1=$(date +%%s%%N)
+            echo "rc=$rc took_ms=$(( (t1 - t0) / 1000000 ))"
+        ]], support.lua_command(code), out)
+        local p = io.popen("bash -c '" .. sh:gsub("'", "'\\''") .. "'")
+        local summary = p:read("*a")
+        p:close()
+        local f = io.open(out)
+        local child = f:read("*a")
+        f:close()
+        os.remove(out)
+        srv:control("config", { latency = 0 })
+        local took = tonumber(summary:match("took_ms=(%d+)"))
+        assert.matches("started", child)
+        assert.matches("interrupted", child)
+        assert.is_true(took ~= nil and took < 3000, summary .. child)
+    end)
+end)
