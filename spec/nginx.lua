@@ -35,9 +35,20 @@ end
 local Nginx = {}
 Nginx.__index = Nginx
 
+-- The tree's LuaJIT build: the first relative entry of this process's C
+-- path when busted was given one (--cpath=build/xyz/?.so), else build/luajit.
+local function tree_cpath(root)
+    local first = package.cpath:match("^([^;]*)")
+    if first and first:match("^build/") then
+        return root .. first .. ";;"
+    end
+    return root .. "build/luajit/?.so;;"
+end
+
 --- Start nginx with `workers` worker processes and `locations` (text put
 -- inside the server block).  `http` is extra text for the http block;
--- `cpath` replaces the C module path (the tree's LuaJIT build by default).
+-- `cpath` replaces the C module path (the tree's LuaJIT build by default:
+-- the one busted's --cpath names, else build/luajit).
 function M.start(opts)
     local root = select(2, sh("pwd")):gsub("%s+$", "") .. "/"
     local prefix = support.tmpdir()
@@ -63,7 +74,7 @@ function M.start(opts)
         "  uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
         "  scgi_temp_path " .. prefix .. "/tmp/scgi;",
         "  lua_package_path '" .. root .. "lua/?.lua;" .. root .. "lua/?/init.lua;;';",
-        "  lua_package_cpath '" .. (opts.cpath or (root .. "build/luajit/?.so;;")) .. "';",
+        "  lua_package_cpath '" .. (opts.cpath or tree_cpath(root)) .. "';",
         "  lua_shared_dict wolkvox 1m;",
         "  lua_shared_dict results 1m;",
         opts.http or "",
