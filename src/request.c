@@ -1,0 +1,269 @@
+/*
+ * request.c: a Lua request table -> a libcurl easy handle ready to go.
+ * Every field is read raw and checked before anything is allocated; every
+ * allocation is stored in the connection before the next may raise.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "session.h"
+
+void wv_free_headers(wv_conn *c)
+{
+    struct curl_slist *h;
+    for (h = c->headers; h != NULL; h = h->next)
+        if (h->data != NULL)
+            wv_wipe(h->data, strlen(h->data));
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+}
+
+void wv_release_request(wv_conn *c)
+{
+    wv_free_headers(c);
+    if (c->mime != NULL) {
+        curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
+        curl_mime_free(c->mime);
+        c->mime = NULL;
+    }
+    c->body.len = 0;
+    if (c->body.cap > WV_KEEP_BUFFER_BYTES)
+        wv_buf_free(&c->body);
+    if (c->scratch.cap > WV_KEEP_BUFFER_BYTES)
+        wv_buf_free(&c->scratch);
+}
+
+static int method_ok(const char *m)
+{
+    static const char *const ok[] = { "GET", "POST", "PUT", "DELETE", "PATCH", NULL };
+    int i;
+    for (i = 0; ok[i] != NULL; i++)
+        if (strcmp(m, ok[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_header(lua_State *L, wv_conn *c, const char *line)
+{
+    struct curl_slist *h = curl_slist_append(c->headers, line);
+    if (h == NULL)
+        luaL_error(L, "not enough memory");
+    c->headers = h;
+}
+
+/* Check the multipart list at the top of the stack; raises on bad types. */
+static void check_parts(lua_State *L, int idx)
+{
+    size_t i, n = lua_rawlen(L, idx);
+    if (n == 0)
+        luaL_error(L, "bad field 'parts' (non-empty list expected)");
+    for (i = 1; i <= n; i++) {
+        const char *name, *data, *path;
+        lua_rawgeti(L, idx, (int)i);
+        if (!lua_istable(L, -1))
+            luaL_error(L, "bad part #%d (table expected)", (int)i);
+        const char *filename, *ctype;
+        name = wv_opt_string(L, lua_gettop(L), "name", NULL);
+        data = wv_opt_string(L, lua_gettop(L), "data", NULL);
+        path = wv_opt_string(L, lua_gettop(L), "path", NULL);
+        filename = wv_opt_string(L, lua_gettop(L), "filename", NULL);
+        ctype = wv_opt_string(L, lua_gettop(L), "content_type", NULL);
+        /* These become header lines of the part: no line breaks, no quotes. */
+        if ((name != NULL && (wv_has_ctl(name, strlen(name)) || strchr(name, '"') != NULL))
+            || (filename != NULL && (wv_has_ctl(filename, strlen(filename)) || strchr(filename, '"') != NULL))
+            || (ctype != NULL && wv_has_ctl(ctype, strlen(ctype))))
+            luaL_error(L, "bad part #%d (control characters or quotes in name, filename or content_type)", (int)i);
+        if (name == NULL)
+            luaL_error(L, "bad part #%d (field 'name' expected)", (int)i);
+        if ((data == NULL) == (path == NULL))
+            luaL_error(L, "bad part #%d (exactly one of 'data' or 'path' expected)", (int)i);
+        lua_pop(L, 1);
+    }
+}
+
+/* Build c->mime from a checked list; returns a libcurl error or CURLE_OK. */
+static CURLcode build_mime(lua_State *L, wv_conn *c, int idx)
+{
+    size_t i, n = lua_rawlen(L, idx);
+    CURLcode rc = CURLE_OK;
+    c->mime = curl_mime_init(c->easy);
+    if (c->mime == NULL)
+        return CURLE_OUT_OF_MEMORY;
+    for (i = 1; i <= n && rc == CURLE_OK; i++) {
+        int t;
+        size_t dlen = 0;
+        const char *name, *data, *path, *filename, *ctype;
+        curl_mimepart *part = curl_mime_addpart(c->mime);
+        if (part == NULL)
+            return CURLE_OUT_OF_MEMORY;
+        lua_rawgeti(L, idx, (int)i);
+        t = lua_gettop(L);
+        name = wv_opt_string(L, t, "name", NULL);
+        data = wv_opt_string(L, t, "data", &dlen);
+        path = wv_opt_string(L, t, "path", NULL);
+        filename = wv_opt_string(L, t, "filename", NULL);
+        ctype = wv_opt_string(L, t, "content_type", NULL);
+        rc = curl_mime_name(part, name);
+        if (rc == CURLE_OK && data != NULL)
+            rc = curl_mime_data(part, data, dlen);
+        if (rc == CURLE_OK && path != NULL)
+            rc = curl_mime_filedata(part, path);
+        if (rc == CURLE_OK && filename != NULL)
+            rc = curl_mime_filename(part, filename);
+        if (rc == CURLE_OK && ctype != NULL)
+            rc = curl_mime_type(part, ctype);
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+static wv_conn *free_conn(wv_session *s)
+{
+    int i;
+    for (i = 0; i < s->nconns; i++)
+        if (s->conn[i].id == 0)
+            return &s->conn[i];
+    return NULL;
+}
+
+/* Start the request described by the table at `idx`; returns its id. */
+lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
+{
+    const char *method, *url, *body, *ctype;
+    size_t ulen = 0, blen = 0;
+    int has_parts, decode, fresh, nheaders, i;
+    double timeout;
+    wv_conn *c;
+    CURL *e;
+    CURLcode rc = CURLE_OK;
+    CURLMcode mrc;
+
+    luaL_checktype(L, idx, LUA_TTABLE);
+    if (s->closed)
+        luaL_error(L, "session is closed");
+    method = wv_opt_string(L, idx, "method", NULL);
+    if (method == NULL)
+        method = "GET";
+    if (!method_ok(method))
+        luaL_error(L, "bad field 'method' (GET, POST, PUT, DELETE or PATCH expected)");
+    url = wv_opt_string(L, idx, "url", &ulen);
+    if (url == NULL || !(wv_ieq_prefix(url, ulen, "http://") || wv_ieq_prefix(url, ulen, "https://")))
+        luaL_error(L, "bad field 'url' (http:// or https:// URL expected)");
+    if (wv_has_ctl(url, ulen) || memchr(url, ' ', ulen) != NULL)
+        luaL_error(L, "bad field 'url' (spaces and control characters are not allowed)");
+    body = wv_opt_string(L, idx, "body", &blen);
+    ctype = wv_opt_string(L, idx, "content_type", NULL);
+    if (ctype != NULL && wv_has_ctl(ctype, strlen(ctype)))
+        luaL_error(L, "bad field 'content_type' (control characters are not allowed)");
+    wv_rawfield(L, idx, "decode");
+    decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    timeout = wv_opt_number(L, idx, "timeout", 0);
+    if (timeout < 0 || timeout > 86400)
+        luaL_error(L, "bad field 'timeout' (seconds between 0 and 86400 expected)");
+    wv_rawfield(L, idx, "fresh");
+    fresh = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    wv_rawfield(L, idx, "parts");
+    has_parts = !lua_isnil(L, -1);
+    if (has_parts) {
+        if (!lua_istable(L, -1))
+            luaL_error(L, "bad field 'parts' (table expected)");
+        if (body != NULL)
+            luaL_error(L, "bad request ('body' and 'parts' are exclusive)");
+        check_parts(L, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+    wv_rawfield(L, idx, "headers");
+    nheaders = 0;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            luaL_error(L, "bad field 'headers' (list of strings expected)");
+        nheaders = (int)lua_rawlen(L, -1);
+        for (i = 1; i <= nheaders; i++) {
+            size_t hlen;
+            const char *h;
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "bad header #%d (string expected)", i);
+            h = lua_tolstring(L, -1, &hlen);
+            if (wv_has_ctl(h, hlen) || memchr(h, ':', hlen) == NULL)
+                luaL_error(L, "bad header #%d ('Name: value' without control characters expected)", i);
+            if (wv_ieq_prefix(h, hlen, "wolkvox-token"))
+                luaL_error(L, "bad header #%d (the token header belongs to the session)", i);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+
+    c = free_conn(s);
+    if (c == NULL)
+        luaL_error(L, "no free connection: %d transfers already in flight", s->inflight);
+    e = c->easy;
+
+    /* From here every allocation is stored in c before the next may raise;
+     * leftovers of a result that failed to build are dropped first. */
+    wv_release_request(c);
+    c->too_large = 0;
+    c->out_of_memory = 0;
+    c->retry_after[0] = '\0';
+    c->errbuf[0] = '\0';
+    c->decode = decode;
+    c->sends = 0;
+    add_header(L, c, s->token_line);
+    add_header(L, c, "Accept: application/json");
+    add_header(L, c, "Expect:");
+    if (body != NULL) {
+        char line[300];
+        snprintf(line, sizeof line, "Content-Type: %s", ctype ? ctype : "application/json");
+        add_header(L, c, line);
+    }
+    if (nheaders > 0) {
+        wv_rawfield(L, idx, "headers");
+        for (i = 1; i <= nheaders; i++) {
+            lua_rawgeti(L, -1, i);
+            add_header(L, c, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (has_parts) {
+        wv_rawfield(L, idx, "parts");
+        rc = build_mime(L, c, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_HTTPHEADER, c->headers);
+    /* A fresh connection cannot die mid-reuse, so libcurl never re-sends it. */
+    SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+    /* A deadline may shorten a call; 0 keeps the session's timeout. */
+    SET(CURLOPT_TIMEOUT_MS, timeout > 0 ? (long)(timeout * 1000.0 + 0.5) : s->timeout_ms);
+    if (has_parts) {
+        SET(CURLOPT_MIMEPOST, c->mime);
+        SET(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
+    } else if (strcmp(method, "GET") == 0 && body == NULL) {
+        SET(CURLOPT_HTTPGET, 1L);
+        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    } else {
+        /* POST, PUT, DELETE, PATCH, and GET with a body (list_templates). */
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        SET(CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
+        SET(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
+    }
+#undef SET
+    if (rc != CURLE_OK) {
+        wv_release_request(c);
+        luaL_error(L, "libcurl rejected the request: %s", curl_easy_strerror(rc));
+    }
+    mrc = curl_multi_add_handle(s->multi, e);
+    if (mrc != CURLM_OK) {
+        wv_release_request(c);
+        luaL_error(L, "curl_multi_add_handle failed: %s", curl_multi_strerror(mrc));
+    }
+    c->id = ++s->next_id;
+    s->inflight++;
+    s->requests++;
+    return c->id;
+}

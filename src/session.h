@@ -1,0 +1,199 @@
+/*
+ * session.h: private to the units of the wolkvox.session type.
+ *
+ *   session.c   the userdata: construction, lifecycle (busy/close), methods
+ *   request.c   a Lua request table -> an easy handle (checks, headers, MIME)
+ *   transfer.c  libcurl callbacks, the multi loop, the result table
+ *   token.c     the token: its header line, its id, wiping, masking
+ *
+ * libcurl callbacks never call Lua: they append to buffers owned by the
+ * session and return 0 to abort.  All Lua work (reading the request table,
+ * building the result) happens outside curl_multi_perform, and every resource
+ * a request allocates is stored in the session before anything may raise, so
+ * a Lua error leaves nothing unowned.
+ */
+#ifndef WOLKVOX_SESSION_H
+#define WOLKVOX_SESSION_H
+
+#include <curl/curl.h>
+
+#include "wolkvox.h"
+
+#if LIBCURL_VERSION_NUM < 0x074200
+#error "wolkvox.core needs libcurl 7.66.0 or newer (curl_multi_poll)"
+#endif
+
+#define WV_MAX_CONNS 2
+#define WV_TOKEN_HEADER "wolkvox-token: "
+/* A body buffer larger than this is given back after the call. */
+#define WV_KEEP_BUFFER_BYTES (4u << 20)
+#define WV_SNIPPET_BYTES 200
+
+typedef struct wv_session wv_session;
+
+typedef struct {
+    CURL *easy;
+    wv_session *owner;
+    wv_buf body;
+    wv_buf scratch;
+    struct curl_slist *headers;
+    curl_mime *mime;
+    lua_Integer id;          /* 0 when free */
+    int sends;               /* times the request went out (libcurl may re-send) */
+    int decode;
+    int too_large;
+    int out_of_memory;
+    char retry_after[64];
+    char errbuf[CURL_ERROR_SIZE];
+} wv_conn;
+
+struct wv_session {
+    CURLM *multi;
+    wv_conn conn[WV_MAX_CONNS];
+    int nconns;
+    int inflight;
+    int closed;              /* no new work: close() was called */
+    int freed;               /* handles and buffers released */
+    int busy;                /* C code is using the buffers (start, result) */
+    char *token_line;        /* "wolkvox-token: <token>" (token.c), wiped on close */
+    size_t token_len;
+    size_t max_bytes;
+    long timeout_ms;
+    lua_Integer next_id;
+    lua_Integer requests;
+    lua_Integer connects;
+    double bytes;
+};
+
+/* ---- small helpers shared by the units ---------------------------------- */
+
+static inline void wv_wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = (volatile unsigned char *)p;
+    while (n--)
+        *v++ = 0;
+}
+
+static inline int wv_has_ctl(const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+static inline int wv_ieq_prefix(const char *s, size_t n, const char *prefix)
+{
+    size_t i, m = strlen(prefix);
+    if (n < m)
+        return 0;
+    for (i = 0; i < m; i++) {
+        char a = s[i], b = prefix[i];
+        if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+/* Push t[key] without metamethods.  Only raw reads are used on caller
+ * tables: a value that __index made up would not be anchored, and the
+ * pointers kept below rely on the table holding every string they point to.
+ * `idx` must be an absolute index. */
+static inline void wv_rawfield(lua_State *L, int idx, const char *key)
+{
+    lua_pushstring(L, key);
+    lua_rawget(L, idx);
+}
+
+/* Optional field of the table at `idx`: string or nil.  The string stays
+ * valid while the table holds it. */
+static inline const char *wv_opt_string(lua_State *L, int idx, const char *key, size_t *len)
+{
+    const char *s = NULL;
+    wv_rawfield(L, idx, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad field '%s' (string expected, got %s)", key, luaL_typename(L, -1));
+    s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1); /* still referenced by the table */
+    return s;
+}
+
+static inline double wv_opt_number(lua_State *L, int idx, const char *key, double def)
+{
+    double v = def;
+    wv_rawfield(L, idx, key);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "bad field '%s' (number expected, got %s)", key, luaL_typename(L, -1));
+        v = (double)lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static inline void wv_set_number(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, (lua_Number)v);
+    lua_setfield(L, -2, k);
+}
+
+static inline void wv_set_integer(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static inline void wv_set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* ---- request.c ------------------------------------------------------------ */
+
+/* Start the request described by the table at `idx`; returns its id.  Raises
+ * on a bad request (nothing is left unowned). */
+lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx);
+/* Give back what one request allocated (headers, MIME, big buffers). */
+void wv_release_request(wv_conn *c);
+void wv_free_headers(wv_conn *c);
+
+/* ---- transfer.c ----------------------------------------------------------- */
+
+/* Point the easy handle's callbacks at `c`. */
+CURLcode wv_set_callbacks(wv_conn *c);
+/* Drive the multi handle until one transfer ends (1, *done and *rc set) or
+ * `slice` seconds pass (0; negative: no limit); -1 and *why on failure.
+ * No Lua code runs in here. */
+int wv_drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const char **why);
+/* Push the result table of a finished transfer (runs protected, busy). */
+void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc);
+/* Push a result's error table: kind, reason, message, curl_code, sent. */
+void wv_push_error(lua_State *L, const char *kind, const char *reason, const char *msg,
+                   lua_Integer curl_code, int sent);
+
+/* ---- token.c -------------------------------------------------------------- */
+
+/* Keep the token as the header line; 0 when out of memory. */
+int wv_token_set(wv_session *s, const char *token, size_t len);
+/* Wipe and free it. */
+void wv_token_wipe(wv_session *s);
+/* The token itself (inside the header line); NULL once wiped. */
+const char *wv_token(const wv_session *s);
+/* 32 hex digits of SHA-256("wolkvox-token:" .. token) and a NUL; 0 when out of memory. */
+int wv_token_id(const wv_session *s, char hex[33]);
+/* Push str[0..n) with the token masked. */
+void wv_push_masked(lua_State *L, const wv_session *s, const char *str, size_t n);
+/* Push the first WV_SNIPPET_BYTES of a body for an error message: printable
+ * ASCII, the token masked (escaped, or cut by the snippet's end, too). */
+void wv_push_snippet(lua_State *L, const wv_session *s, const wv_buf *b);
+
+#endif

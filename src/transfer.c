@@ -1,0 +1,279 @@
+/*
+ * transfer.c: what happens while a request is on the wire and when it ends.
+ * The libcurl callbacks fill the connection's buffers (no Lua in them); the
+ * multi loop waits in slices; the result table says what came back, with
+ * the failure's kind and reason in the project's vocabulary.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "session.h"
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    wv_conn *c = (wv_conn *)ud;
+    size_t n = size * nmemb;
+    if (n > c->owner->max_bytes || c->body.len > c->owner->max_bytes - n) {
+        c->too_large = 1;
+        return 0;
+    }
+    if (!wv_buf_reserve(&c->body, n)) {
+        c->out_of_memory = 1;
+        return 0;
+    }
+    memcpy(c->body.p + c->body.len, ptr, n);
+    c->body.len += n;
+    return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    wv_conn *c = (wv_conn *)ud;
+    size_t n = size * nmemb;
+    static const char name[] = "retry-after:";
+    if (wv_ieq_prefix(ptr, n, name)) {
+        const char *v = ptr + sizeof name - 1, *e = ptr + n;
+        size_t len;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
+            e--;
+        len = (size_t)(e - v);
+        if (len >= sizeof c->retry_after)
+            len = sizeof c->retry_after - 1;
+        memcpy(c->retry_after, v, len);
+        c->retry_after[len] = '\0';
+    }
+    return n;
+}
+
+/* Counts request sends.  libcurl re-sends a request once, by itself, when a
+ * reused connection dies before any answer byte arrives; each send may cost
+ * a call of the daily quota, so the caller is told.  The data (which holds
+ * the token header) is not looked at. */
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
+{
+    (void)h;
+    (void)data;
+    (void)size;
+    if (type == CURLINFO_HEADER_OUT)
+        ((wv_conn *)ud)->sends++;
+    return 0;
+}
+
+static const char *reason_of(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return "dns";
+    case CURLE_COULDNT_CONNECT:
+        return "connect";
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timeout";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        return "tls";
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+        return "reset";
+    case CURLE_PARTIAL_FILE:
+        return "partial";
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return "protocol";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return "url";
+    case CURLE_OUT_OF_MEMORY:
+        return "memory";
+    default:
+        return "other";
+    }
+}
+
+/* libcurl 7.x says "out of memory" for a header line past its own limit
+ * (100 KiB), and "receive error" for a malformed chunked body: both are
+ * protocol errors of the server.  Our own buffers failing is `memory`. */
+static const char *honest_reason(CURLcode rc, const wv_conn *c, const char *reason,
+                                 const char **msg)
+{
+    if (rc == CURLE_OUT_OF_MEMORY && !c->out_of_memory) {
+        *msg = "the answer's header is malformed or larger than libcurl accepts";
+        return "protocol";
+    }
+    if ((rc == CURLE_RECV_ERROR || rc == CURLE_PARTIAL_FILE)
+        && (strstr(c->errbuf, "chunk") != NULL || strstr(c->errbuf, "Chunk") != NULL))
+        return "protocol";
+    return reason;
+}
+
+/* The error part of a result: kind, reason, message, curl_code, sent. */
+void wv_push_error(lua_State *L, const char *kind, const char *reason, const char *msg,
+                       lua_Integer curl_code, int sent)
+{
+    lua_createtable(L, 0, 5);
+    wv_set_string(L, "kind", kind);
+    wv_set_string(L, "reason", reason);
+    wv_set_integer(L, "curl_code", curl_code);
+    wv_set_string(L, "message", msg);
+    lua_pushboolean(L, sent);
+    lua_setfield(L, -2, "sent");
+}
+
+/* Build the result table of a finished transfer on the stack.  Runs in
+ * protected mode (result_p), with the session busy. */
+void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
+{
+    long status = 0, connects = 0;
+    double total = 0;
+    curl_off_t wire = 0;
+    char *ctype = NULL;
+    CURL *e = c->easy;
+
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
+    curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &wire);
+    curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &ctype);
+    s->connects += connects;
+    s->bytes += (double)c->body.len;
+
+    lua_createtable(L, 0, 12);
+    wv_set_integer(L, "status", (lua_Integer)status);
+    wv_set_integer(L, "bytes", (lua_Integer)c->body.len);
+    wv_set_number(L, "wire_bytes", (double)wire);
+    wv_set_number(L, "time", total);
+    wv_set_integer(L, "connects", (lua_Integer)connects);
+    wv_set_integer(L, "sends", (lua_Integer)c->sends);
+    if (ctype != NULL) {
+        wv_push_masked(L, s, ctype, strlen(ctype));
+        lua_setfield(L, -2, "content_type");
+    }
+    if (c->retry_after[0] != '\0') {
+        wv_push_masked(L, s, c->retry_after, strlen(c->retry_after));
+        lua_setfield(L, -2, "retry_after");
+    }
+
+    if (rc != CURLE_OK) {
+        const char *kind = "transport", *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+        const char *reason = honest_reason(rc, c, reason_of(rc), &msg);
+        if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+            char big[80];
+            snprintf(big, sizeof big, "answer larger than the %lu-byte limit",
+                     (unsigned long)s->max_bytes);
+            wv_push_error(L, "too_large", "size", big, (lua_Integer)rc, c->sends > 0);
+        } else {
+            if (c->out_of_memory)
+                reason = "memory";
+            wv_push_error(L, kind, reason, "", (lua_Integer)rc, c->sends > 0);
+            wv_push_masked(L, s, msg, strlen(msg));
+            lua_setfield(L, -2, "message");
+        }
+        lua_setfield(L, -2, "error");
+        return;
+    }
+    if (c->body.len == 0)
+        return;
+    if (!c->decode) {
+        lua_pushlstring(L, c->body.p, c->body.len);
+        lua_setfield(L, -2, "body");
+        return;
+    }
+    {
+        char err[160];
+        if (wv_json_decode_masked(L, c->body.p, c->body.len, &c->scratch, wv_token(s),
+                                  s->token_len, err, sizeof err)) {
+            lua_setfield(L, -2, "value");
+        } else {
+            lua_pushstring(L, err);
+            lua_setfield(L, -2, "decode_error");
+            wv_push_snippet(L, s, &c->body);
+            lua_setfield(L, -2, "snippet");
+        }
+    }
+}
+
+/* Drive the multi handle until one transfer ends (1, *done set) or `slice`
+ * seconds pass (0; a negative slice waits as long as it takes).  No Lua code
+ * runs in here.  When two end together, the second stays queued. */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+int wv_drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const char **why)
+{
+    double until = slice < 0 ? -1 : now_ms() + slice * 1000.0;
+    for (;;) {
+        int running = 0, queued = 0, timeout = 1000;
+        CURLMsg *m;
+        CURLMcode mrc = curl_multi_perform(s->multi, &running);
+        if (mrc != CURLM_OK) {
+            *why = curl_multi_strerror(mrc);
+            return -1;
+        }
+        while ((m = curl_multi_info_read(s->multi, &queued)) != NULL) {
+            int i;
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            for (i = 0; i < s->nconns; i++) {
+                wv_conn *c = &s->conn[i];
+                if (c->id != 0 && c->easy == m->easy_handle) {
+                    *rc = m->data.result;
+                    *done = c;
+                    curl_multi_remove_handle(s->multi, c->easy);
+                    return 1;
+                }
+            }
+        }
+        if (running == 0) {
+            *why = "no transfer in flight finished (internal error)";
+            return -1;
+        }
+        if (until >= 0) {
+            double left = until - now_ms();
+            if (left <= 0)
+                return 0;
+            timeout = left < 1000 ? (int)left + 1 : 1000;
+        }
+        mrc = curl_multi_poll(s->multi, NULL, 0, timeout, NULL);
+        if (mrc != CURLM_OK) {
+            *why = curl_multi_strerror(mrc);
+            return -1;
+        }
+    }
+}
+
+CURLcode wv_set_callbacks(wv_conn *c)
+{
+    CURL *e = c->easy;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)c);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)c);
+    SET(CURLOPT_DEBUGFUNCTION, on_debug);
+    SET(CURLOPT_DEBUGDATA, (void *)c);
+    SET(CURLOPT_VERBOSE, 1L); /* feeds on_debug only: nothing is printed */
+#undef SET
+    return rc;
+}
