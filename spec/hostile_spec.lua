@@ -223,11 +223,7 @@ local LOCATIONS = [[
     location = /call { content_by_lua_block {
       ngx.say(require("cjson").encode(hostile_call(ngx.req.get_uri_args())))
     } }
-    location = /hwm { content_by_lua_block {
-      local f = io.open("/proc/self/status")
-      ngx.say(f:read("*a"):match("VmHWM:%s*(%d+)"))
-      f:close()
-    } }
+    location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
 ]]
 
 local function ngx_call(server, args)
@@ -243,37 +239,53 @@ local function ngx_call(server, args)
     return cjson.decode(body)
 end
 
-describe("a hostile server, ngx transport #nginx", function()
-    if not nginx.available() then
-        it("needs nginx and libnginx-mod-http-lua", function()
-            error("nginx or libnginx-mod-http-lua is not installed (tools/install-deps installs them)")
-        end)
-        return
-    end
-    local server
-    setup(function()
-        server = nginx.start { workers = 1, http = string.format(HTTP_BLOCK, TOKEN), locations = LOCATIONS }
-    end)
-    teardown(function()
-        if server then
-            server:stop()
+-- `cpath` false: the tree's C core decodes; else only the system's C modules
+-- (no wolkvox.core), and lua-cjson decodes.
+local function ngx_suite(title, cpath, only_echo)
+    describe(title, function()
+        if not nginx.available() then
+            it("needs nginx and libnginx-mod-http-lua", function()
+                error("nginx or libnginx-mod-http-lua is not installed (tools/install-deps installs them)")
+            end)
+            return
         end
-    end)
-
-    for _, name in ipairs(sorted_cases()) do
-        local case = CASES[name]
-        it(name, function()
-            local h = hostile.start { responses = { script_of(case) } }
-            local out = ngx_call(server, { url = h.url, max = case.max })
-            h:stop()
-            check(name, case, out)
-            if case.max then
-                -- The worker's peak: a 300 MiB answer read whole took it past 1 GB.
-                assert.is_true(out.hwm < 128 * 1024, name .. ": worker peak RSS " .. out.hwm .. " kB")
+        local server
+        setup(function()
+            server = nginx.start { workers = 1, http = string.format(HTTP_BLOCK, TOKEN), locations = LOCATIONS,
+                cpath = cpath or nil }
+        end)
+        teardown(function()
+            if server then
+                server:stop()
             end
         end)
-    end
-end)
+
+        it("uses the " .. (cpath and "lua-cjson" or "C") .. " decoder", function()
+            local _, body = server:get("/decoder")
+            assert.equal(cpath and "cjson\n" or "wolkvox.core\n", body)
+        end)
+
+        for _, name in ipairs(sorted_cases()) do
+            local case = CASES[name]
+            if not only_echo or case.echo then
+                it(name, function()
+                    local h = hostile.start { responses = { script_of(case) } }
+                    local out = ngx_call(server, { url = h.url, max = case.max })
+                    h:stop()
+                    check(name, case, out)
+                    if case.max then
+                        -- The worker's peak: a 300 MiB answer read whole took it past 1 GB.
+                        assert.is_true(out.hwm < 128 * 1024, name .. ": worker peak RSS " .. out.hwm .. " kB")
+                    end
+                end)
+            end
+        end
+    end)
+end
+
+ngx_suite("a hostile server, ngx transport #nginx", false)
+ngx_suite("a hostile server, ngx transport on lua-cjson #nginx",
+    "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so", true)
 
 -- ---- multipart fields ------------------------------------------------------------------
 

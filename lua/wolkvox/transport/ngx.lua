@@ -8,9 +8,9 @@
 -- @module wolkvox.transport.ngx
 
 
-local pcall, type, tostring, tonumber, pairs, setmetatable, concat, format, lower, min, unpack =
+local pcall, type, tostring, tonumber, pairs, setmetatable, concat, format, lower, rep, min, unpack =
     pcall, type, tostring, tonumber, pairs, setmetatable, table.concat, string.format, string.lower,
-    math.min, unpack or table.unpack
+    string.rep, math.min, unpack or table.unpack
 
 local M = {}
 
@@ -25,8 +25,31 @@ function M.available()
     return type(ngx) == "table" and type(ngx.get_phase) == "function" and ngx.socket ~= nil
 end
 
+-- Every occurrence of `secret` in `s` replaced by as many '*' (plain find,
+-- not a pattern).
+local function mask(s, secret)
+    if secret == nil or secret == "" or not s:find(secret, 1, true) then
+        return s
+    end
+    local out, i, stars = {}, 1, rep("*", #secret)
+    while true do
+        local a, b = s:find(secret, i, true)
+        if not a then
+            break
+        end
+        out[#out + 1] = s:sub(i, a - 1)
+        out[#out + 1] = stars
+        i = b + 1
+    end
+    out[#out + 1] = s:sub(i)
+    return concat(out)
+end
+M.mask = mask
+
 -- JSON: the C decoder when its 5.1-ABI build is installed, else lua-cjson
--- (then null members are dropped, as the C decoder does).
+-- (then null members are dropped, as the C decoder does).  decode(text,
+-- secret) masks `secret` in every decoded string, keys and values alike:
+-- the C decoder does it itself, the lua-cjson one by walking the result.
 local decode
 do
     local ok, core = pcall(require, "wolkvox.core")
@@ -37,24 +60,45 @@ do
         M.decoder = "cjson"
         local cjson = require("cjson.safe").new()
         local null = cjson.null
-        local function strip(v)
-            if type(v) == "table" then
-                for k, x in pairs(v) do
-                    if x == null and type(k) == "string" then
-                        v[k] = nil
+        local function clean(v, secret)
+            if type(v) ~= "table" then
+                return v
+            end
+            local renamed
+            for k, x in pairs(v) do
+                if x == null and type(k) == "string" then
+                    v[k] = nil
+                else
+                    if type(x) == "string" then
+                        v[k] = mask(x, secret)
                     else
-                        strip(x)
+                        clean(x, secret)
+                    end
+                    if type(k) == "string" and secret and k:find(secret, 1, true) then
+                        renamed = renamed or {}
+                        renamed[k] = true
                     end
                 end
             end
+            for k in pairs(renamed or {}) do
+                local x = v[k]
+                v[k] = nil
+                v[mask(k, secret)] = x
+            end
             return v
         end
-        decode = function(s)
+        decode = function(s, secret)
             local v, err = cjson.decode(s)
             if v == nil then
                 return nil, err
             end
-            return strip(v)
+            if secret == "" then
+                secret = nil
+            end
+            if type(v) == "string" then
+                return mask(v, secret)
+            end
+            return clean(v, secret)
         end
     end
 end
@@ -102,6 +146,38 @@ local function reason_of(err)
     return "other"
 end
 
+-- Parts reach the wire inside quoted header values: no quote and no
+-- control character may end the value early or start a header of its own.
+local function bad_text(v)
+    return type(v) == "string" and v:find('[%c"\127]') ~= nil
+end
+
+-- Raise (a programming error, as the C session does) for a request that
+-- cannot be sent as given.
+local function check_request(req)
+    if req.content_type ~= nil and (type(req.content_type) ~= "string" or req.content_type:find("[%c\127]")) then
+        error("bad field 'content_type' (control characters are not allowed)", 0)
+    end
+    for i, line in ipairs(req.headers or {}) do
+        if type(line) ~= "string" or line:find("[\r\n%z]") then
+            error(format("bad header #%d (control characters are not allowed)", i), 0)
+        end
+    end
+    if req.parts ~= nil then
+        if type(req.parts) ~= "table" or req.parts[1] == nil then
+            error("bad field 'parts' (non-empty list expected)", 0)
+        end
+        for i, p in ipairs(req.parts) do
+            if type(p) ~= "table" or type(p.name) ~= "string" or bad_text(p.name) or bad_text(p.filename)
+                or bad_text(p.content_type) then
+                error(format("bad part #%d (control characters or quotes in name, filename or content_type)", i),
+                    0)
+            end
+        end
+    end
+end
+M.check_request = check_request
+
 local function multipart(parts)
     local boundary = format("wolkvox-%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
     local out = {}
@@ -135,61 +211,151 @@ end
 local Transport = {}
 Transport.__index = Transport
 
--- Read the body: Content-Length, chunked, or to the end; nil, reason on failure.
-local function read_body(sock, h, cap)
-    local te = h["transfer-encoding"]
-    if te and lower(te):find("chunked", 1, true) then
-        local parts, total = {}, 0
-        while true do
-            local line, err = sock:receive("*l")
-            if not line then
-                return nil, err == "timeout" and "timeout" or "partial", err
+-- Limits on what the server may send before the body (libcurl's: 100 KiB a
+-- header line, 300 KiB in all), and on a chunk-size line.
+local MAX_LINE, MAX_HEAD, MAX_CHUNK_LINE = 100 * 1024, 300 * 1024, 1024
+
+-- One line (ended by LF, a CR before it dropped) of at most `limit` bytes,
+-- read in pieces so a longer one never sits in memory: the line; or nil,
+-- "too long"; or nil, the socket's error and the bytes read before it.
+local function read_line(sock, limit)
+    local it = sock:receiveuntil("\n")
+    local parts, n = {}, 0
+    while true do
+        local data, err, partial = it(4096)
+        if not data then
+            if err then
+                return nil, err, n + #(partial or "")
             end
-            local size = tonumber(line:match("^%x+"), 16)
-            if not size then
-                return nil, "protocol", "bad chunk size"
-            end
-            if size == 0 then
-                repeat
-                    line = sock:receive("*l") -- trailers up to the empty line
-                until not line or line == ""
-                return concat(parts)
-            end
-            total = total + size
-            if total > cap then
-                return nil, "too_large"
-            end
-            local piece
-            piece, err = sock:receive(size)
-            if not piece then
-                return nil, err == "timeout" and "timeout" or "partial", err
-            end
-            parts[#parts + 1] = piece
-            sock:receive("*l")
+            break
+        end
+        n = n + #data
+        if n > limit then
+            return nil, "too long"
+        end
+        parts[#parts + 1] = data
+    end
+    local line = concat(parts)
+    if line:sub(-1) == "\r" then
+        line = line:sub(1, -2)
+    end
+    return line
+end
+
+local function cut_reason(err)
+    if err == "too long" then
+        return "protocol"
+    end
+    return err == "timeout" and "timeout" or "partial"
+end
+
+-- The body, sent chunked: the size cap checked before each chunk is read.
+local function read_chunked(sock, cap)
+    local parts, total = {}, 0
+    while true do
+        local line, err = read_line(sock, MAX_CHUNK_LINE)
+        if not line then
+            return nil, cut_reason(err), err == "too long" and "chunk-size line too long" or err
+        end
+        local hex = line:match("^(%x+)[ \t]*$") or line:match("^(%x+)[ \t]*;")
+        if not hex or #hex > 15 then
+            return nil, "protocol", "bad chunk size"
+        end
+        local size = tonumber(hex, 16)
+        if size == 0 then
+            local seen = 0
+            repeat -- trailers, up to the empty line
+                line, err = read_line(sock, MAX_LINE)
+                if not line then
+                    if err == "too long" then
+                        return nil, "protocol", "trailer line too long"
+                    end
+                    break -- the body itself is whole
+                end
+                seen = seen + #line
+                if seen > MAX_HEAD then
+                    return nil, "protocol", "trailers too long"
+                end
+            until line == ""
+            return concat(parts)
+        end
+        total = total + size
+        if total > cap then
+            return nil, "too_large"
+        end
+        local piece
+        piece, err = sock:receive(size)
+        if not piece then
+            return nil, cut_reason(err), err
+        end
+        parts[#parts + 1] = piece
+        local crlf
+        crlf, err = sock:receive(2)
+        if not crlf then
+            return nil, cut_reason(err), err
+        end
+        if crlf ~= "\r\n" then
+            return nil, "protocol", "chunk data not followed by CRLF"
         end
     end
-    local n = tonumber(h["content-length"])
-    if n then
+end
+
+-- The body up to the end of the connection, the cap checked as it grows.
+local function read_to_close(sock, cap)
+    local parts, total = {}, 0
+    while true do
+        local data, err = sock:receiveany(65536)
+        if not data then
+            if err == "closed" then
+                return concat(parts)
+            end
+            return nil, cut_reason(err), err
+        end
+        total = total + #data
+        if total > cap then
+            return nil, "too_large"
+        end
+        parts[#parts + 1] = data
+    end
+end
+
+-- Read the body: Content-Length, chunked, or to the end; nil, reason on
+-- failure.  The second result says whether the connection may be reused.
+local function read_body(sock, h, cap, status, method)
+    if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
+        return "", true
+    end
+    local te = h["transfer-encoding"]
+    if te and lower(te):find("chunked", 1, true) then
+        local body, why, detail = read_chunked(sock, cap)
+        if not body then
+            return nil, why, detail
+        end
+        return body, true
+    end
+    local cl = h["content-length"]
+    if cl and not te then
+        local n = cl:match("^%d+$") and tonumber(cl)
+        if not n then
+            return nil, "protocol", "bad Content-Length"
+        end
         if n > cap then
             return nil, "too_large"
         end
         if n == 0 then
-            return ""
+            return "", true
         end
         local body, err, partial = sock:receive(n)
         if not body then
-            return nil, err == "timeout" and "timeout" or "partial", err, partial
+            return nil, cut_reason(err), err, partial
         end
-        return body
+        return body, true
     end
-    local body, err = sock:receive("*a")
+    local body, why, detail = read_to_close(sock, cap)
     if not body then
-        return nil, err == "timeout" and "timeout" or "partial", err
+        return nil, why, detail
     end
-    if #body > cap then
-        return nil, "too_large"
-    end
-    return body
+    return body, false
 end
 
 -- One request on one connection: returns the result table, and whether it
@@ -234,6 +400,7 @@ function Transport:exchange(req, head_of, res, t0)
     end
     local body, ctype = req.body, req.content_type
     if req.parts then
+        check_request(req)
         body, ctype = multipart(req.parts)
         if not body then
             res.error = { kind = "transport", reason = "other", message = ctype, sent = false }
@@ -263,30 +430,41 @@ function Transport:exchange(req, head_of, res, t0)
             sent = true }
         return res, reused
     end
-    local status_line
+    local status_line, got
     sock:settimeout(remaining())
-    status_line, err = sock:receive("*l")
-    if not status_line then
+    status_line, err, got = read_line(sock, MAX_LINE)
+    if not status_line and err ~= "too long" and got == 0 then
         sock:close()
         res.error = { kind = "transport", reason = err == "timeout" and "timeout" or "reset",
             message = "no answer: " .. tostring(err), sent = true }
         return res, reused and err ~= "timeout"
     end
-    local version, status = status_line:match("^HTTP/(%d%.%d) (%d%d%d)")
+    local version, status = (status_line or ""):match("^HTTP/(%d%.%d) (%d%d%d)")
     if not status then
         sock:close()
-        res.error = { kind = "transport", reason = "protocol", message = "not an HTTP answer", sent = true }
+        local reason = (status_line or err == "too long") and "protocol" or cut_reason(err)
+        res.error = { kind = "transport", reason = reason, sent = true,
+            message = status_line and "not an HTTP answer" or ("status line: " .. tostring(err)) }
         return res
     end
     res.status = tonumber(status)
-    local h = {}
+    local h, head_bytes = {}, #status_line
     while true do
         local line
-        line, err = sock:receive("*l")
-        if not line then
+        line, err = read_line(sock, MAX_LINE)
+        if line then
+            head_bytes = head_bytes + #line + 2
+        end
+        if not line or head_bytes > MAX_HEAD then
             sock:close()
-            res.error = { kind = "transport", reason = err == "timeout" and "timeout" or "partial",
-                message = "headers cut short: " .. tostring(err), sent = true }
+            if err == "too long" or line then
+                res.error = { kind = "transport", reason = "protocol", sent = true,
+                    message = format("header %s longer than %d bytes", line and "block" or "line",
+                        line and MAX_HEAD or MAX_LINE) }
+            else
+                res.error = { kind = "transport", reason = err == "timeout" and "timeout" or "partial",
+                    message = "headers cut short: " .. tostring(err), sent = true }
+            end
             return res
         end
         if line == "" then
@@ -297,9 +475,10 @@ function Transport:exchange(req, head_of, res, t0)
             h[lower(name)] = value
         end
     end
-    res.content_type, res.retry_after = h["content-type"], h["retry-after"]
+    res.content_type, res.retry_after = self.mask(h["content-type"]), self.mask(h["retry-after"])
     sock:settimeout(remaining())
-    local raw, why, detail = read_body(sock, h, self.max_bytes)
+    -- On success `why` says whether the connection may be reused.
+    local raw, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method)
     if not raw then
         sock:close()
         if why == "too_large" then
@@ -312,7 +491,7 @@ function Transport:exchange(req, head_of, res, t0)
         return res
     end
     res.wire_bytes = #raw
-    local keep = version == "1.1" and lower(h.connection or "") ~= "close" and not req.fresh
+    local keep = why and version == "1.1" and lower(h.connection or "") ~= "close" and not req.fresh
     if keep then
         sock:setkeepalive(KEEPALIVE_MS, POOL_SIZE)
     else
@@ -337,9 +516,10 @@ function Transport:exchange(req, head_of, res, t0)
     if req.decode == false then
         res.body = raw
     elseif #raw > 0 then
-        local v, derr = decode(raw)
+        local v, derr = self.decode(raw)
         if v == nil then
-            res.decode_error, res.snippet = tostring(derr), printable(raw)
+            -- Masked whole before it is cut: a token across the edge leaves nothing.
+            res.decode_error, res.snippet = self.mask(tostring(derr)), printable(self.mask(raw))
         else
             res.value = v
         end
@@ -373,6 +553,7 @@ function Batch:start(req)
     if t.closed_flag then
         error("session is closed", 0)
     end
+    check_request(req)
     self.seq = self.seq + 1
     local id = self.seq
     local th, err = ngx.thread.spawn(function()
@@ -473,14 +654,21 @@ function M.fingerprint(s)
     return (ngx.sha1_bin(s):gsub(".", function(c) return format("%02x", c:byte()) end)):sub(1, 32)
 end
 
---- A transport for `opts` and `token`.  The token stays in a closure: no
--- table field, log, hook or tostring reaches it.
+--- A transport for `opts` and `token`.  The token stays in closures: no
+-- table field, log, hook or tostring reaches it, and it is masked out of
+-- whatever the server sends back (an error page that echoes it, a decoded
+-- string, a snippet of a body that is not JSON).
 function M.new(opts, token)
     local line = "wolkvox-token: " .. token
     local id = M.fingerprint("wolkvox-token:" .. token)
-    token = nil -- luacheck: ignore 311
     return setmetatable({
         head_of = function() return line end,
+        mask = function(s)
+            return s and mask(s, token)
+        end,
+        decode = function(text)
+            return decode(text, token)
+        end,
         id = id,
         timeout_ms = (opts.timeout or 60) * 1000,
         connect_ms = (opts.connect_timeout or 10) * 1000,
