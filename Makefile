@@ -8,6 +8,7 @@
 #   make asan         the spec suite with ASan + UBSan
 #   make valgrind     the spec suite under valgrind
 #   make lint         luacheck over lua/, spec/, bin/, examples/, bench/, tools/
+#   make docs         the API pages (LDoc) in build/docs/
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer on the JSON decoder (clang)
 #   make install      install into LUA_CMOD / LUA_LMOD (DESTDIR honoured)
@@ -51,7 +52,7 @@ LIB  = $(BUILD)/wolkvox/core.so
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test demo deps asan valgrind lint bench fuzz install uninstall clean print
+.PHONY: all spec-tools test demo deps asan valgrind lint docs bench fuzz install uninstall clean print
 
 all: $(LIB)
 
@@ -93,6 +94,10 @@ valgrind:
 
 lint:
 	spec/run lint
+
+# LDoc (Debian lua-ldoc, lua-discount); config.ld says what goes in.
+docs:
+	ldoc -q .
 
 bench:
 	bench/run
