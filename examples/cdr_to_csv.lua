@@ -4,8 +4,27 @@
 --   lua5.4 examples/cdr_to_csv.lua 2026-01-01 2026-06-30 > cdr.csv
 --
 -- Without WOLKVOX_SERVER it uses the bundled fake server, offline.  The plan
--- (windows and calls) and the quota spent go to stderr.
+-- (windows and calls) and the quota spent go to stderr.  A failed write
+-- (a full disk, a closed pipe) stops it with a message and exit status 1.
 local wolkvox = require "wolkvox"
+
+local USAGE = [=[
+usage: cdr_to_csv.lua [FROM [TO]] > cdr.csv
+  FROM, TO: YYYY-MM-DD (default 2026-01-01 .. 2026-06-30)
+  WOLKVOX_SERVER, WOLKVOX_TOKEN: the operation (default: the bundled fake server)
+]=]
+
+if arg[1] == "-h" or arg[1] == "--help" then
+    local ok, err = io.stdout:write(USAGE)
+    if ok then
+        ok, err = io.stdout:flush()
+    end
+    if not ok then
+        io.stderr:write("cdr_to_csv: cannot write to stdout: ", tostring(err), "\n")
+        os.exit(1)
+    end
+    os.exit(0)
+end
 
 local from, to = arg[1] or "2026-01-01", arg[2] or "2026-06-30"
 local server, token = os.getenv("WOLKVOX_SERVER"), os.getenv("WOLKVOX_TOKEN")
@@ -15,12 +34,41 @@ if not server then
     server, token = fake.url, fake.token
 end
 
-local c = assert(wolkvox.new { server = server, token = token })
+-- Leave with a message on stderr and `status`, the fake server stopped.
+local function quit(status, msg)
+    if msg then
+        io.stderr:write("cdr_to_csv: ", msg, "\n")
+    end
+    if fake then
+        fake:stop()
+    end
+    os.exit(status)
+end
+
+local c, cerr = wolkvox.new { server = server, token = token }
+if not c then
+    quit(2, tostring(cerr))
+end
 local range = { from = from, to = to }
 
-local plan = assert(c:plan("cdr_1", range))
+local plan, perr = c:plan("cdr_1", range)
+if not plan then
+    c:close()
+    quit(2, tostring(perr))
+end
 io.stderr:write(string.format("cdr_1 %s .. %s: %d window(s), %d call(s) planned\n",
     from, to, #plan.windows, plan.calls))
+
+-- Every write is checked: a CSV cut short must not look like a whole one.
+local WRITE_FAILED = {}
+local write_error
+local function out(...)
+    local ok, err = io.stdout:write(...)
+    if not ok then
+        write_error = err
+        error(WRITE_FAILED, 0)
+    end
+end
 
 -- The columns, from the registry, in the API's own order.
 local columns = wolkvox.registry.find("reports_manager", "cdr_1").fields
@@ -33,25 +81,30 @@ local function csv(v)
     return v
 end
 
-io.write(table.concat(columns, ","), "\n")
 local n = 0
 local ok, err = pcall(function()
+    out(table.concat(columns, ","), "\n")
     for row in c:each("cdr_1", range) do
         local cells = {}
         for i, name in ipairs(columns) do
             cells[i] = csv(row[name])
         end
-        io.write(table.concat(cells, ","), "\n")
+        out(table.concat(cells, ","), "\n")
         n = n + 1
+    end
+    local flushed, ferr = io.stdout:flush()
+    if not flushed then
+        write_error = ferr
+        error(WRITE_FAILED, 0)
     end
 end)
 local stats = c:stats()
-io.stderr:write(string.format("%d rows, %d call(s) spent, %d retried\n", n, stats.calls, stats.retries))
 c:close()
-if fake then
-    fake:stop()
+if err == WRITE_FAILED then
+    quit(1, string.format("cannot write the CSV (%s); stopped after %d rows", tostring(write_error), n))
 end
+io.stderr:write(string.format("%d rows, %d call(s) spent, %d retried\n", n, stats.calls, stats.retries))
 if not ok then
-    io.stderr:write(tostring(err), "\n")
-    os.exit(1)
+    quit(1, tostring(err))
 end
+quit(0)

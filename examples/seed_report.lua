@@ -7,6 +7,19 @@
 -- on a free loopback port and talks to it, so it runs anywhere, offline.
 local wolkvox = require "wolkvox"
 
+-- print(), with the write checked: output that did not arrive is an error.
+local function print(...)
+    local parts = { ... }
+    for i = 1, select("#", ...) do
+        parts[i] = tostring(parts[i])
+    end
+    local ok, err = io.stdout:write(table.concat(parts, "\t"), "\n")
+    if not ok then
+        io.stderr:write("seed_report: cannot write to stdout: ", tostring(err), "\n")
+        os.exit(1)
+    end
+end
+
 local server, token = os.getenv("WOLKVOX_SERVER"), os.getenv("WOLKVOX_TOKEN")
 local fake
 if not server then
@@ -83,5 +96,10 @@ print(string.format("%d calls spent, %d bytes received, %d connection(s) opened"
 c:close()
 if fake then
     fake:stop()
+end
+local flushed, ferr = io.stdout:flush()
+if not flushed then
+    io.stderr:write("seed_report: cannot write to stdout: ", tostring(ferr), "\n")
+    os.exit(1)
 end
 os.exit(failed and 1 or 0)

@@ -279,7 +279,14 @@ function M.main(argv)
     while i <= #argv do
         local a = argv[i]
         if a == "-h" or a == "--help" then
-            io.stdout:write(USAGE)
+            local ok, err = io.stdout:write(USAGE)
+            if ok then
+                ok, err = io.stdout:flush()
+            end
+            if not ok then
+                io.stderr:write("wolkvox-fake: cannot write to stdout: ", tostring(err), "\n")
+                return 1
+            end
             return 0
         elseif argv[i + 1] == nil then
             io.stderr:write("wolkvox-fake: ", a, " needs a value\n")
@@ -322,8 +329,15 @@ function M.main(argv)
         -- Only the built-in test token is shown; a token given here is not echoed.
         local which = opts.tokens and (#opts.tokens .. " token(s) given")
             or ("token: " .. M.TOKEN)
-        io.stdout:write("wolkvox-fake listening on ", url, " (", which, ")\n")
-        io.stdout:flush()
+        local ok, err = io.stdout:write("wolkvox-fake listening on ", url, " (", which, ")\n")
+        if ok then
+            ok, err = io.stdout:flush()
+        end
+        if not ok then
+            -- Whoever waits for this line to learn the URL would wait forever.
+            io.stderr:write("wolkvox-fake: cannot write to stdout: ", tostring(err), "\n")
+            os.exit(1)
+        end
     end
     M.serve(opts)
     return 0
