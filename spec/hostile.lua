@@ -29,7 +29,8 @@
 --   `c.request` (raw request text, "" when `read` is false), `c.index`,
 --   `c:send(bytes)` (false once the peer is gone), `c:sleep(seconds)`,
 --   `c:close()` (FIN), `c:reset()` (RST: linger 0, then close).
--- The connection is closed when the function returns.
+-- The connection is closed when the function returns.  The child keeps its
+-- files in a temporary directory, removed when it ends.
 --
 -- Helpers (each returns a response):
 --   `http(status, headers, body)`  headers a map or a list of "Name: value";
@@ -42,7 +43,7 @@
 --       `bytes` body bytes made piece by piece (never whole in memory):
 --       opts.status, opts.headers, opts.chunked (send as chunked instead),
 --       opts.piece (size, default 64 KiB), opts.gen(offset, size) -> string
---       (default "x" * size), opts.gzip_head (ignored), opts.prefix (sent first).
+--       (default "x" * size), opts.prefix (sent first, counted in `bytes`).
 --   `hold(seconds, response)`      wait, then answer `response` (default: close).
 --   `cut(response, n)`             the first `n` bytes of `response`, then close
 --       (`reset = true` as third argument: an RST instead of a FIN).
@@ -592,6 +593,7 @@ function M.serve(dir, script)
     write_file(dir .. "/ready", own_pid() .. " http://127.0.0.1:" .. port .. "\n")
     loop:run()
     server:close()
+    os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
 end
 
 return M

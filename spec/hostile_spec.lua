@@ -329,6 +329,22 @@ describe("multipart fields, curl transport", function()
     end
 end)
 
+describe("multipart fields, curl transport, good parts", function()
+    it("still sends them", function()
+        local h = hostile.start { default = hostile.json(200, '{"code":"200","msg":"ok"}') }
+        local c = assert(require("wolkvox").new { base_url = h.url, token = TOKEN, retries = 0,
+            transport = "curl", state_dir = support.state_dir })
+        local file = { data = "x", filename = "report 2026.csv", content_type = "text/csv" }
+        local data, err = c:call("configuration", "upload_file", { file = file })
+        c:close()
+        local texts = h:requests()
+        h:stop()
+        assert.is_not_nil(data, tostring(err))
+        assert.matches('Content%-Disposition: form%-data; name="file"; filename="report 2026.csv"', texts[1])
+        assert.matches("Content%-Type: text/csv", texts[1])
+    end)
+end)
+
 describe("multipart fields, ngx transport #nginx", function()
     if not nginx.available() then
         return
