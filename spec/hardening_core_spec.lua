@@ -181,3 +181,35 @@ describe("wolkvox.core waits in slices", function()
         assert.is_true(took ~= nil and took < 3000, summary .. child)
     end)
 end)
+
+describe("wolkvox.core refuses what would become a header line", function()
+    it("control characters in user_agent, proxy, cainfo and capath", function()
+        for _, k in ipairs { "user_agent", "proxy", "cainfo", "capath" } do
+            assert.has_error(function() core.session { token = "t", [k] = "x\r\nX-Evil: 1" } end,
+                "bad field '" .. k .. "' (control characters are not allowed)")
+            assert.has_error(function() core.session { token = "t", [k] = "x\0y" } end,
+                "bad field '" .. k .. "' (control characters are not allowed)")
+        end
+    end)
+
+    it("NUL, CR/LF and quotes in a part's name, filename or content_type; NUL in its path", function()
+        local s = core.session { token = "t" }
+        local url = "http://127.0.0.1:9/x"
+        local bad = {
+            { name = "a\0b", data = "x" }, { name = "a\"b", data = "x" },
+            { name = "f", filename = "a\0b", data = "x" }, { name = "f", filename = "a\r\nb", data = "x" },
+            { name = "f", data = "x", content_type = "text/plain\r\nX: 1" },
+            { name = "f", data = "x", content_type = 'text/plain; a="b"' },
+            { name = "f", path = "/etc/hostname\0.wav" },
+        }
+        for _, part in ipairs(bad) do
+            assert.has_error(function() s:start { url = url, method = "POST", parts = { part } } end)
+        end
+        assert.equal(0, s:inflight())
+        -- A content type too long for its header line is refused, not cut.
+        assert.has_error(function()
+            s:start { url = url, method = "POST", body = "{}", content_type = ("x"):rep(300) }
+        end)
+        s:close()
+    end)
+end)

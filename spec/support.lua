@@ -26,8 +26,11 @@ M.state_dir = M.tmpdir()
 -- process, and LeakSanitizer would abort children that exit without closing.
 function M.lua_command(code)
     local interp = jit and "luajit" or "lua5.4"
+    -- The sanitizer build needs its runtime preloaded: children use the
+    -- plain build of the same flavour instead.
+    local cpath = package.cpath:gsub("build/asan/", "build/5.4/")
     local prelude = string.format("package.path = %q .. package.path; package.cpath = %q; ",
-        "lua/?.lua;lua/?/init.lua;spec/?.lua;", package.cpath)
+        "lua/?.lua;lua/?/init.lua;spec/?.lua;", cpath)
     return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
 end
 

@@ -52,6 +52,17 @@ static void add_header(lua_State *L, wv_conn *c, const char *line)
 }
 
 /* Check the multipart list at the top of the stack; raises on bad types. */
+/* A part's name, filename or content type becomes a header line of the
+ * part: no control characters (NUL included: libcurl would cut the value
+ * there) and no quotes. */
+static int part_field_ok(lua_State *L, int idx, const char *key)
+{
+    size_t len = 0;
+    const char *v = wv_opt_string(L, idx, key, &len);
+    return v == NULL || (!wv_has_ctl(v, len) && memchr(v, '"', len) == NULL);
+}
+
+/* Check the multipart list at the top of the stack; raises on bad types. */
 static void check_parts(lua_State *L, int idx)
 {
     size_t i, n = lua_rawlen(L, idx);
@@ -59,20 +70,21 @@ static void check_parts(lua_State *L, int idx)
         luaL_error(L, "bad field 'parts' (non-empty list expected)");
     for (i = 1; i <= n; i++) {
         const char *name, *data, *path;
+        size_t plen = 0;
+        int t;
         lua_rawgeti(L, idx, (int)i);
         if (!lua_istable(L, -1))
             luaL_error(L, "bad part #%d (table expected)", (int)i);
-        const char *filename, *ctype;
-        name = wv_opt_string(L, lua_gettop(L), "name", NULL);
-        data = wv_opt_string(L, lua_gettop(L), "data", NULL);
-        path = wv_opt_string(L, lua_gettop(L), "path", NULL);
-        filename = wv_opt_string(L, lua_gettop(L), "filename", NULL);
-        ctype = wv_opt_string(L, lua_gettop(L), "content_type", NULL);
-        /* These become header lines of the part: no line breaks, no quotes. */
-        if ((name != NULL && (wv_has_ctl(name, strlen(name)) || strchr(name, '"') != NULL))
-            || (filename != NULL && (wv_has_ctl(filename, strlen(filename)) || strchr(filename, '"') != NULL))
-            || (ctype != NULL && wv_has_ctl(ctype, strlen(ctype))))
-            luaL_error(L, "bad part #%d (control characters or quotes in name, filename or content_type)", (int)i);
+        t = lua_gettop(L);
+        name = wv_opt_string(L, t, "name", NULL);
+        data = wv_opt_string(L, t, "data", NULL);
+        path = wv_opt_string(L, t, "path", &plen);
+        if (!part_field_ok(L, t, "name") || !part_field_ok(L, t, "filename")
+            || !part_field_ok(L, t, "content_type"))
+            luaL_error(L, "bad part #%d (control characters or quotes in name, filename or content_type)",
+                       (int)i);
+        if (path != NULL && memchr(path, '\0', plen) != NULL)
+            luaL_error(L, "bad part #%d (a NUL byte in 'path')", (int)i);
         if (name == NULL)
             luaL_error(L, "bad part #%d (field 'name' expected)", (int)i);
         if ((data == NULL) == (path == NULL))
@@ -130,7 +142,7 @@ static wv_conn *free_conn(wv_session *s)
 lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
 {
     const char *method, *url, *body, *ctype;
-    size_t ulen = 0, blen = 0;
+    size_t ulen = 0, blen = 0, clen = 0;
     int has_parts, decode, fresh, nheaders, i;
     double timeout;
     wv_conn *c;
@@ -152,8 +164,8 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     if (wv_has_ctl(url, ulen) || memchr(url, ' ', ulen) != NULL)
         luaL_error(L, "bad field 'url' (spaces and control characters are not allowed)");
     body = wv_opt_string(L, idx, "body", &blen);
-    ctype = wv_opt_string(L, idx, "content_type", NULL);
-    if (ctype != NULL && wv_has_ctl(ctype, strlen(ctype)))
+    ctype = wv_opt_string(L, idx, "content_type", &clen);
+    if (ctype != NULL && (wv_has_ctl(ctype, clen) || clen > 200))
         luaL_error(L, "bad field 'content_type' (control characters are not allowed)");
     wv_rawfield(L, idx, "decode");
     decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);

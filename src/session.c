@@ -120,6 +120,17 @@ static CURLcode setup_easy(wv_conn *c, const easy_options *o)
     return rc;
 }
 
+/* An optional string option that goes into a header or a path: control
+ * characters (CR/LF would add header lines, NUL would cut it) are refused. */
+static const char *safe_string(lua_State *L, const char *key)
+{
+    size_t len = 0;
+    const char *v = wv_opt_string(L, 1, key, &len);
+    if (v != NULL && wv_has_ctl(v, len))
+        luaL_error(L, "bad field '%s' (control characters are not allowed)", key);
+    return v;
+}
+
 /***
  * Create a session.
  * @function session
@@ -161,10 +172,10 @@ static int l_session(lua_State *L)
     memset(&o, 0, sizeof o);
     o.timeout_ms = (long)(timeout * 1000.0 + 0.5);
     o.connect_timeout_ms = (long)(ctimeout * 1000.0 + 0.5);
-    o.user_agent = wv_opt_string(L, 1, "user_agent", NULL);
-    o.cainfo = wv_opt_string(L, 1, "cainfo", NULL);
-    o.capath = wv_opt_string(L, 1, "capath", NULL);
-    o.proxy = wv_opt_string(L, 1, "proxy", NULL);
+    o.user_agent = safe_string(L, "user_agent");
+    o.cainfo = safe_string(L, "cainfo");
+    o.capath = safe_string(L, "capath");
+    o.proxy = safe_string(L, "proxy");
     wv_rawfield(L, 1, "verify");
     o.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
