@@ -5,6 +5,7 @@
 -- @module wolkvox.options
 
 local errors = require "wolkvox.errors"
+local registry = require "wolkvox.registry"
 
 local type, pairs, ipairs, tostring, tonumber, error, getenv =
     type, pairs, ipairs, tostring, tonumber, error, os.getenv
@@ -24,9 +25,11 @@ M.types = {
     capath = "string",
     proxy = "string",
     verify = "boolean",
+    insecure = "boolean",   -- allow plain http / verify = false beyond this machine
     max_bytes = "number",
     max_concurrent = "number",
     max_rows = "number",
+    max_calls = "number",   -- the most calls one plan may spend (default: see report.MAX_CALLS)
     utc_offset = { number = true, string = true },
     transport = "string",
     -- retries and pacing
@@ -94,25 +97,153 @@ function M.utc_offset(v)
     return sign == "-" and -s or s
 end
 
+-- Programming errors carry no position here: wolkvox.new raises them again
+-- at level 2, so that they point at the caller's line.
 local function bad(name, msg)
-    error("wolkvox.new: option '" .. name .. "' " .. msg, 4)
+    error("wolkvox.new: option '" .. name .. "' " .. msg, 0)
 end
 
---- The base URL for a `server` value: a code ("0031"), "wv0031" or a URL.
--- @return the URL without a trailing slash, or nil and a message
-function M.base_url(server)
-    if server:match("^https?://") then
-        local url = server:gsub("/+$", "")
-        if url:find("[%s%c]") or not url:match("^https?://[%w%.%-%[%]:]+") then
-            return nil, "server URL is malformed"
+--- True when `host` (lower case, IPv6 in brackets) is this machine:
+-- localhost, 127.0.0.0/8 written as four decimal numbers, or [::1].
+function M.is_loopback(host)
+    host = host:lower()
+    if host == "localhost" or host == "[::1]" then
+        return true
+    end
+    local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    return a == "127" and tonumber(b) <= 255 and tonumber(c) <= 255 and tonumber(d) <= 255
+end
+
+local function valid_name(host)
+    if #host > 253 then
+        return false
+    end
+    for label in (host .. "."):gmatch("([^.]*)%.") do
+        if not label:match("^%w[%w%-]*$") or label:sub(-1) == "-" or #label > 63 then
+            return false
         end
-        return url
+    end
+    return true
+end
+
+--- Split a base URL into `scheme`, `host` (lower case), `port` and `path`
+-- (without trailing slashes): only scheme://host[:port][/path], http or
+-- https, a DNS name, an IPv4 address or a bracketed IPv6 address, and a path
+-- of letters, digits and - . _ ~ /.  No user info, query or fragment.
+-- @return the parts, or nil and a message
+function M.parse_url(url)
+    if url:find("[%z\1-\32\127-\255]") then
+        return nil, "the URL holds spaces, control characters or non-ASCII bytes"
+    end
+    local scheme, rest = url:match("^(%a[%w+.%-]*)://(.*)$")
+    if not scheme then
+        return nil, "the URL must look like https://host[:port][/path]"
+    end
+    scheme = scheme:lower()
+    if scheme ~= "http" and scheme ~= "https" then
+        return nil, "the URL scheme must be https (or http for a local test server)"
+    end
+    if url:find("@", 1, true) then
+        return nil, "user info ('@') is not allowed in the URL: the token goes only to the host it names"
+    end
+    local authority, path = rest:match("^([^/]*)(.*)$")
+    local host, port
+    if authority:sub(1, 1) == "[" then
+        host, port = authority:match("^(%[[%x:%.]+%])(.*)$")
+    else
+        host, port = authority:match("^([%w%.%-]+)(.*)$")
+        if host and not valid_name(host) then
+            host = nil
+        end
+    end
+    if not host then
+        return nil, "the URL's host is missing or malformed"
+    end
+    if port ~= "" then
+        port = port:match("^:(%d+)$")
+        if not port or #port > 5 or tonumber(port) < 1 or tonumber(port) > 65535 then
+            return nil, "the URL's port is malformed"
+        end
+        port = tonumber(port)
+    else
+        port = nil
+    end
+    path = path:gsub("/+$", "")
+    if not path:match("^[%w%-%._~/]*$") then
+        return nil, "the URL's path may hold only letters, digits and - . _ ~ / (no query or fragment)"
+    end
+    return { scheme = scheme, host = host:lower(), port = port, path = path }
+end
+
+local function join(u)
+    return u.scheme .. "://" .. u.host .. (u.port and (":" .. u.port) or "") .. u.path
+end
+
+--- The base URL of `base_url` (any host, see `parse_url`).
+-- @return the normalised URL and its parts, or nil and a message
+function M.url(value)
+    local u, why = M.parse_url(value)
+    if not u then
+        return nil, "base_url: " .. why
+    end
+    return join(u), u
+end
+
+local SERVER_FORMS = "server must be a code such as \"0031\", \"wv0031\" or https://wvNNNN.wolkvox.com"
+    .. " (pass base_url for any other host)"
+
+--- The base URL for a `server` value: a code ("0031"), "wv0031", an https
+-- URL of a wolkvox.com host, or a URL of this machine (a test server).
+-- @return the URL without a trailing slash and its parts, or nil and a message
+function M.base_url(server)
+    if server:find("://", 1, true) then
+        local u, why = M.parse_url(server)
+        if not u then
+            return nil, "server: " .. why
+        end
+        local wolkvox = u.host:match("^[%w%-%.]+%.wolkvox%.com$")
+        if not wolkvox and not M.is_loopback(u.host) then
+            return nil, SERVER_FORMS
+        end
+        return join(u), u
     end
     local code = server:match("^[wW][vV](%d+)$") or server:match("^(%d+)$")
-    if not code then
-        return nil, "server must be a code such as \"0031\", \"wv0031\" or a base URL"
+    if not code or #code > 8 then
+        return nil, SERVER_FORMS
     end
-    return "https://wv" .. code .. ".wolkvox.com"
+    local url = "https://wv" .. code .. ".wolkvox.com"
+    return url, M.parse_url(url)
+end
+
+-- The host of a proxy option ("[scheme://][user:pass@]host[:port]"), or nil.
+local function proxy_host(proxy)
+    local rest = proxy:gsub("^%a[%w+.%-]*://", "")
+    rest = rest:gsub("^[^/]*@", "")
+    return rest:match("^(%[[%x:%.]+%])") or rest:match("^([^:/]+)")
+end
+
+-- Plain http and verify = false show the token to whoever is on the way:
+-- allowed towards this machine only, unless insecure = true.
+local function check_transport_security(out, u)
+    if out.insecure then
+        return
+    end
+    local weak = u.scheme == "http" and "plain http sends the token unencrypted"
+        or out.verify == false and "verify = false lets anyone on the way pose as the server and read the token"
+    if not weak then
+        return
+    end
+    local host = u.host
+    local local_ = M.is_loopback(host)
+    if local_ and out.proxy then
+        local p = proxy_host(out.proxy)
+        local_ = p ~= nil and M.is_loopback(p)
+        host = "the proxy"
+    end
+    if not local_ then
+        errors.throw("params", { message = weak .. " to " .. host .. ": use https with verification, "
+            .. "or pass insecure = true to allow it (test servers only)" })
+    end
 end
 
 local function read_token_file(path)
@@ -120,25 +251,33 @@ local function read_token_file(path)
     if not f then
         errors.throw("auth", { message = "cannot read token_file: " .. tostring(err) })
     end
-    local s = f:read("*a") or ""
+    -- One line, one trimmed copy: the fewer strings hold the token, the
+    -- sooner the collector can free them all.
+    local line = f:read("*l")
     f:close()
-    return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+    local token = line and line:match("^%s*(.-)%s*$")
+    line = nil -- luacheck: ignore 311 (drop the reference early)
+    if token == nil or token == "" then
+        errors.throw("auth", { message = "token_file: the token must be on the first line, which is empty" })
+    end
+    return token
 end
 
 --- Check `opts` and return a normalised copy: `base_url`, `token` and the rest.
--- Raises (level of the caller of new) on wrong types and unknown names;
+-- Raises (a message without position: wolkvox.new raises it again at its
+-- caller's line) on wrong types and unknown names;
 -- throws structured `auth`/`params` errors for missing values.
 function M.check(opts)
     if opts == nil then
         opts = {}
     elseif type(opts) ~= "table" then
-        error("wolkvox.new: options table expected, got " .. type(opts), 3)
+        error("wolkvox.new: options table expected, got " .. type(opts), 0)
     end
     local out = {}
     for k, v in pairs(opts) do
         local want = M.types[k]
         if want == nil then
-            bad(tostring(k), "is unknown")
+            bad(tostring(k), "is unknown" .. (type(k) == "string" and registry.suggest(k, M.types) or ""))
         end
         if type(want) == "table" then
             if not want[type(v)] then
@@ -172,6 +311,17 @@ function M.check(opts)
     if out.max_rows ~= out.max_rows or out.max_rows < 1 then
         bad("max_rows", "must be a positive number")
     end
+    if out.max_calls ~= nil and (out.max_calls ~= out.max_calls or out.max_calls < 1) then
+        bad("max_calls", "must be a number of at least 1 (math.huge: no ceiling)")
+    end
+    for _, k in ipairs { "user_agent", "proxy", "cainfo", "capath" } do
+        -- A CR or LF would end a header line and start another; the value
+        -- is not echoed (a proxy URL may hold a password).
+        if out[k] and out[k]:find("%c") then
+            errors.throw("params", { message = "option '" .. k .. "' must not contain control characters "
+                .. "(CR, LF, tab, NUL...)" })
+        end
+    end
     local offset = M.utc_offset(out.utc_offset)
     if not offset or offset < -14 * 3600 or offset > 14 * 3600 then
         bad("utc_offset", "must be seconds east of UTC or \"-05:00\"")
@@ -204,11 +354,17 @@ function M.check(opts)
         errors.throw("params", {
             message = "no server: pass server = \"0031\" (or base_url), or set WOLKVOX_SERVER" })
     end
-    local url, why = M.base_url(server)
-    if not url then
-        errors.throw("params", { message = why })
+    local url, u
+    if out.base_url then
+        url, u = M.url(server)
+    else
+        url, u = M.base_url(server)
     end
-    out.base_url, out.server = url, nil
+    if not url then
+        errors.throw("params", { message = u })
+    end
+    check_transport_security(out, u)
+    out.base_url, out.server, out.insecure = url, nil, nil
 
     local token = out.token
     if token == nil and out.token_file then

@@ -60,4 +60,103 @@ function M.bare(api)
     return bare[api]
 end
 
+--- The edit distance of `a` and `b` (optimal string alignment: insertions,
+-- deletions, substitutions and swaps of two neighbours each count 1), or
+-- `limit + 1` as soon as it is known to be more than `limit`.
+function M.distance(a, b, limit)
+    local la, lb = #a, #b
+    limit = limit or math.huge
+    if math.abs(la - lb) > limit then
+        return limit + 1
+    end
+    local prev2, prev, cur = {}, {}, {}
+    for j = 0, lb do
+        prev[j] = j
+    end
+    for i = 1, la do
+        cur[0] = i
+        local best = i
+        local ca = a:byte(i)
+        for j = 1, lb do
+            local cb = b:byte(j)
+            local d = prev[j - 1] + (ca == cb and 0 or 1)
+            if prev[j] + 1 < d then d = prev[j] + 1 end
+            if cur[j - 1] + 1 < d then d = cur[j - 1] + 1 end
+            if i > 1 and j > 1 and ca == b:byte(j - 1) and a:byte(i - 1) == cb and prev2[j - 2] + 1 < d then
+                d = prev2[j - 2] + 1
+            end
+            cur[j] = d
+            if d < best then best = d end
+        end
+        if best > limit then
+            return limit + 1
+        end
+        prev2, prev, cur = prev, cur, prev2
+    end
+    return prev[lb]
+end
+
+--- The names of `candidates` (a list, or the keys of a set) near `name`:
+-- at most 3, closest first, within an edit distance that grows with the
+-- name's length (1 up to 4 characters, 2 up to 8, 3 beyond).
+function M.near(name, candidates)
+    local limit = #name <= 4 and 1 or (#name <= 8 and 2 or 3)
+    local found = {}
+    local function consider(c)
+        if type(c) == "string" and c ~= name then
+            local d = M.distance(name, c, limit)
+            if d <= limit then
+                found[#found + 1] = { c, d }
+            end
+        end
+    end
+    if candidates[1] ~= nil then
+        for _, c in ipairs(candidates) do
+            consider(c)
+        end
+    else
+        for c in pairs(candidates) do
+            consider(c)
+        end
+    end
+    table.sort(found, function(x, y)
+        if x[2] ~= y[2] then
+            return x[2] < y[2]
+        end
+        return x[1] < y[1]
+    end)
+    local out = {}
+    for i = 1, math.min(3, #found) do
+        out[i] = found[i][1]
+    end
+    return out
+end
+
+--- " (did you mean 'a' or 'b'?)" for the names near `name`, or "".
+function M.suggest(name, candidates)
+    local list = M.near(name, candidates)
+    if #list == 0 then
+        return ""
+    end
+    return " (did you mean '" .. table.concat(list, "' or '") .. "'?)"
+end
+
+--- The names a client answers to without a family: bare api names and
+-- family names (a set).
+function M.method_names()
+    local out = {}
+    for api in pairs(bare) do
+        out[api] = true
+    end
+    for family in pairs(by_family) do
+        out[family] = true
+    end
+    return out
+end
+
+--- The api names of `family` (a set), or nil.
+function M.apis(family)
+    return by_family[family]
+end
+
 return M
