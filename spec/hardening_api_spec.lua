@@ -171,6 +171,7 @@ describe("hardening", function()
                 { data = "abc", filename = "ok.txt", content_type = "text/plain\r\nX-Injected: 1" },
                 { data = "abc", filename = 12 },
                 { data = "abc", filename = "ok.txt", content_type = {} },
+                { data = "abc", filename = "ok.txt", content_type = 'text/plain; charset="utf-8"' },
             } do
                 local _, err = up(file)
                 assert.equal("params", err and err.kind)
@@ -185,7 +186,7 @@ describe("hardening", function()
             assert.equal("params", err.kind)
             assert.matches("filename", err.message)
             assert.equal(0, #srv:log())
-            assert(up { path = path, filename = "ab.txt", content_type = "text/plain; charset=\"utf-8\"" })
+            assert(up { path = path, filename = "ab.txt", content_type = "text/plain; charset=utf-8" })
             assert.equal(1, #srv:log())
             os.remove(path)
             os.remove(dir)

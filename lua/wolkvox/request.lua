@@ -131,7 +131,7 @@ function M.query(e, params, opts)
     local items = {}
     for name, value in pairs(params) do
         if type(name) ~= "string" then
-            refuse(e, "parameter names must be strings")
+            refuse(e, "parameter names must be strings (got " .. type(name) .. ")")
         end
         local spec = n.query[name]
         local known = n.top[name]
@@ -139,7 +139,10 @@ function M.query(e, params, opts)
             refuse(e, "unknown parameter '" .. name .. "' (accepted: " .. accepted(e) .. ")")
         end
         if spec or (not known and unchecked and name ~= "body") then
-            items[#items + 1] = name .. "=" .. M.escape(query_value(e, spec, name, value, opts and opts.utc_offset))
+            -- Names are escaped like values: an unchecked "x&api" must not
+            -- smuggle a second api=, nor a "#" cut the query.
+            items[#items + 1] = M.escape(name) .. "="
+                .. M.escape(query_value(e, spec, name, value, opts and opts.utc_offset))
         end
     end
     if not unchecked then
@@ -261,6 +264,24 @@ end
 
 -- ---- multipart ------------------------------------------------------------
 
+-- A part's name, filename and content type end up in its headers
+-- (Content-Disposition: form-data; name="..."; filename="..."): a CR or LF
+-- would start another header, a quote would end the value early.  Both
+-- transports refuse them too (as a raised error): here they are a params
+-- error, before any call.
+local function header_text(e, what, v)
+    if v == nil then
+        return nil
+    end
+    if type(v) ~= "string" then
+        refuse(e, "a file's " .. what .. " must be a string (got " .. type(v) .. ")")
+    end
+    if v:find('[%c"]') then
+        refuse(e, "a file's " .. what .. " must not contain control characters or double quotes")
+    end
+    return v
+end
+
 local function file_part(e, spec, default_name)
     if type(spec) == "string" then
         spec = { path = spec }
@@ -268,16 +289,27 @@ local function file_part(e, spec, default_name)
     if type(spec) ~= "table" then
         refuse(e, "a file must be a path or a table { path | data, filename, content_type }")
     end
-    local part = { name = spec.name or default_name, filename = spec.filename,
-        content_type = spec.content_type }
+    local part = { name = header_text(e, "name", spec.name) or default_name,
+        filename = header_text(e, "filename", spec.filename),
+        content_type = header_text(e, "content_type", spec.content_type) }
     if spec.path then
+        if type(spec.path) ~= "string" then
+            refuse(e, "a file's path must be a string (got " .. type(spec.path) .. ")")
+        end
         local f = open(spec.path, "rb")
         if not f then
-            refuse(e, "cannot read file '" .. tostring(spec.path) .. "'")
+            refuse(e, "cannot read file '" .. spec.path .. "'")
         end
         f:close()
         part.path = spec.path
-        part.filename = part.filename or spec.path:match("([^/\\]+)$")
+        if not part.filename then
+            local base = spec.path:match("([^/\\]+)$") or ""
+            if base:find('[%c"]') then
+                refuse(e, "the file name '" .. base:gsub("%c", "?") .. "' holds a control character or a "
+                    .. "double quote: pass filename = ... for the upload")
+            end
+            part.filename = base
+        end
     elseif type(spec.data) == "string" then
         part.data = spec.data
         part.filename = part.filename or "upload"
