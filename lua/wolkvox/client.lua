@@ -335,12 +335,14 @@ end
 
 --- What a call will cost, without spending anything.
 -- @treturn table `calls` (the first pass), `mode`, `endpoint`, `windows`,
---   `free` (agentbox), and `quota` (today's ledger: `used`, `limit`,
---   `remaining`, `reserve`, `source`); or nil, err
+--   `free` (agentbox), `max_calls` (the ceiling on one plan's calls: the
+--   option, else 1,000 while the day's limit is unknown), `refused` (why
+--   running it would be refused before sending, or nil), and `quota`
+--   (today's ledger: `used`, `limit`, `remaining`, `reserve`, `source`); or nil, err
 Client.plan = errors.protect(function(self, name, params)
     local ctx = self._ctx
     local e = endpoint_of(name)
-    local p = report.plan(report.prepare(ctx, e, params))
+    local p = report.plan(report.prepare(ctx, e, params), ctx)
     p.free = e.free == true
     p.quota = ctx.ledger:status()
     return p
@@ -444,7 +446,7 @@ function M.new(opts)
     local ctx = setmetatable({
         transport = transport, clock = clock, pacer = p, ledger = l, hooks = hooks,
         logger = o.logger or (name == "ngx" and "ngx" or nil), base_url = o.base_url, utc_offset = o.utc_offset,
-        max_concurrent = o.max_concurrent, max_rows = o.max_rows, timeout = o.timeout,
+        max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },
         calls = 0, retries = 0, throttles = 0, closed = false, per_request = name == "ngx",

@@ -23,10 +23,14 @@ local M = {}
 --- Names in a call's parameter table that steer the range helpers rather
 -- than going to the API.
 M.OPTIONS = { from = true, to = true, per = true, max_rows = true, min_span = true, max_concurrent = true,
-    retries = true, retry_base = true, retry_cap = true, deadline = true }
+    retries = true, retry_base = true, retry_cap = true, deadline = true, max_calls = true }
 
 M.DEFAULT_MAX_ROWS = 60000  -- the API's silent cap per answer
 M.DEFAULT_MIN_SPAN = 60     -- seconds: the smallest window bisection makes
+--- The most calls one plan may spend while the day's quota limit is
+-- unknown (no `daily_limit`/`licenses`, no token_info measured today).
+-- `max_calls` (per client or per call) sets the ceiling instead.
+M.MAX_CALLS = 1000
 
 local function refuse(e, msg)
     errors.throw("params", { endpoint = e.name, message = msg })
@@ -56,6 +60,9 @@ local function check_options(e, o, ctx)
         if o[k] ~= nil and (type(o[k]) ~= "number" or o[k] < 0) then
             refuse(e, k .. " must be a number of at least 0")
         end
+    end
+    if o.max_calls ~= nil and (type(o.max_calls) ~= "number" or o.max_calls ~= o.max_calls or o.max_calls < 1) then
+        refuse(e, "max_calls must be a number of at least 1 (math.huge: no ceiling)")
     end
     local limit = ctx.max_concurrent
     if o.max_concurrent ~= nil then
@@ -169,6 +176,7 @@ function M.prepare(ctx, e, params, opts)
         deadline = o.deadline or ctx.policy.deadline,
     }
     job.min_span = o.min_span or (job.step or M.DEFAULT_MIN_SPAN)
+    job.max_calls = o.max_calls or ctx.max_calls
     if e.dates then
         prepare_range(job, e, api, o, ctx)
     else
@@ -236,11 +244,61 @@ function M.build(ctx, job, item)
     return request.build(job.e, ctx.base_url, params, { unchecked = job.unchecked, utc_offset = ctx.utc_offset })
 end
 
+-- The ceiling on the first pass of `job`: its max_calls when the caller set
+-- one, else MAX_CALLS while the ledger knows no daily limit; nil when the
+-- day's remaining quota is the only bound.
+local function ceiling(ctx, job)
+    if job.max_calls then
+        return job.max_calls
+    end
+    if ctx.ledger:status().limit == nil then
+        return M.MAX_CALLS
+    end
+    return nil
+end
+
+-- Why `job` may not start: a `params` error when its plan passes the
+-- ceiling (`quota` would say the day's budget is spent; here the call must
+-- change instead: a narrower range, or a higher max_calls), or the ledger's
+-- `quota` error when it passes the day's remaining quota.  Nil when it may.
+local function refusal(ctx, job)
+    local n, cap = #job.items, nil
+    -- The common case (a small plan, no max_calls) reads no ledger.
+    if job.max_calls or n > M.MAX_CALLS then
+        cap = ceiling(ctx, job)
+    end
+    if cap and n > cap then
+        return errors.new("params", { endpoint = job.e.name, calls = 0, planned = n, message = format(
+            "%d calls planned, more than the ceiling of %d (%s): refused before sending; ask for a "
+                .. "narrower range, or allow it with max_calls = %d (in the call's parameters or in wolkvox.new)",
+            n, cap, job.max_calls and "max_calls" or "the default while the day's quota limit is unknown", n) })
+    end
+    if not job.e.free then
+        local ok, err = pcall(ctx.ledger.check, ctx.ledger, n, job.e.name)
+        if not ok then
+            if errors.is(err) then
+                return err
+            end
+            error(err, 0)
+        end
+    end
+    return nil
+end
+
 --- What `job` will cost before any call is spent.
+-- @tparam table job from `prepare`
+-- @tparam[opt] table ctx the client: with it the plan also says
+--   `max_calls` (the ceiling in effect, nil when only the day's remaining
+--   quota bounds it) and `refused` (why the job would be refused, or nil)
 -- @treturn table `calls` (the first pass: bisecting a truncated window adds
 --   calls), `mode`, `endpoint`, `windows` (`from`, `to`, `label`)
-function M.plan(job)
+function M.plan(job, ctx)
     local out = { endpoint = job.e.name, mode = job.mode, calls = #job.items, windows = {} }
+    if ctx then
+        out.max_calls = ceiling(ctx, job)
+        local err = refusal(ctx, job)
+        out.refused = err and err.message or nil
+    end
     for i, item in ipairs(job.items) do
         if item.from then
             out.windows[i] = { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label }
@@ -348,21 +406,23 @@ local function start(ctx, job)
     if job.policy.deadline then
         job.deadline = ctx.clock.now() + job.policy.deadline
     end
-    if not job.e.free then
-        local ok, err = pcall(ctx.ledger.check, ctx.ledger, #job.items, job.e.name)
-        if not ok then
-            if errors.is(err) then
-                ctx:emit("on_quota", { endpoint = job.e.name, error = err })
-            end
-            error(err, 0)
+    -- A plan beyond the ceiling or the day's quota is refused before sending.
+    local err = refusal(ctx, job)
+    if err then
+        if err.kind == "quota" then
+            ctx:emit("on_quota", { endpoint = job.e.name, error = err })
         end
+        error(err, 0)
     end
     local sched
     sched = schedule.new(ctx:batch(), job.limit, {
         request = function(item) return attempt_request(ctx, job, item) end,
         finish = function(item, res) return finish(ctx, job, sched, item, res) end,
         acquire = function(item) return ctx:acquire(job.e.name, item) end,
-        release = function(slot) ctx.pacer:release(slot) end,
+        -- `abandoned`: the slot's call was cut off in flight (the pacer may
+        -- keep its slot taken for a while: the server may still count it).
+        release = function(slot, abandoned) ctx.pacer:release(slot, abandoned) end,
+        deadline = job.deadline,
         abandon = function(sends)
             ctx:spend(sends, job.e.free)
             job.calls = job.calls + sends
