@@ -12,8 +12,9 @@ local quota = require "wolkvox.quota"
 local registry = require "wolkvox.registry"
 local report = require "wolkvox.report"
 
-local type, pcall, error, setmetatable, rawget, rawset, tostring, tonumber, format, ipairs =
-    type, pcall, error, setmetatable, rawget, rawset, tostring, tonumber, string.format, ipairs
+local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tostring, tonumber, format, ipairs, pairs =
+    type, pcall, error, setmetatable, getmetatable, rawget, rawset, tostring, tonumber, string.format, ipairs,
+    pairs
 
 local M = {}
 
@@ -191,6 +192,38 @@ end
 
 local Client = {}
 local Family = {}
+-- The clients' metatable (filled at the end of the module).
+local mt = {}
+
+-- A method reached with a dot (`c.services()`): its first argument is not
+-- the client.  Raised at the caller's line (from a method's first lines).
+local function wrong_self(call)
+    error("wolkvox: use " .. call:gsub("%.(%w+)$", ":%1") .. "(), not " .. call .. "()", 3)
+end
+
+-- Everything a client answers to: its own methods, bare api names, families.
+local all_names
+local function client_names()
+    if not all_names then
+        all_names = registry.method_names()
+        for k in pairs(Client) do
+            all_names[k] = true
+        end
+    end
+    return all_names
+end
+
+-- An unknown name: nil, as for any table, unless it is close to a name the
+-- client knows (a misspelt method): then a helpful error at the caller's
+-- line, rather than "attempt to call a nil value" later.
+local function unknown(key, names, prefix)
+    if type(key) == "string" and key:match("^%a") then
+        local hint = registry.suggest(key, names)
+        if hint ~= "" then
+            error("wolkvox client: unknown method '" .. prefix .. key .. "'" .. hint, 3)
+        end
+    end
+end
 
 local function ready(self, name)
     local ctx = self._ctx
@@ -214,7 +247,11 @@ local methods = {}
 local function method_for(e)
     local f = methods[e]
     if f == nil then
+        local name = "c." .. e.api
         f = function(self, params)
+            if getmetatable(self) ~= mt then
+                wrong_self(name)
+            end
             return invoke_protected(self, e, params)
         end
         methods[e] = f
@@ -236,16 +273,23 @@ local function index(self, key)
     if e then
         return method_for(e)
     end
+    unknown(key, client_names(), "") -- not a tail call: the error's level counts this frame
     return nil
 end
 
 Family.__index = function(fam, api)
-    local e = registry.find(rawget(fam, "_family"), api)
+    local family = rawget(fam, "_family")
+    local e = registry.find(family, api)
     if e == nil then
+        unknown(api, registry.apis(family), family .. ":")
         return nil
     end
     local f = method_for(e)
-    return function(_, params)
+    local name = "c." .. family .. "." .. api
+    return function(self, params)
+        if self ~= fam then
+            wrong_self(name)
+        end
         return f(rawget(fam, "_client"), params)
     end
 end
@@ -401,14 +445,23 @@ function Client:closed()
     return self._ctx.closed
 end
 
-local mt = {
-    __index = index,
-    __tostring = function(self)
-        local ctx = self._ctx
-        return format("wolkvox.client (%s, %s, %d calls)", ctx.base_url,
-            ctx.closed and "closed" or "open", ctx.calls)
-    end,
-}
+-- Every method checks that it was called with a colon.
+for name, f in pairs(Client) do
+    local call = "c." .. name
+    Client[name] = function(self, ...)
+        if getmetatable(self) ~= mt then
+            wrong_self(call)
+        end
+        return f(self, ...)
+    end
+end
+
+mt.__index = index
+mt.__tostring = function(self)
+    local ctx = self._ctx
+    return format("wolkvox.client (%s, %s, %d calls)", ctx.base_url,
+        ctx.closed and "closed" or "open", ctx.calls)
+end
 mt.__close = function(self) self:close() end
 mt.__gc = mt.__close
 

@@ -13,6 +13,7 @@
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local json = require "wolkvox.json"
+local registry = require "wolkvox.registry"
 
 local type, pairs, ipairs, tostring, tonumber, concat, sort, format, floor, open =
     type, pairs, ipairs, tostring, tonumber, table.concat, table.sort, string.format, math.floor, io.open
@@ -99,6 +100,15 @@ local function accepted(e)
     return #list > 0 and concat(list, ", ") or "none"
 end
 
+-- The body fields of `e`, in the registry's order, for messages.
+local function field_list(e)
+    local list = {}
+    for _, f in ipairs(e.body and e.body.fields or {}) do
+        list[#list + 1] = f.name
+    end
+    return #list > 0 and concat(list, ", ") or "none"
+end
+
 -- ---- query --------------------------------------------------------------
 
 local function query_value(e, spec, name, value, utc_offset)
@@ -136,7 +146,8 @@ function M.query(e, params, opts)
         local spec = n.query[name]
         local known = n.top[name]
         if not known and not unchecked then
-            refuse(e, "unknown parameter '" .. name .. "' (accepted: " .. accepted(e) .. ")")
+            refuse(e, "unknown parameter '" .. name .. "'" .. registry.suggest(name, n.top)
+                .. " (accepted: " .. accepted(e) .. ")")
         end
         if spec or (not known and unchecked and name ~= "body") then
             -- Names are escaped like values: an unchecked "x&api" must not
@@ -243,7 +254,9 @@ local function check_records(e, records, unchecked, first)
         for name, value in pairs(record) do
             local f = n.body[name]
             if not f and not unchecked then
-                refuse(e, where .. ": unknown field '" .. tostring(name) .. "'")
+                refuse(e, where .. ": unknown field '" .. tostring(name) .. "'"
+                    .. (type(name) == "string" and registry.suggest(name, n.body) or "")
+                    .. " (accepted: " .. field_list(e) .. ")")
             end
             if f then
                 field_value(e, f, value, where .. " field '" .. name .. "'")
