@@ -456,10 +456,14 @@ describe("hardening", function()
                 on_request = function(i) infos[#infos + 1] = i end,
                 on_response = function(i) infos[#infos + 1] = i end,
                 on_retry = function(i) infos[#infos + 1] = i end })
-            support.faults(srv, { { status = 500, body = '{"code":500,"msg":"boom"}' } })
+            -- A proxy page that echoes the request headers, token included, then a 500.
+            support.faults(srv, { { echo = true }, { status = 500, msg = "boom" } })
+            local _, err = x:services()
+            assert.equal("http", err.kind)
             assert(x:services())
             x:close()
-            assert.is_true(#lines >= 3)
+            assert.is_true(#lines >= 5)
+            infos[#infos + 1] = err
             for _, s in ipairs(support.strings({ lines, infos })) do
                 assert.is_nil(s:find(secret, 1, true))
             end

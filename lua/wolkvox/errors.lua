@@ -59,6 +59,27 @@ end
 
 Error.__tostring = describe
 
+--- Server text in a message is cut at this many bytes.
+M.SNIPPET = 300
+--- No message is longer than this (a last defence; our own messages that
+-- list accepted names stay well below it).
+M.MAX_MESSAGE = 1000
+
+--- `s` cut to at most `cap` bytes (default `SNIPPET`), never inside a UTF-8
+-- character, with "... (N more bytes)" when it was cut.
+function M.snippet(s, cap)
+    cap = cap or M.SNIPPET
+    if type(s) ~= "string" or #s <= cap then
+        return s
+    end
+    local cut = cap
+    -- Back off over continuation bytes (10xxxxxx) so the cut falls between characters.
+    while cut > 0 and s:byte(cut + 1) >= 128 and s:byte(cut + 1) < 192 do
+        cut = cut - 1
+    end
+    return s:sub(1, cut) .. "... (" .. (#s - cut) .. " more bytes)"
+end
+
 --- Make an error.
 -- @tparam string kind one of `kinds`
 -- @tparam table fields `message`, `endpoint`, `status`, `code`, `reason`, ...
@@ -75,6 +96,9 @@ function M.new(kind, fields)
         end
     end
     e.kind = kind
+    if type(e.message) == "string" and #e.message > M.MAX_MESSAGE then
+        e.message = M.snippet(e.message, M.MAX_MESSAGE)
+    end
     if e.retryable == nil then
         e.retryable = retryable
     end

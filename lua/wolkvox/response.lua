@@ -105,12 +105,13 @@ function M.interpret(res, e)
     local terr = res.error
     if terr then
         fail(terr.kind, e, res, {
-            reason = terr.reason, message = terr.message, sent = terr.sent, curl_code = terr.curl_code,
+            reason = terr.reason, message = errors.snippet(terr.message), sent = terr.sent,
+            curl_code = terr.curl_code,
         })
     end
     local status, env = res.status, res.value
     if res.decode_error or (env == nil and status ~= 204) then
-        local snippet = res.snippet or ""
+        local snippet = errors.snippet(res.snippet or "")
         local why = res.decode_error and ("answer is not JSON (" .. res.decode_error .. ")")
             or "empty answer"
         if snippet ~= "" then
@@ -122,7 +123,7 @@ function M.interpret(res, e)
         if status >= 300 and status < 400 then
             why = "redirect not followed (the token goes only to the configured server)"
         end
-        local kind = kind_of(status, upper(snippet))
+        local kind = kind_of(status, upper(res.snippet or ""))
         if kind == "empty" then
             return {}, meta_of(res, e)
         end
@@ -145,7 +146,7 @@ function M.interpret(res, e)
         if text == "" then
             text = "HTTP status " .. failed
         end
-        fail(kind, e, res, { code = code, message = text }, failed)
+        fail(kind, e, res, { code = code, message = errors.snippet(text) }, failed)
     end
 
     local meta = meta_of(res, e)
