@@ -251,11 +251,15 @@ local function read_token_file(path)
     if not f then
         errors.throw("auth", { message = "cannot read token_file: " .. tostring(err) })
     end
-    -- One line, one trimmed copy: the fewer strings hold the token, the
+    -- The first line only (without its "\n"), and a trimmed copy only when
+    -- there is something to trim: the fewer strings hold the token, the
     -- sooner the collector can free them all.
     local line = f:read("*l")
     f:close()
-    local token = line and line:match("^%s*(.-)%s*$")
+    local token = line
+    if line and (line:find("^%s") or line:find("%s$")) then
+        token = line:match("^%s*(.-)%s*$")
+    end
     line = nil -- luacheck: ignore 311 (drop the reference early)
     if token == nil or token == "" then
         errors.throw("auth", { message = "token_file: the token must be on the first line, which is empty" })
