@@ -179,23 +179,20 @@ local function join(u)
     return u.scheme .. "://" .. u.host .. (u.port and (":" .. u.port) or "") .. u.path
 end
 
---- The base URL of `base_url` (any host, see `parse_url`).
--- @return the normalised URL and its parts, or nil and a message
-function M.url(value)
+-- The parts of a `base_url` value (any host, see `parse_url`), or nil and a message.
+local function base_url_parts(value)
     local u, why = M.parse_url(value)
     if not u then
         return nil, "base_url: " .. why
     end
-    return join(u), u
+    return u
 end
 
 local SERVER_FORMS = "server must be a code such as \"0031\", \"wv0031\" or https://wvNNNN.wolkvox.com"
     .. " (pass base_url for any other host)"
 
---- The base URL for a `server` value: a code ("0031"), "wv0031", an https
--- URL of a wolkvox.com host, or a URL of this machine (a test server).
--- @return the URL without a trailing slash and its parts, or nil and a message
-function M.base_url(server)
+-- The parts of a `server` value, or nil and a message.
+local function server_parts(server)
     if server:find("://", 1, true) then
         local u, why = M.parse_url(server)
         if not u then
@@ -205,14 +202,24 @@ function M.base_url(server)
         if not wolkvox and not M.is_loopback(u.host) then
             return nil, SERVER_FORMS
         end
-        return join(u), u
+        return u
     end
     local code = server:match("^[wW][vV](%d+)$") or server:match("^(%d+)$")
     if not code or #code > 8 then
         return nil, SERVER_FORMS
     end
-    local url = "https://wv" .. code .. ".wolkvox.com"
-    return url, M.parse_url(url)
+    return M.parse_url("https://wv" .. code .. ".wolkvox.com")
+end
+
+--- The base URL for a `server` value: a code ("0031"), "wv0031", an https
+-- URL of a wolkvox.com host, or a URL of this machine (a test server).
+-- @return the URL without a trailing slash, or nil and a message
+function M.base_url(server)
+    local u, why = server_parts(server)
+    if not u then
+        return nil, why
+    end
+    return join(u)
 end
 
 -- The host of a proxy option ("[scheme://][user:pass@]host[:port]"), or nil.
@@ -358,17 +365,17 @@ function M.check(opts)
         errors.throw("params", {
             message = "no server: pass server = \"0031\" (or base_url), or set WOLKVOX_SERVER" })
     end
-    local url, u
+    local u, why
     if out.base_url then
-        url, u = M.url(server)
+        u, why = base_url_parts(server)
     else
-        url, u = M.base_url(server)
+        u, why = server_parts(server)
     end
-    if not url then
-        errors.throw("params", { message = u })
+    if not u then
+        errors.throw("params", { message = why })
     end
     check_transport_security(out, u)
-    out.base_url, out.server, out.insecure = url, nil, nil
+    out.base_url, out.server, out.insecure = join(u), nil, nil
 
     local token = out.token
     if token == nil and out.token_file then
