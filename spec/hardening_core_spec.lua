@@ -213,3 +213,21 @@ describe("wolkvox.core refuses what would become a header line", function()
         s:close()
     end)
 end)
+
+describe("wolkvox.core and proxies from the environment", function()
+    it("calls this machine directly, whatever http_proxy says", function()
+        local srv = support.fake { tokens = { TOKEN } }
+        local code = string.format([[
+            local s = require("wolkvox.core").session { token = %q, timeout = 5 }
+            local res = s:request { url = %q }
+            io.write(tostring(res.status), " ", tostring(res.error and res.error.reason), "\n")
+        ]], TOKEN, srv.url .. "/api/v2/information.php?api=services")
+        -- A proxy that is not there: going through it would fail to connect.
+        local p = io.popen("http_proxy=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 no_proxy= "
+            .. support.lua_command(code) .. " 2>&1")
+        local out = p:read("*a")
+        p:close()
+        srv:stop()
+        assert.equal("200 nil\n", out)
+    end)
+end)

@@ -84,6 +84,7 @@ typedef struct {
     const char *cainfo;
     const char *capath;
     const char *proxy;
+    const char *noproxy;     /* libcurl copies it */
     int verify;
 } easy_options;
 
@@ -116,6 +117,8 @@ static CURLcode setup_easy(wv_conn *c, const easy_options *o)
         SET(CURLOPT_CAPATH, o->capath);
     if (o->proxy != NULL)
         SET(CURLOPT_PROXY, o->proxy);
+    else
+        SET(CURLOPT_NOPROXY, o->noproxy);
 #undef SET
     return rc;
 }
@@ -143,6 +146,7 @@ static int l_session(lua_State *L)
 {
     wv_session *s;
     easy_options o;
+    char noproxy[1024];
     size_t tlen = 0;
     const char *token;
     double timeout, ctimeout, max_bytes, nconns;
@@ -176,6 +180,19 @@ static int l_session(lua_State *L)
     o.cainfo = safe_string(L, "cainfo");
     o.capath = safe_string(L, "capath");
     o.proxy = safe_string(L, "proxy");
+    /* A proxy from the environment (http_proxy, ...) never sees a call to
+     * this machine itself: loopback goes direct, plus the environment's own
+     * no_proxy list.  An explicit `proxy` option is taken as it is. */
+    {
+        const char *env = getenv("no_proxy");
+        if (env == NULL || *env == '\0')
+            env = getenv("NO_PROXY");
+        if (env != NULL && *env != '\0' && strlen(env) < sizeof noproxy - 40)
+            snprintf(noproxy, sizeof noproxy, "localhost,127.0.0.0/8,::1,%s", env);
+        else
+            snprintf(noproxy, sizeof noproxy, "localhost,127.0.0.0/8,::1");
+        o.noproxy = noproxy;
+    }
     wv_rawfield(L, 1, "verify");
     o.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
