@@ -1,6 +1,7 @@
 /*
  * sys.c: the few operating-system services the Lua layer needs and Lua lacks:
- * clocks, sleeping, directories, advisory file locks and a token fingerprint.
+ * clocks, sleeping, state directories and files, advisory file locks and a
+ * token fingerprint.
  *
  * Locks use flock(2): the kernel drops them when their holder dies, so a
  * crashed process never keeps a pacing slot (no stale-lock cleanup needed).
@@ -8,6 +9,7 @@
 #define _DEFAULT_SOURCE 1 /* flock(2) */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -50,24 +52,170 @@ static int l_time(lua_State *L)
 }
 
 /***
- * Sleep `seconds` (fractions allowed; at most a day).
+ * Sleep `seconds` (fractions allowed; at most a day).  A signal cuts the
+ * sleep short, so that Lua's own handlers (Ctrl-C in the standalone
+ * interpreter) act at once; callers that need the whole time sleep again.
  * @function sleep
+ * @treturn number the seconds left: 0, or more when a signal came
  */
 static int l_sleep(lua_State *L)
 {
     double s = (double)luaL_checknumber(L, 1);
-    struct timespec ts;
+    struct timespec ts, left = { 0, 0 };
     if (!(s >= 0 && s <= 86400))
         return luaL_argerror(L, 1, "seconds between 0 and 86400 expected");
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    if (nanosleep(&ts, &left) != 0 && errno == EINTR)
+        lua_pushnumber(L, (lua_Number)left.tv_sec + (lua_Number)left.tv_nsec / 1e9);
+    else
+        lua_pushnumber(L, 0);
+    return 1;
+}
+
+/* ---- state files and directories ---------------------------------------
+ *
+ * The pacer and the ledger keep small files under a state directory.  The
+ * directory may sit in a place others can write to (a shared /tmp), so:
+ * every file is opened with O_NOFOLLOW (a planted symbolic link is refused,
+ * never followed), created 0600, written whole through a temporary file and
+ * rename(2); and every directory on the way must be one that nobody else can
+ * change (see dir_check).  No Lua call that can raise is made while a
+ * descriptor is open, unless a userdata owns it: messages are formatted into
+ * C buffers and pushed after close(2).
+ */
+
+#define WV_STATE_MAX 4096 /* the largest state file read_file reads */
+
+/* Open flags of every state file. */
+#define WV_OFLAGS (O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+
+typedef char wv_msg[4096 + 256];
+
+/* The message of a failed open(2) of `path` (errno e). */
+static void open_message(wv_msg msg, const char *path, int e)
+{
+    if (e == ELOOP)
+        snprintf(msg, sizeof(wv_msg), "%s is a symbolic link: refused (state files are never "
+                 "followed through links; remove it)", path);
+    else
+        snprintf(msg, sizeof(wv_msg), "%s: %s", path, strerror(e));
+}
+
+/* nil, message, code ("missing", "link", or "error"). */
+static int push_failure(lua_State *L, const char *msg, int e)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, e == ENOENT ? "missing" : e == ELOOP ? "link" : "error");
+    return 3;
+}
+
+/* A state file must be a regular file; extra permission bits are dropped. */
+static int file_check(int fd, const char *path, wv_msg msg)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        open_message(msg, path, errno);
+        return 0;
     }
-    return 0;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(msg, sizeof(wv_msg), "%s is not a regular file: refused", path);
+        return 0;
+    }
+    if (st.st_uid != geteuid()) {
+        snprintf(msg, sizeof(wv_msg), "%s belongs to uid %ld, not to this user (uid %ld): refused",
+                 path, (long)st.st_uid, (long)geteuid());
+        return 0;
+    }
+    if ((st.st_mode & 077) != 0)
+        (void)fchmod(fd, 0600);
+    return 1;
+}
+
+/*
+ * May the directory `st` (named `path`) be used?  Found on the way (`strict`
+ * 0): it must belong to this user or root, and nobody else may write to it,
+ * unless it is root's and sticky (/tmp: others cannot rename or remove what
+ * is ours in it).  The state directory itself and every directory made here
+ * (`strict` 1): this user's, and writable by nobody else.
+ */
+static int dir_check(const struct stat *st, const char *path, int strict, wv_msg msg)
+{
+    uid_t me = geteuid();
+    if (!S_ISDIR(st->st_mode)) {
+        snprintf(msg, sizeof(wv_msg), "%s is not a directory", path);
+        return 0;
+    }
+    if (strict ? st->st_uid != me : (st->st_uid != me && st->st_uid != 0)) {
+        snprintf(msg, sizeof(wv_msg), "%s belongs to uid %ld, not to this user (uid %ld): refused "
+                 "as a state directory", path, (long)st->st_uid, (long)me);
+        return 0;
+    }
+    if ((st->st_mode & 022) != 0 && (strict || st->st_uid != 0 || !(st->st_mode & S_ISVTX))) {
+        snprintf(msg, sizeof(wv_msg), "%s has mode %04o: group or others may write to it, so it "
+                 "is refused as a state directory (chmod go-w it, or choose another)", path,
+                 (unsigned)(st->st_mode & 07777));
+        return 0;
+    }
+    return 1;
+}
+
+/* Open the directory `name` in `dirfd` (`shown` names it in messages),
+ * creating it (0700) when missing; a symbolic link is followed only when it
+ * belongs to this user or root (the directory that holds it has passed
+ * dir_check, so nobody else could have put it there).  Returns the
+ * descriptor, or -1 with `msg` set. */
+static int open_dir(int dirfd, const char *name, const char *shown, int last, wv_msg msg)
+{
+    struct stat st;
+    int created = 0, fd;
+    fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | WV_OFLAGS);
+    if (fd < 0 && errno == ENOENT) {
+        if (mkdirat(dirfd, name, 0700) == 0)
+            created = 1;
+        else if (errno != EEXIST) {
+            open_message(msg, shown, errno);
+            return -1;
+        }
+        fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | WV_OFLAGS);
+    }
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+        int e = errno;
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+            if (st.st_uid != geteuid() && st.st_uid != 0) {
+                snprintf(msg, sizeof(wv_msg), "%s is a symbolic link of uid %ld: refused", shown,
+                         (long)st.st_uid);
+                return -1;
+            }
+            fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK);
+        } else {
+            errno = e;
+        }
+    }
+    if (fd < 0) {
+        open_message(msg, shown, errno);
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        open_message(msg, shown, errno);
+        close(fd);
+        return -1;
+    }
+    if (!dir_check(&st, shown, last || created, msg)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /***
- * Create a directory and its parents (mode 0700 for the new ones).
+ * Create a state directory and its parents (mode 0700 for the new ones),
+ * checking every directory on the way: the directory itself and those made
+ * here must belong to this user and be writable by nobody else; those found
+ * above it must belong to this user or root and be writable by nobody else
+ * (root's sticky directories, such as /tmp, excepted).  Symbolic links on the
+ * way are followed only when they belong to this user or root.
  * @function mkdir
  * @treturn[1] true
  * @treturn[2] nil
@@ -75,50 +223,275 @@ static int l_sleep(lua_State *L)
  */
 static int l_mkdir(lua_State *L)
 {
-    size_t len;
+    size_t len, i;
     const char *path = luaL_checklstring(L, 1, &len);
     char buf[4096];
-    size_t i;
-    if (len == 0 || len >= sizeof buf)
+    wv_msg msg;
+    struct stat st;
+    int dirfd, ok = 1;
+    if (len == 0 || len >= sizeof buf || strlen(path) != len)
         return luaL_argerror(L, 1, "path of 1 to 4095 bytes expected");
     memcpy(buf, path, len + 1);
-    for (i = 1; i <= len; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char saved = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-                lua_pushnil(L);
-                lua_pushfstring(L, "%s: %s", buf, strerror(errno));
-                return 2;
-            }
-            buf[i] = saved;
+    dirfd = open(buf[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        open_message(msg, buf[0] == '/' ? "/" : ".", errno);
+        ok = 0;
+    } else if (fstat(dirfd, &st) != 0 || !dir_check(&st, buf[0] == '/' ? "/" : ".", 0, msg)) {
+        ok = 0;
+    }
+    i = 0;
+    while (ok) {
+        size_t start, end;
+        int fd, last;
+        char saved;
+        while (buf[i] == '/')
+            i++;
+        if (buf[i] == '\0')
+            break;
+        start = i;
+        while (buf[i] != '/' && buf[i] != '\0')
+            i++;
+        end = i;
+        while (buf[i] == '/')
+            i++;
+        last = buf[i] == '\0';
+        if (end - start == 1 && buf[start] == '.' && !last)
+            continue;
+        saved = buf[end];
+        buf[end] = '\0';
+        /* `shown` is the path up to here; `name` is its last component. */
+        fd = open_dir(dirfd, buf + start, buf, last, msg);
+        buf[end] = saved;
+        close(dirfd);
+        dirfd = fd;
+        if (fd < 0)
+            ok = 0;
+    }
+    if (dirfd >= 0)
+        close(dirfd);
+    if (!ok) {
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* write(2) all of data, through EINTR and short writes. */
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return 0;
         }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 1;
+}
+
+/***
+ * Replace file `path` with `data`, atomically: readers see the old content or
+ * the new, whole.  The data goes to a new temporary file beside it (O_EXCL,
+ * O_NOFOLLOW, mode 0600), renamed over `path`; a symbolic link at `path` is
+ * replaced, never followed.
+ * @function write_file
+ * @treturn[1] true
+ * @treturn[2] nil
+ * @treturn[2] string message
+ */
+static int l_write_file(lua_State *L)
+{
+    size_t plen, dlen;
+    const char *path = luaL_checklstring(L, 1, &plen);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    char tmp[4096 + 64];
+    wv_msg msg;
+    int fd = -1, attempt, e = 0;
+    if (plen == 0 || plen >= 4096 || strlen(path) != plen)
+        return luaL_argerror(L, 1, "path of 1 to 4095 bytes expected");
+    for (attempt = 0; attempt < 16 && fd < 0; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%ld-%d", path, (long)getpid(), (long)ts.tv_nsec,
+                 attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | WV_OFLAGS, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        e = errno;
+        open_message(msg, tmp, e);
+        return push_failure(L, msg, e);
+    }
+    if (!write_all(fd, data, dlen)) {
+        e = errno;
+        close(fd);
+        unlink(tmp);
+        open_message(msg, tmp, e);
+        return push_failure(L, msg, e);
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
     }
     lua_pushboolean(L, 1);
     return 1;
 }
 
 /***
- * Take the exclusive lock of file `path` (created when missing), without
- * waiting.
+ * The content of state file `path` (at most 4096 bytes), never through a
+ * symbolic link.
+ * @function read_file
+ * @treturn[1] string
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "missing" (no such file), "link" (a symbolic link,
+ *   refused) or "error"
+ */
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char data[WV_STATE_MAX];
+    wv_msg msg;
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | WV_OFLAGS), e;
+    if (fd < 0) {
+        e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (!file_check(fd, path, msg)) {
+        close(fd);
+        return push_failure(L, msg, 0);
+    }
+    for (;;) {
+        ssize_t n = read(fd, data + len, sizeof data - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            e = errno;
+            close(fd);
+            open_message(msg, path, e);
+            return push_failure(L, msg, e);
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof data) {
+            close(fd);
+            snprintf(msg, sizeof msg, "%s: larger than a state file may be (%d bytes)", path,
+                     WV_STATE_MAX);
+            return push_failure(L, msg, 0);
+        }
+    }
+    close(fd);
+    lua_pushlstring(L, data, len);
+    return 1;
+}
+
+/***
+ * Append `data` to state file `path` (created 0600 when missing; one
+ * write(2) with O_APPEND, so writers never interleave inside it).
+ * @function append_file
+ * @treturn[1] integer the file's size after the write
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "link" or "error"
+ */
+static int l_append_file(lua_State *L)
+{
+    size_t dlen;
+    const char *path = luaL_checkstring(L, 1);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    wv_msg msg;
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | WV_OFLAGS, 0600), e;
+    if (fd < 0) {
+        e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (!file_check(fd, path, msg)) {
+        close(fd);
+        return push_failure(L, msg, 0);
+    }
+    if (!write_all(fd, data, dlen) || fstat(fd, &st) != 0) {
+        e = errno;
+        close(fd);
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    close(fd);
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    return 1;
+}
+
+/***
+ * The size of state file `path`, without following a symbolic link.
+ * @function file_size
+ * @treturn[1] integer bytes
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "missing", "link" or "error"
+ */
+static int l_file_size(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    wv_msg msg;
+    if (lstat(path, &st) != 0) {
+        int e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (S_ISLNK(st.st_mode)) {
+        open_message(msg, path, ELOOP);
+        return push_failure(L, msg, ELOOP);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(msg, sizeof msg, "%s is not a regular file: refused", path);
+        return push_failure(L, msg, 0);
+    }
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    return 1;
+}
+
+/***
+ * Take the exclusive lock of state file `path` (created 0600 when missing,
+ * never through a symbolic link), without waiting.
  * @function lock
- * @treturn[1] lock an object with `release()`; also released by `__gc`,
- *   `__close` and the death of the process
+ * @treturn[1] lock an object with `release()`, `held()`, `read()` and
+ *   `write(data)` (the file's content, read and replaced while it is held);
+ *   also released by `__gc`, `__close` and the death of the process
  * @treturn[2] nil
  * @treturn[2] string "busy" when another holder has it, else the reason
  */
 static int l_lock(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    wv_msg msg;
     wv_lock *lk = (wv_lock *)lua_newuserdata(L, sizeof *lk);
     lk->fd = -1;
     luaL_getmetatable(L, WV_LOCK_MT);
     lua_setmetatable(L, -2);
-    lk->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* From here the userdata owns the descriptor: a raise cannot leak it. */
+    lk->fd = open(path, O_RDWR | O_CREAT | WV_OFLAGS, 0600);
     if (lk->fd < 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
-        return 2;
+        int e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (!file_check(lk->fd, path, msg)) {
+        close(lk->fd);
+        lk->fd = -1;
+        return push_failure(L, msg, 0);
     }
     if (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
@@ -131,6 +504,52 @@ static int l_lock(lua_State *L)
             lua_pushfstring(L, "%s: %s", path, strerror(e));
         return 2;
     }
+    return 1;
+}
+
+static wv_lock *held_lock(lua_State *L)
+{
+    wv_lock *lk = (wv_lock *)luaL_checkudata(L, 1, WV_LOCK_MT);
+    if (lk->fd < 0)
+        luaL_error(L, "the lock was released");
+    return lk;
+}
+
+/* lock:read(): the locked file's content (at most 4096 bytes). */
+static int lock_read(lua_State *L)
+{
+    wv_lock *lk = held_lock(L);
+    char data[WV_STATE_MAX];
+    ssize_t n;
+    do {
+        n = pread(lk->fd, data, sizeof data, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return luaL_error(L, "reading a lock file: %s", strerror(errno));
+    lua_pushlstring(L, data, (size_t)n);
+    return 1;
+}
+
+/* lock:write(data): replace the locked file's content. */
+static int lock_write(lua_State *L)
+{
+    wv_lock *lk = held_lock(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    size_t off = 0;
+    if (len > WV_STATE_MAX)
+        return luaL_argerror(L, 2, "at most 4096 bytes expected");
+    if (ftruncate(lk->fd, 0) != 0)
+        return luaL_error(L, "writing a lock file: %s", strerror(errno));
+    while (off < len) {
+        ssize_t n = pwrite(lk->fd, data + off, len - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return luaL_error(L, "writing a lock file: %s", strerror(errno));
+        off += (size_t)n;
+    }
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -177,6 +596,8 @@ static int l_sha256(lua_State *L)
 static const luaL_Reg lock_methods[] = {
     { "release", lock_release },
     { "held", lock_held },
+    { "read", lock_read },
+    { "write", lock_write },
     { NULL, NULL }
 };
 
@@ -186,6 +607,10 @@ static const luaL_Reg sys_functions[] = {
     { "sleep", l_sleep },
     { "mkdir", l_mkdir },
     { "lock", l_lock },
+    { "write_file", l_write_file },
+    { "read_file", l_read_file },
+    { "append_file", l_append_file },
+    { "file_size", l_file_size },
     { "sha256", l_sha256 },
     { NULL, NULL }
 };

@@ -5,21 +5,40 @@
 -- Each call in flight holds one of the token's two slot files, locked with
 -- flock(2) (`wolkvox.core.lock`), under `<state_dir>/<token id>/` where the
 -- token id is a hash that does not reveal the token.  The kernel drops a
--- dead process's locks, so a crashed cron job never keeps a slot.  Spacing
--- uses a `last` file holding the time of the latest start.
+-- dead process's locks.  Spacing uses a `last` file holding the time of the
+-- latest start.  State files are never followed through symbolic links and
+-- are created 0600 in a directory only this user may change (see
+-- `wolkvox.core.mkdir`).
+--
+-- A call the client gives up on (its timeout, a deadline, a loop left early,
+-- an interrupt, a killed process) may still run at wolkvox, and keep one of
+-- the token's two places there, until the server's own limit of
+-- `SERVER_LIMIT` seconds ends it.  So a slot stays busy until then: when a
+-- slot is taken its file says "busy until start + SERVER_LIMIT"; a call that
+-- got its answer clears that, an abandoned one leaves it, and whoever takes
+-- the lock later waits for the stamp to pass.  A process killed while a call
+-- is in flight leaves the stamp too, which is right.
+--
 -- Inside nginx the slots and the spacing live in a shared dict instead
 -- (`dict`): slot keys added with a lifetime, so a worker that dies frees
--- them when they expire.  Without either (`state_dir = false`) the limits
--- hold within the process only.
+-- them when they expire; an abandoned slot's key is kept until start +
+-- SERVER_LIMIT.  Without either (`state_dir = false`) the limits hold within
+-- the process only (abandoned slots included).
 -- @module wolkvox.pacer
 
-local setmetatable, tonumber, format, open, require =
-    setmetatable, tonumber, string.format, io.open, require
+local errors = require "wolkvox.errors"
+
+local setmetatable, tonumber, tostring, format, require, ipairs, pcall, error, min, huge =
+    setmetatable, tonumber, tostring, string.format, require, ipairs, pcall, error, math.min, math.huge
 
 local M = {}
 
 --- wolkvox's limit of simultaneous calls per token.
 M.TOKEN_SLOTS = 2
+
+--- Seconds after which the server has ended any call (its own timeout):
+-- an abandoned call's slot stays busy this long from its start.
+M.SERVER_LIMIT = 60
 
 --- How long to wait before asking again for a busy slot (seconds).
 M.POLL = 0.05
@@ -27,42 +46,87 @@ M.POLL = 0.05
 local Pacer = {}
 Pacer.__index = Pacer
 
+local function refuse(message)
+    errors.throw("params", { message = message .. " (set state_dir to another directory, or state_dir = false)" })
+end
+
 --- A pacer.
--- @tparam table opts `dir` (the token's state directory, which exists) or
---   `dict` (an ngx.shared dict) with `key` (the token id) and `ttl` (slot
---   lifetime, seconds), or neither; `max_concurrent` (this client's own
---   cap), `min_interval` (seconds), `time` (epoch seconds function)
+-- @tparam table opts `dir` (the token's state directory) or `dict` (an
+--   ngx.shared dict) with `key` (the token id) and `ttl` (slot lifetime,
+--   seconds), or neither; `max_concurrent` (this client's own cap),
+--   `min_interval` (seconds), `server_limit` (seconds an abandoned call
+--   keeps its slot; default `SERVER_LIMIT`), `time` (epoch seconds function)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key, ttl = opts.ttl or 120,
         cap = opts.max_concurrent or M.TOKEN_SLOTS, min_interval = opts.min_interval or 0,
-        time = opts.time or os.time, held = 0, last_start = nil }, Pacer)
+        server_limit = opts.server_limit or M.SERVER_LIMIT,
+        time = opts.time or os.time, held = 0, last_start = nil, abandoned = {} }, Pacer)
     if self.dir then
         self.core = require "wolkvox.core"
         self.time = self.core.time
+        -- Made if missing, and refused when others could change it.
+        local ok, err = self.core.mkdir(self.dir)
+        if not ok then
+            refuse("unusable state directory: " .. tostring(err))
+        end
     end
     return self
 end
 
+-- The busy-until stamp of a slot file ("" or a number of epoch seconds).
+local function stamp_of(lock)
+    return tonumber((lock:read():match("^%s*(%S+)"))) or 0
+end
+
 -- A slot of the token: a locked file, a dict key, or only a count.
+-- @return the slot, or nil and the seconds until one may be free
 function Pacer:take_slot()
+    local now = self.time()
+    local busy_until = now + self.server_limit
     if self.dir then
+        local wait = huge
         for i = 1, M.TOKEN_SLOTS do
-            local lock = self.core.lock(self.dir .. "/slot" .. i)
+            local path = self.dir .. "/slot" .. i
+            local lock, why = self.core.lock(path)
             if lock then
-                return { lock = lock }
+                local stamp = stamp_of(lock)
+                if stamp > now then
+                    -- A call abandoned there may still run at the server.
+                    lock:release()
+                    wait = min(wait, stamp - now)
+                else
+                    lock:write(format("%.6f\n", busy_until))
+                    return { lock = lock, busy_until = busy_until }
+                end
+            elseif why == "busy" then
+                wait = min(wait, M.POLL)
+            else
+                refuse("cannot use the pacing slot: " .. tostring(why))
             end
         end
-        return nil
+        return nil, wait
     elseif self.dict then
         for i = 1, M.TOKEN_SLOTS do
             local key = "wolkvox:slot:" .. self.key .. ":" .. i
             if self.dict:add(key, true, self.ttl) then
-                return { dict_key = key }
+                return { dict_key = key, busy_until = busy_until }
             end
         end
-        return nil
+        return nil, M.POLL
     end
-    return {}
+    -- In memory: abandoned calls count until their stamps pass.
+    local left, wait = {}, huge
+    for _, t in ipairs(self.abandoned) do
+        if t > now then
+            left[#left + 1] = t
+            wait = min(wait, t - now)
+        end
+    end
+    self.abandoned = left
+    if self.held + #left >= M.TOKEN_SLOTS then
+        return nil, self.held > 0 and M.POLL or wait
+    end
+    return { busy_until = busy_until }
 end
 
 -- Claim the start time, or say how long until min_interval has passed.
@@ -89,23 +153,23 @@ function Pacer:last()
     if not self.dir then
         return self.last_start
     end
-    local f = open(self.dir .. "/last", "rb")
-    if not f then
-        return nil
+    local text, err, code = self.core.read_file(self.dir .. "/last")
+    if not text then
+        if code == "missing" then
+            return nil
+        end
+        refuse("cannot read the pacing state: " .. tostring(err))
     end
-    local t = tonumber(f:read("*l"))
-    f:close()
-    return t
+    return tonumber(text:match("^%s*(%S+)"))
 end
 
 function Pacer:stamp(t)
     self.last_start = t
     if self.dir then
-        -- Written whole by one write(2) (the file is tiny): readers see old or new.
-        local f = open(self.dir .. "/last", "wb")
-        if f then
-            f:write(format("%.6f\n", t))
-            f:close()
+        -- Replaced whole (a new file renamed over it): readers see old or new.
+        local ok, err = self.core.write_file(self.dir .. "/last", format("%.6f\n", t))
+        if not ok then
+            refuse("cannot write the pacing state: " .. tostring(err))
         end
     end
 end
@@ -117,32 +181,53 @@ function Pacer:acquire()
     if self.held >= self.cap then
         return nil, M.POLL, "slot"
     end
-    local slot = self:take_slot()
+    local slot, wait = self:take_slot()
     if not slot then
-        return nil, M.POLL, "slot"
-    end
-    if self.min_interval > 0 then
-        local ok, wait = self:claim_start()
-        if not ok then
-            self.held = self.held + 1
-            self:release(slot)
-            return nil, wait, "interval"
-        end
+        return nil, wait, "slot"
     end
     self.held = self.held + 1
+    if self.min_interval > 0 then
+        local ok, started, pause = pcall(self.claim_start, self)
+        if not (ok and started) then
+            self:release(slot)
+            if not ok then
+                error(started, 0)
+            end
+            return nil, pause, "interval"
+        end
+    end
     return slot
 end
 
 --- Give a slot back (idempotent).
-function Pacer:release(slot)
-    if slot and not slot.released then
-        slot.released = true
-        self.held = self.held - 1
-        if slot.lock then
-            slot.lock:release()
-        elseif slot.dict_key then
+-- @tparam table slot what `acquire` gave
+-- @tparam[opt] boolean abandoned true when the call may still run at the
+--   server (its transfer was cancelled, or it failed after the request went
+--   out): the slot then stays busy until its start + `server_limit`; a
+--   slot marked `slot.abandoned = true` is abandoned too
+function Pacer:release(slot, abandoned)
+    if not slot or slot.released then
+        return
+    end
+    abandoned = abandoned or slot.abandoned
+    slot.released = true
+    self.held = self.held - 1
+    local left = abandoned and slot.busy_until and slot.busy_until - self.time() or 0
+    if slot.lock then
+        if left <= 0 then
+            -- The call is over: the slot is free at once.  (A failure here
+            -- leaves the stamp, which only makes the slot wait longer.)
+            pcall(slot.lock.write, slot.lock, "")
+        end
+        slot.lock:release()
+    elseif slot.dict_key then
+        if left > 0 then
+            self.dict:set(slot.dict_key, true, left)
+        else
             self.dict:delete(slot.dict_key)
         end
+    elseif left > 0 then
+        self.abandoned[#self.abandoned + 1] = slot.busy_until
     end
 end
 

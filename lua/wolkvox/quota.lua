@@ -8,29 +8,49 @@
 -- measurement from token_info (which sees every token of the operation) is
 -- kept beside it, and later calls are counted on top of it.  Inside nginx
 -- the counts live in a shared dict (`dict`), incremented atomically by every
--- worker.
+-- worker.  The files are never followed through symbolic links and are
+-- created 0600 in a directory only this user may change.
+--
+-- The limit: a `daily_limit` the user gave (or `licenses` x 1000) is the one
+-- in force, even after token_info measured another; `prefer_measured` makes
+-- a measured limit win.  `status()` says which (`limit_source`) and reports
+-- the measured figure apart (`measured_limit`).
 -- @module wolkvox.quota
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 
-local setmetatable, tonumber, format, floor, open, rep, max =
-    setmetatable, tonumber, string.format, math.floor, io.open, string.rep, math.max
+local setmetatable, tonumber, tostring, format, floor, rep, max, require =
+    setmetatable, tonumber, tostring, string.format, math.floor, string.rep, math.max, require
 
 local M = {}
 
 local Ledger = {}
 Ledger.__index = Ledger
 
+local function refuse(message)
+    errors.throw("params", { message = message .. " (set state_dir to another directory, or state_dir = false)" })
+end
+
 --- A ledger.
--- @tparam table opts `dir` (an existing directory) or `dict` (an
+-- @tparam table opts `dir` (the operation's state directory) or `dict` (an
 --   ngx.shared dict) with `key` (the operation id), or neither (memory);
---   `utc_offset`, `daily_limit` (or nil: unknown until measured), `reserve`,
+--   `utc_offset`, `daily_limit` (the user's; nil: unknown until measured),
+--   `prefer_measured` (a measured limit replaces `daily_limit`), `reserve`,
 --   `time` (epoch seconds function)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key,
         utc_offset = opts.utc_offset or 0, limit = opts.daily_limit, reserve = opts.reserve or 0,
+        prefer_measured = opts.prefer_measured and true or false,
         time = opts.time or os.time, memory = {} }, Ledger)
+    if self.dir then
+        self.core = require "wolkvox.core"
+        -- Made if missing, and refused when others could change it.
+        local ok, err = self.core.mkdir(self.dir)
+        if not ok then
+            refuse("unusable state directory: " .. tostring(err))
+        end
+    end
     return self
 end
 
@@ -45,14 +65,24 @@ function Ledger:day()
     return self:day_before(0)
 end
 
-local function size_of(path)
-    local f = open(path, "rb")
-    if not f then
+-- The size of a ledger file (0 when missing); a link or a stranger is refused.
+function Ledger:size_of(path)
+    local n, err, code = self.core.file_size(path)
+    if n then
+        return n
+    elseif code == "missing" then
         return 0
     end
-    local n = f:seek("end")
-    f:close()
-    return n or 0
+    refuse("cannot read the quota ledger: " .. tostring(err))
+end
+
+-- The content of a ledger file, or nil when missing.
+function Ledger:read(path)
+    local text, err, code = self.core.read_file(path)
+    if text or code == "missing" then
+        return text
+    end
+    refuse("cannot read the quota ledger: " .. tostring(err))
 end
 
 -- Calls counted in today's file (or in memory without a directory).
@@ -63,7 +93,7 @@ function Ledger:counted(day)
     if not self.dir then
         return self.memory[day] or 0
     end
-    return size_of(self.dir .. "/calls-" .. day)
+    return self:size_of(self.dir .. "/calls-" .. day)
 end
 
 -- Today's measurement: used, limit, and the count when it was taken.
@@ -74,14 +104,9 @@ function Ledger:measurement(day)
     elseif not self.dir then
         return self.memory.measured and self.memory.measured.day == day and self.memory.measured or nil
     else
-        local f = open(self.dir .. "/measured-" .. day, "rb")
-        if not f then
-            return nil
-        end
-        text = f:read("*l")
-        f:close()
+        text = self:read(self.dir .. "/measured-" .. day)
     end
-    local used, limit, at = (text or ""):match("^(%d+) (%d+) (%d+)$")
+    local used, limit, at = (text or ""):match("^(%d+) (%d+) (%d+)")
     if not used then
         return nil
     end
@@ -125,51 +150,51 @@ function Ledger:spend(n)
         self.memory[day] = (self.memory[day] or 0) + n
         return
     end
-    local f = open(self.dir .. "/calls-" .. day, "ab")
-    if f then
-        f:write(rep(".", n))
-        f:close()
+    local ok, err = self.core.append_file(self.dir .. "/calls-" .. day, rep(".", n))
+    if not ok then
+        refuse("cannot count a call in the quota ledger: " .. tostring(err))
     end
 end
 
---- Record what token_info said: calls used today by every token, and the limit.
+--- Record what token_info said: calls used today by every token, and the
+-- limit (in force unless the user gave one; see `status`).
 function Ledger:measured(used, limit)
     local day = self:day()
     local at = self:counted(day)
-    if limit then
-        self.limit = limit
-    end
     local text = format("%d %d %d", used, limit or 0, at)
     if self.dict then
         self.dict:set(self:dict_key("measured", day), text, KEEP)
     elseif not self.dir then
         self.memory.measured = { day = day, used = used, limit = limit or 0, at = at }
     else
-        local f = open(self.dir .. "/measured-" .. day, "wb")
-        if f then
-            f:write(text, "\n")
-            f:close()
+        local ok, err = self.core.write_file(self.dir .. "/measured-" .. day, text .. "\n")
+        if not ok then
+            refuse("cannot write the quota ledger: " .. tostring(err))
         end
     end
 end
 
---- Today's state: `used`, `limit` (or nil), `remaining`, `source`
--- ("measured" when token_info was asked today, else "counted": only this
--- machine's calls), `day`.
+--- Today's state: `used`, `limit` (or nil), `remaining`, `source` (of
+-- `used`: "measured" when token_info was asked today, else "counted": only
+-- this machine's calls), `limit_source` ("configured": the `daily_limit` or
+-- `licenses` given, "measured": token_info's, or nil when none is known),
+-- `measured_limit` (token_info's figure today, in force or not), `day`.
 function Ledger:status()
     local day = self:day()
     local counted = self:counted(day)
     local m = self:measurement(day)
     local used, source = counted, "counted"
-    local limit = self.limit
+    local limit, limit_source = self.limit, self.limit and "configured" or nil
+    local measured_limit = m and m.limit > 0 and m.limit or nil
     if m then
         used, source = m.used + max(0, counted - m.at), "measured"
-        if not limit and m.limit > 0 then
-            limit = m.limit
-        end
+    end
+    if measured_limit and (not limit or self.prefer_measured) then
+        limit, limit_source = measured_limit, "measured"
     end
     return { used = used, limit = limit, remaining = limit and max(0, limit - used) or nil,
-        reserve = self.reserve, source = source, day = day }
+        reserve = self.reserve, source = source, limit_source = limit_source,
+        measured_limit = measured_limit, day = day }
 end
 
 --- Refuse, with a `quota` error and no call spent, when `planned` more
@@ -178,8 +203,8 @@ function Ledger:check(planned, endpoint)
     local s = self:status()
     if s.limit and planned > 0 and s.used + planned > s.limit - self.reserve then
         errors.throw("quota", { endpoint = endpoint, calls = 0, message = format(
-            "%d call(s) planned, %d of %d used today (%s), %d kept in reserve: refused before sending",
-            planned, s.used, s.limit, s.source, self.reserve) })
+            "%d call(s) planned, %d of %d used today (%s; the limit is %s), %d kept in reserve: "
+            .. "refused before sending", planned, s.used, s.limit, s.source, s.limit_source, self.reserve) })
     end
     return s
 end

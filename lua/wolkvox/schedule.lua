@@ -3,10 +3,19 @@
 -- each finished item handed back in plan order, whatever order the answers
 -- arrive in.  An item may be replaced, when it finishes, by new items (a
 -- truncated window by its two halves); they take its place in the order.
+--
+-- Every way out gives back what was taken: a start that raises releases its
+-- slot; an error while waiting (an interrupt comes through there) or while
+-- reading a result aborts what is in flight, releasing its slots as
+-- abandoned (the server may still be running those calls), and raises the
+-- same error value again.
 -- @module wolkvox.schedule
 
-local setmetatable, pairs, remove, insert, error, pcall, min, max, huge =
-    setmetatable, pairs, table.remove, table.insert, error, pcall, math.min, math.max, math.huge
+local errors = require "wolkvox.errors"
+
+local setmetatable, pairs, remove, insert, error, pcall, type, format, min, max, huge =
+    setmetatable, pairs, table.remove, table.insert, error, pcall, type, string.format,
+    math.min, math.max, math.huge
 
 local M = {}
 
@@ -17,14 +26,26 @@ Schedule.__index = Schedule
 -- Handlers: `request(item)` gives an item's request; `finish(item, res)`
 -- reads its result and returns nothing (done), a list of items to run in its
 -- place, or `"retry", seconds[, "serial"]`; it may raise.  `acquire(item)`
--- returns a slot, or nil and seconds to wait; `release(slot)`;
--- `abandon(sends)` is told what aborted transfers had sent; `now()` and
--- `sleep(s)` are the clock.
+-- returns a slot, or nil and seconds to wait; `release(slot, abandoned)`
+-- (`abandoned`: the call may still run at the server; a table slot is also
+-- marked `slot.abandoned = true`); `abandon(sends)` is told what aborted
+-- transfers had sent; `now()` and `sleep(s)` are the clock; `deadline`
+-- (optional, on the `now()` clock): when nothing is in flight and the next
+-- start would come after it, the schedule raises a `transport` error with
+-- reason "timeout" instead of waiting.
 function M.new(transport, limit, handlers)
     return setmetatable({
         transport = transport, limit = limit, h = handlers,
-        items = {}, pos = 1, inflight = 0, by_id = {}, blocked_until = nil,
+        items = {}, pos = 1, inflight = 0, by_id = {}, blocked_until = nil, taking = nil,
     }, Schedule)
+end
+
+-- Give a slot back to the pacer, saying whether its call may still run.
+local function release(h, slot, abandoned)
+    if abandoned and type(slot) == "table" then
+        slot.abandoned = true
+    end
+    h.release(slot, abandoned or false)
 end
 
 --- Append an item to the plan.
@@ -78,12 +99,21 @@ function Schedule:fill()
                 self.blocked_until = now + wait
                 return
             end
+            -- Held here until the transfer owns it: abort() releases it too.
+            self.taking = slot
             local ok, req = pcall(h.request, item)
-            if not ok then
-                h.release(slot)
-                error(req, 0)
+            local id
+            if ok then
+                ok, id = pcall(self.transport.start, self.transport, req)
+            else
+                id = req
             end
-            local id = self.transport:start(req)
+            self.taking = nil
+            if not ok then
+                -- Nothing went out: the slot is free again at once.
+                release(h, slot, false)
+                error(id, 0)
+            end
             item.state, item.slot = "inflight", slot
             self.by_id[id] = item
             self.inflight = self.inflight + 1
@@ -108,18 +138,42 @@ function Schedule:next_start()
 end
 
 --- Abort what is in flight (after an error, or when the caller stops).
+-- Its calls are abandoned: they may still run at the server, so their slots
+-- stay busy for the pacer until the server must have ended them.
 function Schedule:abort()
+    local h = self.h
+    if self.taking then
+        local slot = self.taking
+        self.taking = nil
+        release(h, slot, false)
+    end
     if self.inflight > 0 then
-        local _, sends = self.transport:cancel()
+        local okc, _, sends = pcall(self.transport.cancel, self.transport)
         for _, item in pairs(self.by_id) do
-            self.h.release(item.slot)
+            local slot = item.slot
+            item.slot = nil
+            release(h, slot, true)
         end
         self.inflight, self.by_id = 0, {}
-        if self.h.abandon then
-            self.h.abandon(sends or 0)
+        if h.abandon and okc then
+            h.abandon(sends or 0)
         end
     end
     self.pos = #self.items + 1
+end
+
+-- Raise the timeout of a deadline that passes before the next start.
+local function too_late(self, t, now)
+    local msg
+    if self.blocked_until and t >= self.blocked_until then
+        msg = "the deadline passed while waiting for a free slot of the token"
+    else
+        msg = "the deadline passed before the next attempt could start"
+    end
+    if t ~= huge and t > now then
+        msg = msg .. format(" (%.1f s more were needed)", t - self.h.deadline)
+    end
+    errors.throw("transport", { reason = "timeout", retryable = false, message = msg })
 end
 
 --- The next finished item in plan order, or nil when the plan is done.
@@ -145,20 +199,37 @@ function Schedule:next()
             if t == huge then
                 error("schedule: nothing in flight and nothing to start")
             end
-            local wait = t - h.now()
+            local now = h.now()
+            if h.deadline and t > h.deadline then
+                too_late(self, t, now)
+            end
+            local wait = t - now
             if wait > 0 then
                 h.sleep(wait)
             end
         else
-            local id, res = self.transport:wait()
+            local okw, id, res = pcall(self.transport.wait, self.transport)
+            if not okw then
+                -- An interrupt, or a broken transport: give back what is held.
+                self:abort()
+                error(id, 0)
+            end
             local item = id and self.by_id[id]
             if not item then
+                self:abort()
                 error("schedule: no transfer in flight for a pending item")
             end
             self.by_id[id] = nil
             self.inflight = self.inflight - 1
-            h.release(item.slot)
+            -- A call we gave up on after its request went out (our timeout)
+            -- may still run at the server.  (When the other side ended it,
+            -- a reset or a cut answer, the server is done with it.)
+            local e = type(res) == "table" and res.error
+            local abandoned = type(e) == "table" and e.kind == "transport" and e.sent ~= false
+                and e.reason == "timeout"
+            local slot = item.slot
             item.slot = nil
+            release(h, slot, abandoned)
             local okf, outcome, wait, mode = pcall(h.finish, item, res)
             if not okf then
                 self:abort()

@@ -1,0 +1,482 @@
+-- Hardening of the shared state and of the schedule (issue #9): state files
+-- that links cannot redirect, state directories nobody else can change,
+-- slots given back on every way out of a call, a deadline that bounds the
+-- wait for a slot, and abandoned calls that keep their slot busy for as long
+-- as the server may still run them.
+local core = require "wolkvox.core"
+local pacer = require "wolkvox.pacer"
+local schedule = require "wolkvox.schedule"
+local support = require "support"
+local wolkvox = require "wolkvox"
+
+-- One line of a shell command's output.
+local function sh(cmd)
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+-- The mode of `path` as `stat -c %a` prints it ("600").
+local function mode(path)
+    return sh("stat -c %a '" .. path .. "'")
+end
+
+local function write(path, text)
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+end
+
+local function read(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+local AS_ROOT = sh("id -u") == "0"
+
+-- Wait until the fake has no call in flight (calls abandoned by the client
+-- run on there, as at wolkvox), so the next test's reset meets none.
+local function settle(srv)
+    local t0 = core.now()
+    while srv:control("stats").inflight > 0 and core.now() - t0 < 10 do
+        core.sleep(0.05)
+    end
+end
+
+-- A child Lua process of this flavour running `code`, killed after
+-- `limit` seconds, so that a regression fails instead of hanging the suite.
+local function child(code, limit)
+    local cmd = support.lua_command(code):gsub("^exec ", "exec timeout -s KILL " .. (limit or 30) .. " ")
+    return assert(io.popen(cmd .. " 2>&1", "r"))
+end
+
+-- A child that holds both slot files of `dir` (and prints its pid) for `hold` s.
+local function slot_holder(dir, hold)
+    local p = child(string.format([[
+        local core = require "wolkvox.core"
+        local a = assert(core.lock(%q))
+        local b = assert(core.lock(%q))
+        io.write(io.open("/proc/self/stat"):read("*l"):match("^%%d+"), "\n")
+        io.stdout:flush()
+        core.sleep(%g)
+    ]], dir .. "/slot1", dir .. "/slot2", hold), hold + 10)
+    local pid = p:read("*l")
+    assert.matches("^%d+$", pid)
+    return p, pid
+end
+
+describe("state files and directories", function()
+    local srv
+
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    it("creates directories 0700 and files 0600, whatever the umask leaves", function()
+        local dir = support.tmpdir() .. "/a/state"
+        local x = support.client(srv, { state_dir = dir, min_interval = 0.01 })
+        assert(x:services())
+        assert(x:quota())                                 -- writes the measurement
+        local pdir, qdir = x._ctx.pacer.dir, x._ctx.ledger.dir
+        for _, d in ipairs { dir:match("^(.*)/state$"), dir, dir .. "/tokens", pdir, dir .. "/operations", qdir } do
+            assert.equal("700", mode(d), d)
+        end
+        local day = x._ctx.ledger:day()
+        local files = { pdir .. "/slot1", pdir .. "/last", qdir .. "/calls-" .. day, qdir .. "/measured-" .. day }
+        for _, f in ipairs(files) do
+            assert.equal("600", mode(f), f)
+        end
+        x:close()
+    end)
+
+    it("refuses a state directory that group or others may write to", function()
+        local dir = support.tmpdir() .. "/state"
+        assert(core.mkdir(dir))
+        os.execute("chmod 0777 '" .. dir .. "'")
+        local x, err = wolkvox.new { base_url = srv.url, token = srv.token, state_dir = dir }
+        assert.is_nil(x)
+        assert.equal("params", err.kind)
+        assert.matches(dir .. " has mode 0777: group or others may write to it", err.message, 1, true)
+        -- nothing was made in it
+        assert.equal("", sh("ls -A '" .. dir .. "'"))
+        -- a directory under it that the library would use is checked too
+        os.execute("chmod 0700 '" .. dir .. "'")
+        assert(core.mkdir(dir .. "/tokens"))
+        os.execute("chmod 0770 '" .. dir .. "/tokens'")
+        local ok, why = core.mkdir(dir .. "/tokens/x")
+        assert.is_nil(ok)
+        assert.matches("/tokens has mode 0770", why)
+        -- so is a group-writable directory above it
+        local top = support.tmpdir()
+        os.execute("chmod 0775 '" .. top .. "'")
+        ok, why = core.mkdir(top .. "/state")
+        assert.is_nil(ok)
+        assert.matches("mode 0775", why)
+    end)
+
+    it("refuses a directory that belongs to another user, and links others planted in a shared /tmp", function()
+        if not AS_ROOT then
+            pending("needs root to give a directory to another user")
+            return
+        end
+        -- A shared directory, as /tmp is: root's, 1777.
+        local shared = support.tmpdir()
+        os.execute("chmod 1777 '" .. shared .. "'")
+        local victim_dir = support.tmpdir()
+        write(victim_dir .. "/precious", "precious\n")
+        -- Another user made the state directory there first...
+        os.execute("mkdir '" .. shared .. "/made' && chmod 0700 '" .. shared .. "/made' && chown nobody '"
+            .. shared .. "/made'")
+        local ok, why = core.mkdir(shared .. "/made/tokens")
+        assert.is_nil(ok)
+        assert.matches("/made belongs to uid %d+, not to this user", why)
+        -- ...or planted a link where it will be.
+        os.execute("ln -s '" .. victim_dir .. "' '" .. shared .. "/link' && chown -h nobody '" .. shared .. "/link'")
+        local x, err = wolkvox.new { base_url = srv.url, token = srv.token, state_dir = shared .. "/link" }
+        assert.is_nil(x)
+        assert.matches("/link is a symbolic link of uid %d+: refused", err.message)
+        assert.equal("precious", sh("ls -A '" .. victim_dir .. "'"))
+        -- A sticky directory of another user is not trusted either.
+        local theirs = support.tmpdir()
+        os.execute("chmod 1777 '" .. theirs .. "' && chown nobody '" .. theirs .. "'")
+        ok, why = core.mkdir(theirs .. "/state")
+        assert.is_nil(ok)
+        assert.matches("belongs to uid", why)
+        -- The user's own link to their own directory is followed.
+        os.execute("ln -s '" .. victim_dir .. "' '" .. shared .. "/mine'")
+        assert(core.mkdir(shared .. "/mine/state"))
+        assert.equal("700", mode(victim_dir .. "/state"))
+    end)
+
+    it("never writes through a link planted in the state directory", function()
+        local victim = support.tmpdir() .. "/precious"
+        write(victim, "precious\n")
+        local day
+        local function fresh()
+            local x = support.client(srv, { state_dir = support.tmpdir(), min_interval = 0.01, retries = 0 })
+            day = x._ctx.ledger:day()
+            return x, x._ctx.pacer.dir, x._ctx.ledger.dir
+        end
+        local function plant(path)
+            os.remove(path)
+            assert(os.execute("ln -s '" .. victim .. "' '" .. path .. "'"))
+        end
+        -- the ledger's count, its measurement, the pacer's slot and its `last` file
+        local cases = {
+            function(_, q) return q .. "/calls-" .. day end,
+            function(_, q) return q .. "/measured-" .. day end,
+            function(p) return p .. "/slot1" end,
+            function(p) return p .. "/last" end,
+        }
+        for i, where in ipairs(cases) do
+            local x, p, q = fresh()
+            local path = where(p, q)
+            plant(path)
+            srv:control("reset")
+            local data, err
+            if path:match("measured") then
+                data, err = x:quota()
+            else
+                data, err = x:services()
+            end
+            -- refused with a clear error, or the link replaced (never followed)
+            if data then
+                local f = io.open(path, "rb")
+                assert.is_not_nil(f, "case " .. i)
+                f:close()
+                assert.equal("", sh("find '" .. path .. "' -type l"), "case " .. i)
+            else
+                assert.equal("params", err.kind, "case " .. i)
+                assert.matches("is a symbolic link: refused", err.message, 1, true)
+            end
+            assert.equal("precious\n", read(victim), "case " .. i)
+            x:close()
+        end
+    end)
+
+    it("core: state files are opened without following links, created 0600, replaced atomically", function()
+        local dir = support.tmpdir()
+        local victim = dir .. "/victim"
+        write(victim, "v")
+        os.execute("ln -s victim '" .. dir .. "/link'")
+        local ok, msg, code = core.read_file(dir .. "/link")
+        assert.is_nil(ok)
+        assert.equal("link", code)
+        assert.matches("link is a symbolic link: refused", msg)
+        ok, msg, code = core.append_file(dir .. "/link", "x")
+        assert.is_nil(ok)
+        assert.equal("link", code)
+        assert.matches("symbolic link", msg)
+        ok, msg = core.file_size(dir .. "/link")
+        assert.is_nil(ok)
+        assert.matches("symbolic link", msg)
+        ok, msg = core.lock(dir .. "/link")
+        assert.is_nil(ok)
+        assert.matches("symbolic link", msg)
+        -- write_file replaces the link itself
+        assert(core.write_file(dir .. "/link", "new\n"))
+        assert.equal("v", read(victim))
+        assert.equal("new\n", read(dir .. "/link"))
+        assert.equal("600", mode(dir .. "/link"))
+        assert.equal("", sh("find '" .. dir .. "' -type l"))
+        assert.equal("new\n", core.read_file(dir .. "/link"))
+        assert.is_nil(select(1, core.read_file(dir .. "/none")))
+        assert.equal("missing", select(3, core.read_file(dir .. "/none")))
+        assert.equal(3, core.append_file(dir .. "/count", "..."))
+        assert.equal(4, core.append_file(dir .. "/count", "."))
+        assert.equal(4, core.file_size(dir .. "/count"))
+        assert.equal("600", mode(dir .. "/count"))
+        -- no temporary file is left behind
+        assert.equal("count link victim", sh("ls '" .. dir .. "' | tr '\\n' ' '"))
+        -- a lock's file holds what its holder writes
+        local lk = assert(core.lock(dir .. "/slot"))
+        assert.equal("600", mode(dir .. "/slot"))
+        assert(lk:write("123.5\n"))
+        assert.equal("123.5\n", lk:read())
+        lk:release()
+        assert.has_error(function() lk:read() end)
+    end)
+end)
+
+describe("the schedule gives back what it took", function()
+    local srv
+
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    -- A schedule over a transport object written here (it stands in for a
+    -- transport, not for the schedule) and a real pacer.
+    -- (Its sleep gives up after 10 s in all, so a wedge fails the test
+    -- instead of hanging it.)
+    local function rig(transport, pc, extra)
+        local t0 = core.now()
+        local h = {
+            request = function(item) return { url = "x", item = item } end,
+            finish = function() end,
+            acquire = function() return pc:acquire() end,
+            release = function(slot, abandoned) pc:release(slot, abandoned) end,
+            now = core.now,
+            sleep = function(s)
+                if core.now() - t0 > 10 then
+                    error("wedged: still waiting after 10 s", 0)
+                end
+                core.sleep(s)
+            end,
+        }
+        for k, v in pairs(extra or {}) do
+            h[k] = v
+        end
+        return schedule.new(transport, 2, h)
+    end
+
+    it("releases the slot when a start raises, so later calls do not hang", function()
+        local pc = pacer.new { dir = support.tmpdir() }
+        local boom = { "start refused" }
+        local transport = { start = function() error(boom) end }
+        for _ = 1, 3 do
+            local s = rig(transport, pc)
+            s:add({})
+            local ok, err = pcall(s.next, s)
+            assert.is_false(ok)
+            assert.equal(boom, err)          -- the same error value
+        end
+        assert.equal(0, pc.held)
+        local a, b = pc:acquire(), pc:acquire()
+        assert.is_table(a)
+        assert.is_table(b)
+        pc:release(a)
+        pc:release(b)
+    end)
+
+    it("through the API: three calls whose start raises, then a normal call returns", function()
+        local p = child(string.format([[
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0 })
+            for _ = 1, 3 do
+                pcall(c.call, c, "information", "services", { ["bad name"] = "x" }, { unchecked = true })
+            end
+            local rows = c:services()
+            io.write(rows and "done" or "failed", "\n")
+        ]], srv.url, srv.token, support.tmpdir()), 30)
+        local t0 = core.now()
+        local out = p:read("*a")
+        p:close()
+        assert.equal("done\n", out)
+        assert.is_true(core.now() - t0 < 20)
+    end)
+
+    it("aborts on an error from wait: cancels, frees the slots as abandoned, raises the same value", function()
+        local pc = pacer.new { dir = support.tmpdir(), server_limit = 30 }
+        local boom = setmetatable({}, { __tostring = function() return "interrupted!" end })
+        local cancelled = 0
+        local n = 0
+        local transport = {
+            start = function() n = n + 1 return n end,
+            wait = function() error(boom, 0) end,
+            cancel = function() cancelled = cancelled + 1 return n, n end,
+        }
+        local abandoned_sends
+        local s = rig(transport, pc, { abandon = function(sends) abandoned_sends = sends end })
+        s:add({})
+        s:add({})
+        local ok, err = pcall(s.next, s)
+        assert.is_false(ok)
+        assert.equal(boom, err)
+        assert.equal(1, cancelled)
+        assert.equal(2, abandoned_sends)
+        assert.equal(0, pc.held)
+        -- both calls may still run at the server: their slots stay busy
+        local slot, wait, why = pc:acquire()
+        assert.is_nil(slot)
+        assert.equal("slot", why)
+        assert.is_true(wait > 25 and wait < 30.01, tostring(wait))
+        local text = read(pc.dir .. "/slot1")
+        assert.is_true(tonumber(text) > core.time() + 25)
+    end)
+
+    it("a deadline bounds the wait for a slot another process holds", function()
+        local dir = support.tmpdir()
+        local p, pid = slot_holder(dir, 20)
+        local pc = pacer.new { dir = dir }
+        local s = rig({ start = function() error("never started") end }, pc, { deadline = core.now() + 2 })
+        s:add({})
+        local t0 = core.now()
+        local ok, err = pcall(s.next, s)
+        local took = core.now() - t0
+        os.execute("kill -9 " .. pid)
+        p:close()
+        assert.is_false(ok)
+        assert.equal("transport", err.kind)
+        assert.equal("timeout", err.reason)
+        assert.is_false(err.retryable)
+        assert.matches("waiting for a free slot of the token", err.message)
+        assert.is_true(took >= 1.9 and took < 8, took)
+    end)
+end)
+
+describe("abandoned calls keep their slot until the server has ended them", function()
+    local srv
+
+    setup(function() srv = support.fake() end)
+    teardown(function()
+        pacer.SERVER_LIMIT = 60
+        srv:stop()
+    end)
+    before_each(function() srv:control("reset") end)
+
+    it("the next call waits for the server rather than collide", function()
+        pacer.SERVER_LIMIT = 3
+        local x = support.client(srv, { state_dir = support.tmpdir(), timeout = 0.5, retries = 0 })
+        pacer.SERVER_LIMIT = 60
+        support.faults(srv, { { match = "services", delay = 2, times = 2 } })
+        local t0 = core.now()
+        local _, e1 = x:services()
+        local _, e2 = x:services()
+        assert.equal("timeout", e1.reason)
+        assert.equal("timeout", e2.reason)
+        -- both of the token's places are still taken at the server
+        assert(x:routing_points())
+        assert.is_true(core.now() - t0 >= 2.9)
+        local log = srv:log()
+        assert.equal(3, #log)
+        for _, e in ipairs(log) do
+            assert.is_nil(e.refused)
+        end
+        assert.is_true(log[3].t_start >= log[1].t_end and log[3].t_start >= log[2].t_end)
+        x:close()
+        settle(srv)
+    end)
+
+    it("three processes sharing the token never have more than 2 calls at the server", function()
+        local dir = support.tmpdir()
+        support.faults(srv, { { match = "services", delay = 2, times = 3 } })
+        local code = string.format([[
+            local pacer = require "wolkvox.pacer"
+            pacer.SERVER_LIMIT = 2.5
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, timeout = 0.5,
+                retries = 0 })
+            local _, err = c:services()
+            local a, b = c:routing_points(), c:routing_points()
+            io.write(tostring(err and err.reason), " ", a and b and "ok" or "failed", "\n")
+        ]], srv.url, srv.token, dir)
+        local pipes = { child(code, 60), child(code, 60), child(code, 60) }
+        for _, p in ipairs(pipes) do
+            assert.equal("timeout ok\n", p:read("*a"))
+            p:close()
+        end
+        local log = srv:log()
+        assert.equal(9, #log)
+        for _, e in ipairs(log) do
+            assert.is_nil(e.refused)
+            assert.is_true(e.inflight <= 2)
+        end
+        assert.is_true(srv:control("stats").max_inflight <= 2)
+        settle(srv)
+    end)
+
+    it("in memory and in a shared dict too", function()
+        local pc = pacer.new { server_limit = 0.5, time = core.time }
+        local a, b = pc:acquire(), pc:acquire()
+        pc:release(a, true)
+        pc:release(b)
+        local c = assert(pc:acquire())           -- b's place was free at once
+        local none, wait = pc:acquire()
+        assert.is_nil(none)                      -- a's is not
+        assert.is_true(wait > 0 and wait <= 0.5)
+        pc:release(c)
+        core.sleep(0.6)
+        pc:release(assert(pc:acquire()))
+        -- A dict with lua_shared_dict's add/set/delete (expiry recorded, not run).
+        local dict = { keys = {} }
+        function dict.add(d, k, v, ttl)
+            if d.keys[k] then return false end
+            d.keys[k] = { v, ttl }
+            return true
+        end
+        function dict.set(d, k, v, ttl) d.keys[k] = { v, ttl } end
+        function dict.delete(d, k) d.keys[k] = nil end
+        local pd = pacer.new { dict = dict, key = "t", ttl = 75, server_limit = 60, time = core.time }
+        local s1, s2 = pd:acquire(), pd:acquire()
+        pd:release(s1, true)
+        pd:release(s2)
+        local kept = dict.keys["wolkvox:slot:t:1"]
+        assert.is_table(kept)
+        assert.is_true(kept[2] > 59 and kept[2] <= 60)
+        assert.is_nil(dict.keys["wolkvox:slot:t:2"])
+    end)
+
+    it("an interrupt during a long wait for a slot ends the call at once", function()
+        local dir = support.tmpdir()
+        local x = support.client(srv, { state_dir = dir })
+        local pdir = x._ctx.pacer.dir
+        x:close()
+        -- both slots stamped busy for 30 s, as abandoned calls leave them
+        for i = 1, 2 do
+            local lk = assert(core.lock(pdir .. "/slot" .. i))
+            lk:write(string.format("%.3f\n", core.time() + 30))
+            lk:release()
+        end
+        local p = child(string.format([[
+            io.write(io.open("/proc/self/stat"):read("*l"):match("^%%d+"), "\n")
+            io.stdout:flush()
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q })
+            c:services()
+            io.write("returned\n")
+        ]], srv.url, srv.token, dir), 40)
+        local pid = p:read("*l")
+        core.sleep(1)
+        local t0 = core.now()
+        os.execute("kill -INT " .. pid)
+        local rest = p:read("*a")
+        p:close()
+        assert.is_true(core.now() - t0 < 10)
+        assert.matches("interrupted", rest)
+        assert.equal(0, #srv:log())
+    end)
+end)
