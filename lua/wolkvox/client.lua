@@ -7,186 +7,14 @@
 
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
-local pacer = require "wolkvox.pacer"
-local quota = require "wolkvox.quota"
 local registry = require "wolkvox.registry"
 local report = require "wolkvox.report"
+local runtime = require "wolkvox.runtime"
 
-local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tostring, tonumber, format, ipairs, pairs =
-    type, pcall, error, setmetatable, getmetatable, rawget, rawset, tostring, tonumber, string.format, ipairs,
-    pairs
+local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
+    type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, string.format, pairs
 
 local M = {}
-
--- ---- the context the report layer works in ----------------------------------
-
--- What a call needs from its client, kept apart from the client's methods:
--- transport, clock, pacer, ledger, policy, hooks.
-local Ctx = {}
-Ctx.__index = Ctx
-
-local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota" }
-
---- Count `n` sends (each may cost a call of the quota; `free` ones do not).
-function Ctx:spend(n, free)
-    self.calls = self.calls + n
-    if not free then
-        self.ledger:spend(n)
-    end
-end
-
--- Where the running schedule is remembered: on the client, or inside nginx
--- in the request's own ngx.ctx (the requests of a worker share a client,
--- and one request must never abort another's calls).
-function Ctx:running()
-    if not self.per_request then
-        return self
-    end
-    local t = ngx.ctx.wolkvox_running
-    if not t then
-        t = setmetatable({}, { __mode = "k" })
-        ngx.ctx.wolkvox_running = t
-    end
-    local r = t[self]
-    if not r then
-        r = {}
-        t[self] = r
-    end
-    return r
-end
-
---- Remember the schedule of a running call or iteration (nil when it ends).
-function Ctx:track(sched)
-    self:running().active = sched
-end
-
---- Abort what an iteration left in flight (a loop that broke early).
-function Ctx:settle()
-    local r = self:running()
-    local s = r.active
-    if s then
-        r.active = nil
-        s:abort()
-    end
-end
-
-local NGX_LEVEL = { debug = "DEBUG", info = "INFO", warn = "WARN" }
-
---- Write a log line through the logger, if there is one.
-function Ctx:log(level, msg)
-    local logger = self.logger
-    if logger == "stderr" then
-        io.stderr:write("wolkvox [", level, "] ", msg, "\n")
-    elseif logger == "ngx" then
-        ngx.log(ngx[NGX_LEVEL[level] or "NOTICE"], "wolkvox: ", msg)
-    elseif logger then
-        pcall(logger, level, msg)
-    end
-end
-
---- The transport's calls for one operation (a batch of light threads of the
--- current request inside nginx; the session itself elsewhere).
-function Ctx:batch()
-    local t = self.transport
-    if t.unusable then
-        local why = t:unusable()
-        if why then
-            errors.throw("transport", { reason = "phase", retryable = false, message = why })
-        end
-    end
-    return t.batch and t:batch() or t
-end
-
-local function describe(name, info)
-    if name == "on_request" then
-        return "debug", format("%s %s attempt %d%s", info.method, info.endpoint, info.attempt,
-            info.window and (" [" .. info.window .. "]") or "")
-    elseif name == "on_response" then
-        return "debug", format("%s -> %s, %d bytes, %.3f s%s", info.endpoint, tostring(info.status),
-            info.bytes or 0, info.time or 0, info.error and (": " .. tostring(info.error)) or "")
-    elseif name == "on_retry" then
-        return "info", format("retrying %s in %.2f s after attempt %d: %s", info.endpoint, info.wait,
-            info.attempt, tostring(info.error))
-    elseif name == "on_throttle" then
-        return "info", format("%s waits %.2f s for %s", info.endpoint, info.wait, info.reason)
-    end
-    return "warn", format("quota: %s", tostring(info.error))
-end
-
---- Tell the hook `name` (and the log) about `info`.  A hook that raises is
--- logged and otherwise ignored: it must not break a call half-way.
--- Nothing passed here holds the token: infos are built from requests
--- (method, URL without token) and from results and errors.
-function Ctx:emit(name, info)
-    if self.logger then
-        self:log(describe(name, info))
-    end
-    local hook = self.hooks[name]
-    if hook then
-        local ok, err = pcall(hook, info)
-        if not ok then
-            self:log("warn", "hook " .. name .. " failed: " .. tostring(err))
-        end
-    end
-end
-
---- A pacer slot for `item`, or nil and the seconds to wait (announced once
--- per item through on_throttle).
-function Ctx:acquire(endpoint, item)
-    local slot, wait, why = self.pacer:acquire()
-    if slot then
-        item.throttled = nil
-        return slot
-    end
-    if not item.throttled then
-        item.throttled = true
-        self.throttles = self.throttles + 1
-        self:emit("on_throttle", { endpoint = endpoint, wait = wait,
-            reason = why == "interval" and "the minimum interval" or "a free slot of the token" })
-    end
-    return nil, wait
-end
-
--- The transport: "ngx" (cosockets) inside nginx, "curl" (wolkvox.core) elsewhere.
-local function open_transport(opts, token)
-    local name = opts.transport
-    if name == nil then
-        name = require("wolkvox.transport.ngx").available() and "ngx" or "curl"
-    end
-    if name ~= "curl" and name ~= "ngx" then
-        errors.throw("params", { message = "unknown transport '" .. tostring(name) .. "' (curl or ngx)" })
-    end
-    local mod = require("wolkvox.transport." .. name)
-    return mod.new(opts, token), mod.clock, name
-end
-
--- The pacer and the ledger: files under state_dir, a shared dict inside
--- nginx, or memory.
-local function open_state(o, transport, clock, name)
-    local opts_p = { max_concurrent = o.max_concurrent, min_interval = o.min_interval, time = clock.time }
-    local opts_q = { utc_offset = o.utc_offset, daily_limit = o.daily_limit, reserve = o.reserve,
-        time = clock.time }
-    if name == "ngx" then
-        local dict = ngx.shared[o.shared_dict or "wolkvox"]
-        if dict then
-            opts_p.dict, opts_p.key, opts_p.ttl = dict, transport:token_id(), o.timeout + 15
-            opts_q.dict = dict
-            opts_q.key = require("wolkvox.transport.ngx").fingerprint(o.base_url):sub(1, 16)
-        end
-    elseif o.state_dir then
-        local core = require "wolkvox.core"
-        opts_p.dir = o.state_dir .. "/tokens/" .. transport:token_id()
-        opts_q.dir = o.state_dir .. "/operations/" .. core.sha256(o.base_url):sub(1, 16)
-        for _, dir in ipairs { opts_p.dir, opts_q.dir } do
-            local ok, err = core.mkdir(dir)
-            if not ok then
-                errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
-                    .. " (set state_dir, or state_dir = false)" })
-            end
-        end
-    end
-    return pacer.new(opts_p), quota.new(opts_q)
-end
 
 -- ---- calls ----------------------------------------------------------------------
 
@@ -476,35 +304,15 @@ function M.new(opts)
         end
         error(o, 2)
     end
-    local okt, transport, clock, name = pcall(open_transport, o, token)
+    local okr, rt = pcall(runtime.new, o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
-    if not okt then
-        if errors.is(transport) then
-            return nil, transport
+    if not okr then
+        if errors.is(rt) then
+            return nil, rt
         end
-        error(transport, 2)
+        error(rt, 2)
     end
-    local oks, p, l = pcall(open_state, o, transport, clock, name)
-    if not oks then
-        transport:close()
-        if errors.is(p) then
-            return nil, p
-        end
-        error(p, 2)
-    end
-    local hooks = {}
-    for _, hook in ipairs(HOOKS) do
-        hooks[hook] = o[hook]
-    end
-    local ctx = setmetatable({
-        transport = transport, clock = clock, pacer = p, ledger = l, hooks = hooks,
-        logger = o.logger or (name == "ngx" and "ngx" or nil), base_url = o.base_url, utc_offset = o.utc_offset,
-        max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,
-        policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
-            deadline = o.deadline },
-        calls = 0, retries = 0, throttles = 0, closed = false, per_request = name == "ngx",
-    }, Ctx)
-    return setmetatable({ _ctx = ctx }, mt)
+    return setmetatable({ _ctx = rt }, mt)
 end
 
 return M

@@ -6,12 +6,14 @@
 -- fresh, decode }`; a result is `{ status, value, bytes, wire_bytes, time,
 -- connects, sends, retry_after, decode_error, snippet, error = { kind,
 -- reason, message, curl_code, sent } }`.
+-- See `wolkvox.transport` for the contract.
 -- @module wolkvox.transport.curl
 
 local core = require "wolkvox.core"
 local errors = require "wolkvox.errors"
+local transport = require "wolkvox.transport"
 
-local setmetatable, ipairs = setmetatable, ipairs
+local setmetatable, ipairs, tostring = setmetatable, ipairs, tostring
 
 local M = {}
 
@@ -25,6 +27,32 @@ M.SLICE = 0.1
 --- The clock this transport waits with: `now()` (monotonic), `time()`
 -- (epoch, with fractions), `sleep(seconds)` (blocks the thread).
 M.clock = { now = core.now, time = core.time, sleep = core.sleep }
+
+--- Where the pacer and the ledger keep what processes share: files under
+-- `state_dir` (`tokens/<token id>/` for the slots, `operations/<server
+-- id>/` for the day's count), or nothing (`state_dir = false`: this
+-- process only).
+function M.state(o, t)
+    if not o.state_dir then
+        return {}, {}
+    end
+    local p = { dir = o.state_dir .. "/tokens/" .. t:token_id() }
+    local q = { dir = o.state_dir .. "/operations/" .. transport.fingerprint(o.base_url):sub(1, 16) }
+    for _, dir in ipairs { p.dir, q.dir } do
+        local ok, err = core.mkdir(dir)
+        if not ok then
+            errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
+                .. " (set state_dir, or state_dir = false)" })
+        end
+    end
+    return p, q
+end
+
+--- Outside nginx a process runs one call of a client at a time: the
+-- client's own runtime is the store.
+function M.store(owner)
+    return owner
+end
 
 local Transport = {}
 Transport.__index = Transport

@@ -5,7 +5,10 @@
 -- verification (`lua_ssl_trusted_certificate`), gzip, chunked bodies, the
 -- size cap, timeouts, the same error reasons.  Calls in flight run as light
 -- threads (`ngx.thread`) of the request that makes them.
+-- See `wolkvox.transport` for the contract.
 -- @module wolkvox.transport.ngx
+
+local transport = require "wolkvox.transport"
 
 
 local pcall, type, tostring, tonumber, pairs, setmetatable, concat, format, lower, rep, min, unpack =
@@ -649,9 +652,40 @@ Transport.__tostring = function(self)
     return "wolkvox.transport.ngx (" .. (self.closed_flag and "closed" or "open") .. ")"
 end
 
---- 32 hex digits of SHA-1 of `s` (names that do not reveal what they name).
-function M.fingerprint(s)
-    return (ngx.sha1_bin(s):gsub(".", function(c) return format("%02x", c:byte()) end)):sub(1, 32)
+--- Where the pacer and the ledger keep what the workers share: the
+-- `lua_shared_dict` named by `shared_dict` (default "wolkvox"), or nothing
+-- when it is not declared (this worker only).
+function M.state(o, t)
+    local dict = ngx.shared[o.shared_dict or "wolkvox"]
+    if not dict then
+        return {}, {}
+    end
+    return { dict = dict, key = t:token_id(), ttl = o.timeout + 15 },
+        { dict = dict, key = transport.fingerprint(o.base_url):sub(1, 16) }
+end
+
+--- The current request's own store for `owner` (in `ngx.ctx`): the
+-- requests of a worker share a client, and one must never abort another's
+-- calls.
+function M.store(owner)
+    local t = ngx.ctx.wolkvox_running
+    if not t then
+        t = setmetatable({}, { __mode = "k" })
+        ngx.ctx.wolkvox_running = t
+    end
+    local r = t[owner]
+    if not r then
+        r = {}
+        t[owner] = r
+    end
+    return r
+end
+
+local NGX_LEVEL = { debug = "DEBUG", info = "INFO", warn = "WARN" }
+
+--- nginx's error log (`logger = "ngx"`, the default inside nginx).
+function M.log(level, line)
+    ngx.log(ngx[NGX_LEVEL[level] or "NOTICE"], "wolkvox: ", line)
 end
 
 --- A transport for `opts` and `token`.  The token stays in closures: no
@@ -660,7 +694,7 @@ end
 -- string, a snippet of a body that is not JSON).
 function M.new(opts, token)
     local line = "wolkvox-token: " .. token
-    local id = M.fingerprint("wolkvox-token:" .. token)
+    local id = transport.fingerprint("wolkvox-token:" .. token)
     return setmetatable({
         head_of = function() return line end,
         mask = function(s)

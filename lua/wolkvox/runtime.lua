@@ -1,0 +1,160 @@
+--- The runtime every call runs in: one client's transport and clock, its
+-- pacer (the token's slots) and quota ledger, its policy, hooks and logger,
+-- and its counters.  The call machinery (`wolkvox.job.run`) works against
+-- this object; the client's public methods (`wolkvox.client`) make one and
+-- hand it their calls.
+-- @module wolkvox.runtime
+
+local errors = require "wolkvox.errors"
+local pacer = require "wolkvox.pacer"
+local quota = require "wolkvox.quota"
+local transport = require "wolkvox.transport"
+
+local pcall, setmetatable, tostring, format, ipairs = pcall, setmetatable, tostring, string.format, ipairs
+
+local M = {}
+
+local Runtime = {}
+Runtime.__index = Runtime
+
+local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota" }
+
+--- Count `n` sends (each may cost a call of the quota; `free` ones do not).
+function Runtime:spend(n, free)
+    self.calls = self.calls + n
+    if not free then
+        self.ledger:spend(n)
+    end
+end
+
+-- Where the running schedule is remembered: the transport's store for the
+-- current unit of work (the runtime itself; inside nginx the request's own,
+-- since the requests of a worker share a client and one request must never
+-- abort another's calls).
+function Runtime:running()
+    return self.store(self)
+end
+
+--- Remember the schedule of a running call or iteration (nil when it ends).
+function Runtime:track(sched)
+    self:running().active = sched
+end
+
+--- Abort what an iteration left in flight (a loop that broke early).
+function Runtime:settle()
+    local r = self:running()
+    local s = r.active
+    if s then
+        r.active = nil
+        s:abort()
+    end
+end
+
+--- Write a log line through the logger, if there is one.  A logger that
+-- fails is ignored: logging must not break a call.
+function Runtime:log(level, msg)
+    local logger = self.logger
+    if logger then
+        pcall(logger, level, msg)
+    end
+end
+
+--- The transport's calls for one operation (a batch of light threads of the
+-- current request inside nginx; the session itself elsewhere).
+function Runtime:batch()
+    local t = self.transport
+    if t.unusable then
+        local why = t:unusable()
+        if why then
+            errors.throw("transport", { reason = "phase", retryable = false, message = why })
+        end
+    end
+    return t.batch and t:batch() or t
+end
+
+local function describe(name, info)
+    if name == "on_request" then
+        return "debug", format("%s %s attempt %d%s", info.method, info.endpoint, info.attempt,
+            info.window and (" [" .. info.window .. "]") or "")
+    elseif name == "on_response" then
+        return "debug", format("%s -> %s, %d bytes, %.3f s%s", info.endpoint, tostring(info.status),
+            info.bytes or 0, info.time or 0, info.error and (": " .. tostring(info.error)) or "")
+    elseif name == "on_retry" then
+        return "info", format("retrying %s in %.2f s after attempt %d: %s", info.endpoint, info.wait,
+            info.attempt, tostring(info.error))
+    elseif name == "on_throttle" then
+        return "info", format("%s waits %.2f s for %s", info.endpoint, info.wait, info.reason)
+    end
+    return "warn", format("quota: %s", tostring(info.error))
+end
+
+--- Tell the hook `name` (and the log) about `info`.  A hook that raises is
+-- logged and otherwise ignored: it must not break a call half-way.
+-- Nothing passed here holds the token: infos are built from requests
+-- (method, URL without token) and from results and errors.
+function Runtime:emit(name, info)
+    if self.logger then
+        self:log(describe(name, info))
+    end
+    local hook = self.hooks[name]
+    if hook then
+        local ok, err = pcall(hook, info)
+        if not ok then
+            self:log("warn", "hook " .. name .. " failed: " .. tostring(err))
+        end
+    end
+end
+
+--- A pacer slot for `item`, or nil and the seconds to wait (announced once
+-- per item through on_throttle).
+function Runtime:acquire(endpoint, item)
+    local slot, wait, why = self.pacer:acquire()
+    if slot then
+        item.throttled = nil
+        return slot
+    end
+    if not item.throttled then
+        item.throttled = true
+        self.throttles = self.throttles + 1
+        self:emit("on_throttle", { endpoint = endpoint, wait = wait,
+            reason = why == "interval" and "the minimum interval" or "a free slot of the token" })
+    end
+    return nil, wait
+end
+
+--- Open the transport, the pacer and the ledger for checked options `o`
+-- and `token`; raises structured errors.
+-- @treturn table the runtime
+function M.new(o, token)
+    local mod, name = transport.module(o.transport)
+    if not mod then
+        errors.throw("params", { message = name })
+    end
+    local t = mod.new(o, token)
+    token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
+    local ok, opts_p, opts_q = pcall(mod.state, o, t)
+    if not ok then
+        t:close()
+        error(opts_p, 0)
+    end
+    local clock = mod.clock
+    opts_p.max_concurrent, opts_p.min_interval, opts_p.time = o.max_concurrent, o.min_interval, clock.time
+    opts_q.utc_offset, opts_q.daily_limit, opts_q.reserve, opts_q.time = o.utc_offset, o.daily_limit,
+        o.reserve, clock.time
+    local hooks = {}
+    for _, hook in ipairs(HOOKS) do
+        hooks[hook] = o[hook]
+    end
+    return setmetatable({
+        transport = t, transport_name = name, clock = clock, store = mod.store,
+        pacer = pacer.new(opts_p), ledger = quota.new(opts_q), hooks = hooks,
+        logger = transport.logger(o.logger or (mod.log and name or nil)),
+        base_url = o.base_url, utc_offset = o.utc_offset,
+        max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,
+        policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
+            deadline = o.deadline },
+        calls = 0, retries = 0, throttles = 0, closed = false,
+    }, Runtime)
+end
+
+return M

@@ -1,0 +1,112 @@
+--- The transport contract: what moves the bytes of a call, written once.
+--
+-- A transport module (`wolkvox.transport.curl`, `wolkvox.transport.ngx`)
+-- returns a table with:
+--
+-- * `new(opts, token)` -> a transport object (below); `opts` are the
+--   checked options of `wolkvox.new` (`timeout`, `connect_timeout`,
+--   `max_bytes`, `max_concurrent`, `user_agent`, `cainfo`, `capath`,
+--   `proxy`, `verify`).  The token goes into the request header and nowhere
+--   else: no field, string or log line of the transport holds it, and it is
+--   masked out of whatever the server sends back.
+-- * `clock` -> `now()` (monotonic seconds), `time()` (epoch seconds, with
+--   fractions), `sleep(seconds)` (blocks the thread, or yields inside nginx).
+-- * `state(opts, transport)` -> the options of the pacer and of the quota
+--   ledger: where the token's slots and the day's count are shared (files
+--   under `state_dir`, an nginx shared dict, or nothing: this process only).
+-- * `store(owner)` -> a table private to the current unit of work for
+--   `owner` (the client itself; inside nginx, the current request's), where
+--   the running call is remembered.
+-- * `log(level, line)` (optional) -> the host's own log (the logger named
+--   after the transport, `logger = "ngx"`).
+-- * `available()` (optional) -> true when this host can use it.
+--
+-- A transport object has:
+--
+-- * `start(req)` -> an id.  `req` is `{ method, url, body, content_type,
+--   parts = { { name, data | path, filename, content_type } }, headers,
+--   timeout, fresh, decode }`.  A request the transport cannot send raises
+--   (a programming error); a closed transport throws the `closed` error.
+-- * `wait()` -> `id, result` of the next request that ended (nil when none
+--   is in flight).  An interrupt (a hook, Ctrl-C) may raise out of it.
+-- * `cancel()` -> `n, sends`: requests aborted and how often they had gone
+--   out (each may have cost a call of the quota).
+-- * `stats()` -> `{ requests, connects, bytes, inflight }`.
+-- * `token_id()` -> `M.fingerprint("wolkvox-token:" .. token)`.
+-- * `close()`, `closed()`.
+-- * `batch()` (optional) -> an object with `start`, `wait`, `cancel` for the
+--   calls of one operation (inside nginx: light threads of one request).
+-- * `unusable()` (optional) -> why no call can be made here and now, or nil.
+--
+-- A result is `{ status, value | body, bytes, wire_bytes, time, connects,
+-- sends, content_type, retry_after, decode_error, snippet, error = { kind,
+-- reason, message, curl_code, sent } }`; `error.reason` is one of
+-- `M.REASONS`.
+-- @module wolkvox.transport
+
+local type, tostring, require, pcall = type, tostring, require, pcall
+
+local M = {}
+
+--- Why a transfer failed (`result.error.reason`), and whether another
+-- attempt may pass (`true`) or never will (`false`).
+M.REASONS = {
+    connect = true,   -- the connection could not be made
+    dns = true,       -- the host name did not resolve
+    timeout = true,   -- no answer in time
+    reset = true,     -- the connection broke
+    partial = true,   -- the answer ended early
+    protocol = true,  -- the server broke HTTP (a huge header, a bad chunk, bad gzip)
+    other = true,     -- anything else the transport saw
+    tls = false,      -- the certificate or the handshake failed
+    url = false,      -- the URL cannot be used
+    memory = false,   -- the answer does not fit in memory
+    size = false,     -- the answer is larger than max_bytes (kind too_large)
+    phase = false,    -- inside nginx, a phase without cosockets
+    closed = false,   -- the client was closed during the call (kind closed)
+}
+
+--- The transports, by the names `wolkvox.new { transport = ... }` takes.
+M.NAMES = { curl = "wolkvox.transport.curl", ngx = "wolkvox.transport.ngx" }
+
+local sha256
+--- 32 hex digits of SHA-256 of `s`: the names of the state files, dict keys
+-- and (later) shared keys, the same whichever transport computes them.
+function M.fingerprint(s)
+    if not sha256 then
+        local ok, core = pcall(require, "wolkvox.core")
+        sha256 = ok and core.sha256 or require("wolkvox.sha256")
+    end
+    return sha256(s):sub(1, 32)
+end
+
+--- The module of transport `name`; without a name, the one this host
+-- uses: "ngx" inside nginx, else "curl".
+function M.module(name)
+    if name == nil then
+        local ngx_mod = require(M.NAMES.ngx)
+        return ngx_mod.available() and ngx_mod or require(M.NAMES.curl), ngx_mod.available() and "ngx" or "curl"
+    end
+    local path = M.NAMES[name]
+    if not path then
+        return nil, "unknown transport '" .. tostring(name) .. "' (curl or ngx)"
+    end
+    return require(path), name
+end
+
+--- A logger function for a logger option: a function as it is, "stderr",
+-- or the name of a transport whose host has a log ("ngx").
+function M.logger(v)
+    if type(v) == "function" or v == nil then
+        return v
+    end
+    if v == "stderr" then
+        return function(level, line)
+            io.stderr:write("wolkvox [", level, "] ", line, "\n")
+        end
+    end
+    local mod = M.NAMES[v] and require(M.NAMES[v])
+    return mod and mod.log or nil
+end
+
+return M
