@@ -7,7 +7,8 @@ codes = true
 files["spec"] = { std = "+busted" }
 files["spec/support.lua"] = { std = "max" }
 files["lua/wolkvox/endpoints.lua"] = { max_line_length = false }
--- Only the nginx transport reads the `ngx` global (lua-nginx-module's API).
+-- Only the nginx transport and its HTTP client read the `ngx` global (lua-nginx-module's API).
+files["lua/wolkvox/transport/ngx_http.lua"] = { read_globals = { "ngx" } }
 files["lua/wolkvox/transport/ngx.lua"] = {
     read_globals = { ngx = { other_fields = true, fields = { ctx = { read_only = false, other_fields = true } } } },
 }
