@@ -1,15 +1,21 @@
 -- lua-wolkvox: the wolkvox contact-center API as native Lua tables.
+-- The development rockspec: build and install the checkout you are in.
 --   luarocks --lua-version=5.4 make --deps-mode=none
 -- For LuaJIT / OpenResty (5.1 ABI):
 --   luarocks --lua-version=5.1 make --deps-mode=none LUA_INCDIR=/usr/include/luajit-2.1
 -- Debian keeps curl/curl.h in a multiarch directory; the build only needs the
 -- library, and CURL_INCDIR=/usr/include/x86_64-linux-gnu may be passed.
+-- Releases have their own rockspec (lua-wolkvox-X.Y.Z-1.rockspec) with the
+-- same dependencies and build table; spec/rockspec_spec.lua keeps them equal.
 rockspec_format = "3.0"
 package = "lua-wolkvox"
 version = "scm-1"
 
+-- The project's intended public home; nothing is published there yet, so
+-- build from a checkout (luarocks make).
 source = {
-    url = "git+file:///lua-wolkvox", -- no public repository yet: build from a checkout (luarocks make)
+    url = "git+https://github.com/lua-wolkvox/lua-wolkvox.git",
+    branch = "main",
 }
 
 description = {
@@ -18,15 +24,22 @@ description = {
 A C module on libcurl (wolkvox.core) and a thin Lua layer (wolkvox): one
 method per API endpoint, answers as plain Lua tables, structured errors,
 and a fake wolkvox server (wolkvox.fake, bin/wolkvox-fake) for offline tests.
+The fake needs LuaSocket and lua-cjson, which are not dependencies of the rock:
+install them to use it.
 ]],
+    homepage = "https://github.com/lua-wolkvox/lua-wolkvox",
     license = "MIT",
     labels = { "wolkvox", "contact-center", "http", "libcurl", "openresty" },
 }
 
+-- Only what the library needs: the C core decodes JSON itself.  Optional,
+-- and not listed so that luarocks neither forces nor warns about them
+-- (Debian's lua-cjson and lua-socket are not in any rocks tree):
+--   lua-cjson  the ngx transport's decoder inside nginx when the rock's C
+--              module is not installed there; the fake server; tools/
+--   luasocket  the fake server (wolkvox.fake, bin/wolkvox-fake) and the specs
 dependencies = {
     "lua >= 5.1",
-    "lua-cjson",
-    "luasocket",
 }
 
 external_dependencies = {
@@ -63,9 +76,14 @@ build = {
         ["wolkvox.request"] = "lua/wolkvox/request.lua",
         ["wolkvox.response"] = "lua/wolkvox/response.lua",
         ["wolkvox.retry"] = "lua/wolkvox/retry.lua",
+        ["wolkvox.runtime"] = "lua/wolkvox/runtime.lua",
         ["wolkvox.schedule"] = "lua/wolkvox/schedule.lua",
+        ["wolkvox.sha256"] = "lua/wolkvox/sha256.lua",
+        ["wolkvox.transport"] = "lua/wolkvox/transport/init.lua",
         ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
         ["wolkvox.transport.ngx"] = "lua/wolkvox/transport/ngx.lua",
+        ["wolkvox.transport.ngx_http"] = "lua/wolkvox/transport/ngx_http.lua",
+        ["wolkvox.version"] = "lua/wolkvox/version.lua",
         ["wolkvox.windows"] = "lua/wolkvox/windows.lua",
     },
     install = {

@@ -12,7 +12,7 @@
 
 #include "compat.h"
 
-#define WV_VERSION "0.1.0"
+#define WV_VERSION "0.2.0"
 
 #if defined(__GNUC__)
 #define WV_EXPORT __attribute__((visibility("default")))

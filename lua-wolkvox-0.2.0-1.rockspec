@@ -1,0 +1,104 @@
+-- lua-wolkvox 0.2.0: the wolkvox contact-center API as native Lua tables.
+-- The release rockspec: its source is the tag v0.2.0 of the project's public
+-- repository.  To make the source rock (luarocks clones source.url at the tag):
+--   luarocks pack lua-wolkvox-0.2.0-1.rockspec
+-- or, from a checkout, `make rock` (the committed HEAD, tagged in a temporary
+-- clone: see the Makefile);
+-- and to install it:
+--   luarocks --lua-version=5.4 install --deps-mode=none lua-wolkvox-0.2.0-1.src.rock
+--   luarocks --lua-version=5.1 install --deps-mode=none lua-wolkvox-0.2.0-1.src.rock \
+--       LUA_INCDIR=/usr/include/luajit-2.1                       (LuaJIT / OpenResty)
+-- Debian keeps curl/curl.h in a multiarch directory; the build only needs the
+-- library, and CURL_INCDIR=/usr/include/x86_64-linux-gnu may be passed.
+-- Everything below `source` is the same as in lua-wolkvox-scm-1.rockspec
+-- (spec/rockspec_spec.lua checks it).
+rockspec_format = "3.0"
+package = "lua-wolkvox"
+version = "0.2.0-1"
+
+-- The project's intended public home.  Nothing is published there yet: the
+-- URL and the tag are where the release will live, and `make rock` (like
+-- spec/rockspec_spec.lua) reaches a local clone through git's insteadOf.
+source = {
+    url = "git+https://github.com/lua-wolkvox/lua-wolkvox.git",
+    tag = "v0.2.0",
+}
+
+description = {
+    summary = "The wolkvox contact-center API as native Lua tables (libcurl C core)",
+    detailed = [[
+A C module on libcurl (wolkvox.core) and a thin Lua layer (wolkvox): one
+method per API endpoint, answers as plain Lua tables, structured errors,
+and a fake wolkvox server (wolkvox.fake, bin/wolkvox-fake) for offline tests.
+The fake needs LuaSocket and lua-cjson, which are not dependencies of the rock:
+install them to use it.
+]],
+    homepage = "https://github.com/lua-wolkvox/lua-wolkvox",
+    license = "MIT",
+    labels = { "wolkvox", "contact-center", "http", "libcurl", "openresty" },
+}
+
+-- Only what the library needs: the C core decodes JSON itself.  Optional,
+-- and not listed so that luarocks neither forces nor warns about them
+-- (Debian's lua-cjson and lua-socket are not in any rocks tree):
+--   lua-cjson  the ngx transport's decoder inside nginx when the rock's C
+--              module is not installed there; the fake server; tools/
+--   luasocket  the fake server (wolkvox.fake, bin/wolkvox-fake) and the specs
+dependencies = {
+    "lua >= 5.1",
+}
+
+external_dependencies = {
+    CURL = { library = "curl" },
+}
+
+build = {
+    type = "builtin",
+    modules = {
+        ["wolkvox.core"] = {
+            sources = { "src/core.c", "src/json.c", "src/request.c", "src/session.c", "src/sha256.c", "src/sys.c",
+                "src/token.c", "src/transfer.c" },
+            libraries = { "curl", "pthread" },
+            incdirs = { "$(CURL_INCDIR)" },
+            libdirs = { "$(CURL_LIBDIR)" },
+        },
+        ["wolkvox"] = "lua/wolkvox/init.lua",
+        ["wolkvox.client"] = "lua/wolkvox/client.lua",
+        ["wolkvox.dates"] = "lua/wolkvox/dates.lua",
+        ["wolkvox.endpoints"] = "lua/wolkvox/endpoints.lua",
+        ["wolkvox.errors"] = "lua/wolkvox/errors.lua",
+        ["wolkvox.fake"] = "lua/wolkvox/fake/init.lua",
+        ["wolkvox.fake.api"] = "lua/wolkvox/fake/api.lua",
+        ["wolkvox.fake.data"] = "lua/wolkvox/fake/data.lua",
+        ["wolkvox.fake.http"] = "lua/wolkvox/fake/http.lua",
+        ["wolkvox.fake.loop"] = "lua/wolkvox/fake/loop.lua",
+        ["wolkvox.inflate"] = "lua/wolkvox/inflate.lua",
+        ["wolkvox.json"] = "lua/wolkvox/json.lua",
+        ["wolkvox.options"] = "lua/wolkvox/options.lua",
+        ["wolkvox.pacer"] = "lua/wolkvox/pacer.lua",
+        ["wolkvox.quota"] = "lua/wolkvox/quota.lua",
+        ["wolkvox.registry"] = "lua/wolkvox/registry.lua",
+        ["wolkvox.report"] = "lua/wolkvox/report.lua",
+        ["wolkvox.request"] = "lua/wolkvox/request.lua",
+        ["wolkvox.response"] = "lua/wolkvox/response.lua",
+        ["wolkvox.retry"] = "lua/wolkvox/retry.lua",
+        ["wolkvox.runtime"] = "lua/wolkvox/runtime.lua",
+        ["wolkvox.schedule"] = "lua/wolkvox/schedule.lua",
+        ["wolkvox.sha256"] = "lua/wolkvox/sha256.lua",
+        ["wolkvox.transport"] = "lua/wolkvox/transport/init.lua",
+        ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
+        ["wolkvox.transport.ngx"] = "lua/wolkvox/transport/ngx.lua",
+        ["wolkvox.transport.ngx_http"] = "lua/wolkvox/transport/ngx_http.lua",
+        ["wolkvox.version"] = "lua/wolkvox/version.lua",
+        ["wolkvox.windows"] = "lua/wolkvox/windows.lua",
+    },
+    install = {
+        bin = { ["wolkvox-fake"] = "bin/wolkvox-fake" },
+    },
+    copy_directories = { "examples" },
+}
+
+test = {
+    type = "command",
+    command = "make test",
+}
