@@ -282,9 +282,9 @@ function State:answer(e, req, token)
         end
     end
     local now = dates.now(cfg.utc_offset)
-    local payload, total
+    local payload, total, ini, fin
     if e.dates then
-        local ini, fin = date_param(params.date_ini), date_param(params.date_end)
+        ini, fin = date_param(params.date_ini), date_param(params.date_end)
         if not ini or not fin or fin < ini then
             return refuse(404, M.MSG.empty)
         end
@@ -327,12 +327,9 @@ function State:answer(e, req, token)
         return json_response(200, cjson.encode({ code = code, total_records = tostring(#records),
             campaign_id = params.campaign_id or "1", records = records }))
     elseif e.shape == "object" and e.dates and type(payload) == "table" and payload[1] then
-        -- A report answered as an object keyed by bucket (cdr_4's example).
-        local keyed = {}
-        for i, row in ipairs(payload) do
-            keyed[format("%02d", i)] = row
-        end
-        payload = keyed
+        -- A report answered as an object keyed by bucket (cdr_4's example),
+        -- each bucket under the time it starts: windows give different keys.
+        payload = data.keyed(payload, ini, fin)
     elseif e.multi_status then
         local files = {}
         local decoded = safe.decode(req.body or "") or {}
@@ -387,13 +384,14 @@ function State:quota_spend(e, token)
     return true
 end
 
---- Handle one API request (path /api/v2/<family>.php).
-function State:api(req, conn, family)
+--- Handle one API request (path /api/v2/<family>.php); `proxied` is the
+-- host[:port] of a request that named the fake as its HTTP proxy.
+function State:api(req, conn, family, proxied)
     local now = http.gettime()
     local entry = {
         seq = #self.log + 1, conn = conn.id, port = conn.port, method = req.method,
         line = req.line, family = family, api = req.params.api, params = req.params,
-        headers = header_record(req), body = req.body, t_start = now,
+        headers = header_record(req), body = req.body, t_start = now, proxied = proxied,
     }
     self.log[#self.log + 1] = entry
     self.stats.requests = self.stats.requests + 1
@@ -516,9 +514,16 @@ end
 --- The request handler for wolkvox.fake.http.
 function State:handler()
     return function(req, conn)
+        -- A request line in absolute form ("GET http://host/api/v2/...")
+        -- comes to a proxy: the fake stands in for the proxy and the server
+        -- behind it, and logs the host the client asked for (`proxied`).
+        local proxied, path = req.path:match("^[hH][tT][tT][pP]://([^/]+)(/.*)$")
+        if proxied then
+            req.path = path
+        end
         local family = req.path:match("^/api/v2/([%w_]+)%.php$")
         if family then
-            return self:api(req, conn, family)
+            return self:api(req, conn, family, proxied)
         end
         local what = req.path:match("^/__fake/(%w+)$")
         if what then

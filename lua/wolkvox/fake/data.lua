@@ -165,6 +165,23 @@ function M.detail(e, ini, fin, cfg, limit)
     return rows, total, count
 end
 
+--- An object answer keyed by bucket (cdr_4's shape): the rows of `list`,
+-- each under the wall time its bucket starts, "YYYY-MM-DD HH:MM:SS", the
+-- buckets spread evenly over [ini, fin].  Keys come from the range asked,
+-- so two windows of a longer range never share a key, and a client that
+-- joins windows and keeps only some of their keys shows it.
+function M.keyed(list, ini, fin)
+    local out, n = {}, #list
+    for i, row in ipairs(list) do
+        local key = dates.iso(ini + floor((i - 1) * (fin - ini + 1) / n))
+        if out[key] ~= nil then
+            key = key .. " #" .. i -- a range shorter than its buckets
+        end
+        out[key] = row
+    end
+    return out
+end
+
 --- Rows of an aggregate report: a few entities whose figures grow with the
 -- span, so that splitting a range would change them.
 function M.aggregate(e, ini, fin)
