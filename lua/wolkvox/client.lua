@@ -8,7 +8,8 @@
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
 local registry = require "wolkvox.registry"
-local report = require "wolkvox.report"
+local prepare = require "wolkvox.job.prepare"
+local run = require "wolkvox.job.run"
 local runtime = require "wolkvox.runtime"
 
 local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
@@ -65,8 +66,8 @@ end
 -- The one path every call takes: check, plan, send, read.
 local function invoke(self, e, params, unchecked)
     local ctx = ready(self, e.name)
-    local job = report.prepare(ctx, e, params, { unchecked = unchecked })
-    return report.run(ctx, job)
+    local job = prepare.prepare(ctx, e, params, { unchecked = unchecked })
+    return run.run(ctx, job)
 end
 local invoke_protected = errors.protect(invoke)
 
@@ -197,7 +198,7 @@ function Client:each(name, params)
     local ok, it, s, c, closer = pcall(function()
         local e = ranged(name)
         local ctx = ready(self, e.name)
-        return report.each(ctx, report.prepare(ctx, e, params))
+        return run.each(ctx, prepare.prepare(ctx, e, params))
     end)
     if not ok then
         error(it, 2)
@@ -214,7 +215,7 @@ end
 Client.plan = errors.protect(function(self, name, params)
     local ctx = self._ctx
     local e = endpoint_of(name)
-    local p = report.plan(report.prepare(ctx, e, params), ctx)
+    local p = prepare.plan(prepare.prepare(ctx, e, params), ctx)
     p.free = e.free == true
     p.quota = ctx.ledger:status()
     return p

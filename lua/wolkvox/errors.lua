@@ -118,6 +118,11 @@ function M.throw(kind, fields)
     error(M.new(kind, fields), 0)
 end
 
+--- Raise a `params` error about endpoint `e` (before anything is sent).
+function M.refuse(e, message)
+    M.throw("params", { endpoint = e.name, message = message })
+end
+
 --- Wrap `f` so that a raised wolkvox error comes back as `nil, err`.
 -- Any other error (a bug) is re-raised unchanged.
 function M.protect(f)

@@ -21,9 +21,7 @@ local type, pairs, ipairs, tostring, tonumber, concat, sort, format, floor, open
 local M = {}
 
 
-local function refuse(e, msg)
-    errors.throw("params", { endpoint = e.name, message = msg })
-end
+local refuse = errors.refuse
 
 --- Percent-encode a query value (RFC 3986 unreserved characters stay).
 function M.escape(s)
@@ -157,8 +155,10 @@ function M.query(e, params, opts)
         end
     end
     if not unchecked then
+        local dated = opts and opts.dated
         for _, p in ipairs(e.query or {}) do
-            if p.required and params[p.name] == nil then
+            if p.required and params[p.name] == nil
+                and not (dated and (p.name == "date_ini" or p.name == "date_end")) then
                 refuse(e, "missing required parameter '" .. p.name .. "'")
             end
         end
@@ -396,7 +396,8 @@ end
 -- @tparam table e the endpoint (registry entry, or an ad-hoc one for unchecked calls)
 -- @tparam string base_url
 -- @tparam table params see the module description
--- @tparam[opt] table opts `unchecked` (skip the registry's rules), `utc_offset`
+-- @tparam[opt] table opts `unchecked` (skip the registry's rules), `utc_offset`,
+--   `dated` (the dates come later, through `dated`, window by window)
 function M.build(e, base_url, params, opts)
     params = check_table(e, params)
     local unchecked = opts and opts.unchecked
@@ -416,6 +417,17 @@ function M.build(e, base_url, params, opts)
             req.body = encode_body(e, obj)
         end
     end
+    return req
+end
+
+--- The request `tpl` (from `build` with `dated = true`) for the window
+-- `from` .. `to` (wall-clock seconds): its dates added, nothing checked again.
+function M.dated(tpl, from, to)
+    local req = {}
+    for k, v in pairs(tpl) do
+        req[k] = v
+    end
+    req.url = tpl.url .. "&date_ini=" .. dates.format(from) .. "&date_end=" .. dates.format(to)
     return req
 end
 

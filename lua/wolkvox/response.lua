@@ -64,9 +64,11 @@ local function text_of(env)
     return concat(parts, ": ")
 end
 
-local function is_list(t)
+--- True when `t` is a list of rows (an array, or empty), not an object.
+function M.is_list(t)
     return type(t) == "table" and (t[1] ~= nil or next(t) == nil)
 end
+local is_list = M.is_list
 
 -- `failed` is the status or envelope code that failed.
 -- Transport failures that another attempt will not mend.

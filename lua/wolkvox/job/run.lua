@@ -1,0 +1,281 @@
+--- Running a prepared call: its items scheduled over the transport (two at
+-- a time at most, each start cleared by the pacer), failed attempts retried
+-- by the retry policy, truncated windows split again, and the answers
+-- assembled in plan order: one answer, the rows of every window, a list of
+-- periods, or the results of an upload's chunks.  `each` hands the rows
+-- over window by window instead.
+-- @module wolkvox.job.run
+
+local dates = require "wolkvox.dates"
+local errors = require "wolkvox.errors"
+local prepare = require "wolkvox.job.prepare"
+local response = require "wolkvox.response"
+local retry = require "wolkvox.retry"
+local schedule = require "wolkvox.schedule"
+local windows = require "wolkvox.windows"
+
+local type, pairs, ipairs, format, setmetatable, error, pcall =
+    type, pairs, ipairs, string.format, setmetatable, error, pcall
+
+local M = {}
+
+local is_list = response.is_list
+
+local function span_text(w)
+    return dates.iso(w.from) .. " .. " .. dates.iso(w.to)
+end
+
+-- The request of an attempt: the item's, with the time the deadline leaves.
+local function attempt_request(ctx, job, item)
+    local req = prepare.request(job, item)
+    if job.deadline then
+        local left = job.deadline - ctx.clock.now()
+        if left <= 0 then
+            local last = item.last_error
+            if last then
+                error(last, 0)
+            end
+            errors.throw("transport", { reason = "timeout", endpoint = job.e.name, calls = job.calls,
+                message = "the deadline passed before the call could start" })
+        end
+        local copy = {}
+        for k, v in pairs(req) do
+            copy[k] = v
+        end
+        copy.timeout = left < ctx.timeout and left or nil
+        req = copy
+    end
+    item.attempts = (item.attempts or 0) + 1
+    job.attempts = job.attempts + 1
+    ctx:emit("on_request", { endpoint = job.e.name, method = req.method, url = req.url,
+        attempt = item.attempts, window = item.from and span_text(item) or nil })
+    return req
+end
+
+-- A failed attempt: "retry", wait[, "serial"] when the policy allows another,
+-- else the error is raised, with its attempts and its window or chunk named.
+local function failed(ctx, job, item, err)
+    item.history = item.history or {}
+    item.history[#item.history + 1] = retry.label(err)
+    item.last_error = err
+    local p = job.policy
+    if retry.retryable(err, job.write) and item.attempts <= p.retries then
+        local wait = retry.wait(err, item.attempts, p, nil, ctx.clock.time())
+        if not job.deadline or ctx.clock.now() + wait < job.deadline then
+            job.retries, job.waited = job.retries + 1, job.waited + wait
+            ctx.retries = ctx.retries + 1
+            ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
+                error = err, window = item.from and span_text(item) or nil })
+            return "retry", wait, err.kind == "concurrency" and "serial" or nil
+        end
+    end
+    if err.kind == "quota" then
+        ctx:emit("on_quota", { endpoint = job.e.name, error = err })
+    end
+    err.attempts, err.history, err.calls = item.attempts, item.history, job.calls
+    if item.attempts > 1 then
+        err.message = err.message .. " (attempts: " .. table.concat(item.history, "; ") .. ")"
+    end
+    if item.from then
+        err.window = { from = dates.iso(item.from), to = dates.iso(item.to) }
+        err.message = err.message .. " [window " .. span_text(item) .. "]"
+    elseif item.first then
+        err.chunk = { first = item.first, last = item.last }
+        err.message = format("%s [records %d-%d; %d before them were accepted]",
+            err.message, item.first, item.last, item.first - 1)
+    end
+    error(err, 0)
+end
+
+-- A window that answered the row cap: the windows to ask instead, or a
+-- `truncated` error when it cannot be split further.
+local function split_truncated(job, sched, item, rows)
+    local a, b
+    if job.mode == "windows" then
+        a, b = windows.bisect(item, job.min_span, job.step)
+    end
+    if not a then
+        errors.throw("truncated", { endpoint = job.e.name, calls = job.calls,
+            window = { from = dates.iso(item.from), to = dates.iso(item.to) },
+            message = format("window %s answered %d rows, the cap of %d: rows may be missing, "
+                .. "and it cannot be split further", span_text(item), rows, job.max_rows) })
+    end
+    job.truncated = job.truncated + 1
+    -- Windows not started yet are cut to the span that now has to fit;
+    -- a window that was already in flight is cut to it too, not halved.
+    local span = a.to - a.from
+    if span < job.span_cap then
+        job.span_cap = span
+        for _, p in ipairs(sched:pending()) do
+            if p.to - p.from > span then
+                sched:replace(p, windows.split(p.from, p.to, span, job.step))
+            end
+        end
+    elseif span > job.span_cap then
+        return windows.split(item.from, item.to, job.span_cap, job.step)
+    end
+    return { a, b }
+end
+
+-- Read one answer: store it on the item, or say what to do instead (retry
+-- it, or ask for its window in parts); raise what cannot be mended.
+local function finish(ctx, job, sched, item, res)
+    local sends = res.sends or 1
+    ctx:spend(sends, job.e.free)
+    item.calls = (item.calls or 0) + sends
+    job.calls = job.calls + sends
+    job.bytes = job.bytes + (res.bytes or 0)
+    local ok, data, meta = pcall(response.interpret, res, job.e)
+    ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
+        time = res.time, calls = sends, attempt = item.attempts,
+        error = not ok and errors.is(data) and data or nil })
+    if not ok then
+        if errors.is(data) then
+            return failed(ctx, job, item, data)
+        end
+        error(data, 0)
+    end
+    if item.from and is_list(data) and #data >= job.max_rows then
+        return split_truncated(job, sched, item, #data)
+    end
+    item.data, item.meta = data, meta
+end
+
+local function start(ctx, job)
+    job.calls, job.bytes, job.truncated, job.span_cap = 0, 0, 0, math.huge
+    job.attempts, job.retries, job.waited = 0, 0, 0
+    if job.policy.deadline then
+        job.deadline = ctx.clock.now() + job.policy.deadline
+    end
+    -- A plan beyond the ceiling or the day's quota is refused before sending.
+    local err = prepare.refusal(ctx, job)
+    if err then
+        if err.kind == "quota" then
+            ctx:emit("on_quota", { endpoint = job.e.name, error = err })
+        end
+        error(err, 0)
+    end
+    local sched
+    sched = schedule.new(ctx:batch(), job.limit, {
+        request = function(item) return attempt_request(ctx, job, item) end,
+        finish = function(item, res) return finish(ctx, job, sched, item, res) end,
+        acquire = function(item) return ctx:acquire(job.e.name, item) end,
+        -- `abandoned`: the slot's call was cut off in flight (the pacer may
+        -- keep its slot taken for a while: the server may still count it).
+        release = function(slot, abandoned) ctx.pacer:release(slot, abandoned) end,
+        deadline = job.deadline,
+        abandon = function(sends)
+            ctx:spend(sends, job.e.free)
+            job.calls = job.calls + sends
+        end,
+        now = ctx.clock.now,
+        sleep = ctx.clock.sleep,
+    })
+    for _, item in ipairs(job.items) do
+        sched:add(item)
+    end
+    ctx:track(sched)
+    return sched
+end
+
+local function window_meta(item)
+    return { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label,
+        rows = is_list(item.data) and #item.data or nil, calls = item.calls }
+end
+
+--- Run `job` to the end.
+-- @return the data and meta: for one call the endpoint's own answer; for a
+--   range the rows of every window in time order; for `per` a list of
+--   `{ period, from, to, rows }`; for a chunked upload a list of
+--   `{ first, last, data, meta }`
+function M.run(ctx, job)
+    local sched = start(ctx, job)
+    local meta = { endpoint = job.e.name, windows = {} }
+    local out, merged = {}, nil
+    local last
+    while true do
+        local item = sched:next()
+        if not item then
+            break
+        end
+        last = item
+        if job.mode == "single" then
+            out = item.data
+        elseif job.mode == "chunks" then
+            out[#out + 1] = { first = item.first, last = item.last, data = item.data, meta = item.meta }
+        elseif job.mode == "periods" then
+            out[#out + 1] = { period = item.label, from = dates.iso(item.from), to = dates.iso(item.to),
+                rows = item.data }
+            meta.windows[#meta.windows + 1] = window_meta(item)
+        else
+            meta.windows[#meta.windows + 1] = window_meta(item)
+            if is_list(item.data) then
+                for _, row in ipairs(item.data) do
+                    out[#out + 1] = row
+                end
+            elseif type(item.data) == "table" then
+                -- An object keyed by bucket (cdr_4): windows add keys.
+                merged = merged or {}
+                for k, v in pairs(item.data) do
+                    merged[k] = v
+                end
+            end
+        end
+        item.data = nil
+    end
+    ctx:track(nil)
+    if merged then
+        out = merged
+    end
+    if job.mode == "single" or job.mode == "window" then
+        for k, v in pairs(last.meta) do
+            meta[k] = v
+        end
+        if job.mode == "single" then
+            meta.windows = nil
+        end
+    elseif last and last.meta then
+        meta.status, meta.code, meta.msg = last.meta.status, last.meta.code, last.meta.msg
+    end
+    meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
+    meta.attempts, meta.retries, meta.waited = job.attempts, job.retries, job.waited
+    if job.mode == "windows" or job.mode == "window" then
+        meta.rows = #out
+    end
+    return out, meta
+end
+
+--- Iterate the rows of `job` window by window: memory holds at most the
+-- windows in flight.  Each step returns the row and its window
+-- (`from`, `to`, `label`).  Failures raise the structured error.
+function M.each(ctx, job)
+    local sched = start(ctx, job)
+    local cur, rows, i = nil, nil, 0
+    local function iter()
+        while true do
+            if rows and i < #rows then
+                i = i + 1
+                return rows[i], cur
+            end
+            if rows then
+                rows = nil
+            end
+            local item = sched:next()
+            if not item then
+                ctx:track(nil)
+                return nil
+            end
+            cur = window_meta(item)
+            rows, i = item.data, 0
+            item.data = nil
+            if not is_list(rows) then
+                rows = { rows }
+            end
+        end
+    end
+    -- Lua 5.4 calls the closing value when a loop breaks early.
+    local closer = setmetatable({}, { __close = function() ctx:settle() end })
+    return iter, nil, nil, closer
+end
+
+return M
