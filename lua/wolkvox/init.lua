@@ -11,7 +11,7 @@ local errors = require "wolkvox.errors"
 local registry = require "wolkvox.registry"
 
 local M = {
-    _VERSION = "wolkvox 0.1.0",
+    _VERSION = "wolkvox " .. require("wolkvox.version"),
 }
 
 --- Create a client; see `wolkvox.client`.

@@ -17,7 +17,7 @@ local setmetatable, ipairs, tostring = setmetatable, ipairs, tostring
 
 local M = {}
 
-M.USER_AGENT = "lua-wolkvox/" .. core._VERSION:match("[%d%.]+$") .. " " .. core.curl_version:match("^%S+")
+M.USER_AGENT = "lua-wolkvox/" .. require("wolkvox.version") .. " " .. core.curl_version:match("^%S+")
 
 --- How long the C core waits before handing control back to Lua (seconds):
 -- an interrupt (Ctrl-C in the standalone interpreter) or a hook runs only

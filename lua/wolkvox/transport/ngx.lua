@@ -10,6 +10,7 @@
 
 local transport = require "wolkvox.transport"
 local http = require "wolkvox.transport.ngx_http"
+local DEFAULTS = require("wolkvox.options").DEFAULTS
 
 
 local pcall, type, tostring, pairs, setmetatable, concat, rep, unpack =
@@ -21,6 +22,8 @@ local M = {}
 M.PHASES = { rewrite = true, access = true, content = true, timer = true, ssl_cert = true,
     ssl_session_fetch = true, ssl_client_hello = true }
 
+
+M.USER_AGENT = "lua-wolkvox/" .. require("wolkvox.version") .. " ngx_lua"
 
 --- True when running inside nginx with the Lua module.
 function M.available()
@@ -294,11 +297,11 @@ function M.new(opts, token)
             return decode(text, token)
         end,
         id = id,
-        timeout_ms = (opts.timeout or 60) * 1000,
-        connect_ms = (opts.connect_timeout or 10) * 1000,
-        max_bytes = opts.max_bytes or 256 * 1024 * 1024,
+        timeout_ms = (opts.timeout or DEFAULTS.timeout) * 1000,
+        connect_ms = (opts.connect_timeout or DEFAULTS.connect_timeout) * 1000,
+        max_bytes = opts.max_bytes or DEFAULTS.max_bytes,
         verify = opts.verify ~= false,
-        user_agent = opts.user_agent or "lua-wolkvox/0.1.0 ngx_lua",
+        user_agent = opts.user_agent or M.USER_AGENT,
         requests = 0, connects = 0, bytes = 0, fresh_seq = 0,
     }, Transport)
 end
