@@ -23,13 +23,45 @@ function M.free_port()
     return port
 end
 
---- True when nginx and the Lua module are installed.
+--- True when nginx and the Lua module are installed; else false and what
+-- is missing.  (`command` is a shell builtin: it runs inside sh, and the
+-- answer is read from its output, since a pipe's exit status is not
+-- reported on LuaJIT.)
 function M.available()
-    local f = io.open(MODULES .. "/ngx_http_lua_module.so", "rb")
-    if f then
-        f:close()
+    local missing = {}
+    local _, path = sh("sh -c 'command -v nginx'")
+    if not path:match("^/%S*nginx%s*$") then
+        missing[#missing + 1] = "nginx"
     end
-    return f ~= nil and (sh("command -v nginx"))
+    for _, mod in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
+        local f = io.open(MODULES .. "/" .. mod, "rb")
+        if f then
+            f:close()
+        else
+            missing[#missing + 1] = MODULES .. "/" .. mod
+        end
+    end
+    if #missing > 0 then
+        return false, "not installed: " .. table.concat(missing, ", ")
+            .. " (Debian nginx and libnginx-mod-http-lua; tools/install-deps installs them)"
+    end
+    return true
+end
+
+--- For a `describe` that needs nginx: true when it is there; otherwise a
+-- test that fails with what is missing is added in its place, and false
+-- (the suite must not pass by skipping what it could not run).
+--     describe("... #nginx", function()
+--         if not nginx.need() then return end
+--         ...
+function M.need()
+    local ok, why = M.available()
+    if not ok then
+        require("busted").it("needs nginx with lua-nginx-module", function()
+            error(why, 0)
+        end)
+    end
+    return ok
 end
 
 local Nginx = {}

@@ -95,10 +95,7 @@ local LOCATIONS = [[
 ]]
 
 describe("inside nginx #nginx", function()
-    if not nginx.available() then
-        it("needs nginx and libnginx-mod-http-lua", function()
-            error("nginx or libnginx-mod-http-lua is not installed (tools/install-deps installs them)")
-        end)
+    if not nginx.need() then
         return
     end
     local srv, ngx1
@@ -258,7 +255,7 @@ describe("inside nginx #nginx", function()
 end)
 
 describe("nginx without the C core #nginx", function()
-    if not nginx.available() then
+    if not nginx.need() then
         return
     end
     local srv, ngx3
@@ -293,7 +290,7 @@ describe("nginx without the C core #nginx", function()
 end)
 
 describe("two nginx workers #nginx", function()
-    if not nginx.available() then
+    if not nginx.need() then
         return
     end
     local srv, ngx2

@@ -17,7 +17,7 @@ local function certificate(dir, name)
 end
 
 describe("TLS #nginx", function()
-    if not nginx.available() then
+    if not nginx.need() then
         return
     end
     local srv, proxy, trusted, other, good_url, bad_url
@@ -83,6 +83,23 @@ describe("TLS #nginx", function()
             c:close()
         end
         assert.equal(0, #srv:log())
+    end)
+
+    it("libcurl: trusts the certificates of a capath directory, and only those", function()
+        local dir = support.tmpdir()
+        assert(os.execute("cp " .. trusted .. " " .. dir .. "/trusted.pem && env -u LD_PRELOAD openssl rehash "
+            .. dir .. " >/dev/null 2>&1"), "openssl rehash failed")
+        local c = assert(wolkvox.new { base_url = good_url, token = srv.token, capath = dir, state_dir = false })
+        local rows, err = c:services()
+        assert.is_table(rows, tostring(err))
+        assert.equal("25", rows[1].licenses)
+        c:close()
+        c = assert(wolkvox.new { base_url = bad_url, token = srv.token, capath = dir, state_dir = false })
+        rows, err = c:services()
+        assert.is_nil(rows)
+        assert.equal("tls", err.reason)
+        c:close()
+        assert.equal(1, #srv:log())
     end)
 
     it("libcurl: verify = false (test servers only) skips the check", function()
