@@ -283,6 +283,40 @@ describe("the endpoint registry", function()
         end)
     end)
 
+    it("names several parts as each endpoint documents: file1, file2 (upload_audio) or file[]", function()
+        local hostile = require "hostile"
+        local ok = hostile.json(200, '{"code":"200","msg":"ok","data":[]}')
+        local h = hostile.start { responses = { ok, ok } }
+        local x = support.client({ url = h.url, token = "t" }, { retries = 0 })
+        local two = { { data = "RIFF", filename = "a.wav" }, { data = "RIFF", filename = "b.wav" } }
+        assert(x:upload_audio { files = two })
+        assert(x:upload_files { files = two })
+        x:close()
+        local texts = h:requests()
+        h:stop()
+        assert.matches('name="file1"', texts[1], 1, true)
+        assert.matches('name="file2"', texts[1], 1, true)
+        assert.is_nil(texts[1]:find('name="file[]"', 1, true))
+        assert.matches('name="file[]"', texts[2], 1, true)
+        assert.is_nil(texts[2]:find('name="file1"', 1, true))
+    end)
+
+    it("gives a family the precedence list does not name its bare methods too", function()
+        local code = [[
+            local data = require "wolkvox.endpoints"
+            table.insert(data.families, "brand_new")
+            table.insert(data.endpoints, { family = "brand_new", api = "brand_new_report", method = "GET",
+                kind = "lookup", query = {}, fields = {} })
+            local registry = require "wolkvox.registry"
+            io.write(tostring(registry.bare("brand_new_report") and registry.bare("brand_new_report").family), " ",
+                registry.bare("agents").family, "\n")
+        ]]
+        local p = io.popen(support.lua_command(code) .. " 2>&1")
+        local out = p:read("*a")
+        p:close()
+        assert.equal("brand_new information\n", out)
+    end)
+
     it("exposes the per-file results of a 207 multi-status", function()
         local data, meta = c:delete_files { files = { "old/a.wav", "new/b.wav", "old/c.wav" } }
         assert.is_table(data, tostring(meta))

@@ -45,8 +45,11 @@ local OVERRIDES = {
     ["campaign/add_dnc"] = { chunk = 10000 },
     ["configuration/add_dnc"] = { chunk_field = "telephones", chunk = 10000 },
     ["configuration/remove_dnc"] = { chunk_field = "telephones", chunk = 10000 },
-    -- upload_audio: at most 50 files per request.
-    ["configuration/upload_audio"] = { max_parts = 50 },
+    -- upload_audio: at most 50 files per request, parts named file1, file2...
+    -- (the vendor's Postman collection); others send several as "file[]".
+    ["configuration/upload_audio"] = { max_parts = 50, part_names = "numbered" },
+    -- campaign_15 answers its rows in a top-level records[] with a total.
+    ["campaign/campaign_15"] = { data_key = "records", total_key = "total_records" },
     -- Multi-status answer with a result per file.
     ["wolkvox_storage/delete_files"] = { multi_status = true },
     -- Splitting drops rows: a record counts only when it and every attempt
@@ -166,7 +169,8 @@ w:write("-- action), dates (takes date_ini/date_end), free (quota-free), split (
 w:write("-- safe split boundary of a bucketed detail report), max_hours, shape (of\n")
 w:write("-- `data`), code (JSON type of `code` in the vendor example), title, query,\n")
 w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,\n")
-w:write("-- max_len, max_parts, multi_status, no_split (one call per range), max_rows.\n")
+w:write("-- max_len, max_parts, part_names, multi_status, no_split (one call per range),\n")
+w:write("-- max_rows, data_key and total_key (where the rows are in the answer).\n")
 w:write("return {\n")
 local families, seen = {}, {}
 for _, e in ipairs(catalog.endpoints) do

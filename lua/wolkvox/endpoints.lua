@@ -6,7 +6,8 @@
 -- safe split boundary of a bucketed detail report), max_hours, shape (of
 -- `data`), code (JSON type of `code` in the vendor example), title, query,
 -- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,
--- max_len, max_parts, multi_status, no_split (one call per range), max_rows.
+-- max_len, max_parts, part_names, multi_status, no_split (one call per range),
+-- max_rows, data_key and total_key (where the rows are in the answer).
 return {
 families = { "reports_manager", "customer", "real_time", "information", "billing", "campaign", "configuration", "agentbox", "whatsapp", "wolkvox_storage", "speech_analytics", "gamification", "quality", "sms" },
 endpoints = {
@@ -544,7 +545,7 @@ endpoints = {
   query = { { name = "type_campaign", required = true, values = { "preview", "predictive" } }, { name = "campaign_id", required = true } },
   body = { kind = "json_object", fields = { { name = "filter_active", type = "string" }, { name = "connector", type = "string" }, { name = "filters", type = "array" } } },
   fields = { "total_records", "pending_records", "applied_filter" } },
-{ family = "campaign", api = "campaign_15", method = "GET", kind = "lookup", shape = "top_level_records", code = "string", title = "Export campaign data",
+{ family = "campaign", api = "campaign_15", method = "GET", kind = "lookup", shape = "top_level_records", code = "string", title = "Export campaign data", data_key = "records", total_key = "total_records",
   query = { { name = "campaign_id", required = true } },
   fields = { "total_records", "campaign_id", "records[].nombre_cliente", "records[].apellido_cliente", "records[].tipo_doc", "records[].id_cliente", "records[].edad", "records[].sexo", "records[].pais", "records[].departamento", "records[].ciudad", "records[].zona", "records[].direccion", "records[].opt1", "records[].opt2", "records[].opt3", "records[].opt4", "records[].opt5", "records[].opt6", "records[].opt7", "records[].opt8", "records[].opt9", "records[].opt10", "records[].opt11", "records[].opt12", "records[].tel1", "records[].tel2", "records[].tel3", "records[].tel4", "records[].tel5", "records[].tel6", "records[].tel7", "records[].tel8", "records[].tel9", "records[].tel10", "records[].tel_extra", "records[].id_agent", "records[].resultado", "records[].fecha", "records[].llamadas", "records[].id_call", "records[].cod_rslt1", "records[].description_cod1", "records[].cod_rslt2", "records[].description_cod2", "records[].comentarios", "records[].rellamada", "records[].rellamada_count", "records[].email", "records[].rellamada_tel", "records[].last_dial_tele", "records[].history_dial_tel", "records[].rellamada_info" } },
 { family = "campaign", api = "recall_records", method = "PUT", kind = "action", shape = "list", code = "string", title = "Re-dial records (mark as CLEAN)",
@@ -641,7 +642,7 @@ endpoints = {
   query = {  },
   body = { kind = "json_object", fields = { { name = "filename", type = "string" } } },
   fields = { "filename" } },
-{ family = "configuration", api = "upload_audio", method = "POST", kind = "action", shape = "list", code = "string", title = "Upload audio files", max_parts = 50,
+{ family = "configuration", api = "upload_audio", method = "POST", kind = "action", shape = "list", code = "string", title = "Upload audio files", max_parts = 50, part_names = "numbered",
   query = {  },
   body = { kind = "multipart", fields = { { name = "file", type = "file" } } },
   fields = { "filename" } },

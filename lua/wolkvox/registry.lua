@@ -30,11 +30,32 @@ for _, e in ipairs(data.endpoints) do
     by_key[e.name] = e
     by_family[e.family][e.api] = e
 end
+-- A family the list does not name yet (a newer catalog) still gets its
+-- bare methods: after every named one, in the registry's order.
+local order = {}
 for _, family in ipairs(M.PRECEDENCE) do
     assert(by_family[family], "PRECEDENCE names an unknown family: " .. family)
-    for api, e in pairs(by_family[family]) do
+    order[#order + 1] = family
+end
+for _, family in ipairs(data.families) do
+    local named = false
+    for _, f in ipairs(M.PRECEDENCE) do
+        named = named or f == family
+    end
+    if not named then
+        order[#order + 1] = family
+    end
+end
+for _, family in ipairs(order) do
+    -- Sorted, so which endpoint a name means never depends on hash order.
+    local apis = {}
+    for api in pairs(by_family[family]) do
+        apis[#apis + 1] = api
+    end
+    table.sort(apis)
+    for _, api in ipairs(apis) do
         if bare[api] == nil then
-            bare[api] = e
+            bare[api] = by_family[family][api]
         end
     end
 end

@@ -350,8 +350,8 @@ local function multipart(e, params)
     for i, spec in ipairs(files) do
         local name = "file"
         if #files > 1 then
-            -- Storage documents "file[]"; upload_audio numbers its parts (Postman).
-            name = e.api == "upload_audio" and ("file" .. i) or "file[]"
+            -- "file[]" as storage documents it, or file1, file2... (upload_audio).
+            name = e.part_names == "numbered" and ("file" .. i) or "file[]"
         end
         parts[i] = file_part(e, spec, name)
     end

@@ -161,11 +161,13 @@ function M.interpret(res, e)
         data = env                       -- a bare string or number
     elseif type(env) ~= "table" then
         data = {}                        -- JSON null
+    elseif e.data_key and env[e.data_key] ~= nil then
+        data = env[e.data_key]           -- rows elsewhere than data (campaign_15: records[])
+        if e.total_key then
+            meta[e.total_key] = tonumber(env[e.total_key]) or env[e.total_key]
+        end
     elseif env.data ~= nil then
         data = env.data
-    elseif env.records ~= nil then
-        data = env.records               -- campaign_15: top-level records[]
-        meta.total_records = tonumber(env.total_records) or env.total_records
     else
         data = {}
     end
