@@ -11,7 +11,8 @@
 #   make docs         the API pages (LDoc) in build/docs/
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer on the JSON decoder (clang)
-#   make install      install into LUA_CMOD / LUA_LMOD (DESTDIR honoured)
+#   make install      install what the rock installs into LUA_CMOD / LUA_LMOD / PREFIX (DESTDIR honoured)
+#   make rock         the source rock of the committed HEAD (build/rock/lua-wolkvox-<version>-1.src.rock)
 #   make print        show the settings
 
 LUA       ?= lua5.4
@@ -111,18 +112,53 @@ fuzz:
 	  -o build/fuzz/fuzz_json
 	build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus spec/fuzz
 
+# What the rock installs: the Lua modules, the C core, bin/ (its first line
+# names $(LUA), as LuaRocks' wrappers do) and the examples (the rock keeps them
+# in its own directory; here they go with the docs).  DESTDIR is honoured.
+DOCDIR    ?= $(PREFIX)/share/doc/lua-wolkvox
 install: $(LIB)
+	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
 	install -m 0644 $(LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
 	for f in $(LUA_FILES); do \
 	  d=$(DESTDIR)$(LUA_LMOD)/$$(dirname $${f#lua/}); install -d $$d; install -m 0644 $$f $$d/; \
 	done
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 bin/wolkvox-fake $(DESTDIR)$(PREFIX)/bin/wolkvox-fake
+	for f in bin/*; do \
+	  sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' $$f > $(DESTDIR)$(PREFIX)/$$f.tmp && chmod 0755 $(DESTDIR)$(PREFIX)/$$f.tmp && \
+	  mv -f $(DESTDIR)$(PREFIX)/$$f.tmp $(DESTDIR)$(PREFIX)/$$f || exit 1; \
+	done
+	install -d $(DESTDIR)$(DOCDIR)/examples
+	install -m 0644 examples/* $(DESTDIR)$(DOCDIR)/examples/
 
 uninstall:
-	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(PREFIX)/bin/wolkvox-fake
-	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox
+	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
+	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
+	rmdir $(DESTDIR)$(LUA_CMOD)/wolkvox 2>/dev/null || true
+	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox $(DESTDIR)$(DOCDIR)
+	for f in bin/*; do rm -f $(DESTDIR)$(PREFIX)/$$f; done
+
+# The source rock of the committed HEAD, as luarocks packs it from the public
+# repository's tag: HEAD is tagged v<version of lua/wolkvox/version.lua> in a
+# temporary clone (never here), and git's insteadOf (environment only) sends
+# luarocks' clone of the rockspec's source.url to that clone.  Uncommitted work
+# is not in the rock.  Writes $(ROCK_DIR)/lua-wolkvox-<version>-1.src.rock.
+ROCK_DIR  ?= build/rock
+.PHONY: rock
+rock:
+	@set -e; out=$$(mkdir -p $(ROCK_DIR) && cd $(ROCK_DIR) && pwd); \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	git clone -q --no-hardlinks "$$(git rev-parse --show-toplevel)" "$$tmp/repo"; \
+	v=$$(sed -n 's/^return "\(.*\)"$$/\1/p' "$$tmp/repo/lua/wolkvox/version.lua" 2>/dev/null) || true; \
+	spec=lua-wolkvox-$$v-1.rockspec; \
+	test -n "$$v" && test -f "$$tmp/repo/$$spec" || { echo "make rock: no committed $$spec" >&2; exit 1; }; \
+	url=$$(sed -n 's/^ *url = "git+\(.*\)",.*$$/\1/p' "$$tmp/repo/$$spec"); \
+	test -n "$$url" || { echo "make rock: no git+ source.url in $$spec" >&2; exit 1; }; \
+	test -z "$$(git status --porcelain --untracked-files=no)" || echo "make rock: uncommitted changes are not in the rock" >&2; \
+	git -C "$$tmp/repo" tag "v$$v"; \
+	cd "$$tmp" && GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0="url.file://$$tmp/repo.insteadOf" GIT_CONFIG_VALUE_0="$$url" \
+	  GIT_CONFIG_KEY_1=advice.detachedHead GIT_CONFIG_VALUE_1=false luarocks pack "repo/$$spec" >"$$tmp/log" 2>&1 || { cat "$$tmp/log" >&2; exit 1; }; \
+	mv -f "$$tmp/lua-wolkvox-$$v-1.src.rock" "$$out/"; echo "$$out/lua-wolkvox-$$v-1.src.rock"
 
 clean:
 	rm -rf build
