@@ -294,20 +294,20 @@ end
 mt.__close = function(self) self:close() end
 mt.__gc = mt.__close
 
+-- Check the options, then open the transport, the pacer and the ledger.
+local function open(opts)
+    local o, token = options.check(opts)
+    return runtime.new(o, token)
+end
+
 --- Create a client.
 -- @tparam table opts see README: server/base_url, token/token_file, timeout, ...
 -- @return the client, or nil and a structured error
 function M.new(opts)
-    local ok, o, token = pcall(options.check, opts)
+    -- Expected failures come back as nil, err; a wrong option (a programming
+    -- error) is raised at the caller's line.
+    local ok, rt = pcall(open, opts)
     if not ok then
-        if errors.is(o) then
-            return nil, o
-        end
-        error(o, 2)
-    end
-    local okr, rt = pcall(runtime.new, o, token)
-    token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
-    if not okr then
         if errors.is(rt) then
             return nil, rt
         end
