@@ -8,6 +8,7 @@
 -- See `wolkvox.transport` for the contract.
 -- @module wolkvox.transport.ngx
 
+local errors = require "wolkvox.errors"
 local transport = require "wolkvox.transport"
 local http = require "wolkvox.transport.ngx_http"
 local DEFAULTS = require("wolkvox.options").DEFAULTS
@@ -147,7 +148,7 @@ Batch.__index = Batch
 function Batch:start(req)
     local t = self.transport
     if t.closed_flag then
-        error("session is closed", 0)
+        errors.throw("closed", { message = "the client is closed" })
     end
     http.check_request(req)
     self.seq = self.seq + 1
