@@ -11,6 +11,14 @@
 -- `wolkvox.fake.api`).  LuaSocket and lua-cjson are its only dependencies.
 -- @module wolkvox.fake
 
+-- Optional dependencies of the rock: say which package brings them.
+for _, dep in ipairs { { "socket", "LuaSocket (Debian: lua-socket; luarocks install luasocket)" },
+    { "cjson", "lua-cjson (Debian: lua-cjson; luarocks install lua-cjson)" } } do
+    if not pcall(require, dep[1]) then
+        error("wolkvox.fake needs " .. dep[2], 2)
+    end
+end
+
 local socket = require "socket"
 local api = require "wolkvox.fake.api"
 local http = require "wolkvox.fake.http"
