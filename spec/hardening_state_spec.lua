@@ -48,8 +48,10 @@ end
 
 -- A child Lua process of this flavour running `code`, killed after
 -- `limit` seconds, so that a regression fails instead of hanging the suite.
-local function child(code, limit)
+-- `shell` runs before it (a ulimit).
+local function child(code, limit, shell)
     local cmd = support.lua_command(code):gsub("^exec ", "exec timeout -s KILL " .. (limit or 30) .. " ")
+    cmd = (shell or "") .. cmd
     return assert(io.popen(cmd .. " 2>&1", "r"))
 end
 
@@ -478,5 +480,100 @@ describe("abandoned calls keep their slot until the server has ended them", func
         assert.is_true(core.now() - t0 < 10)
         assert.matches("interrupted", rest)
         assert.equal(0, #srv:log())
+    end)
+end)
+
+describe("careless ranges", function()
+    local srv, c
+    support.suite(nil, { state_dir = false }, function(s, x) srv, c = s, x end)
+
+    -- The plan's error for cdr_1 (or `name`) over `params`.
+    local function refused(params, name)
+        local p, err = c:plan(name or "cdr_1", params)
+        assert.is_nil(p, "planned: " .. tostring(p and p.calls))
+        assert.equal("params", err.kind)
+        return err.message
+    end
+
+    it("refuse dates outside 2000..2100, naming the value given", function()
+        local dates = require "wolkvox.dates"
+        assert.equal(2000, dates.MIN_YEAR)
+        assert.equal(2100, dates.MAX_YEAR)
+        assert.equal("from: date 1970-01-01 is outside what wolkvox holds (2000 to 2100)",
+            refused { from = "1970-01-01", to = "2026-01-31" }:match("from: .*$"))
+        local function says(text, msg)
+            assert.is_truthy(msg:find(text, 1, true), msg)
+        end
+        says("to: date 9999-12-31 is outside what wolkvox holds", refused { from = "2026-01-01", to = "9999-12-31" })
+        says("from: date 19991231235959 is outside", refused { from = "19991231235959", to = "2026-01-31" })
+        says("to: date 2101-01-01 is outside", refused { from = "2026-01-01", to = "2101-01-01" })
+        says("from: date 1999-12-31 is outside",
+            refused { from = { year = 1999, month = 12, day = 31 }, to = "2026-01-31" })
+        -- os.time() numbers: 0 is named, with the date it stands for
+        assert.matches("from: date 0 %(1969%-12%-31 19:00:00%) is outside what wolkvox holds %(2000 to 2100%)",
+            refused { from = 0, to = 4102444800 })
+        assert.matches("to: date 1e%+300 is outside", refused { from = "2026-01-01", to = 1e300 })
+        assert.matches("to: date 9%.007%d*e%+15 is outside", refused { from = "2026-01-01", to = 2 ^ 53 })
+        assert.matches("from: date %-1e%+20 is outside", refused { from = -1e20, to = "2026-01-01" })
+        -- the edges are in
+        assert.is_table(c:plan("cdr_1", { from = "2000-01-01", to = "2000-01-02" }))
+        assert.is_table(c:plan("cdr_1", { from = "2100-12-30", to = "2100-12-31" }))
+        assert.equal(0, #srv:log())
+    end)
+
+    it("refuse numbers that are not finite, and numbers that look like milliseconds", function()
+        assert.matches("from: a date number must be finite seconds since 1970 %(os.time%(%)%), not [-]?nan",
+            refused { from = 0 / 0, to = "2026-01-01" })
+        assert.matches("to: a date number must be finite .*, not inf", refused { from = "2026-01-01", to = math.huge })
+        assert.matches("from: a date number must be finite .*, not %-inf",
+            refused { from = -math.huge, to = "2026-01-01" })
+        local ms = os.time { year = 2026, month = 1, day = 5, hour = 12 } * 1000
+        assert.matches("from: date " .. string.format("%.0f", ms) .. " looks like milliseconds",
+            refused { from = ms, to = "2026-01-31" })
+        assert.matches("from: date fields must be whole numbers",
+            refused { from = { year = 0 / 0, month = 1, day = 1 }, to = "2026-01-31" })
+        assert.equal(0, #srv:log())
+    end)
+
+    it("a century per day is planned fast and small", function()
+        local dates, windows = require "wolkvox.dates", require "wolkvox.windows"
+        local t0, before = os.clock(), collectgarbage("count")
+        local from, to = dates.parse("2000-01-01"), dates.parse("2100-12-31", true)
+        local w = windows.split(from, to, 31 * 86400 - 1, 86400)
+        local p = windows.periods(from, to, "day")
+        local took = os.clock() - t0
+        assert.equal(1190, #w)
+        assert.equal(36890, #p)
+        assert.is_true(took < 1, took)
+        assert.is_true(collectgarbage("count") - before < 64 * 1024)   -- under 64 MB
+        -- and a direct call with a silly range fails before building anything
+        assert.has_error(function() windows.split(0, 1e300, 100) end)
+        assert.has_error(function() windows.periods(0, 0 / 0, "day") end)
+    end)
+
+    it("huge ranges are refused at once, within a small memory limit and time", function()
+        -- (in a child process: a regression fails there instead of taking this one down)
+        local p = child(string.format([[
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = false })
+            for _, case in ipairs {
+                { "cdr_1", { from = 0, to = 1e300 } },
+                { "cdr_1", { from = "2026-01-01", to = 2 ^ 53 } },
+                { "agent_1", { from = "2000-01-01", to = "9999-12-31", per = "day" } },
+            } do
+                local plan, err = c:plan(case[1], case[2])
+                io.write(tostring(plan and plan.calls), " ", tostring(err and err.message), "\n")
+            end
+        ]], srv.url, srv.token), 30, "ulimit -v 1000000; ")
+        local out = p:read("*a")
+        p:close()
+        local lines = {}
+        for line in out:gmatch("[^\n]+") do
+            lines[#lines + 1] = line
+        end
+        assert.equal(3, #lines, out)
+        assert.matches("^nil .*from: date 0 %(1969%-12%-31 19:00:00%) is outside what wolkvox holds", lines[1])
+        assert.matches("^nil .*to: date 9%.007%d*e%+15 is outside what wolkvox holds", lines[2])
+        assert.matches("^nil .*to: date 9999%-12%-31 is outside what wolkvox holds", lines[3])
     end)
 end)

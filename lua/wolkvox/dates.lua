@@ -4,13 +4,21 @@
 -- that wall clock*: plain calendar arithmetic, no time zone, no DST, so the
 -- machine's TZ never changes a window.  Only `os.time()` numbers (true UTC
 -- epochs) need the operation's UTC offset to become wall values.
+--
+-- `parse` takes dates from 2000-01-01 to 2100-12-31 only (`MIN_YEAR`,
+-- `MAX_YEAR`): wolkvox holds nothing outside them, and a careless value (0,
+-- 1e300, milliseconds) would otherwise plan millions of calls.
 -- @module wolkvox.dates
 
-local floor, format, tonumber, type = math.floor, string.format, tonumber, type
+local floor, format, tonumber, tostring, type, huge = math.floor, string.format, tonumber, tostring, type, math.huge
 
 local M = {}
 
 M.DAY = 86400
+
+--- The first and the last year a date given to `parse` may fall in.
+M.MIN_YEAR = 2000
+M.MAX_YEAR = 2100
 
 --- Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian).
 function M.days_from_civil(y, m, d)
@@ -75,21 +83,71 @@ function M.iso(wall)
     return format("%04d-%02d-%02d %02d:%02d:%02d", M.fields(wall))
 end
 
+-- The range parse accepts, as wall values.
+local function wall_of(y, mo, d, h, mi, s)
+    return M.days_from_civil(y, mo, d) * M.DAY + h * 3600 + mi * 60 + s
+end
+local MIN_WALL = wall_of(M.MIN_YEAR, 1, 1, 0, 0, 0)
+local MAX_WALL = wall_of(M.MAX_YEAR, 12, 31, 23, 59, 59)
+
+local function outside(shown)
+    return nil, format("date %s is outside what wolkvox holds (%d to %d)", shown, M.MIN_YEAR, M.MAX_YEAR)
+end
+
+-- A number as the caller wrote it, more or less ("0", "4102444800", "1e+300").
+local function number_text(n)
+    if n ~= n then
+        return "nan"
+    elseif n == huge or n == -huge then
+        return n > 0 and "inf" or "-inf"
+    elseif n == floor(n) and n > -1e15 and n < 1e15 then
+        return format("%.0f", n)
+    end
+    return tostring(n)
+end
+
+local function whole(x)
+    return x == nil or (x == floor(x) and x > -huge and x < huge)
+end
+
+-- A date number: os.time() seconds, or a refusal that says what it looks like.
+local function parse_number(v, utc_offset)
+    if v ~= v or v == huge or v == -huge then
+        return nil, "a date number must be finite seconds since 1970 (os.time()), not " .. number_text(v)
+    end
+    if v ~= floor(v) then
+        return nil, "a date number must be whole seconds (os.time())"
+    end
+    local wall = v + (utc_offset or 0)
+    if wall >= MIN_WALL and wall <= MAX_WALL then
+        return wall
+    end
+    local ms = floor(v / 1000) + (utc_offset or 0)
+    if ms >= MIN_WALL and ms <= MAX_WALL then
+        return nil, format("date %s looks like milliseconds (os.time() counts seconds: divide it by 1000)",
+            number_text(v))
+    end
+    if wall > -1e11 and wall < 1e11 then
+        return outside(format("%s (%s)", number_text(v), M.iso(wall)))
+    end
+    return outside(number_text(v))
+end
+
 --- Parse a date the caller gave.
 -- Accepts "YYYYmmddHHiiss", "YYYYmmdd", "YYYY-MM-DD", "YYYY-MM-DD HH:MM",
 -- "YYYY-MM-DD HH:MM:SS" (also with "T"), `os.time()` numbers (converted with
 -- `utc_offset`, seconds east of UTC) and tables `{year, month, day, hour,
 -- min, sec}` read as wall-clock fields.  When `is_end` and the value has no
--- time of day, it means the last second of that day.
+-- time of day, it means the last second of that day.  Dates before
+-- `MIN_YEAR` or after `MAX_YEAR`, numbers that are not finite, and numbers
+-- that look like milliseconds are refused.
 -- @return wall value, or nil and a message
 function M.parse(v, is_end, utc_offset)
     local t = type(v)
     local y, mo, d, h, mi, s, has_time
+    local shown -- the date as the caller gave it, for messages
     if t == "number" then
-        if v ~= floor(v) then
-            return nil, "a date number must be whole seconds (os.time())"
-        end
-        return v + (utc_offset or 0)
+        return parse_number(v, utc_offset)
     elseif t == "table" then
         y, mo, d = tonumber(v.year), tonumber(v.month), tonumber(v.day)
         if not (y and mo and d) then
@@ -97,6 +155,12 @@ function M.parse(v, is_end, utc_offset)
         end
         h, mi, s = tonumber(v.hour), tonumber(v.min), tonumber(v.sec)
         has_time = h ~= nil
+        if whole(y) and whole(mo) and whole(d) and y > -1e9 and y < 1e9 and mo > -100 and mo < 100
+                and d > -100 and d < 100 then
+            shown = format("%04d-%02d-%02d", y, mo, d)
+        else
+            shown = number_text(y) .. "-" .. number_text(mo) .. "-" .. number_text(d)
+        end
     elseif t == "string" then
         local a, b, c, e, f, g = v:match("^(%d%d%d%d)(%d%d)(%d%d)(%d%d)(%d%d)(%d%d)$")
         if a then
@@ -118,6 +182,7 @@ function M.parse(v, is_end, utc_offset)
         end
         y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
         h, mi, s = tonumber(h), tonumber(mi), tonumber(s)
+        shown = v
     else
         return nil, "a date must be a string, a number or a table (got " .. t .. ")"
     end
@@ -128,8 +193,11 @@ function M.parse(v, is_end, utc_offset)
             h, mi, s = 0, 0, 0
         end
     end
-    if h and floor(h) ~= h or mi and floor(mi) ~= mi or s and floor(s) ~= s then
+    if not (whole(y) and whole(mo) and whole(d) and whole(h) and whole(mi) and whole(s)) then
         return nil, "date fields must be whole numbers"
+    end
+    if y < M.MIN_YEAR or y > M.MAX_YEAR then
+        return outside(shown)
     end
     return M.make(y, mo, d, h, mi, s)
 end

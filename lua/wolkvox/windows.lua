@@ -2,16 +2,31 @@
 -- All values are wall-clock seconds (see `wolkvox.dates`).  A window is
 -- `{ from = w1, to = w2 }` with both ends inclusive; the next window starts
 -- one second after the previous one ends, so no second is asked twice or
--- skipped.
+-- skipped.  Ranges come from `wolkvox.dates.parse`, which keeps them within
+-- 2000..2100, so a plan stays small (at most some 1,200 windows of 31 days,
+-- or 37,000 days); `MAX_PIECES` stops anything larger before it is built.
 -- @module wolkvox.windows
 
 local dates = require "wolkvox.dates"
 
-local floor, max = math.floor, math.max
+local floor, max, error, format, tostring = math.floor, math.max, error, string.format, tostring
 
 local M = {}
 
 M.DAY = 86400
+
+--- The most windows or periods one split may make (a programming error beyond).
+M.MAX_PIECES = 1000000
+
+-- Refuse a range that would make more than MAX_PIECES pieces of `piece`
+-- seconds (or a NaN end), before any is made.
+local function bounded(from, to, piece, what)
+    local n = (to - from) / piece
+    if n ~= n or n >= M.MAX_PIECES then
+        error(format("%s: a range of %s seconds would make more than %d pieces", what,
+            tostring(to - from), M.MAX_PIECES), 3)
+    end
+end
 
 --- Seconds of a split boundary name ("day", "hour", "30min"), or nil.
 M.BOUNDARY = { day = 86400, hour = 3600, ["30min"] = 1800 }
@@ -41,6 +56,7 @@ end
 --- Split [from, to] into consecutive windows of at most `span` seconds
 -- (to - from <= span), each ending on a `step` boundary when given.
 function M.split(from, to, span, step)
+    bounded(from, to, max(span + 1, 1), "windows.split")
     local out = {}
     local s = from
     while s <= to do
@@ -79,7 +95,10 @@ end
 
 --- The calendar periods ("day", "week" (ISO, from Monday) or "month") that
 -- cover [from, to], clipped to it; each with a `label`.
+local PERIOD = { day = M.DAY, week = 7 * M.DAY, month = 28 * M.DAY }
+
 function M.periods(from, to, per)
+    bounded(from, to, PERIOD[per] or M.DAY, "windows.periods")
     local out = {}
     local s = from
     while s <= to do
