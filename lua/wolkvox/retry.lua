@@ -2,12 +2,16 @@
 -- Reads are retried (3 attempts in all by default) with exponential backoff
 -- and full jitter; writes only when the request never left (the connection
 -- could not be made), since a write that reached the server may have done
--- its work even though the answer was lost.
+-- its work even though the answer was lost.  A Retry-After hint is honoured
+-- up to `retry_cap`.  The concurrency 403 backs off by whole seconds (1, then
+-- 2-3, 4-7, ...): the calls that filled the token's two places must end
+-- first, and a fraction of a second would only spend more calls.
 -- @module wolkvox.retry
 
 local dates = require "wolkvox.dates"
 
-local min, max, tonumber, tostring, type, random = math.min, math.max, tonumber, tostring, type, math.random
+local min, max, floor, tonumber, tostring, type, random =
+    math.min, math.max, math.floor, tonumber, tostring, type, math.random
 
 local M = {}
 
@@ -55,15 +59,27 @@ function M.retry_after(value, now_epoch)
     return nil
 end
 
+--- The shortest wait after a concurrency 403 (seconds).
+M.CONCURRENCY_MIN = 1
+
 --- The wait before the next attempt, after `attempts` attempts so far.
 -- @tparam table err the last error
 -- @tparam number attempts attempts made (1 after the first failure)
 -- @tparam table policy `retry_base`, `retry_cap`
 -- @tparam[opt] function rand returns a number in [0, 1)
+-- @tparam[opt] number now_epoch the time, for a Retry-After date
 function M.wait(err, attempts, policy, rand, now_epoch)
     local hinted = M.retry_after(err.retry_after, now_epoch)
     if hinted then
-        return min(hinted, policy.retry_cap * MAINTENANCE_FACTOR)
+        -- The server's hint, but never longer than the caller allows.
+        return min(hinted, policy.retry_cap)
+    end
+    if err.kind == "concurrency" then
+        -- Whole seconds, doubling, with jitter; capped by retry_cap or
+        -- CONCURRENCY_MIN, whichever is longer.
+        local floor_s = M.CONCURRENCY_MIN * 2 ^ (min(attempts, 30) - 1)
+        local w = floor_s + floor((rand or random)() * floor_s)
+        return max(M.CONCURRENCY_MIN, floor(min(w, max(policy.retry_cap, M.CONCURRENCY_MIN))))
     end
     local base = policy.retry_base
     if err.kind == "maintenance" then
