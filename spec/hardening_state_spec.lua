@@ -646,3 +646,59 @@ describe("retry waits", function()
         x:close()
     end)
 end)
+
+describe("the quota limit in force", function()
+    local quota = require "wolkvox.quota"
+    local srv
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    it("licenses given by the user stay in force after token_info measured another limit", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), licenses = 5 })
+        local before = assert(x:quota { measure = false })
+        assert.equal(5000, before.limit)
+        assert.equal("configured", before.limit_source)
+        assert.is_nil(before.measured_limit)
+        local q = assert(x:quota())                 -- the fake says token_limit 25000
+        assert.equal(5000, q.limit)
+        assert.equal("configured", q.limit_source)
+        assert.equal(25000, q.measured_limit)
+        assert.equal("measured", q.source)          -- `used` comes from token_info
+        assert.equal(5000 - q.used, q.remaining)
+        local plan = assert(x:plan("cdr_1", { from = "2026-01-01", to = "2026-01-02" }))
+        assert.equal("configured", plan.quota.limit_source)
+        x:close()
+    end)
+
+    it("an explicit daily_limit is what refuses calls, whatever was measured", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), daily_limit = 3 })
+        assert(x:quota())                           -- 1 call, measured limit 25000
+        assert(x:services())
+        assert(x:services())
+        local rows, err = x:services()              -- a 4th call would cross 3
+        assert.is_nil(rows)
+        assert.equal("quota", err.kind)
+        assert.matches("the limit is configured", err.message)
+        assert.equal(3, #srv:log())
+        x:close()
+    end)
+
+    it("without one, the measured limit is in force; prefer_measured makes it win", function()
+        local x = support.client(srv, { state_dir = support.tmpdir() })
+        assert.is_nil(x:quota({ measure = false }).limit_source)
+        local q = assert(x:quota())
+        assert.equal(25000, q.limit)
+        assert.equal("measured", q.limit_source)
+        x:close()
+        local l = quota.new { dir = support.tmpdir(), daily_limit = 5000, prefer_measured = true }
+        assert.equal("configured", l:status().limit_source)
+        l:measured(10, 25000)
+        local s = l:status()
+        assert.same({ 25000, "measured", 25000, 10 }, { s.limit, s.limit_source, s.measured_limit, s.used })
+        local m = quota.new { daily_limit = 5000 }   -- in memory
+        m:measured(10, 25000)
+        s = m:status()
+        assert.same({ 5000, "configured", 25000 }, { s.limit, s.limit_source, s.measured_limit })
+    end)
+end)
