@@ -360,6 +360,33 @@ describe("the schedule gives back what it took", function()
     end)
 end)
 
+describe("a deadline bounds the wait for a slot, through the API", function()
+    local srv
+
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    it("both slots held by another process: deadline = 2 fails with a timeout in well under 14 s", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), retries = 0 })
+        local p, pid = slot_holder(x._ctx.pacer.dir, 20)
+        local t0 = core.now()
+        local rows, err = x:call("information", "services", { deadline = 2 })
+        local took = core.now() - t0
+        os.execute("kill -9 " .. pid)
+        p:close()
+        assert.is_nil(rows)
+        assert.equal("transport", err.kind)
+        assert.equal("timeout", err.reason)
+        assert.matches("waiting for a free slot of the token", err.message)
+        assert.is_true(took >= 1.9 and took < 8, took)
+        assert.equal(0, #srv:log())
+        -- the slots are free again: the same client goes on
+        assert(x:services())
+        x:close()
+    end)
+end)
+
 describe("abandoned calls keep their slot until the server has ended them", function()
     local srv
 
@@ -389,6 +416,24 @@ describe("abandoned calls keep their slot until the server has ended them", func
             assert.is_nil(e.refused)
         end
         assert.is_true(log[3].t_start >= log[1].t_end and log[3].t_start >= log[2].t_end)
+        x:close()
+        settle(srv)
+    end)
+
+    it("with a deadline shorter than the server's limit, the next call fails with a slot timeout", function()
+        pacer.SERVER_LIMIT = 30
+        local x = support.client(srv, { state_dir = support.tmpdir(), timeout = 0.5, retries = 0 })
+        pacer.SERVER_LIMIT = 60
+        support.faults(srv, { { match = "services", delay = 1, times = 2 } })
+        assert.is_nil((x:services()))
+        assert.is_nil((x:services()))
+        local t0 = core.now()
+        local rows, err = x:call("information", "routing_points", { deadline = 1 })
+        assert.is_nil(rows)
+        assert.equal("timeout", err.reason)
+        assert.matches("waiting for a free slot of the token", err.message)
+        assert.is_true(core.now() - t0 < 8)
+        assert.equal(2, #srv:log())
         x:close()
         settle(srv)
     end)
