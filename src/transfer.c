@@ -108,8 +108,9 @@ static const char *reason_of(CURLcode rc)
 }
 
 /* libcurl 7.x says "out of memory" for a header line past its own limit
- * (100 KiB), and "receive error" for a malformed chunked body: both are
- * protocol errors of the server.  Our own buffers failing is `memory`. */
+ * (100 KiB), "receive error" for a malformed chunked body and "unsupported
+ * protocol" for bytes that are not HTTP: all are protocol errors of the
+ * server.  Our own buffers failing is `memory`. */
 static const char *honest_reason(CURLcode rc, const wv_conn *c, const char *reason,
                                  const char **msg)
 {
@@ -120,6 +121,12 @@ static const char *honest_reason(CURLcode rc, const wv_conn *c, const char *reas
     if ((rc == CURLE_RECV_ERROR || rc == CURLE_PARTIAL_FILE)
         && (strstr(c->errbuf, "chunk") != NULL || strstr(c->errbuf, "Chunk") != NULL))
         return "protocol";
+    /* An answer that is not HTTP at all reads as HTTP/0.9, which libcurl
+     * refuses as an "unsupported protocol": the URL is not at fault. */
+    if (rc == CURLE_UNSUPPORTED_PROTOCOL && strstr(c->errbuf, "HTTP/0.9") != NULL) {
+        *msg = "the answer is not HTTP";
+        return "protocol";
+    }
     return reason;
 }
 
