@@ -497,6 +497,77 @@ describe("abandoned calls keep their slot until the server has ended them", func
         assert.is_nil(dict.keys["wolkvox:slot:t:2"])
     end)
 
+    it("a loop that breaks out of each() leaves the slots of the windows in flight busy", function()
+        srv:control("config", { latency = 0.3 })
+        pacer.SERVER_LIMIT = 20
+        local x = support.client(srv, { state_dir = support.tmpdir() })
+        pacer.SERVER_LIMIT = 60
+        local n = 0
+        for _ in x:each("cdr_1", { from = "2026-01-01", to = "2026-04-30" }) do
+            n = n + 1
+            if n == 1 then
+                break
+            end
+        end
+        x._ctx:settle()        -- (Lua 5.4 has done it already, when the loop closed)
+        assert.equal(1, n)
+        local pdir, busy = x._ctx.pacer.dir, 0
+        for i = 1, 2 do
+            local left = (tonumber((core.read_file(pdir .. "/slot" .. i) or ""):match("%S+")) or 0) - core.time()
+            if left > 10 then
+                busy = busy + 1
+            end
+        end
+        assert.is_true(busy >= 1)
+        assert.is_true(#srv:log() > busy)             -- the first window's slot was freed when it answered
+        x:close()
+        settle(srv)
+    end)
+
+    it("an interrupt during a transfer aborts it and leaves its slot busy for the server's limit", function()
+        local dir = support.tmpdir()
+        support.faults(srv, { { match = "services", delay = 4 } })
+        local p = child(string.format([[
+            io.write(io.open("/proc/self/stat"):read("*l"):match("^%%d+"), "\n")
+            io.stdout:flush()
+            require("wolkvox.pacer").SERVER_LIMIT = 20
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0 })
+            c:services()
+            io.write("returned\n")
+        ]], srv.url, srv.token, dir), 40)
+        local pid = p:read("*l")
+        -- once the request is at the server
+        local t0 = core.now()
+        while #srv:log() == 0 and core.now() - t0 < 10 do
+            core.sleep(0.05)
+        end
+        os.execute("kill -INT " .. pid)
+        local t1 = core.now()
+        local rest = p:read("*a")
+        p:close()
+        assert.is_true(core.now() - t1 < 3)             -- well before the 4 s answer
+        assert.matches("interrupted", rest)
+        -- the call runs on at the server: its slot stays taken (until start + 20 s)
+        local x = support.client(srv, { state_dir = dir })
+        local pc = x._ctx.pacer
+        local stamps = {}
+        for i = 1, 2 do
+            local text = core.read_file(pc.dir .. "/slot" .. i) or ""      -- (missing: never used)
+            stamps[i] = (tonumber(text:match("%S+")) or 0) - core.time()
+        end
+        table.sort(stamps)
+        assert.is_true(stamps[1] <= 0)                    -- the other slot is free
+        assert.is_true(stamps[2] > 10 and stamps[2] <= 20.01, tostring(stamps[2]))
+        local a = assert(pc:acquire())
+        local none, wait = pc:acquire()
+        assert.is_nil(none)
+        assert.is_true(wait > 0)
+        pc:release(a)
+        x:close()
+        settle(srv)
+    end)
+
     it("an interrupt during a long wait for a slot ends the call at once", function()
         local dir = support.tmpdir()
         local x = support.client(srv, { state_dir = dir })
