@@ -311,7 +311,7 @@ static int l_write_file(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &dlen);
     char tmp[4096 + 64];
     wv_msg msg;
-    int fd = -1, attempt, e = 0;
+    int fd = -1, attempt, e;
     if (plen == 0 || plen >= 4096 || strlen(path) != plen)
         return luaL_argerror(L, 1, "path of 1 to 4095 bytes expected");
     for (attempt = 0; attempt < 16 && fd < 0; attempt++) {
