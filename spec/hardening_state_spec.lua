@@ -818,3 +818,18 @@ describe("the quota limit in force", function()
         assert.same({ 5000, "configured", 25000 }, { s.limit, s.limit_source, s.measured_limit })
     end)
 end)
+
+describe("slot stamps", function()
+    it("count for no more than the server's limit from now (a clock set back)", function()
+        local dir = support.tmpdir()
+        for i = 1, 2 do
+            local lk = assert(core.lock(dir .. "/slot" .. i))
+            lk:write(string.format("%.6f\n", core.time() + 3600))
+            lk:release()
+        end
+        local pc = pacer.new { dir = dir, server_limit = 5 }
+        local slot, wait = pc:acquire()
+        assert.is_nil(slot)
+        assert.is_true(wait <= 5.01, tostring(wait))
+    end)
+end)

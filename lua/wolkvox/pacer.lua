@@ -89,7 +89,9 @@ function Pacer:take_slot()
             local path = self.dir .. "/slot" .. i
             local lock, why = self.core.lock(path)
             if lock then
-                local stamp = stamp_of(lock)
+                -- (No stamp counts for more than server_limit from now: a
+                -- clock set back must not block a slot for longer.)
+                local stamp = min(stamp_of(lock), now + self.server_limit)
                 if stamp > now then
                     -- A call abandoned there may still run at the server.
                     lock:release()
