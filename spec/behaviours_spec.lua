@@ -429,6 +429,14 @@ describe("documented behaviours", function()
                 assert.equal("transport", err.kind)
                 assert.equal("protocol", err.reason)
             end)
+
+            it("a status line of an HTTP version that does not exist (not a URL problem)", function()
+                for _, line in ipairs { "HTTP/7.1 200 OK", "HTTP/1.1 abc OK" } do
+                    local err = call(line .. "\r\nContent-Length: 2\r\n\r\n{}")
+                    assert.equal("transport", err.kind)
+                    assert.equal("protocol", err.reason, line)
+                end
+            end)
         end)
     end)
 
