@@ -478,3 +478,44 @@ describe("hardening", function()
         end)
     end)
 end)
+
+describe("pacing and quota options reach the pacer and the ledger", function()
+    local srv
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+
+    it("server_limit: calls given up on keep their slots that long, not 60 s", function()
+        local now = require("wolkvox.core").now
+        -- The server takes 1 s over each call; the client gives up at 0.3 s.
+        srv:control("config", { latency = 1 })
+        local dir = support.tmpdir()
+        local x = support.client(srv, { state_dir = dir, retries = 0, timeout = 0.3, server_limit = 1.5 })
+        -- Two calls the client gives up on: both slots of the token stay busy.
+        for _ = 1, 2 do
+            local _, err = x:services()
+            assert.equal("timeout", err.reason)
+        end
+        srv:control("config", { latency = 0 })
+        -- Another client of the token (same state directory) waits for them.
+        local y = support.client(srv, { state_dir = dir, retries = 0, server_limit = 1.5 })
+        local t0 = now()
+        assert(y:services())
+        local waited = now() - t0
+        assert.is_true(waited > 0.3 and waited < 10, "waited " .. waited)
+        x:close()
+        y:close()
+        assert.has_error(function() wolkvox.new { base_url = srv.url, token = srv.token, server_limit = 0 } end)
+    end)
+
+    it("prefer_measured: the limit token_info says wins over licenses", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), licenses = 5 })
+        local q = assert(x:quota())
+        assert.equal(5000, q.limit)
+        x:close()
+        local y = support.client(srv, { state_dir = support.tmpdir(), licenses = 5, prefer_measured = true })
+        q = assert(y:quota())
+        assert.equal(25000, q.limit)
+        assert.equal("measured", q.limit_source)
+        y:close()
+    end)
+end)

@@ -38,11 +38,13 @@ M.types = {
     retry_cap = "number",
     deadline = "number",
     min_interval = "number",
+    server_limit = "number",
     -- the quota ledger and the pacing locks
     state_dir = { string = true, boolean = true },
     daily_limit = "number",
     licenses = "number",
     reserve = "number",
+    prefer_measured = "boolean",
     -- hooks and logging
     on_request = "function",
     on_response = "function",
@@ -347,6 +349,10 @@ function M.check(opts)
     end
     if out.daily_limit == nil and out.licenses then
         out.daily_limit = out.licenses * 1000
+    end
+    -- How long a call the client gave up on may still run at the server.
+    if out.server_limit ~= nil and not (out.server_limit >= 1 and out.server_limit <= 3600) then
+        bad("server_limit", "must be seconds between 1 and 3600")
     end
     if out.state_dir == true then
         bad("state_dir", "must be a directory or false")

@@ -132,22 +132,30 @@ function M.new(o, token)
     end
     local t = mod.new(o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
-    local ok, opts_p, opts_q = pcall(mod.state, o, t)
+    -- Whatever fails from here on (a state directory refused, ...) closes
+    -- the transport first.
+    local ok, p, l = pcall(function()
+        local opts_p, opts_q = mod.state(o, t)
+        local time = mod.clock.time
+        opts_p.max_concurrent, opts_p.min_interval, opts_p.time = o.max_concurrent, o.min_interval, time
+        opts_p.server_limit = o.server_limit
+        opts_q.utc_offset, opts_q.daily_limit, opts_q.reserve, opts_q.time = o.utc_offset, o.daily_limit,
+            o.reserve, time
+        opts_q.prefer_measured = o.prefer_measured
+        return pacer.new(opts_p), quota.new(opts_q)
+    end)
     if not ok then
         t:close()
-        error(opts_p, 0)
+        error(p, 0)
     end
     local clock = mod.clock
-    opts_p.max_concurrent, opts_p.min_interval, opts_p.time = o.max_concurrent, o.min_interval, clock.time
-    opts_q.utc_offset, opts_q.daily_limit, opts_q.reserve, opts_q.time = o.utc_offset, o.daily_limit,
-        o.reserve, clock.time
     local hooks = {}
     for _, hook in ipairs(HOOKS) do
         hooks[hook] = o[hook]
     end
     return setmetatable({
         transport = t, transport_name = name, clock = clock, store = mod.store,
-        pacer = pacer.new(opts_p), ledger = quota.new(opts_q), hooks = hooks,
+        pacer = p, ledger = l, hooks = hooks,
         logger = transport.logger(o.logger or (mod.log and name or nil)),
         base_url = o.base_url, utc_offset = o.utc_offset,
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,

@@ -454,8 +454,9 @@ function State:api(req, conn, family, proxied)
     end
     -- The call stays in flight until its answer has left.
     res.after = function()
-        self.inflight[token] = self.inflight[token] - 1
-        self.stats.inflight = self.stats.inflight - 1
+        -- A reset while this request was in flight started the counts anew.
+        self.inflight[token] = math.max(0, (self.inflight[token] or 1) - 1)
+        self.stats.inflight = math.max(0, self.stats.inflight - 1)
         entry.t_end = http.gettime()
     end
     return finish(res)
