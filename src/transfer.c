@@ -121,10 +121,11 @@ static const char *honest_reason(CURLcode rc, const wv_conn *c, const char *reas
     if ((rc == CURLE_RECV_ERROR || rc == CURLE_PARTIAL_FILE)
         && (strstr(c->errbuf, "chunk") != NULL || strstr(c->errbuf, "Chunk") != NULL))
         return "protocol";
-    /* An answer that is not HTTP at all reads as HTTP/0.9, which libcurl
-     * refuses as an "unsupported protocol": the URL is not at fault. */
-    if (rc == CURLE_UNSUPPORTED_PROTOCOL && strstr(c->errbuf, "HTTP/0.9") != NULL) {
-        *msg = "the answer is not HTTP";
+    /* Once the request went out, an "unsupported protocol" is about the
+     * answer (bytes that are not HTTP read as HTTP/0.9, an HTTP version that
+     * does not exist): the URL is not at fault. */
+    if (rc == CURLE_UNSUPPORTED_PROTOCOL && c->sends > 0) {
+        *msg = c->errbuf[0] ? c->errbuf : "the answer is not HTTP";
         return "protocol";
     }
     return reason;

@@ -10,23 +10,13 @@ local setmetatable, getmetatable, tostring, type, pairs, pcall, error =
     setmetatable, getmetatable, tostring, type, pairs, pcall, error
 local concat = table.concat
 
+local retry = require "wolkvox.retry"
+
 local M = {}
 
---- The kinds, with whether a later attempt may succeed.
-M.kinds = {
-    transport   = true,   -- connect, dns, tls, timeout, reset, partial...
-    http        = true,   -- an unexpected HTTP status (5xx are retryable)
-    decode      = true,   -- a 2xx answer that is not JSON
-    too_large   = false,  -- the answer passed the size cap
-    auth        = false,  -- missing, malformed or rejected token
-    quota       = false,  -- daily call budget used up (403 TOKEN LIMIT EXCEEDED)
-    concurrency = true,   -- more than 2 calls in flight (403 SIMULTANEOUS REQUESTS)
-    maintenance = true,   -- any other 403: maintenance or backup window
-    params      = false,  -- a request that a rule forbids; nothing was sent
-    not_found   = false,  -- unknown endpoint, or not enabled on this server
-    truncated   = false,  -- a window still at the row cap at its minimum span
-    closed      = false,  -- the client was closed
-}
+--- The kinds, with whether a later attempt may succeed (the retry policy's
+-- own table: `wolkvox.retry` decides).
+M.kinds = retry.KINDS
 
 local Error = {}
 Error.__index = Error
@@ -85,8 +75,7 @@ end
 -- @tparam table fields `message`, `endpoint`, `status`, `code`, `reason`, ...
 -- @treturn table the error
 function M.new(kind, fields)
-    local retryable = M.kinds[kind]
-    if retryable == nil then
+    if M.kinds[kind] == nil then
         error("unknown error kind '" .. tostring(kind) .. "'", 2)
     end
     local e = {}
@@ -100,7 +89,7 @@ function M.new(kind, fields)
         e.message = M.snippet(e.message, M.MAX_MESSAGE)
     end
     if e.retryable == nil then
-        e.retryable = retryable
+        e.retryable = retry.classify(kind, e)
     end
     return setmetatable(e, Error)
 end

@@ -6,6 +6,7 @@
 -- @module wolkvox.response
 
 local errors = require "wolkvox.errors"
+local retry = require "wolkvox.retry"
 
 local type, tonumber, ipairs, floor, upper, concat, next =
     type, tonumber, ipairs, math.floor, string.upper, table.concat, next
@@ -70,21 +71,16 @@ function M.is_list(t)
 end
 local is_list = M.is_list
 
--- `failed` is the status or envelope code that failed.
--- Transport failures that another attempt will not mend.
-local PERMANENT_REASON = { tls = true, url = true, memory = true }
-
+-- `failed` is the status or envelope code that failed; whether another
+-- attempt may pass is the retry policy's call (`retry.classify`).
 local function fail(kind, e, res, fields, failed)
     fields.endpoint = e.name
     fields.status = res.status ~= 0 and res.status or nil
     fields.retry_after = res.retry_after
     fields.calls = res.sends
     if kind == "http" then
-        -- Server-side failures may pass; other statuses will not change.
-        failed = failed or res.status
-        fields.retryable = failed >= 500 or failed == 408 or failed == 429
-    elseif kind == "transport" and PERMANENT_REASON[fields.reason] then
-        fields.retryable = false
+        -- An error code inside a 200 envelope counts as that status.
+        fields.retryable = retry.classify(kind, { status = failed or res.status })
     end
     errors.throw(kind, fields)
 end
@@ -120,7 +116,7 @@ function M.interpret(res, e)
             why = why .. "; it begins: " .. snippet
         end
         if status >= 200 and status < 300 then
-            fail("decode", e, res, { message = why, retryable = true })
+            fail("decode", e, res, { message = why })
         end
         if status >= 300 and status < 400 then
             why = "redirect not followed (the token goes only to the configured server)"

@@ -1,4 +1,7 @@
---- When to try a failed call again, and how long to wait first.
+--- When to try a failed call again, and how long to wait first: the one
+-- place that decides whether a failure may pass (`classify`, used by
+-- `wolkvox.errors` for every error it makes), whether this one is tried
+-- again (`next_attempt`), how long to wait, and when to go on one at a time.
 -- Reads are retried (3 attempts in all by default) with exponential backoff
 -- and full jitter; writes only when the request never left (the connection
 -- could not be made), since a write that reached the server may have done
@@ -9,17 +12,42 @@
 -- @module wolkvox.retry
 
 local dates = require "wolkvox.dates"
+local transport = require "wolkvox.transport"
 
 local min, max, floor, tonumber, tostring, type, random =
     math.min, math.max, math.floor, tonumber, tostring, type, math.random
 
 local M = {}
 
-M.DEFAULTS = {
-    retries = 2,        -- extra attempts after the first
-    retry_base = 1,     -- seconds: the first backoff ceiling
-    retry_cap = 30,     -- seconds: no single wait is longer
+--- The error kinds, with whether a later attempt may succeed.
+M.KINDS = {
+    transport   = true,   -- connect, dns, timeout, reset, partial... (see `classify`)
+    http        = true,   -- an unexpected HTTP status (see `classify`)
+    decode      = true,   -- a 2xx answer that is not JSON
+    too_large   = false,  -- the answer passed the size cap
+    auth        = false,  -- missing, malformed or rejected token
+    quota       = false,  -- daily call budget used up (403 TOKEN LIMIT EXCEEDED)
+    concurrency = true,   -- more than 2 calls in flight (403 SIMULTANEOUS REQUESTS)
+    maintenance = true,   -- any other 403: maintenance or backup window
+    params      = false,  -- a request that a rule forbids; nothing was sent
+    not_found   = false,  -- unknown endpoint, or not enabled on this server
+    truncated   = false,  -- a window still at the row cap at its minimum span
+    closed      = false,  -- the client was closed
 }
+
+--- Whether an error of `kind` with these `fields` (`reason`, `status`) may
+-- pass on a later attempt: transport failures but those of `tls`, `url`,
+-- `memory`, `phase` (`wolkvox.transport.REASONS`); HTTP 5xx, 408 and 429.
+function M.classify(kind, fields)
+    if kind == "transport" and fields.reason then
+        return transport.REASONS[fields.reason] ~= false
+    end
+    if kind == "http" and fields.status then
+        local s = fields.status
+        return s >= 500 or s == 408 or s == 429
+    end
+    return M.KINDS[kind]
+end
 
 -- Maintenance windows last longer than a blip: its backoff starts higher.
 local MAINTENANCE_FACTOR = 10
@@ -88,6 +116,25 @@ function M.wait(err, attempts, policy, rand, now_epoch)
     local ceiling = min(policy.retry_cap * (err.kind == "maintenance" and 2 or 1),
         base * 2 ^ (attempts - 1))
     return (rand or random)() * ceiling
+end
+
+--- Whether and when to try again after `err`, the `attempts`-th failure of
+-- an item: nil when the policy gives up (not retryable, a write that may
+-- have reached the server, no attempts left, or the wait would pass the
+-- `deadline`, a `now()` value); else the wait in seconds, and "serial" when
+-- what follows must go one at a time (the server counted more calls in
+-- flight than the client had).
+-- @tparam table policy `retries`, `retry_base`, `retry_cap`
+-- @tparam table clock `now()` (monotonic) and `time()` (epoch)
+function M.next_attempt(err, attempts, policy, write, deadline, clock)
+    if not M.retryable(err, write) or attempts > policy.retries then
+        return nil
+    end
+    local wait = M.wait(err, attempts, policy, nil, clock.time())
+    if deadline and clock.now() + wait >= deadline then
+        return nil
+    end
+    return wait, err.kind == "concurrency" and "serial" or nil
 end
 
 --- A short description of a failure, for the history of attempts.

@@ -66,7 +66,7 @@ function Runtime:batch()
     if t.unusable then
         local why = t:unusable()
         if why then
-            errors.throw("transport", { reason = "phase", retryable = false, message = why })
+            errors.throw("transport", { reason = "phase", message = why })
         end
     end
     return t.batch and t:batch() or t

@@ -58,16 +58,13 @@ local function failed(ctx, job, item, err)
     item.history = item.history or {}
     item.history[#item.history + 1] = retry.label(err)
     item.last_error = err
-    local p = job.policy
-    if retry.retryable(err, job.write) and item.attempts <= p.retries then
-        local wait = retry.wait(err, item.attempts, p, nil, ctx.clock.time())
-        if not job.deadline or ctx.clock.now() + wait < job.deadline then
-            job.retries, job.waited = job.retries + 1, job.waited + wait
-            ctx.retries = ctx.retries + 1
-            ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
-                error = err, window = item.from and span_text(item) or nil })
-            return "retry", wait, err.kind == "concurrency" and "serial" or nil
-        end
+    local wait, mode = retry.next_attempt(err, item.attempts, job.policy, job.write, job.deadline, ctx.clock)
+    if wait then
+        job.retries, job.waited = job.retries + 1, job.waited + wait
+        ctx.retries = ctx.retries + 1
+        ctx:emit("on_retry", { endpoint = job.e.name, attempt = item.attempts, wait = wait,
+            error = err, window = item.from and span_text(item) or nil })
+        return "retry", wait, mode
     end
     if err.kind == "quota" then
         ctx:emit("on_quota", { endpoint = job.e.name, error = err })
