@@ -124,7 +124,11 @@ end
 -- `deadline`, a `now()` value); else the wait in seconds, and "serial" when
 -- what follows must go one at a time (the server counted more calls in
 -- flight than the client had).
+-- @tparam table err the structured error of the failed attempt
+-- @tparam number attempts attempts made so far
 -- @tparam table policy `retries`, `retry_base`, `retry_cap`
+-- @tparam boolean write the call is a write (retried only if nothing was sent)
+-- @tparam[opt] number deadline the job's deadline on the monotonic clock
 -- @tparam table clock `now()` (monotonic) and `time()` (epoch)
 function M.next_attempt(err, attempts, policy, write, deadline, clock)
     if not M.retryable(err, write) or attempts > policy.retries then
