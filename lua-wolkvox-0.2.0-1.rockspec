@@ -67,6 +67,7 @@ build = {
         ["wolkvox.dates"] = "lua/wolkvox/dates.lua",
         ["wolkvox.endpoints"] = "lua/wolkvox/endpoints.lua",
         ["wolkvox.errors"] = "lua/wolkvox/errors.lua",
+        ["wolkvox.export"] = "lua/wolkvox/export.lua",
         ["wolkvox.fake"] = "lua/wolkvox/fake/init.lua",
         ["wolkvox.fake.api"] = "lua/wolkvox/fake/api.lua",
         ["wolkvox.fake.data"] = "lua/wolkvox/fake/data.lua",

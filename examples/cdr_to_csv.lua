@@ -7,6 +7,7 @@
 -- (windows and calls) and the quota spent go to stderr.  A failed write
 -- (a full disk, a closed pipe) stops it with a message and exit status 1.
 local wolkvox = require "wolkvox"
+local export = require "wolkvox.export"
 
 local USAGE = [=[
 usage: cdr_to_csv.lua [FROM [TO]] > cdr.csv
@@ -59,49 +60,31 @@ end
 io.stderr:write(string.format("cdr_1 %s .. %s: %d window(s), %d call(s) planned\n",
     from, to, #plan.windows, plan.calls))
 
--- Every write is checked: a CSV cut short must not look like a whole one.
+-- The writer checks every write: a CSV cut short must not look like a whole
+-- one.  Columns: the registry's, in the API's own order.
+local writer = assert(export.writer("csv", io.stdout, { columns = export.columns("cdr_1") }))
 local WRITE_FAILED = {}
 local write_error
-local function out(...)
-    local ok, err = io.stdout:write(...)
-    if not ok then
-        write_error = err
-        error(WRITE_FAILED, 0)
-    end
-end
 
--- The columns, from the registry, in the API's own order.
-local columns = wolkvox.registry.find("reports_manager", "cdr_1").fields
-
-local function csv(v)
-    v = tostring(v == nil and "" or v)
-    if v:find('[,"\r\n]') then
-        v = '"' .. v:gsub('"', '""') .. '"'
-    end
-    return v
-end
-
-local n = 0
 local ok, err = pcall(function()
-    out(table.concat(columns, ","), "\n")
     for row in c:each("cdr_1", range) do
-        local cells = {}
-        for i, name in ipairs(columns) do
-            cells[i] = csv(row[name])
+        local done, werr = writer:write(row)
+        if not done then
+            write_error = werr
+            error(WRITE_FAILED, 0)
         end
-        out(table.concat(cells, ","), "\n")
-        n = n + 1
     end
-    local flushed, ferr = io.stdout:flush()
-    if not flushed then
-        write_error = ferr
+    local done, werr = writer:close()
+    if not done then
+        write_error = werr
         error(WRITE_FAILED, 0)
     end
 end)
+local n = writer.rows
 local stats = c:stats()
 c:close()
 if err == WRITE_FAILED then
-    quit(1, string.format("cannot write the CSV (%s); stopped after %d rows", tostring(write_error), n))
+    quit(1, string.format("the CSV is incomplete (%s); stopped after %d rows", tostring(write_error), n))
 end
 io.stderr:write(string.format("%d rows, %d call(s) spent, %d retried\n", n, stats.calls, stats.retries))
 if not ok then

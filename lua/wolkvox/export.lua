@@ -1,0 +1,191 @@
+--- Writing rows to files: one writer per format, each row written as it
+-- comes (so an export never holds a range in memory), every write checked.
+--
+--     local export = require "wolkvox.export"
+--     local w = assert(export.writer("csv", io.stdout, { columns = export.columns("cdr_1") }))
+--     for row in c:each("cdr_1", { from = "2026-01-01", to = "2026-06-30" }) do
+--         assert(w:write(row))
+--     end
+--     assert(w:close())
+--
+-- A new format is one more entry in `FORMATS`: `start(w)` (before the first
+-- row), `row(w, row)` and `finish(w)`, each returning the text to write.
+-- @module wolkvox.export
+
+local json = require "wolkvox.json"
+local registry = require "wolkvox.registry"
+
+local type, tostring, pairs, ipairs, sort, concat, setmetatable, io_type =
+    type, tostring, pairs, ipairs, table.sort, table.concat, setmetatable, io.type
+
+local M = {}
+
+--- The columns of endpoint `name` ("cdr_1" or "family/api"): the registry's
+-- field list, in the API's order (nested fields such as `counts.total` are
+-- left out: they are not columns of a row).
+function M.columns(name)
+    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local out = {}
+    for _, f in ipairs(e and e.fields or {}) do
+        if not f:find("[%.%[]") then
+            out[#out + 1] = f
+        end
+    end
+    return out
+end
+
+-- RFC 4180: a cell with a comma, a quote or a line break is quoted, its
+-- quotes doubled.
+local function csv_cell(v)
+    if v == nil then
+        return ""
+    end
+    v = tostring(v)
+    if v:find('[,"\r\n]') then
+        return '"' .. v:gsub('"', '""') .. '"'
+    end
+    return v
+end
+
+-- The columns of a CSV: the ones given, then any other key of the first
+-- row, sorted (a row of an unknown shape still keeps every field).
+local function settle_columns(w, row)
+    local cols, seen = {}, {}
+    for i, c in ipairs(w.columns or {}) do
+        cols[i], seen[c] = c, true
+    end
+    local extra = {}
+    for k in pairs(row) do
+        if type(k) == "string" and not seen[k] then
+            extra[#extra + 1] = k
+        end
+    end
+    sort(extra)
+    for _, k in ipairs(extra) do
+        cols[#cols + 1] = k
+    end
+    w.cols = cols
+end
+
+--- The formats, by name.
+M.FORMATS = {
+    -- Comma-separated values, a header line first, CRLF line ends (RFC 4180);
+    -- `bom = true` starts with a UTF-8 byte order mark (for Excel).
+    csv = {
+        start = function(w, row)
+            settle_columns(w, row)
+            local head = {}
+            for i, c in ipairs(w.cols) do
+                head[i] = csv_cell(c)
+            end
+            return (w.bom and "\239\187\191" or "") .. concat(head, ",") .. "\r\n"
+        end,
+        row = function(w, row)
+            local cells = {}
+            for i, c in ipairs(w.cols) do
+                cells[i] = csv_cell(row[c])
+            end
+            return concat(cells, ",") .. "\r\n"
+        end,
+    },
+    -- One JSON object per line, keys as the API sends them.
+    ndjson = {
+        row = function(_, row)
+            return json.encode(row) .. "\n"
+        end,
+    },
+}
+
+local Writer = {}
+Writer.__index = Writer
+
+-- Write `text`; nil and the error when the file refused it (a full disk, a
+-- closed pipe), and every later write fails the same way.
+local function put(w, text)
+    if w.failed then
+        return nil, w.failed
+    end
+    if text == nil or text == "" then
+        return true
+    end
+    local ok, err = w.file:write(text)
+    if not ok then
+        w.failed = "cannot write: " .. tostring(err)
+        return nil, w.failed
+    end
+    return true
+end
+
+--- Write one row (a table of field -> value).
+-- @return true, or nil and a message
+function Writer:write(row)
+    if type(row) ~= "table" then
+        error("export: a row must be a table (got " .. type(row) .. ")", 2)
+    end
+    local f = self.format
+    if not self.started then
+        self.started = true
+        if f.start then
+            local ok, err = put(self, f.start(self, row))
+            if not ok then
+                return nil, err
+            end
+        end
+    end
+    local ok, err = put(self, f.row(self, row))
+    if ok then
+        self.rows = self.rows + 1
+    end
+    return ok, err
+end
+
+--- Finish the output (a CSV with no row still gets its header when the
+-- columns were given) and flush the file; the file itself stays open.
+-- @return true, or nil and a message
+function Writer:close()
+    local f = self.format
+    if not self.started and f.start and self.columns then
+        self.started = true
+        local ok, err = put(self, f.start(self, {}))
+        if not ok then
+            return nil, err
+        end
+    end
+    if f.finish then
+        local ok, err = put(self, f.finish(self))
+        if not ok then
+            return nil, err
+        end
+    end
+    if self.failed then
+        return nil, self.failed
+    end
+    local ok, err = self.file:flush()
+    if not ok then
+        self.failed = "cannot write: " .. tostring(err)
+        return nil, self.failed
+    end
+    return true
+end
+
+--- A writer of `format` ("csv", "ndjson") to the open `file`.
+-- @tparam table opts `columns` (a list; CSV), `bom` (CSV)
+-- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message
+function M.writer(format, file, opts)
+    local f = M.FORMATS[format]
+    if not f then
+        local names = {}
+        for k in pairs(M.FORMATS) do
+            names[#names + 1] = k
+        end
+        sort(names)
+        return nil, "unknown format '" .. tostring(format) .. "' (" .. concat(names, ", ") .. ")"
+    end
+    if io_type(file) ~= "file" then
+        error("export.writer: an open file expected", 2)
+    end
+    opts = opts or {}
+    return setmetatable({ format = f, file = file, columns = opts.columns, bom = opts.bom, rows = 0 }, Writer)
+end
+
+return M

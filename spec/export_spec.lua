@@ -1,0 +1,85 @@
+-- wolkvox.export: rows to CSV and NDJSON, every write checked.
+local cjson = require "cjson"
+local export = require "wolkvox.export"
+
+local function export_to_string(format, rows, opts)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    local w = assert(export.writer(format, f, opts))
+    for _, row in ipairs(rows) do
+        assert(w:write(row))
+    end
+    assert(w:close())
+    f:close()
+    f = assert(io.open(path, "rb"))
+    local text = f:read("*a")
+    f:close()
+    os.remove(path)
+    return text, w
+end
+
+describe("wolkvox.export", function()
+    it("writes RFC 4180 CSV: header first, the given columns in order, then other keys sorted", function()
+        local text, w = export_to_string("csv", {
+            { b = "2", a = "1", zeta = "z", extra = "e" },
+            { a = 'say "hi", then', b = "line\nbreak" },
+        }, { columns = { "b", "a" } })
+        assert.equal('b,a,extra,zeta\r\n2,1,e,z\r\n"line\nbreak","say ""hi"", then",,\r\n', text)
+        assert.equal(2, w.rows)
+    end)
+
+    it("starts with a byte order mark when asked (Excel)", function()
+        local text = export_to_string("csv", { { a = "ñ" } }, { bom = true })
+        assert.equal("\239\187\191a\r\nñ\r\n", text)
+    end)
+
+    it("writes the header of an empty CSV when the columns are known", function()
+        assert.equal("x,y\r\n", export_to_string("csv", {}, { columns = { "x", "y" } }))
+    end)
+
+    it("writes NDJSON: one object a line, keys and values as the API sends them", function()
+        local rows = { { conn_id = "1", note = 'a "b"\n' }, { conn_id = "2" } }
+        local text = export_to_string("ndjson", rows)
+        local i = 0
+        for line in text:gmatch("([^\n]*)\n") do
+            i = i + 1
+            assert.same(rows[i], cjson.decode(line))
+        end
+        assert.equal(2, i)
+    end)
+
+    it("takes an endpoint's columns from the registry, in the API's order", function()
+        local cols = export.columns("cdr_1")
+        assert.is_true(#cols > 5)
+        assert.equal(export.columns("reports_manager/cdr_1")[1], cols[1])
+        for _, c in ipairs(cols) do
+            assert.is_nil(c:find("[%.%[]"), c)
+        end
+    end)
+
+    it("reports a full disk as nil, err, and keeps failing after it", function()
+        local f = assert(io.open("/dev/full", "wb"))
+        local w = assert(export.writer("ndjson", f))
+        local ok, err
+        for _ = 1, 2000 do -- past stdio's buffer, so a write reaches the disk
+            ok, err = w:write({ a = ("x"):rep(100) })
+            if not ok then
+                break
+            end
+        end
+        if ok then
+            ok, err = w:close()
+        end
+        assert.is_nil(ok)
+        assert.matches("cannot write", err)
+        assert.is_nil(w:close())
+        f:close()
+    end)
+
+    it("refuses an unknown format with the known ones, and a row that is not a table", function()
+        local w, err = export.writer("xml", io.stdout)
+        assert.is_nil(w)
+        assert.matches("unknown format 'xml' %(csv, ndjson%)", err)
+        assert.has_error(function() assert(export.writer("csv", io.stdout)):write("x") end)
+    end)
+end)
