@@ -9,6 +9,7 @@
 #   make valgrind     the spec suite under valgrind
 #   make lint         luacheck over lua/, spec/, bin/, examples/, bench/, tools/
 #   make docs         the API pages (LDoc) in build/docs/
+#   make mutate       one-line mutations, each against its specs (slow; tools/mutations.txt)
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer on the JSON decoder (clang)
 #   make install      install what the rock installs into LUA_CMOD / LUA_LMOD / PREFIX (DESTDIR honoured)
@@ -53,7 +54,7 @@ LIB  = $(BUILD)/wolkvox/core.so
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test demo deps asan valgrind lint docs bench fuzz install uninstall clean print
+.PHONY: all spec-tools test demo deps asan valgrind lint docs mutate bench fuzz install uninstall clean print
 
 all: $(LIB)
 
@@ -95,6 +96,9 @@ valgrind:
 
 lint:
 	spec/run lint
+
+mutate:
+	tools/mutate $(MUTATE_ARGS)
 
 # LDoc (Debian lua-ldoc, lua-discount); config.ld says what goes in.
 docs:

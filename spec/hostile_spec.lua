@@ -243,10 +243,7 @@ end
 -- (no wolkvox.core), and lua-cjson decodes.
 local function ngx_suite(title, cpath, only_echo)
     describe(title, function()
-        if not nginx.available() then
-            it("needs nginx and libnginx-mod-http-lua", function()
-                error("nginx or libnginx-mod-http-lua is not installed (tools/install-deps installs them)")
-            end)
+        if not nginx.need() then
             return
         end
         local server
@@ -346,7 +343,7 @@ describe("multipart fields, curl transport, good parts", function()
 end)
 
 describe("multipart fields, ngx transport #nginx", function()
-    if not nginx.available() then
+    if not nginx.need() then
         return
     end
     local server

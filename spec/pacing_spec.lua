@@ -91,11 +91,9 @@ describe("pacing", function()
 
     it("leaves min_interval between the starts of calls", function()
         local x = support.client(srv, { min_interval = 0.3, state_dir = support.tmpdir() })
-        local waits, starts = 0, {}
-        x._ctx.hooks.on_throttle = function(info)
-            waits = waits + 1
-            assert.equal("the minimum interval", info.reason)
-        end
+        local reasons, starts = {}, {}
+        -- (a hook's error would be caught and logged: collect, assert after)
+        x._ctx.hooks.on_throttle = function(info) reasons[#reasons + 1] = info.reason end
         x._ctx.hooks.on_request = function() starts[#starts + 1] = core.time() end
         assert(x:services())
         assert(x:services())
@@ -104,7 +102,12 @@ describe("pacing", function()
         -- (the hook runs a few microseconds after the pacer's claim)
         assert.is_true(starts[2] - starts[1] >= 0.299)
         assert.is_true(starts[3] - starts[2] >= 0.299)
-        assert.equal(2, waits)
+        -- A start waits only when the previous call took less than the
+        -- interval: on a loaded machine a call can take longer.
+        assert.is_true(#reasons <= 2)
+        for _, r in ipairs(reasons) do
+            assert.equal("the minimum interval", r)
+        end
         assert.equal(3, #srv:log())
         x:close()
     end)
