@@ -133,6 +133,25 @@ static int file_check(int fd, const char *path, wv_msg msg)
     return 1;
 }
 
+/* Open state file `path` with `flags` (WV_OFLAGS added; created 0600 with
+ * O_CREAT) and check it: the descriptor, or -1 with `msg` and *err (errno,
+ * or 0 when the file itself was refused). */
+static int open_state(const char *path, int flags, wv_msg msg, int *err)
+{
+    int fd = open(path, flags | WV_OFLAGS, 0600);
+    if (fd < 0) {
+        *err = errno;
+        open_message(msg, path, *err);
+        return -1;
+    }
+    if (!file_check(fd, path, msg)) {
+        close(fd);
+        *err = 0;
+        return -1;
+    }
+    return fd;
+}
+
 /*
  * May the directory `st` (named `path`) be used?  Found on the way (`strict`
  * 0): it must belong to this user or root, and nobody else may write to it,
@@ -361,16 +380,9 @@ static int l_read_file(lua_State *L)
     char data[WV_STATE_MAX];
     wv_msg msg;
     size_t len = 0;
-    int fd = open(path, O_RDONLY | WV_OFLAGS), e;
-    if (fd < 0) {
-        e = errno;
-        open_message(msg, path, e);
+    int e, fd = open_state(path, O_RDONLY, msg, &e);
+    if (fd < 0)
         return push_failure(L, msg, e);
-    }
-    if (!file_check(fd, path, msg)) {
-        close(fd);
-        return push_failure(L, msg, 0);
-    }
     for (;;) {
         ssize_t n = read(fd, data + len, sizeof data - len);
         if (n < 0 && errno == EINTR)
@@ -412,16 +424,9 @@ static int l_append_file(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &dlen);
     wv_msg msg;
     struct stat st;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | WV_OFLAGS, 0600), e;
-    if (fd < 0) {
-        e = errno;
-        open_message(msg, path, e);
+    int e, fd = open_state(path, O_WRONLY | O_APPEND | O_CREAT, msg, &e);
+    if (fd < 0)
         return push_failure(L, msg, e);
-    }
-    if (!file_check(fd, path, msg)) {
-        close(fd);
-        return push_failure(L, msg, 0);
-    }
     if (!write_all(fd, data, dlen) || fstat(fd, &st) != 0) {
         e = errno;
         close(fd);
@@ -477,24 +482,17 @@ static int l_lock(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     wv_msg msg;
+    int e;
     wv_lock *lk = (wv_lock *)lua_newuserdata(L, sizeof *lk);
     lk->fd = -1;
     luaL_getmetatable(L, WV_LOCK_MT);
     lua_setmetatable(L, -2);
     /* From here the userdata owns the descriptor: a raise cannot leak it. */
-    lk->fd = open(path, O_RDWR | O_CREAT | WV_OFLAGS, 0600);
-    if (lk->fd < 0) {
-        int e = errno;
-        open_message(msg, path, e);
+    lk->fd = open_state(path, O_RDWR | O_CREAT, msg, &e);
+    if (lk->fd < 0)
         return push_failure(L, msg, e);
-    }
-    if (!file_check(lk->fd, path, msg)) {
-        close(lk->fd);
-        lk->fd = -1;
-        return push_failure(L, msg, 0);
-    }
     if (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
+        e = errno;
         close(lk->fd);
         lk->fd = -1;
         lua_pushnil(L);
