@@ -9,11 +9,14 @@ local LUAVER = jit and "5.1" or "5.4"
 local INTERP = jit and "luajit" or "lua5.4"
 local EXTRA = jit and " LUA_INCDIR=/usr/include/luajit-2.1" or ""
 
+-- Run `cmd` through sh: true when it exited 0, and its output.  (The exit
+-- status is read from the output: LuaJIT's p:close() does not report it.)
 local function run(cmd)
-    local p = assert(io.popen(cmd .. " 2>&1", "r"))
+    local p = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"exit=$?\"", "r"))
     local out = p:read("*a")
-    local ok = p:close()
-    return ok, out
+    p:close()
+    local status = tonumber(out:match("exit=(%d+)%s*$"))
+    return status == 0, (out:gsub("exit=%d+%s*$", ""))
 end
 
 local function read(path)
