@@ -359,7 +359,8 @@ function M.check(opts)
     elseif out.state_dir == nil then
         out.state_dir = M.default_state_dir() or false
     end
-    if type(out.logger) == "string" and out.logger ~= "stderr" and out.logger ~= "ngx" then
+    -- "stderr", or the name of a transport whose host has a log ("ngx").
+    if type(out.logger) == "string" and not require("wolkvox.transport").logger(out.logger) then
         bad("logger", "must be a function, \"stderr\" or \"ngx\"")
     end
     if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
