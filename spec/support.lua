@@ -34,6 +34,14 @@ function M.lua_command(code)
     return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
 end
 
+--- `lua_command(code)` under an address-space limit of `kb` KiB.  The
+-- shell that sets the limit is started without the sanitizer's preload
+-- too: ASan's runtime cannot map its shadow memory under such a limit.
+function M.limited_command(kb, code)
+    local inner = "ulimit -v " .. math.floor(kb) .. "; " .. M.lua_command(code)
+    return "exec env -u LD_PRELOAD sh -c '" .. inner:gsub("'", "'\\''") .. "'"
+end
+
 --- True while process `pid` exists (a zombie counts as gone).
 function M.alive(pid)
     local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")

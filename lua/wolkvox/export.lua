@@ -67,7 +67,7 @@ local function settle_columns(w, row)
     w.cols = cols
 end
 
---- The formats, by name.
+-- The formats, by name (see the module's description for adding one).
 M.FORMATS = {
     -- Comma-separated values, a header line first, CRLF line ends (RFC 4180);
     -- `bom = true` starts with a UTF-8 byte order mark (for Excel).
@@ -168,8 +168,10 @@ function Writer:close()
     return true
 end
 
---- A writer of `format` ("csv", "ndjson") to the open `file`.
--- @tparam table opts `columns` (a list; CSV), `bom` (CSV)
+--- A writer of `format` to the open `file`.
+-- @tparam string format "csv" or "ndjson" (a key of `FORMATS`)
+-- @tparam file file an open file (`io.stdout`, `io.open(path, "wb")`)
+-- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV)
 -- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message
 function M.writer(format, file, opts)
     local f = M.FORMATS[format]
