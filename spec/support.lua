@@ -34,6 +34,26 @@ function M.lua_command(code)
     return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
 end
 
+--- Like `lua_command`, but the child keeps this run's instrumentation:
+-- under `spec/run asan` it runs the ASan build with the sanitizer preloaded
+-- (leak checks off: a child may exit without closing), under `spec/run
+-- valgrind` it runs under memcheck (exit status 99 on an error).  For specs
+-- whose point is what the sanitizers see, in a process of their own.
+function M.checked_command(code)
+    local flavour = os.getenv("WOLKVOX_FLAVOUR")
+    local preload = os.getenv("LD_PRELOAD")
+    local prelude = string.format("package.path = %q .. package.path; package.cpath = %q; ",
+        "lua/?.lua;lua/?/init.lua;spec/?.lua;", package.cpath)
+    local body = "-e '" .. (prelude .. code):gsub("'", "'\\''") .. "'"
+    if flavour == "asan" and preload then
+        return "exec env LD_PRELOAD='" .. preload .. "' ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 lua5.4 " .. body
+    elseif flavour == "valgrind" then
+        return "exec env -u LD_PRELOAD valgrind -q --error-exitcode=99 --suppressions=spec/valgrind.supp lua5.4 "
+            .. body
+    end
+    return M.lua_command(code)
+end
+
 --- `lua_command(code)` under an address-space limit of `kb` KiB.  The
 -- shell that sets the limit is started without the sanitizer's preload
 -- too: ASan's runtime cannot map its shadow memory under such a limit.
