@@ -51,6 +51,7 @@ M.types = {
     on_retry = "function",
     on_throttle = "function",
     on_quota = "function",
+    on_progress = "function",   -- after each window, period or chunk of a call
     logger = { ["function"] = true, string = true },
     shared_dict = "string",
 }

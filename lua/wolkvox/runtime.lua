@@ -17,7 +17,7 @@ local M = {}
 local Runtime = {}
 Runtime.__index = Runtime
 
-local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota" }
+local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota", "on_progress" }
 
 --- Count `n` sends (each may cost a call of the quota; `free` ones do not).
 function Runtime:spend(n, free)
@@ -84,6 +84,9 @@ local function describe(name, info)
             info.attempt, tostring(info.error))
     elseif name == "on_throttle" then
         return "info", format("%s waits %.2f s for %s", info.endpoint, info.wait, info.reason)
+    elseif name == "on_progress" then
+        return "debug", format("%s: %d of %d done, %d rows, %d calls, %.1f s", info.endpoint, info.done,
+            info.total, info.rows, info.calls, info.elapsed)
     end
     return "warn", format("quota: %s", tostring(info.error))
 end

@@ -105,12 +105,17 @@ local function split_truncated(job, sched, item, rows)
         job.span_cap = span
         for _, p in ipairs(sched:pending()) do
             if p.to - p.from > span then
-                sched:replace(p, windows.split(p.from, p.to, span, job.step))
+                local parts = windows.split(p.from, p.to, span, job.step)
+                job.total = job.total + #parts - 1
+                sched:replace(p, parts)
             end
         end
     elseif span > job.span_cap then
-        return windows.split(item.from, item.to, job.span_cap, job.step)
+        local parts = windows.split(item.from, item.to, job.span_cap, job.step)
+        job.total = job.total + #parts - 1
+        return parts
     end
+    job.total = job.total + 1
     return { a, b }
 end
 
@@ -141,6 +146,7 @@ end
 local function start(ctx, job)
     job.calls, job.bytes, job.truncated, job.span_cap = 0, 0, 0, math.huge
     job.attempts, job.retries, job.waited = 0, 0, 0
+    job.total, job.done, job.rows, job.began = #job.items, 0, 0, ctx.clock.now()
     if job.policy.deadline then
         job.deadline = ctx.clock.now() + job.policy.deadline
     end
@@ -175,6 +181,16 @@ local function start(ctx, job)
     return sched
 end
 
+-- An item finished: tell `on_progress` (and the log) how far the call got.
+local function progress(ctx, job, item)
+    job.done = job.done + 1
+    if is_list(item.data) then
+        job.rows = job.rows + #item.data
+    end
+    ctx:emit("on_progress", { endpoint = job.e.name, done = job.done, total = job.total, rows = job.rows,
+        calls = job.calls, elapsed = ctx.clock.now() - job.began })
+end
+
 local function window_meta(item)
     return { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label,
         rows = is_list(item.data) and #item.data or nil, calls = item.calls }
@@ -196,6 +212,7 @@ function M.run(ctx, job)
             break
         end
         last = item
+        progress(ctx, job, item)
         if job.mode == "single" then
             out = item.data
         elseif job.mode == "chunks" then
@@ -262,6 +279,7 @@ function M.each(ctx, job)
                 ctx:track(nil)
                 return nil
             end
+            progress(ctx, job, item)
             cur = window_meta(item)
             rows, i = item.data, 0
             item.data = nil
