@@ -89,6 +89,7 @@ build = {
         ["wolkvox.sha256"] = "lua/wolkvox/sha256.lua",
         ["wolkvox.transport"] = "lua/wolkvox/transport/init.lua",
         ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
+        ["wolkvox.transport.fake"] = "lua/wolkvox/transport/fake.lua",
         ["wolkvox.transport.ngx"] = "lua/wolkvox/transport/ngx.lua",
         ["wolkvox.transport.ngx_http"] = "lua/wolkvox/transport/ngx_http.lua",
         ["wolkvox.version"] = "lua/wolkvox/version.lua",
