@@ -50,7 +50,7 @@ build = {
     type = "builtin",
     modules = {
         ["wolkvox.core"] = {
-            sources = { "src/core.c", "src/json.c", "src/request.c", "src/session.c", "src/sha256.c", "src/sys.c",
+            sources = { "src/core.c", "src/json.c", "src/request.c", "src/session.c", "src/sha256.c", "src/stream.c", "src/sys.c",
                 "src/token.c", "src/transfer.c" },
             libraries = { "curl", "pthread" },
             incdirs = { "$(CURL_INCDIR)" },

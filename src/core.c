@@ -33,5 +33,6 @@ WV_EXPORT int luaopen_wolkvox_core(lua_State *L)
     wv_json_open(L);
     wv_session_open(L);
     wv_sys_open(L);
+    wv_stream_open(L);
     return 1;
 }

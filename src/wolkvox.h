@@ -105,5 +105,6 @@ void wv_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
 void wv_json_open(lua_State *L);
 void wv_session_open(lua_State *L);
 void wv_sys_open(lua_State *L);
+void wv_stream_open(lua_State *L);
 
 #endif

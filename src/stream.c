@@ -1,0 +1,532 @@
+/*
+ * stream.c: an incremental decoder for wolkvox answers, fed in chunks as
+ * they arrive (a cosocket's reads, libcurl's writes), that hands over the
+ * rows of the answer's `data` array as soon as each one is complete.
+ *
+ * An answer is `{"code":..,"msg":..,"data":[row, row, ...]}` (keys in any
+ * order) or a bare array of rows.  The decoder keeps only what it has not
+ * finished: the bytes of the value being read.  A small state machine walks
+ * the envelope; a scanner finds where each value ends (strings, escapes and
+ * nesting tracked across chunks, so a value is never scanned twice); each
+ * complete value is then decoded by the whole-text decoder (json.c), which
+ * also checks it.  So the tables are the same as core.decode would build,
+ * and the token is masked in them the same way.
+ *
+ * Lua: core.decoder { secret = ... } -> d;  d:feed(chunk) -> rows (a list,
+ * maybe empty) or nil, err;  d:finish() -> envelope (every member but the
+ * streamed rows; `data` itself when it was not an array) or nil, err.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "wolkvox.h"
+
+#define WV_DECODER_MT "wolkvox.decoder"
+
+enum {
+    ST_START,      /* before the top-level value */
+    ST_KEY,        /* in the envelope: a key or '}' */
+    ST_KEY_ONLY,   /* after ',' in the envelope: a key */
+    ST_KEY_NEXT,   /* after a member: ',' or '}' */
+    ST_COLON,      /* after a key */
+    ST_VALUE,      /* a member's value */
+    ST_ROWS,       /* in the rows array: a row or ']' */
+    ST_ROW_NEXT,   /* after a row: ',' or ']' */
+    ST_ROW,        /* a row after ',' (']' not allowed) */
+    ST_WHOLE,      /* a top-level value that is not streamed */
+    ST_END,        /* after the top-level value: only white space */
+    ST_FAILED
+};
+
+typedef struct {
+    wv_buf in;            /* bytes not consumed yet */
+    size_t pos;           /* next byte of `in` to look at */
+    size_t dropped;       /* bytes consumed and dropped before in[0] */
+    /* The scanner of the value that starts at `pos` (resumable). */
+    size_t scan;          /* bytes of it scanned so far */
+    int depth;
+    int in_string;
+    int escape;
+    int scanning;
+    int state;
+    int top_array;        /* the answer is a bare array of rows */
+    int streamed;         /* rows came out of a `data` array */
+    int closed;
+    int rows_key;         /* the current member is "data" */
+    char *secret;         /* masked in every decoded string */
+    size_t secret_len;
+    wv_buf scratch;
+    size_t rows;          /* rows handed over so far */
+    int batch;            /* rows in the list being filled */
+    char err[200];
+} wv_decoder;
+
+static wv_decoder *check_decoder(lua_State *L)
+{
+    return (wv_decoder *)luaL_checkudata(L, 1, WV_DECODER_MT);
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static void skip_ws(wv_decoder *d)
+{
+    while (d->pos < d->in.len && is_ws(d->in.p[d->pos]))
+        d->pos++;
+}
+
+static int failed(wv_decoder *d, const char *msg)
+{
+    if (d->state != ST_FAILED) {
+        snprintf(d->err, sizeof d->err, "%s at byte %lu", msg, (unsigned long)(d->dropped + d->pos + 1));
+        d->state = ST_FAILED;
+    }
+    return -1;
+}
+
+/*
+ * Scan the value that starts at d->pos: 1 when it is complete (its length
+ * in *len), 0 when more bytes are needed (the scan resumes where it
+ * stopped), -1 on a structural error.  A number or a literal needs the byte
+ * after it, unless `last` (the input ended).
+ */
+static int scan_value(wv_decoder *d, size_t *len, int last)
+{
+    const char *p = d->in.p + d->pos;
+    size_t n = d->in.len - d->pos, i;
+    if (!d->scanning) {
+        d->scanning = 1;
+        d->scan = 0;
+        d->depth = 0;
+        d->in_string = 0;
+        d->escape = 0;
+    }
+    i = d->scan;
+    if (i == 0 && n > 0 && p[0] != '{' && p[0] != '[' && p[0] != '"') {
+        /* A number or a literal: up to a delimiter. */
+        while (i < n && !is_ws(p[i]) && p[i] != ',' && p[i] != ']' && p[i] != '}')
+            i++;
+        if (i == n && !last) {
+            d->scan = 0;
+            return 0;
+        }
+        d->scanning = 0;
+        *len = i;
+        return i > 0 ? 1 : -1;
+    }
+    for (; i < n; i++) {
+        char c = p[i];
+        if (d->in_string) {
+            if (d->escape)
+                d->escape = 0;
+            else if (c == '\\')
+                d->escape = 1;
+            else if (c == '"') {
+                d->in_string = 0;
+                if (d->depth == 0) {
+                    d->scanning = 0;
+                    *len = i + 1;
+                    return 1;
+                }
+            }
+            continue;
+        }
+        if (c == '"')
+            d->in_string = 1;
+        else if (c == '{' || c == '[') {
+            if (++d->depth > WV_JSON_MAX_DEPTH)
+                return -1;
+        } else if (c == '}' || c == ']') {
+            if (--d->depth < 0)
+                return -1;
+            if (d->depth == 0) {
+                d->scanning = 0;
+                *len = i + 1;
+                return 1;
+            }
+        }
+    }
+    d->scan = i;
+    return 0;
+}
+
+/* Decode in[pos .. pos+len) onto the stack (1), or fail (-1). */
+static int decode_slice(lua_State *L, wv_decoder *d, size_t len)
+{
+    char err[160];
+    if (!wv_json_decode_masked(L, d->in.p + d->pos, len, &d->scratch, d->secret, d->secret_len,
+                               err, sizeof err)) {
+        snprintf(d->err, sizeof d->err, "%s (in the value at byte %lu)", err,
+                 (unsigned long)(d->dropped + d->pos + 1));
+        d->state = ST_FAILED;
+        return -1;
+    }
+    d->pos += len;
+    return 1;
+}
+
+/*
+ * Run the state machine over what is buffered.  Rows go into the table at
+ * `rows`, members into the envelope at `env`.  0 when it needs more input,
+ * 1 when the answer is complete, -1 on an error.
+ */
+static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
+{
+    for (;;) {
+        size_t len = 0;
+        int r;
+        if (d->state == ST_FAILED)
+            return -1;
+        skip_ws(d);
+        if (d->state == ST_END) {
+            if (d->pos < d->in.len)
+                return failed(d, "trailing characters after the JSON value");
+            return 1;
+        }
+        if (d->pos >= d->in.len)
+            return last ? failed(d, "unexpected end of input") : 0;
+        switch (d->state) {
+        case ST_START:
+            /* A UTF-8 byte order mark is tolerated, as core.decode does. */
+            if (d->in.len - d->pos >= 3 && memcmp(d->in.p + d->pos, "\xEF\xBB\xBF", 3) == 0) {
+                d->pos += 3;
+                continue;
+            }
+            if (d->in.len - d->pos < 3 && (unsigned char)d->in.p[d->pos] == 0xEF && !last)
+                return 0;
+            if (d->in.p[d->pos] == '{') {
+                d->pos++;
+                d->state = ST_KEY;
+            } else if (d->in.p[d->pos] == '[') {
+                d->pos++;
+                d->top_array = 1;
+                d->state = ST_ROWS;
+            } else
+                d->state = ST_WHOLE;
+            break;
+        case ST_KEY_NEXT:
+            if (d->in.p[d->pos] == '}') {
+                d->pos++;
+                d->state = ST_END;
+                break;
+            }
+            if (d->in.p[d->pos] != ',')
+                return failed(d, "expected ',' or '}' in object");
+            d->pos++;
+            d->state = ST_KEY_ONLY;
+            break;
+        case ST_KEY:
+        case ST_KEY_ONLY:
+            if (d->state == ST_KEY && d->in.p[d->pos] == '}') {
+                d->pos++;
+                d->state = ST_END;
+                break;
+            }
+            if (d->in.p[d->pos] != '"')
+                return failed(d, "expected a string key in object");
+            r = scan_value(d, &len, last);
+            if (r <= 0)
+                return r < 0 ? failed(d, "bad key") : (last ? failed(d, "unexpected end of input") : 0);
+            if (decode_slice(L, d, len) < 0)
+                return -1;
+            d->rows_key = strcmp(lua_tostring(L, -1), "data") == 0;
+            lua_replace(L, env + 1); /* the key waits in its slot */
+            d->state = ST_COLON;
+            break;
+        case ST_COLON:
+            if (d->in.p[d->pos] != ':')
+                return failed(d, "expected ':' after key in object");
+            d->pos++;
+            d->state = ST_VALUE;
+            break;
+        case ST_VALUE:
+            if (d->rows_key && d->in.p[d->pos] == '[') {
+                d->pos++;
+                d->state = ST_ROWS;
+                break;
+            }
+            r = scan_value(d, &len, last);
+            if (r < 0)
+                return failed(d, "bad value");
+            if (r == 0)
+                return last ? failed(d, "unexpected end of input") : 0;
+            if (decode_slice(L, d, len) < 0)
+                return -1;
+            /* JSON null leaves the member out, as core.decode does. */
+            if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL) {
+                lua_pop(L, 1);
+                lua_pushnil(L);
+            }
+            lua_pushvalue(L, env + 1);
+            lua_insert(L, -2);
+            lua_rawset(L, env);
+            d->state = ST_KEY_NEXT;
+            break;
+        case ST_ROWS:
+        case ST_ROW_NEXT:
+        case ST_ROW:
+            if (d->state != ST_ROW && d->in.p[d->pos] == ']') {
+                d->pos++;
+                d->state = d->top_array ? ST_END : ST_KEY_NEXT;
+                d->streamed = !d->top_array;
+                break;
+            }
+            if (d->state == ST_ROW_NEXT) {
+                if (d->in.p[d->pos] != ',')
+                    return failed(d, "expected ',' or ']' in array");
+                d->pos++;
+                d->state = ST_ROW;
+                break;
+            }
+            r = scan_value(d, &len, last);
+            if (r < 0)
+                return failed(d, "bad row");
+            if (r == 0)
+                return last ? failed(d, "unexpected end of input") : 0;
+            if (decode_slice(L, d, len) < 0)
+                return -1;
+            lua_rawseti(L, rows, ++d->batch);
+            d->rows++;
+            d->state = ST_ROW_NEXT;
+            break;
+        case ST_WHOLE:
+            r = scan_value(d, &len, last);
+            if (r < 0)
+                return failed(d, "bad value");
+            if (r == 0)
+                return last ? failed(d, "unexpected end of input") : 0;
+            if (decode_slice(L, d, len) < 0)
+                return -1;
+            lua_replace(L, env + 3);
+            d->state = ST_END;
+            break;
+        default:
+            return failed(d, "internal state");
+        }
+    }
+}
+
+/* Drop what was consumed, keep the rest at the front of the buffer. */
+static void compact(wv_decoder *d)
+{
+    if (d->pos > 0) {
+        memmove(d->in.p, d->in.p + d->pos, d->in.len - d->pos);
+        d->in.len -= d->pos;
+        d->dropped += d->pos;
+        d->pos = 0;
+    }
+}
+
+/*
+ * The envelope and its companions live in the userdata's uservalue table:
+ * [1] the envelope, [2] the current key, [3] unused, [4] a whole top-level
+ * value.  Pushed in that order; the index of the first is returned.
+ */
+static int push_state(lua_State *L)
+{
+    int base;
+#if LUA_VERSION_NUM >= 504
+    lua_getiuservalue(L, 1, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_getuservalue(L, 1);
+#else
+    lua_getfenv(L, 1);
+#endif
+    base = lua_gettop(L) + 1;
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    lua_rawgeti(L, -3, 3);
+    lua_rawgeti(L, -4, 4);
+    return base;
+}
+
+static void save_state(lua_State *L, int base)
+{
+    int i;
+    for (i = 0; i < 4; i++) {
+        lua_pushvalue(L, base + i);
+        lua_rawseti(L, base - 1, i + 1);
+    }
+}
+
+/***
+ * Feed the next chunk of the answer.
+ * @function decoder:feed
+ * @tparam string chunk
+ * @return a list of the rows completed by it (maybe empty); or nil and what
+ *   is wrong (later calls say the same)
+ */
+static int l_feed(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    size_t n;
+    const char *chunk = luaL_checklstring(L, 2, &n);
+    int base, rows, r;
+    if (d->closed)
+        return luaL_error(L, "decoder is closed");
+    if (d->state == ST_FAILED) {
+        lua_pushnil(L);
+        lua_pushstring(L, d->err);
+        return 2;
+    }
+    if (!wv_buf_reserve(&d->in, n))
+        return luaL_error(L, "not enough memory");
+    memcpy(d->in.p + d->in.len, chunk, n);
+    d->in.len += n;
+    lua_settop(L, 1);
+    base = push_state(L);
+    lua_newtable(L);
+    rows = lua_gettop(L);
+    d->batch = 0;
+    r = run(L, d, rows, base, 0);
+    save_state(L, base);
+    compact(d);
+    if (r < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, d->err);
+        return 2;
+    }
+    lua_pushvalue(L, rows);
+    return 1;
+}
+
+/***
+ * The input has ended: the envelope, every member but the streamed rows
+ * (whose `data` member is then absent), or a bare answer that was not an
+ * array of rows (as `value`).
+ * @function decoder:finish
+ * @return the envelope table, the rows completed by the end (a list), and
+ *   the count of all rows handed over; or nil and what is wrong
+ */
+static int l_finish(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    int base, rows, r;
+    lua_settop(L, 1);
+    if (d->closed)
+        return luaL_error(L, "decoder is closed");
+    if (d->state == ST_FAILED) {
+        lua_pushnil(L);
+        lua_pushstring(L, d->err);
+        return 2;
+    }
+    base = push_state(L);
+    lua_newtable(L);
+    rows = lua_gettop(L);
+    d->batch = 0;
+    r = run(L, d, rows, base, 1);
+    save_state(L, base);
+    compact(d);
+    if (r <= 0) {
+        if (r == 0)
+            failed(d, "unexpected end of input");
+        lua_pushnil(L);
+        lua_pushstring(L, d->err);
+        return 2;
+    }
+    if (!lua_isnil(L, base + 3)) {
+        /* A top-level value that is not an object or an array of rows. */
+        lua_createtable(L, 0, 1);
+        lua_pushvalue(L, base + 3);
+        lua_setfield(L, -2, "value");
+    } else
+        lua_pushvalue(L, base);
+    lua_pushvalue(L, rows);
+    lua_pushinteger(L, (lua_Integer)d->rows);
+    return 3;
+}
+
+/***
+ * Whether the rows were streamed out of a `data` array (or a bare array).
+ * @function decoder:streamed
+ */
+static int l_streamed(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    lua_pushboolean(L, d->top_array || d->streamed);
+    return 1;
+}
+
+static int l_gc(lua_State *L)
+{
+    wv_decoder *d = (wv_decoder *)luaL_checkudata(L, 1, WV_DECODER_MT);
+    d->closed = 1;
+    wv_buf_free(&d->in);
+    wv_buf_free(&d->scratch);
+    if (d->secret != NULL) {
+        memset(d->secret, 0, d->secret_len);
+        free(d->secret);
+        d->secret = NULL;
+    }
+    return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    lua_pushfstring(L, "wolkvox.decoder (%d rows, %d bytes waiting)", (int)d->rows, (int)d->in.len);
+    return 1;
+}
+
+/***
+ * A decoder for one answer.
+ * @function decoder
+ * @tparam[opt] table opts `secret`: masked with '*' in every decoded string
+ * @return the decoder
+ */
+static int l_decoder(lua_State *L)
+{
+    size_t slen = 0;
+    const char *secret = NULL;
+    wv_decoder *d;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "secret");
+        if (!lua_isnil(L, -1))
+            secret = luaL_checklstring(L, -1, &slen);
+    }
+#if LUA_VERSION_NUM >= 504
+    d = (wv_decoder *)lua_newuserdatauv(L, sizeof *d, 1);
+#else
+    d = (wv_decoder *)lua_newuserdata(L, sizeof *d);
+#endif
+    memset(d, 0, sizeof *d);
+    luaL_getmetatable(L, WV_DECODER_MT);
+    lua_setmetatable(L, -2);
+    /* The state table: [1] the envelope; the others start empty. */
+    lua_createtable(L, 4, 0);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 1);
+#if LUA_VERSION_NUM >= 504
+    lua_setiuservalue(L, -2, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_setuservalue(L, -2);
+#else
+    lua_setfenv(L, -2);
+#endif
+    if (secret != NULL && slen > 0) {
+        d->secret = (char *)malloc(slen);
+        if (d->secret == NULL)
+            return luaL_error(L, "not enough memory");
+        memcpy(d->secret, secret, slen);
+        d->secret_len = slen;
+    }
+    d->state = ST_START;
+    return 1;
+}
+
+static const luaL_Reg decoder_methods[] = {
+    { "feed", l_feed },
+    { "finish", l_finish },
+    { "streamed", l_streamed },
+    { NULL, NULL }
+};
+
+void wv_stream_open(lua_State *L)
+{
+    wv_newclass(L, WV_DECODER_MT, decoder_methods, l_gc, l_tostring);
+    lua_pushcfunction(L, l_decoder);
+    lua_setfield(L, -2, "decoder");
+}
