@@ -29,6 +29,22 @@ describe("the transport contract", function()
         assert.same({}, report(results))
     end)
 
+    it("holds for the in-process transport", function()
+        -- No socket: one in-process fake that answers for one base URL only
+        -- (the contract's refused connection goes to another), its faults
+        -- queued as on the HTTP fake.
+        local fake = require "wolkvox.transport.fake"
+        local base = "http://fake.invalid"
+        local server = fake.server { url = base, faults = contract.FAULTS }
+        local mod = setmetatable({ new = function(opts, token)
+            opts.fake = server
+            return fake.new(opts, token)
+        end }, { __index = fake })
+        local results = contract.run(mod, base, "test-token")
+        assert.equal(#contract.cases, #results)
+        assert.same({}, report(results))
+    end)
+
     describe("inside nginx #nginx", function()
         local nginx = require "nginx"
         if not nginx.need() then

@@ -32,6 +32,7 @@ M.types = {
     max_calls = "number",   -- the most calls one plan may spend (default: see report.MAX_CALLS)
     utc_offset = { number = true, string = true },
     transport = "string",
+    fake = "table",         -- transport = "fake": the fake server's settings, or wolkvox.transport.fake.server()
     -- retries and pacing
     retries = "number",
     retry_base = "number",

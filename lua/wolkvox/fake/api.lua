@@ -238,7 +238,7 @@ function State:fault_answer(f, normal)
     if f.cut then
         res.cut = f.cut
     end
-    if f.gzip then
+    if f.gzip and not self.in_process then -- in process there is no wire to compress
         res.body = gzip(res.body)
         res.headers[#res.headers + 1] = "Content-Encoding: gzip"
     end
@@ -510,6 +510,17 @@ function State:control(req, what)
         return json_response(200, '{"ok":true}')
     end
     return json_response(404, '{"error":"unknown control endpoint"}')
+end
+
+--- Call control endpoint `what` with the table `body` (as POST
+-- /__fake/<what> would): the decoded answer; raises on an error answer.
+function State:call(what, body)
+    local res = self:control({ body = cjson.encode(body or {}) }, what)
+    local v = safe.decode(res.body)
+    if res.status ~= 200 then
+        error("fake control " .. what .. " answered " .. tostring(res.status) .. ": " .. tostring(res.body), 2)
+    end
+    return v
 end
 
 --- The request handler for wolkvox.fake.http.

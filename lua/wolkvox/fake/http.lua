@@ -3,8 +3,6 @@
 -- (a reset, a connection closed without an answer, a body cut short).
 -- @module wolkvox.fake.http
 
-local socket = require "socket"
-
 local concat, tonumber, lower, format = table.concat, tonumber, string.lower, string.format
 
 local M = {}
@@ -279,6 +277,17 @@ function M.serve(loop, server, handler)
     end)
 end
 
-M.gettime = socket.gettime
+-- The time (seconds, with fractions) of the request log, `M.gettime`:
+-- LuaSocket's, else the C core's, so the in-process transport needs no
+-- socket library.
+do
+    local ok, socket = pcall(require, "socket")
+    if ok then
+        M.gettime = socket.gettime
+    else
+        local has_core, core = pcall(require, "wolkvox.core")
+        M.gettime = has_core and core.time or os.time
+    end
+end
 
 return M

@@ -67,7 +67,7 @@ M.REASONS = {
 }
 
 --- The transports, by the names `wolkvox.new { transport = ... }` takes.
-M.NAMES = { curl = "wolkvox.transport.curl", ngx = "wolkvox.transport.ngx" }
+M.NAMES = { curl = "wolkvox.transport.curl", ngx = "wolkvox.transport.ngx", fake = "wolkvox.transport.fake" }
 
 local sha256
 --- 32 hex digits of SHA-256 of `s`: the names of the state files, dict keys
