@@ -21,13 +21,16 @@ local function stream(text, sizes, opts)
         i = i + n
     end
     local env, last, count = d:finish()
-    if not env then
+    if env == nil and type(last) == "string" then
         return nil, last
     end
     for _, r in ipairs(last) do
         rows[#rows + 1] = r
     end
     assert.equal(#rows, count)
+    if d:shape() == "value" then
+        env = { value = env }
+    end
     return env, rows, d:streamed()
 end
 
@@ -37,7 +40,7 @@ local function whole(text, opts)
     if v == nil then
         return nil, err
     end
-    if type(v) ~= "table" then
+    if type(v) ~= "table" or text:match("^%s*null%s*$") then
         return { value = v }, {}
     end
     if v[1] ~= nil or (next(v) == nil and text:match("^%s*%[")) then

@@ -51,6 +51,7 @@ typedef struct {
     int state;
     int top_array;        /* the answer is a bare array of rows */
     int streamed;         /* rows came out of a `data` array */
+    int whole;            /* the answer was one value, neither object nor array */
     int closed;
     int rows_key;         /* the current member is "data" */
     char *secret;         /* masked in every decoded string */
@@ -300,6 +301,7 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
             if (decode_slice(L, d, len) < 0)
                 return -1;
             lua_replace(L, env + 3);
+            d->whole = 1;
             d->state = ST_END;
             break;
         default:
@@ -393,12 +395,13 @@ static int l_feed(lua_State *L)
 }
 
 /***
- * The input has ended: the envelope, every member but the streamed rows
- * (whose `data` member is then absent), or a bare answer that was not an
- * array of rows (as `value`).
+ * The input has ended.
  * @function decoder:finish
- * @return the envelope table, the rows completed by the end (a list), and
- *   the count of all rows handed over; or nil and what is wrong
+ * @return the envelope (every member but the streamed rows, whose `data`
+ *   member is then absent; an empty table for a bare array of rows; the
+ *   value itself for an answer that is neither: see `shape`), the rows
+ *   completed by the end (a list), and the count of all rows handed over;
+ *   or nil and what is wrong
  */
 static int l_finish(lua_State *L)
 {
@@ -426,16 +429,34 @@ static int l_finish(lua_State *L)
         lua_pushstring(L, d->err);
         return 2;
     }
-    if (!lua_isnil(L, base + 3)) {
-        /* A top-level value that is not an object or an array of rows. */
-        lua_createtable(L, 0, 1);
-        lua_pushvalue(L, base + 3);
-        lua_setfield(L, -2, "value");
-    } else
+    if (d->whole)
+        lua_pushvalue(L, base + 3); /* a top-level value that is not an object or an array */
+    else
         lua_pushvalue(L, base);
     lua_pushvalue(L, rows);
     lua_pushinteger(L, (lua_Integer)d->rows);
     return 3;
+}
+
+/***
+ * What the answer is: "array" (a bare array: its elements were the rows),
+ * "envelope" (an object: its `data` array's elements were the rows, when
+ * `streamed()`), "value" (anything else, given whole by finish) or nil
+ * before the first byte.
+ * @function decoder:shape
+ */
+static int l_shape(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    if (d->top_array)
+        lua_pushliteral(L, "array");
+    else if (d->whole)
+        lua_pushliteral(L, "value");
+    else if (d->state == ST_START)
+        lua_pushnil(L);
+    else
+        lua_pushliteral(L, "envelope");
+    return 1;
 }
 
 /***
@@ -521,6 +542,7 @@ static const luaL_Reg decoder_methods[] = {
     { "feed", l_feed },
     { "finish", l_finish },
     { "streamed", l_streamed },
+    { "shape", l_shape },
     { NULL, NULL }
 };
 

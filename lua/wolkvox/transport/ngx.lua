@@ -56,11 +56,12 @@ M.mask = mask
 -- (then null members are dropped, as the C decoder does).  decode(text,
 -- secret) masks `secret` in every decoded string, keys and values alike:
 -- the C decoder does it itself, the lua-cjson one by walking the result.
-local decode
+local decode, core_decoder
 do
     local ok, core = pcall(require, "wolkvox.core")
     if ok then
         decode = core.decode
+        core_decoder = core.decoder
         M.decoder = "wolkvox.core"
     else
         M.decoder = "cjson"
@@ -297,6 +298,10 @@ function M.new(opts, token)
         decode = function(text)
             return decode(text, token)
         end,
+        -- The C core's incremental decoder, when it is installed here.
+        decoder = core_decoder and function()
+            return core_decoder { secret = token }
+        end or nil,
         id = id,
         timeout_ms = (opts.timeout or DEFAULTS.timeout) * 1000,
         connect_ms = (opts.connect_timeout or DEFAULTS.connect_timeout) * 1000,

@@ -150,9 +150,19 @@ local function cut_reason(err)
     return err == "timeout" and "timeout" or "partial"
 end
 
+-- Where the body's pieces go: collected into one string (`result()`), or
+-- handed to a streaming decoder as they arrive (see `streaming`).
+local function collector()
+    local parts = {}
+    return {
+        put = function(_, piece) parts[#parts + 1] = piece end,
+        result = function() return concat(parts) end,
+    }
+end
+
 -- The body, sent chunked: the size cap checked before each chunk is read.
-local function read_chunked(sock, cap)
-    local parts, total = {}, 0
+local function read_chunked(sock, cap, out)
+    local total = 0
     while true do
         local line, err = read_line(sock, MAX_CHUNK_LINE)
         if not line then
@@ -178,7 +188,7 @@ local function read_chunked(sock, cap)
                     return nil, "protocol", "trailers too long"
                 end
             until line == ""
-            return concat(parts)
+            return true
         end
         total = total + size
         if total > cap then
@@ -189,7 +199,7 @@ local function read_chunked(sock, cap)
         if not piece then
             return nil, cut_reason(err), err
         end
-        parts[#parts + 1] = piece
+        out:put(piece)
         local crlf
         crlf, err = sock:receive(2)
         if not crlf then
@@ -202,13 +212,13 @@ local function read_chunked(sock, cap)
 end
 
 -- The body up to the end of the connection, the cap checked as it grows.
-local function read_to_close(sock, cap)
-    local parts, total = {}, 0
+local function read_to_close(sock, cap, out)
+    local total = 0
     while true do
         local data, err = sock:receiveany(65536)
         if not data then
             if err == "closed" then
-                return concat(parts)
+                return true
             end
             return nil, cut_reason(err), err
         end
@@ -216,23 +226,38 @@ local function read_to_close(sock, cap)
         if total > cap then
             return nil, "too_large"
         end
-        parts[#parts + 1] = data
+        out:put(data)
     end
 end
 
--- Read the body: Content-Length, chunked, or to the end; nil, reason on
--- failure.  The second result says whether the connection may be reused.
-local function read_body(sock, h, cap, status, method)
+-- Exactly `n` bytes, in pieces of at most 64 KiB (so a streaming decoder
+-- starts on the first ones).
+local function read_length(sock, n, out)
+    while n > 0 do
+        local piece, err, partial = sock:receive(min(n, 65536))
+        if not piece then
+            return nil, cut_reason(err), err, partial
+        end
+        out:put(piece)
+        n = n - #piece
+    end
+    return true
+end
+
+-- Read the body into `out`: Content-Length, chunked, or to the end.  On
+-- success true, and whether the connection may be reused; else nil, the
+-- reason and what went wrong.
+local function read_body(sock, h, cap, status, method, out)
     if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
-        return "", true
+        return true, true
     end
     local te = h["transfer-encoding"]
     if te and lower(te):find("chunked", 1, true) then
-        local body, why, detail = read_chunked(sock, cap)
-        if not body then
+        local ok, why, detail = read_chunked(sock, cap, out)
+        if not ok then
             return nil, why, detail
         end
-        return body, true
+        return true, true
     end
     local cl = h["content-length"]
     if cl and not te then
@@ -243,20 +268,71 @@ local function read_body(sock, h, cap, status, method)
         if n > cap then
             return nil, "too_large"
         end
-        if n == 0 then
-            return "", true
+        local ok, why, detail = read_length(sock, n, out)
+        if not ok then
+            return nil, why, detail
         end
-        local body, err, partial = sock:receive(n)
-        if not body then
-            return nil, cut_reason(err), err, partial
-        end
-        return body, true
+        return true, true
     end
-    local body, why, detail = read_to_close(sock, cap)
-    if not body then
+    local ok, why, detail = read_to_close(sock, cap, out)
+    if not ok then
         return nil, why, detail
     end
-    return body, false
+    return true, false
+end
+
+-- A collector that decodes the answer as it arrives (`self.decoder()`, the
+-- C core's incremental decoder with the token masked) and gives the event
+-- loop back after each piece, so a big answer never holds the worker for
+-- its whole decode.  `result()` is the decoded value, or nil and the error
+-- and a snippet of the answer's start.
+local function streaming(self)
+    local d = self.decoder()
+    local rows, n, head, bytes, failed = {}, 0, {}, 0, nil
+    local head_len = 200 + 6 * 64
+    return {
+        put = function(_, piece)
+            bytes = bytes + #piece
+            if bytes - #piece < head_len then
+                head[#head + 1] = piece:sub(1, head_len)
+            end
+            if failed then
+                return
+            end
+            local got, err = d:feed(piece)
+            if not got then
+                failed = err
+                return
+            end
+            for i = 1, #got do
+                n = n + 1
+                rows[n] = got[i]
+            end
+            ngx.sleep(0) -- let the worker serve its other requests
+        end,
+        bytes = function() return bytes end,
+        result = function()
+            if not failed then
+                local env, last = d:finish()
+                if env == nil and type(last) == "string" then
+                    failed = last
+                else
+                    for i = 1, #last do
+                        n = n + 1
+                        rows[n] = last[i]
+                    end
+                    local shape = d:shape()
+                    if shape == "array" then
+                        return rows
+                    elseif shape == "envelope" and d:streamed() then
+                        env.data = rows
+                    end
+                    return env
+                end
+            end
+            return nil, failed, concat(head)
+        end,
+    }
 end
 
 -- One request on one connection: returns the result table, and whether it
@@ -378,9 +454,14 @@ function M.exchange(self, req, head_of, res, t0)
     end
     res.content_type, res.retry_after = self.mask(h["content-type"]), self.mask(h["retry-after"])
     sock:settimeout(remaining())
+    -- An answer sent as it is (no gzip), to be decoded, is decoded as it
+    -- arrives when the C core is there; else the body is read whole first.
+    local enc = lower(h["content-encoding"] or "")
+    local stream = enc == "" and req.decode ~= false and self.decoder ~= nil
+    local out = stream and streaming(self) or collector()
     -- On success `why` says whether the connection may be reused.
-    local raw, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method)
-    if not raw then
+    local read, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method, out)
+    if not read then
         sock:close()
         if why == "too_large" then
             res.error = { kind = "too_large", reason = "size", sent = true,
@@ -391,14 +472,28 @@ function M.exchange(self, req, head_of, res, t0)
         end
         return res
     end
-    res.wire_bytes = #raw
     local keep = why and version == "1.1" and lower(h.connection or "") ~= "close" and not req.fresh
     if keep then
         sock:setkeepalive(KEEPALIVE_MS, POOL_SIZE)
     else
         sock:close()
     end
-    local enc = lower(h["content-encoding"] or "")
+    if stream then
+        local n = out.bytes()
+        res.wire_bytes, res.bytes = n, n
+        self.bytes = self.bytes + n
+        if n > 0 then
+            local v, derr, head = out.result()
+            if v == nil then
+                res.decode_error, res.snippet = self.mask(tostring(derr)), printable(self.mask(head))
+            else
+                res.value = v
+            end
+        end
+        return res
+    end
+    local raw = out.result()
+    res.wire_bytes = #raw
     if enc == "gzip" or enc == "deflate" then
         local text, zerr = require("wolkvox.inflate").inflate(raw, self.max_bytes)
         if not text then
