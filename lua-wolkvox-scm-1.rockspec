@@ -58,6 +58,14 @@ build = {
         },
         ["wolkvox"] = "lua/wolkvox/init.lua",
         ["wolkvox.client"] = "lua/wolkvox/client.lua",
+        ["wolkvox.cli"] = "lua/wolkvox/cli/init.lua",
+        ["wolkvox.cli.args"] = "lua/wolkvox/cli/args.lua",
+        ["wolkvox.cli.exit"] = "lua/wolkvox/cli/exit.lua",
+        ["wolkvox.cli.formats"] = "lua/wolkvox/cli/formats.lua",
+        ["wolkvox.cli.output"] = "lua/wolkvox/cli/output.lua",
+        ["wolkvox.cli.profile"] = "lua/wolkvox/cli/profile.lua",
+        ["wolkvox.cli.progress"] = "lua/wolkvox/cli/progress.lua",
+        ["wolkvox.coerce"] = "lua/wolkvox/coerce.lua",
         ["wolkvox.dates"] = "lua/wolkvox/dates.lua",
         ["wolkvox.endpoints"] = "lua/wolkvox/endpoints.lua",
         ["wolkvox.errors"] = "lua/wolkvox/errors.lua",
@@ -90,7 +98,7 @@ build = {
         ["wolkvox.windows"] = "lua/wolkvox/windows.lua",
     },
     install = {
-        bin = { ["wolkvox-fake"] = "bin/wolkvox-fake" },
+        bin = { ["wolkvox"] = "bin/wolkvox", ["wolkvox-fake"] = "bin/wolkvox-fake" },
     },
     copy_directories = { "examples" },
 }

@@ -67,6 +67,10 @@ local function settle_columns(w, row)
     w.cols = cols
 end
 
+--- Settle the columns of writer `w` from its `columns` and the keys of its
+-- first `row` (the given ones, then any other key, sorted): sets `w.cols`.
+M.settle_columns = settle_columns
+
 -- The formats, by name (see the module's description for adding one).
 M.FORMATS = {
     -- Comma-separated values, a header line first, CRLF line ends (RFC 4180);
@@ -186,8 +190,25 @@ function M.writer(format, file, opts)
     if io_type(file) ~= "file" then
         error("export.writer: an open file expected", 2)
     end
+    return M.custom(f, file, opts)
+end
+
+--- A writer of a format of your own to the open `file`.
+-- @tparam table format `row(w, row)`, optionally `start(w, row)` and
+--   `finish(w)`, each returning the text to write (see the module's
+--   description; `w.rows` counts the rows written so far)
+-- @tparam file file an open file
+-- @tparam[opt] table opts as for `writer`
+-- @return the writer
+function M.custom(format, file, opts)
+    if type(format) ~= "table" or type(format.row) ~= "function" then
+        error("export.custom: a format table with a row function expected", 2)
+    end
+    if io_type(file) ~= "file" then
+        error("export.custom: an open file expected", 2)
+    end
     opts = opts or {}
-    return setmetatable({ format = f, file = file, columns = opts.columns, bom = opts.bom, rows = 0 }, Writer)
+    return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0 }, Writer)
 end
 
 return M

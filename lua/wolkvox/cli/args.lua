@@ -1,0 +1,89 @@
+--- The command line of `wolkvox`: its commands and options (lua-argparse).
+-- @module wolkvox.cli.args
+
+local argparse = require "argparse"
+local exit = require "wolkvox.cli.exit"
+
+local M = {}
+
+local TOKEN = [[
+The token comes from --token-file, else the profile (token_file or token),
+else $WOLKVOX_TOKEN; no option takes the token itself (it would show in ps
+and in shell history).]]
+
+local function globals(p)
+    p:option("--profile", "Profile of the config file (default: $WOLKVOX_PROFILE, else default).")
+    p:option("--config", "Config file (default: $WOLKVOX_CONFIG, else $XDG_CONFIG_HOME/wolkvox/config,"
+        .. " else ~/.config/wolkvox/config).")
+    p:option("--server", "Server: 0031, wv0031 or a https://*.wolkvox.com URL.")
+    p:option("--base-url", "Any base URL (the fake server, a gateway).")
+    p:option("--token-file", "A file whose first line is the token.")
+    p:option("--state-dir", "Directory of the quota ledger and pacing locks.")
+    p:flag("-q --quiet", "No warnings on stderr, only the failure line.")
+    p:flag("-v --verbose", "Log every request, answer, retry and wait on stderr (never the token).")
+    p:flag("--no-progress", "No progress line, even on a terminal.")
+end
+
+--- The parser.
+-- @treturn table an argparse parser; `pparse(argv)` gives the arguments
+function M.parser()
+    local p = argparse("wolkvox", "The wolkvox contact-center API from the shell.")
+        :epilog(TOKEN .. "\n\n" .. exit.HELP .. "\n\nRun `wolkvox COMMAND --help` for a command's options.")
+    p:command_target("command")
+    globals(p)
+
+    local e = p:command("endpoints", "List the endpoints of the registry.")
+        :epilog("Examples:\n  wolkvox endpoints\n  wolkvox endpoints reports_manager --format json\n\n"
+            .. exit.HELP)
+    e:argument("family", "Only this family."):args("?")
+    e:option("--format", "table or json."):choices({ "table", "json" }):default("table")
+
+    local c = p:command("call", "Call one endpoint and print its answer.")
+        :epilog("Examples:\n  wolkvox call information services\n"
+            .. "  wolkvox call information routing_points routing=1001 --format table\n"
+            .. "  wolkvox call configuration add_ip --body ip.json\n"
+            .. "  wolkvox call reports_manager cdr_1 from=2026-01-01 to=2026-01-31 --format csv --output jan.csv\n\n"
+            .. exit.HELP)
+    c:argument("family", "The family, e.g. information.")
+    c:argument("api", "The api, e.g. services.")
+    c:argument("params", "Parameters as name=value."):args("*")
+    c:option("--body", "A JSON body from FILE (- for stdin).")
+    c:option("--format", "json, table, csv or ndjson."):choices({ "json", "table", "csv", "ndjson" })
+        :default("json")
+    c:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
+    c:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
+    c:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+
+    local r = p:command("report", "Export a report over any range, window by window.")
+        :epilog("Examples:\n  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
+            .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
+            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
+            .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n\n"
+            .. "Dates: YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" or YYYYmmddHHiiss, on the operation's clock.\n\n"
+            .. exit.HELP)
+    r:argument("name", "The report: cdr_1 or family/api.")
+    r:argument("params", "The report's own parameters as name=value."):args("*")
+    r:option("--from", "First day (or time) of the range."):count(1)
+    r:option("--to", "Last day (or time) of the range."):count(1)
+    r:option("--per", "One call per period (aggregates): day, week or month."):choices({ "day", "week", "month" })
+    r:option("--format", "csv, ndjson, json or table."):choices({ "csv", "ndjson", "json", "table" })
+        :default("csv")
+    r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
+    r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
+    r:flag("--dry-run", "Print the windows and the calls it would spend, and spend none.")
+    r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+
+    local q = p:command("quota", "The day's quota as this machine counted it.")
+        :epilog("Examples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n" .. exit.HELP)
+    q:flag("--measure", "Ask wolkvox (information/token_info, one call) instead of the local ledger.")
+
+    local f = p:command("fake", "Run the bundled fake wolkvox server in the foreground.")
+        :epilog("Examples:\n  wolkvox fake --port 8089\n"
+            .. "  WOLKVOX_TOKEN=test-token wolkvox --base-url http://127.0.0.1:8089 call information services\n\n"
+            .. exit.HELP)
+    f:option("--port", "Port (default 8089)."):convert(tonumber)
+    f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
+    return p
+end
+
+return M

@@ -1,0 +1,48 @@
+--- The exit codes of the `wolkvox` command, one per kind of failure a
+-- script may want to branch on.
+--
+-- | code | when |
+-- |---|---|
+-- | 0 | success |
+-- | 1 | a local failure: the output could not be written, or an internal error |
+-- | 2 | usage, bad parameters, an unknown endpoint (`params`, `not_found`) |
+-- | 3 | authentication (`auth`) |
+-- | 4 | the daily quota refused or spent (`quota`) |
+-- | 5 | the service or the network failed (`transport`, `http`, `decode`, `too_large`,
+--   `maintenance`, `concurrency` after retries, `closed`) |
+-- | 6 | truncated: a window still full at its smallest span (`truncated`) |
+-- @module wolkvox.cli.exit
+
+local M = {}
+
+M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED = 0, 1, 2, 3, 4, 5, 6
+
+--- The exit code of each error kind.
+M.BY_KIND = {
+    params = 2, not_found = 2,
+    auth = 3,
+    quota = 4,
+    transport = 5, http = 5, decode = 5, too_large = 5, maintenance = 5, concurrency = 5, closed = 5,
+    truncated = 6,
+}
+
+--- The exit code for `err`: a structured error's kind, else 1.
+-- @param err a structured error (a table with `kind`) or anything else
+-- @treturn number
+function M.code(err)
+    return type(err) == "table" and M.BY_KIND[err.kind] or M.LOCAL
+end
+
+--- The lines of `--help` that list the codes.
+M.HELP = [[
+Exit codes:
+   0  success
+   1  a local failure (the output could not be written)
+   2  usage, bad parameters, unknown endpoint
+   3  authentication (no token, a token refused)
+   4  the daily quota (refused before sending, or spent)
+   5  the service or the network failed (transport, http, decode, too_large,
+      maintenance, concurrency after retries)
+   6  truncated (a window still full at its smallest span)]]
+
+return M

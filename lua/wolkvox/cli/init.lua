@@ -1,0 +1,339 @@
+--- The `wolkvox` command: a thin shell over the library (`wolkvox.new`,
+-- `c:call`, `c:each`, `c:plan`, `c:quota`, `wolkvox.export`): argument
+-- parsing (`wolkvox.cli.args`), profiles (`wolkvox.cli.profile`), formats
+-- (`wolkvox.cli.formats`), progress (`wolkvox.cli.progress`) and exit codes
+-- (`wolkvox.cli.exit`).
+--
+--     os.exit(require("wolkvox.cli").main(arg))
+-- @module wolkvox.cli
+
+local args = require "wolkvox.cli.args"
+local coerce = require "wolkvox.coerce"
+local errors = require "wolkvox.errors"
+local exit = require "wolkvox.cli.exit"
+local export = require "wolkvox.export"
+local formats = require "wolkvox.cli.formats"
+local output = require "wolkvox.cli.output"
+local prepare = require "wolkvox.job.prepare"
+local profile = require "wolkvox.cli.profile"
+local progress = require "wolkvox.cli.progress"
+local registry = require "wolkvox.registry"
+
+local format, concat, ipairs, pairs, tostring, tonumber, type, sort =
+    string.format, table.concat, ipairs, pairs, tostring, tonumber, type, table.sort
+
+local M = {}
+
+-- A failure the command reports with one line and an exit code.
+local function fail(code, message)
+    error({ cli_exit = code, message = message }, 0)
+end
+
+local function say(...)
+    io.stderr:write("wolkvox: ", ...)
+    io.stderr:write("\n")
+end
+
+-- name=value arguments to a parameter table; the range helpers' numeric
+-- options (max_rows, retries, ...) become numbers.
+local function parameters(list)
+    local out = {}
+    for _, a in ipairs(list or {}) do
+        local k, v = a:match("^([%w_]+)=(.*)$")
+        if not k then
+            fail(exit.USAGE, "a parameter is name=value (got '" .. a .. "')")
+        end
+        if prepare.OPTIONS[k] and k ~= "from" and k ~= "to" and k ~= "per" then
+            v = tonumber(v) or fail(exit.USAGE, k .. " must be a number")
+        end
+        out[k] = v
+    end
+    return out
+end
+
+-- The client options: the profile's, then the command line's over them.
+local function client_options(a, hooks)
+    local o, warn = profile.load(a.config, a.profile)
+    if not o then
+        fail(exit.USAGE, warn)
+    end
+    if not a.quiet then
+        for _, w in ipairs(warn) do
+            say("warning: ", w)
+        end
+    end
+    if a.server then
+        o.server, o.base_url = a.server, nil
+    end
+    if a.base_url then
+        o.base_url, o.server = a.base_url, nil
+    end
+    if a.token_file then
+        o.token_file, o.token = profile.expand(a.token_file), nil
+    end
+    if a.state_dir then
+        o.state_dir = profile.expand(a.state_dir)
+    end
+    if a.verbose then
+        o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", line, "\n") end
+    elseif not a.quiet then
+        o.logger = function(level, line)
+            if level == "warn" or level == "error" then
+                io.stderr:write("wolkvox [", level, "] ", line, "\n")
+            end
+        end
+    end
+    for k, v in pairs(hooks or {}) do
+        o[k] = v
+    end
+    return o
+end
+
+local function connect(a, hooks)
+    local wolkvox = require "wolkvox"
+    local c, err = wolkvox.new(client_options(a, hooks))
+    if not c then
+        error(err, 0)
+    end
+    return c
+end
+
+-- Write `rows` (an iterator of rows) as `fmt` to the output of `a`.
+local function write_rows(a, fmt, columns, each)
+    local out, err = output.open(a.output)
+    if not out then
+        fail(exit.LOCAL, err)
+    end
+    local ok, e = pcall(function()
+        local w = assert(formats.writer(fmt, out.file, { columns = columns, bom = a.bom }))
+        each(function(row)
+            if a.typed then
+                row = coerce.row(row)
+            end
+            local okw, werr = w:write(row)
+            if not okw then
+                fail(exit.LOCAL, werr)
+            end
+        end)
+        local okc, cerr = w:close()
+        if not okc then
+            fail(exit.LOCAL, cerr)
+        end
+        local okm, merr = out:commit()
+        if not okm then
+            fail(exit.LOCAL, merr)
+        end
+    end)
+    if not ok then
+        out:abort()
+        error(e, 0)
+    end
+end
+
+-- ---- commands ---------------------------------------------------------------
+
+local commands = {}
+
+function commands.endpoints(a)
+    if a.family and not registry.is_family(a.family) then
+        fail(exit.USAGE, "unknown family '" .. a.family .. "'" .. registry.suggest(a.family, registry.families))
+    end
+    local rows = {}
+    for _, e in ipairs(registry.endpoints) do
+        if not a.family or e.family == a.family then
+            local params = {}
+            for _, q in ipairs(e.query or {}) do
+                params[#params + 1] = q.name .. (q.required and "*" or "")
+            end
+            rows[#rows + 1] = { family = e.family, api = e.api, kind = e.kind, method = e.method,
+                params = concat(params, " ") }
+        end
+    end
+    a.output = nil
+    write_rows(a, a.format, { "family", "api", "kind", "method", "params" }, function(put)
+        for _, r in ipairs(rows) do
+            put(r)
+        end
+    end)
+end
+
+function commands.call(a)
+    local params = parameters(a.params)
+    if a.body then
+        local f = a.body == "-" and io.stdin or io.open(a.body, "rb")
+        if not f then
+            fail(exit.USAGE, "cannot read the body file " .. a.body)
+        end
+        local text = f:read("*a") or ""
+        if f ~= io.stdin then
+            f:close()
+        end
+        local ok, body = pcall(require("wolkvox.core").decode, text)
+        if not ok or type(body) ~= "table" then
+            fail(exit.USAGE, "the body is not a JSON object or array: " .. tostring(body))
+        end
+        params.body = body
+    end
+    local c = connect(a)
+    local data, meta = c:call(a.family, a.api, params)
+    c:close()
+    if data == nil then
+        error(meta, 0)
+    end
+    local fmt = a.format
+    local list = type(data) == "table" and (data[1] ~= nil or next(data) == nil)
+    if fmt == "json" then
+        local out, err = output.open(a.output)
+        if not out then
+            fail(exit.LOCAL, err)
+        end
+        local ok, werr = out.file:write(require("wolkvox.json").encode(data), "\n")
+        if ok then
+            ok, werr = out:commit()
+        end
+        if not ok then
+            out:abort()
+            fail(exit.LOCAL, werr)
+        end
+        return
+    end
+    write_rows(a, fmt, export.columns(a.family .. "/" .. a.api), function(put)
+        if list then
+            for _, row in ipairs(data) do
+                put(type(row) == "table" and row or { value = row })
+            end
+        else
+            put(type(data) == "table" and data or { value = data })
+        end
+    end)
+end
+
+local function report_params(a)
+    local params = parameters(a.params)
+    params.from, params.to, params.per = a.from, a.to, a.per
+    return params
+end
+
+local function dry_run(a, c)
+    local p, err = c:plan(a.name, report_params(a))
+    if not p then
+        error(err, 0)
+    end
+    local lines = { format("%s: %d window(s), %d call(s)%s", p.endpoint, #p.windows, p.calls,
+        p.free and " (quota-free)" or "") }
+    for _, w in ipairs(p.windows) do
+        lines[#lines + 1] = format("  %s%s .. %s", w.label and (w.label .. "  ") or "", w.from, w.to)
+    end
+    local q = p.quota
+    local spend = p.free and 0 or p.calls
+    if q.limit then
+        lines[#lines + 1] = format("quota: %d of %d used today (%s), %d left after this, %d kept in reserve",
+            q.used, q.limit, q.source, math.max(0, q.limit - q.used - spend), q.reserve or 0)
+    else
+        lines[#lines + 1] = format("quota: %d used today (%s), the daily limit is unknown "
+            .. "(set licenses or daily_limit, or run `wolkvox quota --measure`)", q.used, q.source)
+    end
+    lines[#lines + 1] = format("at most %s call(s) per plan", p.max_calls == math.huge and "unlimited"
+        or tostring(p.max_calls))
+    if p.refused then
+        lines[#lines + 1] = "refused: " .. p.refused
+    end
+    io.stdout:write(concat(lines, "\n"), "\n")
+    if p.refused then
+        local kind = q.limit and p.calls > (q.limit - q.used - (q.reserve or 0)) and "quota" or "params"
+        fail(exit.BY_KIND[kind], p.refused)
+    end
+end
+
+function commands.report(a)
+    local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
+    local c = connect(a, { on_progress = bar.update })
+    local ok, err = pcall(function()
+        if a.dry_run then
+            return dry_run(a, c)
+        end
+        local columns = export.columns(a.name)
+        if a.per then
+            table.insert(columns, 1, "period")
+        end
+        write_rows(a, a.format, columns, function(put)
+            for row, window in c:each(a.name, report_params(a)) do
+                if a.per then
+                    local copy = { period = window.label }
+                    for k, v in pairs(row) do
+                        copy[k] = v
+                    end
+                    row = copy
+                end
+                put(row)
+            end
+        end)
+    end)
+    bar.clear()
+    c:close()
+    if not ok then
+        error(err, 0)
+    end
+end
+
+function commands.quota(a)
+    local c = connect(a)
+    local s, err = c:quota({ measure = a.measure and true or false })
+    c:close()
+    if not s then
+        error(err, 0)
+    end
+    local keys = {}
+    for k in pairs(s) do
+        keys[#keys + 1] = k
+    end
+    sort(keys)
+    for _, k in ipairs(keys) do
+        io.stdout:write(k, ": ", tostring(s[k]), "\n")
+    end
+end
+
+function commands.fake(a)
+    local argv = {}
+    if a.port then
+        argv[#argv + 1], argv[#argv + 2] = "--port", tostring(a.port)
+    end
+    if a.rows_per_day then
+        argv[#argv + 1], argv[#argv + 2] = "--rows-per-day", tostring(a.rows_per_day)
+    end
+    local code = require("wolkvox.fake").main(argv)
+    if code ~= 0 then
+        fail(code, "the fake server stopped")
+    end
+end
+
+--- Run the command line `argv` (a list of strings, like `arg`).
+-- @treturn number the exit code (see `wolkvox.cli.exit`)
+function M.main(argv)
+    local parser = args.parser()
+    local list = {}
+    for i = 1, #(argv or {}) do
+        list[i] = argv[i]
+    end
+    local okp, a = parser:pparse(list)
+    if not okp then
+        io.stderr:write(parser:get_usage(), "\n\n", "wolkvox: ", tostring(a), "\n")
+        return exit.USAGE
+    end
+    local ok, err = pcall(commands[a.command], a)
+    if ok then
+        return exit.OK
+    end
+    if type(err) == "table" and err.cli_exit then
+        say(err.message)
+        return err.cli_exit
+    end
+    if errors.is(err) then
+        say(tostring(err))
+        return exit.code(err)
+    end
+    say("internal error: ", tostring(err))
+    return exit.LOCAL
+end
+
+return M
