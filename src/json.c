@@ -478,16 +478,12 @@ int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
     return wv_json_decode_masked(L, s, len, scratch, NULL, 0, err, errlen);
 }
 
-int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scratch,
-                          const char *secret, size_t m, char *err, size_t errlen)
+/* Decode s[0..len) with the decoder `d` (its hints kept from earlier texts:
+ * rows of one answer decoded one by one still get tables of their size). */
+static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                       const char *secret, size_t m, char *err, size_t errlen)
 {
-    /* The hint arrays make this too big for some C stacks: keep it on the heap,
-     * owned by a userdata so a Lua memory error cannot leak it. */
-    decoder *d;
     int top = lua_gettop(L);
-    luaL_checkstack(L, 8, "no room on the Lua stack");
-    d = (decoder *)lua_newuserdata(L, sizeof *d);
-    memset(d, 0, sizeof *d);
     d->L = L;
     d->start = s;
     d->p = s;
@@ -495,15 +491,16 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
     d->scratch = scratch;
     d->secret = secret;
     d->secret_len = secret != NULL ? m : 0;
+    d->errmsg = NULL;
+    d->errat = NULL;
+    d->depth = 0;
     /* A UTF-8 byte order mark is tolerated (some PHP files emit one). */
     if (len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
     if (value(d)) {
         skip_ws(d);
-        if (d->p == d->end) {
-            lua_remove(L, top + 1); /* the decoder userdata */
+        if (d->p == d->end)
             return 1;
-        }
         fail(d, "trailing characters after the JSON value");
     }
     if (err != NULL && errlen > 0) {
@@ -516,6 +513,45 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
     }
     lua_settop(L, top);
     return 0;
+}
+
+int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scratch,
+                          const char *secret, size_t m, char *err, size_t errlen)
+{
+    /* The hint arrays make this too big for some C stacks: keep it on the heap,
+     * owned by a userdata so a Lua memory error cannot leak it. */
+    decoder *d;
+    int top = lua_gettop(L), ok;
+    luaL_checkstack(L, 8, "no room on the Lua stack");
+    d = (decoder *)lua_newuserdata(L, sizeof *d);
+    memset(d, 0, sizeof *d);
+    ok = decode_with(d, L, s, len, scratch, secret, m, err, errlen);
+    if (ok)
+        lua_remove(L, top + 1); /* the decoder userdata */
+    else
+        lua_settop(L, top);
+    return ok;
+}
+
+struct wv_json_ctx {
+    decoder d;
+};
+
+wv_json_ctx *wv_json_ctx_new(void)
+{
+    return (wv_json_ctx *)calloc(1, sizeof(wv_json_ctx));
+}
+
+void wv_json_ctx_free(wv_json_ctx *c)
+{
+    free(c);
+}
+
+int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                       const char *secret, size_t m, char *err, size_t errlen)
+{
+    luaL_checkstack(L, 8, "no room on the Lua stack");
+    return decode_with(&c->d, L, s, len, scratch, secret, m, err, errlen);
 }
 
 /* ---- scratch buffers and core.decode ---------------------------------- */

@@ -38,28 +38,14 @@ enum {
     ST_FAILED
 };
 
+/* The core.decoder userdata: a stream with its own buffers. */
 typedef struct {
-    wv_buf in;            /* bytes not consumed yet */
-    size_t pos;           /* next byte of `in` to look at */
-    size_t dropped;       /* bytes consumed and dropped before in[0] */
-    /* The scanner of the value that starts at `pos` (resumable). */
-    size_t scan;          /* bytes of it scanned so far */
-    int depth;
-    int in_string;
-    int escape;
-    int scanning;
-    int state;
-    int top_array;        /* the answer is a bare array of rows */
-    int streamed;         /* rows came out of a `data` array */
-    int whole;            /* the answer was one value, neither object nor array */
-    int closed;
-    int rows_key;         /* the current member is "data" */
-    char *secret;         /* masked in every decoded string */
-    size_t secret_len;
+    wv_stream s;
+    wv_buf in;
     wv_buf scratch;
-    size_t rows;          /* rows handed over so far */
-    int batch;            /* rows in the list being filled */
-    char err[200];
+    wv_json_ctx *json;
+    char *secret;
+    int closed;
 } wv_decoder;
 
 static wv_decoder *check_decoder(lua_State *L)
@@ -72,13 +58,13 @@ static int is_ws(char c)
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-static void skip_ws(wv_decoder *d)
+static void skip_ws(wv_stream *d)
 {
-    while (d->pos < d->in.len && is_ws(d->in.p[d->pos]))
+    while (d->pos < d->in->len && is_ws(d->in->p[d->pos]))
         d->pos++;
 }
 
-static int failed(wv_decoder *d, const char *msg)
+static int failed(wv_stream *d, const char *msg)
 {
     if (d->state != ST_FAILED) {
         snprintf(d->err, sizeof d->err, "%s at byte %lu", msg, (unsigned long)(d->dropped + d->pos + 1));
@@ -93,10 +79,10 @@ static int failed(wv_decoder *d, const char *msg)
  * stopped), -1 on a structural error.  A number or a literal needs the byte
  * after it, unless `last` (the input ended).
  */
-static int scan_value(wv_decoder *d, size_t *len, int last)
+static int scan_value(wv_stream *d, size_t *len, int last)
 {
-    const char *p = d->in.p + d->pos;
-    size_t n = d->in.len - d->pos, i;
+    const char *p = d->in->p + d->pos;
+    size_t n = d->in->len - d->pos, i;
     if (!d->scanning) {
         d->scanning = 1;
         d->scan = 0;
@@ -154,11 +140,11 @@ static int scan_value(wv_decoder *d, size_t *len, int last)
 }
 
 /* Decode in[pos .. pos+len) onto the stack (1), or fail (-1). */
-static int decode_slice(lua_State *L, wv_decoder *d, size_t len)
+static int decode_slice(lua_State *L, wv_stream *d, size_t len)
 {
     char err[160];
-    if (!wv_json_decode_masked(L, d->in.p + d->pos, len, &d->scratch, d->secret, d->secret_len,
-                               err, sizeof err)) {
+    if (!wv_json_decode_ctx(L, d->json, d->in->p + d->pos, len, d->scratch, d->secret, d->secret_len,
+                            err, sizeof err)) {
         snprintf(d->err, sizeof d->err, "%s (in the value at byte %lu)", err,
                  (unsigned long)(d->dropped + d->pos + 1));
         d->state = ST_FAILED;
@@ -173,7 +159,7 @@ static int decode_slice(lua_State *L, wv_decoder *d, size_t len)
  * `rows`, members into the envelope at `env`.  0 when it needs more input,
  * 1 when the answer is complete, -1 on an error.
  */
-static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
+static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
 {
     for (;;) {
         size_t len = 0;
@@ -182,25 +168,25 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
             return -1;
         skip_ws(d);
         if (d->state == ST_END) {
-            if (d->pos < d->in.len)
+            if (d->pos < d->in->len)
                 return failed(d, "trailing characters after the JSON value");
             return 1;
         }
-        if (d->pos >= d->in.len)
+        if (d->pos >= d->in->len)
             return last ? failed(d, "unexpected end of input") : 0;
         switch (d->state) {
         case ST_START:
             /* A UTF-8 byte order mark is tolerated, as core.decode does. */
-            if (d->in.len - d->pos >= 3 && memcmp(d->in.p + d->pos, "\xEF\xBB\xBF", 3) == 0) {
+            if (d->in->len - d->pos >= 3 && memcmp(d->in->p + d->pos, "\xEF\xBB\xBF", 3) == 0) {
                 d->pos += 3;
                 continue;
             }
-            if (d->in.len - d->pos < 3 && (unsigned char)d->in.p[d->pos] == 0xEF && !last)
+            if (d->in->len - d->pos < 3 && (unsigned char)d->in->p[d->pos] == 0xEF && !last)
                 return 0;
-            if (d->in.p[d->pos] == '{') {
+            if (d->in->p[d->pos] == '{') {
                 d->pos++;
                 d->state = ST_KEY;
-            } else if (d->in.p[d->pos] == '[') {
+            } else if (d->in->p[d->pos] == '[') {
                 d->pos++;
                 d->top_array = 1;
                 d->state = ST_ROWS;
@@ -208,24 +194,24 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
                 d->state = ST_WHOLE;
             break;
         case ST_KEY_NEXT:
-            if (d->in.p[d->pos] == '}') {
+            if (d->in->p[d->pos] == '}') {
                 d->pos++;
                 d->state = ST_END;
                 break;
             }
-            if (d->in.p[d->pos] != ',')
+            if (d->in->p[d->pos] != ',')
                 return failed(d, "expected ',' or '}' in object");
             d->pos++;
             d->state = ST_KEY_ONLY;
             break;
         case ST_KEY:
         case ST_KEY_ONLY:
-            if (d->state == ST_KEY && d->in.p[d->pos] == '}') {
+            if (d->state == ST_KEY && d->in->p[d->pos] == '}') {
                 d->pos++;
                 d->state = ST_END;
                 break;
             }
-            if (d->in.p[d->pos] != '"')
+            if (d->in->p[d->pos] != '"')
                 return failed(d, "expected a string key in object");
             r = scan_value(d, &len, last);
             if (r <= 0)
@@ -237,13 +223,13 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
             d->state = ST_COLON;
             break;
         case ST_COLON:
-            if (d->in.p[d->pos] != ':')
+            if (d->in->p[d->pos] != ':')
                 return failed(d, "expected ':' after key in object");
             d->pos++;
             d->state = ST_VALUE;
             break;
         case ST_VALUE:
-            if (d->rows_key && d->in.p[d->pos] == '[') {
+            if (d->rows_key && d->in->p[d->pos] == '[') {
                 d->pos++;
                 d->state = ST_ROWS;
                 break;
@@ -268,14 +254,14 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
         case ST_ROWS:
         case ST_ROW_NEXT:
         case ST_ROW:
-            if (d->state != ST_ROW && d->in.p[d->pos] == ']') {
+            if (d->state != ST_ROW && d->in->p[d->pos] == ']') {
                 d->pos++;
                 d->state = d->top_array ? ST_END : ST_KEY_NEXT;
                 d->streamed = !d->top_array;
                 break;
             }
             if (d->state == ST_ROW_NEXT) {
-                if (d->in.p[d->pos] != ',')
+                if (d->in->p[d->pos] != ',')
                     return failed(d, "expected ',' or ']' in array");
                 d->pos++;
                 d->state = ST_ROW;
@@ -288,7 +274,7 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
                 return last ? failed(d, "unexpected end of input") : 0;
             if (decode_slice(L, d, len) < 0)
                 return -1;
-            lua_rawseti(L, rows, ++d->batch);
+            lua_rawseti(L, rows, (int)++d->batch);
             d->rows++;
             d->state = ST_ROW_NEXT;
             break;
@@ -311,24 +297,87 @@ static int run(lua_State *L, wv_decoder *d, int rows, int env, int last)
 }
 
 /* Drop what was consumed, keep the rest at the front of the buffer. */
-static void compact(wv_decoder *d)
+static void compact(wv_stream *d)
 {
     if (d->pos > 0) {
-        memmove(d->in.p, d->in.p + d->pos, d->in.len - d->pos);
-        d->in.len -= d->pos;
+        memmove(d->in->p, d->in->p + d->pos, d->in->len - d->pos);
+        d->in->len -= d->pos;
         d->dropped += d->pos;
         d->pos = 0;
     }
 }
 
-/*
- * The envelope and its companions live in the userdata's uservalue table:
- * [1] the envelope, [2] the current key, [3] unused, [4] a whole top-level
- * value.  Pushed in that order; the index of the first is returned.
- */
-static int push_state(lua_State *L)
+void wv_stream_init(wv_stream *d, wv_buf *in, wv_buf *scratch, wv_json_ctx *json, const char *secret,
+                    size_t secret_len)
 {
-    int base;
+    memset(d, 0, sizeof *d);
+    d->in = in;
+    d->scratch = scratch;
+    d->json = json;
+    d->secret = secret;
+    d->secret_len = secret != NULL ? secret_len : 0;
+    d->state = ST_START;
+}
+
+void wv_stream_state(lua_State *L)
+{
+    lua_createtable(L, 5, 0);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 1);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 5);
+}
+
+int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
+{
+    int base, r, i;
+    st = st < 0 ? lua_gettop(L) + st + 1 : st;
+    if (d->state == ST_FAILED)
+        return -1;
+    base = lua_gettop(L) + 1;
+    for (i = 1; i <= 5; i++)
+        lua_rawgeti(L, st, i);
+    r = run(L, d, base + 4, base, last);
+    if (r == 0 && last)
+        r = failed(d, "unexpected end of input");
+    for (i = 0; i < 4; i++) {
+        lua_pushvalue(L, base + i);
+        lua_rawseti(L, st, i + 1);
+    }
+    lua_settop(L, base - 1);
+    compact(d);
+    return r;
+}
+
+const char *wv_stream_error(const wv_stream *d)
+{
+    return d->err;
+}
+
+int wv_stream_failed(const wv_stream *d)
+{
+    return d->state == ST_FAILED;
+}
+
+void wv_stream_push_value(lua_State *L, const wv_stream *d, int st)
+{
+    st = st < 0 ? lua_gettop(L) + st + 1 : st;
+    if (d->top_array) {
+        lua_rawgeti(L, st, 5);
+    } else if (d->whole) {
+        lua_rawgeti(L, st, 4);
+    } else {
+        lua_rawgeti(L, st, 1);
+        if (d->streamed) {
+            lua_rawgeti(L, st, 5);
+            lua_setfield(L, -2, "data");
+        }
+    }
+}
+
+/* Push the decoder's state table (its uservalue). */
+static void push_uv(lua_State *L)
+{
 #if LUA_VERSION_NUM >= 504
     lua_getiuservalue(L, 1, 1);
 #elif LUA_VERSION_NUM >= 502
@@ -336,21 +385,6 @@ static int push_state(lua_State *L)
 #else
     lua_getfenv(L, 1);
 #endif
-    base = lua_gettop(L) + 1;
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
-    lua_rawgeti(L, -3, 3);
-    lua_rawgeti(L, -4, 4);
-    return base;
-}
-
-static void save_state(lua_State *L, int base)
-{
-    int i;
-    for (i = 0; i < 4; i++) {
-        lua_pushvalue(L, base + i);
-        lua_rawseti(L, base - 1, i + 1);
-    }
 }
 
 /***
@@ -365,12 +399,12 @@ static int l_feed(lua_State *L)
     wv_decoder *d = check_decoder(L);
     size_t n;
     const char *chunk = luaL_checklstring(L, 2, &n);
-    int base, rows, r;
+    int r;
     if (d->closed)
         return luaL_error(L, "decoder is closed");
-    if (d->state == ST_FAILED) {
+    if (d->s.state == ST_FAILED) {
         lua_pushnil(L);
-        lua_pushstring(L, d->err);
+        lua_pushstring(L, d->s.err);
         return 2;
     }
     if (!wv_buf_reserve(&d->in, n))
@@ -378,20 +412,18 @@ static int l_feed(lua_State *L)
     memcpy(d->in.p + d->in.len, chunk, n);
     d->in.len += n;
     lua_settop(L, 1);
-    base = push_state(L);
-    lua_newtable(L);
-    rows = lua_gettop(L);
-    d->batch = 0;
-    r = run(L, d, rows, base, 0);
-    save_state(L, base);
-    compact(d);
+    push_uv(L);                 /* 2: the state table */
+    lua_newtable(L);            /* the rows completed by this chunk */
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 2, 5);
+    d->s.batch = 0;
+    r = wv_stream_step(L, &d->s, 2, 0);
     if (r < 0) {
         lua_pushnil(L);
-        lua_pushstring(L, d->err);
+        lua_pushstring(L, d->s.err);
         return 2;
     }
-    lua_pushvalue(L, rows);
-    return 1;
+    return 1;                   /* the rows */
 }
 
 /***
@@ -406,35 +438,32 @@ static int l_feed(lua_State *L)
 static int l_finish(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
-    int base, rows, r;
+    int r;
     lua_settop(L, 1);
     if (d->closed)
         return luaL_error(L, "decoder is closed");
-    if (d->state == ST_FAILED) {
+    if (d->s.state == ST_FAILED) {
         lua_pushnil(L);
-        lua_pushstring(L, d->err);
+        lua_pushstring(L, d->s.err);
         return 2;
     }
-    base = push_state(L);
-    lua_newtable(L);
-    rows = lua_gettop(L);
-    d->batch = 0;
-    r = run(L, d, rows, base, 1);
-    save_state(L, base);
-    compact(d);
+    push_uv(L);                 /* 2 */
+    lua_newtable(L);            /* 3: the rows completed by the end */
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 2, 5);
+    d->s.batch = 0;
+    r = wv_stream_step(L, &d->s, 2, 1);
     if (r <= 0) {
-        if (r == 0)
-            failed(d, "unexpected end of input");
         lua_pushnil(L);
-        lua_pushstring(L, d->err);
+        lua_pushstring(L, d->s.err);
         return 2;
     }
-    if (d->whole)
-        lua_pushvalue(L, base + 3); /* a top-level value that is not an object or an array */
+    if (d->s.whole)
+        lua_rawgeti(L, 2, 4); /* a top-level value that is not an object or an array */
     else
-        lua_pushvalue(L, base);
-    lua_pushvalue(L, rows);
-    lua_pushinteger(L, (lua_Integer)d->rows);
+        lua_rawgeti(L, 2, 1);
+    lua_pushvalue(L, 3);
+    lua_pushinteger(L, (lua_Integer)d->s.rows);
     return 3;
 }
 
@@ -448,11 +477,11 @@ static int l_finish(lua_State *L)
 static int l_shape(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
-    if (d->top_array)
+    if (d->s.top_array)
         lua_pushliteral(L, "array");
-    else if (d->whole)
+    else if (d->s.whole)
         lua_pushliteral(L, "value");
-    else if (d->state == ST_START)
+    else if (d->s.state == ST_START)
         lua_pushnil(L);
     else
         lua_pushliteral(L, "envelope");
@@ -466,7 +495,7 @@ static int l_shape(lua_State *L)
 static int l_streamed(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
-    lua_pushboolean(L, d->top_array || d->streamed);
+    lua_pushboolean(L, d->s.top_array || d->s.streamed);
     return 1;
 }
 
@@ -476,10 +505,13 @@ static int l_gc(lua_State *L)
     d->closed = 1;
     wv_buf_free(&d->in);
     wv_buf_free(&d->scratch);
+    wv_json_ctx_free(d->json);
+    d->json = NULL;
     if (d->secret != NULL) {
-        memset(d->secret, 0, d->secret_len);
+        memset(d->secret, 0, d->s.secret_len);
         free(d->secret);
         d->secret = NULL;
+        d->s.secret = NULL;
     }
     return 0;
 }
@@ -487,7 +519,7 @@ static int l_gc(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
-    lua_pushfstring(L, "wolkvox.decoder (%d rows, %d bytes waiting)", (int)d->rows, (int)d->in.len);
+    lua_pushfstring(L, "wolkvox.decoder (%d rows, %d bytes waiting)", (int)d->s.rows, (int)d->in.len);
     return 1;
 }
 
@@ -516,10 +548,8 @@ static int l_decoder(lua_State *L)
     memset(d, 0, sizeof *d);
     luaL_getmetatable(L, WV_DECODER_MT);
     lua_setmetatable(L, -2);
-    /* The state table: [1] the envelope; the others start empty. */
-    lua_createtable(L, 4, 0);
-    lua_newtable(L);
-    lua_rawseti(L, -2, 1);
+    /* The state table: [1] the envelope, [5] the rows list (wv_stream_state). */
+    wv_stream_state(L);
 #if LUA_VERSION_NUM >= 504
     lua_setiuservalue(L, -2, 1);
 #elif LUA_VERSION_NUM >= 502
@@ -527,14 +557,16 @@ static int l_decoder(lua_State *L)
 #else
     lua_setfenv(L, -2);
 #endif
+    d->json = wv_json_ctx_new();
+    if (d->json == NULL)
+        return luaL_error(L, "not enough memory");
     if (secret != NULL && slen > 0) {
         d->secret = (char *)malloc(slen);
         if (d->secret == NULL)
             return luaL_error(L, "not enough memory");
         memcpy(d->secret, secret, slen);
-        d->secret_len = slen;
     }
-    d->state = ST_START;
+    wv_stream_init(&d->s, &d->in, &d->scratch, d->json, d->secret, d->secret != NULL ? slen : 0);
     return 1;
 }
 

@@ -89,6 +89,44 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
 size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m);
 size_t wv_mask_text(char *buf, size_t n, const char *secret, size_t m);
 
+/* A decoder context owned by the caller (heap; free it with
+ * wv_json_ctx_free): decoding many texts with one keeps the size hints. */
+typedef struct wv_json_ctx wv_json_ctx;
+wv_json_ctx *wv_json_ctx_new(void);
+void wv_json_ctx_free(wv_json_ctx *c);
+int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                       const char *secret, size_t m, char *err, size_t errlen);
+
+/*
+ * An answer decoded as it arrives (stream.c): the bytes are appended to
+ * `*in` by the owner; each step consumes what it can.  The Lua side of the
+ * state is a table (wv_stream_state: [1] envelope, [2] current key, [4] a
+ * whole top-level value, [5] the rows list, where rows are appended).
+ */
+typedef struct {
+    wv_buf *in;
+    wv_buf *scratch;
+    wv_json_ctx *json;
+    const char *secret;
+    size_t secret_len;
+    size_t pos, dropped, scan;
+    int depth, in_string, escape, scanning;
+    int state, top_array, streamed, whole, rows_key;
+    size_t rows, batch;
+    char err[200];
+} wv_stream;
+void wv_stream_init(wv_stream *d, wv_buf *in, wv_buf *scratch, wv_json_ctx *json, const char *secret,
+                    size_t secret_len);
+/* Push a new state table. */
+void wv_stream_state(lua_State *L);
+/* Consume what `in` holds (`last`: the input has ended): 1 complete, 0 more
+ * input needed, -1 failed (wv_stream_error). */
+int wv_stream_step(lua_State *L, wv_stream *d, int st, int last);
+int wv_stream_failed(const wv_stream *d);
+const char *wv_stream_error(const wv_stream *d);
+/* After a complete step: push the answer as core.decode would give it. */
+void wv_stream_push_value(lua_State *L, const wv_stream *d, int st);
+
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);
 
