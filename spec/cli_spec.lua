@@ -313,6 +313,31 @@ describe("wolkvox command", function()
         end)
     end)
 
+    describe("fake", function()
+        it("runs the bundled fake server in the foreground, with --port and --rows-per-day", function()
+            local log = os.tmpname()
+            local p = io.popen("env -u LD_PRELOAD lua5.4 " .. BIN .. " fake --port 0 --rows-per-day 3 >" .. log
+                .. " 2>&1 & echo $!")
+            local pid = tonumber(p:read("*l"))
+            p:close()
+            local url
+            for _ = 1, 200 do
+                url = (slurp(log) or ""):match("listening on (http://%S+)")
+                if url then
+                    break
+                end
+                os.execute("sleep 0.02")
+            end
+            assert.truthy(url)
+            local code, out, err = run("--base-url " .. url .. " --state-dir " .. q(state)
+                .. " report cdr_1 --from 2026-01-01 --to 2026-01-02 --format ndjson", { WOLKVOX_TOKEN = "test-token" })
+            os.execute("kill " .. pid)
+            os.remove(log)
+            assert.equal(0, code, err)
+            assert.equal(6, select(2, out:gsub("\n", "")))
+        end)
+    end)
+
     describe("exit codes", function()
         it("2 for usage, bad parameters and an unknown endpoint", function()
             local code, out, err = fake_run("report cdr_1 --from 2026-01-01")
