@@ -81,6 +81,7 @@ build = {
         ["wolkvox.fake.data"] = "lua/wolkvox/fake/data.lua",
         ["wolkvox.fake.http"] = "lua/wolkvox/fake/http.lua",
         ["wolkvox.fake.loop"] = "lua/wolkvox/fake/loop.lua",
+        ["wolkvox.fake.rules"] = "lua/wolkvox/fake/rules.lua",
         ["wolkvox.inflate"] = "lua/wolkvox/inflate.lua",
         ["wolkvox.job.prepare"] = "lua/wolkvox/job/prepare.lua",
         ["wolkvox.job.run"] = "lua/wolkvox/job/run.lua",

@@ -20,6 +20,7 @@ local data = require "wolkvox.fake.data"
 local dates = require "wolkvox.dates"
 local http = require "wolkvox.fake.http"
 local registry = require "wolkvox.registry"
+local rules = require "wolkvox.fake.rules"
 
 local format, concat, tostring, tonumber, floor = string.format, table.concat, tostring, tonumber, math.floor
 
@@ -47,6 +48,12 @@ M.DEFAULTS = {
     daily_limit = false,        -- false: no quota enforced
     latency = 0,
     utc_offset = -5 * 3600,     -- America/Bogota, for the quota day
+    disabled = {},              -- "family/api" names this server answers 404 for
+    truncation = "prefix",      -- a capped window: "prefix" (the first rows in time) or "subset"
+    chat_codes = { "1", "2", "3", "4", "5" }, -- codAct values codify_chat accepts
+    ips = {},                   -- the firewall allow-list at start: { { ip =, permanent = "yes" } }
+    storage_files = 25,         -- files list_files pages through
+    chat_messages = 25,         -- messages of a conversations_today_by_customer chat
 }
 
 local State = {}
@@ -76,6 +83,12 @@ function State:reset()
     self.quota = { day = nil, used = 0, by_token = {} }
     self.stats = { requests = 0, max_inflight = 0, inflight = 0 }
     self.cache = {}
+    self.ips = {}
+    for _, item in ipairs(self.config.ips or {}) do
+        if type(item) == "table" and item.ip then
+            self.ips[item.ip] = { permanent = item.permanent == "yes" or item.permanent == true }
+        end
+    end
 end
 
 -- ---- answers ----------------------------------------------------------------
@@ -275,10 +288,17 @@ function State:answer(e, req, token)
             return refuse(400, M.MSG.missing)
         end
     end
-    if e.body and not e.body.optional and e.body.kind ~= "multipart" then
-        local decoded = safe.decode(req.body or "")
-        if type(decoded) ~= "table" then
+    local decoded
+    if e.body and e.body.kind ~= "multipart" then
+        decoded = safe.decode(req.body or "")
+        if type(decoded) ~= "table" and not e.body.optional then
             return refuse(400, M.MSG.missing)
+        end
+    end
+    do
+        local status, msg = rules.check(e, req, decoded, self)
+        if status then
+            return json_response(status, envelope(status, e.code, msg, nil, msg))
         end
     end
     local now = dates.now(cfg.utc_offset)
@@ -293,14 +313,21 @@ function State:answer(e, req, token)
             return refuse(400, e.max_hours and M.MSG.range_hours or M.MSG.range)
         end
         if e.kind == "detail" then
-            local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cfg.max_rows
+            -- The cap: the server's, or the endpoint's own (diagram_9: 6,000).
+            local cap = math.min(cfg.max_rows, e.max_rows or cfg.max_rows)
+            local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cap
+                .. ":" .. tostring(cfg.truncation)
             local hit = self:cached(key)
             if hit then
                 return json_response(200, hit)
             end
             local count
-            payload, total, count = data.detail(e, ini, fin, cfg, cfg.max_rows)
+            payload, total, count = data.detail(e, ini, fin, cfg, cap)
             if total == 0 then
+                if e.name == "reports_manager/agent_13_1" then
+                    -- Its table documents an empty list, not the 404 of the others.
+                    return json_response(200, envelope(200, e.code, "0 records were found", {}))
+                end
                 return refuse(404, M.MSG.empty)
             end
             local body = envelope(200, e.code, count .. " records were found", payload)
@@ -312,7 +339,20 @@ function State:answer(e, req, token)
         payload = data.plain(e, now)
     end
     local code, msg = 200
-    if e.kind == "action" then
+    if e.name == "wolkvox_storage/list_files" then
+        payload = rules.list_files(decoded, cfg, now)
+        if payload == nil then
+            return json_response(400, envelope(400, e.code, rules.MSG.invalid_value, nil, rules.MSG.invalid_value))
+        end
+    elseif e.name == "whatsapp/conversations_today_by_customer" then
+        payload = rules.conversation(decoded, cfg, now)
+    elseif e.name == "campaign/add_record" and type(decoded) == "table" then
+        payload = { { total_registers = tostring(#decoded) } }
+    end
+    if e.name == "information/activity_codes" then
+        code = 0 -- the vendor's example answers "0"
+        msg = #payload .. " records were found"
+    elseif e.kind == "action" then
         code = e.method == "POST" and 201 or 202
         msg = "The request has been processed successfully"
     elseif e.family == "billing" then
@@ -331,15 +371,7 @@ function State:answer(e, req, token)
         -- each bucket under the time it starts: windows give different keys.
         payload = data.keyed(payload, ini, fin)
     elseif e.multi_status then
-        local files = {}
-        local decoded = safe.decode(req.body or "") or {}
-        for i, name in ipairs(type(decoded.files) == "table" and decoded.files or {}) do
-            local young = tostring(name):find("new", 1, true) ~= nil
-            files[i] = { name = tostring(name), code = young and "403" or "200",
-                message = young and "files younger than 90 days cannot be deleted" or "deleted" }
-        end
-        payload = { files = files }
-        code = 207
+        payload, code = rules.delete_files(decoded)
     end
     return json_response(code == 207 and 207 or 200, envelope(code, e.code, msg, payload))
 end
@@ -350,6 +382,16 @@ local function header_record(req)
         out[name] = name == "wolkvox-token" and "<redacted>" or value
     end
     return out
+end
+
+-- True when endpoint `name` ("family/api") is not enabled on this server.
+function State:disabled(name)
+    for _, d in ipairs(self.config.disabled or {}) do
+        if d == name or name:match("[^/]+$") == d then
+            return true
+        end
+    end
+    return false
 end
 
 function State:token_status(req)
@@ -411,6 +453,10 @@ function State:api(req, conn, family, proxied)
         return finish(refuse(403, M.MSG.bad_token))
     end
     local e = registry.find(family, req.params.api or "")
+    if e and self:disabled(e.name) then
+        entry.refused = "disabled"
+        return finish(refuse(404, rules.MSG.disabled))
+    end
     local busy = self.inflight[token] or 0
     entry.inflight = busy + 1
     if busy >= self.config.concurrency_limit then

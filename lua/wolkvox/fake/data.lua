@@ -146,15 +146,38 @@ function M.slot_time(n, per_day)
     return floor(n * 86400 / per_day)
 end
 
+-- A step coprime with `total`: a walk by it visits `total` slots once each.
+local function coprime_step(total)
+    local function gcd(a, b)
+        while b ~= 0 do
+            a, b = b, a % b
+        end
+        return a
+    end
+    local step = 7919
+    while gcd(step, total) ~= 1 do
+        step = step + 2
+    end
+    return step
+end
+
 --- Rows of a detail report, at most `limit` (the server's silent cap).
+-- A capped window answers the first rows in time (`cfg.truncation` =
+-- "prefix", the default) or (`"subset"`) rows from anywhere in the range,
+-- in no order of time.
 -- @return rows, total rows in the range (before the cap)
 function M.detail(e, ini, fin, cfg, limit)
     local first, last = M.slots(ini, fin, cfg.rows_per_day)
     local total = math.max(0, last - first + 1)
     local rows, count = {}, math.min(total, limit)
     local fields = e.fields
+    local subset = cfg.truncation == "subset" and total > count
+    local step = subset and coprime_step(total)
     for i = 1, count do
         local n = first + i - 1
+        if subset then
+            n = first + ((i - 1) * step + floor(total / 3)) % total
+        end
         local t = M.slot_time(n, cfg.rows_per_day)
         if e.shape == "object" then
             rows[dates.iso(t)] = row_of(fields, n, t) -- an object keyed by bucket (cdr_4)

@@ -33,7 +33,8 @@ M.TOKEN = "test-token"
 
 -- Settings given on the command line or to serve() that go to the API state.
 local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "max_days", "concurrency_limit",
-    "daily_limit", "latency", "utc_offset" }
+    "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips", "storage_files",
+    "chat_messages" }
 
 local function alive(pid)
     local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")

@@ -1,0 +1,252 @@
+-- The fake's documented behaviours (the catalog's codes and limits), asked
+-- through the in-process transport: the same request handler the HTTP fake
+-- runs, without a socket.
+local cjson = require "cjson"
+local fake = require "wolkvox.transport.fake"
+local rules = require "wolkvox.fake.rules"
+
+local BASE = "http://fake.invalid/api/v2/"
+
+-- One request: status and decoded answer.
+local function ask(t, family, api, opts)
+    opts = opts or {}
+    local url = BASE .. family .. ".php?api=" .. api .. (opts.query or "")
+    local body = opts.body
+    if type(body) == "table" then
+        body = next(body) == nil and (opts.array and "[]" or "{}") or cjson.encode(body)
+    end
+    t:start { method = opts.method or "POST", url = url, body = body, parts = opts.parts,
+        content_type = body and "application/json" or nil }
+    local _, res = t:wait()
+    return res.status, res.value
+end
+
+local function open(settings)
+    local srv = fake.server(settings)
+    return fake.new({ fake = srv, timeout = 5 }, "test-token"), srv
+end
+
+local function pages(t, body_of, next_of)
+    local seen, token, n = {}, "", 0
+    repeat
+        n = n + 1
+        assert(n < 100, "the loop did not end")
+        local status, v = ask(t, "wolkvox_storage", "list_files", { body = body_of(token) })
+        assert.equal(200, status)
+        for _, item in ipairs(v.data.items) do
+            seen[#seen + 1] = item.file_name
+        end
+        token = next_of(v)
+    until token == ""
+    return seen, n
+end
+
+describe("the fake's documented answers", function()
+    describe("cursors", function()
+        it("list_files pages with page_token and ends with an empty next_page_token", function()
+            local t = open { storage_files = 23 }
+            local seen, calls = pages(t, function(token)
+                return token == "" and { limit = 10 } or { limit = 10, page_token = token }
+            end, function(v) return v.data.pagination.next_page_token end)
+            assert.equal(3, calls)
+            assert.equal(23, #seen)
+            assert.equal("file-001.wav", seen[1])
+            assert.equal("file-023.wav", seen[23])
+            local status = ask(t, "wolkvox_storage", "list_files", { body = { page_token = "bogus" } })
+            assert.equal(400, status)
+            -- isDirectory is "true"/"false" as documented
+            local _, v = ask(t, "wolkvox_storage", "list_files", { body = {} })
+            assert.equal("false", v.data.items[1].isDirectory)
+        end)
+
+        it("conversations_today_by_customer pages with pagina_mensajes", function()
+            local t = open { chat_messages = 25 }
+            local total = 0
+            for page = 1, 4 do
+                local status, v = ask(t, "whatsapp", "conversations_today_by_customer",
+                    { body = { chat_id = "9", pagina_mensajes = page } })
+                assert.equal(200, status)
+                local row = v.data[1]
+                assert.equal("3", row.paginacion_mensajes.total_paginas)
+                assert.equal("25", row.paginacion_mensajes.total_mensajes)
+                total = total + #row.conversacion
+                if page == 4 then
+                    assert.equal(0, #row.conversacion)
+                end
+            end
+            assert.equal(25, total)
+        end)
+    end)
+
+    describe("writes", function()
+        it("add_ip / remove_ip: 404 registered or not, 406 invalid, 5 permanent IPs at most", function()
+            local t = open()
+            assert.equal(406, (ask(t, "configuration", "add_ip", { body = { ip = "300.1.1.1", description = "x" } })))
+            assert.equal(406, (ask(t, "configuration", "add_ip", { body = { ip = "nope", description = "x" } })))
+            local status, v = ask(t, "configuration", "add_ip", { body = { ip = "10.0.0.1", description = "x" } })
+            assert.equal(200, status)
+            assert.equal("201", v.code)
+            status, v = ask(t, "configuration", "add_ip", { body = { ip = "10.0.0.1", description = "x" } })
+            assert.equal(404, status)
+            assert.equal(rules.MSG.ip_registered, v.msg)
+            local function remove(ip)
+                return (ask(t, "configuration", "remove_ip", { method = "DELETE", body = { ip = ip } }))
+            end
+            assert.equal(404, remove("10.9.9.9"))
+            assert.equal(406, remove("1.2.3.999"))
+            assert.equal(200, remove("10.0.0.1"))
+            for i = 1, 5 do
+                assert.equal(200, (ask(t, "configuration", "add_ip",
+                    { body = { ip = "10.1.0." .. i, permanent = "yes", description = "p" } })))
+            end
+            status, v = ask(t, "configuration", "add_ip",
+                { body = { ip = "10.1.0.6", permanent = "yes", description = "p" } })
+            assert.equal(400, status)
+            assert.equal(rules.MSG.ip_cap, v.msg)
+            -- a temporary IP is still allowed
+            assert.equal(200, (ask(t, "configuration", "add_ip", { body = { ip = "10.1.0.7", description = "t" } })))
+        end)
+
+        it("codify_chat answers 422 with the vendor's message for a code not allowed in chats", function()
+            local t = open { chat_codes = { "7" } }
+            local function codify(code)
+                return ask(t, "whatsapp", "codify_chat", { body = { agent = "1", chat_id = "2", codAct = code } })
+            end
+            local status, v = codify("8")
+            assert.equal(422, status)
+            assert.equal("El codAct no es valido para la operacion del chat.", v.msg)
+            assert.equal(200, (codify("7")))
+        end)
+
+        it("add_record refuses 10,001 records, a 300-character opt1, type_campaign = bogus", function()
+            local t = open()
+            local q = "&type_campaign=preview&campaign_id=1"
+            local records = {}
+            for i = 1, 10001 do
+                records[i] = { customer_id = tostring(i), tel1 = "3001" }
+            end
+            local status, v = ask(t, "campaign", "add_record", { query = q, body = records })
+            assert.equal(400, status)
+            assert.equal(rules.MSG.too_many_records, v.msg)
+            records[10001] = nil
+            status, v = ask(t, "campaign", "add_record", { query = q, body = records })
+            assert.equal(200, status)
+            assert.equal("10000", v.data[1].total_registers)
+            status = ask(t, "campaign", "add_record", { query = q, body = { { opt1 = string.rep("x", 300) } } })
+            assert.equal(400, status)
+            assert.equal(200, (ask(t, "campaign", "add_record",
+                { query = q, body = { { opt7 = string.rep("x", 200), opt1 = string.rep("ñ", 100) } } })))
+            status, v = ask(t, "campaign", "add_record",
+                { query = "&type_campaign=bogus&campaign_id=1", body = { { tel1 = "1" } } })
+            assert.equal(400, status)
+            assert.equal(rules.MSG.invalid_value, v.msg)
+        end)
+
+        it("refuses {} bodies of writes with required fields, with 400 SOME PARAMETERS ARE REQUIRED", function()
+            local t = open()
+            for _, case in ipairs { { "configuration", "add_ip" }, { "sms", "send_sms" },
+                { "configuration", "create_agent" }, { "whatsapp", "codify_chat" } } do
+                local status, v = ask(t, case[1], case[2], { body = {} })
+                assert.equal(400, status, case[2])
+                assert.equal("SOME PARAMETERS ARE REQUIRED", v.msg, case[2])
+            end
+        end)
+
+        it("upload_files needs a file; upload_audio takes 50 files at most", function()
+            local t = open()
+            local status, v = ask(t, "wolkvox_storage", "upload_files", { parts = { { name = "path", data = "/x" } } })
+            assert.equal(400, status)
+            assert.matches("^File upload is required", v.msg)
+            assert.equal(200, (ask(t, "wolkvox_storage", "upload_files",
+                { parts = { { name = "file", data = "RIFF", filename = "a.wav" } } })))
+            local parts = {}
+            for i = 1, 51 do
+                parts[i] = { name = "file" .. i, data = "RIFF", filename = "a" .. i .. ".wav" }
+            end
+            status, v = ask(t, "configuration", "upload_audio", { parts = parts })
+            assert.equal(400, status)
+            assert.equal(rules.MSG.too_many_files, v.msg)
+            parts[51] = nil
+            assert.equal(200, (ask(t, "configuration", "upload_audio", { parts = parts })))
+        end)
+
+        it("delete_files answers 200 when every file was deleted, 207 when some were refused", function()
+            local t = open()
+            local status, v = ask(t, "wolkvox_storage", "delete_files", { body = { files = { "old/a", "old/b" } } })
+            assert.equal(200, status)
+            assert.equal("200", v.code)
+            status, v = ask(t, "wolkvox_storage", "delete_files", { body = { files = { "old/a", "new/b" } } })
+            assert.equal(207, status)
+            assert.equal("403", v.data.files[2].code)
+        end)
+    end)
+
+    describe("codes and shapes", function()
+        it("activity_codes answers code \"0\"; agent_13_1 answers [] for an empty window", function()
+            local t = open { rows_per_day = 1 }
+            local status, v = ask(t, "information", "activity_codes", { method = "GET" })
+            assert.equal(200, status)
+            assert.equal("0", v.code)
+            status, v = ask(t, "reports_manager", "agent_13_1",
+                { method = "GET", query = "&date_ini=20260101100000&date_end=20260101100010" })
+            assert.equal(200, status)
+            assert.same({}, v.data)
+            status = ask(t, "reports_manager", "agent_1",
+                { method = "GET", query = "&date_ini=20260101100000&date_end=20260101100010" })
+            assert.equal(200, status)
+            status = ask(t, "reports_manager", "cdr_1",
+                { method = "GET", query = "&date_ini=20260101100000&date_end=20260101100010" })
+            assert.equal(404, status)
+        end)
+
+        it("answers 404 for an endpoint disabled on this server (setting `disabled`)", function()
+            local t, srv = open { disabled = { "reports_manager/chat_7" } }
+            local q = "&date_ini=20260101000000&date_end=20260102000000"
+            local status, v = ask(t, "reports_manager", "chat_7", { method = "GET", query = q })
+            assert.equal(404, status)
+            assert.equal(rules.MSG.disabled, v.msg)
+            assert.equal(200, (ask(t, "reports_manager", "chat_6", { method = "GET", query = q })))
+            srv:control("config", { disabled = {} })
+            assert.equal(200, (ask(t, "reports_manager", "chat_7", { method = "GET", query = q })))
+        end)
+
+        it("caps diagram_9 at its own 6,000 rows, other reports at max_rows", function()
+            local t = open { rows_per_day = 10000 }
+            local q = "&date_ini=20260101000000&date_end=20260101235959"
+            local _, v = ask(t, "reports_manager", "diagram_9", { method = "GET", query = q })
+            assert.equal(6000, #v.data)
+            _, v = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+            assert.equal(10000, #v.data)
+        end)
+
+        it("truncates a window as a time-ordered prefix or an arbitrary subset (setting `truncation`)", function()
+            local q = "&date_ini=20260101000000&date_end=20260101235959"
+            local t = open { rows_per_day = 1000, max_rows = 100 }
+            local _, v = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+            assert.equal(100, #v.data)
+            local prefix = {}
+            for i, row in ipairs(v.data) do
+                prefix[i] = row.conn_id
+                if i > 1 then
+                    assert.is_true(tonumber(row.conn_id) == tonumber(v.data[i - 1].conn_id) + 1)
+                end
+            end
+            t = open { rows_per_day = 1000, max_rows = 100, truncation = "subset" }
+            _, v = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+            assert.equal(100, #v.data)
+            local ids, ordered, distinct = {}, true, 0
+            for i, row in ipairs(v.data) do
+                if not ids[row.conn_id] then
+                    distinct = distinct + 1
+                end
+                ids[row.conn_id] = true
+                if i > 1 and tonumber(row.conn_id) < tonumber(v.data[i - 1].conn_id) then
+                    ordered = false
+                end
+            end
+            assert.equal(100, distinct)
+            assert.is_false(ordered)
+            assert.are_not.same(prefix[1], v.data[1].conn_id)
+        end)
+    end)
+end)
