@@ -339,6 +339,21 @@ describe("wolkvox command", function()
     end)
 
     describe("exit codes", function()
+        it("1 with a message when stdout cannot be written (help, a report)", function()
+            local p = io.popen("env -u LD_PRELOAD lua5.4 " .. BIN .. " report --help 2>&1 >/dev/full; echo \" $?\"")
+            local text = p:read("*a")
+            p:close()
+            assert.matches("cannot write to stdout", text)
+            assert.matches(" 1\n$", text)
+            p = io.popen("env -u LD_PRELOAD WOLKVOX_TOKEN=" .. TOKEN .. " lua5.4 " .. BIN .. " --base-url " .. srv.url
+                .. " --state-dir " .. q(state) .. " report cdr_1 --from 2026-01-01 --to 2026-01-31 2>&1 >/dev/full;"
+                .. " echo \" $?\"")
+            text = p:read("*a")
+            p:close()
+            assert.matches("^wolkvox: cannot write", text)
+            assert.matches(" 1\n$", text)
+        end)
+
         it("2 for usage, bad parameters and an unknown endpoint", function()
             local code, out, err = fake_run("report cdr_1 --from 2026-01-01")
             assert.equal(2, code)

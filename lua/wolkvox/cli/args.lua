@@ -11,6 +11,22 @@ The token comes from --token-file, else the profile (token_file or token),
 else $WOLKVOX_TOKEN; no option takes the token itself (it would show in ps
 and in shell history).]]
 
+-- --help that says so when stdout cannot be written (a full disk, a closed
+-- pipe) and exits 1, instead of argparse's print.
+local function help(p)
+    return p:add_help({ action = function()
+        local ok, err = io.stdout:write(p:get_help(), "\n")
+        if ok then
+            ok, err = io.stdout:flush()
+        end
+        if not ok then
+            io.stderr:write("wolkvox: cannot write to stdout: ", tostring(err), "\n")
+            os.exit(exit.LOCAL)
+        end
+        os.exit(exit.OK)
+    end })
+end
+
 local function globals(p)
     p:option("--profile", "Profile of the config file (default: $WOLKVOX_PROFILE, else default).")
     p:option("--config", "Config file (default: $WOLKVOX_CONFIG, else $XDG_CONFIG_HOME/wolkvox/config,"
@@ -83,6 +99,9 @@ function M.parser()
             .. exit.HELP)
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
+    for _, x in ipairs { p, e, c, r, q, f } do
+        help(x)
+    end
     return p
 end
 
