@@ -67,7 +67,71 @@ local function copy(t)
     return out
 end
 
--- `config` is what the server was started with; reset() returns to it.
+--- Keys of a scenario besides the settings of `DEFAULTS`: `licenses` (the
+-- daily limit is licences x 1000 unless `daily_limit` is given), `faults`
+-- (the fault script, queued again on every reset), `name` and
+-- `description` (for people).
+M.SCENARIO_KEYS = { licenses = "number", faults = "table", name = "string", description = "string" }
+
+-- Numbers decoded by lua-cjson are floats on 5.4: integral ones back to integers.
+local function integral(v)
+    if type(v) == "number" and v == floor(v) and math.tointeger then
+        return math.tointeger(v) or v
+    elseif type(v) == "table" then
+        for k, x in pairs(v) do
+            v[k] = integral(x)
+        end
+    end
+    return v
+end
+M.integral = integral
+
+--- Check a scenario (or settings) table: the table, or nil and what is wrong.
+function M.check_scenario(t)
+    if type(t) ~= "table" then
+        return nil, "a scenario is a JSON object of settings"
+    end
+    for k, v in pairs(t) do
+        local want = M.SCENARIO_KEYS[k]
+        if want == nil and M.DEFAULTS[k] == nil then
+            return nil, "unknown setting " .. tostring(k)
+        end
+        if want and type(v) ~= want then
+            return nil, "setting " .. k .. " must be a " .. want
+        end
+    end
+    if t.tokens ~= nil and (type(t.tokens) ~= "table" or #t.tokens == 0) then
+        return nil, "setting tokens must be a non-empty list"
+    end
+    for _, f in ipairs(t.faults or {}) do
+        if type(f) ~= "table" then
+            return nil, "each fault is an object"
+        end
+    end
+    return t
+end
+
+--- Read a scenario file (JSON): its settings, or nil and what is wrong.
+function M.read_scenario(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil, "cannot read the scenario " .. tostring(path)
+    end
+    local text = f:read("*a")
+    f:close()
+    local v, err = safe.decode(text)
+    if v == nil then
+        return nil, "the scenario " .. tostring(path) .. " is not JSON: " .. tostring(err)
+    end
+    local ok, why = M.check_scenario(integral(v))
+    if not ok then
+        return nil, "the scenario " .. tostring(path) .. ": " .. why
+    end
+    return v
+end
+
+-- `config` is what the server was started with (settings, `licenses`,
+-- `faults`); reset() returns to it.
 function M.new(config, loop)
     local self = setmetatable({ loop = loop, base = config or {} }, State)
     self:reset()
@@ -77,9 +141,17 @@ end
 function State:reset()
     self.config = copy(M.DEFAULTS)
     for k, v in pairs(self.base) do
-        self.config[k] = v
+        if not M.SCENARIO_KEYS[k] then
+            self.config[k] = type(v) == "table" and copy(v) or v
+        end
     end
-    self.log, self.faults, self.inflight = {}, {}, {}
+    if self.base.licenses and self.base.daily_limit == nil then
+        self.config.daily_limit = self.base.licenses * 1000
+    end
+    self.log, self.faults, self.inflight, self.calls = {}, {}, {}, {}
+    for _, f in ipairs(self.base.faults or {}) do
+        self.faults[#self.faults + 1] = copy(f)
+    end
     self.quota = { day = nil, used = 0, by_token = {} }
     self.stats = { requests = 0, max_inflight = 0, inflight = 0 }
     self.cache = {}
@@ -180,9 +252,12 @@ end
 
 -- ---- faults -----------------------------------------------------------------
 
-function State:take_fault(e_name, api)
+-- The first queued fault for this call: its `match` names the endpoint
+-- (or is absent), and its `call`, if any, is this call's number `n` among
+-- the calls of the endpoint since the last reset.
+function State:take_fault(e_name, api, n)
     for i, f in ipairs(self.faults) do
-        if f.match == nil or f.match == api or f.match == e_name then
+        if (f.match == nil or f.match == api or f.match == e_name) and (f.call == nil or f.call == n) then
             f.times = (f.times or 1) - 1
             if f.times <= 0 then
                 table.remove(self.faults, i)
@@ -473,9 +548,11 @@ function State:api(req, conn, family, proxied)
     if self.stats.inflight > self.stats.max_inflight then
         self.stats.max_inflight = self.stats.inflight
     end
+    local e_name = e and e.name or family .. "/" .. tostring(req.params.api)
+    self.calls[e_name] = (self.calls[e_name] or 0) + 1
+    entry.call = self.calls[e_name]
     local ok, res = pcall(function()
-        local fault = self:take_fault(e and e.name or family .. "/" .. tostring(req.params.api),
-            req.params.api)
+        local fault = self:take_fault(e_name, req.params.api, entry.call)
         if self.config.latency > 0 then
             self.loop:sleep(self.config.latency)
         end
@@ -521,7 +598,7 @@ function State:public_config()
     return out
 end
 
---- Handle /__fake/<what>: log, stats, reset, config, faults, shutdown.
+--- Handle /__fake/<what>: log, stats, reset, config, faults, scenario, shutdown.
 function State:control(req, what)
     local body = safe.decode(req.body ~= "" and req.body or "{}") or {}
     if what == "log" then
@@ -551,6 +628,21 @@ function State:control(req, what)
             self.faults[#self.faults + 1] = f
         end
         return json_response(200, cjson.encode({ queued = #self.faults }))
+    elseif what == "scenario" then
+        -- The settings the server started with, overlaid by the scenario's;
+        -- everything else starts anew (log, quota, faults: the script's).
+        local sc, why = M.check_scenario(integral(body))
+        if not sc then
+            return json_response(400, cjson.encode({ error = why }))
+        end
+        self.start = self.start or self.base
+        local base = copy(self.start)
+        for k, v in pairs(sc) do
+            base[k] = v
+        end
+        self.base = base
+        self:reset()
+        return json_response(200, cjson.encode(self:public_config()))
     elseif what == "shutdown" then
         self.loop:stop()
         return json_response(200, '{"ok":true}')

@@ -34,7 +34,28 @@ M.TOKEN = "test-token"
 -- Settings given on the command line or to serve() that go to the API state.
 local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "max_days", "concurrency_limit",
     "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips", "storage_files",
-    "chat_messages" }
+    "chat_messages", "licenses", "faults" }
+
+-- The settings of `opts`: a scenario file's (`opts.scenario`), overridden
+-- by the ones given directly.  Raises when the scenario cannot be used.
+local function settings_of(opts, level)
+    local config = {}
+    if opts.scenario then
+        local sc, why = api.read_scenario(opts.scenario)
+        if not sc then
+            error(why, level + 1)
+        end
+        for k, v in pairs(sc) do
+            config[k] = v
+        end
+    end
+    for _, k in ipairs(CONFIG_KEYS) do
+        if opts[k] ~= nil then
+            config[k] = opts[k]
+        end
+    end
+    return config
+end
 
 local function alive(pid)
     local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
@@ -63,17 +84,16 @@ end
 --- Serve until shut down (POST /__fake/shutdown), `lifetime` seconds pass,
 -- the process `watch_pid` ends, or (with `watch_stdin`) stdin is closed.
 -- @tparam table opts `host` (default 127.0.0.1), `port` (default 8089, 0 picks
---   a free one), `tokens`, `max_rows`, `rows_per_day`, `latency`,
---   `daily_limit`, `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`
+--   a free one), `scenario` (a JSON file of settings), the settings of
+--   `wolkvox.fake.api` (`tokens`, `max_rows`, `rows_per_day`, `latency`,
+--   `daily_limit`, `licenses`, `disabled`, `truncation`, `faults`, ...),
+--   `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`; see docs/fake.md
 function M.serve(opts)
     opts = opts or {}
+    local config = settings_of(opts, 2)
     local host = opts.host or "127.0.0.1"
     local server = assert(socket.bind(host, opts.port or M.DEFAULT_PORT, 64))
     local loop = loop_mod.new()
-    local config = {}
-    for _, k in ipairs(CONFIG_KEYS) do
-        config[k] = opts[k]
-    end
     local state = api.new(config, loop)
     http.serve(loop, server, state:handler())
     if opts.watch_pid then
@@ -185,8 +205,10 @@ function M.spawn(opts)
     os.remove(ready)
     local serve_opts = { port = opts.port or 0, host = opts.host or "127.0.0.1",
         watch_pid = own_pid(), lifetime = opts.lifetime or 3600, ready = ready }
-    for _, k in ipairs(CONFIG_KEYS) do
-        serve_opts[k] = opts[k]
+    -- A scenario is read here (its tokens go through the pipe with the rest).
+    local config = settings_of(opts, 2)
+    for k, v in pairs(config) do
+        serve_opts[k] = v
     end
     local root = lua_root()
     local code = {}
@@ -198,7 +220,7 @@ function M.spawn(opts)
     local lua = opts.lua or os.getenv("WOLKVOX_FAKE_LUA") or "lua5.4"
     local cmd = "exec " .. lua .. " -e " .. shell_quote(table.concat(code, "\n"))
     local pipe = assert(io.popen(cmd, "w"))
-    local self = { token = (opts.tokens or { M.TOKEN })[1], pipe = pipe }
+    local self = { token = (config.tokens or { M.TOKEN })[1], pipe = pipe }
     if newproxy then -- Lua 5.1 / LuaJIT: tables have no __gc, a proxy carries it
         self.gc = newproxy(true)
         getmetatable(self.gc).__gc = function() release(self) end
@@ -269,13 +291,14 @@ Handle.__gc = release -- Lua 5.2+
 
 local USAGE = [[
 usage: wolkvox-fake [--host 127.0.0.1] [--port 8089] [--token T]... [--token-file F] [--max-rows N]
-                    [--rows-per-day N] [--latency S] [--daily-limit N] [--lifetime S]
+                    [--rows-per-day N] [--latency S] [--daily-limit N] [--lifetime S] [--scenario FILE]
 
 A fake wolkvox API server for tests and offline scripts.  Point a client at it:
   wolkvox.new { base_url = "http://127.0.0.1:8089", token = "test-token" }
 --token-file F reads tokens one per line from F ("-": stdin), which keeps them out
 of `ps` (a --token argument is visible there).
-Control: GET /__fake/log, GET /__fake/stats, POST /__fake/{reset,config,faults,shutdown}.
+--scenario FILE loads settings, tokens and a fault script from a JSON file (docs/fake.md).
+Control: GET /__fake/log, GET /__fake/stats, POST /__fake/{reset,config,faults,scenario,shutdown}.
 ]]
 
 --- Run from the command line with the argument list `argv`.
@@ -302,6 +325,13 @@ function M.main(argv)
             return 2
         elseif a == "--host" then
             opts.host = argv[i + 1]
+        elseif a == "--scenario" then
+            local sc, why = api.read_scenario(argv[i + 1])
+            if not sc then
+                io.stderr:write("wolkvox-fake: ", why, "\n")
+                return 2
+            end
+            opts.scenario = argv[i + 1]
         elseif a == "--token" then
             tokens[#tokens + 1] = argv[i + 1]
         elseif a == "--token-file" then
@@ -334,9 +364,10 @@ function M.main(argv)
     if #tokens > 0 then
         opts.tokens = tokens
     end
+    local given = opts.tokens or (opts.scenario and api.read_scenario(opts.scenario).tokens)
     opts.on_ready = function(url)
         -- Only the built-in test token is shown; a token given here is not echoed.
-        local which = opts.tokens and (#opts.tokens .. " token(s) given")
+        local which = given and (#given .. " token(s) given")
             or ("token: " .. M.TOKEN)
         local ok, err = io.stdout:write("wolkvox-fake listening on ", url, " (", which, ")\n")
         if ok then

@@ -123,25 +123,34 @@ local Server = {}
 Server.__index = Server
 
 --- A fake server in this process: `settings` as the HTTP fake takes them
--- (`tokens`, `max_rows`, `rows_per_day`, ...), plus `url` (serve only this
--- base URL) and `faults` (queued at once).
+-- (`tokens`, `max_rows`, `rows_per_day`, `licenses`, `disabled`, `faults`,
+-- ...; see docs/fake.md), plus `scenario` (a JSON file of settings, which
+-- the others override) and `url` (serve only this base URL).  Raises on an
+-- unknown setting or a scenario that cannot be read.
 -- @return a server: `control(what, body)`, `log()`, `handle(req)`
 function M.server(settings)
     settings = settings or {}
     local config = {}
+    if settings.scenario then
+        local sc, why = api.read_scenario(settings.scenario)
+        if not sc then
+            error(why, 2)
+        end
+        config = sc
+    end
     for k, v in pairs(settings) do
-        if k ~= "url" and k ~= "faults" then
+        if k ~= "url" and k ~= "scenario" then
             config[k] = v
         end
+    end
+    local ok, why = api.check_scenario(config)
+    if not ok then
+        error("wolkvox.transport.fake: " .. why, 2)
     end
     local loop = setmetatable({ delay = 0 }, Loop)
     local state = api.new(config, loop)
     state.in_process = true
-    local self = setmetatable({ state = state, loop = loop, url = settings.url, conns = 0 }, Server)
-    if settings.faults then
-        self:control("faults", { faults = settings.faults })
-    end
-    return self
+    return setmetatable({ state = state, loop = loop, url = settings.url, conns = 0 }, Server)
 end
 
 --- Call a control endpoint as `/__fake/<what>` would: the decoded answer.
