@@ -19,8 +19,8 @@ local profile = require "wolkvox.cli.profile"
 local progress = require "wolkvox.cli.progress"
 local registry = require "wolkvox.registry"
 
-local format, concat, ipairs, pairs, tostring, tonumber, type, sort =
-    string.format, table.concat, ipairs, pairs, tostring, tonumber, type, table.sort
+local format, concat, ipairs, pairs, next, tostring, tonumber, type, sort =
+    string.format, table.concat, ipairs, pairs, next, tostring, tonumber, type, table.sort
 
 local M = {}
 
@@ -186,6 +186,17 @@ function commands.call(a)
         local out, err = output.open(a.output)
         if not out then
             fail(exit.LOCAL, err)
+        end
+        if a.typed and type(data) == "table" then
+            if list then
+                local typed = {}
+                for i, row in ipairs(data) do
+                    typed[i] = type(row) == "table" and coerce.row(row) or coerce.value(row)
+                end
+                data = typed
+            else
+                data = coerce.row(data)
+            end
         end
         local ok, werr = out.file:write(require("wolkvox.json").encode(data), "\n")
         if ok then
