@@ -182,6 +182,20 @@ describe("wolkvox command", function()
             assert.equal(1, #log)
         end)
 
+        it("reads --body - from stdin", function()
+            local body = home .. "/ip2.json"
+            write(body, '{"ip":"203.0.113.8","description":"home","permanent":"0"}')
+            local code, _, err = run("--base-url " .. srv.url .. " --state-dir " .. q(state)
+                .. " call configuration add_ip --body -", { WOLKVOX_TOKEN = TOKEN }, body)
+            assert.equal(0, code, err)
+            assert.equal(1, #support.calls(srv, "add_ip"))
+            write(body, "not json")
+            code, _, err = run("--base-url " .. srv.url .. " call configuration add_ip --body -",
+                { WOLKVOX_TOKEN = TOKEN }, body)
+            assert.equal(2, code)
+            assert.matches("the body is not a JSON", err)
+        end)
+
         it("writes --output under a temporary name and renames it at the end", function()
             local path = home .. "/services.json"
             local code, out = fake_run("call information services --output " .. q(path))

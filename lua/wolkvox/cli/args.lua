@@ -27,6 +27,11 @@ local function help(p)
     end })
 end
 
+local GLOBAL = [[
+Global options (before or after the command; see `wolkvox --help`): --profile,
+--config, --server, --base-url, --token-file, --state-dir, --quiet, --verbose,
+--no-progress.]]
+
 local function globals(p)
     p:option("--profile", "Profile of the config file (default: $WOLKVOX_PROFILE, else default).")
     p:option("--config", "Config file (default: $WOLKVOX_CONFIG, else $XDG_CONFIG_HOME/wolkvox/config,"
@@ -49,13 +54,13 @@ function M.parser()
     globals(p)
 
     local e = p:command("endpoints", "List the endpoints of the registry.")
-        :epilog("Examples:\n  wolkvox endpoints\n  wolkvox endpoints reports_manager --format json\n\n"
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox endpoints\n  wolkvox endpoints reports_manager --format json\n\n"
             .. exit.HELP)
     e:argument("family", "Only this family."):args("?")
     e:option("--format", "table or json."):choices({ "table", "json" }):default("table")
 
     local c = p:command("call", "Call one endpoint and print its answer.")
-        :epilog("Examples:\n  wolkvox call information services\n"
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox call information services\n"
             .. "  wolkvox call information routing_points routing=1001 --format table\n"
             .. "  wolkvox call configuration add_ip --body ip.json\n"
             .. "  wolkvox call reports_manager cdr_1 from=2026-01-01 to=2026-01-31 --format csv --output jan.csv\n\n"
@@ -71,7 +76,7 @@ function M.parser()
     c:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local r = p:command("report", "Export a report over any range, window by window.")
-        :epilog("Examples:\n  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
             .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
             .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n\n"
@@ -90,11 +95,11 @@ function M.parser()
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local q = p:command("quota", "The day's quota as this machine counted it.")
-        :epilog("Examples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n" .. exit.HELP)
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n" .. exit.HELP)
     q:flag("--measure", "Ask wolkvox (information/token_info, one call) instead of the local ledger.")
 
     local f = p:command("fake", "Run the bundled fake wolkvox server in the foreground.")
-        :epilog("Examples:\n  wolkvox fake --port 8089\n"
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox fake --port 8089\n"
             .. "  WOLKVOX_TOKEN=test-token wolkvox --base-url http://127.0.0.1:8089 call information services\n\n"
             .. exit.HELP)
     f:option("--port", "Port (default 8089)."):convert(tonumber)

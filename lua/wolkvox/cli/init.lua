@@ -174,8 +174,10 @@ function commands.call(a)
         end
         params.body = body
     end
-    local c = connect(a)
+    local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
+    local c = connect(a, { on_progress = bar.update })
     local data, meta = c:call(a.family, a.api, params)
+    bar.clear()
     c:close()
     if data == nil then
         error(meta, 0)
