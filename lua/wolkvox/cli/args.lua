@@ -76,7 +76,8 @@ function M.parser()
     c:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local r = p:command("report", "Export a report over any range, window by window.")
-        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
+        :epilog(GLOBAL .. "\n\nExamples:\n"
+            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
             .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
             .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n\n"
@@ -95,7 +96,8 @@ function M.parser()
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local q = p:command("quota", "The day's quota as this machine counted it.")
-        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n" .. exit.HELP)
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n"
+            .. exit.HELP)
     q:flag("--measure", "Ask wolkvox (information/token_info, one call) instead of the local ledger.")
 
     local f = p:command("fake", "Run the bundled fake wolkvox server in the foreground.")
