@@ -130,6 +130,53 @@ local function write_rows(a, fmt, columns, each)
     end
 end
 
+-- The rows of an answer `data`: a list is its rows; an object whose every
+-- value is an object (an answer keyed by bucket, such as cdr_4's) is one row
+-- per key, sorted, the key in a `key` column; any other object is one row.
+local function rows_of(data)
+    if type(data) ~= "table" then
+        return { { value = data } }, false
+    end
+    if data[1] ~= nil or next(data) == nil then
+        local out = {}
+        for i, row in ipairs(data) do
+            out[i] = type(row) == "table" and row or { value = row }
+        end
+        return out, false
+    end
+    local keys = {}
+    for k, v in pairs(data) do
+        if type(v) ~= "table" or v[1] ~= nil then
+            return { data }, false
+        end
+        keys[#keys + 1] = k
+    end
+    sort(keys)
+    local out = {}
+    for i, k in ipairs(keys) do
+        local row = { key = k }
+        for f, v in pairs(data[k]) do
+            row[f] = v
+        end
+        out[i] = row
+    end
+    return out, true
+end
+
+-- The columns of endpoint `name` as the command writes them: `key` first
+-- for an answer keyed by bucket, `period` first with `per`.
+local function columns_of(name, per)
+    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local cols = export.columns(name)
+    if e and e.shape == "object" and e.dates then
+        table.insert(cols, 1, "key")
+    end
+    if per then
+        table.insert(cols, 1, "period")
+    end
+    return cols
+end
+
 -- ---- commands ---------------------------------------------------------------
 
 local commands = {}
@@ -210,13 +257,14 @@ function commands.call(a)
         end
         return
     end
-    write_rows(a, fmt, export.columns(a.family .. "/" .. a.api), function(put)
-        if list then
-            for _, row in ipairs(data) do
-                put(type(row) == "table" and row or { value = row })
-            end
-        else
-            put(type(data) == "table" and data or { value = data })
+    local rows, keyed = rows_of(data)
+    local columns = export.columns(a.family .. "/" .. a.api)
+    if keyed then
+        table.insert(columns, 1, "key")
+    end
+    write_rows(a, fmt, columns, function(put)
+        for _, row in ipairs(rows) do
+            put(row)
         end
     end)
 end
@@ -265,20 +313,18 @@ function commands.report(a)
         if a.dry_run then
             return dry_run(a, c)
         end
-        local columns = export.columns(a.name)
-        if a.per then
-            table.insert(columns, 1, "period")
-        end
-        write_rows(a, a.format, columns, function(put)
-            for row, window in c:each(a.name, report_params(a)) do
-                if a.per then
-                    local copy = { period = window.label }
-                    for k, v in pairs(row) do
-                        copy[k] = v
+        write_rows(a, a.format, columns_of(a.name, a.per), function(put)
+            for item, window in c:each(a.name, report_params(a)) do
+                for _, row in ipairs((rows_of(item))) do
+                    if a.per then
+                        local copy = { period = window.label }
+                        for k, v in pairs(row) do
+                            copy[k] = v
+                        end
+                        row = copy
                     end
-                    row = copy
+                    put(row)
                 end
-                put(row)
             end
         end)
     end)
