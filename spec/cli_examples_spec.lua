@@ -58,6 +58,29 @@ describe("command line examples", function()
         assert.is_nil(io.open(dir .. "/cdr-2026-01-06.csv"))
     end)
 
+    it("realtime_poll.sh appends a timestamped snapshot, never polls faster than 300 s, stops on exit 4", function()
+        local path = dir .. "/agents.ndjson"
+        local code, out, err = run("examples/realtime_poll.sh " .. q(path), { COUNT = "1", INTERVAL = "10" })
+        assert.equal(0, code, err)
+        assert.equal("", out)
+        assert.matches("below 300 s: using 300", err)
+        local f = assert(io.open(path))
+        local n = 0
+        for line in f:lines() do
+            n = n + 1
+            assert.matches('^{"polled_at":"%d%d%d%d%-%d%d%-%d%dT', line)
+            assert.is_string(require("cjson").decode(line).polled_at)
+        end
+        f:close()
+        assert.is_true(n > 0)
+        assert.equal(1, #support.calls(srv, "agents"))
+        support.faults(srv, { { forbidden = "quota" } })
+        code, out, err = run("examples/realtime_poll.sh " .. q(path), { COUNT = "3" })
+        assert.equal(4, code)
+        assert.equal("", out)
+        assert.matches("stopping %(exit 4%)", err)
+    end)
+
     it("month_to_date.sh prints the plan, then the table of the month so far", function()
         local code, out, err = run("examples/month_to_date.sh", { TODAY = "2026-03-15" })
         assert.equal(0, code, err)
