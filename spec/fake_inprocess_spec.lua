@@ -67,6 +67,32 @@ describe("the in-process fake transport", function()
         c:close()
     end)
 
+    it("passes the transport contract without the C core (lua-cjson decodes, the token masked)", function()
+        local code = [[
+            package.preload["wolkvox.core"] = function() error("no C core here") end
+            local contract = require "contract"
+            local fake = require "wolkvox.transport.fake"
+            assert(fake.decoder == "cjson")
+            local server = fake.server { url = "http://fake.invalid", faults = contract.FAULTS }
+            local mod = setmetatable({ new = function(opts, token)
+                opts.fake = server
+                return fake.new(opts, token)
+            end }, { __index = fake })
+            local failed = {}
+            for _, r in ipairs(contract.run(mod, "http://fake.invalid", "test-token")) do
+                if not r.ok then failed[#failed + 1] = r.name .. ": " .. r.err end
+            end
+            io.write(#failed == 0 and "ok" or table.concat(failed, "\n"))
+        ]]
+        -- LuaJIT: without the C core, the token's fingerprint comes from
+        -- wolkvox.sha256, which needs its bit library.
+        local p = io.popen("exec env -u LD_PRELOAD luajit -e 'package.path = \"lua/?.lua;lua/?/init.lua;spec/?.lua;\""
+            .. " .. package.path' -e '" .. code:gsub("'", "'\\''") .. "'")
+        local out = p:read("*a")
+        p:close()
+        assert.equal("ok", out)
+    end)
+
     it("opens no socket", function()
         -- A child process without LuaSocket's C part: the fake transport still runs.
         local code = [[

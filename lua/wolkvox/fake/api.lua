@@ -130,6 +130,29 @@ function M.read_scenario(path)
     return v
 end
 
+--- Decode JSON text with lua-cjson, null members of objects left out (as
+-- the C core's decoder does): the value, or nil and a message.
+function M.decode(text)
+    local v, err = safe.decode(text)
+    if v == nil then
+        return nil, err
+    end
+    local null = safe.null
+    local function clean(x)
+        if type(x) == "table" then
+            for k, y in pairs(x) do
+                if y == null and type(k) == "string" then
+                    x[k] = nil
+                else
+                    clean(y)
+                end
+            end
+        end
+        return x
+    end
+    return clean(v)
+end
+
 -- `config` is what the server was started with (settings, `licenses`,
 -- `faults`); reset() returns to it.
 function M.new(config, loop)
@@ -352,10 +375,10 @@ function State:answer(e, req, token)
         -- What the real one reports: this token's calls today, every token's, the limit.
         local q = self.quota
         return json_response(200, envelope(200, e.code, "1 records were found", { {
-            token_limit = tostring(cfg.daily_limit or 25000),
-            token_use_today = tostring(q.by_token[token] or 0),
-            all_token_today = tostring(q.used),
-            available_consumption_options = tostring(math.max(0, (cfg.daily_limit or 25000) - q.used)),
+            token_limit = format("%d", cfg.daily_limit or 25000), -- "100", not "100.0" from a JSON setting
+            token_use_today = format("%d", q.by_token[token] or 0),
+            all_token_today = format("%d", q.used),
+            available_consumption_options = format("%d", math.max(0, (cfg.daily_limit or 25000) - q.used)),
         } }))
     end
     for _, p in ipairs(e.query) do
@@ -600,7 +623,7 @@ end
 
 --- Handle /__fake/<what>: log, stats, reset, config, faults, scenario, shutdown.
 function State:control(req, what)
-    local body = safe.decode(req.body ~= "" and req.body or "{}") or {}
+    local body = integral(safe.decode(req.body ~= "" and req.body or "{}") or {})
     if what == "log" then
         return json_response(200, #self.log == 0 and "[]" or cjson.encode(self.log))
     elseif what == "stats" then

@@ -277,16 +277,20 @@ function M.serve(loop, server, handler)
     end)
 end
 
--- The time (seconds, with fractions) of the request log, `M.gettime`:
--- LuaSocket's, else the C core's, so the in-process transport needs no
--- socket library.
+-- The time (seconds, with fractions) of the request log, `M.gettime`, and
+-- `M.sleep`: LuaSocket's, else the C core's, so the in-process transport
+-- needs no socket library.
 do
     local ok, socket = pcall(require, "socket")
     if ok then
-        M.gettime = socket.gettime
+        M.gettime, M.sleep = socket.gettime, socket.sleep
     else
         local has_core, core = pcall(require, "wolkvox.core")
         M.gettime = has_core and core.time or os.time
+        M.sleep = has_core and core.sleep or function(s)
+            local stop = os.time() + s
+            repeat until os.time() >= stop
+        end
     end
 end
 

@@ -45,12 +45,11 @@ do
 end
 
 -- The clock (`M.clock`: now, time, sleep): the C core's when it is there,
--- else LuaSocket's.
+-- else the fake's own (LuaSocket's).
 if core then
     M.clock = { now = core.now, time = core.time, sleep = core.sleep }
 else
-    local socket = require "socket"
-    M.clock = { now = socket.gettime, time = socket.gettime, sleep = socket.sleep }
+    M.clock = { now = http.gettime, time = http.gettime, sleep = http.sleep }
 end
 
 local function mask(s, secret)
@@ -71,14 +70,14 @@ local function mask(s, secret)
     return concat(out)
 end
 
+-- JSON: the C core's decoder (it masks the token itself), else the fake's
+-- lua-cjson one, whose strings (keys and values) are masked here.
 local decode
 if core then
     M.decoder = "wolkvox.core"
     decode = core.decode
 else
     M.decoder = "cjson"
-    local cjson = require("cjson.safe").new()
-    local null = cjson.null
     local function clean(v, secret)
         if type(v) == "string" then
             return mask(v, secret)
@@ -87,14 +86,12 @@ else
         end
         local out = {}
         for k, x in pairs(v) do
-            if not (x == null and type(k) == "string") then
-                out[type(k) == "string" and mask(k, secret) or k] = clean(x, secret)
-            end
+            out[type(k) == "string" and mask(k, secret) or k] = clean(x, secret)
         end
         return out
     end
     decode = function(s, secret)
-        local v, err = cjson.decode(s)
+        local v, err = api.decode(s)
         if v == nil then
             return nil, err
         end
