@@ -376,7 +376,15 @@ function M.main(argv)
     end
     local okp, a = parser:pparse(list)
     if not okp then
-        io.stderr:write(parser:get_usage(), "\n\n", "wolkvox: ", tostring(a), "\n")
+        -- One line, naming the help to read.
+        local cmd
+        for _, w in ipairs(list) do
+            if w == "endpoints" or w == "call" or w == "report" or w == "quota" or w == "fake" then
+                cmd = w
+                break
+            end
+        end
+        say(tostring(a), " (see: wolkvox ", cmd and (cmd .. " ") or "", "--help)")
         return exit.USAGE
     end
     local ok, err = pcall(commands[a.command], a)
