@@ -88,9 +88,9 @@ end)
 describe("wolkvox.core out of memory", function()
     it("reports an answer whose tables do not fit as a result, not a raised error", function()
         local hostile = require "hostile"
-        -- 32 MB of JSON: four million small objects, more tables than a
-        -- child process limited to 600 MB of address space can hold.
-        local n = 4 * 1024 * 1024
+        -- 64 MB of JSON: eight million small objects, more tables than a
+        -- child process limited to 400 MB of address space can hold.
+        local n = 8 * 1024 * 1024
         local h = hostile.start { responses = { function(c)
             c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
             local piece = ('{"a":1},'):rep(8192)
@@ -108,7 +108,7 @@ describe("wolkvox.core out of memory", function()
                 tostring(ok and res.value ~= nil), " ", ok and "" or tostring(res), "\n")
             s:close()
         ]], h.url .. "/x")
-        local p = io.popen(support.limited_command(600000, code) .. " 2>&1")
+        local p = io.popen(support.limited_command(400000, code) .. " 2>&1")
         local out = p:read("*a")
         p:close()
         h:stop()

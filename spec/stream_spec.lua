@@ -182,4 +182,42 @@ describe("wolkvox.core.decoder", function()
             s:close()
         end)
     end)
+
+    describe("in a session", function()
+        it("decodes an answer while it arrives: the body never exists whole", function()
+            local hostile = require "hostile"
+            -- 3 MB of rows, sent in 64 KiB pieces with a pause between them.
+            local row = '{"conn_id":"%d","note":"%s"},'
+            local h = hostile.start { responses = { function(c)
+                local parts = {}
+                for i = 1, 30000 do
+                    parts[i] = row:format(i, ("x"):rep(80))
+                end
+                local body = '{"code":200,"msg":"ok","data":[' .. table.concat(parts):sub(1, -2) .. ']}'
+                c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. #body
+                    .. "\r\nConnection: close\r\n\r\n")
+                for at = 1, #body, 65536 do
+                    c:send(body:sub(at, at + 65535))
+                    c:sleep(0.02)
+                end
+            end } }
+            local s = core.session { token = "a-token-of-some-length-0123456789", timeout = 30 }
+            assert(s:start { url = h.url .. "/x" })
+            local most, got, res = 0, false, nil
+            repeat
+                got, res = s:wait(0.05)
+                most = math.max(most, s:stats().buffered)
+            until got ~= false
+            s:close()
+            h:stop()
+            assert.equal(200, res.status)
+            assert.is_table(res.value, tostring(res.decode_error) .. " " .. tostring(res.error and res.error.message))
+            assert.equal(30000, #res.value.data)
+            assert.equal("30000", res.value.data[30000].conn_id)
+            assert.equal("ok", res.value.msg)
+            assert.is_true(res.bytes > 3000000)
+            -- Never more than the decode threshold and a piece or two undecoded.
+            assert.is_true(most < 1024 * 1024, "most bytes held at once: " .. most)
+        end)
+    end)
 end)

@@ -20,6 +20,8 @@ void wv_free_headers(wv_conn *c)
 
 void wv_release_request(wv_conn *c)
 {
+    c->streaming = 0;
+    c->head.len = 0;
     wv_free_headers(c);
     if (c->mime != NULL) {
         curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, (curl_mime *)NULL);
@@ -221,6 +223,19 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     c->retry_after[0] = '\0';
     c->errbuf[0] = '\0';
     c->decode = decode;
+    c->streaming = 0;
+    c->lua_oom = 0;
+    c->received = 0;
+    c->head.len = 0;
+    if (decode) {
+        /* Decoded as it arrives: the state table in the connection's slot. */
+        if (c->json == NULL && (c->json = wv_json_ctx_new()) == NULL)
+            luaL_error(L, "not enough memory");
+        wv_stream_init(&c->stream, &c->body, &c->scratch, c->json, wv_token(s), s->token_len);
+        wv_stream_state(L);
+        wv_set_conn_state(L, s, c);
+        c->streaming = 1;
+    }
     c->sends = 0;
     add_header(L, c, s->token_line);
     add_header(L, c, "Accept: application/json");

@@ -24,6 +24,46 @@ static wv_session *check_session(lua_State *L)
     return (wv_session *)luaL_checkudata(L, 1, WV_SESSION_MT);
 }
 
+/* ---- each connection's decoding state (the user value, by slot) ------------ */
+
+/* Push the session's user value; the session userdata is at index 1. */
+static void push_uv(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 504
+    lua_getiuservalue(L, 1, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_getuservalue(L, 1);
+#else
+    lua_getfenv(L, 1);
+#endif
+}
+
+static int slot_of(wv_session *s, wv_conn *c)
+{
+    return (int)(c - s->conn) + 1;
+}
+
+void wv_push_conn_state(lua_State *L, wv_session *s, wv_conn *c)
+{
+    push_uv(L);
+    lua_rawgeti(L, -1, slot_of(s, c));
+    lua_remove(L, -2);
+}
+
+void wv_set_conn_state(lua_State *L, wv_session *s, wv_conn *c)
+{
+    push_uv(L);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, slot_of(s, c));
+    lua_pop(L, 1);
+}
+
+void wv_clear_conn_state(lua_State *L, wv_session *s, wv_conn *c)
+{
+    lua_pushnil(L);
+    wv_set_conn_state(L, s, c);
+}
+
 /* ---- lifecycle ------------------------------------------------------------ */
 
 /* Give back every handle and buffer and wipe the token.  Only when no C
@@ -46,6 +86,9 @@ static void release_all(wv_session *s)
         c->id = 0;
         wv_buf_free(&c->body);
         wv_buf_free(&c->scratch);
+        wv_buf_free(&c->head);
+        wv_json_ctx_free(c->json);
+        c->json = NULL;
     }
     s->inflight = 0;
     if (s->multi != NULL) {
@@ -197,11 +240,24 @@ static int l_session(lua_State *L)
     o.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
 
+#if LUA_VERSION_NUM >= 504
+    s = (wv_session *)lua_newuserdatauv(L, sizeof *s, 1);
+#else
     s = (wv_session *)lua_newuserdata(L, sizeof *s);
+#endif
     memset(s, 0, sizeof *s);
     s->closed = 1; /* until fully set up: __gc then has nothing to do */
     luaL_getmetatable(L, WV_SESSION_MT);
     lua_setmetatable(L, -2);
+    /* Its user value: each connection's decoding state, by slot. */
+    lua_createtable(L, WV_MAX_CONNS, 0);
+#if LUA_VERSION_NUM >= 504
+    lua_setiuservalue(L, -2, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_setuservalue(L, -2);
+#else
+    lua_setfenv(L, -2);
+#endif
 
     s->closed = 0;
     s->max_bytes = (size_t)max_bytes;
@@ -255,12 +311,6 @@ static int result_p(lua_State *L)
     return 1;
 }
 
-static void not_reentrant(lua_State *L, wv_session *s)
-{
-    if (s->busy)
-        luaL_error(L, "session is in use (called from a finalizer or a hook during a call)");
-}
-
 static int closed_result(lua_State *L, const char *msg, int sent)
 {
     lua_createtable(L, 0, 2);
@@ -268,6 +318,82 @@ static int closed_result(lua_State *L, const char *msg, int sent)
     lua_setfield(L, -2, "error");
     return 1;
 }
+
+static int gc_p(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+/* After a memory error: a full collection now (LuaJIT does none of its own
+ * before it gives up), protected and busy, since finalizers may run. */
+static void collect_now(lua_State *L, wv_session *s)
+{
+    lua_pushvalue(L, lua_upvalueindex(4)); /* gc_p */
+    s->busy++;
+    if (lua_pcall(L, 0, 0, 0) != 0)
+        lua_pop(L, 1);
+    end_busy(s);
+}
+
+static int feed_p(lua_State *L)
+{
+    wv_session *s = (wv_session *)lua_touserdata(L, 1);
+    wv_conn *c = (wv_conn *)lua_touserdata(L, 2);
+    wv_feed_partial(L, s, c);
+    return 0;
+}
+
+/* While transfers run, decode what has arrived of their answers (a slice
+ * of waiting ran out): protected and busy like building a result.  Pushes
+ * an id and a `closed` result when a finalizer closed the session meanwhile
+ * (returns 2), else nothing (returns 0). */
+static int feed_inflight(lua_State *L, wv_session *s)
+{
+    int i;
+    for (i = 0; i < s->nconns && !s->closed; i++) {
+        wv_conn *c = &s->conn[i];
+        int status;
+        lua_Integer id = c->id;
+        if (id == 0 || !c->streaming || c->lua_oom || c->body.len == 0 || wv_stream_failed(&c->stream))
+            continue;
+        lua_pushvalue(L, lua_upvalueindex(3)); /* feed_p */
+        lua_pushvalue(L, 1);
+        lua_pushlightuserdata(L, c);
+        s->busy++;
+        status = lua_pcall(L, 2, 0, 0);
+        end_busy(s);
+        if (s->closed) {
+            if (status != 0)
+                lua_pop(L, 1);
+            lua_pushinteger(L, id);
+            closed_result(L, "the session was closed while the answer was read", 1);
+            return 2;
+        }
+        if (status == LUA_ERRMEM) {
+            lua_pop(L, 1);
+            /* Reported when the transfer ends (soon: its writes now fail);
+             * the rows made so far are let go at once. */
+            c->lua_oom = 1;
+            wv_clear_conn_state(L, s, c);
+            collect_now(L, s);
+            if (s->closed) {
+                lua_pushinteger(L, id);
+                closed_result(L, "the session was closed while the answer was read", 1);
+                return 2;
+            }
+        } else if (status != 0)
+            return lua_error(L);
+    }
+    return 0;
+}
+
+static void not_reentrant(lua_State *L, wv_session *s)
+{
+    if (s->busy)
+        luaL_error(L, "session is in use (called from a finalizer or a hook during a call)");
+}
+
 
 /* Start the request at index 2; pushes its id, or nil and "closed". */
 static int do_start(lua_State *L, wv_session *s)
@@ -277,7 +403,7 @@ static int do_start(lua_State *L, wv_session *s)
     not_reentrant(L, s);
     lua_settop(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1)); /* start_p */
-    lua_pushlightuserdata(L, s);
+    lua_pushvalue(L, 1);                   /* the session */
     lua_pushvalue(L, 2);
     if (s->closed) {
         lua_pushnil(L);
@@ -305,18 +431,27 @@ static int do_wait(lua_State *L, wv_session *s, double slice)
     CURLcode rc = CURLE_OK;
     const char *why = NULL;
     lua_Integer id;
+    double until;
     int r, status;
     not_reentrant(L, s);
     if (s->closed || s->inflight == 0) {
         lua_pushnil(L);
         return 1;
     }
-    r = wv_drive(s, slice, &c, &rc, &why);
-    if (r < 0)
-        return luaL_error(L, "libcurl: %s", why);
-    if (r == 0) {
-        lua_pushboolean(L, 0);
-        return 1;
+    until = slice < 0 ? -1 : wv_now_ms() + slice * 1000.0;
+    for (;;) {
+        r = wv_drive(s, until, &c, &rc, &why);
+        if (r < 0)
+            return luaL_error(L, "libcurl: %s", why);
+        if (r == 1)
+            break;
+        /* The slice ran out (0) or an answer has bytes to decode (2). */
+        if (feed_inflight(L, s) == 2)
+            return 2;
+        if (r == 0) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
     }
     id = c->id;
     c->id = 0;
@@ -324,13 +459,15 @@ static int do_wait(lua_State *L, wv_session *s, double slice)
     wv_free_headers(c);
     lua_pushinteger(L, id);
     lua_pushvalue(L, lua_upvalueindex(2)); /* result_p */
-    lua_pushlightuserdata(L, s);
+    lua_pushvalue(L, 1);                   /* the session */
     lua_pushlightuserdata(L, c);
     lua_pushinteger(L, (lua_Integer)rc);
     s->busy++;
     status = lua_pcall(L, 3, 1, 0);
-    if (!s->closed)
+    if (!s->closed) {
+        wv_clear_conn_state(L, s, c);
         wv_release_request(c);
+    }
     end_busy(s);
     if (s->closed) {
         /* Closed while the answer was read: its buffers are gone. */
@@ -340,6 +477,9 @@ static int do_wait(lua_State *L, wv_session *s, double slice)
     if (status == LUA_ERRMEM) {
         char msg[120];
         lua_pop(L, 1);
+        collect_now(L, s); /* the rows made so far were let go with the state */
+        if (s->closed)
+            return 1 + closed_result(L, "the session was closed while the answer was read", 1);
         snprintf(msg, sizeof msg, "not enough memory to build the answer's tables");
         lua_createtable(L, 0, 2);
         wv_push_error(L, "too_large", "memory", msg, 0, 1);
@@ -429,6 +569,7 @@ static int l_cancel(lua_State *L)
             s->inflight--;
             n++;
             sends += c->sends;
+            wv_clear_conn_state(L, s, c);
             wv_release_request(c);
         }
     }
@@ -476,6 +617,14 @@ static int l_stats(lua_State *L)
     wv_set_integer(L, "connects", s->connects);
     wv_set_number(L, "bytes", s->bytes);
     wv_set_integer(L, "inflight", s->inflight);
+    {
+        /* Answer bytes held now: received and not decoded yet. */
+        int i;
+        size_t held = 0;
+        for (i = 0; i < s->nconns && !s->freed; i++)
+            held += s->conn[i].body.len;
+        wv_set_integer(L, "buffered", (lua_Integer)held);
+    }
     return 1;
 }
 
@@ -531,7 +680,9 @@ void wv_session_open(lua_State *L)
     for (r = workers; r->name != NULL; r++) {
         lua_pushcfunction(L, start_p);
         lua_pushcfunction(L, result_p);
-        lua_pushcclosure(L, r->func, 2);
+        lua_pushcfunction(L, feed_p);
+        lua_pushcfunction(L, gc_p);
+        lua_pushcclosure(L, r->func, 4);
         lua_setfield(L, -2, r->name);
     }
     lua_pop(L, 2);

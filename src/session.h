@@ -28,6 +28,9 @@
 /* A body buffer larger than this is given back after the call. */
 #define WV_KEEP_BUFFER_BYTES (4u << 20)
 #define WV_SNIPPET_BYTES 200
+/* An answer is decoded while it arrives once this much waits undecoded:
+ * the body never has to exist whole. */
+#define WV_FEED_BYTES (256u << 10)
 
 typedef struct wv_session wv_session;
 
@@ -41,6 +44,12 @@ typedef struct {
     lua_Integer id;          /* 0 when free */
     int sends;               /* times the request went out (libcurl may re-send) */
     int decode;
+    int streaming;           /* decoded as it arrives (wv_stream over `body`) */
+    int lua_oom;             /* the answer's tables did not fit in memory */
+    size_t received;         /* body bytes received (body holds what is not decoded yet) */
+    wv_buf head;             /* the body's first bytes, for an error snippet */
+    wv_stream stream;
+    wv_json_ctx *json;       /* the stream's decoder context, kept for the session */
     int too_large;
     int out_of_memory;
     char retry_after[64];
@@ -160,8 +169,15 @@ static inline void wv_set_string(lua_State *L, const char *k, const char *v)
 /* ---- request.c ------------------------------------------------------------ */
 
 /* Start the request described by the table at `idx`; returns its id.  Raises
- * on a bad request (nothing is left unowned). */
+ * on a bad request (nothing is left unowned).  The session userdata is at
+ * index 1 (its user value holds each connection's decoding state). */
 lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx);
+/* Push connection `c`'s decoding state table (from the session userdata at 1). */
+void wv_push_conn_state(lua_State *L, wv_session *s, wv_conn *c);
+/* Store the value on top as it (popped). */
+void wv_set_conn_state(lua_State *L, wv_session *s, wv_conn *c);
+/* Drop it (the answer's rows are the caller's now). */
+void wv_clear_conn_state(lua_State *L, wv_session *s, wv_conn *c);
 /* Give back what one request allocated (headers, MIME, big buffers). */
 void wv_release_request(wv_conn *c);
 void wv_free_headers(wv_conn *c);
@@ -170,12 +186,17 @@ void wv_free_headers(wv_conn *c);
 
 /* Point the easy handle's callbacks at `c`. */
 CURLcode wv_set_callbacks(wv_conn *c);
-/* Drive the multi handle until one transfer ends (1, *done and *rc set) or
- * `slice` seconds pass (0; negative: no limit); -1 and *why on failure.
- * No Lua code runs in here. */
-int wv_drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const char **why);
-/* Push the result table of a finished transfer (runs protected, busy). */
+/* Drive the multi handle until one transfer ends (1, *done and *rc set),
+ * the monotonic time `until` (ms, wv_now_ms; negative: no limit) passes (0),
+ * or an answer has WV_FEED_BYTES waiting to be decoded (2); -1 and *why on
+ * failure.  No Lua code runs in here. */
+int wv_drive(wv_session *s, double until, wv_conn **done, CURLcode *rc, const char **why);
+double wv_now_ms(void);
+/* Push the result table of a finished transfer (runs protected, busy; the
+ * session userdata at index 1). */
 void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc);
+/* Decode what has arrived of `c`'s answer so far (runs protected, busy). */
+void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c);
 /* Push a result's error table: kind, reason, message, curl_code, sent. */
 void wv_push_error(lua_State *L, const char *kind, const char *reason, const char *msg,
                    lua_Integer curl_code, int sent);

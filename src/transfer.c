@@ -13,10 +13,23 @@
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     wv_conn *c = (wv_conn *)ud;
-    size_t n = size * nmemb;
-    if (n > c->owner->max_bytes || c->body.len > c->owner->max_bytes - n) {
+    size_t n = size * nmemb, keep;
+    if (c->lua_oom)
+        return 0; /* its tables did not fit: the rest would not either */
+    if (n > c->owner->max_bytes || c->received > c->owner->max_bytes - n) {
         c->too_large = 1;
         return 0;
+    }
+    /* The first bytes stay apart, for the snippet of an answer that is not JSON. */
+    keep = WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
+    if (c->head.len < keep) {
+        size_t m = keep - c->head.len < n ? keep - c->head.len : n;
+        if (!wv_buf_reserve(&c->head, m)) {
+            c->out_of_memory = 1;
+            return 0;
+        }
+        memcpy(c->head.p + c->head.len, ptr, m);
+        c->head.len += m;
     }
     if (!wv_buf_reserve(&c->body, n)) {
         c->out_of_memory = 1;
@@ -24,6 +37,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     memcpy(c->body.p + c->body.len, ptr, n);
     c->body.len += n;
+    c->received += n;
     return n;
 }
 
@@ -160,11 +174,11 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &wire);
     curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &ctype);
     s->connects += connects;
-    s->bytes += (double)c->body.len;
+    s->bytes += (double)c->received;
 
     lua_createtable(L, 0, 12);
     wv_set_integer(L, "status", (lua_Integer)status);
-    wv_set_integer(L, "bytes", (lua_Integer)c->body.len);
+    wv_set_integer(L, "bytes", (lua_Integer)c->received);
     wv_set_number(L, "wire_bytes", (double)wire);
     wv_set_number(L, "time", total);
     wv_set_integer(L, "connects", (lua_Integer)connects);
@@ -178,6 +192,11 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         lua_setfield(L, -2, "retry_after");
     }
 
+    if (c->lua_oom) {
+        wv_push_error(L, "too_large", "memory", "not enough memory to build the answer's tables", 0, 1);
+        lua_setfield(L, -2, "error");
+        return;
+    }
     if (rc != CURLE_OK) {
         const char *kind = "transport", *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
         const char *reason = honest_reason(rc, c, reason_of(rc), &msg);
@@ -196,25 +215,34 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         lua_setfield(L, -2, "error");
         return;
     }
-    if (c->body.len == 0)
+    if (c->received == 0)
         return;
     if (!c->decode) {
         lua_pushlstring(L, c->body.p, c->body.len);
         lua_setfield(L, -2, "body");
         return;
     }
-    {
-        char err[160];
-        if (wv_json_decode_masked(L, c->body.p, c->body.len, &c->scratch, wv_token(s),
-                                  s->token_len, err, sizeof err)) {
-            lua_setfield(L, -2, "value");
-        } else {
-            lua_pushstring(L, err);
-            lua_setfield(L, -2, "decode_error");
-            wv_push_snippet(L, s, &c->body);
-            lua_setfield(L, -2, "snippet");
-        }
+    /* What has not been decoded yet, then the answer as core.decode gives it. */
+    wv_push_conn_state(L, s, c);
+    if (wv_stream_step(L, &c->stream, -1, 1) == 1) {
+        wv_stream_push_value(L, &c->stream, -1);
+        lua_remove(L, -2);
+        lua_setfield(L, -2, "value");
+    } else {
+        lua_pop(L, 1);
+        lua_pushstring(L, wv_stream_error(&c->stream));
+        lua_setfield(L, -2, "decode_error");
+        wv_push_snippet(L, s, &c->head);
+        lua_setfield(L, -2, "snippet");
     }
+}
+
+void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c)
+{
+    (void)s;
+    wv_push_conn_state(L, s, c);
+    (void)wv_stream_step(L, &c->stream, -1, 0);
+    lua_pop(L, 1);
 }
 
 /* Drive the multi handle until one transfer ends (1, *done set) or `slice`
@@ -227,9 +255,25 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-int wv_drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const char **why)
+double wv_now_ms(void)
 {
-    double until = slice < 0 ? -1 : now_ms() + slice * 1000.0;
+    return now_ms();
+}
+
+/* Whether a connection holds enough undecoded bytes to decode them now. */
+static int feed_due(const wv_session *s)
+{
+    int i;
+    for (i = 0; i < s->nconns; i++) {
+        const wv_conn *c = &s->conn[i];
+        if (c->id != 0 && c->streaming && c->body.len >= WV_FEED_BYTES)
+            return 1;
+    }
+    return 0;
+}
+
+int wv_drive(wv_session *s, double until, wv_conn **done, CURLcode *rc, const char **why)
+{
     for (;;) {
         int running = 0, queued = 0, timeout = 1000;
         CURLMsg *m;
@@ -256,6 +300,8 @@ int wv_drive(wv_session *s, double slice, wv_conn **done, CURLcode *rc, const ch
             *why = "no transfer in flight finished (internal error)";
             return -1;
         }
+        if (feed_due(s))
+            return 2;
         if (until >= 0) {
             double left = until - now_ms();
             if (left <= 0)
