@@ -203,7 +203,7 @@ describe("wolkvox.core.decoder", function()
             end } }
             local s = core.session { token = "a-token-of-some-length-0123456789", timeout = 30 }
             assert(s:start { url = h.url .. "/x" })
-            local most, got, res = 0, false, nil
+            local most, got, res = 0
             repeat
                 got, res = s:wait(0.05)
                 most = math.max(most, s:stats().buffered)
