@@ -42,4 +42,16 @@ describe("on_progress", function()
     it("is checked as a function option", function()
         assert.has_error(function() support.client(srv, { on_progress = 1 }) end)
     end)
+
+    it("is also a parameter of one call, beside the client's", function()
+        local mine, clients = {}, {}
+        local c = support.client(srv, { on_progress = function(p) clients[#clients + 1] = p end })
+        assert(c:report("cdr_1", { from = "2026-01-01", to = "2026-02-28",
+            on_progress = function(p) mine[#mine + 1] = p.done end }))
+        local _, err = c:report("cdr_1", { from = "2026-01-01", to = "2026-01-02", on_progress = 1 })
+        c:close()
+        assert.same({ 1, 2 }, mine)
+        assert.equal(2, #clients)
+        assert.equal("params", err.kind)
+    end)
 end)

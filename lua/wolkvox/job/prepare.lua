@@ -18,7 +18,8 @@ local M = {}
 --- Names in a call's parameter table that steer the range helpers rather
 -- than going to the API.
 M.OPTIONS = { from = true, to = true, per = true, max_rows = true, min_span = true, max_concurrent = true,
-    retries = true, retry_base = true, retry_cap = true, deadline = true, max_calls = true }
+    retries = true, retry_base = true, retry_cap = true, deadline = true, max_calls = true,
+    on_progress = true }
 
 M.DEFAULT_MIN_SPAN = 60     -- seconds: the smallest window bisection makes
 --- The most calls one plan may spend while the day's quota limit is
@@ -161,6 +162,10 @@ function M.prepare(ctx, e, params, opts)
     }
     job.min_span = o.min_span or (job.step or M.DEFAULT_MIN_SPAN)
     job.max_calls = o.max_calls or ctx.max_calls
+    if o.on_progress ~= nil and type(o.on_progress) ~= "function" then
+        refuse(e, "on_progress must be a function")
+    end
+    job.on_progress = o.on_progress
     if e.dates then
         prepare_range(job, e, api, o, ctx)
     else

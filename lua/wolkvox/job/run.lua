@@ -187,8 +187,16 @@ local function progress(ctx, job, item)
     if is_list(item.data) then
         job.rows = job.rows + #item.data
     end
-    ctx:emit("on_progress", { endpoint = job.e.name, done = job.done, total = job.total, rows = job.rows,
-        calls = job.calls, elapsed = ctx.clock.now() - job.began })
+    local info = { endpoint = job.e.name, done = job.done, total = job.total, rows = job.rows,
+        calls = job.calls, elapsed = ctx.clock.now() - job.began }
+    ctx:emit("on_progress", info)
+    -- The call's own hook too (a parameter), failing as quietly as the client's.
+    if job.on_progress then
+        local ok, err = pcall(job.on_progress, info)
+        if not ok then
+            ctx:log("warn", "hook on_progress failed: " .. tostring(err))
+        end
+    end
 end
 
 local function window_meta(item)
