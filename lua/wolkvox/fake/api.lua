@@ -54,6 +54,7 @@ M.DEFAULTS = {
     ips = {},                   -- the firewall allow-list at start: { { ip =, permanent = "yes" } }
     storage_files = 25,         -- files list_files pages through
     chat_messages = 25,         -- messages of a conversations_today_by_customer chat
+    fixtures = {},              -- recorded answers replayed: { { match =, params =, status =, body = } }
 }
 
 local State = {}
@@ -482,6 +483,83 @@ local function header_record(req)
     return out
 end
 
+-- ---- recorded fixtures ---------------------------------------------------------
+
+-- The first fixture for this request: its `match` names the endpoint ("api"
+-- or "family/api") and every one of its `params` has the request's value.
+function State:fixture(e_name, req)
+    for _, fx in ipairs(self.config.fixtures or {}) do
+        if type(fx) == "table" and (fx.match == e_name or fx.match == e_name:match("[^/]+$")) then
+            local ok = true
+            for k, v in pairs(type(fx.params) == "table" and fx.params or {}) do
+                ok = ok and req.params[k] == tostring(v)
+            end
+            if ok then
+                fx.body_is_text = type(fx.body) == "string"
+                return fx
+            end
+        end
+    end
+end
+
+--- Field names treated as personal data by `fixture_of` (Lua patterns,
+-- matched against the lower-cased name).
+M.PERSONAL = { "phone", "^tel", "telefono", "^ani$", "^dnis$", "customer", "cliente", "nombre", "mail",
+    "address", "direccion", "^from", "^to$", "^toname$", "_nit$", "^nit$", "audio_text", "mensaje", "message",
+    "^body$", "^answer$", "^subject$", "agent_name", "name_agent", "^ip$" }
+
+local function personal(name, extra)
+    local l = tostring(name):lower()
+    for _, p in ipairs(M.PERSONAL) do
+        if l:find(p) then
+            return true
+        end
+    end
+    for _, x in ipairs(extra or {}) do
+        if l == tostring(x):lower() then
+            return true
+        end
+    end
+    return false
+end
+
+local function escape(s)
+    return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+end
+
+--- A fixture from an answer recorded from a real server: `decoded` (the
+-- answer's JSON value) with every string under a personal field (at any
+-- depth) replaced by "<field>", and `secret` (the token) masked in every
+-- other string, keys and values.  `opts`: `match`, `params`, `status`,
+-- `fields` (more personal field names), `name`.
+function M.fixture_of(decoded, secret, opts)
+    opts = opts or {}
+    local pat = secret and secret ~= "" and escape(secret)
+    local stars = pat and string.rep("*", #secret)
+    local function mask(s)
+        return pat and (s:gsub(pat, stars)) or s
+    end
+    local function strip(v, key, hide)
+        if type(v) == "string" then
+            return hide and ("<" .. key .. ">") or mask(v)
+        elseif type(v) == "table" then
+            local out = {}
+            for k, x in pairs(v) do
+                if type(k) == "string" then
+                    local h = hide or personal(k, opts.fields)
+                    out[mask(k)] = strip(x, hide and key or mask(k), h)
+                else
+                    out[k] = strip(x, key, hide)
+                end
+            end
+            return out
+        end
+        return v
+    end
+    return { name = opts.name, match = opts.match, params = opts.params, status = opts.status or 200,
+        body = strip(decoded, nil, false) }
+end
+
 -- True when endpoint `name` ("family/api") is not enabled on this server.
 function State:disabled(name)
     for _, d in ipairs(self.config.disabled or {}) do
@@ -580,6 +658,12 @@ function State:api(req, conn, family, proxied)
             self.loop:sleep(self.config.latency)
         end
         local function normal()
+            local fx = self:fixture(e_name, req)
+            if fx then
+                entry.fixture = fx.name or true
+                return fx.body_is_text and json_response(fx.status or 200, fx.body)
+                    or json_response(fx.status or 200, cjson.encode(fx.body))
+            end
             if e == nil then
                 return refuse(400, M.MSG.unknown_api)
             end

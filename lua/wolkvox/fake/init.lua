@@ -34,7 +34,7 @@ M.TOKEN = "test-token"
 -- Settings given on the command line or to serve() that go to the API state.
 local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "max_days", "concurrency_limit",
     "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips", "storage_files",
-    "chat_messages", "licenses", "faults" }
+    "chat_messages", "fixtures", "licenses", "faults" }
 
 -- The settings of `opts`: a scenario file's (`opts.scenario`), overridden
 -- by the ones given directly.  Raises when the scenario cannot be used.
@@ -114,6 +114,16 @@ function M.serve(opts)
     end
     loop:run(opts.lifetime and (socket.gettime() + opts.lifetime) or nil)
     server:close()
+end
+
+--- A fixture (a recorded answer to replay) from `answer`, the decoded JSON
+-- a real server sent (the envelope, or `{ code =, msg =, data = rows }`
+-- built from a client's result): personal fields replaced by "<field>",
+-- `token` masked.  `opts`: `match` ("cdr_1" or "family/api"), `params` (the
+-- query values a request must have), `status`, `fields` (more personal
+-- names), `name`.  Put it in the `fixtures` setting (or a scenario's).
+function M.fixture(answer, token, opts)
+    return api.fixture_of(answer, token, opts)
 end
 
 -- ---- a server in a child process ------------------------------------------
