@@ -67,7 +67,6 @@ build = {
         ["wolkvox.cli"] = "lua/wolkvox/cli/init.lua",
         ["wolkvox.cli.args"] = "lua/wolkvox/cli/args.lua",
         ["wolkvox.cli.exit"] = "lua/wolkvox/cli/exit.lua",
-        ["wolkvox.cli.formats"] = "lua/wolkvox/cli/formats.lua",
         ["wolkvox.cli.output"] = "lua/wolkvox/cli/output.lua",
         ["wolkvox.cli.profile"] = "lua/wolkvox/cli/profile.lua",
         ["wolkvox.cli.progress"] = "lua/wolkvox/cli/progress.lua",

@@ -48,6 +48,18 @@ describe("wolkvox.export", function()
         assert.equal(2, i)
     end)
 
+    it("writes one JSON array, row by row, and [] for no row", function()
+        local rows = { { a = "1" }, { a = "2", b = 'q"' } }
+        assert.same(rows, cjson.decode((export_to_string("json", rows))))
+        assert.equal("[]\n", export_to_string("json", {}))
+    end)
+
+    it("writes an aligned table for a terminal, columns as for CSV", function()
+        local text = export_to_string("table", { { name = "Ana", n = "1" }, { name = "Bartolomé", n = "22" } },
+            { columns = { "name", "n" } })
+        assert.equal("name       n\n---------  --\nAna        1\nBartolomé  22\n", text)
+    end)
+
     it("takes an endpoint's columns from the registry, in the API's order", function()
         local cols = export.columns("cdr_1")
         assert.is_true(#cols > 5)
@@ -79,7 +91,7 @@ describe("wolkvox.export", function()
     it("refuses an unknown format with the known ones, and a row that is not a table", function()
         local w, err = export.writer("xml", io.stdout)
         assert.is_nil(w)
-        assert.matches("unknown format 'xml' %(csv, ndjson%)", err)
+        assert.matches("unknown format 'xml' %(csv, json, ndjson, table%)", err)
         assert.has_error(function() assert(export.writer("csv", io.stdout)):write("x") end)
     end)
 end)

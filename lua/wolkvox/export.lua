@@ -1,5 +1,7 @@
---- Writing rows to files: one writer per format, each row written as it
--- comes (so an export never holds a range in memory), every write checked.
+--- Writing rows to files: one writer per format (CSV, NDJSON, one JSON
+-- array, an aligned table for a terminal), each row written as it comes (so
+-- an export never holds a range in memory; the table alone waits for the
+-- last row, to size its columns), every write checked.
 --
 --     local export = require "wolkvox.export"
 --     local w = assert(export.writer("csv", io.stdout, { columns = export.columns("cdr_1") }))
@@ -98,6 +100,75 @@ M.FORMATS = {
             return json.encode(row) .. "\n"
         end,
     },
+    -- One JSON array, written row by row as the rows come.
+    json = {
+        start = function(w)
+            w.bracket = true
+            return "["
+        end,
+        row = function(w, row)
+            return (w.rows > 0 and ",\n" or "\n") .. json.encode(row)
+        end,
+        finish = function(w)
+            if not w.bracket then
+                return "[]\n"
+            end
+            return (w.rows > 0 and "\n" or "") .. "]\n"
+        end,
+    },
+    -- Aligned columns for a terminal (columns as for CSV).  A table must
+    -- know every row to size its columns: it is written at the end.
+    table = {
+        start = function(w, row)
+            settle_columns(w, row)
+            w.held = {}
+            return ""
+        end,
+        row = function(w, row)
+            local cells = {}
+            for i, c in ipairs(w.cols) do
+                local v = row[c]
+                cells[i] = v == nil and "" or tostring(v):gsub("[%c]", " ")
+            end
+            w.held[#w.held + 1] = cells
+            return ""
+        end,
+        finish = function(w)
+            if not w.cols then
+                return ""
+            end
+            local width = {}
+            local function len(s)
+                return #s:gsub("[\128-\191]", "")
+            end
+            for i, c in ipairs(w.cols) do
+                width[i] = len(c)
+                for _, cells in ipairs(w.held) do
+                    local n = len(cells[i])
+                    if n > width[i] then
+                        width[i] = n
+                    end
+                end
+            end
+            local function line(cells)
+                local out = {}
+                for i, v in ipairs(cells) do
+                    out[i] = i == #cells and v or v .. (" "):rep(width[i] - len(v))
+                end
+                return (concat(out, "  "):gsub(" +$", "")) .. "\n"
+            end
+            local out, rule = { line(w.cols) }, {}
+            for i = 1, #w.cols do
+                rule[i] = ("-"):rep(width[i])
+            end
+            out[2] = line(rule)
+            for _, cells in ipairs(w.held) do
+                out[#out + 1] = line(cells)
+            end
+            w.held = nil
+            return concat(out)
+        end,
+    },
 }
 
 local Writer = {}
@@ -173,7 +244,7 @@ function Writer:close()
 end
 
 --- A writer of `format` to the open `file`.
--- @tparam string format "csv" or "ndjson" (a key of `FORMATS`)
+-- @tparam string format "csv", "ndjson", "json" or "table" (a key of `FORMATS`)
 -- @tparam file file an open file (`io.stdout`, `io.open(path, "wb")`)
 -- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV)
 -- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message

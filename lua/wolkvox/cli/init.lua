@@ -1,7 +1,7 @@
 --- The `wolkvox` command: a thin shell over the library (`wolkvox.new`,
 -- `c:call`, `c:each`, `c:plan`, `c:quota`, `wolkvox.export`): argument
 -- parsing (`wolkvox.cli.args`), profiles (`wolkvox.cli.profile`), formats
--- (`wolkvox.cli.formats`), progress (`wolkvox.cli.progress`) and exit codes
+-- (`wolkvox.export`), progress (`wolkvox.cli.progress`) and exit codes
 -- (`wolkvox.cli.exit`).
 --
 --     os.exit(require("wolkvox.cli").main(arg))
@@ -12,7 +12,6 @@ local coerce = require "wolkvox.coerce"
 local errors = require "wolkvox.errors"
 local exit = require "wolkvox.cli.exit"
 local export = require "wolkvox.export"
-local formats = require "wolkvox.cli.formats"
 local output = require "wolkvox.cli.output"
 local prepare = require "wolkvox.job.prepare"
 local profile = require "wolkvox.cli.profile"
@@ -105,7 +104,7 @@ local function write_rows(a, fmt, columns, each)
         fail(exit.LOCAL, err)
     end
     local ok, e = pcall(function()
-        local w = assert(formats.writer(fmt, out.file, { columns = columns, bom = a.bom }))
+        local w = assert(export.writer(fmt, out.file, { columns = columns, bom = a.bom }))
         each(function(row)
             if a.typed then
                 row = coerce.row(row)
