@@ -110,3 +110,31 @@ describe("the in-process fake transport", function()
         assert.equal("ok", out)
     end)
 end)
+
+describe("the in-process fake transport's server", function()
+    it("keeps the slot of a call given up on until its answer would have been ready", function()
+        local srv = fake.server { faults = { { match = "services", delay = 0.6 } } }
+        local a = fake.new({ fake = srv, timeout = 5 }, "test-token")
+        local b = fake.new({ fake = srv, timeout = 5 }, "test-token")
+        local url = "http://fake.invalid/api/v2/information.php?api="
+        a:start { url = url .. "services" }
+        assert.equal(1, (a:cancel()))
+        b:start { url = url .. "routing_points" }
+        b:start { url = url .. "routing_points" }
+        local statuses = {}
+        for _ = 1, 2 do
+            local _, res = b:wait()
+            statuses[#statuses + 1] = res.status
+        end
+        table.sort(statuses)
+        assert.same({ 200, 403 }, statuses) -- the abandoned call still holds one of the 2 slots
+        fake.clock.sleep(0.7)
+        b:start { url = url .. "routing_points" }
+        b:start { url = url .. "routing_points" }
+        local _, r1 = b:wait()
+        local _, r2 = b:wait()
+        assert.same({ 200, 200 }, { r1.status, r2.status })
+        a:close()
+        b:close()
+    end)
+end)

@@ -147,7 +147,7 @@ function M.server(settings)
     local loop = setmetatable({ delay = 0 }, Loop)
     local state = api.new(config, loop)
     state.in_process = true
-    return setmetatable({ state = state, loop = loop, url = settings.url, conns = 0 }, Server)
+    return setmetatable({ state = state, loop = loop, url = settings.url, conns = 0, abandoned = {} }, Server)
 end
 
 --- Call a control endpoint as `/__fake/<what>` would: the decoded answer.
@@ -163,10 +163,24 @@ end
 --- Serve a request table as the HTTP fake's handler gets it; the answer and
 -- the delay the fake asked for.
 function Server:handle(req)
+    self:settle()
     self.conns = self.conns + 1
     self.loop.delay = 0
     local res = self.state:handler()(req, { id = self.conns, port = 0, peer = "127.0.0.1" })
     return res, self.loop.delay
+end
+
+-- Hand back the slots of abandoned calls whose answers are due.
+function Server:settle()
+    local now, keep = M.clock.now(), {}
+    for _, item in ipairs(self.abandoned) do
+        if item.ready <= now then
+            item.after()
+        else
+            keep[#keep + 1] = item
+        end
+    end
+    self.abandoned = keep
 end
 
 local function is_server(v)
@@ -379,14 +393,21 @@ function Transport:wait()
     return item.id, item.result or self:result(item.req, item.res, item.delay)
 end
 
---- Abort what is in flight: the count, and how often they went out.
+--- Abort what is in flight: the count, and how often they went out.  As
+-- at a real server, a call given up on keeps its slot of the token until
+-- its answer would have been ready.
 function Transport:cancel()
     local n, sends = #self.pending, 0
+    local now, abandoned = M.clock.now(), self.server.abandoned
     for _, item in ipairs(self.pending) do
-        release(item)
         if item.res then
             sends = sends + 1
+            if item.ready > now and item.res.after then
+                abandoned[#abandoned + 1] = { ready = item.ready, after = item.res.after }
+                item.res.after = nil
+            end
         end
+        release(item)
     end
     self.pending = {}
     return n, sends
