@@ -12,3 +12,5 @@ files["lua/wolkvox/transport/ngx_http.lua"] = { read_globals = { "ngx" } }
 files["lua/wolkvox/transport/ngx.lua"] = {
     read_globals = { ngx = { other_fields = true, fields = { ctx = { read_only = false, other_fields = true } } } },
 }
+-- The OpenResty example is a handler: it reads the `ngx` global too.
+files["examples/openresty/wallboard.lua"] = { globals = { "ngx" } }

@@ -132,8 +132,9 @@ install: $(LIB)
 	  sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' $$f > $(DESTDIR)$(PREFIX)/$$f.tmp && chmod 0755 $(DESTDIR)$(PREFIX)/$$f.tmp && \
 	  mv -f $(DESTDIR)$(PREFIX)/$$f.tmp $(DESTDIR)$(PREFIX)/$$f || exit 1; \
 	done
-	install -d $(DESTDIR)$(DOCDIR)/examples
-	install -m 0644 examples/* $(DESTDIR)$(DOCDIR)/examples/
+	for f in $$(find examples -type f | sort); do \
+	  d=$(DESTDIR)$(DOCDIR)/$$(dirname $$f); install -d $$d; install -m 0644 $$f $$d/ || exit 1; \
+	done
 
 uninstall:
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
