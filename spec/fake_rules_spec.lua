@@ -262,3 +262,33 @@ describe("the fake's token_info", function()
         assert.equal("99", v.data[1].available_consumption_options)
     end)
 end)
+
+describe("the fake's values", function()
+    it("are plain by default; values = \"vendor\" adds the vendor's odd forms, the same in any window", function()
+        local q = "&date_ini=20260101000000&date_end=20260101235959"
+        local t = open { rows_per_day = 400 }
+        local _, v = ask(t, "reports_manager", "agent_1", { method = "GET", query = q })
+        local text = cjson.encode(v)
+        assert.falsy(text:find('"-"', 1, true))
+        t = open { rows_per_day = 400, values = "vendor" }
+        local seen = {}
+        for _, api in ipairs { "cdr_1", "agent_1", "agent_3", "chat_1" } do
+            local _, w = ask(t, "reports_manager", api, { method = "GET", query = q })
+            for _, row in ipairs(w.data) do
+                for _, x in pairs(row) do
+                    if x == "-" or x == "--" or x == "TIMEOUTACW" then
+                        seen[x] = true
+                    elseif type(x) == "string" and x:match("^%d,%d%d%d%.%d%d %%$") then
+                        seen.thousands = true
+                    end
+                end
+            end
+        end
+        assert.same({ ["-"] = true, ["--"] = true, thousands = true, TIMEOUTACW = true }, seen)
+        -- a row is the same whichever window brings it
+        local _, whole = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+        local _, half = ask(t, "reports_manager", "cdr_1",
+            { method = "GET", query = "&date_ini=20260101120000&date_end=20260101235959" })
+        assert.same(whole.data[#whole.data], half.data[#half.data])
+    end)
+end)

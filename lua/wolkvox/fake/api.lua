@@ -55,6 +55,7 @@ M.DEFAULTS = {
     storage_files = 25,         -- files list_files pages through
     chat_messages = 25,         -- messages of a conversations_today_by_customer chat
     fixtures = {},              -- recorded answers replayed: { { match =, params =, status =, body = } }
+    values = "plain",           -- "vendor": some values in the vendor's odd forms ("-", "--", "9,336.00 %", TIMEOUTACW)
 }
 
 local State = {}
@@ -415,13 +416,16 @@ function State:answer(e, req, token)
             -- The cap: the server's, or the endpoint's own (diagram_9: 6,000).
             local cap = math.min(cfg.max_rows, e.max_rows or cfg.max_rows)
             local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cap
-                .. ":" .. tostring(cfg.truncation)
+                .. ":" .. tostring(cfg.truncation) .. ":" .. tostring(cfg.values)
             local hit = self:cached(key)
             if hit then
                 return json_response(200, hit)
             end
             local count
             payload, total, count = data.detail(e, ini, fin, cfg, cap)
+            if cfg.values == "vendor" then
+                data.vendor_values(payload)
+            end
             if total == 0 then
                 if e.name == "reports_manager/agent_13_1" then
                     -- Its table documents an empty list, not the 404 of the others.
@@ -436,6 +440,9 @@ function State:answer(e, req, token)
         payload = data.aggregate(e, ini, fin)
     else
         payload = data.plain(e, now)
+    end
+    if cfg.values == "vendor" and not data.is_seed(e) then
+        data.vendor_values(payload)
     end
     local code, msg = 200
     if e.name == "wolkvox_storage/list_files" then
