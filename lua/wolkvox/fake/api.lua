@@ -58,6 +58,14 @@ M.DEFAULTS = {
     values = "plain",           -- "vendor": some values in the vendor's odd forms ("-", "--", "9,336.00 %", TIMEOUTACW)
 }
 
+--- The fields a fault may have (docs/fake.md describes each).
+M.FAULT_FIELDS = { "match", "call", "times", "delay", "status", "msg", "body", "html", "forbidden", "empty",
+    "code_in_200", "bad_json", "cut", "reset", "close", "redirect", "big", "gzip", "chunked", "retry_after",
+    "echo" }
+
+--- The control endpoints, `/__fake/<name>`.
+M.CONTROL = { "log", "stats", "reset", "config", "faults", "scenario", "shutdown" }
+
 local State = {}
 State.__index = State
 
