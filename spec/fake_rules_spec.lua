@@ -292,3 +292,44 @@ describe("the fake's values", function()
         assert.same(whole.data[#whole.data], half.data[#half.data])
     end)
 end)
+
+describe("the fake's quota and concurrency", function()
+    it("count per token and per operation, agentbox free, and token_info tells both", function()
+        local srv = fake.server { tokens = { "tok-a", "tok-b" }, daily_limit = 5 }
+        local a = fake.new({ fake = srv, timeout = 5 }, "tok-a")
+        local b = fake.new({ fake = srv, timeout = 5 }, "tok-b")
+        assert.equal(200, (ask(a, "information", "services", { method = "GET" })))
+        assert.equal(200, (ask(a, "information", "services", { method = "GET" })))
+        assert.equal(200, (ask(b, "information", "services", { method = "GET" })))
+        -- agentbox calls need the token but are not counted
+        ask(b, "agentbox", "dial", { method = "POST", query = "&agent_id=1&telephone=1" })
+        local _, v = ask(b, "information", "token_info", { method = "GET" })
+        local row = v.data[1]
+        assert.equal("5", row.token_limit)
+        assert.equal("2", row.token_use_today)      -- tok-b: services, token_info
+        assert.equal("4", row.all_token_today)      -- the operation: every token
+        assert.equal("1", row.available_consumption_options)
+        assert.equal(200, (ask(a, "information", "services", { method = "GET" })))
+        local status
+        status, v = ask(b, "information", "services", { method = "GET" })
+        assert.equal(403, status)
+        assert.equal("TOKEN LIMIT EXCEEDED", v.msg)
+        -- the 2 calls in flight are per token: a's two do not block b
+        srv:control("reset")
+        srv:control("config", { daily_limit = false })
+        local url = "http://fake.invalid/api/v2/information.php?api=services"
+        a:start { url = url }
+        a:start { url = url }
+        a:start { url = url }
+        b:start { url = url }
+        local got = {}
+        for _ = 1, 3 do
+            local _, res = a:wait()
+            got[#got + 1] = res.status
+        end
+        table.sort(got)
+        assert.same({ 200, 200, 403 }, got)
+        local _, res = b:wait()
+        assert.equal(200, res.status)
+    end)
+end)
