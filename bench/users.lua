@@ -1,0 +1,220 @@
+-- bench/users.lua: what a user waits for, measured as a user runs it.
+--
+-- One answer of 59,000 cdr_1 rows (about 28 MB of JSON, 4 MB gzipped) is made
+-- once by the fake server and then served by a static nginx on loopback, so
+-- the server's own work (making rows, compressing) is not charged to any
+-- client:
+--   gz     precompressed (gzip_static): a client that asks for gzip gets it
+--   id     identity: no gzip at all
+--   slow   precompressed over a 100 Mbit/s link (limit_rate 12500k)
+-- Every client is a fresh process (a cron job is one), run RUNS times per
+-- case; each figure is the median wall time and the median peak RSS
+-- (GNU time), side by side in one run:
+--   lua-wolkvox 5.4    wolkvox.new{...}:cdr_1{...}: libcurl + the C decoder
+--   lua-wolkvox LuaJIT the same on LuaJIT (the OpenResty engine)
+--   LuaSocket+cjson    socket.http.request, then cjson.decode (5.4, LuaJIT)
+--   Python             urllib + json
+--   PHP                curl + json_decode (the vendor's own example)
+--   curl               transfer only (--compressed -o /dev/null): the floor
+-- and the export case: each() over 6 windows of 59,000 rows to CSV (5.4).
+--   make bench, or: lua5.4 bench/users.lua [RUNS]   (needs nginx, GNU time)
+local fake = require "wolkvox.fake"
+local core = require "wolkvox.core"
+local socket = require "socket"
+
+local RUNS = tonumber(arg and arg[1]) or 7
+local ROWS = 59000
+
+local function sh(cmd)
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("*a")
+    p:close()
+    return out
+end
+
+local function have(cmd)
+    return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
+end
+
+local function write(path, text)
+    local f = assert(io.open(path, "wb"))
+    assert(f:write(text))
+    assert(f:close())
+end
+
+local root = sh("pwd"):gsub("%s+$", "")
+local dir = sh("mktemp -d"):gsub("%s+$", "")
+
+-- ---- the answer, made once --------------------------------------------------
+
+local srv = fake.spawn { rows_per_day = ROWS }
+local s = core.session { token = srv.token, timeout = 120 }
+local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1"
+    .. "&date_ini=20260105000000&date_end=20260105235959", decode = false }
+s:close()
+srv:stop()
+assert(res.status == 200 and res.body, "the fake did not answer")
+os.execute("mkdir -p " .. dir .. "/www")
+write(dir .. "/www/cdr.json", res.body)
+assert(os.execute("gzip -9 -n -k " .. dir .. "/www/cdr.json"))
+local size = #res.body
+local gz_size = tonumber(sh("stat -c %s " .. dir .. "/www/cdr.json.gz"))
+
+-- ---- a static nginx ------------------------------------------------------------
+
+local function free_port()
+    local so = assert(socket.bind("127.0.0.1", 0))
+    local _, port = so:getsockname()
+    so:close()
+    return port
+end
+
+local port = free_port()
+local is_root = sh("id -u"):match("^0%s") ~= nil
+write(dir .. "/nginx.conf", table.concat({
+    is_root and "user root;" or "",
+    "worker_processes 1;",
+    "daemon on;",
+    "pid " .. dir .. "/nginx.pid;",
+    "error_log " .. dir .. "/error.log;",
+    "events { worker_connections 64; }",
+    "http {",
+    "  access_log off;",
+    "  client_body_temp_path " .. dir .. "/tmp;",
+    "  proxy_temp_path " .. dir .. "/tmp; fastcgi_temp_path " .. dir .. "/tmp;",
+    "  uwsgi_temp_path " .. dir .. "/tmp; scgi_temp_path " .. dir .. "/tmp;",
+    "  default_type application/json;",
+    "  root " .. dir .. "/www;",
+    "  server {",
+    "    listen 127.0.0.1:" .. port .. ";",
+    -- Every path answers the one file, as the API answers every window.
+    "    location /gz/ { gzip_static on; try_files /cdr.json =404; }",
+    "    location /id/ { gzip_static off; try_files /cdr.json =404; }",
+    "    location /slow/ { gzip_static on; limit_rate 12500k; try_files /cdr.json =404; }",
+    "  }",
+    "}",
+}, "\n"))
+os.execute("mkdir -p " .. dir .. "/tmp")
+assert(os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log"),
+    "nginx did not start")
+local base = "http://127.0.0.1:" .. port
+
+-- ---- the clients ------------------------------------------------------------------
+
+local WOLKVOX = [[
+local c = assert(require("wolkvox").new { base_url = %q, token = "bench", state_dir = false })
+local rows = assert(c:cdr_1 { from = "2026-01-05", to = "2026-01-05" })
+assert(#rows == %d)
+]]
+local SOCKET = [[
+local http, ltn12, cjson = require "socket.http", require "ltn12", require "cjson"
+local parts = {}
+local _, status = http.request { url = %q, sink = ltn12.sink.table(parts) }
+assert(status == 200)
+assert(#cjson.decode(table.concat(parts)).data == %d)
+]]
+local PYTHON = [[
+import json, urllib.request
+with urllib.request.urlopen(%q) as r:
+    assert len(json.loads(r.read())["data"]) == %d
+]]
+local PHP = [[<?php
+$c = curl_init(%q);
+curl_setopt($c, CURLOPT_RETURNTRANSFER, true);
+curl_setopt($c, CURLOPT_ENCODING, "");
+$v = json_decode(curl_exec($c), true);
+if (count($v["data"]) != %d) exit(1);
+]]
+local EXPORT = [[
+local export = require "wolkvox.export"
+local c = assert(require("wolkvox").new { base_url = %q, token = "bench", state_dir = false })
+local f = assert(io.open("/dev/null", "wb"))
+local w = assert(export.writer("csv", f, { columns = export.columns("cdr_1") }))
+-- Six months: six 31-day windows, each answered with the same 59,000 rows.
+for row in c:each("cdr_1", { from = "2026-01-01", to = "2026-06-30" }) do assert(w:write(row)) end
+assert(w:close())
+]]
+
+local LUA54 = "env LUA_PATH_5_4='" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;' LUA_CPATH_5_4='"
+    .. root .. "/build/5.4/?.so;;' lua5.4"
+local JIT = "env LUA_PATH='" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;' LUA_CPATH='"
+    .. root .. "/build/luajit/?.so;;' luajit"
+
+local function script(name, text)
+    local path = dir .. "/" .. name
+    write(path, text)
+    return path
+end
+
+local cases = {}
+local function case(name, where, cmd)
+    cases[#cases + 1] = { name = name, where = where, cmd = cmd }
+end
+
+for _, where in ipairs { "gz", "id", "slow" } do
+    local url = base .. "/" .. where .. "/api/v2/reports_manager.php"
+    case("lua-wolkvox 5.4", where, LUA54 .. " " .. script("w54-" .. where .. ".lua",
+        WOLKVOX:format(base .. "/" .. where, ROWS)))
+    if have("luajit") then
+        case("lua-wolkvox LuaJIT", where, JIT .. " " .. script("wjit-" .. where .. ".lua",
+            WOLKVOX:format(base .. "/" .. where, ROWS)))
+    end
+    case("LuaSocket+cjson 5.4", where, "lua5.4 " .. script("s54-" .. where .. ".lua", SOCKET:format(url, ROWS)))
+    if have("luajit") then
+        case("LuaSocket+cjson LuaJIT", where, "luajit " .. script("sjit-" .. where .. ".lua",
+            SOCKET:format(url, ROWS)))
+    end
+    if have("python3") then
+        case("Python urllib+json", where, "python3 " .. script("p-" .. where .. ".py", PYTHON:format(url, ROWS)))
+    end
+    if have("php") then
+        case("PHP curl+json_decode", where, "php " .. script("php-" .. where .. ".php", PHP:format(url, ROWS)))
+    end
+    case("curl --compressed (floor)", where, "curl -s --compressed -o /dev/null " .. url)
+end
+case("lua-wolkvox 5.4 each() -> CSV, 6 windows", "gz", LUA54 .. " " .. script("export.lua",
+    EXPORT:format(base .. "/gz")))
+
+-- ---- running ------------------------------------------------------------------------
+
+local function median(t)
+    table.sort(t)
+    local n = #t
+    return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+local function measure(cmd)
+    local walls, rss = {}, {}
+    for i = 1, RUNS do
+        local out = sh("/usr/bin/time -f '@@ %e %M' " .. cmd .. " 2>&1 >/dev/null")
+        local wall, kb = out:match("@@ ([%d%.]+) (%d+)")
+        if not wall or out:find("Command exited with non%-zero status") then
+            return nil, out
+        end
+        walls[i], rss[i] = tonumber(wall), tonumber(kb)
+    end
+    return median(walls), median(rss) / 1024
+end
+
+print(string.format("lua-wolkvox benchmarks: %d rows, %.1f MB of JSON (%.1f MB gzipped); "
+    .. "median of %d fresh processes each; %s", ROWS, size / 1e6, gz_size / 1e6, RUNS, os.date("!%Y-%m-%d %H:%M UTC")))
+print(string.format("machine: %s, %s cores", sh("uname -m"):gsub("%s+$", ""), sh("nproc"):gsub("%s+$", "")))
+print()
+print(string.format("%-40s %-5s %9s %9s %8s", "client", "serve", "wall s", "peak MB", "vs 5.4"))
+local ours = {}
+for _, c in ipairs(cases) do
+    local wall, mb = measure(c.cmd)
+    if not wall then
+        print(string.format("%-40s %-5s failed: %s", c.name, c.where, tostring(mb):sub(1, 200)))
+    else
+        if c.name == "lua-wolkvox 5.4" then
+            ours[c.where] = wall
+        end
+        local ratio = ours[c.where] and string.format("%.2fx", wall / ours[c.where]) or ""
+        print(string.format("%-40s %-5s %9.3f %9.1f %8s", c.name, c.where, wall, mb, ratio))
+    end
+end
+
+os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
+socket.sleep(0.2)
+os.execute("rm -rf " .. dir)
