@@ -106,6 +106,7 @@ function M.parser()
             .. exit.HELP)
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
+    f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
     for _, x in ipairs { p, e, c, r, q, f } do
         help(x)
     end

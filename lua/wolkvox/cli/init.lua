@@ -359,6 +359,9 @@ function commands.fake(a)
     if a.rows_per_day then
         argv[#argv + 1], argv[#argv + 2] = "--rows-per-day", tostring(a.rows_per_day)
     end
+    if a.scenario then
+        argv[#argv + 1], argv[#argv + 2] = "--scenario", a.scenario
+    end
     local code = require("wolkvox.fake").main(argv)
     if code ~= 0 then
         fail(code, "the fake server stopped")

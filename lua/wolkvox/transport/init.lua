@@ -89,7 +89,7 @@ function M.module(name)
     end
     local path = M.NAMES[name]
     if not path then
-        return nil, "unknown transport '" .. tostring(name) .. "' (curl or ngx)"
+        return nil, "unknown transport '" .. tostring(name) .. "' (curl, ngx or fake)"
     end
     return require(path), name
 end
