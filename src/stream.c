@@ -106,6 +106,19 @@ static int scan_value(wv_stream *d, size_t *len, int last)
     for (; i < n; i++) {
         char c = p[i];
         if (d->in_string) {
+            if (!d->escape && c != '\\' && c != '"') {
+                /* The plain run of a string: jump to its next quote or
+                 * backslash (most of an answer's bytes are inside strings). */
+                const char *q = (const char *)memchr(p + i, '"', n - i);
+                const char *b = (const char *)memchr(p + i, '\\', (size_t)((q ? q : p + n) - (p + i)));
+                const char *stop = b ? b : q;
+                if (stop == NULL) {
+                    i = n;
+                    break;
+                }
+                i = (size_t)(stop - p);
+                c = *stop;
+            }
             if (d->escape)
                 d->escape = 0;
             else if (c == '\\')
