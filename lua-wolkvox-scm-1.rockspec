@@ -50,8 +50,8 @@ build = {
     type = "builtin",
     modules = {
         ["wolkvox.core"] = {
-            sources = { "src/core.c", "src/json.c", "src/request.c", "src/session.c", "src/sha256.c",
-                "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
+            sources = { "src/core.c", "src/csv.c", "src/json.c", "src/request.c", "src/session.c",
+                "src/sha256.c", "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
             libraries = { "curl", "pthread" },
             incdirs = { "$(CURL_INCDIR)" },
             libdirs = { "$(CURL_LIBDIR)" },

@@ -60,6 +60,20 @@ describe("wolkvox.export", function()
         assert.equal("name       n\n---------  --\nAna        1\nBartolomé  22\n", text)
     end)
 
+    it("writes the same CSV line in C as in Lua, cell for cell", function()
+        local core = require "wolkvox.core"
+        local values = { "", "plain", "a,b", 'q"uote', '""', "line\nbreak", "cr\rx", "ñandú", " lead", "trail ",
+            1, -2.5, 1e300, 2 ^ 53, 0.1, true, false, ("x,\""):rep(30000) }
+        for _, v in ipairs(values) do
+            assert.equal(export.csv_cell(v) .. "\r\n", core.csv_row({ a = v }, { "a" }))
+        end
+        assert.equal(',"x,y",3\r\n', core.csv_row({ b = "x,y", c = 3, z = "not a column" }, { "a", "b", "c" }))
+        assert.equal("\r\n", core.csv_row({}, {}))
+        -- A row's __index is not consulted (rows are plain tables).
+        local tricky = setmetatable({}, { __index = function() return "made up" end })
+        assert.equal(",\r\n", core.csv_row(tricky, { "a", "b" }))
+    end)
+
     it("takes an endpoint's columns from the registry, in the API's order", function()
         local cols = export.columns("cdr_1")
         assert.is_true(#cols > 5)

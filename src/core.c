@@ -34,5 +34,6 @@ WV_EXPORT int luaopen_wolkvox_core(lua_State *L)
     wv_session_open(L);
     wv_sys_open(L);
     wv_stream_open(L);
+    wv_csv_open(L);
     return 1;
 }

@@ -144,5 +144,6 @@ void wv_json_open(lua_State *L);
 void wv_session_open(lua_State *L);
 void wv_sys_open(lua_State *L);
 void wv_stream_open(lua_State *L);
+void wv_csv_open(lua_State *L);
 
 #endif

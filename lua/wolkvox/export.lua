@@ -17,6 +17,13 @@
 local json = require "wolkvox.json"
 local registry = require "wolkvox.registry"
 
+-- The C core writes a CSV line much faster, when it is installed here.
+local csv_row
+do
+    local ok, core = pcall(require, "wolkvox.core")
+    csv_row = ok and core.csv_row or nil
+end
+
 local type, tostring, pairs, ipairs, sort, concat, setmetatable, io_type =
     type, tostring, pairs, ipairs, table.sort, table.concat, setmetatable, io.type
 
@@ -48,6 +55,10 @@ local function csv_cell(v)
     end
     return v
 end
+
+--- One CSV cell (RFC 4180), as the Lua writer makes it (the C core's
+-- `csv_row` makes the same, faster).
+M.csv_cell = csv_cell
 
 -- The columns of a CSV: the ones given, then any other key of the first
 -- row, sorted (a row of an unknown shape still keeps every field).
@@ -87,6 +98,9 @@ M.FORMATS = {
             return (w.bom and "\239\187\191" or "") .. concat(head, ",") .. "\r\n"
         end,
         row = function(w, row)
+            if csv_row then
+                return csv_row(row, w.cols)
+            end
             local cells = {}
             for i, c in ipairs(w.cols) do
                 cells[i] = csv_cell(row[c])
