@@ -11,7 +11,7 @@
 #   make docs         the API pages (LDoc) in build/docs/
 #   make mutate       one-line mutations, each against its specs (slow; tools/mutations.txt)
 #   make bench        the benchmarks in bench/
-#   make fuzz         libFuzzer on the JSON decoder (clang)
+#   make fuzz         libFuzzer on the JSON decoder and on the incremental one (clang)
 #   make install      install what the rock installs into LUA_CMOD / LUA_LMOD / PREFIX (DESTDIR honoured)
 #   make rock         the source rock of the committed HEAD (build/rock/lua-wolkvox-<version>-1.src.rock)
 #   make print        show the settings
@@ -54,7 +54,7 @@ LIB  = $(BUILD)/wolkvox/core.so
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test demo deps asan valgrind lint docs mutate bench fuzz install uninstall clean print
+.PHONY: all spec-tools test demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print
 
 all: $(LIB)
 
@@ -109,12 +109,22 @@ bench:
 
 # libFuzzer on the JSON decoder (needs clang with libclang-rt), FUZZ_SECONDS long.
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: fuzz-json fuzz-stream
+
+FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_POSIX_C_SOURCE=200809L \
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) -Isrc
+
+# The whole-text decoder on any input.
+fuzz-json:
 	@mkdir -p build/fuzz/corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_POSIX_C_SOURCE=200809L \
-	  $(LUA_CFLAGS) $(CURL_CFLAGS) -Isrc spec/c/fuzz_json.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread \
-	  -o build/fuzz/fuzz_json
+	$(FUZZ_CC) spec/c/fuzz_json.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread -o build/fuzz/fuzz_json
 	build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus spec/fuzz
+
+# The incremental decoder, chunk boundaries chosen by the input, against the whole-text one.
+fuzz-stream:
+	@mkdir -p build/fuzz/corpus-stream
+	$(FUZZ_CC) spec/c/fuzz_stream.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread -o build/fuzz/fuzz_stream
+	build/fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus-stream spec/fuzz
 
 # What the rock installs: the Lua modules, the C core, bin/ (its first line
 # names $(LUA), as LuaRocks' wrappers do) and the examples (the rock keeps them

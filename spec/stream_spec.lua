@@ -87,6 +87,8 @@ local BAD = {
     '{"data":[{"a":1},]}', '{"a":1,}', '{"a" 1}', '{"data":[{"a":1}', '{"data":[1 2]}', '{"a":1} x',
     '{"data":[{"a":"unterminated}]}', '[{"a":1}', '{"a":tru}', '{"a":"\\x"}', '',
     '{"data":[' .. ("["):rep(1100) .. ("]"):rep(1100) .. ']}',
+    -- A byte order mark anywhere but at the very start (found by make fuzz-stream).
+    '\n\239\187\191[]', '\239\187\191\n\239\187\191[]', ' \239\187\1910', '[1,\239\187\1912]',
 }
 
 describe("wolkvox.core.decoder", function()

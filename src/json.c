@@ -481,7 +481,7 @@ int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
 /* Decode s[0..len) with the decoder `d` (its hints kept from earlier texts:
  * rows of one answer decoded one by one still get tables of their size). */
 static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_buf *scratch,
-                       const char *secret, size_t m, char *err, size_t errlen)
+                       const char *secret, size_t m, int bom, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
     d->L = L;
@@ -494,8 +494,9 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     d->errmsg = NULL;
     d->errat = NULL;
     d->depth = 0;
-    /* A UTF-8 byte order mark is tolerated (some PHP files emit one). */
-    if (len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+    /* A UTF-8 byte order mark is tolerated at the start of a whole text
+     * (some PHP files emit one); never inside one (`bom` 0). */
+    if (bom && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
     if (value(d)) {
         skip_ws(d);
@@ -525,7 +526,7 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
     luaL_checkstack(L, 8, "no room on the Lua stack");
     d = (decoder *)lua_newuserdata(L, sizeof *d);
     memset(d, 0, sizeof *d);
-    ok = decode_with(d, L, s, len, scratch, secret, m, err, errlen);
+    ok = decode_with(d, L, s, len, scratch, secret, m, 1, err, errlen);
     if (ok)
         lua_remove(L, top + 1); /* the decoder userdata */
     else
@@ -551,7 +552,7 @@ int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, 
                        const char *secret, size_t m, char *err, size_t errlen)
 {
     luaL_checkstack(L, 8, "no room on the Lua stack");
-    return decode_with(&c->d, L, s, len, scratch, secret, m, err, errlen);
+    return decode_with(&c->d, L, s, len, scratch, secret, m, 0, err, errlen);
 }
 
 /* ---- scratch buffers and core.decode ---------------------------------- */

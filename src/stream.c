@@ -189,13 +189,16 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
             return last ? failed(d, "unexpected end of input") : 0;
         switch (d->state) {
         case ST_START:
-            /* A UTF-8 byte order mark is tolerated, as core.decode does. */
-            if (d->in->len - d->pos >= 3 && memcmp(d->in->p + d->pos, "\xEF\xBB\xBF", 3) == 0) {
-                d->pos += 3;
-                continue;
+            /* A UTF-8 byte order mark is tolerated as the answer's very
+             * first bytes, as core.decode does (and nowhere else). */
+            if (d->dropped + d->pos == 0 && (unsigned char)d->in->p[0] == 0xEF) {
+                if (d->in->len < 3 && !last)
+                    return 0;
+                if (d->in->len >= 3 && memcmp(d->in->p, "\xEF\xBB\xBF", 3) == 0) {
+                    d->pos += 3;
+                    continue;
+                }
             }
-            if (d->in->len - d->pos < 3 && (unsigned char)d->in->p[d->pos] == 0xEF && !last)
-                return 0;
             if (d->in->p[d->pos] == '{') {
                 d->pos++;
                 d->state = ST_KEY;

@@ -90,7 +90,8 @@ size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m);
 size_t wv_mask_text(char *buf, size_t n, const char *secret, size_t m);
 
 /* A decoder context owned by the caller (heap; free it with
- * wv_json_ctx_free): decoding many texts with one keeps the size hints. */
+ * wv_json_ctx_free): decoding many texts with one keeps the size hints.
+ * wv_json_decode_ctx decodes one value of a larger text: no byte order mark. */
 typedef struct wv_json_ctx wv_json_ctx;
 wv_json_ctx *wv_json_ctx_new(void);
 void wv_json_ctx_free(wv_json_ctx *c);

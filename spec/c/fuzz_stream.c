@@ -1,0 +1,80 @@
+/*
+ * fuzz_stream.c: libFuzzer harness for the incremental decoder (make fuzz).
+ * The first byte of an input chooses the chunk sizes, the rest is the text:
+ * it is fed to wolkvox.core.decoder in those chunks and decoded whole by
+ * wolkvox.core.decode, under ASan and UBSan.  Neither may crash or raise;
+ * both must accept or refuse it alike, and give the same tables (an answer
+ * with more than one "data" member is left out of the comparison: the
+ * stream hands over the rows of each).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+int luaopen_wolkvox_core(lua_State *L);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char CHECK[] =
+    "local core = ...\n"
+    "local function same(a, b)\n"
+    "  if type(a) ~= type(b) then return false end\n"
+    "  if type(a) ~= 'table' then return a == b or (a ~= a and b ~= b) end\n"
+    "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+    "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+    "  return true\n"
+    "end\n"
+    "return function(text, step)\n"
+    "  local whole = core.decode(text)\n"
+    "  local d, rows, i, ok = core.decoder(), {}, 1, true\n"
+    "  while i <= #text do\n"
+    "    local got = d:feed(text:sub(i, i + step - 1))\n"
+    "    if not got then ok = false break end\n"
+    "    for _, r in ipairs(got) do rows[#rows + 1] = r end\n"
+    "    i = i + step\n"
+    "    step = step % 7 + 1\n"
+    "  end\n"
+    "  local env, last\n"
+    "  if ok then env, last = d:finish() ok = not (env == nil and type(last) == 'string') end\n"
+    "  assert(ok == (whole ~= nil), 'accepted by one decoder only')\n"
+    "  if not ok or select(2, text:gsub('\"data\"', '')) > 1 or text:find('\\\\u', 1, true) then return end\n"
+    "  for _, r in ipairs(last) do rows[#rows + 1] = r end\n"
+    "  local shape = d:shape()\n"
+    "  if shape == 'array' then assert(same(whole, rows), 'rows differ')\n"
+    "  elseif shape == 'value' then assert(same(whole, env), 'value differs')\n"
+    "  else\n"
+    "    if d:streamed() then env.data = rows end\n"
+    "    assert(same(whole, env), 'envelope differs')\n"
+    "  end\n"
+    "end\n";
+
+static lua_State *L;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int top;
+    if (size < 1)
+        return 0;
+    if (L == NULL) {
+        L = luaL_newstate();
+        luaL_openlibs(L);
+        luaL_requiref(L, "wolkvox.core", luaopen_wolkvox_core, 0);
+        if (luaL_loadstring(L, CHECK) != LUA_OK)
+            abort();
+        lua_insert(L, -2);
+        lua_call(L, 1, 1);
+        lua_setglobal(L, "check");
+    }
+    top = lua_gettop(L);
+    lua_getglobal(L, "check");
+    lua_pushlstring(L, (const char *)data + 1, size - 1);
+    lua_pushinteger(L, 1 + data[0] % 64);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+        abort(); /* a crash-free disagreement is a finding too */
+    lua_settop(L, top);
+    lua_gc(L, LUA_GCSTEP, 0);
+    return 0;
+}
