@@ -10,15 +10,7 @@ local function q(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local slurp = support.slurp
 
 local function write(path, text, mode)
     local f = assert(io.open(path, "wb"))

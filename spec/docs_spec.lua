@@ -6,12 +6,7 @@ local function run(cmd)
     return out, tonumber(out:match("status=(%d+)%s*$"))
 end
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = require("support").read
 
 describe("generated files", function()
     it("docs/endpoints.md is the registry's table", function()

@@ -2,12 +2,7 @@
 -- fault field and every control endpoint the fake has.
 local api = require "wolkvox.fake.api"
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = require("support").read
 
 describe("docs/fake.md", function()
     local doc = read("docs/fake.md")

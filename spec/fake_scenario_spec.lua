@@ -24,13 +24,7 @@ local function write(t)
 end
 
 local function read(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return ""
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
+    return support.slurp(path) or ""
 end
 
 -- The user's script: three days of cdr_1, day by day, then chat_7.

@@ -28,12 +28,7 @@ local function write(path, text)
     f:close()
 end
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = support.read
 
 local AS_ROOT = sh("id -u") == "0"
 

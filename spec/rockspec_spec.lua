@@ -19,12 +19,7 @@ local function run(cmd)
     return status == 0, (out:gsub("exit=%d+%s*$", ""))
 end
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = support.read
 
 local function q(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"

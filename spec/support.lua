@@ -20,6 +20,22 @@ function M.tmpdir()
 end
 M.state_dir = M.tmpdir()
 
+--- The content of file `path`, or nil when it cannot be opened.
+function M.slurp(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+--- The content of file `path`; raises when it cannot be read.
+function M.read(path)
+    return assert(M.slurp(path), "cannot read " .. tostring(path))
+end
+
 --- The command that runs a child Lua process of this flavour, with the
 -- tree's modules and the C module path this process was given (busted's
 -- --cpath).  The sanitizer's preload is not passed on: it is for this

@@ -4,12 +4,7 @@
 -- the top entry of CHANGELOG.md agree with it.
 local version = require "wolkvox.version"
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = require("support").read
 
 describe("the version", function()
     it("is one MAJOR.MINOR.PATCH string, in wolkvox.version", function()

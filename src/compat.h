@@ -47,6 +47,31 @@ static inline void *wv_compat_testudata(lua_State *L, int ud, const char *tname)
 
 #endif
 
+/* Push the (first) user value of the userdata at `idx`: 5.4's user values,
+ * 5.2/5.3's uservalue, 5.1's environment table. */
+static inline void wv_push_uservalue(lua_State *L, int idx)
+{
+#if LUA_VERSION_NUM >= 504
+    lua_getiuservalue(L, idx, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_getuservalue(L, idx);
+#else
+    lua_getfenv(L, idx);
+#endif
+}
+
+/* Set it from the value on top (popped). */
+static inline void wv_set_uservalue(lua_State *L, int idx)
+{
+#if LUA_VERSION_NUM >= 504
+    lua_setiuservalue(L, idx, 1);
+#elif LUA_VERSION_NUM >= 502
+    lua_setuservalue(L, idx);
+#else
+    lua_setfenv(L, idx);
+#endif
+}
+
 /* Integers: 5.3+ has a distinct integer subtype; 5.1 only has doubles. */
 #if LUA_VERSION_NUM >= 503
 #define WV_HAVE_INTEGERS 1

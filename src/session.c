@@ -29,13 +29,7 @@ static wv_session *check_session(lua_State *L)
 /* Push the session's user value; the session userdata is at index 1. */
 static void push_uv(lua_State *L)
 {
-#if LUA_VERSION_NUM >= 504
-    lua_getiuservalue(L, 1, 1);
-#elif LUA_VERSION_NUM >= 502
-    lua_getuservalue(L, 1);
-#else
-    lua_getfenv(L, 1);
-#endif
+    wv_push_uservalue(L, 1);
 }
 
 static int slot_of(wv_session *s, wv_conn *c)
@@ -251,13 +245,7 @@ static int l_session(lua_State *L)
     lua_setmetatable(L, -2);
     /* Its user value: each connection's decoding state, by slot. */
     lua_createtable(L, WV_MAX_CONNS, 0);
-#if LUA_VERSION_NUM >= 504
-    lua_setiuservalue(L, -2, 1);
-#elif LUA_VERSION_NUM >= 502
-    lua_setuservalue(L, -2);
-#else
-    lua_setfenv(L, -2);
-#endif
+    wv_set_uservalue(L, -2);
 
     s->closed = 0;
     s->max_bytes = (size_t)max_bytes;

@@ -167,6 +167,19 @@ static int decode_slice(lua_State *L, wv_stream *d, size_t len)
     return 1;
 }
 
+/* The next complete value decoded onto the stack (1); 0 when more input
+ * is needed; -1 on an error (`what` names a malformed value). */
+static int take_value(lua_State *L, wv_stream *d, int last, const char *what)
+{
+    size_t len = 0;
+    int r = scan_value(d, &len, last);
+    if (r < 0)
+        return failed(d, what);
+    if (r == 0)
+        return 0;
+    return decode_slice(L, d, len);
+}
+
 /*
  * Run the state machine over what is buffered.  Rows go into the table at
  * `rows`, members into the envelope at `env`.  0 when it needs more input,
@@ -175,7 +188,6 @@ static int decode_slice(lua_State *L, wv_stream *d, size_t len)
 static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
 {
     for (;;) {
-        size_t len = 0;
         int r;
         if (d->state == ST_FAILED)
             return -1;
@@ -229,11 +241,8 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
             }
             if (d->in->p[d->pos] != '"')
                 return failed(d, "expected a string key in object");
-            r = scan_value(d, &len, last);
-            if (r <= 0)
-                return r < 0 ? failed(d, "bad key") : (last ? failed(d, "unexpected end of input") : 0);
-            if (decode_slice(L, d, len) < 0)
-                return -1;
+            if ((r = take_value(L, d, last, "bad key")) <= 0)
+                return r;
             d->rows_key = strcmp(lua_tostring(L, -1), "data") == 0;
             lua_replace(L, env + 1); /* the key waits in its slot */
             d->state = ST_COLON;
@@ -250,13 +259,8 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 d->state = ST_ROWS;
                 break;
             }
-            r = scan_value(d, &len, last);
-            if (r < 0)
-                return failed(d, "bad value");
-            if (r == 0)
-                return last ? failed(d, "unexpected end of input") : 0;
-            if (decode_slice(L, d, len) < 0)
-                return -1;
+            if ((r = take_value(L, d, last, "bad value")) <= 0)
+                return r;
             /* JSON null leaves the member out, as core.decode does. */
             if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL) {
                 lua_pop(L, 1);
@@ -283,25 +287,15 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 d->state = ST_ROW;
                 break;
             }
-            r = scan_value(d, &len, last);
-            if (r < 0)
-                return failed(d, "bad row");
-            if (r == 0)
-                return last ? failed(d, "unexpected end of input") : 0;
-            if (decode_slice(L, d, len) < 0)
-                return -1;
+            if ((r = take_value(L, d, last, "bad row")) <= 0)
+                return r;
             lua_rawseti(L, rows, (int)++d->batch);
             d->rows++;
             d->state = ST_ROW_NEXT;
             break;
         case ST_WHOLE:
-            r = scan_value(d, &len, last);
-            if (r < 0)
-                return failed(d, "bad value");
-            if (r == 0)
-                return last ? failed(d, "unexpected end of input") : 0;
-            if (decode_slice(L, d, len) < 0)
-                return -1;
+            if ((r = take_value(L, d, last, "bad value")) <= 0)
+                return r;
             lua_replace(L, env + 3);
             d->whole = 1;
             d->state = ST_END;
@@ -394,13 +388,7 @@ void wv_stream_push_value(lua_State *L, const wv_stream *d, int st)
 /* Push the decoder's state table (its uservalue). */
 static void push_uv(lua_State *L)
 {
-#if LUA_VERSION_NUM >= 504
-    lua_getiuservalue(L, 1, 1);
-#elif LUA_VERSION_NUM >= 502
-    lua_getuservalue(L, 1);
-#else
-    lua_getfenv(L, 1);
-#endif
+    wv_push_uservalue(L, 1);
 }
 
 /***
@@ -410,36 +398,46 @@ static void push_uv(lua_State *L)
  * @return a list of the rows completed by it (maybe empty); or nil and what
  *   is wrong (later calls say the same)
  */
+/* Run a step with the buffered input (`last`: it has ended), the decoder
+ * at 1: pushes the state table (2) and the list of the rows this step
+ * completes (3), and returns the step's result; or pushes nil and the
+ * error and returns -1 (a closed decoder raises). */
+static int step(lua_State *L, wv_decoder *d, int last)
+{
+    int r;
+    if (d->closed)
+        return luaL_error(L, "decoder is closed");
+    if (d->s.state != ST_FAILED) {
+        push_uv(L);                 /* 2: the state table */
+        lua_newtable(L);            /* 3: the rows this step completes */
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 2, 5);
+        d->s.batch = 0;
+        r = wv_stream_step(L, &d->s, 2, last);
+        if (r > 0 || (r == 0 && !last))
+            return r;
+    }
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    lua_pushstring(L, d->s.err);
+    return -1;
+}
+
 static int l_feed(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
     size_t n;
     const char *chunk = luaL_checklstring(L, 2, &n);
-    int r;
-    if (d->closed)
-        return luaL_error(L, "decoder is closed");
-    if (d->s.state == ST_FAILED) {
-        lua_pushnil(L);
-        lua_pushstring(L, d->s.err);
-        return 2;
+    if (!d->closed && d->s.state != ST_FAILED) {
+        if (!wv_buf_reserve(&d->in, n))
+            return luaL_error(L, "not enough memory");
+        memcpy(d->in.p + d->in.len, chunk, n);
+        d->in.len += n;
     }
-    if (!wv_buf_reserve(&d->in, n))
-        return luaL_error(L, "not enough memory");
-    memcpy(d->in.p + d->in.len, chunk, n);
-    d->in.len += n;
     lua_settop(L, 1);
-    push_uv(L);                 /* 2: the state table */
-    lua_newtable(L);            /* the rows completed by this chunk */
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, 2, 5);
-    d->s.batch = 0;
-    r = wv_stream_step(L, &d->s, 2, 0);
-    if (r < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, d->s.err);
+    if (step(L, d, 0) < 0)
         return 2;
-    }
-    return 1;                   /* the rows */
+    return 1;                       /* the rows */
 }
 
 /***
@@ -454,26 +452,9 @@ static int l_feed(lua_State *L)
 static int l_finish(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
-    int r;
     lua_settop(L, 1);
-    if (d->closed)
-        return luaL_error(L, "decoder is closed");
-    if (d->s.state == ST_FAILED) {
-        lua_pushnil(L);
-        lua_pushstring(L, d->s.err);
+    if (step(L, d, 1) < 0)
         return 2;
-    }
-    push_uv(L);                 /* 2 */
-    lua_newtable(L);            /* 3: the rows completed by the end */
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, 2, 5);
-    d->s.batch = 0;
-    r = wv_stream_step(L, &d->s, 2, 1);
-    if (r <= 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, d->s.err);
-        return 2;
-    }
     if (d->s.whole)
         lua_rawgeti(L, 2, 4); /* a top-level value that is not an object or an array */
     else
@@ -566,13 +547,7 @@ static int l_decoder(lua_State *L)
     lua_setmetatable(L, -2);
     /* The state table: [1] the envelope, [5] the rows list (wv_stream_state). */
     wv_stream_state(L);
-#if LUA_VERSION_NUM >= 504
-    lua_setiuservalue(L, -2, 1);
-#elif LUA_VERSION_NUM >= 502
-    lua_setuservalue(L, -2);
-#else
-    lua_setfenv(L, -2);
-#endif
+    wv_set_uservalue(L, -2);
     d->json = wv_json_ctx_new();
     if (d->json == NULL)
         return luaL_error(L, "not enough memory");

@@ -30,9 +30,8 @@ local errors = require "wolkvox.errors"
 local transport = require "wolkvox.transport"
 local ngx_http = require "wolkvox.transport.ngx_http"
 
-local type, pairs, ipairs, tostring, setmetatable, getmetatable, format, lower, rep, concat, pcall =
-    type, pairs, ipairs, tostring, setmetatable, getmetatable, string.format, string.lower, string.rep,
-    table.concat, pcall
+local type, pairs, ipairs, tostring, setmetatable, getmetatable, format, lower, pcall =
+    type, pairs, ipairs, tostring, setmetatable, getmetatable, string.format, string.lower, pcall
 
 local M = {}
 
@@ -52,23 +51,6 @@ else
     M.clock = { now = http.gettime, time = http.gettime, sleep = http.sleep }
 end
 
-local function mask(s, secret)
-    if secret == nil or secret == "" or not s:find(secret, 1, true) then
-        return s
-    end
-    local out, i, stars = {}, 1, rep("*", #secret)
-    while true do
-        local a, b = s:find(secret, i, true)
-        if not a then
-            break
-        end
-        out[#out + 1] = s:sub(i, a - 1)
-        out[#out + 1] = stars
-        i = b + 1
-    end
-    out[#out + 1] = s:sub(i)
-    return concat(out)
-end
 
 -- JSON: the C core's decoder (it masks the token itself), else the fake's
 -- lua-cjson one, whose strings (keys and values) are masked here.
@@ -78,30 +60,16 @@ if core then
     decode = core.decode
 else
     M.decoder = "cjson"
-    local function clean(v, secret)
-        if type(v) == "string" then
-            return mask(v, secret)
-        elseif type(v) ~= "table" then
-            return v
-        end
-        local out = {}
-        for k, x in pairs(v) do
-            out[type(k) == "string" and mask(k, secret) or k] = clean(x, secret)
-        end
-        return out
-    end
     decode = function(s, secret)
         local v, err = api.decode(s)
         if v == nil then
             return nil, err
         end
-        return clean(v, secret)
+        return transport.mask_value(v, secret)
     end
 end
 
-local function printable(s)
-    return (s:sub(1, 200):gsub("[^\32-\126]", " "))
-end
+local printable = transport.snippet
 
 -- ---- the in-process server ----------------------------------------------------
 
@@ -213,34 +181,6 @@ local function header_value(headers, name)
     end
 end
 
--- A multipart/form-data body for `parts` (a file that cannot be read raises).
-local function multipart(parts)
-    local boundary = format("wolkvox-fake-%08x", math.random(0, 0x7fffffff))
-    local out = {}
-    for _, p in ipairs(parts) do
-        local data = p.data
-        if p.path then
-            local f = io.open(p.path, "rb")
-            if not f then
-                error("cannot read file " .. tostring(p.path), 0)
-            end
-            data = f:read("*a")
-            f:close()
-        end
-        local disp = 'Content-Disposition: form-data; name="' .. p.name .. '"'
-        if p.filename then
-            disp = disp .. '; filename="' .. p.filename .. '"'
-        end
-        out[#out + 1] = "--" .. boundary .. "\r\n" .. disp .. "\r\n"
-        if p.content_type or p.filename then
-            out[#out + 1] = "Content-Type: " .. (p.content_type or "application/octet-stream") .. "\r\n"
-        end
-        out[#out + 1] = "\r\n" .. tostring(data or "") .. "\r\n"
-    end
-    out[#out + 1] = "--" .. boundary .. "--\r\n"
-    return concat(out), "multipart/form-data; boundary=" .. boundary
-end
-
 -- The request as the HTTP fake's parser gives it.
 local function server_request(self, req, head_line)
     local url = req.url
@@ -251,7 +191,10 @@ local function server_request(self, req, head_line)
     local target = url:match("^https?://[^/]+(.*)$")
     local body, ctype = req.body, req.content_type
     if req.parts then
-        body, ctype = multipart(req.parts)
+        body, ctype = ngx_http.multipart(req.parts)
+        if not body then
+            error(ctype, 0) -- a file that cannot be read
+        end
     end
     local headers, names = {}, {}
     local function add(line)
@@ -312,8 +255,7 @@ function Transport:result(req, res, delay)
         return out
     end
     if #body > self.max_bytes then
-        out.error = { kind = "too_large", reason = "size", sent = true,
-            message = format("answer larger than the %d-byte limit", self.max_bytes) }
+        out.error = transport.too_large(self.max_bytes)
         return out
     end
     out.bytes, out.wire_bytes = #body, #body
@@ -458,7 +400,7 @@ function M.new(opts, token)
     return setmetatable({
         server = srv,
         head_line = function() return line end,
-        mask = function(s) return s and mask(s, token) end,
+        mask = function(s) return s and transport.mask(s, token) end,
         decode = function(text) return decode(text, token) end,
         id = transport.fingerprint("wolkvox-token:" .. token),
         timeout = opts.timeout or 60,

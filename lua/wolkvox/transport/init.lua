@@ -44,7 +44,8 @@
 -- `M.REASONS`.
 -- @module wolkvox.transport
 
-local type, tostring, require, pcall = type, tostring, require, pcall
+local type, tostring, require, pcall, pairs, rep, concat =
+    type, tostring, require, pcall, pairs, string.rep, table.concat
 
 local M = {}
 
@@ -65,6 +66,62 @@ M.REASONS = {
     phase = false,    -- inside nginx, a phase without cosockets
     closed = false,   -- the client was closed during the call (kind closed)
 }
+
+--- `s` with every occurrence of `secret` replaced by as many '*' (a plain
+-- find, not a pattern): how a transport without the C core keeps the token
+-- out of what the server sends back.
+function M.mask(s, secret)
+    if secret == nil or secret == "" or not s:find(secret, 1, true) then
+        return s
+    end
+    local out, i, stars = {}, 1, rep("*", #secret)
+    while true do
+        local a, b = s:find(secret, i, true)
+        if not a then
+            break
+        end
+        out[#out + 1] = s:sub(i, a - 1)
+        out[#out + 1] = stars
+        i = b + 1
+    end
+    out[#out + 1] = s:sub(i)
+    return concat(out)
+end
+
+--- The error of an answer larger than `max_bytes` (kind too_large).
+function M.too_large(max_bytes)
+    return { kind = "too_large", reason = "size", sent = true,
+        message = ("answer larger than the %d-byte limit"):format(max_bytes) }
+end
+
+--- The first 200 bytes of an answer that is not JSON, printable ASCII only,
+-- for an error message (mask the token in the whole text first).
+function M.snippet(s)
+    return (s:sub(1, 200):gsub("[^\32-\126]", " "))
+end
+
+--- A decoded value with `secret` masked in every string, keys and values
+-- alike (a copy; the C decoder does the same as it decodes).  Members of
+-- objects equal to `null` (a decoder's null marker) are left out, as the C
+-- decoder leaves out JSON nulls.
+function M.mask_value(v, secret, null)
+    if type(v) == "string" then
+        return M.mask(v, secret)
+    elseif type(v) ~= "table" then
+        return v
+    end
+    local out = {}
+    for k, x in pairs(v) do
+        if type(k) == "string" then
+            if null == nil or x ~= null then
+                out[M.mask(k, secret)] = M.mask_value(x, secret, null)
+            end
+        else
+            out[k] = M.mask_value(x, secret, null)
+        end
+    end
+    return out
+end
 
 --- The transports, by the names `wolkvox.new { transport = ... }` takes.
 M.NAMES = { curl = "wolkvox.transport.curl", ngx = "wolkvox.transport.ngx", fake = "wolkvox.transport.fake" }

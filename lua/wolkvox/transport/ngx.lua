@@ -14,8 +14,8 @@ local http = require "wolkvox.transport.ngx_http"
 local DEFAULTS = require("wolkvox.options").DEFAULTS
 
 
-local pcall, type, tostring, pairs, setmetatable, concat, rep, unpack =
-    pcall, type, tostring, pairs, setmetatable, table.concat, string.rep, unpack or table.unpack
+local pcall, type, tostring, pairs, setmetatable, unpack =
+    pcall, type, tostring, pairs, setmetatable, unpack or table.unpack
 
 local M = {}
 
@@ -31,25 +31,7 @@ function M.available()
     return type(ngx) == "table" and type(ngx.get_phase) == "function" and ngx.socket ~= nil
 end
 
--- Every occurrence of `secret` in `s` replaced by as many '*' (plain find,
--- not a pattern).
-local function mask(s, secret)
-    if secret == nil or secret == "" or not s:find(secret, 1, true) then
-        return s
-    end
-    local out, i, stars = {}, 1, rep("*", #secret)
-    while true do
-        local a, b = s:find(secret, i, true)
-        if not a then
-            break
-        end
-        out[#out + 1] = s:sub(i, a - 1)
-        out[#out + 1] = stars
-        i = b + 1
-    end
-    out[#out + 1] = s:sub(i)
-    return concat(out)
-end
+local mask = transport.mask
 M.mask = mask
 
 -- JSON: the C decoder when its 5.1-ABI build is installed, else lua-cjson
@@ -67,45 +49,12 @@ do
         M.decoder = "cjson"
         local cjson = require("cjson.safe").new()
         local null = cjson.null
-        local function clean(v, secret)
-            if type(v) ~= "table" then
-                return v
-            end
-            local renamed
-            for k, x in pairs(v) do
-                if x == null and type(k) == "string" then
-                    v[k] = nil
-                else
-                    if type(x) == "string" then
-                        v[k] = mask(x, secret)
-                    else
-                        clean(x, secret)
-                    end
-                    if type(k) == "string" and secret and k:find(secret, 1, true) then
-                        renamed = renamed or {}
-                        renamed[k] = true
-                    end
-                end
-            end
-            for k in pairs(renamed or {}) do
-                local x = v[k]
-                v[k] = nil
-                v[mask(k, secret)] = x
-            end
-            return v
-        end
         decode = function(s, secret)
             local v, err = cjson.decode(s)
             if v == nil then
                 return nil, err
             end
-            if secret == "" then
-                secret = nil
-            end
-            if type(v) == "string" then
-                return mask(v, secret)
-            end
-            return clean(v, secret)
+            return transport.mask_value(v, secret, null)
         end
     end
 end

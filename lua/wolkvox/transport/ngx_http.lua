@@ -19,9 +19,8 @@ local function now()
     return ngx.now()
 end
 
-local function printable(s)
-    return (s:sub(1, 200):gsub("[^\32-\126]", " "))
-end
+local transport = require "wolkvox.transport"
+local printable = transport.snippet
 
 local function parse_url(url)
     local scheme, authority, path = url:match("^(https?)://([^/]+)(.*)$")
@@ -82,6 +81,8 @@ local function check_request(req)
 end
 M.check_request = check_request
 
+--- A multipart/form-data body for checked `parts`, and its content type;
+-- nil and a message when a file cannot be read.
 local function multipart(parts)
     local boundary = format("wolkvox-%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
     local out = {}
@@ -109,6 +110,7 @@ local function multipart(parts)
     out[#out + 1] = "--" .. boundary .. "--\r\n"
     return concat(out), "multipart/form-data; boundary=" .. boundary
 end
+M.multipart = multipart
 
 -- ---- one exchange ------------------------------------------------------------
 
@@ -464,8 +466,7 @@ function M.exchange(self, req, head_of, res, t0)
     if not read then
         sock:close()
         if why == "too_large" then
-            res.error = { kind = "too_large", reason = "size", sent = true,
-                message = format("answer larger than the %d-byte limit", self.max_bytes) }
+            res.error = transport.too_large(self.max_bytes)
         else
             res.error = { kind = "transport", reason = why, sent = true,
                 message = "body: " .. tostring(detail or why) }
@@ -498,8 +499,7 @@ function M.exchange(self, req, head_of, res, t0)
         local text, zerr = require("wolkvox.inflate").inflate(raw, self.max_bytes)
         if not text then
             if zerr == "too_large" then
-                res.error = { kind = "too_large", reason = "size", sent = true,
-                    message = format("answer larger than the %d-byte limit", self.max_bytes) }
+                res.error = transport.too_large(self.max_bytes)
             else
                 res.error = { kind = "transport", reason = "protocol", sent = true, message = zerr }
             end
