@@ -57,7 +57,7 @@ build = {
     modules = {
         ["wolkvox.core"] = {
             sources = { "src/core.c", "src/csv.c", "src/json.c", "src/request.c", "src/session.c",
-                "src/sha256.c", "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
+                "src/sha256.c", "src/spool.c", "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
             libraries = { "curl", "pthread" },
             incdirs = { "$(CURL_INCDIR)" },
             libdirs = { "$(CURL_LIBDIR)" },
@@ -84,6 +84,9 @@ build = {
         ["wolkvox.inflate"] = "lua/wolkvox/inflate.lua",
         ["wolkvox.job.prepare"] = "lua/wolkvox/job/prepare.lua",
         ["wolkvox.job.run"] = "lua/wolkvox/job/run.lua",
+        ["wolkvox.job.export"] = "lua/wolkvox/job/export.lua",
+        ["wolkvox.job.checkpoint"] = "lua/wolkvox/job/checkpoint.lua",
+        ["wolkvox.job.spooled"] = "lua/wolkvox/job/spooled.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",
         ["wolkvox.pacer"] = "lua/wolkvox/pacer.lua",

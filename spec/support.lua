@@ -31,6 +31,13 @@ function M.slurp(path)
     return s
 end
 
+--- Write file `path` (LuaJIT's file:write gives true, not the file: no chaining).
+function M.spit(path, ...)
+    local f = assert(io.open(path, "w"))
+    f:write(...)
+    f:close()
+end
+
 --- The content of file `path`; raises when it cannot be read.
 function M.read(path)
     return assert(M.slurp(path), "cannot read " .. tostring(path))

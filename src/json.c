@@ -26,6 +26,7 @@ typedef struct {
     const char *errmsg;
     const char *errat;
     int depth;
+    int check;               /* only check the text: push nothing */
     int obj_hint[WV_JSON_MAX_DEPTH + 1];
     int arr_hint[WV_JSON_MAX_DEPTH + 1];
 } decoder;
@@ -104,6 +105,10 @@ static int push_masked(decoder *d, const char *s, size_t n, const char *next)
     wv_buf *b = d->scratch;
     const char *q = s, *e = s + n;
     int found = 0;
+    if (d->check) {
+        d->p = next;
+        return 1;
+    }
     while (q + d->secret_len <= e) {
         q = (const char *)memchr(q, (unsigned char)d->secret[0], (size_t)(e - q) - d->secret_len + 1);
         if (q == NULL)
@@ -142,9 +147,10 @@ static int string_escaped(decoder *d, const char *from)
     while (p < e) {
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
-            if (d->secret_len > 0)
+            if (d->secret_len > 0 && !d->check)
                 wv_mask_plain(b->p, b->len, d->secret, d->secret_len);
-            lua_pushlstring(d->L, b->p, b->len);
+            if (!d->check)
+                lua_pushlstring(d->L, b->p, b->len);
             d->p = p + 1;
             return 1;
         }
@@ -212,7 +218,8 @@ static int string(decoder *d)
             size_t n = (size_t)(p - d->p);
             if (d->secret_len > 0 && n >= d->secret_len)
                 return push_masked(d, d->p, n, p + 1);
-            lua_pushlstring(d->L, d->p, n);
+            if (!d->check)
+                lua_pushlstring(d->L, d->p, n);
             d->p = p + 1;
             return 1;
         }
@@ -290,13 +297,15 @@ static int number(decoder *d)
 #if WV_HAVE_INTEGERS
     if (integral && ndigits <= 18) {
         lua_Integer v = (lua_Integer)mag;
-        lua_pushinteger(d->L, neg ? -v : v);
+        if (!d->check)
+            lua_pushinteger(d->L, neg ? -v : v);
         return 1;
     }
 #else
     if (integral && ndigits <= 15) {
         double v = (double)mag;
-        lua_pushnumber(d->L, neg ? -v : v);
+        if (!d->check)
+            lua_pushnumber(d->L, neg ? -v : v);
         return 1;
     }
 #endif
@@ -320,12 +329,15 @@ static int number(decoder *d)
                 return fail(d, "bad number");
             }
             lua_remove(d->L, -2);
+            if (d->check)
+                lua_pop(d->L, 1);
         }
 #else
         {
             lua_Number v = lua_tonumber(d->L, -1);
             lua_pop(d->L, 1);
-            lua_pushnumber(d->L, v);
+            if (!d->check)
+                lua_pushnumber(d->L, v);
         }
 #endif
     }
@@ -344,7 +356,8 @@ static int array(decoder *d)
 {
     lua_State *L = d->L;
     int n = 0, hint = d->arr_hint[d->depth];
-    lua_createtable(L, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint, 0);
+    if (!d->check)
+        lua_createtable(L, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint, 0);
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
@@ -354,7 +367,8 @@ static int array(decoder *d)
         if (!value(d))
             return 0;
         n++;
-        lua_rawseti(L, -2, n);
+        if (!d->check)
+            lua_rawseti(L, -2, n);
         skip_ws(d);
         if (d->p >= d->end)
             return fail(d, "unexpected end of input in array");
@@ -377,7 +391,8 @@ static int object(decoder *d)
     int n = 0, hint = d->obj_hint[d->depth];
     /* The hint counts members, duplicates included: capped, so one huge
      * object cannot make every later one huge too. */
-    lua_createtable(L, 0, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint);
+    if (!d->check)
+        lua_createtable(L, 0, hint > WV_JSON_MAX_HINT ? WV_JSON_MAX_HINT : hint);
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
@@ -393,14 +408,19 @@ static int object(decoder *d)
             return 0;
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') {
-            lua_pop(L, 1);
+            if (!d->check)
+                lua_pop(L, 1);
             return fail(d, "expected ':' after key in object");
         }
         d->p++;
         if (!value(d)) {
-            lua_pop(L, 1);
+            if (!d->check)
+                lua_pop(L, 1);
             return 0;
         }
+        n++;
+        if (d->check)
+            goto next;
         /* Lua cannot hold a null member: store nil, which also drops an
          * earlier member of the same name, as a later value would. */
         isnull = lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL;
@@ -409,7 +429,7 @@ static int object(decoder *d)
             lua_pushnil(L);
         }
         lua_rawset(L, -3);
-        n++;
+next:
         skip_ws(d);
         if (d->p >= d->end)
             return fail(d, "unexpected end of input in object");
@@ -453,17 +473,20 @@ static int value(decoder *d)
     case 't':
         if (!literal(d, "true", 4))
             return 0;
-        lua_pushboolean(d->L, 1);
+        if (!d->check)
+            lua_pushboolean(d->L, 1);
         return 1;
     case 'f':
         if (!literal(d, "false", 5))
             return 0;
-        lua_pushboolean(d->L, 0);
+        if (!d->check)
+            lua_pushboolean(d->L, 0);
         return 1;
     case 'n':
         if (!literal(d, "null", 4))
             return 0;
-        lua_pushlightuserdata(d->L, NULL);
+        if (!d->check)
+            lua_pushlightuserdata(d->L, NULL);
         return 1;
     default:
         if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
@@ -478,13 +501,18 @@ int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
     return wv_json_decode_masked(L, s, len, scratch, NULL, 0, err, errlen);
 }
 
+/* decode_with's flags: a byte order mark may start the text; only check it. */
+#define BOM_OK 1
+#define CHECK_ONLY 2
+
 /* Decode s[0..len) with the decoder `d` (its hints kept from earlier texts:
  * rows of one answer decoded one by one still get tables of their size). */
 static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_buf *scratch,
-                       const char *secret, size_t m, int bom, char *err, size_t errlen)
+                       const char *secret, size_t m, int flags, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
     d->L = L;
+    d->check = (flags & CHECK_ONLY) != 0;
     d->start = s;
     d->p = s;
     d->end = s + len;
@@ -496,7 +524,7 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     d->depth = 0;
     /* A UTF-8 byte order mark is tolerated at the start of a whole text
      * (some PHP files emit one); never inside one (`bom` 0). */
-    if (bom && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+    if ((flags & BOM_OK) && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
     if (value(d)) {
         skip_ws(d);
@@ -526,7 +554,7 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
     luaL_checkstack(L, 8, "no room on the Lua stack");
     d = (decoder *)lua_newuserdata(L, sizeof *d);
     memset(d, 0, sizeof *d);
-    ok = decode_with(d, L, s, len, scratch, secret, m, 1, err, errlen);
+    ok = decode_with(d, L, s, len, scratch, secret, m, BOM_OK, err, errlen);
     if (ok)
         lua_remove(L, top + 1); /* the decoder userdata */
     else
@@ -553,6 +581,16 @@ int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, 
 {
     luaL_checkstack(L, 8, "no room on the Lua stack");
     return decode_with(&c->d, L, s, len, scratch, secret, m, 0, err, errlen);
+}
+
+int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                      char *err, size_t errlen)
+{
+    int ok;
+    luaL_checkstack(L, 8, "no room on the Lua stack");
+    ok = decode_with(&c->d, L, s, len, scratch, NULL, 0, CHECK_ONLY, err, errlen);
+    c->d.check = 0;
+    return ok;
 }
 
 /* ---- scratch buffers and core.decode ---------------------------------- */
@@ -599,8 +637,35 @@ static int l_decode(lua_State *L)
     return 2;
 }
 
+/***
+ * Check a JSON text without building anything: what `decode` accepts.
+ * @function check
+ * @tparam string text
+ * @return true
+ * @treturn[2] nil
+ * @treturn[2] string what is wrong and at which byte
+ */
+static int l_check(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char err[160];
+    wv_buf *scratch = wv_scratch_new(L);
+    decoder *d = (decoder *)lua_newuserdata(L, sizeof *d);
+    memset(d, 0, sizeof *d);
+    if (decode_with(d, L, s, len, scratch, NULL, 0, BOM_OK | CHECK_ONLY, err, sizeof err)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 void wv_json_open(lua_State *L)
 {
+    lua_pushcfunction(L, l_check);
+    lua_setfield(L, -2, "check");
     luaL_newmetatable(L, WV_SCRATCH_MT);
     lua_pushcfunction(L, scratch_gc);
     lua_setfield(L, -2, "__gc");

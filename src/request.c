@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "session.h"
 
@@ -21,6 +22,10 @@ void wv_free_headers(wv_conn *c)
 void wv_release_request(wv_conn *c)
 {
     c->streaming = 0;
+    if (c->spool_fd >= 0) {
+        close(c->spool_fd);
+        c->spool_fd = -1;
+    }
     c->head.len = 0;
     wv_free_headers(c);
     if (c->mime != NULL) {
@@ -143,7 +148,7 @@ static wv_conn *free_conn(wv_session *s)
 /* Start the request described by the table at `idx`; returns its id. */
 lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
 {
-    const char *method, *url, *body, *ctype;
+    const char *method, *url, *body, *ctype, *spool;
     size_t ulen = 0, blen = 0, clen = 0;
     int has_parts, decode, fresh, nheaders, i;
     double timeout;
@@ -175,6 +180,9 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     timeout = wv_opt_number(L, idx, "timeout", 0);
     if (timeout < 0 || timeout > 86400)
         luaL_error(L, "bad field 'timeout' (seconds between 0 and 86400 expected)");
+    spool = wv_opt_string(L, idx, "spool", NULL);
+    if (spool != NULL && !decode)
+        luaL_error(L, "bad request ('spool' needs the answer decoded)");
     wv_rawfield(L, idx, "fresh");
     fresh = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -235,6 +243,15 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
         wv_stream_state(L);
         wv_set_conn_state(L, s, c);
         c->streaming = 1;
+    }
+    c->spool_errno = 0;
+    if (spool != NULL) {
+        /* The rows go to disk and are only checked and counted here. */
+        int err = 0;
+        c->spool_fd = wv_spool_create(spool, &err);
+        if (c->spool_fd < 0)
+            luaL_error(L, "cannot create a temporary file in the spool directory: %s", strerror(err));
+        c->stream.count_only = 1;
     }
     c->sends = 0;
     add_header(L, c, s->token_line);

@@ -52,6 +52,8 @@ typedef struct {
     wv_json_ctx *json;       /* the stream's decoder context, kept for the session */
     int too_large;
     int out_of_memory;
+    int spool_fd;            /* the body goes to this file (-1: to `body`) */
+    int spool_errno;         /* writing it failed */
     char retry_after[64];
     char errbuf[CURL_ERROR_SIZE];
 } wv_conn;

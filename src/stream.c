@@ -152,12 +152,16 @@ static int scan_value(wv_stream *d, size_t *len, int last)
     return 0;
 }
 
-/* Decode in[pos .. pos+len) onto the stack (1), or fail (-1). */
-static int decode_slice(lua_State *L, wv_stream *d, size_t len)
+/* Decode in[pos .. pos+len) onto the stack (1), or only check it
+ * (`check`: nothing pushed), or fail (-1). */
+static int decode_slice(lua_State *L, wv_stream *d, size_t len, int check)
 {
     char err[160];
-    if (!wv_json_decode_ctx(L, d->json, d->in->p + d->pos, len, d->scratch, d->secret, d->secret_len,
-                            err, sizeof err)) {
+    const char *p = d->in->p + d->pos;
+    int ok = check ? wv_json_check_ctx(L, d->json, p, len, d->scratch, err, sizeof err)
+                   : wv_json_decode_ctx(L, d->json, p, len, d->scratch, d->secret, d->secret_len,
+                                        err, sizeof err);
+    if (!ok) {
         snprintf(d->err, sizeof d->err, "%s (in the value at byte %lu)", err,
                  (unsigned long)(d->dropped + d->pos + 1));
         d->state = ST_FAILED;
@@ -167,9 +171,10 @@ static int decode_slice(lua_State *L, wv_stream *d, size_t len)
     return 1;
 }
 
-/* The next complete value decoded onto the stack (1); 0 when more input
- * is needed; -1 on an error (`what` names a malformed value). */
-static int take_value(lua_State *L, wv_stream *d, int last, const char *what)
+/* The next complete value decoded onto the stack (1; `check`: only
+ * checked, nothing pushed); 0 when more input is needed; -1 on an error
+ * (`what` names a malformed value). */
+static int take_value(lua_State *L, wv_stream *d, int last, const char *what, int check)
 {
     size_t len = 0;
     int r = scan_value(d, &len, last);
@@ -177,7 +182,7 @@ static int take_value(lua_State *L, wv_stream *d, int last, const char *what)
         return failed(d, what);
     if (r == 0)
         return 0;
-    return decode_slice(L, d, len);
+    return decode_slice(L, d, len, check);
 }
 
 /*
@@ -241,7 +246,7 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
             }
             if (d->in->p[d->pos] != '"')
                 return failed(d, "expected a string key in object");
-            if ((r = take_value(L, d, last, "bad key")) <= 0)
+            if ((r = take_value(L, d, last, "bad key", 0)) <= 0)
                 return r;
             d->rows_key = strcmp(lua_tostring(L, -1), "data") == 0;
             lua_replace(L, env + 1); /* the key waits in its slot */
@@ -259,7 +264,7 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 d->state = ST_ROWS;
                 break;
             }
-            if ((r = take_value(L, d, last, "bad value")) <= 0)
+            if ((r = take_value(L, d, last, "bad value", 0)) <= 0)
                 return r;
             /* JSON null leaves the member out, as core.decode does. */
             if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL) {
@@ -287,14 +292,15 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 d->state = ST_ROW;
                 break;
             }
-            if ((r = take_value(L, d, last, "bad row")) <= 0)
+            if ((r = take_value(L, d, last, "bad row", d->count_only)) <= 0)
                 return r;
-            lua_rawseti(L, rows, (int)++d->batch);
+            if (!d->count_only)
+                lua_rawseti(L, rows, (int)++d->batch);
             d->rows++;
             d->state = ST_ROW_NEXT;
             break;
         case ST_WHOLE:
-            if ((r = take_value(L, d, last, "bad value")) <= 0)
+            if ((r = take_value(L, d, last, "bad value", 0)) <= 0)
                 return r;
             lua_replace(L, env + 3);
             d->whole = 1;
@@ -428,7 +434,7 @@ static int l_feed(lua_State *L)
     wv_decoder *d = check_decoder(L);
     size_t n;
     const char *chunk = luaL_checklstring(L, 2, &n);
-    if (!d->closed && d->s.state != ST_FAILED) {
+    if (!d->closed && d->s.state != ST_FAILED && n > 0) {
         if (!wv_buf_reserve(&d->in, n))
             return luaL_error(L, "not enough memory");
         memcpy(d->in.p + d->in.len, chunk, n);
@@ -520,23 +526,9 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/***
- * A decoder for one answer.
- * @function decoder
- * @tparam[opt] table opts `secret`: masked with '*' in every decoded string
- * @return the decoder
- */
-static int l_decoder(lua_State *L)
+void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count)
 {
-    size_t slen = 0;
-    const char *secret = NULL;
     wv_decoder *d;
-    if (!lua_isnoneornil(L, 1)) {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        lua_getfield(L, 1, "secret");
-        if (!lua_isnil(L, -1))
-            secret = luaL_checklstring(L, -1, &slen);
-    }
 #if LUA_VERSION_NUM >= 504
     d = (wv_decoder *)lua_newuserdatauv(L, sizeof *d, 1);
 #else
@@ -550,14 +542,40 @@ static int l_decoder(lua_State *L)
     wv_set_uservalue(L, -2);
     d->json = wv_json_ctx_new();
     if (d->json == NULL)
-        return luaL_error(L, "not enough memory");
+        luaL_error(L, "not enough memory");
     if (secret != NULL && slen > 0) {
         d->secret = (char *)malloc(slen);
         if (d->secret == NULL)
-            return luaL_error(L, "not enough memory");
+            luaL_error(L, "not enough memory");
         memcpy(d->secret, secret, slen);
     }
     wv_stream_init(&d->s, &d->in, &d->scratch, d->json, d->secret, d->secret != NULL ? slen : 0);
+    d->s.count_only = count;
+}
+
+/***
+ * A decoder for one answer.
+ * @function decoder
+ * @tparam[opt] table opts `secret`: masked with '*' in every decoded string;
+ *   `count`: the rows are checked and counted but not decoded (feed gives
+ *   empty lists; finish's third value is the count)
+ * @return the decoder
+ */
+static int l_decoder(lua_State *L)
+{
+    size_t slen = 0;
+    const char *secret = NULL;
+    int count = 0;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "secret");
+        if (!lua_isnil(L, -1))
+            secret = luaL_checklstring(L, -1, &slen);
+        lua_getfield(L, 1, "count");
+        count = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    wv_decoder_push(L, secret, slen, count);
     return 1;
 }
 

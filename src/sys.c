@@ -469,6 +469,53 @@ static int l_file_size(lua_State *L)
 }
 
 /***
+ * Cut regular file `path` back to `size` bytes (never through a symbolic
+ * link; never longer): where a resumed export drops what its checkpoint
+ * does not vouch for.
+ * @function truncate
+ * @tparam string path
+ * @tparam integer size
+ * @treturn[1] true
+ * @treturn[2] nil
+ * @treturn[2] string message
+ */
+static int l_truncate(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    struct stat st;
+    wv_msg msg;
+    int fd, e;
+    luaL_argcheck(L, size >= 0, 2, "a size of at least 0 expected");
+    fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s is not a regular file: refused", path);
+        return push_failure(L, msg, 0);
+    }
+    if ((lua_Integer)st.st_size < size) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s holds %lld bytes, fewer than %lld", path,
+                 (long long)st.st_size, (long long)size);
+        return push_failure(L, msg, 0);
+    }
+    if (ftruncate(fd, (off_t)size) != 0) {
+        e = errno;
+        close(fd);
+        snprintf(msg, sizeof msg, "cannot truncate %s: %s", path, strerror(e));
+        return push_failure(L, msg, e);
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
  * Take the exclusive lock of state file `path` (created 0600 when missing,
  * never through a symbolic link), without waiting.
  * @function lock
@@ -609,6 +656,7 @@ static const luaL_Reg sys_functions[] = {
     { "read_file", l_read_file },
     { "append_file", l_append_file },
     { "file_size", l_file_size },
+    { "truncate", l_truncate },
     { "sha256", l_sha256 },
     { NULL, NULL }
 };

@@ -22,6 +22,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     /* The first bytes stay apart, for the snippet of an answer that is not JSON. */
     keep = WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
+    if (c->spool_fd >= 0 && !wv_spool_write(c->spool_fd, ptr, n, &c->spool_errno))
+        return 0;
     if (c->head.len < keep) {
         size_t m = keep - c->head.len < n ? keep - c->head.len : n;
         if (!wv_buf_reserve(&c->head, m)) {
@@ -205,6 +207,11 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
             snprintf(big, sizeof big, "answer larger than the %lu-byte limit",
                      (unsigned long)s->max_bytes);
             wv_push_error(L, "too_large", "size", big, (lua_Integer)rc, c->sends > 0);
+        } else if (c->spool_errno != 0) {
+            char why[200];
+            snprintf(why, sizeof why, "cannot write the answer to the spool directory: %s",
+                     strerror(c->spool_errno));
+            wv_push_error(L, kind, "spool", why, (lua_Integer)rc, c->sends > 0);
         } else {
             if (c->out_of_memory)
                 reason = "memory";
@@ -228,6 +235,14 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         wv_stream_push_value(L, &c->stream, -1);
         lua_remove(L, -2);
         lua_setfield(L, -2, "value");
+        if (c->spool_fd >= 0) {
+            /* The rows are on disk: their count, and the file. */
+            wv_set_integer(L, "rows", (lua_Integer)c->stream.rows);
+            lua_pushboolean(L, c->stream.top_array || c->stream.streamed);
+            lua_setfield(L, -2, "streamed");
+            wv_spool_push(L, &c->spool_fd, wv_token(s), s->token_len);
+            lua_setfield(L, -2, "spool");
+        }
     } else {
         lua_pop(L, 1);
         lua_pushstring(L, wv_stream_error(&c->stream));

@@ -97,6 +97,10 @@ wv_json_ctx *wv_json_ctx_new(void);
 void wv_json_ctx_free(wv_json_ctx *c);
 int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
                        const char *secret, size_t m, char *err, size_t errlen);
+/* Check one value of a larger text as wv_json_decode_ctx would decode it,
+ * building nothing: 1 when it would decode, else 0 and err. */
+int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                      char *err, size_t errlen);
 
 /*
  * An answer decoded as it arrives (stream.c): the bytes are appended to
@@ -113,6 +117,7 @@ typedef struct {
     size_t pos, dropped, scan;
     int depth, in_string, escape, scanning;
     int state, top_array, streamed, whole, rows_key;
+    int count_only;          /* rows are checked and counted, not decoded */
     size_t rows, batch;
     char err[200];
 } wv_stream;
@@ -127,6 +132,17 @@ int wv_stream_failed(const wv_stream *d);
 const char *wv_stream_error(const wv_stream *d);
 /* After a complete step: push the answer as core.decode would give it. */
 void wv_stream_push_value(lua_State *L, const wv_stream *d, int st);
+
+/* Push a new core.decoder (stream.c) masking secret[0..slen); `count`:
+ * rows are checked and counted, not decoded. */
+void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count);
+
+/* Answers spooled to an unnamed temporary file (spool.c).  create: a file
+ * in `dir`, or -1 and *err; write: all of p[0..n), or 0 and *err; push: a
+ * wolkvox.spool owning *fd (set to -1 once owned) and a copy of the secret. */
+int wv_spool_create(const char *dir, int *err);
+int wv_spool_write(int fd, const char *p, size_t n, int *err);
+void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len);
 
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);
@@ -145,6 +161,7 @@ void wv_json_open(lua_State *L);
 void wv_session_open(lua_State *L);
 void wv_sys_open(lua_State *L);
 void wv_stream_open(lua_State *L);
+void wv_spool_open(lua_State *L);
 void wv_csv_open(lua_State *L);
 
 #endif

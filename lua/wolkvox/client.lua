@@ -10,6 +10,7 @@ local options = require "wolkvox.options"
 local registry = require "wolkvox.registry"
 local prepare = require "wolkvox.job.prepare"
 local run = require "wolkvox.job.run"
+local export_job = require "wolkvox.job.export"
 local runtime = require "wolkvox.runtime"
 
 local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
@@ -198,13 +199,35 @@ function Client:each(name, params)
     local ok, it, s, c, closer = pcall(function()
         local e = ranged(name)
         local ctx = ready(self, e.name)
-        return run.each(ctx, prepare.prepare(ctx, e, params))
+        return run.each(ctx, run.spool(ctx, prepare.prepare(ctx, e, params)))
     end)
     if not ok then
         error(it, 2)
     end
     return it, s, c, closer
 end
+
+--- Write the rows of a report as they come, window by window, in flat
+-- memory: a window's rows wait on disk until its answer is known whole (not
+-- at the row cap), then go to the output, so none is written twice.
+-- `c:export("cdr_1", { from = ..., to = ... }, { format = "csv", output = "cdr.csv" })`.
+-- @tparam string name "cdr_1" or "family/api" (any endpoint that answers rows)
+-- @tparam table params as for `report`
+-- @tparam table opts `format` ("csv" (default), "ndjson", "json", "table", or a
+--   format table: see `wolkvox.export`), one of `output` (a path), `file` (an
+--   open file) or `on_rows` (a function given each batch of rows and its
+--   window; returning false stops the export), `columns` and `bom` (CSV),
+--   `map` (a function of a row and its window giving the row to write),
+--   `checkpoint` (a path, with `output`: the export can be run again to
+--   finish after it stopped, fetching only the windows not yet written)
+-- @return the number of rows written and meta (`windows`, `calls`,
+--   `resumed`, ...); or nil, err, where a range that failed partway has
+--   `err.partial` (the windows written before it) and names the failed window
+Client.export = errors.protect(function(self, name, params, opts)
+    local e = endpoint_of(name)
+    local ctx = ready(self, e.name)
+    return export_job.run(ctx, e, params, opts)
+end)
 
 --- What a call will cost, without spending anything.
 -- @treturn table `calls` (the first pass), `mode`, `endpoint`, `windows`,

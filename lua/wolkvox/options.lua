@@ -46,6 +46,8 @@ M.types = {
     licenses = "number",
     reserve = "number",
     prefer_measured = "boolean",
+    -- where rows bound for a sink wait until their window is known whole
+    spool_dir = { string = true, boolean = true },
     -- hooks and logging
     on_request = "function",
     on_response = "function",
@@ -355,6 +357,12 @@ function M.check(opts)
     -- How long a call the client gave up on may still run at the server.
     if out.server_limit ~= nil and not (out.server_limit >= 1 and out.server_limit <= 3600) then
         bad("server_limit", "must be seconds between 1 and 3600")
+    end
+    if out.spool_dir == true then
+        bad("spool_dir", "must be a directory or false")
+    elseif out.spool_dir == nil then
+        local tmp = getenv("TMPDIR")
+        out.spool_dir = tmp and tmp ~= "" and tmp or "/tmp"
     end
     if out.state_dir == true then
         bad("state_dir", "must be a directory or false")

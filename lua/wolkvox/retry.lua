@@ -33,6 +33,7 @@ M.KINDS = {
     not_found   = false,  -- unknown endpoint, or not enabled on this server
     truncated   = false,  -- a window still at the row cap at its minimum span
     closed      = false,  -- the client was closed
+    output      = false,  -- writing the rows out failed (a full disk, a closed pipe)
 }
 
 --- Whether an error of `kind` with these `fields` (`reason`, `status`) may

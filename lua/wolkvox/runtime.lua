@@ -161,6 +161,8 @@ function M.new(o, token)
         pacer = p, ledger = l, hooks = hooks,
         logger = transport.logger(o.logger or (mod.log and name or nil)),
         base_url = o.base_url, utc_offset = o.utc_offset,
+        -- Where answers of rows streamed to a sink wait (a transport that can).
+        spool_dir = mod.spool and o.spool_dir or nil,
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },

@@ -93,6 +93,8 @@ function M.parser()
     r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     r:flag("--dry-run", "Print the windows and the calls it would spend, and spend none.")
+    r:option("--checkpoint", "Record finished windows in FILE (needs --output): run the same command "
+        .. "again to finish an export that stopped, fetching only what is missing.")
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local q = p:command("quota", "The day's quota as this machine counted it.")

@@ -11,11 +11,14 @@
 -- | 5 | the service or the network failed (`transport`, `http`, `decode`, `too_large`,
 --   `maintenance`, `concurrency` after retries, `closed`) |
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
+-- | 7 | incomplete: a window failed after others were written (their rows are in the output) |
+-- | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM |
 -- @module wolkvox.cli.exit
 
 local M = {}
 
-M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED = 0, 1, 2, 3, 4, 5, 6
+M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED, M.INCOMPLETE = 0, 1, 2, 3, 4, 5, 6, 7
+M.INTERRUPTED = 130
 
 --- The exit code of each error kind.
 M.BY_KIND = {
@@ -43,6 +46,9 @@ Exit codes:
    4  the daily quota (refused before sending, or spent)
    5  the service or the network failed (transport, http, decode, too_large,
       maintenance, concurrency after retries)
-   6  truncated (a window still full at its smallest span)]]
+   6  truncated (a window still full at its smallest span)
+   7  incomplete: a window failed after others were written (their rows are
+      in the output; with --checkpoint, run the command again to finish)
+ 130  interrupted (Ctrl-C); 143: terminated (SIGTERM)]]
 
 return M

@@ -103,8 +103,8 @@ local function write_rows(a, fmt, columns, each)
     if not out then
         fail(exit.LOCAL, err)
     end
+    local w = assert(export.writer(fmt, out.file, { columns = columns, bom = a.bom }))
     local ok, e = pcall(function()
-        local w = assert(export.writer(fmt, out.file, { columns = columns, bom = a.bom }))
         each(function(row)
             if a.typed then
                 row = coerce.row(row)
@@ -124,6 +124,10 @@ local function write_rows(a, fmt, columns, each)
         end
     end)
     if not ok then
+        -- Rows of the windows finished before a failure are kept (exit 7).
+        if type(e) == "table" and e.keep_output and w:close() and out:commit() then
+            error(e, 0)
+        end
         out:abort()
         error(e, 0)
     end
@@ -305,6 +309,42 @@ local function dry_run(a, c)
     end
 end
 
+-- A report with a checkpoint: written by c:export into FILE.part, renamed
+-- to FILE when the last window is in; run again, it goes on from the
+-- checkpoint (a finished one spends nothing).
+local function resumable_report(a, c)
+    if not a.output or a.output == "-" then
+        fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export cuts the file back "
+            .. "to the last window the checkpoint vouches for)")
+    end
+    local part = a.output .. ".part"
+    local n, err = c:export(a.name, report_params(a), {
+        format = a.format or "csv", output = part, checkpoint = a.checkpoint,
+        columns = columns_of(a.name, a.per), bom = a.bom,
+        map = function(row, window)
+            local out = rows_of(row)[1]
+            if a.typed then
+                out = coerce.row(out)
+            end
+            if a.per then
+                out.period = window.label
+            end
+            return out
+        end,
+    })
+    if not n then
+        error(err, 0)
+    end
+    local f = io.open(part, "rb")
+    if f then
+        f:close()
+        local ok, rerr = os.rename(part, a.output)
+        if not ok then
+            fail(exit.LOCAL, rerr)
+        end
+    end
+end
+
 function commands.report(a)
     local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
     local c = connect(a, { on_progress = bar.update })
@@ -312,8 +352,29 @@ function commands.report(a)
         if a.dry_run then
             return dry_run(a, c)
         end
+        if a.checkpoint then
+            return resumable_report(a, c)
+        end
+        local windows = {}
         write_rows(a, a.format, columns_of(a.name, a.per), function(put)
-            for item, window in c:each(a.name, report_params(a)) do
+            local each = c:each(a.name, report_params(a))
+            -- A window that fails after others leaves their rows in the
+            -- output: the error says which (exit 7).
+            local function step()
+                local okn, item, window = pcall(each)
+                if not okn then
+                    if errors.is(item) and #windows > 0 then
+                        item.partial = { windows = windows }
+                        item.keep_output = true
+                    end
+                    error(item, 0)
+                end
+                if window and windows[#windows] ~= window then
+                    windows[#windows + 1] = window
+                end
+                return item, window
+            end
+            for item, window in step do
                 for _, row in ipairs((rows_of(item))) do
                     if a.per then
                         local copy = { period = window.label }
@@ -397,9 +458,22 @@ function M.main(argv)
         say(err.message)
         return err.cli_exit
     end
+    if errors.is(err) and err.partial then
+        local done = err.partial.windows
+        say("incomplete: ", tostring(err))
+        say(format("%d window(s) written, up to %s%s", #done, tostring(done[#done].to),
+            a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
+        return exit.INCOMPLETE
+    end
     if errors.is(err) then
         say(tostring(err))
         return exit.code(err)
+    end
+    -- The standalone interpreter's answer to SIGINT, raised once the
+    -- transfer in flight was aborted (its checkpoint stays as it was).
+    if tostring(err):find("interrupted!", 1, true) then
+        say("interrupted")
+        return exit.INTERRUPTED
     end
     say("internal error: ", tostring(err))
     return exit.LOCAL

@@ -3,7 +3,9 @@
 -- by the retry policy, truncated windows split again, and the answers
 -- assembled in plan order: one answer, the rows of every window, a list of
 -- periods, or the results of an upload's chunks.  `each` hands the rows
--- over window by window instead.
+-- over window by window instead, and `deliver` to a sink; for both, a
+-- transport that can keeps each answer's rows on disk until they are handed
+-- over (`wolkvox.job.spooled`), so memory stays flat over any range.
 -- @module wolkvox.job.run
 
 local dates = require "wolkvox.dates"
@@ -12,6 +14,7 @@ local prepare = require "wolkvox.job.prepare"
 local response = require "wolkvox.response"
 local retry = require "wolkvox.retry"
 local schedule = require "wolkvox.schedule"
+local spooled = require "wolkvox.job.spooled"
 local windows = require "wolkvox.windows"
 
 local type, pairs, ipairs, format, setmetatable, error, pcall =
@@ -25,9 +28,18 @@ local function span_text(w)
     return dates.iso(w.from) .. " .. " .. dates.iso(w.to)
 end
 
--- The request of an attempt: the item's, with the time the deadline leaves.
+local function copy_of(req)
+    local copy = {}
+    for k, v in pairs(req) do
+        copy[k] = v
+    end
+    return copy
+end
+
+-- The request of an attempt: the item's, with the time the deadline leaves
+-- and the spool directory when its rows go to disk.
 local function attempt_request(ctx, job, item)
-    local req = prepare.request(job, item)
+    local req, copied = prepare.request(job, item), false
     if job.deadline then
         local left = job.deadline - ctx.clock.now()
         if left <= 0 then
@@ -38,12 +50,12 @@ local function attempt_request(ctx, job, item)
             errors.throw("transport", { reason = "timeout", endpoint = job.e.name, calls = job.calls,
                 message = "the deadline passed before the call could start" })
         end
-        local copy = {}
-        for k, v in pairs(req) do
-            copy[k] = v
-        end
-        copy.timeout = left < ctx.timeout and left or nil
-        req = copy
+        req, copied = copy_of(req), true
+        req.timeout = left < ctx.timeout and left or nil
+    end
+    if job.spool then
+        req = copied and req or copy_of(req)
+        req.spool = job.spool
     end
     item.attempts = (item.attempts or 0) + 1
     job.attempts = job.attempts + 1
@@ -131,14 +143,26 @@ local function finish(ctx, job, sched, item, res)
     ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
         time = res.time, calls = sends, attempt = item.attempts,
         error = not ok and errors.is(data) and data or nil })
+    local spool = res.spool
+    if spool and not (ok and res.streamed and is_list(data)) then
+        spool:close()          -- an error, or rows that were not streamed
+        spool = nil
+    end
     if not ok then
         if errors.is(data) then
             return failed(ctx, job, item, data)
         end
         error(data, 0)
     end
-    if item.from and is_list(data) and #data >= job.max_rows then
-        return split_truncated(job, sched, item, #data)
+    if spool then
+        data = spooled.new(spool, res.rows)
+    end
+    local rows = (spool or is_list(data)) and spooled.count(data)
+    if item.from and rows and rows >= job.max_rows then
+        if spool then
+            spool:close()
+        end
+        return split_truncated(job, sched, item, rows)
     end
     item.data, item.meta = data, meta
 end
@@ -184,8 +208,8 @@ end
 -- An item finished: tell `on_progress` (and the log) how far the call got.
 local function progress(ctx, job, item)
     job.done = job.done + 1
-    if is_list(item.data) then
-        job.rows = job.rows + #item.data
+    if is_list(item.data) or spooled.is(item.data) then
+        job.rows = job.rows + spooled.count(item.data)
     end
     local info = { endpoint = job.e.name, done = job.done, total = job.total, rows = job.rows,
         calls = job.calls, elapsed = ctx.clock.now() - job.began }
@@ -200,25 +224,53 @@ local function progress(ctx, job, item)
 end
 
 local function window_meta(item)
+    local data = item.data
     return { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label,
-        rows = is_list(item.data) and #item.data or nil, calls = item.calls }
+        rows = (is_list(data) or spooled.is(data)) and spooled.count(data) or nil, calls = item.calls }
+end
+
+-- Call `fn(item)` for each finished item, in plan order.
+local function finished(sched, fn)
+    while true do
+        local item = sched:next()
+        if not item then
+            return
+        end
+        fn(item)
+    end
+end
+
+-- The counters every way of running a job reports.
+local function totals(job, meta)
+    meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
+    meta.attempts, meta.retries, meta.waited = job.attempts, job.retries, job.waited
+    return meta
+end
+
+-- A job that failed partway: what it had finished goes with the error
+-- (`partial`: the windows and what they gave), and the message says so.
+local function with_partial(err, partial)
+    if errors.is(err) and #partial.windows > 0 then
+        err.partial = partial
+        err.message = format("%s (%d windows before it were finished: see err.partial)",
+            err.message, #partial.windows)
+    end
+    return err
 end
 
 --- Run `job` to the end.
 -- @return the data and meta: for one call the endpoint's own answer; for a
 --   range the rows of every window in time order; for `per` a list of
 --   `{ period, from, to, rows }`; for a chunked upload a list of
---   `{ first, last, data, meta }`
+--   `{ first, last, data, meta }`.  A range that fails partway raises its
+--   error with `partial = { rows, windows }`: the rows of the windows
+--   finished before the failed one, in order.
 function M.run(ctx, job)
     local sched = start(ctx, job)
     local meta = { endpoint = job.e.name, windows = {} }
     local out, merged = {}, nil
     local last
-    while true do
-        local item = sched:next()
-        if not item then
-            break
-        end
+    local ok, err = pcall(finished, sched, function(item)
         last = item
         progress(ctx, job, item)
         if job.mode == "single" then
@@ -244,6 +296,9 @@ function M.run(ctx, job)
             end
         end
         item.data = nil
+    end)
+    if not ok then
+        error(with_partial(err, { rows = merged or out, windows = meta.windows }), 0)
     end
     ctx:track(nil)
     if merged then
@@ -259,46 +314,125 @@ function M.run(ctx, job)
     elseif last and last.meta then
         meta.status, meta.code, meta.msg = last.meta.status, last.meta.code, last.meta.msg
     end
-    meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
-    meta.attempts, meta.retries, meta.waited = job.attempts, job.retries, job.waited
+    totals(job, meta)
     if job.mode == "windows" or job.mode == "window" then
         meta.rows = #out
     end
     return out, meta
 end
 
+--- Whether the rows of `job` may wait on disk (the transport can, and the
+-- rows stand where the streaming decoder finds them): sets `job.spool`.
+function M.spool(ctx, job)
+    if ctx.spool_dir and job.mode ~= "chunks" and not job.write and not job.e.data_key then
+        -- A directory that cannot hold the answers fails here, before a call.
+        local probe, why = require("wolkvox.core").spool(ctx.spool_dir)
+        if not probe then
+            errors.throw("output", { endpoint = job.e.name, message = why
+                .. " (set the option spool_dir to a directory of your own, or false to hold "
+                .. "each window in memory instead)" })
+        end
+        probe:close()
+        job.spool = ctx.spool_dir
+    end
+    return job
+end
+
+-- Hand the rows of a finished item to `give(list)`: a list, batches read
+-- back from disk, or one value that is not a list (an object of buckets).
+local function hand_over(job, data, give)
+    if spooled.is(data) then
+        for rows in data:batches(job.e.name) do
+            give(rows)
+        end
+    elseif is_list(data) then
+        if #data > 0 then
+            give(data)
+        end
+    elseif data ~= nil then
+        give({ data })
+    end
+end
+
 --- Iterate the rows of `job` window by window: memory holds at most the
--- windows in flight.  Each step returns the row and its window
--- (`from`, `to`, `label`).  Failures raise the structured error.
+-- windows in flight, or a batch of rows when they wait on disk (`spool`).
+-- Each step returns the row and its window (`from`, `to`, `label`).
+-- Failures raise the structured error, after every row of the windows
+-- finished before it.
 function M.each(ctx, job)
     local sched = start(ctx, job)
-    local cur, rows, i = nil, nil, 0
+    local cur, rows, i, batches = nil, nil, 0, nil
     local function iter()
         while true do
             if rows and i < #rows then
                 i = i + 1
                 return rows[i], cur
             end
-            if rows then
-                rows = nil
-            end
-            local item = sched:next()
-            if not item then
-                ctx:track(nil)
-                return nil
-            end
-            progress(ctx, job, item)
-            cur = window_meta(item)
-            rows, i = item.data, 0
-            item.data = nil
-            if not is_list(rows) then
-                rows = { rows }
+            rows = nil
+            if batches then
+                rows, i = batches(), 0
+                if not rows then
+                    batches = nil
+                end
+            else
+                local item = sched:next()
+                if not item then
+                    ctx:track(nil)
+                    return nil
+                end
+                progress(ctx, job, item)
+                cur = window_meta(item)
+                local data = item.data
+                item.data = nil
+                if spooled.is(data) then
+                    batches = data:batches(job.e.name)
+                elseif is_list(data) then
+                    rows, i = data, 0
+                else
+                    rows, i = { data }, 0
+                end
             end
         end
     end
     -- Lua 5.4 calls the closing value when a loop breaks early.
     local closer = setmetatable({}, { __close = function() ctx:settle() end })
     return iter, nil, nil, closer
+end
+
+--- Hand the rows of `job` to `sink`, in plan order, window by window:
+-- `sink.rows(list, window)` for each batch (true, or nil and a message:
+-- a failed write, raised as kind `output`), then `sink.window(window)`
+-- once every row of the window was handed over (where a checkpoint is
+-- written).  A window's rows are handed over only when its answer is
+-- known whole (not at the row cap), so none is given twice.
+-- @return the count of rows and meta (`windows`, `rows`, `calls`, ...);
+--   a failure raises its error with `partial = { windows, rows }`: the
+--   windows finished and handed over before it
+function M.deliver(ctx, job, sink)
+    local sched = start(ctx, job)
+    local done, n = {}, 0
+    local ok, err = pcall(finished, sched, function(item)
+        progress(ctx, job, item)
+        local w = window_meta(item)
+        local data = item.data
+        item.data = nil
+        hand_over(job, data, function(list)
+            local written, why = sink.rows(list, w)
+            if not written then
+                errors.throw("output", { endpoint = job.e.name, message = tostring(why) })
+            end
+            n = n + #list
+        end)
+        if sink.window then
+            sink.window(w)
+        end
+        done[#done + 1] = w
+    end)
+    if not ok then
+        error(with_partial(err, { windows = done, rows = n }), 0)
+    end
+    ctx:track(nil)
+    return n, totals(job, { endpoint = job.e.name, windows = done, rows = n })
 end
 
 return M

@@ -24,6 +24,11 @@ M.USER_AGENT = "lua-wolkvox/" .. require("wolkvox.version") .. " " .. core.curl_
 -- in Lua code, so a wait is made of such slices.
 M.SLICE = 0.1
 
+--- Answers can go to disk as they arrive (a request's `spool`: a
+-- directory): the result then has `rows` (their count, each row checked),
+-- `streamed` and `spool` (a `wolkvox.spool` to read them back from).
+M.spool = true
+
 --- The clock this transport waits with: `now()` (monotonic), `time()`
 -- (epoch, with fractions), `sleep(seconds)` (blocks the thread).
 M.clock = { now = core.now, time = core.time, sleep = core.sleep }

@@ -65,6 +65,7 @@ M.REASONS = {
     size = false,     -- the answer is larger than max_bytes (kind too_large)
     phase = false,    -- inside nginx, a phase without cosockets
     closed = false,   -- the client was closed during the call (kind closed)
+    spool = false,    -- the answer could not be written to the spool directory (a full disk)
 }
 
 --- `s` with every occurrence of `secret` replaced by as many '*' (a plain

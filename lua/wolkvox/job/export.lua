@@ -1,0 +1,263 @@
+--- Exports: the rows of a report written out as they come, window by
+-- window, in flat memory (the rows of a window wait on disk until the
+-- window is known whole, see `wolkvox.job.spooled`), to a file in one of
+-- `wolkvox.export`'s formats or to a function of yours.  With a checkpoint
+-- an export that stopped (an error, Ctrl-C, a killed process) is finished
+-- by running it again: the windows already written are not fetched again,
+-- and the output is the same, byte for byte, as an uninterrupted run.
+-- @module wolkvox.job.export
+
+local checkpoint = require "wolkvox.job.checkpoint"
+local dates = require "wolkvox.dates"
+local errors = require "wolkvox.errors"
+local export = require "wolkvox.export"
+local prepare = require "wolkvox.job.prepare"
+local run = require "wolkvox.job.run"
+local windows = require "wolkvox.windows"
+
+local type, pairs, ipairs, tostring, pcall, error, io_open, io_type =
+    type, pairs, ipairs, tostring, pcall, error, io.open, io.type
+
+local M = {}
+
+--- The options of an export (its third argument).
+M.OPTIONS = { format = true, output = true, file = true, columns = true, bom = true, checkpoint = true,
+    on_rows = true, map = true }
+
+-- Options of a call that change how it runs, not what it writes: left out
+-- of a checkpoint's fingerprint.
+local RUNNING = { on_progress = true, max_calls = true, retries = true, retry_base = true, retry_cap = true,
+    deadline = true, max_concurrent = true, max_rows = true, min_span = true }
+
+-- Formats whose writer state a checkpoint can carry.
+local RESUMABLE = { csv = true, ndjson = true, json = true }
+
+local function check(e, opts)
+    local refuse = function(msg) errors.refuse(e, "export: " .. msg) end
+    if type(opts) ~= "table" then
+        refuse("the third argument must be a table of options (format, output or file, ...)")
+    end
+    for k in pairs(opts) do
+        if not M.OPTIONS[k] then
+            refuse("unknown option '" .. tostring(k) .. "'")
+        end
+    end
+    local sinks = (opts.output ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0) + (opts.on_rows ~= nil and 1 or 0)
+    if sinks ~= 1 then
+        refuse("give exactly one of output (a path), file (an open file) or on_rows (a function)")
+    end
+    if opts.output ~= nil and (type(opts.output) ~= "string" or opts.output == "") then
+        refuse("output must be a path")
+    end
+    if opts.file ~= nil and io_type(opts.file) ~= "file" then
+        refuse("file must be an open file")
+    end
+    if opts.on_rows ~= nil and type(opts.on_rows) ~= "function" then
+        refuse("on_rows must be a function")
+    end
+    if opts.map ~= nil and type(opts.map) ~= "function" then
+        refuse("map must be a function")
+    end
+    local f = opts.format
+    if f ~= nil and type(f) ~= "table" and not export.FORMATS[f] then
+        local _, why = export.writer(f, io.stdout)
+        refuse(why)
+    end
+    if opts.checkpoint ~= nil then
+        if type(opts.checkpoint) ~= "string" or opts.checkpoint == "" then
+            refuse("checkpoint must be a path")
+        end
+        if opts.output == nil then
+            refuse("a checkpoint needs output = PATH: a resumed export cuts its file back to the last "
+                .. "window the checkpoint vouches for")
+        end
+        if not RESUMABLE[f or "csv"] then
+            refuse("a checkpoint can carry the state of the csv, ndjson and json formats only")
+        end
+        if opts.checkpoint == opts.output then
+            refuse("the checkpoint and the output must be different files")
+        end
+    end
+end
+
+-- What shapes the output: the fingerprint a checkpoint is bound to.
+local function job_identity(job, params, opts, columns)
+    local p = {}
+    for k, v in pairs(params or {}) do
+        if not RUNNING[k] and k ~= "from" and k ~= "to" then
+            p[k] = v
+        end
+    end
+    return { endpoint = job.e.name, from = job.from, to = job.to, params = p,
+        format = opts.format or "csv", columns = columns, bom = opts.bom == true, output = opts.output }
+end
+
+-- Keep only what is after `done_to` (a wall time): windows that end later,
+-- the one it falls in cut to start just after it.
+local function after(job, done_to)
+    local keep = {}
+    for _, item in ipairs(job.items) do
+        if item.to > done_to then
+            if item.from <= done_to then
+                item.from = done_to + 1
+            end
+            keep[#keep + 1] = item
+        end
+    end
+    job.items = keep
+end
+
+-- Cut every window longer than `span` (the span a truncated window had to
+-- be cut to last time).
+local function presplit(job, span)
+    local items = {}
+    for _, item in ipairs(job.items) do
+        if item.to - item.from > span and not item.label then
+            for _, part in ipairs(windows.split(item.from, item.to, span, job.step)) do
+                items[#items + 1] = part
+            end
+        else
+            items[#items + 1] = item
+        end
+    end
+    job.items = items
+end
+
+-- A writer of `format` (a name or a format table) to the open `file`.
+local function writer_of(format, file, columns, bom)
+    local opts = { columns = columns, bom = bom }
+    return type(format) == "table" and export.custom(format, file, opts) or export.writer(format, file, opts)
+end
+
+local function fail_output(e, msg)
+    errors.throw("output", { endpoint = e.name, message = msg })
+end
+
+-- A writer to the output file, fresh or resumed from checkpoint `cp`.
+local function open_writer(e, opts, columns, cp)
+    local file, err
+    if cp then
+        local ok, why = require("wolkvox.core").truncate(opts.output, cp.bytes)
+        if not ok then
+            errors.refuse(e, "export: cannot resume " .. opts.output .. " from its checkpoint: " .. tostring(why)
+                .. " (remove the checkpoint to start over)")
+        end
+        file, err = io_open(opts.output, "r+b")
+        if file then
+            file:seek("end")
+        end
+    else
+        file, err = io_open(opts.output, "wb")
+    end
+    if not file then
+        fail_output(e, "cannot open the output: " .. tostring(err))
+    end
+    local w = writer_of(opts.format or "csv", file, columns, opts.bom)
+    if cp then
+        local s = cp.writer
+        w.started, w.cols, w.rows, w.bracket = s.started, s.cols, s.rows or 0, s.bracket
+    end
+    return w, file
+end
+
+--- Run the export of endpoint `e` over `params` with `opts` (see
+-- `wolkvox.client`'s `export`).
+-- @return rows written and meta (`windows`, `calls`, `resumed`, ...)
+function M.run(ctx, e, params, opts)
+    check(e, opts)
+    local job = run.spool(ctx, prepare.prepare(ctx, e, params))
+    if job.write or job.mode == "chunks" then
+        errors.refuse(e, "export: " .. e.api .. " is not a report")
+    end
+    local format = opts.format or "csv"
+    local columns = opts.columns
+    if columns == nil and (format == "csv" or format == "table") then
+        columns = export.columns(e.name)
+    end
+
+    -- A function of the caller's: no file, no checkpoint.
+    if opts.on_rows then
+        return run.deliver(ctx, job, { rows = function(list, w)
+            local ok, why = opts.on_rows(list, w)
+            if ok == false then
+                return nil, why or "on_rows returned false"
+            end
+            return true
+        end })
+    end
+
+    local cp_path, cp, fingerprint = opts.checkpoint, nil, nil
+    if cp_path then
+        if not job.from then
+            errors.refuse(e, "export: a checkpoint needs a date range")
+        end
+        fingerprint = checkpoint.fingerprint(job_identity(job, params, opts, columns))
+        cp = checkpoint.read(cp_path, fingerprint)
+        if cp and cp.complete then
+            return cp.writer.rows or 0, { endpoint = e.name, windows = {}, rows = 0, calls = 0, resumed = true,
+                complete = true }
+        end
+        if cp and cp.done_to then
+            after(job, dates.parse(cp.done_to))
+        end
+        -- Windows the last run learnt were too full are not asked again whole.
+        if cp and type(cp.span_cap) == "number" then
+            presplit(job, cp.span_cap)
+        end
+    end
+
+    local w, file
+    if opts.file then
+        w = writer_of(format, opts.file, columns, opts.bom)
+    else
+        w, file = open_writer(e, opts, columns, cp)
+    end
+    local done = cp and cp.windows or 0
+    local function save(done_to, complete)
+        local ok, err = file:flush()
+        if not ok then
+            fail_output(e, "cannot write: " .. tostring(err))
+        end
+        checkpoint.write(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
+            to = dates.iso(job.to), format = format, done_to = done_to, bytes = file:seek("cur"),
+            windows = done, complete = complete or nil,
+            span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
+            writer = { started = w.started or false, cols = w.cols, rows = w.rows, bracket = w.bracket } })
+    end
+    local ok, n, meta = pcall(run.deliver, ctx, job, {
+        rows = function(list, win)
+            local map = opts.map
+            for i = 1, #list do
+                local written, why = w:write(map and map(list[i], win) or list[i])
+                if not written then
+                    return nil, why
+                end
+            end
+            return true
+        end,
+        window = cp_path and function(win)
+            done = done + 1
+            save(win.to)
+        end or nil,
+    })
+    if ok then
+        local closed, why = w:close()
+        if not closed then
+            ok, n = false, errors.new("output", { endpoint = e.name, message = tostring(why) })
+        elseif cp_path then
+            ok, n = pcall(save, dates.iso(job.to), true)
+            n = ok and meta.rows or n
+        end
+    end
+    if file then
+        file:close()
+    end
+    if not ok then
+        error(n, 0)
+    end
+    meta.resumed = cp ~= nil
+    meta.written = w.rows
+    return n, meta
+end
+
+return M
