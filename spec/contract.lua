@@ -131,6 +131,23 @@ M.cases = {
         end
         t:close()
     end },
+    { "a cache store (optional) gives back copies until the TTL passes", function(mod, _, token)
+        if not mod.cache then
+            return
+        end
+        local t = open(mod, token)
+        local store = mod.cache({ cache = { ttl = 1 } }, t)
+        local key = "cache:" .. transport.fingerprint("contract " .. tostring(mod.clock.now()))
+        store:set(key, { data = { { a = "1" } }, meta = { status = 200 } }, 0.2)
+        local got = store:get(key)
+        check(type(got) == "table" and got.data[1].a == "1" and got.meta.status == 200, "the value set")
+        got.data[1].a = "changed"
+        check(store:get(key).data[1].a == "1", "a copy: the caller's changes do not reach the store")
+        check(store:get(key .. "x") == nil, "another key misses")
+        mod.clock.sleep(0.3)
+        check(store:get(key) == nil, "the value outlived its TTL")
+        t:close()
+    end },
 }
 
 --- Run every case for transport module `mod` against the fake at `base`

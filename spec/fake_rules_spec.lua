@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local fake = require "wolkvox.transport.fake"
 local rules = require "wolkvox.fake.rules"
+local fake_api = require "wolkvox.fake.api"
 
 local BASE = "http://fake.invalid/api/v2/"
 
@@ -331,5 +332,79 @@ describe("the fake's quota and concurrency", function()
         assert.same({ 200, 200, 403 }, got)
         local _, res = b:wait()
         assert.equal(200, res.status)
+    end)
+end)
+
+describe("the fake's documented limits", function()
+    it("add_ip / remove_ip take four-part addresses only: the short forms are 406", function()
+        local t = open()
+        for _, ip in ipairs { "1", "10.1", "10.0.1", "10.0.0.1.5", "010.0.0.1000" } do
+            local status, v = ask(t, "configuration", "add_ip", { body = { ip = ip, description = "x" } })
+            assert.equal(406, status, ip)
+            assert.equal(rules.MSG.ip_invalid, v.msg)
+        end
+        assert.equal(406, (ask(t, "configuration", "remove_ip", { method = "DELETE", body = { ip = "10.1" } })))
+        assert.equal(200, (ask(t, "configuration", "add_ip", { body = { ip = "203.0.113.7", description = "x" } })))
+    end)
+
+    it("codify_chat without a codAct is 422 too", function()
+        local t = open()
+        assert.equal(422, (ask(t, "whatsapp", "codify_chat", { body = { agent = "1", chat_id = "2" } })))
+    end)
+
+    it("answers reply dates in each endpoint's documented form", function()
+        local t = open { rows_per_day = 24 }
+        local q = "&date_ini=20260105000000&date_end=20260105235959"
+        local status, v = ask(t, "gamification", "agents_kpi", { method = "GET", query = q })
+        assert.equal(200, status)
+        assert.matches("^%d%d%d%d%d%d%d%d$", v.data[1].stats[1].date)          -- YYYYmmdd
+        status, v = ask(t, "reports_manager", "diagram_1_2", { method = "GET", query = q })
+        assert.equal(200, status)
+        assert.equal(24, #v.data)
+        assert.equal("2026010500", v.data[1].date)                             -- YYYYMMDDHH
+        assert.equal("2026010523", v.data[24].date)
+        status, v = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+        assert.equal("2026-01-05 00:00:00", v.data[1].date)                    -- the others
+        assert.equal(200, status)
+    end)
+
+    it("answer_limit_bytes: a larger answer is a 500 (assumed), a smaller one passes", function()
+        local t, srv = open { rows_per_day = 200, answer_limit_bytes = 20000 }
+        local q = "&date_ini=20260105000000&date_end=20260105235959"
+        local status, v = ask(t, "reports_manager", "cdr_1", { method = "GET", query = q })
+        assert.equal(500, status)
+        assert.equal(string.format(fake_api.MSG.answer_limit, 20000), v.msg)
+        assert.equal(200, (ask(t, "information", "services", { method = "GET" })))
+        assert.equal("answer_limit", srv:log()[1].refused)
+        assert.equal(256 * 1024 * 1024, fake_api.DEFAULTS.answer_limit_bytes)
+    end)
+
+    it("call_limit_seconds: a call that would take longer is stopped at the limit with a 500 (assumed)", function()
+        local t, srv = open { call_limit_seconds = 0.2,
+            faults = { { match = "services", delay = 0.5 }, { match = "routing_points", delay = 0.1 } } }
+        local status, v = ask(t, "information", "services", { method = "GET" })
+        assert.equal(500, status)
+        assert.equal(string.format(fake_api.MSG.call_limit, 0.2), v.msg)
+        assert.equal(200, (ask(t, "information", "routing_points", { method = "GET" })))
+        local log = srv:log()
+        assert.equal("call_limit", log[1].refused)
+        assert.is_nil(log[2].refused)
+        assert.equal(60, fake_api.DEFAULTS.call_limit_seconds)
+    end)
+
+    it("send_message_mobil: one message per customer every whatsapp_interval seconds", function()
+        local t = open { whatsapp_interval = 0.3 }
+        local function send(tel)
+            return ask(t, "whatsapp", "send_message_mobil",
+                { body = { connector_id = "1", telephone = tel, message = "hola" } })
+        end
+        assert.equal(200, (send("573001112233")))
+        local status, v = send("573001112233")
+        assert.equal(400, status)
+        assert.equal(string.format(rules.MSG.too_soon, 0.3), v.msg)
+        assert.equal(200, (send("573009998877")))        -- another customer
+        fake.clock.sleep(0.35)
+        assert.equal(200, (send("573001112233")))
+        assert.equal(20, fake_api.DEFAULTS.whatsapp_interval)
     end)
 end)

@@ -64,6 +64,30 @@ function M.need()
     return ok
 end
 
+--- The frame of a `describe` that needs nginx and the fake: a fake
+-- started with `fake_opts`, then nginx with `start(srv)` (the options of
+-- `M.start`), both stopped at the end; `bind(srv, ngx)` receives them.
+-- False (and a failing test in place) when nginx is not installed.
+function M.suite(fake_opts, start, bind)
+    if not M.need() then
+        return false
+    end
+    local busted = require "busted"
+    local srv, server
+    busted.setup(function()
+        srv = support.fake(fake_opts)
+        server = M.start(start(srv))
+        bind(srv, server)
+    end)
+    busted.teardown(function()
+        if server then
+            server:stop()
+        end
+        srv:stop()
+    end)
+    return true
+end
+
 local Nginx = {}
 Nginx.__index = Nginx
 

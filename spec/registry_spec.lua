@@ -27,6 +27,16 @@ local function minimal(e)
                 p[fld.name] = sample[fld.type]
             end
         end
+        -- What the fake checks as the vendor documents: an IPv4 address in
+        -- four parts, a chat code the operation allows.
+        if p.ip then
+            p.ip = "203.0.113.7"
+        end
+        for _, fld in ipairs(b.fields) do
+            if fld.name == "codAct" then
+                p.codAct = "1"
+            end
+        end
     elseif b and b.kind == "json_array" then
         p.records = { { [b.fields[1].name] = "1" } }
     elseif b and b.kind == "multipart" then

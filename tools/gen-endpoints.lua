@@ -59,6 +59,15 @@ local OVERRIDES = {
     ["reports_manager/campaign_5"] = { no_split = true },
     -- The vendor asks for a narrower range above 6,000 rows.
     ["reports_manager/diagram_9"] = { max_rows = 6000 },
+    -- Paged lookups (catalog notes), for c:pages / c:all_pages: `cursor`
+    -- says which parameter carries the cursor, `items` where a page's list
+    -- is in `data` (a dotted path; a number indexes a list), and how the
+    -- end shows: `next` (the next token; "" on the last page) or `last` (the
+    -- number of the last page).  agent_chat documents no page parameter.
+    ["wolkvox_storage/list_files"] = { cursor = "token", cursor_param = "page_token",
+        cursor_next = "pagination.next_page_token", cursor_items = "items" },
+    ["whatsapp/conversations_today_by_customer"] = { cursor = "page", cursor_param = "pagina_mensajes",
+        cursor_last = "1.paginacion_mensajes.total_paginas", cursor_items = "1.conversacion" },
 }
 
 local function q(s)
@@ -170,7 +179,9 @@ w:write("-- safe split boundary of a bucketed detail report), max_hours, shape (
 w:write("-- `data`), code (JSON type of `code` in the vendor example), title, query,\n")
 w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,\n")
 w:write("-- max_len, max_parts, part_names, multi_status, no_split (one call per range),\n")
-w:write("-- max_rows, data_key and total_key (where the rows are in the answer).\n")
+w:write("-- max_rows, data_key and total_key (where the rows are in the answer),\n")
+w:write("-- cursor (\"token\" or \"page\": a paged lookup), cursor_param, cursor_next,\n")
+w:write("-- cursor_last and cursor_items (see wolkvox.pages).\n")
 w:write("return {\n")
 local families, seen = {}, {}
 for _, e in ipairs(catalog.endpoints) do

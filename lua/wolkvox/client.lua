@@ -8,6 +8,8 @@
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
 local registry = require "wolkvox.registry"
+local cache = require "wolkvox.cache"
+local pages = require "wolkvox.pages"
 local prepare = require "wolkvox.job.prepare"
 local run = require "wolkvox.job.run"
 local export_job = require "wolkvox.job.export"
@@ -68,7 +70,7 @@ end
 local function invoke(self, e, params, unchecked)
     local ctx = ready(self, e.name)
     local job = prepare.prepare(ctx, e, params, { unchecked = unchecked })
-    return run.run(ctx, job)
+    return cache.run(ctx, job, run.run)
 end
 local invoke_protected = errors.protect(invoke)
 
@@ -229,6 +231,40 @@ Client.export = errors.protect(function(self, name, params, opts)
     return export_job.run(ctx, e, params, opts)
 end)
 
+--- Follow a paged lookup's cursor to its end, one call a page
+-- (`wolkvox.pages`): `wolkvox_storage/list_files` (`page_token`) and
+-- `whatsapp/conversations_today_by_customer` (`pagina_mensajes`).
+-- `for items, meta in c:pages("list_files", { path = "rec/" }, { max_pages = 20 }) do ... end`:
+-- each step gives a page's items and its meta (`page`, `cursor`, `next`,
+-- `data`, `calls`, ...).  Failures raise the structured error: a call's,
+-- the `max_pages` guard's (`params`, default 100 pages, `err.next` to go on
+-- from) or a cursor's that repeats itself (`decode`, reason `cursor`).
+-- @tparam string name "list_files" or "wolkvox_storage/list_files"
+-- @tparam[opt] table params the endpoint's parameters
+-- @tparam[opt] table opts `max_pages`; `cursor` (how an endpoint the
+--   registry does not describe pages: `{ type = "token" | "page", param,
+--   items, next | last }`)
+function Client:pages(name, params, opts)
+    local ok, it = pcall(function()
+        local e = endpoint_of(name)
+        ready(self, e.name)
+        return pages.iterate(e, params, opts, function(p) return invoke(self, e, p) end)
+    end)
+    if not ok then
+        error(it, 2)
+    end
+    return it
+end
+
+--- Every item of every page of a paged lookup, merged in order (see
+-- `pages`): items and a meta with `pages`, `calls`, `items`, `cached`; or
+-- nil and the error, with what was fetched before it in `err.items`.
+Client.all_pages = errors.protect(function(self, name, params, opts)
+    local e = endpoint_of(name)
+    ready(self, e.name)
+    return pages.all(e, params, opts, function(p) return invoke(self, e, p) end)
+end)
+
 --- What a call will cost, without spending anything.
 -- @treturn table `calls` (the first pass), `mode`, `endpoint`, `windows`,
 --   `free` (agentbox), `max_calls` (the ceiling on one plan's calls: the
@@ -274,12 +310,13 @@ end)
 --- Counters of this client: `calls` (requests that went out, each a call of
 -- the quota), `retries`, `throttled` (starts that waited for the pacer),
 -- `bytes` (answer bytes), `connects` (new connections), `quota_used` (the
--- ledger's count for today).
+-- ledger's count for today), `cache_hits` (answers the lookup cache gave
+-- without a call).
 function Client:stats()
     local ctx = self._ctx
     local t = ctx.closed and {} or ctx.transport:stats()
     return { calls = ctx.calls, retries = ctx.retries, throttled = ctx.throttles, bytes = t.bytes,
-        connects = t.connects, quota_used = ctx.ledger:status().used }
+        connects = t.connects, quota_used = ctx.ledger:status().used, cache_hits = ctx.cache_hits }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".

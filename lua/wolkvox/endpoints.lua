@@ -7,7 +7,9 @@
 -- `data`), code (JSON type of `code` in the vendor example), title, query,
 -- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,
 -- max_len, max_parts, part_names, multi_status, no_split (one call per range),
--- max_rows, data_key and total_key (where the rows are in the answer).
+-- max_rows, data_key and total_key (where the rows are in the answer),
+-- cursor ("token" or "page": a paged lookup), cursor_param, cursor_next,
+-- cursor_last and cursor_items (see wolkvox.pages).
 return {
 families = { "reports_manager", "customer", "real_time", "information", "billing", "campaign", "configuration", "agentbox", "whatsapp", "wolkvox_storage", "speech_analytics", "gamification", "quality", "sms" },
 endpoints = {
@@ -751,11 +753,11 @@ endpoints = {
 { family = "whatsapp", api = "agent_chat", method = "GET", kind = "lookup", shape = "object", code = "string", title = "List an agent's chats",
   query = { { name = "agent_id", required = true }, { name = "phone" }, { name = "email" }, { name = "customer_name" }, { name = "channel", values = { "whatsapp", "web", "instagram", "facebook" } }, { name = "channel_id" } },
   fields = { "status", "total", "page", "limit", "data[].channel_id", "data[].chat_id", "data[].fecha", "data[].channel", "data[].agent_user", "data[].skill", "data[].cliente.nombre", "data[].cliente.identificadores" } },
-{ family = "whatsapp", api = "conversations_today_by_customer", method = "POST", kind = "lookup", shape = "list", code = "string", title = "Chat conversation by chat_id",
+{ family = "whatsapp", api = "conversations_today_by_customer", method = "POST", kind = "lookup", shape = "list", code = "string", title = "Chat conversation by chat_id", cursor = "page", cursor_items = "1.conversacion", cursor_last = "1.paginacion_mensajes.total_paginas", cursor_param = "pagina_mensajes",
   query = {  },
   body = { kind = "json_object", fields = { { name = "chat_id", type = "string" }, { name = "pagina_mensajes", type = "integer" } } },
   fields = { "chat_id", "fecha_hora_inicio", "canal", "estado_chat", "agent_id", "conversacion[].fecha_hora", "conversacion[].quien_hablo", "conversacion[].mensaje", "paginacion_mensajes.pagina", "paginacion_mensajes.mensajes_por_pagina", "paginacion_mensajes.total_registros", "paginacion_mensajes.total_mensajes", "paginacion_mensajes.total_paginas", "paginacion_mensajes.registro_desde", "paginacion_mensajes.registro_hasta" } },
-{ family = "wolkvox_storage", api = "list_files", method = "POST", kind = "lookup", shape = "object", code = "string", title = "List files",
+{ family = "wolkvox_storage", api = "list_files", method = "POST", kind = "lookup", shape = "object", code = "string", title = "List files", cursor = "token", cursor_items = "items", cursor_next = "pagination.next_page_token", cursor_param = "page_token",
   query = {  },
   body = { kind = "json_object", optional = true, fields = { { name = "path", type = "string" }, { name = "limit", type = "integer" }, { name = "page_token", type = "string" } } },
   fields = { "items[].name", "items[].file_name", "items[].contentType", "items[].id", "items[].updated", "items[].isDirectory", "items[].size", "pagination.limit", "pagination.next_page_token" } },

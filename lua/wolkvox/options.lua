@@ -57,6 +57,7 @@ M.types = {
     on_progress = "function",   -- after each window, period or chunk of a call
     logger = { ["function"] = true, string = true },
     shared_dict = "string",
+    cache = { table = true, boolean = true }, -- { ttl = seconds[, dict = name] }: keep lookup answers; false: off
 }
 
 M.DEFAULTS = {
@@ -368,6 +369,16 @@ function M.check(opts)
         bad("state_dir", "must be a directory or false")
     elseif out.state_dir == nil then
         out.state_dir = M.default_state_dir() or false
+    end
+    if out.cache == true then
+        bad("cache", "must be a table { ttl = seconds } or false")
+    elseif out.cache == false then
+        out.cache = nil
+    elseif out.cache ~= nil then
+        local ok, why = require("wolkvox.cache").check(out.cache)
+        if not ok then
+            bad("cache", why)
+        end
     end
     -- "stderr", or the name of a transport whose host has a log ("ngx").
     if type(out.logger) == "string" and not require("wolkvox.transport").logger(out.logger) then

@@ -152,6 +152,8 @@ function M.new(o, token)
         error(p, 0)
     end
     local clock = mod.clock
+    -- The lookup cache (`cache = { ttl = ... }`): the transport's store.
+    local store = o.cache and mod.cache and mod.cache(o, t) or nil
     local hooks = {}
     for _, hook in ipairs(HOOKS) do
         hooks[hook] = o[hook]
@@ -167,6 +169,7 @@ function M.new(o, token)
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },
         calls = 0, retries = 0, throttles = 0, closed = false,
+        cache = store, cache_ttl = store and o.cache.ttl, cache_hits = 0,
     }, Runtime)
 end
 

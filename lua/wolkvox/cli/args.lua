@@ -63,7 +63,8 @@ function M.parser()
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox call information services\n"
             .. "  wolkvox call information routing_points routing=1001 --format table\n"
             .. "  wolkvox call configuration add_ip --body ip.json\n"
-            .. "  wolkvox call reports_manager cdr_1 from=2026-01-01 to=2026-01-31 --format csv --output jan.csv\n\n"
+            .. "  wolkvox call reports_manager cdr_1 from=2026-01-01 to=2026-01-31 --format csv --output jan.csv\n"
+            .. "  wolkvox call wolkvox_storage list_files limit=100 --all-pages --format csv\n\n"
             .. exit.HELP)
     c:argument("family", "The family, e.g. information.")
     c:argument("api", "The api, e.g. services.")
@@ -74,6 +75,8 @@ function M.parser()
     c:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     c:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     c:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+    c:flag("--all-pages", "Follow a paged lookup's cursor to the end (one call a page); write every item.")
+    c:option("--max-pages", "With --all-pages: stop (exit 2) past this many pages (default 100)."):convert(tonumber)
 
     local r = p:command("report", "Export a report over any range, window by window.")
         :epilog(GLOBAL .. "\n\nExamples:\n"

@@ -226,7 +226,12 @@ function commands.call(a)
     end
     local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
     local c = connect(a, { on_progress = bar.update })
-    local data, meta = c:call(a.family, a.api, params)
+    local data, meta
+    if a.all_pages then
+        data, meta = c:all_pages(a.family .. "/" .. a.api, params, { max_pages = a.max_pages })
+    else
+        data, meta = c:call(a.family, a.api, params)
+    end
     bar.clear()
     c:close()
     if data == nil then
@@ -262,6 +267,9 @@ function commands.call(a)
     end
     local rows, keyed = rows_of(data)
     local columns = export.columns(a.family .. "/" .. a.api)
+    if a.all_pages then
+        columns = require("wolkvox.pages").columns(registry.find(a.family, a.api))
+    end
     if keyed then
         table.insert(columns, 1, "key")
     end

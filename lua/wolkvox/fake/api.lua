@@ -37,6 +37,8 @@ M.MSG = {
     empty = "Validate dates entered",
     range = "THE DATE RANGE CANNOT EXCEED 31 DAYS",                  -- assumed text
     range_hours = "THE DATE RANGE CANNOT EXCEED 24 HOURS",            -- assumed text
+    call_limit = "THE REQUEST EXCEEDED THE MAXIMUM TIME OF %g SECONDS", -- assumed status and text
+    answer_limit = "THE RESPONSE EXCEEDS THE MAXIMUM SIZE OF %d BYTES", -- assumed status and text
 }
 
 M.DEFAULTS = {
@@ -56,6 +58,9 @@ M.DEFAULTS = {
     chat_messages = 25,         -- messages of a conversations_today_by_customer chat
     fixtures = {},              -- recorded answers replayed: { { match =, params =, status =, body = } }
     values = "plain",           -- "vendor": some values in the vendor's odd forms ("-", "--", "9,336.00 %", TIMEOUTACW)
+    answer_limit_bytes = 256 * 1024 * 1024, -- the documented 256 MB per answer (false: none)
+    call_limit_seconds = 60,    -- the documented 60 s per call (false: none)
+    whatsapp_interval = 20,     -- seconds between two send_message_mobil to one customer (false: none)
 }
 
 --- The fields a fault may have (docs/fake.md describes each).
@@ -171,6 +176,10 @@ function M.new(config, loop)
     return self
 end
 
+--- The fake's wall clock (seconds, with fractions), for the limits that
+-- count time between calls.
+State.now = http.gettime
+
 function State:reset()
     self.config = copy(M.DEFAULTS)
     for k, v in pairs(self.base) do
@@ -188,6 +197,7 @@ function State:reset()
     self.quota = { day = nil, used = 0, by_token = {} }
     self.stats = { requests = 0, max_inflight = 0, inflight = 0 }
     self.cache = {}
+    self.sent_to = {}           -- send_message_mobil: the last send to each telephone
     self.ips = {}
     for _, item in ipairs(self.config.ips or {}) do
         if type(item) == "table" and item.ip then
@@ -669,6 +679,14 @@ function State:api(req, conn, family, proxied)
     entry.call = self.calls[e_name]
     local ok, res = pcall(function()
         local fault = self:take_fault(e_name, req.params.api, entry.call)
+        -- The server's own time limit: a call that would take longer is
+        -- stopped at it (the fault that made it slow is used up).
+        local limit = self.config.call_limit_seconds
+        if limit and self.config.latency + (fault and tonumber(fault.delay) or 0) > limit then
+            entry.fault, entry.refused = fault, "call_limit"
+            self.loop:sleep(limit)
+            return refuse(500, format(M.MSG.call_limit, limit))
+        end
         if self.config.latency > 0 then
             self.loop:sleep(self.config.latency)
         end
@@ -696,6 +714,12 @@ function State:api(req, conn, family, proxied)
     if not ok then
         entry.error = tostring(res)
         res = html(500, "Internal Server Error")
+    end
+    -- The server's own size limit on an answer.
+    local max = self.config.answer_limit_bytes
+    if max and type(res.body) == "string" and #res.body > max then
+        entry.refused = "answer_limit"
+        res = refuse(500, format(M.MSG.answer_limit, max))
     end
     -- The call stays in flight until its answer has left.
     res.after = function()

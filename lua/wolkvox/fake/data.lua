@@ -101,9 +101,23 @@ function M.value(name, n, t)
     return tostring(h % 100)
 end
 
+--- Reply dates the catalog documents in another form than
+-- "YYYY-MM-DD HH:MM:SS", by endpoint and field (its registry name).
+M.DATE_FORMATS = {
+    ["gamification/agents_kpi"] = { ["stats[].date"] = "YYYYmmdd" },
+    ["reports_manager/diagram_1_2"] = { date = "YYYYMMDDHH", day = "YYYYMMDDHH" },
+}
+
+local DIGITS = { YYYYmmdd = 8, YYYYMMDDHH = 10 }
+
+-- Wall time `t` in the form `fmt` names.
+local function date_in(fmt, t)
+    return (dates.iso(t):gsub("%D", "")):sub(1, DIGITS[fmt])
+end
+
 -- One row: plain fields, and nested lists/objects for "parent[].child" and
--- "parent.child" names.
-local function row_of(fields, n, t)
+-- "parent.child" names; `formats` (field -> date form) as in DATE_FORMATS.
+local function row_of(fields, n, t, formats)
     local row, lists, objects = {}, {}, {}
     for _, f in ipairs(fields) do
         local parent, child = f:match("^([^%[]+)%[%]%.(.+)$")
@@ -115,8 +129,9 @@ local function row_of(fields, n, t)
                 row[parent] = list
             end
             if not child:find("[%[%.]") then
+                local fmt = formats and formats[f]
                 for i, item in ipairs(list) do
-                    item[child] = M.value(child, n * 10 + i, t)
+                    item[child] = fmt and date_in(fmt, t) or M.value(child, n * 10 + i, t)
                 end
             end
         else
@@ -126,7 +141,8 @@ local function row_of(fields, n, t)
                 row[obj] = objects[obj]
                 objects[obj][key] = M.value(key, n, t)
             else
-                row[f] = M.value(f, n, t)
+                local fmt = formats and formats[f]
+                row[f] = fmt and date_in(fmt, t) or M.value(f, n, t)
             end
         end
     end
@@ -170,7 +186,7 @@ function M.detail(e, ini, fin, cfg, limit)
     local first, last = M.slots(ini, fin, cfg.rows_per_day)
     local total = math.max(0, last - first + 1)
     local rows, count = {}, math.min(total, limit)
-    local fields = e.fields
+    local fields, formats = e.fields, M.DATE_FORMATS[e.name]
     local subset = cfg.truncation == "subset" and total > count
     local step = subset and coprime_step(total)
     for i = 1, count do
@@ -180,9 +196,9 @@ function M.detail(e, ini, fin, cfg, limit)
         end
         local t = M.slot_time(n, cfg.rows_per_day)
         if e.shape == "object" then
-            rows[dates.iso(t)] = row_of(fields, n, t) -- an object keyed by bucket (cdr_4)
+            rows[dates.iso(t)] = row_of(fields, n, t, formats) -- an object keyed by bucket (cdr_4)
         else
-            rows[i] = row_of(fields, n, t)
+            rows[i] = row_of(fields, n, t, formats)
         end
     end
     return rows, total, count
@@ -211,7 +227,7 @@ function M.aggregate(e, ini, fin)
     local span_days = math.max(1, floor((fin - ini + 1) / 86400))
     local rows = {}
     for i = 1, 5 do
-        local row = row_of(e.fields, i, ini)
+        local row = row_of(e.fields, i, ini, M.DATE_FORMATS[e.name])
         for _, f in ipairs(e.fields) do
             local l = lower(f)
             if l == "calls" or l:find("^total") or l:find("inbound$") or l:find("outbound$") then

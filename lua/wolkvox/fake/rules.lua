@@ -25,11 +25,13 @@ M.MSG = {
     no_file = "File upload is required",                                            -- the docs' start
     too_many_files = "THE MAXIMUM NUMBER OF FILES PER REQUEST IS 50",               -- assumed text
     disabled = "THE API IS NOT ENABLED ON THIS SERVER",                             -- assumed text
+    too_soon = "ONLY ONE MESSAGE PER CUSTOMER EVERY %g SECONDS",                    -- assumed status and text
 }
 
 --- Which messages are the fake's own (the vendor's text was not captured).
 M.ASSUMED = { invalid_value = true, too_many_records = true, too_long = true, ip_registered = true,
-    ip_not_registered = true, ip_invalid = true, ip_cap = true, too_many_files = true, disabled = true }
+    ip_not_registered = true, ip_invalid = true, ip_cap = true, too_many_files = true, disabled = true,
+    too_soon = true }
 
 --- Limits the vendor documents.
 M.MAX_RECORDS = 10000      -- records per upload call (add_record)
@@ -38,28 +40,23 @@ M.MAX_AUDIO_FILES = 50     -- upload_audio, per request
 
 -- ---- helpers --------------------------------------------------------------------
 
--- An IPv4 address in one of the forms inet_aton(3) takes: "a.b.c.d",
--- "a.b.c", "a.b" or "a" (decimal parts; the last fills the bytes left).
+-- An IPv4 address as add_ip documents it: four decimal numbers of 0-255
+-- ("203.0.113.7"); the short forms inet_aton(3) also takes ("10.1", "1")
+-- are not addresses to the vendor's firewall.
 local function valid_ipv4(s)
-    if type(s) ~= "string" or not s:match("^%d+[%d%.]*$") or s:find("..", 1, true) or s:sub(-1) == "." then
+    if type(s) ~= "string" then
         return false
     end
-    local parts = {}
-    for x in s:gmatch("[^%.]+") do
-        if #x > 10 then
-            return false
-        end
-        parts[#parts + 1] = tonumber(x)
-    end
-    if #parts > 4 then
+    local a, b, c, d = s:match("^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
+    if not a then
         return false
     end
-    for i = 1, #parts - 1 do
-        if parts[i] > 255 then
+    for _, x in ipairs { a, b, c, d } do
+        if tonumber(x) > 255 then
             return false
         end
     end
-    return parts[#parts] < 256 ^ (5 - #parts)
+    return true
 end
 M.valid_ipv4 = valid_ipv4
 
@@ -192,7 +189,16 @@ function M.check(e, req, body, state)
             end
         end
         ips[ip] = { permanent = permanent, description = type(body) == "table" and body.description or nil }
-    elseif name == "whatsapp/codify_chat" and type(body) == "table" and body.codAct ~= nil then
+    elseif name == "whatsapp/send_message_mobil" and type(body) == "table" then
+        -- Documented: one message to a given customer every 20 s.
+        local interval, tel = state.config.whatsapp_interval, tostring(body.telephone)
+        local now, last = state.now(), state.sent_to[tel]
+        if interval and last and now - last < interval then
+            return 400, format(M.MSG.too_soon, interval), "too_soon"
+        end
+        state.sent_to[tel] = now
+    elseif name == "whatsapp/codify_chat" and type(body) == "table" then
+        -- A missing codAct is no code the operation allows for chats either.
         local code, allowed = tostring(body.codAct), false
         for _, c in ipairs(state.config.chat_codes or {}) do
             allowed = allowed or tostring(c) == code

@@ -53,6 +53,14 @@ function M.state(o, t)
     return p, q
 end
 
+local memory
+--- The cache of lookup answers (`cache` option): this process's memory,
+-- shared by its clients (keys carry the token's fingerprint and the URL).
+function M.cache()
+    memory = memory or transport.memory_cache(M.clock.now)
+    return memory
+end
+
 --- Outside nginx a process runs one call of a client at a time: the
 -- client's own runtime is the store.
 function M.store(owner)

@@ -164,6 +164,14 @@ function M.state()
     return {}, {}
 end
 
+--- The cache of lookup answers (`cache` option): the fake server's own,
+-- shared by the clients of one server as a process's clients share theirs.
+function M.cache(_, t)
+    local srv = t.server
+    srv.cache_store = srv.cache_store or transport.memory_cache(M.clock.now)
+    return srv.cache_store
+end
+
 --- One call of a client at a time per process: the client is the store.
 function M.store(owner)
     return owner

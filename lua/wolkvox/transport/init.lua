@@ -14,6 +14,11 @@
 -- * `state(opts, transport)` -> the options of the pacer and of the quota
 --   ledger: where the token's slots and the day's count are shared (files
 --   under `state_dir`, an nginx shared dict, or nothing: this process only).
+-- * `cache(opts, transport)` (optional) -> where `cache = { ttl = ... }`
+--   keeps lookup answers (`wolkvox.cache`): an object with `get(key)` ->
+--   the value or nil, and `set(key, value, ttl)`; values are plain tables
+--   (data and meta of an answer), and what `get` returns is the caller's to
+--   change.  Keys are fingerprints, never the token.
 -- * `store(owner)` -> a table private to the current unit of work for
 --   `owner` (the client itself; inside nginx, the current request's), where
 --   the running call is remembered.
@@ -122,6 +127,53 @@ function M.mask_value(v, secret, null)
         end
     end
     return out
+end
+
+local function copy(v)
+    if type(v) ~= "table" then
+        return v
+    end
+    local out = {}
+    for k, x in pairs(v) do
+        out[k] = copy(x)
+    end
+    return out
+end
+
+--- A cache store in this process's memory for the `cache` of a transport:
+-- at most `max` entries (default 1000; the oldest go first), each kept
+-- `ttl` seconds of `now()`.  Values are copied in and out.
+function M.memory_cache(now, max)
+    max = max or 1000
+    local entries, order, first = {}, {}, 1
+    local store = {}
+    function store.get(_, key)
+        local item = entries[key]
+        if item == nil then
+            return nil
+        end
+        if now() >= item.expires then
+            entries[key] = nil
+            return nil
+        end
+        return copy(item.value)
+    end
+    function store.set(_, key, value, ttl)
+        local slot = #order + 1
+        order[slot] = key
+        entries[key] = { value = copy(value), expires = now() + ttl, slot = slot }
+        -- Forget the oldest keys past `max`; a key set again since holds a
+        -- later slot and stays.
+        while #order - first + 1 > max do
+            local k = order[first]
+            local item = entries[k]
+            if item and item.slot == first then
+                entries[k] = nil
+            end
+            order[first], first = nil, first + 1
+        end
+    end
+    return store
 end
 
 --- The transports, by the names `wolkvox.new { transport = ... }` takes.

@@ -208,6 +208,33 @@ function M.state(o, t)
         { dict = dict, key = transport.fingerprint(o.base_url):sub(1, 16) }
 end
 
+local worker_cache
+--- The cache of lookup answers (`cache` option): the `lua_shared_dict`
+-- named by `cache.dict`, else by `shared_dict` (default "wolkvox"), shared
+-- by the workers, its entries expiring with the dict's own TTL; values are
+-- JSON (lua-cjson).  Without the dict (or lua-cjson), this worker's memory.
+function M.cache(o)
+    local dict = ngx.shared[o.cache and o.cache.dict or o.shared_dict or "wolkvox"]
+    local ok, cjson = pcall(require, "cjson.safe")
+    if not (dict and ok) then
+        worker_cache = worker_cache or transport.memory_cache(M.clock.now)
+        return worker_cache
+    end
+    cjson = cjson.new()
+    return {
+        get = function(_, key)
+            local text = dict:get(key)
+            return text and cjson.decode(text) or nil
+        end,
+        set = function(_, key, value, ttl)
+            local text = cjson.encode(value)
+            if text then -- a value JSON cannot hold is not kept
+                dict:set(key, text, ttl)
+            end
+        end,
+    }
+end
+
 --- The current request's own store for `owner` (in `ngx.ctx`): the
 -- requests of a worker share a client, and one must never abort another's
 -- calls.
