@@ -572,4 +572,37 @@ describe("wolkvox command", function()
             os.remove(out)
         end)
     end)
+
+    describe("sync", function()
+        it("appends what is new at each run: two runs equal one report, byte for byte", function()
+            local st, out = home .. "/cdr.sync", home .. "/sync.csv"
+            local code, _, err = fake_run("sync cdr_1 --state " .. q(st) .. " --since 2026-01-01 --until 2026-01-10"
+                .. " --output " .. q(out) .. " --append")
+            assert.equal(0, code, err)
+            code, _, err = fake_run("sync cdr_1 --state " .. q(st) .. " --until 2026-01-20 --lag 5m --output "
+                .. q(out) .. " --append --force")
+            assert.equal(0, code, err)
+            local _, want = fake_run("report cdr_1 --from 2026-01-01 --to 2026-01-20")
+            assert.equal(want, slurp(out))
+            assert.is_nil(slurp(st):find(TOKEN, 1, true))
+            -- Again at once: a warning, no call, the file untouched.
+            local before = srv:control("stats").requests
+            code, _, err = fake_run("sync cdr_1 --state " .. q(st) .. " --output " .. q(out) .. " --append")
+            assert.equal(0, code)
+            assert.matches("polling interval", err)
+            assert.equal(before, srv:control("stats").requests)
+            assert.equal(want, slurp(out))
+        end)
+
+        it("refuses a bad duration and --append without --output (exit 2, no call)", function()
+            local st = home .. "/x.sync"
+            local code, _, err = fake_run("sync cdr_1 --state " .. q(st) .. " --since 2026-01-01 --lag soon")
+            assert.equal(2, code)
+            assert.matches("--lag takes seconds", err, 1, true)
+            code, _, err = fake_run("sync cdr_1 --state " .. q(st) .. " --since 2026-01-01 --append")
+            assert.equal(2, code)
+            assert.matches("--append needs --output", err, 1, true)
+            assert.equal(0, srv:control("stats").requests)
+        end)
+    end)
 end)

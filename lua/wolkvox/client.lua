@@ -13,6 +13,7 @@ local pages = require "wolkvox.pages"
 local prepare = require "wolkvox.job.prepare"
 local run = require "wolkvox.job.run"
 local export_job = require "wolkvox.job.export"
+local sync_job = require "wolkvox.job.sync"
 local runtime = require "wolkvox.runtime"
 
 local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
@@ -229,6 +230,31 @@ Client.export = errors.protect(function(self, name, params, opts)
     local e = endpoint_of(name)
     local ctx = ready(self, e.name)
     return export_job.run(ctx, e, params, opts)
+end)
+
+--- Fetch what is new since the last run: from the state file's watermark
+-- (the first time, `since`) to `until` (default: now minus `lag`), only rows
+-- not handed over before, then move the watermark.  A short `overlap`
+-- before the watermark is read again for rows recorded late, and rows
+-- already delivered are dropped by the endpoint's row key.  Aggregates
+-- sync per closed day (`per = "day"`).  Run more often than the vendor's
+-- 5-minute polling interval, it warns and spends nothing (`force = true`
+-- overrides).
+-- `local rows, meta = c:sync("cdr_1", { state = "cdr.sync", since = "2026-01-01" })`.
+-- @tparam string name "cdr_1" or "family/api"
+-- @tparam table params `state` (a path), `since`, `until`, `lag` (seconds,
+--   default 600), `overlap` (seconds, default 3600), `per`, `force`, and the
+--   endpoint's own parameters
+-- @tparam[opt] table sink where rows go, as for `export` (`output`, `file`,
+--   `on_rows`, `format`, `columns`, `bom`, `map`), plus `append = true`
+--   (with `output`: rows are added to the file, csv or ndjson); without it
+--   the new rows are returned
+-- @return the new rows (or their count, with a sink) and meta (`from`,
+--   `to`, `watermark`, `dropped`, `calls`, `skipped`, ...); or nil, err
+Client.sync = errors.protect(function(self, name, params, sink)
+    local e = endpoint_of(name)
+    local ctx = ready(self, e.name)
+    return sync_job.run(ctx, e, params, sink)
 end)
 
 --- Follow a paged lookup's cursor to its end, one call a page

@@ -100,6 +100,31 @@ function M.parser()
         .. "again to finish an export that stopped, fetching only what is missing.")
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
+    local s = p:command("sync", "Fetch what is new since the last run (a state file remembers where it got).")
+        :epilog(GLOBAL .. "\n\nExamples:\n"
+            .. "  wolkvox sync cdr_1 --state cdr.sync --since 2026-01-01 --output cdr.csv --append\n"
+            .. "  wolkvox sync cdr_1 --state cdr.sync --lag 15m --output new-$(date +%F).csv\n"
+            .. "  wolkvox sync agent_1 --state agent.sync --since 2026-01-01 --per day --format ndjson\n\n"
+            .. "Each run fetches from the state's watermark (first: --since) to --until (default: now minus\n"
+            .. "--lag), reads --overlap again for rows recorded late, writes only rows not written before,\n"
+            .. "then moves the watermark.  Run more often than every 5 minutes (the vendor's polling\n"
+            .. "interval), it warns and spends nothing unless --force.\n\n"
+            .. exit.HELP)
+    s:argument("name", "The report: cdr_1 or family/api.")
+    s:argument("params", "The report's own parameters as name=value."):args("*")
+    s:option("--state", "The sync's state file (created on the first run)."):count(1)
+    s:option("--since", "Where the first run starts (a date).")
+    s:option("--until", "Where this run stops (default: now minus --lag).")
+    s:option("--lag", "How far behind now to stop: 600, 10m, 1h (default 10m).")
+    s:option("--overlap", "How much before the watermark to read again for late rows (default 1h).")
+    s:option("--per", "Aggregates: one call per closed day."):choices({ "day" })
+    s:option("--format", "csv, ndjson or json."):choices({ "csv", "ndjson", "json" }):default("csv")
+    s:option("-o --output", "Write to FILE instead of stdout.")
+    s:flag("--append", "Add the new rows to --output (csv or ndjson) instead of replacing it.")
+    s:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
+    s:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+    s:flag("--force", "Sync even when the last run was less than 5 minutes ago.")
+
     local q = p:command("quota", "The day's quota as this machine counted it.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n"
             .. exit.HELP)
@@ -112,7 +137,7 @@ function M.parser()
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
-    for _, x in ipairs { p, e, c, r, q, f } do
+    for _, x in ipairs { p, e, c, r, s, q, f } do
         help(x)
     end
     return p

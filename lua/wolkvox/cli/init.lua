@@ -317,6 +317,21 @@ local function dry_run(a, c)
     end
 end
 
+-- The row written for a row of the answer: typed when asked, with its
+-- period under --per.
+local function row_mapper(a)
+    return function(row, window)
+        local out = rows_of(row)[1]
+        if a.typed then
+            out = coerce.row(out)
+        end
+        if a.per then
+            out.period = window.label
+        end
+        return out
+    end
+end
+
 -- A report with a checkpoint: written by c:export into FILE.part, renamed
 -- to FILE when the last window is in; run again, it goes on from the
 -- checkpoint (a finished one spends nothing).
@@ -329,16 +344,7 @@ local function resumable_report(a, c)
     local n, err = c:export(a.name, report_params(a), {
         format = a.format or "csv", output = part, checkpoint = a.checkpoint,
         columns = columns_of(a.name, a.per), bom = a.bom,
-        map = function(row, window)
-            local out = rows_of(row)[1]
-            if a.typed then
-                out = coerce.row(out)
-            end
-            if a.per then
-                out.period = window.label
-            end
-            return out
-        end,
+        map = row_mapper(a),
     })
     if not n then
         error(err, 0)
@@ -403,6 +409,48 @@ function commands.report(a)
     end
 end
 
+-- "600", "10m", "1h", "2d" -> seconds.
+local function duration(name, v)
+    if v == nil then
+        return nil
+    end
+    local n, unit = tostring(v):match("^(%d+%.?%d*)([smhd]?)$")
+    if not n then
+        fail(exit.USAGE, name .. " takes seconds or a duration such as 90s, 10m, 1h, 2d (got '" .. v .. "')")
+    end
+    return tonumber(n) * ({ [""] = 1, s = 1, m = 60, h = 3600, d = 86400 })[unit]
+end
+
+function commands.sync(a)
+    local c = connect(a)
+    local ok, err = pcall(function()
+        local params = parameters(a.params)
+        params.state, params.since, params["until"], params.per = a.state, a.since, a["until"], a.per
+        params.lag, params.overlap = duration("--lag", a.lag), duration("--overlap", a.overlap)
+        params.force = a.force or nil
+        local sink = { format = a.format, columns = columns_of(a.name, a.per), bom = a.bom,
+            append = a.append or nil,
+            map = row_mapper(a) }
+        if a.output and a.output ~= "-" then
+            sink.output = a.output
+        else
+            if a.append then
+                fail(exit.USAGE, "--append needs --output FILE")
+            end
+            sink.file = io.stdout
+        end
+        -- A sync skipped for the polling interval warns through the logger.
+        local n, err = c:sync(a.name, params, sink)
+        if not n then
+            error(err, 0)
+        end
+    end)
+    c:close()
+    if not ok then
+        error(err, 0)
+    end
+end
+
 function commands.quota(a)
     local c = connect(a)
     local s, err = c:quota({ measure = a.measure and true or false })
@@ -450,7 +498,7 @@ function M.main(argv)
         -- One line, naming the help to read.
         local cmd
         for _, w in ipairs(list) do
-            if w == "endpoints" or w == "call" or w == "report" or w == "quota" or w == "fake" then
+            if w == "endpoints" or w == "call" or w == "report" or w == "sync" or w == "quota" or w == "fake" then
                 cmd = w
                 break
             end

@@ -61,6 +61,7 @@ M.DEFAULTS = {
     answer_limit_bytes = 256 * 1024 * 1024, -- the documented 256 MB per answer (false: none)
     call_limit_seconds = 60,    -- the documented 60 s per call (false: none)
     whatsapp_interval = 20,     -- seconds between two send_message_mobil to one customer (false: none)
+    recorded_until = false,     -- "YYYY-MM-DD HH:MM:SS": detail rows after it are not recorded yet (late rows)
 }
 
 --- The fields a fault may have (docs/fake.md describes each).
@@ -433,6 +434,11 @@ function State:answer(e, req, token)
         if e.kind == "detail" then
             -- The cap: the server's, or the endpoint's own (diagram_9: 6,000).
             local cap = math.min(cfg.max_rows, e.max_rows or cfg.max_rows)
+            -- Rows the server has not recorded yet are not answered.
+            local recorded = type(cfg.recorded_until) == "string" and dates.parse(cfg.recorded_until)
+            if recorded and recorded < fin then
+                fin = recorded
+            end
             local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cap
                 .. ":" .. tostring(cfg.truncation) .. ":" .. tostring(cfg.values)
             local hit = self:cached(key)

@@ -133,14 +133,18 @@ local function fail_output(e, msg)
     errors.throw("output", { endpoint = e.name, message = msg })
 end
 
--- A writer to the output file, fresh or resumed from checkpoint `cp`.
-local function open_writer(e, opts, columns, cp)
+--- A writer of `opts.format` to the file at `opts.output`: a new file, or,
+-- given `saved` (a checkpoint or a sync state: `bytes`, `writer`), the
+-- file cut back to the bytes it vouches for and the writer's state as it
+-- was (`what` names the file that vouches, for the message).
+-- @return the writer and the open file
+function M.open_writer(e, opts, columns, saved, what)
     local file, err
-    if cp then
-        local ok, why = require("wolkvox.core").truncate(opts.output, cp.bytes)
+    if saved then
+        local ok, why = require("wolkvox.core").truncate(opts.output, saved.bytes)
         if not ok then
-            errors.refuse(e, "export: cannot resume " .. opts.output .. " from its checkpoint: " .. tostring(why)
-                .. " (remove the checkpoint to start over)")
+            errors.refuse(e, "cannot go on writing " .. opts.output .. " from its " .. what .. ": "
+                .. tostring(why) .. " (remove the " .. what .. " to start over)")
         end
         file, err = io_open(opts.output, "r+b")
         if file then
@@ -153,11 +157,16 @@ local function open_writer(e, opts, columns, cp)
         fail_output(e, "cannot open the output: " .. tostring(err))
     end
     local w = writer_of(opts.format or "csv", file, columns, opts.bom)
-    if cp then
-        local s = cp.writer
+    if saved then
+        local s = saved.writer
         w.started, w.cols, w.rows, w.bracket = s.started, s.cols, s.rows or 0, s.bracket
     end
     return w, file
+end
+
+--- What a checkpoint keeps of writer `w` to go on with it.
+function M.writer_state(w)
+    return { started = w.started or false, cols = w.cols, rows = w.rows, bracket = w.bracket }
 end
 
 --- Run the export of endpoint `e` over `params` with `opts` (see
@@ -210,7 +219,7 @@ function M.run(ctx, e, params, opts)
     if opts.file then
         w = writer_of(format, opts.file, columns, opts.bom)
     else
-        w, file = open_writer(e, opts, columns, cp)
+        w, file = M.open_writer(e, opts, columns, cp, "checkpoint")
     end
     local done = cp and cp.windows or 0
     local function save(done_to, complete)
@@ -222,7 +231,7 @@ function M.run(ctx, e, params, opts)
             to = dates.iso(job.to), format = format, done_to = done_to, bytes = file:seek("cur"),
             windows = done, complete = complete or nil,
             span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
-            writer = { started = w.started or false, cols = w.cols, rows = w.rows, bracket = w.bracket } })
+            writer = M.writer_state(w) })
     end
     local ok, n, meta = pcall(run.deliver, ctx, job, {
         rows = function(list, win)

@@ -1,0 +1,379 @@
+--- Incremental sync: each run fetches a report from the state file's
+-- watermark to `until` (default: now minus `lag`), hands over only rows not
+-- handed over before, then moves the watermark.  Rows the server records
+-- late, for a time already past the watermark, are caught by reading a
+-- short `overlap` again and dropping the rows already delivered, known by
+-- the endpoint's row key (the registry's `row_key`, else the row's whole
+-- content); the state keeps the keys of the overlap only, so it stays
+-- small.  Aggregate reports sync per closed period (`per = "day"`), never
+-- a half day.  The state is replaced atomically after every window, so a
+-- run that fails or is killed loses nothing and delivers nothing twice:
+-- with an appended output, the file is cut back to what the state vouches
+-- for.
+-- @module wolkvox.job.sync
+
+local checkpoint = require "wolkvox.job.checkpoint"
+local dates = require "wolkvox.dates"
+local errors = require "wolkvox.errors"
+local export = require "wolkvox.export"
+local export_job = require "wolkvox.job.export"
+local prepare = require "wolkvox.job.prepare"
+local run = require "wolkvox.job.run"
+
+local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, concat =
+    type, pairs, ipairs, tostring, pcall, error, string.format, io.type, math.floor, table.concat
+
+local M = {}
+
+--- The sync's own options, beside the endpoint's parameters.
+M.OPTIONS = { state = true, since = true, ["until"] = true, lag = true, overlap = true, force = true, per = true }
+
+--- The options of where rows go (the third argument), as for export.
+M.SINK = { format = true, output = true, file = true, columns = true, bom = true, on_rows = true, append = true,
+    map = true }
+
+--- Seconds behind now that a sync stops by default: the server records
+-- the last minutes late.
+M.LAG = 600
+--- Seconds before the watermark read again for late rows.
+M.OVERLAP = 3600
+--- The polling interval the vendor documents (5 minutes): a sync run more
+-- often warns and, unless forced, spends nothing.
+M.INTERVAL = 300
+--- The state format's version.
+M.VERSION = 1
+
+local DAY = 86400
+
+-- Fields that identify a row, in the order they are looked for when the
+-- registry names none.
+local KEYS = { "conn_id", "id_conn", "call_id", "id_call", "id_chat", "chat_id", "conversation_id", "id" }
+
+local function has(list, name)
+    for _, v in ipairs(list or {}) do
+        if v == name then
+            return true
+        end
+    end
+    return false
+end
+
+-- The first of `names` that is a field of `e`.
+local function first_field(e, names)
+    for _, k in ipairs(names) do
+        if has(e.fields, k) then
+            return k
+        end
+    end
+    return nil
+end
+
+--- The field that identifies a row of `e` (nil: the whole row does).
+function M.row_key(e)
+    return e.row_key or first_field(e, KEYS)
+end
+
+--- The field that holds a row's time.
+function M.time_field(e)
+    return e.time_field or first_field(e, { "date", "date_ini", "fecha" })
+end
+
+-- A row's identity: its key field, else its content (sorted fields).
+local function identity(row, key)
+    local v = key and row[key]
+    if v ~= nil and v ~= "" then
+        return "k:" .. tostring(v)
+    end
+    local names = {}
+    for k in pairs(row) do
+        names[#names + 1] = tostring(k)
+    end
+    table.sort(names)
+    local parts = {}
+    for i, k in ipairs(names) do
+        parts[i] = k .. "=" .. tostring(row[k])
+    end
+    return "h:" .. require("wolkvox.core").sha256(concat(parts, "\0")):sub(1, 32)
+end
+
+local function refuse(e, msg)
+    errors.refuse(e, "sync: " .. msg)
+end
+
+local function check(e, params, sink)
+    if type(params) ~= "table" then
+        refuse(e, "the second argument must be a table (state = PATH, since = DATE, ...)")
+    end
+    if type(params.state) ~= "string" or params.state == "" then
+        refuse(e, "state = PATH is needed: the file that remembers how far the sync got")
+    end
+    for _, k in ipairs { "lag", "overlap" } do
+        local v = params[k]
+        if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or v > 31 * DAY) then
+            refuse(e, k .. " must be a number of seconds between 0 and 31 days")
+        end
+    end
+    if params.per ~= nil and params.per ~= "day" then
+        refuse(e, "per must be \"day\" (aggregates sync one closed day at a time)")
+    end
+    if params.from ~= nil or params.to ~= nil then
+        refuse(e, "give since (the first sync's start) and until, not from/to")
+    end
+    if sink ~= nil then
+        if type(sink) ~= "table" then
+            refuse(e, "the third argument must be a table (output, format, ...)")
+        end
+        for k in pairs(sink) do
+            if not M.SINK[k] then
+                refuse(e, "unknown option '" .. tostring(k) .. "'")
+            end
+        end
+        if sink.append and type(sink.output) ~= "string" then
+            refuse(e, "append needs output = PATH")
+        end
+        if sink.append and not (sink.format == nil or sink.format == "csv" or sink.format == "ndjson") then
+            refuse(e, "append works with csv and ndjson (a JSON array cannot grow)")
+        end
+        if sink.output ~= nil and sink.output == params.state then
+            refuse(e, "the state and the output must be different files")
+        end
+    end
+    if e.kind ~= "detail" and params.per == nil then
+        refuse(e, e.api .. " gives totals: sync it per closed day (per = \"day\")")
+    end
+end
+
+-- The fingerprint of what a state belongs to: the endpoint and its own
+-- parameters (not the range, which moves).
+local function identity_of(e, params, sink)
+    local p = {}
+    for k, v in pairs(params) do
+        if not M.OPTIONS[k] and not prepare.OPTIONS[k] then
+            p[k] = v
+        end
+    end
+    return checkpoint.fingerprint { endpoint = e.name, params = p, per = params.per,
+        format = sink and sink.format or nil, append = sink and sink.append and sink.output or nil }
+end
+
+local function read_state(e, path, fingerprint)
+    local text, err, why = require("wolkvox.core").read_file(path)
+    if not text then
+        if why == "missing" then
+            return nil
+        end
+        refuse(e, "cannot read the state " .. path .. ": " .. tostring(err))
+    end
+    local t = require("wolkvox.core").decode(text)
+    if type(t) ~= "table" or t.version ~= M.VERSION or type(t.sync) ~= "string" or type(t.keys) ~= "table" then
+        refuse(e, path .. " is not a lua-wolkvox sync state (remove it to start over)")
+    end
+    if t.sync ~= fingerprint then
+        refuse(e, format("the state %s was made for another sync (%s); give this one its own state file",
+            path, tostring(t.endpoint)))
+    end
+    return t
+end
+
+local function write_state(path, t)
+    t.version = M.VERSION
+    local ok, err = require("wolkvox.core").write_file(path, require("wolkvox.json").encode(t) .. "\n")
+    if not ok then
+        errors.throw("output", { message = "cannot write the sync state: " .. tostring(err) })
+    end
+end
+
+-- The end of the last whole day at or before `wall`.
+local function closed_day_end(wall)
+    return floor((wall + 1) / DAY) * DAY - 1
+end
+
+--- Run one sync of endpoint `e`; see `wolkvox.client`'s `sync`.
+-- @return rows handed over (a list when no sink was given, else their
+--   count) and meta (`from`, `to`, `watermark`, `dropped`, `calls`, ...)
+function M.run(ctx, e, params, sink)
+    check(e, params, sink)
+    local fingerprint = identity_of(e, params, sink)
+    local st = read_state(e, params.state, fingerprint)
+    local now = dates.now(ctx.utc_offset)
+    local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
+
+    -- Polling guidance: the vendor asks for 5 minutes between polls.
+    if st and st.last_run and not params.force and now - st.last_run < M.INTERVAL then
+        local why = format("sync of %s ran %d s ago; the documented polling interval is %d s: nothing "
+            .. "fetched (force = true to sync anyway)", e.name, now - st.last_run, M.INTERVAL)
+        ctx:log("warn", why)
+        meta.skipped, meta.warning = "interval", why
+        return sink and 0 or {}, meta
+    end
+
+    local overlap = params.overlap or M.OVERLAP
+    local per_day = params.per == "day"
+    local from, since
+    if st and st.watermark then
+        local w = dates.parse(st.watermark)
+        since = dates.parse(st.since)
+        from = per_day and w + 1 or w - overlap + 1
+        -- Never before where the first run began.
+        if since and from < since then
+            from = since
+        end
+    else
+        if params.since == nil then
+            refuse(e, "the first sync needs since = DATE (where to start)")
+        end
+        local v, why = dates.parse(params.since, false, ctx.utc_offset)
+        if not v then
+            refuse(e, "since: " .. why)
+        end
+        from, since = v, v
+    end
+    local to
+    if params["until"] ~= nil then
+        local v, why = dates.parse(params["until"], true, ctx.utc_offset)
+        if not v then
+            refuse(e, "until: " .. why)
+        end
+        to = v
+    else
+        to = now - (params.lag or M.LAG)
+    end
+    if per_day then
+        to = closed_day_end(to)
+    end
+    meta.from, meta.to = dates.iso(from), dates.iso(to)
+    if st and st.watermark and to <= dates.parse(st.watermark) then
+        meta.watermark, meta.up_to_date = st.watermark, true
+        return sink and 0 or {}, meta
+    end
+    if to < from then
+        meta.up_to_date = true
+        return sink and 0 or {}, meta
+    end
+
+    -- The fetch: the endpoint's parameters over [from, to].
+    local p = {}
+    for k, v in pairs(params) do
+        if not M.OPTIONS[k] then
+            p[k] = v
+        end
+    end
+    p.from, p.to, p.per = dates.iso(from), dates.iso(to), params.per
+    local job = run.spool(ctx, prepare.prepare(ctx, e, p))
+
+    local key, tfield = M.row_key(e), M.time_field(e)
+    local seen = {}
+    for k, t in pairs(st and st.keys or {}) do
+        seen[k] = t
+    end
+    local out, w, file = {}, nil, nil
+    sink = sink or {}
+    if sink.output or sink.file then
+        local columns = sink.columns
+        local fmt = sink.format or "csv"
+        if columns == nil and fmt == "csv" then
+            columns = export.columns(e.name)
+        end
+        if not export.FORMATS[fmt] then
+            refuse(e, "unknown format '" .. tostring(fmt) .. "'")
+        end
+        if sink.output then
+            local resume = sink.append and st and st.bytes and st.writer and st or nil
+            w, file = export_job.open_writer(e, { output = sink.output, format = fmt, bom = sink.bom }, columns,
+                resume, "sync state")
+        elseif io_type(sink.file) ~= "file" then
+            refuse(e, "file must be an open file")
+        else
+            w = export.writer(fmt, sink.file, { columns = columns, bom = sink.bom })
+        end
+    end
+
+    -- The state after the rows up to `upto` (a wall time) were handed over.
+    local function save(upto)
+        local keep = {}
+        local floor_t = upto - overlap
+        for k, t in pairs(seen) do
+            if t > floor_t then
+                keep[k] = t
+            end
+        end
+        seen = keep
+        local bytes
+        if file then
+            local ok, err = file:flush()
+            if not ok then
+                errors.throw("output", { endpoint = e.name, message = "cannot write: " .. tostring(err) })
+            end
+            bytes = file:seek("cur")
+        end
+        write_state(params.state, { sync = fingerprint, endpoint = e.name, since = dates.iso(since),
+            watermark = dates.iso(upto),
+            keys = keep, last_run = now, bytes = sink.append and bytes or nil,
+            writer = w and sink.append and export_job.writer_state(w) or nil })
+        meta.watermark = dates.iso(upto)
+    end
+
+    local ok, n, dmeta = pcall(run.deliver, ctx, job, {
+        rows = function(list, win)
+            local fresh = {}
+            for _, row in ipairs(list) do
+                -- Closed days are read once: no overlap, nothing to drop.
+                local id = not per_day and identity(row, key)
+                if id and seen[id] then
+                    meta.dropped = meta.dropped + 1
+                else
+                    if id then
+                        local t = tfield and dates.parse(tostring(row[tfield] or "")) or nil
+                        seen[id] = t or dates.parse(win.to)
+                    end
+                    fresh[#fresh + 1] = sink.map and sink.map(row, win) or row
+                end
+            end
+            if #fresh == 0 then
+                return true
+            end
+            meta.rows = meta.rows + #fresh
+            if w then
+                for _, row in ipairs(fresh) do
+                    local written, why = w:write(row)
+                    if not written then
+                        return nil, why
+                    end
+                end
+            elseif sink.on_rows then
+                local r, why = sink.on_rows(fresh, win)
+                if r == false then
+                    return nil, why or "on_rows returned false"
+                end
+            else
+                for _, row in ipairs(fresh) do
+                    out[#out + 1] = row
+                end
+            end
+            return true
+        end,
+        window = function(win)
+            save(dates.parse(win.to))
+        end,
+    })
+    local closed_ok, cerr = true, nil
+    if w then
+        closed_ok, cerr = w:close()
+    end
+    if file then
+        file:close()
+    end
+    if not ok then
+        error(n, 0)
+    end
+    if not closed_ok then
+        errors.throw("output", { endpoint = e.name, message = tostring(cerr) })
+    end
+    meta.calls, meta.windows, meta.truncated = dmeta.calls, #dmeta.windows, dmeta.truncated
+    if sink.output or sink.file or sink.on_rows then
+        return meta.rows, meta
+    end
+    return out, meta
+end
+
+return M
