@@ -5,7 +5,9 @@
  * wolkvox.core.decode, under ASan and UBSan.  Neither may crash or raise;
  * both must accept or refuse it alike, and give the same tables (an answer
  * with more than one "data" member is left out of the comparison: the
- * stream hands over the rows of each).
+ * stream hands over the rows of each).  The counting decoder ({ count =
+ * true }: rows checked, not built) fed the same chunks must accept or refuse
+ * alike and count the rows the full one hands over.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -30,16 +32,22 @@ static const char CHECK[] =
     "return function(text, step)\n"
     "  local whole = core.decode(text)\n"
     "  local d, rows, i, ok = core.decoder(), {}, 1, true\n"
+    "  local cd, cok = core.decoder { count = true }, true\n"
     "  while i <= #text do\n"
-    "    local got = d:feed(text:sub(i, i + step - 1))\n"
+    "    local piece = text:sub(i, i + step - 1)\n"
+    "    local got = d:feed(piece)\n"
+    "    if cok and not cd:feed(piece) then cok = false end\n"
     "    if not got then ok = false break end\n"
     "    for _, r in ipairs(got) do rows[#rows + 1] = r end\n"
     "    i = i + step\n"
     "    step = step % 7 + 1\n"
     "  end\n"
-    "  local env, last\n"
+    "  local env, last, count\n"
     "  if ok then env, last = d:finish() ok = not (env == nil and type(last) == 'string') end\n"
     "  assert(ok == (whole ~= nil), 'accepted by one decoder only')\n"
+    "  if cok and i > #text then local e2, _, n = cd:finish() cok = e2 ~= nil count = n end\n"
+    "  if i > #text then assert(cok == ok, 'the counting decoder disagrees') end\n"
+    "  if ok then assert(count == #rows + #last, 'the count differs') end\n"
     "  if not ok or select(2, text:gsub('\"data\"', '')) > 1 or text:find('\\\\u', 1, true) then return end\n"
     "  for _, r in ipairs(last) do rows[#rows + 1] = r end\n"
     "  local shape = d:shape()\n"
