@@ -16,13 +16,18 @@
 --   Python             urllib + json
 --   PHP                curl + json_decode (the vendor's own example)
 --   curl               transfer only (--compressed -o /dev/null): the floor
--- and the export case: each() over 6 windows of 59,000 rows to CSV (5.4).
---   make bench, or: lua5.4 bench/users.lua [RUNS]   (needs nginx, GNU time)
+-- and the export cases (5.4): c:export to CSV over 1 and 6 windows of 59,000
+-- rows (rows wait on disk: flat memory), the same holding each window in
+-- memory (spool_dir = false), each() through a writer, and curl fetching
+-- the 6 answers one after another (the transfer floor of that job).
+--   make bench, or: lua5.4 bench/users.lua [RUNS [PATTERN]]   (needs nginx,
+--   GNU time; PATTERN: only the clients whose name contains it)
 local fake = require "wolkvox.fake"
 local core = require "wolkvox.core"
 local socket = require "socket"
 
 local RUNS = tonumber(arg and arg[1]) or 7
+local ONLY = arg and arg[2]
 local ROWS = 59000
 
 local function sh(cmd)
@@ -125,7 +130,7 @@ curl_setopt($c, CURLOPT_ENCODING, "");
 $v = json_decode(curl_exec($c), true);
 if (count($v["data"]) != %d) exit(1);
 ]]
-local EXPORT = [[
+local EACH = [[
 local export = require "wolkvox.export"
 local c = assert(require("wolkvox").new { base_url = %q, token = "bench", state_dir = false })
 local f = assert(io.open("/dev/null", "wb"))
@@ -133,6 +138,10 @@ local w = assert(export.writer("csv", f, { columns = export.columns("cdr_1") }))
 -- Six months: six 31-day windows, each answered with the same 59,000 rows.
 for row in c:each("cdr_1", { from = "2026-01-01", to = "2026-06-30" }) do assert(w:write(row)) end
 assert(w:close())
+]]
+local EXPORT = [[
+local c = assert(require("wolkvox").new { base_url = %q, token = "bench", state_dir = false, spool_dir = %s })
+assert(c:export("cdr_1", { from = "2026-01-01", to = %q }, { format = "csv", output = "/dev/null" }))
 ]]
 
 local LUA54 = "env LUA_PATH_5_4='" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;' LUA_CPATH_5_4='"
@@ -172,8 +181,15 @@ for _, where in ipairs { "gz", "id", "slow" } do
     end
     case("curl --compressed (floor)", where, "curl -s --compressed -o /dev/null " .. url)
 end
-case("lua-wolkvox 5.4 each() -> CSV, 6 windows", "gz", LUA54 .. " " .. script("export.lua",
-    EXPORT:format(base .. "/gz")))
+case("export -> CSV, 1 window", "gz", LUA54 .. " " .. script("export1.lua",
+    EXPORT:format(base .. "/gz", "nil", "2026-01-31")))
+case("export -> CSV, 6 windows", "gz", LUA54 .. " " .. script("export6.lua",
+    EXPORT:format(base .. "/gz", "nil", "2026-06-30")))
+case("export -> CSV, 6 windows, in memory", "gz", LUA54 .. " " .. script("export6m.lua",
+    EXPORT:format(base .. "/gz", "false", "2026-06-30")))
+case("each() -> writer -> CSV, 6 windows", "gz", LUA54 .. " " .. script("each6.lua", EACH:format(base .. "/gz")))
+case("curl --compressed x6, one after another", "gz", "sh -c 'for i in 1 2 3 4 5 6; do curl -s --compressed "
+    .. "-o /dev/null " .. base .. "/gz/api/v2/reports_manager.php; done'")
 
 -- ---- running ------------------------------------------------------------------------
 
@@ -203,7 +219,11 @@ print()
 print(string.format("%-40s %-5s %9s %9s %8s", "client", "serve", "wall s", "peak MB", "vs 5.4"))
 local ours = {}
 for _, c in ipairs(cases) do
-    local wall, mb = measure(c.cmd)
+    local wall, mb
+    if ONLY and not c.name:find(ONLY, 1, true) then
+        goto skip
+    end
+    wall, mb = measure(c.cmd)
     if not wall then
         print(string.format("%-40s %-5s failed: %s", c.name, c.where, tostring(mb):sub(1, 200)))
     else
@@ -213,6 +233,7 @@ for _, c in ipairs(cases) do
         local ratio = ours[c.where] and string.format("%.2fx", wall / ours[c.where]) or ""
         print(string.format("%-40s %-5s %9.3f %9.1f %8s", c.name, c.where, wall, mb, ratio))
     end
+    ::skip::
 end
 
 os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")

@@ -131,6 +131,39 @@ M.cases = {
         end
         t:close()
     end },
+    { "a spool (optional): rows counted, kept on disk, decoded back as the answer's own", function(mod, base, token)
+        if not mod.spool then
+            return
+        end
+        local t, b = open(mod, token)
+        local url = base .. "/api/v2/reports_manager.php?api=cdr_1&date_ini=20260101000000&date_end=20260102235959"
+        b:start({ url = url })
+        local _, plain = b:wait()
+        b:start({ url = url, spool = "/tmp" })
+        local _, res = b:wait()
+        check(res.status == 200 and res.spool, "a spooled answer (status " .. tostring(res.status) .. ")")
+        check(res.streamed == true, "its rows streamed")
+        check(res.rows == #plain.value.data and res.rows > 0, "rows counted: " .. tostring(res.rows))
+        check(res.value.data == nil or #res.value.data == 0, "no rows built")
+        local d, rows = res.spool:decoder(), {}
+        while true do
+            local chunk = res.spool:read(4096)
+            if not chunk then
+                break
+            end
+            for _, r in ipairs(assert(d:feed(chunk))) do
+                rows[#rows + 1] = r
+            end
+        end
+        local _, last = d:finish()
+        for _, r in ipairs(last) do
+            rows[#rows + 1] = r
+        end
+        check(#rows == res.rows, "read back: " .. #rows)
+        check(rows[#rows].conn_id == plain.value.data[#rows].conn_id, "the same rows")
+        res.spool:close()
+        t:close()
+    end },
     { "a cache store (optional) gives back copies until the TTL passes", function(mod, _, token)
         if not mod.cache then
             return

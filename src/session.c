@@ -344,8 +344,11 @@ static int feed_inflight(lua_State *L, wv_session *s)
         wv_conn *c = &s->conn[i];
         int status;
         lua_Integer id = c->id;
-        if (id == 0 || !c->streaming || c->lua_oom || c->body.len == 0 || wv_stream_failed(&c->stream))
+        if (id == 0 || !c->streaming || c->lua_oom || c->body.len == 0 || wv_stream_failed(&c->stream)) {
+            if (id != 0)
+                wv_resume(c);
             continue;
+        }
         lua_pushvalue(L, lua_upvalueindex(3)); /* feed_p */
         lua_pushvalue(L, 1);
         lua_pushlightuserdata(L, c);
@@ -373,6 +376,7 @@ static int feed_inflight(lua_State *L, wv_session *s)
             }
         } else if (status != 0)
             return lua_error(L);
+        wv_resume(c);
     }
     return 0;
 }

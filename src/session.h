@@ -31,6 +31,10 @@
 /* An answer is decoded while it arrives once this much waits undecoded:
  * the body never has to exist whole. */
 #define WV_FEED_BYTES (256u << 10)
+/* A transfer waits (paused) once this much waits undecoded: libcurl can
+ * inflate a whole gzip answer in one perform, and the body must not pile
+ * up before Lua gets to decode it. */
+#define WV_PAUSE_BYTES (4u * WV_FEED_BYTES)
 
 typedef struct wv_session wv_session;
 
@@ -53,6 +57,7 @@ typedef struct {
     int too_large;
     int out_of_memory;
     int spool_fd;            /* the body goes to this file (-1: to `body`) */
+    int paused;              /* its writes wait until `body` is decoded */
     int spool_errno;         /* writing it failed */
     char retry_after[64];
     char errbuf[CURL_ERROR_SIZE];
@@ -199,6 +204,8 @@ double wv_now_ms(void);
 void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc);
 /* Decode what has arrived of `c`'s answer so far (runs protected, busy). */
 void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c);
+/* Let a paused transfer go on once its body was decoded. */
+void wv_resume(wv_conn *c);
 /* Push a result's error table: kind, reason, message, curl_code, sent. */
 void wv_push_error(lua_State *L, const char *kind, const char *reason, const char *msg,
                    lua_Integer curl_code, int sent);

@@ -8,7 +8,8 @@
  *
  * Lua: spool:read(n) -> string, or nil at the end;  spool:rewind();
  * spool:size();  spool:decoder() -> a core.decoder that masks the token;
- * spool:close() (also __gc / __close).
+ * spool:write(s) (a transport without the C session fills one itself:
+ * core.spool(dir, secret));  spool:close() (also __gc / __close).
  */
 /* O_TMPFILE is a Linux extension. */
 #define _GNU_SOURCE 1
@@ -151,6 +152,28 @@ static int l_read(lua_State *L)
 }
 
 /***
+ * Append bytes to the answer (where the transport is not the C session's).
+ * @function spool:write
+ * @tparam string s
+ * @return true, or nil and what failed (a full disk)
+ */
+static int l_write(lua_State *L)
+{
+    wv_spool *sp = check_spool(L);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    int err = 0;
+    if (lseek(sp->fd, 0, SEEK_END) < 0 || !wv_spool_write(sp->fd, s, n, &err)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot write the answer to the spool directory: %s", strerror(err ? err : errno));
+        return 2;
+    }
+    sp->size += (off_t)n;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
  * Read from the start again.
  * @function spool:rewind
  */
@@ -211,20 +234,31 @@ static int l_tostring(lua_State *L)
 }
 
 /***
- * An empty spool in directory `dir`: whether answers can be spooled there.
+ * An empty spool in directory `dir` (whether answers can be spooled there,
+ * or one to fill with `write`).
  * @function spool
  * @tparam string dir
+ * @tparam[opt] string secret masked in what its decoder decodes
  * @return the spool (close it), or nil and what failed
  */
 static int l_spool(lua_State *L)
 {
+    size_t slen = 0;
     const char *dir = luaL_checkstring(L, 1);
+    const char *secret = luaL_optlstring(L, 2, NULL, &slen);
     int err = 0, fd;
     wv_spool *sp = (wv_spool *)lua_newuserdata(L, sizeof *sp);
     memset(sp, 0, sizeof *sp);
     sp->fd = -1;
     luaL_getmetatable(L, WV_SPOOL_MT);
     lua_setmetatable(L, -2);
+    if (secret != NULL && slen > 0) {
+        sp->secret = (char *)malloc(slen);
+        if (sp->secret == NULL)
+            return luaL_error(L, "not enough memory");
+        memcpy(sp->secret, secret, slen);
+        sp->secret_len = slen;
+    }
     fd = wv_spool_create(dir, &err);
     if (fd < 0) {
         lua_pushnil(L);
@@ -238,6 +272,7 @@ static int l_spool(lua_State *L)
 static const luaL_Reg spool_methods[] = {
     { "read", l_read },
     { "rewind", l_rewind },
+    { "write", l_write },
     { "size", l_size },
     { "decoder", l_decoder },
     { "close", l_close },

@@ -22,6 +22,16 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     /* The first bytes stay apart, for the snippet of an answer that is not JSON. */
     keep = WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
+    if (c->streaming && wv_stream_failed(&c->stream)) {
+        c->received += n; /* not JSON: the rest is not kept (the head has the snippet) */
+        return n;
+    }
+    if (c->streaming && c->body.len >= WV_PAUSE_BYTES) {
+        /* libcurl keeps this chunk and gives it again once resumed
+         * (wv_resume), after the decoder caught up. */
+        c->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (c->spool_fd >= 0 && !wv_spool_write(c->spool_fd, ptr, n, &c->spool_errno))
         return 0;
     if (c->head.len < keep) {
@@ -258,6 +268,15 @@ void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c)
     wv_push_conn_state(L, s, c);
     (void)wv_stream_step(L, &c->stream, -1, 0);
     lua_pop(L, 1);
+}
+
+void wv_resume(wv_conn *c)
+{
+    if (c->paused && (c->body.len < WV_PAUSE_BYTES || wv_stream_failed(&c->stream) || c->lua_oom)) {
+        c->paused = 0;
+        /* May write at once (on_body, no Lua), and pause again. */
+        (void)curl_easy_pause(c->easy, CURLPAUSE_CONT);
+    }
 }
 
 /* Drive the multi handle until one transfer ends (1, *done set) or `slice`

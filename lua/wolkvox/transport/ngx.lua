@@ -45,6 +45,8 @@ do
         decode = core.decode
         core_decoder = core.decoder
         M.decoder = "wolkvox.core"
+        -- Answers of rows can wait on disk (a request's `spool`), as with curl.
+        M.spool = true
     else
         M.decoder = "cjson"
         local cjson = require("cjson.safe").new()
@@ -275,8 +277,12 @@ function M.new(opts, token)
             return decode(text, token)
         end,
         -- The C core's incremental decoder, when it is installed here.
-        decoder = core_decoder and function()
-            return core_decoder { secret = token }
+        decoder = core_decoder and function(count)
+            return core_decoder { secret = token, count = count }
+        end or nil,
+        -- An unnamed file in `dir` for an answer whose rows wait on disk.
+        spool = core_decoder and function(dir)
+            return require("wolkvox.core").spool(dir, token)
         end or nil,
         id = id,
         timeout_ms = (opts.timeout or DEFAULTS.timeout) * 1000,

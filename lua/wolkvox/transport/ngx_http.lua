@@ -287,10 +287,13 @@ end
 -- C core's incremental decoder with the token masked) and gives the event
 -- loop back after each piece, so a big answer never holds the worker for
 -- its whole decode.  `result()` is the decoded value, or nil and the error
--- and a snippet of the answer's start.
-local function streaming(self)
-    local d = self.decoder()
+-- and a snippet of the answer's start.  With `spool` (a `wolkvox.spool`)
+-- the bytes go to it and the rows are only checked and counted:
+-- `counted()` then says how many, and whether they were streamed.
+local function streaming(self, spool)
+    local d = self.decoder(spool ~= nil)
     local rows, n, head, bytes, failed = {}, 0, {}, 0, nil
+    local total, streamed, disk
     local head_len = 200 + 6 * 64
     return {
         put = function(_, piece)
@@ -300,6 +303,13 @@ local function streaming(self)
             end
             if failed then
                 return
+            end
+            if spool then
+                local ok, werr = spool:write(piece)
+                if not ok then
+                    failed, disk = werr, true
+                    return
+                end
             end
             local got, err = d:feed(piece)
             if not got then
@@ -313,9 +323,13 @@ local function streaming(self)
             ngx.sleep(0) -- let the worker serve its other requests
         end,
         bytes = function() return bytes end,
+        counted = function() return total, streamed end,
+        disk_failed = function() return disk end,
         result = function()
             if not failed then
-                local env, last = d:finish()
+                local env, last
+                env, last, total = d:finish()
+                streamed = d:streamed()
                 if env == nil and type(last) == "string" then
                     failed = last
                 else
@@ -460,7 +474,17 @@ function M.exchange(self, req, head_of, res, t0)
     -- arrives when the C core is there; else the body is read whole first.
     local enc = lower(h["content-encoding"] or "")
     local stream = enc == "" and req.decode ~= false and self.decoder ~= nil
-    local out = stream and streaming(self) or collector()
+    local spool
+    if stream and req.spool and self.spool then
+        local why
+        spool, why = self.spool(req.spool)
+        if not spool then
+            sock:close()
+            res.error = { kind = "transport", reason = "spool", sent = true, message = why }
+            return res
+        end
+    end
+    local out = stream and streaming(self, spool) or collector()
     -- On success `why` says whether the connection may be reused.
     local read, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method, out)
     if not read then
@@ -486,9 +510,18 @@ function M.exchange(self, req, head_of, res, t0)
         if n > 0 then
             local v, derr, head = out.result()
             if v == nil then
+                if out.disk_failed() then
+                    res.error = { kind = "transport", reason = "spool", sent = true, message = derr }
+                    spool:close()
+                    return res
+                end
                 res.decode_error, res.snippet = self.mask(tostring(derr)), printable(self.mask(head))
             else
                 res.value = v
+                if spool then
+                    res.rows, res.streamed = out.counted()
+                    res.spool = spool
+                end
             end
         end
         return res
