@@ -170,7 +170,9 @@ w:write("-- safe split boundary of a bucketed detail report), max_hours, shape (
 w:write("-- `data`), code (JSON type of `code` in the vendor example), title, query,\n")
 w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_field,\n")
 w:write("-- max_len, max_parts, part_names, multi_status, no_split (one call per range),\n")
-w:write("-- max_rows, data_key and total_key (where the rows are in the answer).\n")
+w:write("-- max_rows, data_key and total_key (where the rows are in the answer); time_field\n")
+w:write("-- (the field holding a row's time: a detail report split anywhere with a\n")
+w:write("-- field \"date\", unless an override names another).\n")
 w:write("return {\n")
 local families, seen = {}, {}
 for _, e in ipairs(catalog.endpoints) do
@@ -205,6 +207,19 @@ for _, e in ipairs(catalog.endpoints) do
     end
     parts[#parts + 1] = "title = " .. q(e.title)
     local o = OVERRIDES[key]
+    -- The field holding a row's time, where the catalog's field list shows
+    -- one: a detail report split anywhere (not by buckets, not one call per
+    -- range) with a field named "date".  Window sizing reads it; an
+    -- override may name another field.
+    if e.kind == "detail" and e.date_range and not (e.split_boundary ~= cjson.null and e.split_boundary)
+            and not (o and (o.no_split or o.time_field)) then
+        for _, name in ipairs(e.fields) do
+            if name == "date" then
+                parts[#parts + 1] = "time_field = \"date\""
+                break
+            end
+        end
+    end
     if o then
         parts[#parts + 1] = emit_overrides(o)
         OVERRIDES[key] = nil

@@ -32,7 +32,7 @@ M.DEFAULT_PORT = 8089
 M.TOKEN = "test-token"
 
 -- Settings given on the command line or to serve() that go to the API state.
-local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "max_days", "concurrency_limit",
+local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "rates", "max_days", "concurrency_limit",
     "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips", "storage_files",
     "chat_messages", "fixtures", "licenses", "faults" }
 
