@@ -84,6 +84,7 @@ build = {
         ["wolkvox.inflate"] = "lua/wolkvox/inflate.lua",
         ["wolkvox.job.prepare"] = "lua/wolkvox/job/prepare.lua",
         ["wolkvox.job.run"] = "lua/wolkvox/job/run.lua",
+        ["wolkvox.job.sizing"] = "lua/wolkvox/job/sizing.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",
         ["wolkvox.pacer"] = "lua/wolkvox/pacer.lua",
