@@ -116,6 +116,17 @@ describe("window sizing", function()
         end
     end)
 
+    it("the fake's rates give a period its own density", function()
+        srv:control("config", { max_rows = 60000, rates = {
+            { from = "2026-03-02", to = "2026-03-08", rows_per_day = 1000 },
+            { from = "2026-04-01", to = "2026-04-30", rows_per_day = 0 } } })
+        local rows = assert(c:report("cdr_1", { from = "2026-03-01", to = "2026-03-09", max_rows = 60000 }))
+        assert.equal(100 + 7000 + 100, #rows)
+        assert.equal("2026-03-02 00:00:00", rows[101].date)
+        assert.equal(0, #assert(c:report("cdr_1", { from = "2026-04-01", to = "2026-04-30", max_rows = 60000 })))
+        assert.equal(100, #assert(c:report("cdr_1", { from = "2026-05-01", to = "2026-05-01", max_rows = 60000 })))
+    end)
+
     it("fails with 'truncated' on a second holding more than the cap, in few calls", function()
         for _, order in ipairs { "prefix", "subset" } do
             srv:control("reset")
@@ -168,6 +179,12 @@ describe("window sizing by a truncated answer's rows", function()
             end
         end
     end
+
+    it("reads a row's time from the registry's time_field", function()
+        assert.equal("date", CDR_1.time_field)
+        assert.is_nil(registry.get("reports_manager/agent_7").time_field)     -- day buckets
+        assert.is_nil(registry.get("reports_manager/campaign_3").time_field)  -- one call per range
+    end)
 
     it("cuts where the first rows in time end, and the rest at their density", function()
         local times = {}

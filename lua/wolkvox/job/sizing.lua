@@ -14,11 +14,13 @@
 -- The server's order for a truncated answer is not documented: it may be
 -- the first rows in time (then the answer shows the density exactly) or
 -- any rows of the window (then it shows only that the window has at least
--- the cap).  Nothing here depends on which: every estimate is capped at
--- halving, so a wrong guess costs calls, never rows.  No row of a
--- truncated answer is kept: which rows it left out is unknown (it need not
--- be a time-ordered prefix), so no part of its window is known complete
--- without asking again, and reusing its rows could not save a call.
+-- the cap).  Nothing here depends on which: a truncated window is cut in
+-- parts each at most half of it, the windows always cover the range without
+-- a gap or an overlap, and a joined window never holds one that was
+-- truncated; a wrong guess costs calls, never rows.  No row of a truncated
+-- answer is kept: which rows it left out is unknown (it need not be a
+-- time-ordered prefix), so no part of its window is known complete without
+-- asking again, and reusing its rows could not save a call.
 -- @module wolkvox.job.sizing
 
 local dates = require "wolkvox.dates"
@@ -191,10 +193,10 @@ local function sized(parts)
 end
 
 -- A truncated window cut by its rows: the first window up to the row at
--- the target share of the answered ones (exact when the answer was the first rows in
--- time), the rest by the density of the later half of them; each at most
--- half the window.  Windows after it that would hold more than the cap at
--- that density are cut too.
+-- the target share of the answered ones (exact when the answer was the
+-- first rows in time), the rest by the density of the later half of them;
+-- each at most half the window.  Windows after it that would hold more
+-- than the cap at that density are cut too.
 local function split_by_rows(job, sched, item, rows)
     local st = state(job)
     local span = item.to - item.from + 1
@@ -279,9 +281,9 @@ local function expected_calls(job, rate, len)
 end
 
 --- A window answered fewer rows than the cap: its density is known.  The
--- windows not started yet after it are cut again to hold the target share of the cap
--- at that density (joined where they are smaller, split where they would
--- be truncated), where that is expected to save calls.
+-- windows not started yet after it are cut again to hold the target share
+-- of the cap at that density (joined where they are smaller, split where
+-- they would be truncated), where that is expected to save calls.
 -- @tparam table job the job
 -- @tparam table sched its schedule
 -- @tparam table item the window
