@@ -89,6 +89,7 @@ build = {
         ["wolkvox.job.checkpoint"] = "lua/wolkvox/job/checkpoint.lua",
         ["wolkvox.job.spooled"] = "lua/wolkvox/job/spooled.lua",
         ["wolkvox.job.sync"] = "lua/wolkvox/job/sync.lua",
+        ["wolkvox.job.sizing"] = "lua/wolkvox/job/sizing.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",
         ["wolkvox.pacer"] = "lua/wolkvox/pacer.lua",

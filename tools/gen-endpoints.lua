@@ -181,7 +181,10 @@ w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_f
 w:write("-- max_len, max_parts, part_names, multi_status, no_split (one call per range),\n")
 w:write("-- max_rows, data_key and total_key (where the rows are in the answer),\n")
 w:write("-- cursor (\"token\" or \"page\": a paged lookup), cursor_param, cursor_next,\n")
-w:write("-- cursor_last and cursor_items (see wolkvox.pages).\n")
+w:write("-- cursor_last and cursor_items (see wolkvox.pages); time_field (the field\n")
+w:write("-- holding a row's time: a detail report split anywhere with a field \"date\",\n")
+w:write("-- unless an override names another) and row_key (the field that identifies\n")
+w:write("-- a row of a detail report, for sync: \"conn_id\" where it has one).\n")
 w:write("return {\n")
 local families, seen = {}, {}
 for _, e in ipairs(catalog.endpoints) do
@@ -216,6 +219,30 @@ for _, e in ipairs(catalog.endpoints) do
     end
     parts[#parts + 1] = "title = " .. q(e.title)
     local o = OVERRIDES[key]
+    -- The field holding a row's time, where the catalog's field list shows
+    -- one: a detail report split anywhere (not by buckets, not one call per
+    -- range) with a field named "date".  Window sizing reads it; an
+    -- override may name another field.
+    if e.kind == "detail" and e.date_range and not (e.split_boundary ~= cjson.null and e.split_boundary)
+            and not (o and (o.no_split or o.time_field)) then
+        for _, name in ipairs(e.fields) do
+            if name == "date" then
+                parts[#parts + 1] = "time_field = \"date\""
+                break
+            end
+        end
+    end
+    -- The field that identifies a row of a detail report (sync drops rows
+    -- it delivered before by it): "conn_id", the call's id, where the
+    -- catalog's field list has it; an override may name another.
+    if e.kind == "detail" and not (o and o.row_key) then
+        for _, name in ipairs(e.fields) do
+            if name == "conn_id" then
+                parts[#parts + 1] = "row_key = \"conn_id\""
+                break
+            end
+        end
+    end
     if o then
         parts[#parts + 1] = emit_overrides(o)
         OVERRIDES[key] = nil

@@ -45,6 +45,7 @@ M.DEFAULTS = {
     tokens = { "test-token" },
     max_rows = 60000,
     rows_per_day = 100,
+    rates = {},                 -- periods of another density: { { from =, to =, rows_per_day = } }
     max_days = 31,
     concurrency_limit = 2,
     daily_limit = false,        -- false: no quota enforced
@@ -440,7 +441,7 @@ function State:answer(e, req, token)
                 fin = recorded
             end
             local key = e.name .. "?" .. ini .. ":" .. fin .. ":" .. cfg.rows_per_day .. ":" .. cap
-                .. ":" .. tostring(cfg.truncation) .. ":" .. tostring(cfg.values)
+                .. ":" .. tostring(cfg.truncation) .. ":" .. tostring(cfg.values) .. ":" .. data.rates_key(cfg)
             local hit = self:cached(key)
             if hit then
                 return json_response(200, hit)

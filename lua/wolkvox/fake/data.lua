@@ -177,13 +177,98 @@ local function coprime_step(total)
     return step
 end
 
+-- ---- periods of another density (the `rates` setting) ----------------------
+
+-- The row layout of `cfg`: pieces { x0, c0, per_second } of a cumulative row
+-- count C(t) (rows before wall second t), one row at every whole value of C.
+-- `rows_per_day` everywhere, except in the `rates` periods.
+local function layout(cfg)
+    local base = cfg.rows_per_day / 86400
+    local periods = {}
+    for _, r in ipairs(cfg.rates) do
+        local s = assert(dates.parse(r.from), "rates: bad from")
+        local e = assert(dates.parse(r.to, true), "rates: bad to") + 1
+        periods[#periods + 1] = { s = s, e = e, rate = (tonumber(r.rows_per_day) or 0) / 86400 }
+    end
+    table.sort(periods, function(a, b) return a.s < b.s end)
+    local pieces, x, c = {}, 0, 0
+    for _, p in ipairs(periods) do
+        local s = math.max(p.s, x) -- overlapping periods: the earlier one wins
+        if p.e > s then
+            if s > x then
+                pieces[#pieces + 1] = { x, c, base }
+                c = c + base * (s - x)
+            end
+            pieces[#pieces + 1] = { s, c, p.rate }
+            c = c + p.rate * (p.e - s)
+            x = p.e
+        end
+    end
+    pieces[#pieces + 1] = { x, c, base }
+    return pieces
+end
+
+-- Rows before wall second t.
+local function count_before(pieces, t)
+    local p = pieces[1]
+    for i = 2, #pieces do
+        if pieces[i][1] > t then
+            break
+        end
+        p = pieces[i]
+    end
+    return p[2] + p[3] * (math.max(t, p[1]) - p[1])
+end
+
+-- The wall second of row n: where C first reaches n.
+local function time_of(pieces, n)
+    for i = 1, #pieces do
+        local p, nxt = pieces[i], pieces[i + 1]
+        local c_end = nxt and nxt[2] or math.huge
+        if p[3] > 0 and n < c_end then
+            return floor(p[1] + math.max(0, n - p[2]) / p[3])
+        end
+    end
+    return math.huge
+end
+
+-- The first and last row numbers between `ini` and `fin` (inclusive), and
+-- a function giving a row's time.
+local function rows_between(ini, fin, cfg)
+    if type(cfg.rates) ~= "table" or #cfg.rates == 0 then
+        local first, last = M.slots(ini, fin, cfg.rows_per_day)
+        return first, last, function(n) return M.slot_time(n, cfg.rows_per_day) end
+    end
+    local pieces = layout(cfg)
+    local function at(n) return time_of(pieces, n) end
+    -- Candidates from the counts, then exactly by each row's own time.
+    local first = math.max(0, floor(count_before(pieces, ini)) - 2)
+    while at(first) < ini do
+        first = first + 1
+    end
+    local last = first - 1
+    while at(last + 1) <= fin do
+        last = last + 1
+    end
+    return first, last, at
+end
+
+--- A text naming the `rates` of `cfg` (for the answer cache's key).
+function M.rates_key(cfg)
+    local out = {}
+    for i, r in ipairs(type(cfg.rates) == "table" and cfg.rates or {}) do
+        out[i] = tostring(r.from) .. "/" .. tostring(r.to) .. "/" .. tostring(r.rows_per_day)
+    end
+    return table.concat(out, ",")
+end
+
 --- Rows of a detail report, at most `limit` (the server's silent cap).
 -- A capped window answers the first rows in time (`cfg.truncation` =
 -- "prefix", the default) or (`"subset"`) rows from anywhere in the range,
 -- in no order of time.
 -- @return rows, total rows in the range (before the cap)
 function M.detail(e, ini, fin, cfg, limit)
-    local first, last = M.slots(ini, fin, cfg.rows_per_day)
+    local first, last, at = rows_between(ini, fin, cfg)
     local total = math.max(0, last - first + 1)
     local rows, count = {}, math.min(total, limit)
     local fields, formats = e.fields, M.DATE_FORMATS[e.name]
@@ -194,7 +279,7 @@ function M.detail(e, ini, fin, cfg, limit)
         if subset then
             n = first + ((i - 1) * step + floor(total / 3)) % total
         end
-        local t = M.slot_time(n, cfg.rows_per_day)
+        local t = at(n)
         if e.shape == "object" then
             rows[dates.iso(t)] = row_of(fields, n, t, formats) -- an object keyed by bucket (cdr_4)
         else

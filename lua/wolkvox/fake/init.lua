@@ -32,9 +32,9 @@ M.DEFAULT_PORT = 8089
 M.TOKEN = "test-token"
 
 -- Settings given on the command line or to serve() that go to the API state.
-local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "max_days", "concurrency_limit", "recorded_until",
-    "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips", "storage_files",
-    "chat_messages", "fixtures", "licenses", "faults" }
+local CONFIG_KEYS = { "tokens", "max_rows", "rows_per_day", "rates", "max_days", "concurrency_limit",
+    "recorded_until", "daily_limit", "latency", "utc_offset", "disabled", "truncation", "chat_codes", "ips",
+    "storage_files", "chat_messages", "fixtures", "licenses", "faults" }
 
 -- The settings of `opts`: a scenario file's (`opts.scenario`), overridden
 -- by the ones given directly.  Raises when the scenario cannot be used.

@@ -14,8 +14,8 @@ local prepare = require "wolkvox.job.prepare"
 local response = require "wolkvox.response"
 local retry = require "wolkvox.retry"
 local schedule = require "wolkvox.schedule"
+local sizing = require "wolkvox.job.sizing"
 local spooled = require "wolkvox.job.spooled"
-local windows = require "wolkvox.windows"
 
 local type, pairs, ipairs, format, setmetatable, error, pcall =
     type, pairs, ipairs, string.format, setmetatable, error, pcall
@@ -97,38 +97,18 @@ local function failed(ctx, job, item, err)
 end
 
 -- A window that answered the row cap: the windows to ask instead, or a
--- `truncated` error when it cannot be split further.
+-- `truncated` error when it cannot be split further.  `wolkvox.job.sizing`
+-- decides how (by the density its rows show, or in halves).
 local function split_truncated(job, sched, item, rows)
-    local a, b
-    if job.mode == "windows" then
-        a, b = windows.bisect(item, job.min_span, job.step)
-    end
-    if not a then
+    local parts = sizing.truncated(job, sched, item, rows)
+    if not parts then
         errors.throw("truncated", { endpoint = job.e.name, calls = job.calls,
             window = { from = dates.iso(item.from), to = dates.iso(item.to) },
             message = format("window %s answered %d rows, the cap of %d: rows may be missing, "
-                .. "and it cannot be split further", span_text(item), rows, job.max_rows) })
+                .. "and it cannot be split further", span_text(item), #rows, job.max_rows) })
     end
     job.truncated = job.truncated + 1
-    -- Windows not started yet are cut to the span that now has to fit;
-    -- a window that was already in flight is cut to it too, not halved.
-    local span = a.to - a.from
-    if span < job.span_cap then
-        job.span_cap = span
-        for _, p in ipairs(sched:pending()) do
-            if p.to - p.from > span then
-                local parts = windows.split(p.from, p.to, span, job.step)
-                job.total = job.total + #parts - 1
-                sched:replace(p, parts)
-            end
-        end
-    elseif span > job.span_cap then
-        local parts = windows.split(item.from, item.to, job.span_cap, job.step)
-        job.total = job.total + #parts - 1
-        return parts
-    end
-    job.total = job.total + 1
-    return { a, b }
+    return parts
 end
 
 -- Read one answer: store it on the item, or say what to do instead (retry
@@ -159,10 +139,15 @@ local function finish(ctx, job, sched, item, res)
     end
     local rows = (spool or is_list(data)) and spooled.count(data)
     if item.from and rows and rows >= job.max_rows then
+        -- Rows on disk: their times only, for sizing the next windows.
+        local list = spool and data:only(job.e.time_field, job.e.name) or data
         if spool then
             spool:close()
         end
-        return split_truncated(job, sched, item, rows)
+        return split_truncated(job, sched, item, list)
+    end
+    if item.from and rows then
+        sizing.fitted(job, sched, item, rows)
     end
     item.data, item.meta = data, meta
 end

@@ -71,6 +71,19 @@ function Spooled:batches(endpoint)
     end
 end
 
+--- The rows reduced to one field each (`{ [field] = value }`; empty
+-- tables when `field` is nil): a truncated window's row times, without
+-- holding its rows.
+function Spooled:only(field, endpoint)
+    local out = {}
+    for rows in self:batches(endpoint) do
+        for i = 1, #rows do
+            out[#out + 1] = { [field or 1] = field and rows[i][field] or nil }
+        end
+    end
+    return out
+end
+
 --- Let the file go (it has no name: closing it frees the disk).
 function Spooled:close()
     self.spool:close()
