@@ -255,8 +255,10 @@ end)
 function Client:stats()
     local ctx = self._ctx
     local t = ctx.closed and {} or ctx.transport:stats()
+    -- (nil when the fleet's shared state cannot be read and calls are refused)
+    local ok, s = pcall(ctx.ledger.status, ctx.ledger)
     return { calls = ctx.calls, retries = ctx.retries, throttled = ctx.throttles, bytes = t.bytes,
-        connects = t.connects, quota_used = ctx.ledger:status().used }
+        connects = t.connects, quota_used = ok and s.used or nil }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".
@@ -266,6 +268,8 @@ function Client:close()
         ctx:running().active = nil
         ctx.closed = true
         ctx.transport:close()
+        -- Counts the fleet backend has not taken yet get a last chance.
+        pcall(ctx.ledger.flush, ctx.ledger)
     end
 end
 

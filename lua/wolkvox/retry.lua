@@ -33,6 +33,7 @@ M.KINDS = {
     not_found   = false,  -- unknown endpoint, or not enabled on this server
     truncated   = false,  -- a window still at the row cap at its minimum span
     closed      = false,  -- the client was closed
+    state       = true,   -- the fleet's shared state (Redis) cannot be reached; nothing was sent
 }
 
 --- Whether an error of `kind` with these `fields` (`reason`, `status`) may

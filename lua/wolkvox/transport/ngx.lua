@@ -196,16 +196,101 @@ Transport.__tostring = function(self)
     return "wolkvox.transport.ngx (" .. (self.closed_flag and "closed" or "open") .. ")"
 end
 
+-- A Redis reply of resty.redis as the contract of `wolkvox.state.redis`
+-- has it: ngx.null as false, inside arrays too.
+local function plain(v)
+    if v == ngx.null then
+        return false
+    elseif type(v) == "table" then
+        local out = {}
+        for i = 1, #v do
+            out[i] = plain(v[i])
+        end
+        return out
+    end
+    return v
+end
+
+--- How many pooled Redis connections a worker keeps, and for how long (ms).
+M.REDIS_POOL, M.REDIS_IDLE = 32, 30000
+
+--- The Redis connector inside nginx (`wolkvox.state.redis`): resty.redis
+-- on cosockets (Debian's lua-nginx-redis names it `nginx.redis`).  A
+-- client is shared by the requests of a worker and a cosocket belongs to
+-- one request, so each command takes a connection from the worker's pool
+-- (authenticated once, when new) and gives it back.  `rediss://` does the
+-- TLS handshake (verified against `lua_ssl_trusted_certificate`) on new
+-- connections.
+-- @return the connector's function, or nil and why
+function M.redis_connector()
+    local ok, redis = pcall(require, "resty.redis")
+    if not ok then
+        ok, redis = pcall(require, "nginx.redis")
+    end
+    if not ok then
+        return nil, "the redis option needs resty.redis inside nginx (Debian lua-nginx-redis)"
+    end
+    local state_redis = require "wolkvox.state.redis"
+    return function(cfg, timeout)
+        local conn = {}
+        function conn.command(_, name, ...)
+            local red = redis:new()
+            red:set_timeout(timeout * 1000)
+            local done, err = red:connect(cfg.host, cfg.port, { pool = cfg.pool })
+            if not done then
+                return nil, err, "io"
+            end
+            if red:get_reused_times() == 0 then
+                if cfg.tls then
+                    -- (resty.redis 0.27 has no TLS option: its socket does it)
+                    done, err = rawget(red, "_sock"):sslhandshake(nil, cfg.host, true)
+                    if not done then
+                        red:close()
+                        return nil, "TLS: " .. tostring(err), "io"
+                    end
+                end
+                done, err = state_redis.handshake({ command = function(_, ...)
+                    local r, e = red[(...):lower()](red, select(2, ...))
+                    return r and plain(r) or nil, e
+                end }, cfg)
+                if not done then
+                    red:close()
+                    return nil, err, "io"
+                end
+            end
+            local r, e = red[name:lower()](red, ...)
+            if r == nil then
+                red:close()
+                return nil, e, "io"
+            elseif r == false and e then
+                red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
+                return nil, e, "reply"
+            end
+            red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
+            return plain(r)
+        end
+        function conn.close() end
+        return conn
+    end
+end
+
 --- Where the pacer and the ledger keep what the workers share: the
 -- `lua_shared_dict` named by `shared_dict` (default "wolkvox"), or nothing
--- when it is not declared (this worker only).
+-- when it is not declared (this worker only); with the `redis` option,
+-- also Redis through resty.redis (every host that names it).
 function M.state(o, t)
     local dict = ngx.shared[o.shared_dict or "wolkvox"]
-    if not dict then
-        return {}, {}
+    local op = transport.fingerprint(o.base_url):sub(1, 16)
+    local p, q = {}, {}
+    if dict then
+        p, q = { dict = dict, key = t:token_id(), ttl = o.timeout + 15 }, { dict = dict, key = op }
     end
-    return { dict = dict, key = t:token_id(), ttl = o.timeout + 15 },
-        { dict = dict, key = transport.fingerprint(o.base_url):sub(1, 16) }
+    if o.redis then
+        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q, function()
+            return M.redis_connector()
+        end)
+    end
+    return p, q
 end
 
 --- The current request's own store for `owner` (in `ngx.ctx`): the
