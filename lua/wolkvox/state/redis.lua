@@ -69,8 +69,8 @@ function M.parse(url)
             -- "redis://secret@host": a password alone, as redis-cli reads it.
             password = userinfo
         end
-        user = user ~= "" and unescape(user) or nil
-        password = password ~= "" and unescape(password) or nil
+        user = user and user ~= "" and unescape(user) or nil
+        password = password and password ~= "" and unescape(password) or nil
     end
     local host, port = hostpart:match("^%[([%x:%.]+)%](.*)$")
     if not host then
