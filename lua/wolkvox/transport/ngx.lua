@@ -258,8 +258,13 @@ function M.redis_connector()
                     return nil, err, "io"
                 end
             end
-            local r, e = red[name:lower()](red, ...)
-            if r == nil then
+            -- (pcall: a reply resty.redis cannot read must fail this
+            -- command, not the request)
+            local called, r, e = pcall(red[name:lower()], red, ...)
+            if not called then
+                red:close()
+                return nil, "Redis reply unreadable: " .. tostring(r), "io"
+            elseif r == nil then
                 red:close()
                 return nil, e, "io"
             elseif r == false and e then
