@@ -104,4 +104,21 @@ function M.start(opts)
     return self:start()
 end
 
+--- The frame of a fleet spec: a fake server and a redis-server (`opts`
+-- for `start`) for the whole `describe`, stopped at its end; `bind(srv,
+-- rs)` receives them.
+function M.suite(opts, bind)
+    local busted = require "busted"
+    local srv, rs
+    busted.setup(function()
+        srv = support.fake()
+        rs = M.start(opts)
+        bind(srv, rs)
+    end)
+    busted.teardown(function()
+        srv:stop()
+        rs:stop()
+    end)
+end
+
 return M

@@ -32,14 +32,7 @@ local function host(srv, url, extra)
     return assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
 end
 
-local function read_all(pipes)
-    local out = {}
-    for i, p in ipairs(pipes) do
-        out[i] = p:read("*a")
-        p:close()
-    end
-    return out
-end
+local read_all = support.read_all
 
 -- A pacer on Redis alone (keys of token "k"), as a host's client makes it.
 local function fleet_pacer(url, lease, failure)
@@ -51,15 +44,7 @@ end
 
 describe("fleet mode (Redis)", function()
     local srv, rs
-
-    setup(function()
-        srv = support.fake()
-        rs = redis.start()
-    end)
-    teardown(function()
-        srv:stop()
-        rs:stop()
-    end)
+    redis.suite(nil, function(a, b) srv, rs = a, b end)
     before_each(function()
         srv:control("reset")
         if not rs.pid then
@@ -101,13 +86,7 @@ describe("fleet mode (Redis)", function()
             pipes[i] = assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
         end
         read_all(pipes)
-        local over = false
-        for _, entry in ipairs(srv:log()) do
-            if entry.refused == "concurrency" or entry.inflight > 2 then
-                over = true
-            end
-        end
-        assert.is_true(over, "the fake never saw more than 2 in flight")
+        assert.is_true(support.exceeded(srv), "the fake never saw more than 2 in flight")
     end)
 
     it("keys carry the prefix and fingerprints only, never the token", function()
@@ -309,15 +288,7 @@ end)
 describe("fleet mode (Redis) with AUTH", function()
     local srv, rs
     local PASSWORD = "s3cret-fleet-pw"
-
-    setup(function()
-        srv = support.fake()
-        rs = redis.start { password = PASSWORD }
-    end)
-    teardown(function()
-        srv:stop()
-        rs:stop()
-    end)
+    redis.suite({ password = PASSWORD }, function(a, b) srv, rs = a, b end)
 
     it("authenticates with a password, and never shows it", function()
         local url = "redis://:" .. PASSWORD .. "@127.0.0.1:" .. rs.port .. "/3"

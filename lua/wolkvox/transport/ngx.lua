@@ -211,8 +211,10 @@ local function plain(v)
     return v
 end
 
---- How many pooled Redis connections a worker keeps, and for how long (ms).
-M.REDIS_POOL, M.REDIS_IDLE = 32, 30000
+--- How many pooled Redis connections a worker keeps.
+M.REDIS_POOL = 32
+--- How long an idle pooled Redis connection is kept (ms).
+M.REDIS_IDLE = 30000
 
 --- The Redis connector inside nginx (`wolkvox.state.redis`): resty.redis
 -- on cosockets (Debian's lua-nginx-redis names it `nginx.redis`).  A
