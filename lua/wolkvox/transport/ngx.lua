@@ -90,6 +90,27 @@ function Transport:perform(req, head_of)
 end
 
 -- ---- batches: the calls of one operation ----------------------------------------
+--
+-- A batch learns which light thread ended through a semaphore
+-- (lua-resty-core's ngx.semaphore), not through ngx.thread.wait on all of
+-- them: that marks every thread of the list as waited for, and one that
+-- ends later, while the request's own thread waits on a cosocket (fleet
+-- mode's Redis commands between two waits), would resume it with that
+-- thread's results in place of the cosocket's.  (Without lua-resty-core,
+-- ngx.thread.wait on all of them, as before.)
+
+--- Seconds a batch waits on its semaphore at a time.
+M.WAIT_SLICE = 60
+
+-- A new semaphore, or nil without lua-resty-core (looked up once, inside nginx).
+local semaphore
+local function new_semaphore()
+    if semaphore == nil then
+        local ok, mod = pcall(require, "ngx.semaphore")
+        semaphore = ok and mod or false
+    end
+    return semaphore and semaphore.new() or nil
+end
 
 local Batch = {}
 Batch.__index = Batch
@@ -109,6 +130,11 @@ function Batch:start(req)
             res = { status = 0, bytes = 0, connects = 0, sends = 1,
                 error = { kind = "transport", reason = "other", message = tostring(res), sent = true } }
         end
+        if self.sema then
+            local done = self.done
+            done[#done + 1] = id
+            self.sema:post(1)
+        end
         return id, res
     end)
     if not th then
@@ -124,11 +150,24 @@ function Batch:wait()
     if self.n == 0 then
         return nil
     end
-    local list = {}
-    for _, th in pairs(self.threads) do
-        list[#list + 1] = th
+    local ok, id, res
+    if self.sema then
+        -- The next thread that ended, told by the semaphore; waiting on
+        -- it then returns at once (it is a zombie by now).
+        while not self.done[1] do
+            local got, err = self.sema:wait(M.WAIT_SLICE)
+            if not got and err ~= "timeout" then
+                error("a light thread could not be waited for: " .. tostring(err), 0)
+            end
+        end
+        ok, id, res = ngx.thread.wait(self.threads[table.remove(self.done, 1)])
+    else
+        local list = {}
+        for _, th in pairs(self.threads) do
+            list[#list + 1] = th
+        end
+        ok, id, res = ngx.thread.wait(unpack(list))
     end
-    local ok, id, res = ngx.thread.wait(unpack(list))
     if not ok then
         error("a light thread failed: " .. tostring(id), 0)
     end
@@ -145,7 +184,7 @@ function Batch:cancel()
         self.threads[id] = nil
         n = n + 1
     end
-    self.n = 0
+    self.n, self.done = 0, {}
     return n, n
 end
 
@@ -158,7 +197,8 @@ end
 --- A batch for one operation (calls in flight belong to the request that
 -- runs them, so two requests of a worker never mix their answers).
 function Transport:batch()
-    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0 }, Batch)
+    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0, done = {},
+        sema = new_semaphore() }, Batch)
 end
 
 function Transport:stats()
