@@ -227,6 +227,55 @@ describe("fleet mode (Redis)", function()
         y:close()
     end)
 
+    it("shares token_info's measurement: another host's quota { measure = false } builds on it", function()
+        srv:control("config", { daily_limit = 5000 })
+        local a = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        local b = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        local m = assert(a:quota())
+        assert.equal("measured", m.source)
+        assert(b:services())
+        local q = b:quota { measure = false }
+        assert.equal("measured", q.source)
+        assert.equal(5000, q.measured_limit)
+        assert.equal(m.used + 1, q.used)
+        a:close()
+        b:close()
+    end)
+
+    it("is turned on by wolkvox --redis and by a profile's redis key", function()
+        local function cli(env, argv)
+            local vars = { "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. support.tmpdir(),
+                "WOLKVOX_TOKEN=" .. srv.token }
+            for k, v in pairs(env) do
+                vars[#vars + 1] = k .. "=" .. v
+            end
+            local p = io.popen(table.concat(vars, " ") .. " lua5.4 bin/wolkvox " .. argv .. " 2>&1; echo \"exit=$?\"")
+            local out = p:read("*a")
+            p:close()
+            return tonumber(out:match("exit=(%d+)%s*$")), out
+        end
+        local code, out = cli({}, "--base-url " .. srv.url .. " --state-dir " .. support.tmpdir()
+            .. " --redis " .. rs.url .. " call information services")
+        assert.equal(0, code, out)
+        local config = support.tmpdir() .. "/config"
+        local f = assert(io.open(config, "w"))
+        f:write("[default]\nbase_url = ", srv.url, "\nredis = ", rs.url, "\n")
+        f:close()
+        os.execute("chmod 600 " .. config)
+        code, out = cli({ WOLKVOX_CONFIG = config }, "--state-dir " .. support.tmpdir() .. " call information services")
+        assert.equal(0, code, out)
+        -- Both counted in Redis (each host's own ledger has one).
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        assert.equal(2, x:quota({ measure = false }).used)
+        x:close()
+        -- Redis down: exit code 5, the state error on stderr, nothing sent.
+        rs:stop()
+        code, out = cli({ WOLKVOX_CONFIG = config }, "--state-dir " .. support.tmpdir() .. " call information services")
+        assert.equal(5, code, out)
+        assert.truthy(out:find("state", 1, true), out)
+        assert.equal(2, srv:control("stats").requests)
+    end)
+
     it("survives a Redis restart in the middle of a run and loses no count", function()
         srv:control("config", { latency = 0.02 })
         local stop = support.tmpdir() .. "/stop"

@@ -226,7 +226,7 @@ end)
 -- every token of the operation and costs one call itself (`calls = 1` in the
 -- answer); `{ measure = false }` reads the local ledger instead, for free
 -- (`source = "counted"`: this machine's calls only, unless a measurement was
--- taken today).
+-- taken today; in fleet mode, the `redis` option, the count of every host).
 Client.quota = errors.protect(function(self, opts)
     local ctx = ready(self, "information/token_info")
     if type(opts) == "table" and opts.measure == false then
