@@ -18,6 +18,27 @@ function M.client_built()
     return (pcall(require, "wolkvox.redis"))
 end
 
+--- For a `describe` that needs Redis: true when redis-server and the
+-- wolkvox.redis module are there.  Without redis-server the describe is
+-- pending, with a message; with it but without the module (hiredis was
+-- missing at build time) a failing test says so: the suite must not pass
+-- by skipping what it could run.
+function M.need()
+    local busted = require "busted"
+    if not M.binary() then
+        busted.pending("redis-server is not installed (Debian redis-server; tools/install-deps installs it)")
+        return false
+    end
+    if not M.client_built() then
+        busted.it("needs the wolkvox.redis module", function()
+            error("redis-server is installed but wolkvox.redis was not built: install libhiredis-dev "
+                .. "(tools/install-deps) and run make", 0)
+        end)
+        return false
+    end
+    return true
+end
+
 -- A free TCP port of 127.0.0.1 (the kernel's choice, then released).
 local function free_port()
     local socket = require "socket"

@@ -5,10 +5,9 @@ local support = require "support"
 local redis = require "redis"
 local wolkvox = require "wolkvox"
 
-if not redis.binary() or not redis.client_built() then
+if not (redis.binary() and redis.client_built()) then
     describe("fleet mode (Redis)", function()
-        pending("redis-server or the wolkvox.redis module (libhiredis-dev) is missing: "
-            .. "tools/install-deps installs them, make builds the module")
+        redis.need()
     end)
     return
 end
