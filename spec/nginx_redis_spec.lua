@@ -101,3 +101,38 @@ describe("fleet mode inside nginx #nginx", function()
         assert.is_true(support.exceeded(srv), "the fake never saw more than 2 in flight")
     end)
 end)
+
+describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
+    if not nginx.need() or not redis.need() then
+        return
+    end
+    local srv, rs
+    redis.suite({ tls = true }, function(a, b) srv, rs = a, b end)
+
+    local TLS_LOCATIONS = [[
+    location = /tls { content_by_lua_block {
+      local c = wv_client { redis = wv_fleet }
+      local rows, err = c:services()
+      if not rows then ngx.say(err.kind, " ", tostring(err)) return end
+      ngx.say("ok ", c:quota({ measure = false }).used)
+    } }
+]]
+
+    it("verifies the server against lua_ssl_trusted_certificate, and refuses one it cannot verify", function()
+        local a = nginx.start { http = http_block(srv, rs.url) .. "  lua_ssl_trusted_certificate " .. rs.cert .. ";\n",
+            locations = TLS_LOCATIONS }
+        local b = nginx.start { http = http_block(srv, rs.url), locations = TLS_LOCATIONS }
+        finally(function()
+            a:stop()
+            b:stop()
+        end)
+        local _, body = a:get("/tls")
+        assert.equal("ok 1\n", body, a:errors())
+        _, body = a:get("/tls")
+        assert.equal("ok 2\n", body, a:errors())
+        -- Without the certificate: no call is made.
+        _, body = b:get("/tls")
+        assert.truthy(body:find("^state "), body)
+        assert.equal(2, srv:control("stats").requests)
+    end)
+end)

@@ -64,8 +64,30 @@ function Server:start()
         args[#args + 1] = "--requirepass"
         args[#args + 1] = self.password
     end
+    if self.cert then
+        -- TLS only: the plain port closed.
+        args[3] = "0"
+        for _, a in ipairs { "--tls-port", self.port, "--tls-cert-file", self.cert, "--tls-key-file",
+            self.dir .. "/key.pem", "--tls-auth-clients", "no" } do
+            args[#args + 1] = a
+        end
+    end
     assert(sh(table.concat(args, " ")), "redis-server did not start")
     local core = require "wolkvox.core"
+    if self.cert then
+        for _ = 1, 200 do
+            local p = io.popen("env -u LD_PRELOAD redis-cli --tls --cacert " .. self.cert .. " -p " .. self.port
+                .. " ping 2>/dev/null")
+            local answer = p:read("*a")
+            p:close()
+            if answer:find("PONG", 1, true) then
+                self.pid = tonumber(support.read(self.dir .. "/pid"):match("%d+"))
+                return self
+            end
+            core.sleep(0.05)
+        end
+        error("redis-server (TLS) did not answer on port " .. self.port)
+    end
     -- Until it answers (bounded: 200 x 50 ms).
     for _ = 1, 200 do
         local conn = require("wolkvox.redis").connect("127.0.0.1", self.port, 1)
@@ -115,13 +137,21 @@ function Server:command(...)
     return r, err
 end
 
---- Start a server: `password` (requirepass) optional.
--- @return the handle: `port`, `url` (`redis://127.0.0.1:PORT/0`), `dir`,
---   `start()`, `stop()`, `command(...)`
+--- Start a server: `password` (requirepass) and `tls` (TLS only, with a
+-- self-signed certificate for 127.0.0.1: `cert` is its file) optional.
+-- @return the handle: `port`, `url` (`redis://127.0.0.1:PORT/0`, or
+--   `rediss://`), `dir`, `cert`, `start()`, `stop()`, `command(...)` (not with TLS)
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({ port = free_port(), dir = support.tmpdir(), password = opts.password }, Server)
     self.url = "redis://127.0.0.1:" .. self.port .. "/0"
+    if opts.tls then
+        self.cert = self.dir .. "/cert.pem"
+        assert(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " .. self.dir .. "/key.pem -out " .. self.cert
+            .. " -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"),
+            "openssl could not make a certificate")
+        self.url = "rediss://127.0.0.1:" .. self.port .. "/0"
+    end
     return self:start()
 end
 

@@ -275,6 +275,18 @@ describe("fleet mode (Redis)", function()
         assert.equal(2, srv:control("stats").requests)
     end)
 
+    it("works with the in-process fake transport too", function()
+        local c = assert(wolkvox.new { transport = "fake", server = "0031", token = "test-token",
+            state_dir = false, redis = rs.url })
+        assert(c:services())
+        assert(c:services())
+        c:close()
+        local x = assert(wolkvox.new { transport = "fake", server = "0031", token = "test-token",
+            state_dir = false, redis = rs.url })
+        assert.equal(2, x:quota({ measure = false }).used)
+        x:close()
+    end)
+
     it("survives a Redis restart in the middle of a run and loses no count", function()
         srv:control("config", { latency = 0.02 })
         local stop = support.tmpdir() .. "/stop"
