@@ -56,8 +56,9 @@ function M.guard(backend, opts)
         now = opts.now or os.time, down = false, retry_at = 0 }, Guard)
 end
 
---- In "local" mode, seconds during which a failed backend is not asked
--- again (each try may wait for a connection timeout).
+--- Seconds during which a failed backend is not asked again in "local"
+-- mode, nor by `try` in either mode (each try may wait for a connection
+-- timeout).
 M.RETRY_AFTER = 5
 
 --- Call `method` of the backend: true and its results; when the backend
@@ -99,10 +100,14 @@ end
 -- @return true and the results, or false
 function Guard:try(method, ...)
     local b = self.backend
+    if self.down and self.now() < self.retry_at then
+        return false
+    end
     local r = { b[method](b, ...) }
     if r[1] ~= nil then
         return true, unpack(r, 1, 3)
     end
+    self.retry_at = self.now() + M.RETRY_AFTER
     if not self.down then
         self.down = true
         if self.log then
