@@ -145,6 +145,41 @@ describe("fleet mode (Redis)", function()
         pc:release(slot)
     end)
 
+    it("lets another host call once a client killed in the middle of two calls lost its leases", function()
+        -- The killed client's two calls end at the fake after 1 s (its
+        -- server_limit); its leases last max(timeout, server_limit) + 5 s.
+        support.faults(srv, { { match = "cdr_1", delay = 1, times = 2 } })
+        local code = string.format([[
+            local wolkvox = require "wolkvox"
+            local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = false, retries = 0,
+                redis = %q, timeout = 1, server_limit = 1 })
+            c:cdr_1 { from = "2026-01-01", to = "2026-02-28" }
+        ]], srv.url, srv.token, rs.url)
+        local p = assert(io.popen(support.lua_command(code) .. " & echo $!", "r"))
+        local pid = assert(tonumber(p:read("*l")))
+        for _ = 1, 400 do
+            if srv:control("stats").inflight == 2 then
+                break
+            end
+            core.sleep(0.02)
+        end
+        assert.equal(2, srv:control("stats").inflight)
+        os.execute("kill -9 " .. pid)
+        p:close()
+        -- Both leases are still in Redis: this host waits for them, then calls.
+        assert.equal(2, #rs:command("KEYS", "wolkvox:slot:*"))
+        local throttled = 0
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, retries = 0,
+            on_throttle = function() throttled = throttled + 1 end })
+        assert(x:services())
+        x:close()
+        assert.equal(1, throttled)
+        for _, entry in ipairs(srv:log()) do
+            assert.is_nil(entry.refused)
+        end
+        assert.equal(3, srv:control("stats").requests)
+    end)
+
     it("keeps an abandoned call's slot until start + server_limit, frees a finished one at once", function()
         local pc = fleet_pacer(rs.url, 30)
         local a = assert(pc:acquire())
