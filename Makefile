@@ -1,6 +1,7 @@
 # lua-wolkvox
 #
-#   make              build the C core for Lua 5.4       (build/5.4/wolkvox/core.so)
+#   make              build the C core for Lua 5.4       (build/5.4/wolkvox/core.so), and
+#                     wolkvox.redis (fleet mode) when pkg-config finds hiredis; REDIS=no skips it
 #   make LUA=luajit   build it for LuaJIT / OpenResty    (build/luajit/wolkvox/core.so)
 #   make test         run the spec suite on every flavour (see spec/run)
 #   make demo         start the bundled fake server and run examples/seed_report.lua
@@ -52,11 +53,25 @@ HDR  = src/wolkvox.h src/compat.h src/session.h
 OBJ  = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRC))
 LIB  = $(BUILD)/wolkvox/core.so
 
+# wolkvox.redis, the optional hiredis binding of fleet mode: built when
+# pkg-config finds hiredis (Debian libhiredis-dev), unless REDIS=no.
+REDIS     ?= auto
+ifneq ($(REDIS),no)
+  HIREDIS_OK := $(shell $(PKG) --exists hiredis && echo yes)
+endif
+ifeq ($(HIREDIS_OK),yes)
+  REDIS_LIB = $(BUILD)/wolkvox/redis.so
+  HIREDIS_CFLAGS := $(shell $(PKG) --cflags hiredis)
+  HIREDIS_LIBS := $(shell $(PKG) --libs hiredis)
+else
+  REDIS_LIB =
+endif
+
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
 .PHONY: all spec-tools test demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print
 
-all: $(LIB)
+all: $(LIB) $(REDIS_LIB)
 
 $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
@@ -73,6 +88,10 @@ spec-tools: $(BUILD)/states
 $(BUILD)/states: spec/c/states.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(LUA_CFLAGS) -o $@ $< $(LUA_LIBS) -pthread
+
+$(BUILD)/wolkvox/redis.so: src/redis.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(HIREDIS_CFLAGS) $(ALL_LDFLAGS) -o $@ src/redis.c $(HIREDIS_LIBS)
 
 test: deps
 	spec/run
@@ -130,10 +149,11 @@ fuzz-stream:
 # names $(LUA), as LuaRocks' wrappers do) and the examples (the rock keeps them
 # in its own directory; here they go with the docs).  DESTDIR is honoured.
 DOCDIR    ?= $(PREFIX)/share/doc/lua-wolkvox
-install: $(LIB)
+install: $(LIB) $(REDIS_LIB)
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
 	install -m 0644 $(LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
+	$(if $(REDIS_LIB),install -m 0644 $(REDIS_LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so)
 	for f in $(LUA_FILES); do \
 	  d=$(DESTDIR)$(LUA_LMOD)/$$(dirname $${f#lua/}); install -d $$d; install -m 0644 $$f $$d/; \
 	done
@@ -148,7 +168,7 @@ install: $(LIB)
 
 uninstall:
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
-	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
+	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so
 	rmdir $(DESTDIR)$(LUA_CMOD)/wolkvox 2>/dev/null || true
 	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox $(DESTDIR)$(DOCDIR)
 	for f in bin/*; do rm -f $(DESTDIR)$(PREFIX)/$$f; done
@@ -182,4 +202,5 @@ print:
 	@echo "LUA=$(LUA) LUA_PC=$(LUA_PC) FLAVOUR=$(FLAVOUR) BUILD=$(BUILD)"
 	@echo "LUA_CFLAGS=$(LUA_CFLAGS)"
 	@echo "CURL_CFLAGS=$(CURL_CFLAGS) CURL_LIBS=$(CURL_LIBS)"
+	@echo "REDIS=$(REDIS) REDIS_LIB=$(REDIS_LIB) HIREDIS_LIBS=$(HIREDIS_LIBS)"
 	@echo "LUA_CMOD=$(LUA_CMOD) LUA_LMOD=$(LUA_LMOD) PREFIX=$(PREFIX)"

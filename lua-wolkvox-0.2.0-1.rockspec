@@ -44,6 +44,11 @@ install them to use it.
 --   lua-cjson  the ngx transport's decoder inside nginx when the rock's C
 --              module is not installed there; the fake server; tools/
 --   luasocket  the fake server (wolkvox.fake, bin/wolkvox-fake) and the specs
+-- Fleet mode (the redis option) outside nginx needs the C module
+-- wolkvox.redis, from "src/redis.c" on hiredis: not built here, so that the
+-- rock never needs hiredis; rockspecs/lua-wolkvox-redis-scm-1.rockspec or
+-- `make` (when pkg-config finds hiredis) build it.  Inside nginx it needs
+-- resty.redis (Debian lua-nginx-redis) instead.
 dependencies = {
     "lua >= 5.1",
 }
@@ -102,6 +107,8 @@ build = {
         ["wolkvox.runtime"] = "lua/wolkvox/runtime.lua",
         ["wolkvox.schedule"] = "lua/wolkvox/schedule.lua",
         ["wolkvox.sha256"] = "lua/wolkvox/sha256.lua",
+        ["wolkvox.state"] = "lua/wolkvox/state/init.lua",
+        ["wolkvox.state.redis"] = "lua/wolkvox/state/redis.lua",
         ["wolkvox.transport"] = "lua/wolkvox/transport/init.lua",
         ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
         ["wolkvox.transport.fake"] = "lua/wolkvox/transport/fake.lua",

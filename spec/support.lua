@@ -156,6 +156,27 @@ function M.calls(srv, name)
     return out
 end
 
+--- Read each pipe of `pipes` to its end and close it: their outputs.
+function M.read_all(pipes)
+    local out = {}
+    for i, p in ipairs(pipes) do
+        out[i] = p:read("*a")
+        p:close()
+    end
+    return out
+end
+
+--- True when the fake saw more than 2 calls of a token in flight (or
+-- refused one for it) since its last reset.
+function M.exceeded(srv)
+    for _, entry in ipairs(srv:log()) do
+        if entry.refused == "concurrency" or entry.inflight > 2 then
+            return true
+        end
+    end
+    return false
+end
+
 --- Every string reachable from `v` (keys and values), for leak checks.
 function M.strings(v, out, seen)
     out, seen = out or {}, seen or {}

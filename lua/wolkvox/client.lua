@@ -311,7 +311,7 @@ end)
 -- every token of the operation and costs one call itself (`calls = 1` in the
 -- answer); `{ measure = false }` reads the local ledger instead, for free
 -- (`source = "counted"`: this machine's calls only, unless a measurement was
--- taken today).
+-- taken today; in fleet mode, the `redis` option, the count of every host).
 Client.quota = errors.protect(function(self, opts)
     local ctx = ready(self, "information/token_info")
     if type(opts) == "table" and opts.measure == false then
@@ -341,8 +341,10 @@ end)
 function Client:stats()
     local ctx = self._ctx
     local t = ctx.closed and {} or ctx.transport:stats()
+    -- (nil when the fleet's shared state cannot be read and calls are refused)
+    local ok, s = pcall(ctx.ledger.status, ctx.ledger)
     return { calls = ctx.calls, retries = ctx.retries, throttled = ctx.throttles, bytes = t.bytes,
-        connects = t.connects, quota_used = ctx.ledger:status().used, cache_hits = ctx.cache_hits }
+        connects = t.connects, quota_used = ok and s.used or nil, cache_hits = ctx.cache_hits }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".
@@ -352,6 +354,8 @@ function Client:close()
         ctx:running().active = nil
         ctx.closed = true
         ctx.transport:close()
+        -- Counts the fleet backend has not taken yet get a last chance.
+        pcall(ctx.ledger.flush, ctx.ledger)
     end
 end
 

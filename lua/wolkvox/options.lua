@@ -58,6 +58,10 @@ M.types = {
     logger = { ["function"] = true, string = true },
     shared_dict = "string",
     cache = { table = true, boolean = true }, -- { ttl = seconds[, dict = name] }: keep lookup answers; false: off
+    -- fleet mode: limits shared by every host through Redis
+    redis = "string",         -- redis://[user:password@]host:port/db (rediss:// for TLS)
+    redis_prefix = "string",  -- namespace of the keys (default "wolkvox:")
+    redis_failure = "string", -- "refuse" (default) or "local"
 }
 
 M.DEFAULTS = {
@@ -260,6 +264,31 @@ local function check_transport_security(out, u)
     end
 end
 
+-- The fleet options: a well-formed Redis URL (never echoed: it may hold a
+-- password), a prefix, a failure mode.
+local function check_fleet(out)
+    if out.redis == nil then
+        for _, k in ipairs { "redis_prefix", "redis_failure" } do
+            if out[k] ~= nil then
+                bad(k, "needs the redis option")
+            end
+        end
+        return
+    end
+    local ok, why = require("wolkvox.state.redis").parse(out.redis)
+    if not ok then
+        errors.throw("params", { message = "option 'redis': " .. why })
+    end
+    local prefix = out.redis_prefix
+    if prefix ~= nil and (prefix == "" or #prefix > 64 or not prefix:match("^[%w%-%._:/]+$")) then
+        bad("redis_prefix", "must be 1 to 64 letters, digits or - . _ : /")
+    end
+    out.redis_failure = out.redis_failure or "refuse"
+    if not require("wolkvox.state").FAILURE_MODES[out.redis_failure] then
+        bad("redis_failure", "must be \"refuse\" or \"local\"")
+    end
+end
+
 local function read_token_file(path)
     local f, err = io.open(path, "rb")
     if not f then
@@ -384,6 +413,7 @@ function M.check(opts)
     if type(out.logger) == "string" and not require("wolkvox.transport").logger(out.logger) then
         bad("logger", "must be a function, \"stderr\" or \"ngx\"")
     end
+    check_fleet(out)
     if out.max_concurrent ~= 1 and out.max_concurrent ~= 2 then
         bad("max_concurrent", "must be 1 or 2 (wolkvox allows 2 calls in flight per token)")
     end

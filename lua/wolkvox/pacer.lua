@@ -24,6 +24,11 @@
 -- them when they expire; an abandoned slot's key is kept until start +
 -- SERVER_LIMIT.  Without either (`state_dir = false`) the limits hold within
 -- the process only (abandoned slots included).
+--
+-- In fleet mode (`shared`: a guarded backend of `wolkvox.state`, e.g.
+-- Redis) the slots are leases of `lease` seconds in the backend, shared by
+-- every host, and the spacing is claimed there too; when the backend fails
+-- and the guard says "local", this host's own slots (above) stand in.
 -- @module wolkvox.pacer
 
 local errors = require "wolkvox.errors"
@@ -55,12 +60,23 @@ end
 --   ngx.shared dict) with `key` (the token id) and `ttl` (slot lifetime,
 --   seconds), or neither; `max_concurrent` (this client's own cap),
 --   `min_interval` (seconds), `server_limit` (seconds an abandoned call
---   keeps its slot; default `SERVER_LIMIT`), `time` (epoch seconds function)
+--   keeps its slot; default `SERVER_LIMIT`), `time` (epoch seconds function);
+--   in fleet mode `shared` (a `wolkvox.state` guard), `shared_key` (the
+--   token's part of its keys) and `lease` (seconds a live call's slot is
+--   held at most)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key, ttl = opts.ttl or 120,
+        shared = opts.shared, lease = opts.lease or (opts.server_limit or M.SERVER_LIMIT) + 5,
         cap = opts.max_concurrent or M.TOKEN_SLOTS, min_interval = opts.min_interval or 0,
         server_limit = opts.server_limit or M.SERVER_LIMIT,
         time = opts.time or os.time, held = 0, last_start = nil, abandoned = {} }, Pacer)
+    if self.shared then
+        local k = opts.shared_key
+        self.slot_keys, self.pace_key = {}, "pace:" .. k
+        for i = 1, M.TOKEN_SLOTS do
+            self.slot_keys[i] = "slot:" .. k .. ":" .. i
+        end
+    end
     if self.dir then
         self.core = require "wolkvox.core"
         self.time = self.core.time
@@ -83,6 +99,16 @@ end
 function Pacer:take_slot()
     local now = self.time()
     local busy_until = now + self.server_limit
+    if self.shared then
+        local ok, i, holder = self.shared:call("take", self.slot_keys, self.lease, M.POLL)
+        if ok then
+            if i then
+                return { shared_key = self.slot_keys[i], holder = holder, busy_until = busy_until }
+            end
+            return nil, holder
+        end
+        -- (the backend failed and the guard said "local")
+    end
     if self.dir then
         local wait = huge
         for i = 1, M.TOKEN_SLOTS do
@@ -134,6 +160,12 @@ end
 -- Claim the start time, or say how long until min_interval has passed.
 function Pacer:claim_start()
     local now = self.time()
+    if self.shared then
+        local ok, claimed, wait = self.shared:call("claim", self.pace_key, self.min_interval)
+        if ok then
+            return claimed, wait
+        end
+    end
     if self.dict then
         local key = "wolkvox:pace:" .. self.key
         if self.dict:add(key, now, self.min_interval) then
@@ -215,7 +247,10 @@ function Pacer:release(slot, abandoned)
     slot.released = true
     self.held = self.held - 1
     local left = abandoned and slot.busy_until and slot.busy_until - self.time() or 0
-    if slot.lock then
+    if slot.shared_key then
+        -- Never raises: a slot the backend could not free ends with its lease.
+        self.shared:try("free", slot.shared_key, slot.holder, left > 0 and left or 0)
+    elseif slot.lock then
         if left <= 0 then
             -- The call is over: the slot is free at once.  (A failure here
             -- leaves the stamp, which only makes the slot wait longer.)

@@ -37,9 +37,11 @@ end
 --   ngx.shared dict) with `key` (the operation id), or neither (memory);
 --   `utc_offset`, `daily_limit` (the user's; nil: unknown until measured),
 --   `prefer_measured` (a measured limit replaces `daily_limit`), `reserve`,
---   `time` (epoch seconds function)
+--   `time` (epoch seconds function); in fleet mode `shared` (a
+--   `wolkvox.state` guard) and `shared_key` (the operation's part of its keys)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key,
+        shared = opts.shared, shared_key = opts.shared_key, pending = 0,
         utc_offset = opts.utc_offset or 0, limit = opts.daily_limit, reserve = opts.reserve or 0,
         prefer_measured = opts.prefer_measured and true or false,
         time = opts.time or os.time, memory = {} }, Ledger)
@@ -85,8 +87,24 @@ function Ledger:read(path)
     refuse("cannot read the quota ledger: " .. tostring(err))
 end
 
+-- The fleet backend's key of `what` for `day`.
+function Ledger:fleet_key(what, day)
+    return what .. ":" .. self.shared_key .. ":" .. day
+end
+
 -- Calls counted in today's file (or in memory without a directory).
 function Ledger:counted(day)
+    if self.shared then
+        local ok, v = self.shared:call("get", self:fleet_key("calls", day))
+        if ok then
+            return (tonumber(v) or 0) + self.pending
+        end
+    end
+    return self:local_counted(day)
+end
+
+-- Calls this host counted (files, dict or memory).
+function Ledger:local_counted(day)
     if self.dict then
         return self.dict:get(self:dict_key("calls", day)) or 0
     end
@@ -99,7 +117,13 @@ end
 -- Today's measurement: used, limit, and the count when it was taken.
 function Ledger:measurement(day)
     local text
-    if self.dict then
+    local ok, v
+    if self.shared then
+        ok, v = self.shared:call("get", self:fleet_key("measured", day))
+    end
+    if ok then
+        text = v or nil
+    elseif self.dict then
         text = self.dict:get(self:dict_key("measured", day))
     elseif not self.dir then
         return self.memory.measured and self.memory.measured.day == day and self.memory.measured or nil
@@ -142,6 +166,9 @@ function Ledger:spend(n)
     end
     local day = self:day()
     self:prune(day)
+    if self.shared then
+        self:flush(day, n)
+    end
     if self.dict then
         self.dict:incr(self:dict_key("calls", day), n, 0, KEEP)
         return
@@ -156,12 +183,36 @@ function Ledger:spend(n)
     end
 end
 
+--- Add the calls not yet counted by the fleet backend (and `n` more);
+-- never raises: those the backend does not take wait for the next time.
+-- @return true when nothing is left waiting
+function Ledger:flush(day, n)
+    if not self.shared then
+        return true
+    end
+    n = self.pending + (n or 0)
+    if n > 0 then
+        local ok = self.shared:try("add", self:fleet_key("calls", day or self:day()), n, M.FLEET_KEEP)
+        self.pending = ok and 0 or n
+    end
+    return self.pending == 0
+end
+
+--- Seconds a day's count is kept by a fleet backend: a week.
+M.FLEET_KEEP = 7 * 86400
+
 --- Record what token_info said: calls used today by every token, and the
 -- limit (in force unless the user gave one; see `status`).
 function Ledger:measured(used, limit)
     local day = self:day()
     local at = self:counted(day)
     local text = format("%d %d %d", used, limit or 0, at)
+    if self.shared then
+        self.shared:call("put", self:fleet_key("measured", day), text, M.FLEET_KEEP)
+        -- (and this host's own record below, used while the backend is down)
+        at = self:local_counted(day)
+        text = format("%d %d %d", used, limit or 0, at)
+    end
     if self.dict then
         self.dict:set(self:dict_key("measured", day), text, KEEP)
     elseif not self.dir then

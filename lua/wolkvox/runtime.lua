@@ -8,6 +8,7 @@
 local errors = require "wolkvox.errors"
 local pacer = require "wolkvox.pacer"
 local quota = require "wolkvox.quota"
+local state = require "wolkvox.state"
 local transport = require "wolkvox.transport"
 
 local pcall, setmetatable, tostring, format, ipairs = pcall, setmetatable, tostring, string.format, ipairs
@@ -135,10 +136,17 @@ function M.new(o, token)
     end
     local t = mod.new(o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
+    local logger = transport.logger(o.logger or (mod.log and name or nil))
     -- Whatever fails from here on (a state directory refused, ...) closes
     -- the transport first.
     local ok, p, l = pcall(function()
         local opts_p, opts_q = mod.state(o, t)
+        if opts_p.shared then
+            -- Fleet mode: one guard for both, so an outage warns once.
+            local guard = state.guard(opts_p.shared, { failure = o.redis_failure, now = mod.clock.now,
+                log = logger and function(level, line) pcall(logger, level, line) end })
+            opts_p.shared, opts_q.shared = guard, guard
+        end
         local time = mod.clock.time
         opts_p.max_concurrent, opts_p.min_interval, opts_p.time = o.max_concurrent, o.min_interval, time
         opts_p.server_limit = o.server_limit
@@ -161,7 +169,7 @@ function M.new(o, token)
     return setmetatable({
         transport = t, transport_name = name, clock = clock, store = mod.store,
         pacer = p, ledger = l, hooks = hooks,
-        logger = transport.logger(o.logger or (mod.log and name or nil)),
+        logger = logger,
         base_url = o.base_url, utc_offset = o.utc_offset,
         -- Where answers of rows streamed to a sink wait (a transport that can).
         spool_dir = mod.spool and o.spool_dir or nil,

@@ -29,8 +29,8 @@ end
 
 local GLOBAL = [[
 Global options (before or after the command; see `wolkvox --help`): --profile,
---config, --server, --base-url, --token-file, --state-dir, --quiet, --verbose,
---no-progress.]]
+--config, --server, --base-url, --token-file, --state-dir, --redis, --quiet,
+--verbose, --no-progress.]]
 
 local function globals(p)
     p:option("--profile", "Profile of the config file (default: $WOLKVOX_PROFILE, else default).")
@@ -40,6 +40,8 @@ local function globals(p)
     p:option("--base-url", "Any base URL (the fake server, a gateway).")
     p:option("--token-file", "A file whose first line is the token.")
     p:option("--state-dir", "Directory of the quota ledger and pacing locks.")
+    p:option("--redis", "Fleet mode: share the token's limits and the day's count with other hosts through "
+        .. "redis://host:port/db (keep a password in the config file, not on the command line).")
     p:flag("-q --quiet", "No warnings on stderr, only the failure line.")
     p:flag("-v --verbose", "Log every request, answer, retry and wait on stderr (never the token).")
     p:flag("--no-progress", "No progress line, even on a terminal.")

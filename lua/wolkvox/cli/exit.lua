@@ -9,7 +9,7 @@
 -- | 3 | authentication (`auth`) |
 -- | 4 | the daily quota refused or spent (`quota`) |
 -- | 5 | the service or the network failed (`transport`, `http`, `decode`, `too_large`,
---   `maintenance`, `concurrency` after retries, `closed`) |
+--   `maintenance`, `concurrency` after retries, `closed`, `state`: the fleet's Redis) |
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
 -- | 7 | incomplete: a window failed after others were written (their rows are in the output) |
 -- | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM |
@@ -26,6 +26,7 @@ M.BY_KIND = {
     auth = 3,
     quota = 4,
     transport = 5, http = 5, decode = 5, too_large = 5, maintenance = 5, concurrency = 5, closed = 5,
+    state = 5,
     truncated = 6,
 }
 

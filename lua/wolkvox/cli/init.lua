@@ -73,6 +73,9 @@ local function client_options(a, hooks)
     if a.state_dir then
         o.state_dir = profile.expand(a.state_dir)
     end
+    if a.redis then
+        o.redis = a.redis
+    end
     if a.verbose then
         o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", line, "\n") end
     elseif not a.quiet then

@@ -36,19 +36,24 @@ M.clock = { now = core.now, time = core.time, sleep = core.sleep }
 --- Where the pacer and the ledger keep what processes share: files under
 -- `state_dir` (`tokens/<token id>/` for the slots, `operations/<server
 -- id>/` for the day's count), or nothing (`state_dir = false`: this
--- process only).
+-- process only); with the `redis` option, also Redis through the
+-- `wolkvox.redis` C module (`wolkvox.state.redis`).
 function M.state(o, t)
-    if not o.state_dir then
-        return {}, {}
-    end
-    local p = { dir = o.state_dir .. "/tokens/" .. t:token_id() }
-    local q = { dir = o.state_dir .. "/operations/" .. transport.fingerprint(o.base_url):sub(1, 16) }
-    for _, dir in ipairs { p.dir, q.dir } do
-        local ok, err = core.mkdir(dir)
-        if not ok then
-            errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
-                .. " (set state_dir, or state_dir = false)" })
+    local p, q = {}, {}
+    local op = transport.fingerprint(o.base_url):sub(1, 16)
+    if o.state_dir then
+        p.dir = o.state_dir .. "/tokens/" .. t:token_id()
+        q.dir = o.state_dir .. "/operations/" .. op
+        for _, dir in ipairs { p.dir, q.dir } do
+            local ok, err = core.mkdir(dir)
+            if not ok then
+                errors.throw("params", { message = "cannot create the state directory " .. tostring(err)
+                    .. " (set state_dir, or state_dir = false)" })
+            end
         end
+    end
+    if o.redis then
+        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q)
     end
     return p, q
 end

@@ -159,9 +159,14 @@ M.is_server = is_server
 -- ---- the transport --------------------------------------------------------------
 
 --- No state is shared with other processes: the pacer and the ledger keep
--- theirs in this process.
-function M.state()
-    return {}, {}
+-- theirs in this process; with the `redis` option, Redis is shared as by
+-- the curl transport.
+function M.state(o, t)
+    local p, q = {}, {}
+    if o and o.redis then
+        require("wolkvox.state.redis").attach(o, t:token_id(), transport.fingerprint(o.base_url):sub(1, 16), p, q)
+    end
+    return p, q
 end
 
 --- The cache of lookup answers (`cache` option): the fake server's own,

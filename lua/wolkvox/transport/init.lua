@@ -13,7 +13,9 @@
 --   fractions), `sleep(seconds)` (blocks the thread, or yields inside nginx).
 -- * `state(opts, transport)` -> the options of the pacer and of the quota
 --   ledger: where the token's slots and the day's count are shared (files
---   under `state_dir`, an nginx shared dict, or nothing: this process only).
+--   under `state_dir`, an nginx shared dict, or nothing: this process only),
+--   and with the `redis` option the fleet backend beside them
+--   (`wolkvox.state.redis.attach`, given a connector that fits the host).
 -- * `cache(opts, transport)` (optional) -> where `cache = { ttl = ... }`
 --   keeps lookup answers (`wolkvox.cache`): an object with `get(key)` ->
 --   the value or nil, and `set(key, value, ttl)`; values are plain tables

@@ -92,6 +92,27 @@ function Transport:perform(req, head_of)
 end
 
 -- ---- batches: the calls of one operation ----------------------------------------
+--
+-- A batch learns which light thread ended through a semaphore
+-- (lua-resty-core's ngx.semaphore), not through ngx.thread.wait on all of
+-- them: that marks every thread of the list as waited for, and one that
+-- ends later, while the request's own thread waits on a cosocket (fleet
+-- mode's Redis commands between two waits), would resume it with that
+-- thread's results in place of the cosocket's.  (Without lua-resty-core,
+-- ngx.thread.wait on all of them, as before.)
+
+--- Seconds a batch waits on its semaphore at a time.
+M.WAIT_SLICE = 60
+
+-- A new semaphore, or nil without lua-resty-core (looked up once, inside nginx).
+local semaphore
+local function new_semaphore()
+    if semaphore == nil then
+        local ok, mod = pcall(require, "ngx.semaphore")
+        semaphore = ok and mod or false
+    end
+    return semaphore and semaphore.new() or nil
+end
 
 local Batch = {}
 Batch.__index = Batch
@@ -111,6 +132,11 @@ function Batch:start(req)
             res = { status = 0, bytes = 0, connects = 0, sends = 1,
                 error = { kind = "transport", reason = "other", message = tostring(res), sent = true } }
         end
+        if self.sema then
+            local done = self.done
+            done[#done + 1] = id
+            self.sema:post(1)
+        end
         return id, res
     end)
     if not th then
@@ -126,11 +152,24 @@ function Batch:wait()
     if self.n == 0 then
         return nil
     end
-    local list = {}
-    for _, th in pairs(self.threads) do
-        list[#list + 1] = th
+    local ok, id, res
+    if self.sema then
+        -- The next thread that ended, told by the semaphore; waiting on
+        -- it then returns at once (it is a zombie by now).
+        while not self.done[1] do
+            local got, err = self.sema:wait(M.WAIT_SLICE)
+            if not got and err ~= "timeout" then
+                error("a light thread could not be waited for: " .. tostring(err), 0)
+            end
+        end
+        ok, id, res = ngx.thread.wait(self.threads[table.remove(self.done, 1)])
+    else
+        local list = {}
+        for _, th in pairs(self.threads) do
+            list[#list + 1] = th
+        end
+        ok, id, res = ngx.thread.wait(unpack(list))
     end
-    local ok, id, res = ngx.thread.wait(unpack(list))
     if not ok then
         error("a light thread failed: " .. tostring(id), 0)
     end
@@ -147,7 +186,7 @@ function Batch:cancel()
         self.threads[id] = nil
         n = n + 1
     end
-    self.n = 0
+    self.n, self.done = 0, {}
     return n, n
 end
 
@@ -160,7 +199,8 @@ end
 --- A batch for one operation (calls in flight belong to the request that
 -- runs them, so two requests of a worker never mix their answers).
 function Transport:batch()
-    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0 }, Batch)
+    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0, done = {},
+        sema = new_semaphore() }, Batch)
 end
 
 function Transport:stats()
@@ -198,16 +238,108 @@ Transport.__tostring = function(self)
     return "wolkvox.transport.ngx (" .. (self.closed_flag and "closed" or "open") .. ")"
 end
 
+-- A Redis reply of resty.redis as the contract of `wolkvox.state.redis`
+-- has it: ngx.null as false, inside arrays too.
+local function plain(v)
+    if v == ngx.null then
+        return false
+    elseif type(v) == "table" then
+        local out = {}
+        for i = 1, #v do
+            out[i] = plain(v[i])
+        end
+        return out
+    end
+    return v
+end
+
+--- How many pooled Redis connections a worker keeps.
+M.REDIS_POOL = 32
+--- How long an idle pooled Redis connection is kept (ms).
+M.REDIS_IDLE = 30000
+
+--- The Redis connector inside nginx (`wolkvox.state.redis`): resty.redis
+-- on cosockets (Debian's lua-nginx-redis names it `nginx.redis`).  A
+-- client is shared by the requests of a worker and a cosocket belongs to
+-- one request, so each command takes a connection from the worker's pool
+-- (authenticated once, when new) and gives it back.  `rediss://` does the
+-- TLS handshake (verified against `lua_ssl_trusted_certificate`) on new
+-- connections.
+-- @return the connector's function, or nil and why
+function M.redis_connector()
+    local ok, redis = pcall(require, "resty.redis")
+    if not ok then
+        ok, redis = pcall(require, "nginx.redis")
+    end
+    if not ok then
+        return nil, "the redis option needs resty.redis inside nginx (Debian lua-nginx-redis)"
+    end
+    local state_redis = require "wolkvox.state.redis"
+    return function(cfg, timeout)
+        local conn = {}
+        function conn.command(_, name, ...)
+            local red = redis:new()
+            red:set_timeout(timeout * 1000)
+            local done, err = red:connect(cfg.host, cfg.port, { pool = cfg.pool })
+            if not done then
+                return nil, err, "io"
+            end
+            if red:get_reused_times() == 0 then
+                if cfg.tls then
+                    -- (resty.redis 0.27 has no TLS option: its socket does it)
+                    done, err = rawget(red, "_sock"):sslhandshake(nil, cfg.host, true)
+                    if not done then
+                        red:close()
+                        return nil, "TLS: " .. tostring(err), "io"
+                    end
+                end
+                done, err = state_redis.handshake({ command = function(_, ...)
+                    local r, e = red[(...):lower()](red, select(2, ...))
+                    return r and plain(r) or nil, e
+                end }, cfg)
+                if not done then
+                    red:close()
+                    return nil, err, "io"
+                end
+            end
+            -- (pcall: a reply resty.redis cannot read must fail this
+            -- command, not the request)
+            local called, r, e = pcall(red[name:lower()], red, ...)
+            if not called then
+                red:close()
+                return nil, "Redis reply unreadable: " .. tostring(r), "io"
+            elseif r == nil then
+                red:close()
+                return nil, e, "io"
+            elseif r == false and e then
+                red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
+                return nil, e, "reply"
+            end
+            red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
+            return plain(r)
+        end
+        function conn.close() end
+        return conn
+    end
+end
+
 --- Where the pacer and the ledger keep what the workers share: the
 -- `lua_shared_dict` named by `shared_dict` (default "wolkvox"), or nothing
--- when it is not declared (this worker only).
+-- when it is not declared (this worker only); with the `redis` option,
+-- also Redis through resty.redis (every host that names it).
 function M.state(o, t)
     local dict = ngx.shared[o.shared_dict or "wolkvox"]
-    if not dict then
-        return {}, {}
+    local op = transport.fingerprint(o.base_url):sub(1, 16)
+    local p, q = {}, {}
+    if dict then
+        p, q = { dict = dict, key = t:token_id(), ttl = o.timeout + 15 }, { dict = dict, key = op }
     end
-    return { dict = dict, key = t:token_id(), ttl = o.timeout + 15 },
-        { dict = dict, key = transport.fingerprint(o.base_url):sub(1, 16) }
+    if o.redis then
+        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q, function()
+            return M.redis_connector()
+        end)
+    end
+    return p, q
 end
 
 local worker_cache

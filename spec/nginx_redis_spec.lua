@@ -1,0 +1,138 @@
+-- Fleet mode inside nginx: two nginx instances on different ports (two
+-- "gateways") share one token's 2 slots and the day's count through
+-- resty.redis on cosockets, and keep serving other requests meanwhile.
+-- Tagged #nginx: spec/run runs it in the LuaJIT pass.
+local support = require "support"
+local nginx = require "nginx"
+local redis = require "redis"
+
+local function http_block(srv, url)
+    return string.format([[
+  init_by_lua_block {
+    function wv_client(extra)
+      local o = { base_url = %q, token = %q, retry_base = 0.01, retries = 0 }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return assert(require("wolkvox").new(o))
+    end
+    wv_fleet = %q
+  }
+]], srv.url, srv.token, url or "")
+end
+
+local LOCATIONS = [[
+    location = /report2 { content_by_lua_block {
+      local o = wv_fleet ~= "" and { redis = wv_fleet } or nil
+      local rows, meta = wv_client(o):cdr_1 { from = "2026-01-01", to = "2026-02-28" }
+      if not rows then ngx.say("error ", tostring(meta)) return end
+      ngx.say(#rows, "|", meta.calls)
+    } }
+    location = /quota { content_by_lua_block {
+      ngx.say(wv_client { redis = wv_fleet }:quota({ measure = false }).used)
+    } }
+    location = /ping { content_by_lua_block { ngx.say("pong") } }
+]]
+
+-- 8 requests to each of `a` and `b` at once (each makes 2 calls); a ping to
+-- each while they run.  Returns the calls they report and the pings' answers.
+local function run(a, b)
+    local pipes = {}
+    for i = 1, 16 do
+        local n = i % 2 == 0 and a or b
+        pipes[i] = assert(io.popen("env -u LD_PRELOAD curl -s " .. n.url .. "/report2", "r"))
+    end
+    local pings = { select(2, a:get("/ping")), select(2, b:get("/ping")) }
+    local calls, bodies = 0, {}
+    for i = 1, 16 do
+        local body = pipes[i]:read("*a")
+        pipes[i]:close()
+        bodies[#bodies + 1] = body
+        local n = body:match("^%d+|(%d+)")
+        calls = calls + (tonumber(n) or 0)
+    end
+    return calls, pings, bodies
+end
+
+describe("fleet mode inside nginx #nginx", function()
+    if not nginx.need() then
+        return
+    end
+    if not redis.need() then
+        return
+    end
+    local srv, rs
+    redis.suite(nil, function(a, b) srv, rs = a, b end)
+    before_each(function()
+        srv:control("reset")
+        srv:control("config", { latency = 0.1 })
+    end)
+
+    it("two gateways never have more than 2 calls in flight together, and count each call once", function()
+        local a = nginx.start { http = http_block(srv, rs.url), locations = LOCATIONS }
+        local b = nginx.start { http = http_block(srv, rs.url), locations = LOCATIONS }
+        finally(function()
+            a:stop()
+            b:stop()
+        end)
+        local calls, pings, bodies = run(a, b)
+        assert.same({ "pong\n", "pong\n" }, pings)
+        for _, body in ipairs(bodies) do
+            assert.equal("5900|2\n", body, a:errors() .. b:errors())
+        end
+        assert.equal(32, calls)
+        local stats = srv:control("stats")
+        assert.is_true(stats.max_inflight <= 2, "the fake saw " .. stats.max_inflight)
+        for _, entry in ipairs(srv:log()) do
+            assert.is_nil(entry.refused)
+        end
+        assert.equal(32, stats.requests)
+        local _, used = a:get("/quota")
+        assert.equal("32\n", used)
+        assert.falsy(a:errors():find("[error]", 1, true), a:errors())
+    end)
+
+    it("(control) the same gateways without Redis exceed 2 in flight", function()
+        local a = nginx.start { http = http_block(srv), locations = LOCATIONS }
+        local b = nginx.start { http = http_block(srv), locations = LOCATIONS }
+        finally(function()
+            a:stop()
+            b:stop()
+        end)
+        run(a, b)
+        assert.is_true(support.exceeded(srv), "the fake never saw more than 2 in flight")
+    end)
+end)
+
+describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
+    if not nginx.need() or not redis.need() then
+        return
+    end
+    local srv, rs
+    redis.suite({ tls = true }, function(a, b) srv, rs = a, b end)
+
+    local TLS_LOCATIONS = [[
+    location = /tls { content_by_lua_block {
+      local c = wv_client { redis = wv_fleet }
+      local rows, err = c:services()
+      if not rows then ngx.say(err.kind, " ", tostring(err)) return end
+      ngx.say("ok ", c:quota({ measure = false }).used)
+    } }
+]]
+
+    it("verifies the server against lua_ssl_trusted_certificate, and refuses one it cannot verify", function()
+        local a = nginx.start { http = http_block(srv, rs.url) .. "  lua_ssl_trusted_certificate " .. rs.cert .. ";\n",
+            locations = TLS_LOCATIONS }
+        local b = nginx.start { http = http_block(srv, rs.url), locations = TLS_LOCATIONS }
+        finally(function()
+            a:stop()
+            b:stop()
+        end)
+        local _, body = a:get("/tls")
+        assert.equal("ok 1\n", body, a:errors())
+        _, body = a:get("/tls")
+        assert.equal("ok 2\n", body, a:errors())
+        -- Without the certificate: no call is made.
+        _, body = b:get("/tls")
+        assert.truthy(body:find("^state "), body)
+        assert.equal(2, srv:control("stats").requests)
+    end)
+end)
