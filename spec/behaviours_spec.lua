@@ -447,7 +447,8 @@ describe("documented behaviours", function()
                 retry_base = 0.01, retry_cap = 0.01,
                 on_throttle = function() throttles = throttles + 1 end,
                 on_response = function(info) bytes = bytes + (info.bytes or 0) end })
-            assert.same({ calls = 0, retries = 0, throttled = 0, bytes = 0, connects = 0, quota_used = 0 },
+            assert.same({ calls = 0, retries = 0, throttled = 0, bytes = 0, connects = 0, quota_used = 0,
+                cache_hits = 0 },
                 x:stats())
 
             local _, meta = assert(x:services())

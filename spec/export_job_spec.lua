@@ -275,12 +275,13 @@ describe("c:export", function()
                     { output = out, checkpoint = cp })
                 assert.is_truthy(n, tostring(err))
                 assert.equal(want, support.read(out), "killed after " .. delay .. " s")
-                -- Never more than an uninterrupted run; less once a window was written.
+                -- The windows written are not asked again: the rerun spends what
+                -- the rest of the range takes (window sizing may learn it in a
+                -- call or two more than the first run did).
                 local again = requests(srv)
-                assert.is_true(again <= full, ("killed after %s s: %d calls again vs %d"):format(delay, again, full))
-                if saved and core.decode(saved).done_to then
-                    assert.is_true(again < full, ("killed after %s s: %d calls again"):format(delay, again))
-                end
+                local written = saved and core.decode(saved).calls or 0
+                assert.is_true(again <= full - written + 2,
+                    ("killed after %s s: %d calls again, %d of %d already written"):format(delay, again, written, full))
                 assert.is_true(spent > 0)
             end
             -- No spooled answer outlives its process.

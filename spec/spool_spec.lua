@@ -63,6 +63,59 @@ describe("core.decoder { count = true }", function()
     end)
 end)
 
+describe("core.decoder { csv = columns }", function()
+    local cols = { "a", "b", "c", "d", "e", "f" }
+    local rows = {
+        '{"a":"x","b":"y"}', '{"a":"1,2","b":"say \\"hi\\"","c":"line\\nbreak"}',
+        '{"a":12,"b":1.5,"c":-0,"d":1e3,"e":123456789012345678901,"f":true}',
+        '{"a":null,"b":{"x":1},"c":[1,2],"d":false}', '{"a":"dup","a":"second"}', '{"a":"x","a":null}',
+        '{"a":"\\u00e9\\ud83d\\ude00","b":"' .. TOKEN .. '","c":"pre' .. TOKEN .. 'post"}',
+        '{"b":"' .. TOKEN:sub(1, 5) .. '\\u002d' .. TOKEN:sub(7) .. '"}',
+        '{ "a" : "sp" , "b" : [ "x" , { "y" : "}" } ] , "c" : "z" }',
+        '{"\\u0061":"escaped key"}', '{}', '{"zz":"other"}', '{"a":"\\/\\b\\f\\r\\t"}',
+    }
+    local body = '{"code":"200","data":[' .. table.concat(rows, ",") .. '],"msg":"ok"}'
+
+    it("makes the lines core.csv_row makes of the decoded rows, token masked, split anywhere", function()
+        local d = core.decoder { secret = TOKEN }
+        local decoded = assert(d:feed(body))
+        local _, rest = d:finish()
+        for _, r in ipairs(rest) do
+            decoded[#decoded + 1] = r
+        end
+        local want = {}
+        for _, r in ipairs(decoded) do
+            want[#want + 1] = core.csv_row(r, cols)
+        end
+        want = table.concat(want)
+        assert.is_nil(want:find(TOKEN, 1, true))
+        for cut = 0, #body do
+            local c = core.decoder { secret = TOKEN, csv = cols }
+            local a = assert(c:feed(body:sub(1, cut)))
+            local b = assert(c:feed(body:sub(cut + 1)))
+            local env, last, n = c:finish()
+            assert.equal(want, a .. b .. last, "cut at " .. cut)
+            assert.equal(#rows, n)
+            assert.equal("ok", env.msg)
+        end
+        -- The first rows left out (written another way), still counted.
+        local c = core.decoder { secret = TOKEN, csv = cols, skip = 2 }
+        local text = assert(c:feed(body))
+        local _, last, n = c:finish()
+        assert.equal(want:sub(#core.csv_row(decoded[1], cols) + #core.csv_row(decoded[2], cols) + 1), text .. last)
+        assert.equal(#rows, n)
+    end)
+
+    it("refuses a row that is not an object, and bad column lists", function()
+        local c = core.decoder { csv = cols }
+        local ok, err = c:feed('{"data":[{"a":"1"},["not","an","object"]]}')
+        assert.is_nil(ok)
+        assert.matches("a row is not an object", err)
+        assert.has_error(function() core.decoder { csv = { "a", 2 } } end)
+        assert.has_error(function() core.decoder { csv = "a" } end)
+    end)
+end)
+
 describe("a spooled answer", function()
     it("is read back as written, decoded with the token masked, and leaves no file", function()
         local dir = support.tmpdir()

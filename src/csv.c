@@ -4,29 +4,70 @@
  * quote or a line break is quoted and its quotes doubled; a missing field is
  * an empty cell; numbers and booleans are written as Lua's tostring would.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "wolkvox.h"
 
-static void add_cell(luaL_Buffer *b, const char *s, size_t n)
+/* Append one cell to `b`: quoted (its quotes doubled) when it holds a
+ * comma, a quote or a line break.  0 when out of memory. */
+static int add_cell(wv_buf *b, const char *s, size_t n)
 {
-    size_t i;
+    size_t i, quotes = 0;
     int quote = 0;
-    for (i = 0; i < n && !quote; i++) {
+    for (i = 0; i < n; i++) {
         char c = s[i];
-        quote = c == ',' || c == '"' || c == '\r' || c == '\n';
+        if (c == '"')
+            quotes++;
+        quote |= c == ',' || c == '"' || c == '\r' || c == '\n';
     }
+    if (n == 0)
+        return 1;
+    if (!wv_buf_reserve(b, n + (quote ? quotes + 2 : 0)))
+        return 0;
     if (!quote) {
-        luaL_addlstring(b, s, n);
-        return;
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        return 1;
     }
-    luaL_addchar(b, '"');
+    b->p[b->len++] = '"';
     for (i = 0; i < n; i++) {
         if (s[i] == '"')
-            luaL_addchar(b, '"');
-        luaL_addchar(b, s[i]);
+            b->p[b->len++] = '"';
+        b->p[b->len++] = s[i];
     }
-    luaL_addchar(b, '"');
+    b->p[b->len++] = '"';
+    return 1;
+}
+
+static int add_bytes(wv_buf *b, const char *s, size_t n)
+{
+    if (n == 0)
+        return 1;
+    if (!wv_buf_reserve(b, n))
+        return 0;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 1;
+}
+
+/* tostring() of the value on top of the stack (popped) into `out`, as
+ * csv_row writes numbers and booleans: in this Lua's own form. */
+static size_t lua_form(lua_State *L, char *out, size_t cap)
+{
+    size_t len = 0;
+    const char *t;
+    lua_getglobal(L, "tostring");
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    t = lua_tolstring(L, -1, &len);
+    if (t == NULL || len >= cap)
+        len = 0;
+    else
+        memcpy(out, t, len);
+    lua_pop(L, 1);
+    return len;
 }
 
 /***
@@ -38,16 +79,13 @@ static void add_cell(luaL_Buffer *b, const char *s, size_t n)
  */
 static int l_csv_row(lua_State *L)
 {
-    luaL_Buffer b;
     size_t i, n;
+    wv_buf *b;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
     n = lua_rawlen(L, 2);
     lua_settop(L, 2);
-    luaL_buffinit(L, &b);
-    /* The stack is back where the buffer left it before each buffer call:
-     * a field's string stays alive in the row; a converted number is
-     * copied out first. */
+    b = wv_scratch_new(L); /* 3: freed by the collector, whatever raises */
     for (i = 1; i <= n; i++) {
         size_t len = 0;
         const char *s = NULL;
@@ -57,27 +95,260 @@ static int l_csv_row(lua_State *L)
         if (lua_type(L, -1) == LUA_TSTRING) {
             s = lua_tolstring(L, -1, &len);    /* held by the row */
         } else if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TBOOLEAN) {
-            /* As tostring() writes it, in this Lua's own form. */
-            const char *t;
-            lua_getglobal(L, "tostring");
-            lua_insert(L, -2);
-            lua_call(L, 1, 1);
-            t = lua_tolstring(L, -1, &len);
-            if (t == NULL || len >= sizeof num)
-                len = 0;
-            else
-                memcpy(num, t, len);
+            lua_pushvalue(L, -1);
+            len = lua_form(L, num, sizeof num);
             s = num;
         }
+        if ((i > 1 && !add_bytes(b, ",", 1)) || (s != NULL && !add_cell(b, s, len)))
+            return luaL_error(L, "not enough memory");
         lua_pop(L, 1);
-        if (i > 1)
-            luaL_addchar(&b, ',');
-        if (s != NULL)
-            add_cell(&b, s, len);
     }
-    luaL_addlstring(&b, "\r\n", 2);
-    luaL_pushresult(&b);
+    if (!add_bytes(b, "\r\n", 2))
+        return luaL_error(L, "not enough memory");
+    lua_pushlstring(L, b->p, b->len);
     return 1;
+}
+
+/* ---- CSV lines straight from a row's JSON text ---------------------------- */
+
+enum { CELL_NONE, CELL_STRING, CELL_SCALAR };
+
+typedef struct {
+    int kind;
+    int escaped;
+    const char *p;           /* a string's bytes (after its quote), a scalar's text */
+    size_t n;
+} wv_cell;
+
+struct wv_csv {
+    size_t ncols;
+    const char **names;      /* held by the Lua list the decoder keeps */
+    size_t *lens;
+    wv_cell *cells;
+    size_t skip;             /* rows already written another way */
+    wv_buf out;              /* the lines made since the last take */
+    wv_buf text;             /* one unescaped string */
+};
+
+wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip)
+{
+    size_t i, n = lua_rawlen(L, cols);
+    wv_csv *c = (wv_csv *)calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->ncols = n;
+    c->skip = skip;
+    c->names = (const char **)calloc(n + 1, sizeof *c->names);
+    c->lens = (size_t *)calloc(n + 1, sizeof *c->lens);
+    c->cells = (wv_cell *)calloc(n + 1, sizeof *c->cells);
+    if (c->names == NULL || c->lens == NULL || c->cells == NULL) {
+        wv_csv_free(c);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, cols, (int)i + 1);
+        c->names[i] = lua_tolstring(L, -1, &c->lens[i]);
+        lua_pop(L, 1);
+    }
+    return c;
+}
+
+void wv_csv_free(wv_csv *c)
+{
+    if (c == NULL)
+        return;
+    free(c->names);
+    free(c->lens);
+    free(c->cells);
+    wv_buf_free(&c->out);
+    wv_buf_free(&c->text);
+    free(c);
+}
+
+wv_buf *wv_csv_out(wv_csv *c)
+{
+    return &c->out;
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The closing quote of a string whose bytes start at p; *esc when it has a
+ * backslash.  NULL when it does not end. */
+static const char *string_end(const char *p, const char *e, int *esc)
+{
+    while (p < e) {
+        if (*p == '"')
+            return p;
+        if (*p == '\\') {
+            *esc = 1;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* Just after the value at p (an object, an array, a number or a literal;
+ * strings are read by the caller).  NULL when it does not end. */
+static const char *skip_value(const char *p, const char *e)
+{
+    int depth = 0, esc = 0;
+    if (*p != '{' && *p != '[') {
+        while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' && *p != '\r'
+               && *p != '\t')
+            p++;
+        return p;
+    }
+    while (p < e) {
+        char ch = *p;
+        if (ch == '"') {
+            const char *q = string_end(p + 1, e, &esc);
+            if (q == NULL)
+                return NULL;
+            p = q + 1;
+            continue;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth == 0)
+            return p + 1;
+        p++;
+    }
+    return NULL;
+}
+
+/* The text of a string cell, unescaped and masked like the decoder's
+ * strings, in c->text; 0 with *msg on failure. */
+static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *secret, size_t slen,
+                     const char **msg)
+{
+    const char *at;
+    c->text.len = 0;
+    if (cell->escaped) {
+        if (!wv_json_unescape(cell->p, e, &c->text, &at, msg))
+            return 0;
+    } else if (!add_bytes(&c->text, cell->p, cell->n)) {
+        *msg = "out of memory";
+        return 0;
+    }
+    if (slen > 0 && c->text.len >= slen)
+        wv_mask_plain(c->text.p, c->text.len, secret, slen);
+    return 1;
+}
+
+int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
+                    wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen)
+{
+    const char *p = row, *e = row + len, *msg = "not enough memory";
+    size_t i;
+    if (c->skip > 0) {
+        c->skip--;
+        return 1;
+    }
+    for (i = 0; i < c->ncols; i++)
+        c->cells[i].kind = CELL_NONE;
+    p = skip_ws(p, e);
+    if (p >= e || *p != '{') {
+        snprintf(err, errlen, "a row is not an object");
+        return 0;
+    }
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        p = e;
+    while (p < e) {
+        const char *key, *kend, *at;
+        int kesc = 0, vesc = 0;
+        wv_cell v;
+        size_t klen;
+        if (*p != '"' || (kend = string_end(p + 1, e, &kesc)) == NULL)
+            goto bad;
+        key = p + 1;
+        klen = (size_t)(kend - key);
+        if (kesc) {
+            c->text.len = 0;
+            if (!wv_json_unescape(key, e, &c->text, &at, &msg))
+                goto failed;
+            key = c->text.p;
+            klen = c->text.len;
+        }
+        p = skip_ws(kend + 1, e);
+        if (p >= e || *p != ':')
+            goto bad;
+        p = skip_ws(p + 1, e);
+        if (p >= e)
+            goto bad;
+        v.kind = CELL_NONE;
+        v.escaped = 0;
+        if (*p == '"') {
+            const char *q = string_end(p + 1, e, &vesc);
+            if (q == NULL)
+                goto bad;
+            v.kind = CELL_STRING;
+            v.escaped = vesc;
+            v.p = p + 1;
+            v.n = (size_t)(q - v.p);
+            p = q + 1;
+        } else {
+            const char *q = skip_value(p, e);
+            if (q == NULL)
+                goto bad;
+            /* null, an object or an array: an empty cell, as csv_row makes
+             * of what the decoder leaves out or gives as a table. */
+            if (*p != 'n' && *p != '{' && *p != '[') {
+                v.kind = CELL_SCALAR;
+                v.p = p;
+                v.n = (size_t)(q - p);
+            }
+            p = q;
+        }
+        /* A later member of the same name wins, as in the decoder. */
+        for (i = 0; i < c->ncols; i++)
+            if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0)
+                c->cells[i] = v;
+        p = skip_ws(p, e);
+        if (p < e && *p == ',') {
+            p = skip_ws(p + 1, e);
+            continue;
+        }
+        if (p < e && *p == '}')
+            break;
+        goto bad;
+    }
+    for (i = 0; i < c->ncols; i++) {
+        const wv_cell *cell = &c->cells[i];
+        if (i > 0 && !add_bytes(&c->out, ",", 1))
+            goto failed;
+        if (cell->kind == CELL_STRING) {
+            if (!cell_text(c, cell, e, secret, slen, &msg) || !add_cell(&c->out, c->text.p, c->text.len))
+                goto failed;
+        } else if (cell->kind == CELL_SCALAR) {
+            char num[64];
+            size_t n;
+            char derr[160];
+            /* A number or a boolean: decoded and written by this Lua. */
+            if (!wv_json_decode_ctx(L, json, cell->p, cell->n, scratch, NULL, 0, derr, sizeof derr)) {
+                snprintf(err, errlen, "%s", derr);
+                return 0;
+            }
+            n = lua_form(L, num, sizeof num);
+            if (!add_cell(&c->out, num, n))
+                goto failed;
+        }
+    }
+    if (!add_bytes(&c->out, "\r\n", 2))
+        goto failed;
+    return 1;
+bad:
+    msg = "malformed row";
+failed:
+    snprintf(err, errlen, "%s", msg);
+    return 0;
 }
 
 void wv_csv_open(lua_State *L)

@@ -133,31 +133,24 @@ static int push_masked(decoder *d, const char *s, size_t n, const char *next)
     return 1;
 }
 
-/* The slow path of string(): scratch holds the plain prefix, `from` is the
- * first backslash. */
-static int string_escaped(decoder *d, const char *from)
+int wv_json_unescape(const char *from, const char *e, wv_buf *b, const char **at, const char **msg)
 {
-    wv_buf *b = d->scratch;
-    const char *p = from, *e = d->end;
+    const char *p = from;
     /* The unescaped text is never longer than the escaped one. */
     if (!wv_buf_reserve(b, (size_t)(e - p))) {
-        d->p = p;
-        return fail(d, "out of memory");
+        *at = p;
+        *msg = "out of memory";
+        return 0;
     }
+#define BAD(why) do { *at = p; *msg = (why); return 0; } while (0)
     while (p < e) {
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
-            if (d->secret_len > 0 && !d->check)
-                wv_mask_plain(b->p, b->len, d->secret, d->secret_len);
-            if (!d->check)
-                lua_pushlstring(d->L, b->p, b->len);
-            d->p = p + 1;
+            *at = p + 1;
             return 1;
         }
-        if (c < 0x20) {
-            d->p = p;
-            return fail(d, "control character in string");
-        }
+        if (c < 0x20)
+            BAD("control character in string");
         if (c != '\\') {
             b->p[b->len++] = (char)c;
             p++;
@@ -177,35 +170,49 @@ static int string_escaped(decoder *d, const char *from)
         case 'u': {
             long hi = hex4(p + 2, e);
             unsigned long cp;
-            if (hi < 0) {
-                d->p = p;
-                return fail(d, "bad \\u escape");
-            }
+            if (hi < 0)
+                BAD("bad \\u escape");
             p += 6;
             cp = (unsigned long)hi;
             if (hi >= 0xD800 && hi <= 0xDBFF) {
                 long lo = (e - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2, e) : -1;
-                if (lo < 0xDC00 || lo > 0xDFFF) {
-                    d->p = p;
-                    return fail(d, "unpaired surrogate in \\u escape");
-                }
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    BAD("unpaired surrogate in \\u escape");
                 cp = 0x10000 + (((unsigned long)hi - 0xD800) << 10) + ((unsigned long)lo - 0xDC00);
                 p += 6;
             } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
-                d->p = p;
-                return fail(d, "unpaired surrogate in \\u escape");
+                BAD("unpaired surrogate in \\u escape");
             }
             /* 6 escaped bytes always give at most 3 (or 12 give 4): room is there. */
             b->len += put_utf8(b->p + b->len, cp);
             break;
         }
         default:
-            d->p = p;
-            return fail(d, "bad escape in string");
+            BAD("bad escape in string");
         }
     }
-    d->p = e;
-    return fail(d, "unterminated string");
+#undef BAD
+    *at = e;
+    *msg = "unterminated string";
+    return 0;
+}
+
+/* The slow path of string(): scratch holds the plain prefix, `from` is the
+ * first backslash. */
+static int string_escaped(decoder *d, const char *from)
+{
+    wv_buf *b = d->scratch;
+    const char *at, *msg;
+    if (!wv_json_unescape(from, d->end, b, &at, &msg)) {
+        d->p = at;
+        return fail(d, msg);
+    }
+    if (d->secret_len > 0 && !d->check)
+        wv_mask_plain(b->p, b->len, d->secret, d->secret_len);
+    if (!d->check)
+        lua_pushlstring(d->L, b->p, b->len);
+    d->p = at;
+    return 1;
 }
 
 /* d->p is just after the opening quote. */

@@ -197,11 +197,14 @@ static int l_size(lua_State *L)
  * A decoder for the spooled answer: rows decoded with the session's token
  * masked, as the answer's own decode would have them.
  * @function spool:decoder
+ * @tparam[opt] table opts `csv` and `skip`, as for core.decoder
  */
 static int l_decoder(lua_State *L)
 {
     wv_spool *sp = check_spool(L);
     wv_decoder_push(L, sp->secret, sp->secret_len, 0);
+    if (lua_istable(L, 2))
+        wv_decoder_csv(L, lua_gettop(L), 2);
     return 1;
 }
 

@@ -292,6 +292,24 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 d->state = ST_ROW;
                 break;
             }
+            if (d->csv != NULL) {
+                char err[160];
+                size_t len = 0;
+                r = scan_value(d, &len, last);
+                if (r <= 0)
+                    return r < 0 ? failed(d, "bad row") : 0;
+                if (!wv_csv_json_row(L, d->csv, d->in->p + d->pos, len, d->json, d->scratch, d->secret,
+                                     d->secret_len, err, sizeof err)) {
+                    snprintf(d->err, sizeof d->err, "%s (in the row at byte %lu)", err,
+                             (unsigned long)(d->dropped + d->pos + 1));
+                    d->state = ST_FAILED;
+                    return -1;
+                }
+                d->pos += len;
+                d->rows++;
+                d->state = ST_ROW_NEXT;
+                break;
+            }
             if ((r = take_value(L, d, last, "bad row", d->count_only)) <= 0)
                 return r;
             if (!d->count_only)
@@ -429,6 +447,15 @@ static int step(lua_State *L, wv_decoder *d, int last)
     return -1;
 }
 
+/* Push the CSV lines made so far (a decoder in CSV mode) and let them go. */
+static int csv_lines(lua_State *L, wv_decoder *d)
+{
+    wv_buf *out = wv_csv_out(d->s.csv);
+    lua_pushlstring(L, out->len > 0 ? out->p : "", out->len);
+    out->len = 0;
+    return 1;
+}
+
 static int l_feed(lua_State *L)
 {
     wv_decoder *d = check_decoder(L);
@@ -443,6 +470,8 @@ static int l_feed(lua_State *L)
     lua_settop(L, 1);
     if (step(L, d, 0) < 0)
         return 2;
+    if (d->s.csv != NULL)
+        return csv_lines(L, d); /* the lines of the rows instead */
     return 1;                       /* the rows */
 }
 
@@ -465,7 +494,10 @@ static int l_finish(lua_State *L)
         lua_rawgeti(L, 2, 4); /* a top-level value that is not an object or an array */
     else
         lua_rawgeti(L, 2, 1);
-    lua_pushvalue(L, 3);
+    if (d->s.csv != NULL)
+        csv_lines(L, d);
+    else
+        lua_pushvalue(L, 3);
     lua_pushinteger(L, (lua_Integer)d->s.rows);
     return 3;
 }
@@ -510,6 +542,8 @@ static int l_gc(lua_State *L)
     wv_buf_free(&d->scratch);
     wv_json_ctx_free(d->json);
     d->json = NULL;
+    wv_csv_free(d->s.csv);
+    d->s.csv = NULL;
     if (d->secret != NULL) {
         memset(d->secret, 0, d->s.secret_len);
         free(d->secret);
@@ -558,9 +592,42 @@ void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count)
  * @function decoder
  * @tparam[opt] table opts `secret`: masked with '*' in every decoded string;
  *   `count`: the rows are checked and counted but not decoded (feed gives
- *   empty lists; finish's third value is the count)
+ *   empty lists; finish's third value is the count); `csv`: a list of
+ *   column names: each row becomes a CSV line (what core.csv_row makes of
+ *   the decoded row), and feed and finish give the lines as one string
+ *   instead of a list; `skip`: with `csv`, the first rows are left out
  * @return the decoder
  */
+void wv_decoder_csv(lua_State *L, int dec, int opts)
+{
+    wv_decoder *d = (wv_decoder *)luaL_checkudata(L, dec, WV_DECODER_MT);
+    size_t i, n, skip;
+    lua_getfield(L, opts, "csv");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    luaL_argcheck(L, lua_istable(L, -1), opts, "csv: a list of column names expected");
+    n = lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, opts, "csv: a list of column names expected");
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, opts, "skip");
+    skip = lua_isnil(L, -1) ? 0 : (size_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    /* The names stay alive in the state table (slot 6). */
+    wv_push_uservalue(L, dec);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 6);
+    lua_pop(L, 1);
+    d->s.csv = wv_csv_new(L, lua_gettop(L), skip);
+    lua_pop(L, 1);
+    if (d->s.csv == NULL)
+        luaL_error(L, "not enough memory");
+}
+
 static int l_decoder(lua_State *L)
 {
     size_t slen = 0;
@@ -576,6 +643,8 @@ static int l_decoder(lua_State *L)
         lua_pop(L, 1);
     }
     wv_decoder_push(L, secret, slen, count);
+    if (!lua_isnoneornil(L, 1))
+        wv_decoder_csv(L, lua_gettop(L), 1);
     return 1;
 }
 

@@ -97,6 +97,11 @@ wv_json_ctx *wv_json_ctx_new(void);
 void wv_json_ctx_free(wv_json_ctx *c);
 int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
                        const char *secret, size_t m, char *err, size_t errlen);
+/* Unescape the rest of a JSON string from `from` (inside the quotes) up to
+ * its closing quote, appending to b: 1 and *at just after the quote, or 0
+ * and *msg, *at where it is wrong (the decoder's own rules and messages). */
+int wv_json_unescape(const char *from, const char *e, wv_buf *b, const char **at, const char **msg);
+
 /* Check one value of a larger text as wv_json_decode_ctx would decode it,
  * building nothing: 1 when it would decode, else 0 and err. */
 int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
@@ -118,6 +123,7 @@ typedef struct {
     int depth, in_string, escape, scanning;
     int state, top_array, streamed, whole, rows_key;
     int count_only;          /* rows are checked and counted, not decoded */
+    struct wv_csv *csv;      /* rows become CSV lines there (csv.c), not tables */
     size_t rows, batch;
     char err[200];
 } wv_stream;
@@ -136,6 +142,9 @@ void wv_stream_push_value(lua_State *L, const wv_stream *d, int st);
 /* Push a new core.decoder (stream.c) masking secret[0..slen); `count`:
  * rows are checked and counted, not decoded. */
 void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count);
+/* Put the decoder at `dec` in CSV mode when the options at `opts` say so
+ * (`csv`, `skip`). */
+void wv_decoder_csv(lua_State *L, int dec, int opts);
 
 /* Answers spooled to an unnamed temporary file (spool.c).  create: a file
  * in `dir`, or -1 and *err; write: all of p[0..n), or 0 and *err; push: a
@@ -143,6 +152,18 @@ void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count);
 int wv_spool_create(const char *dir, int *err);
 int wv_spool_write(int fd, const char *p, size_t n, int *err);
 void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len);
+
+/* CSV lines made straight from rows' JSON text (csv.c), for a decoder in
+ * CSV mode: the same lines core.csv_row makes of the decoded rows.  new:
+ * the columns from the Lua list at `cols` (its strings must stay alive),
+ * the first `skip` rows left out; json_row: append the line of one row
+ * (1), or 0 and err; out: the lines made so far. */
+typedef struct wv_csv wv_csv;
+wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip);
+void wv_csv_free(wv_csv *c);
+wv_buf *wv_csv_out(wv_csv *c);
+int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
+                    wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen);
 
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);

@@ -228,6 +228,17 @@ function Writer:write(row)
     return ok, err
 end
 
+--- Write `n` rows already formatted as `text` (CSV lines made by the C
+-- core from the answer itself); the writer must have started.
+-- @return true, or nil and a message
+function Writer:write_lines(text, n)
+    local ok, err = put(self, text)
+    if ok then
+        self.rows = self.rows + n
+    end
+    return ok, err
+end
+
 --- Finish the output (a CSV with no row still gets its header when the
 -- columns were given) and flush the file; the file itself stays open.
 -- @return true, or nil and a message

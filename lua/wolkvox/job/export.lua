@@ -221,7 +221,8 @@ function M.run(ctx, e, params, opts)
     else
         w, file = M.open_writer(e, opts, columns, cp, "checkpoint")
     end
-    local done = cp and cp.windows or 0
+    -- Windows written so far and the calls they took, all runs together.
+    local done, spent = cp and cp.windows or 0, cp and cp.calls or 0
     local function save(done_to, complete)
         local ok, err = file:flush()
         if not ok then
@@ -229,7 +230,7 @@ function M.run(ctx, e, params, opts)
         end
         checkpoint.write(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
             to = dates.iso(job.to), format = format, done_to = done_to, bytes = file:seek("cur"),
-            windows = done, complete = complete or nil,
+            windows = done, calls = spent, complete = complete or nil,
             span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
             writer = M.writer_state(w) })
     end
@@ -244,8 +245,33 @@ function M.run(ctx, e, params, opts)
             end
             return true
         end,
+        -- Rows waiting on disk go to a CSV file without being built as
+        -- tables: the C core makes their lines from the answer's text, once
+        -- the first row has settled the columns through the writer.
+        spooled = format == "csv" and not opts.map and function(data)
+            local skip = 0
+            if not w.started then
+                local first = data.count > 0 and data:batches(e.name)()
+                if not first then
+                    return true
+                end
+                local written, why = w:write(first[1])
+                if not written then
+                    fail_output(e, tostring(why))
+                end
+                skip = 1
+            end
+            for text in data:batches(e.name, w.cols, skip) do
+                local written, why = w:write_lines(text, 0)
+                if not written then
+                    fail_output(e, tostring(why))
+                end
+            end
+            w.rows = w.rows + data.count - skip
+            return true
+        end or nil,
         window = cp_path and function(win)
-            done = done + 1
+            done, spent = done + 1, spent + (win.calls or 0)
             save(win.to)
         end or nil,
     })

@@ -325,7 +325,12 @@ end
 
 -- Hand the rows of a finished item to `give(list)`: a list, batches read
 -- back from disk, or one value that is not a list (an object of buckets).
-local function hand_over(job, data, give)
+-- A sink that writes spooled rows itself (`sink.spooled(data, window)`,
+-- true when it did) is given them whole: their count is returned.
+local function hand_over(job, data, give, sink, w)
+    if spooled.is(data) and sink and sink.spooled and sink.spooled(data, w) then
+        return data.count
+    end
     if spooled.is(data) then
         for rows in data:batches(job.e.name) do
             give(rows)
@@ -401,13 +406,14 @@ function M.deliver(ctx, job, sink)
         local w = window_meta(item)
         local data = item.data
         item.data = nil
-        hand_over(job, data, function(list)
+        local whole = hand_over(job, data, function(list)
             local written, why = sink.rows(list, w)
             if not written then
                 errors.throw("output", { endpoint = job.e.name, message = tostring(why) })
             end
             n = n + #list
-        end)
+        end, sink, w)
+        n = n + (whole or 0)
         if sink.window then
             sink.window(w)
         end

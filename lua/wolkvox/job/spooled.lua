@@ -37,9 +37,13 @@ end
 
 --- A function that gives the next batch of rows (a non-empty list), then
 -- nil; a file that cannot be read back raises a structured error naming
--- `endpoint`.
-function Spooled:batches(endpoint)
-    local sp, dec, done = self.spool, self.spool:decoder(), false
+-- `endpoint`.  With `csv` (a list of columns) each batch is instead the
+-- CSV lines of its rows, made by the C core straight from the answer's
+-- text (what `core.csv_row` makes of the decoded rows), the first `skip`
+-- rows left out.
+function Spooled:batches(endpoint, csv, skip)
+    local sp, done = self.spool, false
+    local dec = sp:decoder(csv and { csv = csv, skip = skip } or nil)
     sp:rewind()
     local function fail(why)
         sp:close()
@@ -64,7 +68,7 @@ function Spooled:batches(endpoint)
                 fail(err)
             end
             if #rows > 0 then
-                return rows
+                return rows   -- a list of rows, or a string of CSV lines
             end
         end
         return nil
