@@ -317,9 +317,19 @@ local function dry_run(a, c)
     end
 end
 
+local function exists(path)
+    local f = io.open(path, "rb")
+    if f then
+        f:close()
+    end
+    return f ~= nil
+end
+
 -- A report with a checkpoint: written by c:export into FILE.part, renamed
 -- to FILE when the last window is in; run again, it goes on from the
--- checkpoint (a finished one spends nothing).
+-- checkpoint (a finished one spends nothing).  A kill (SIGTERM, kill -9)
+-- leaves FILE.part longer than the checkpoint says at worst: the next run
+-- cuts it back to the last window the checkpoint vouches for.
 local function resumable_report(a, c)
     if not a.output or a.output == "-" then
         fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export cuts the file back "
@@ -329,13 +339,18 @@ local function resumable_report(a, c)
     local n, err = c:export(a.name, report_params(a), {
         format = a.format or "csv", output = part, checkpoint = a.checkpoint,
         columns = columns_of(a.name, a.per), bom = a.bom,
+        -- The rows write_rows would write: an answer keyed by bucket (cdr_4)
+        -- gives one row per bucket.
         map = function(row, window)
-            local out = rows_of(row)[1]
-            if a.typed then
-                out = coerce.row(out)
-            end
-            if a.per then
-                out.period = window.label
+            local out = rows_of(row)
+            for i, r in ipairs(out) do
+                if a.typed then
+                    r = coerce.row(r)
+                end
+                if a.per then
+                    r.period = window.label
+                end
+                out[i] = r
             end
             return out
         end,
@@ -343,13 +358,16 @@ local function resumable_report(a, c)
     if not n then
         error(err, 0)
     end
-    local f = io.open(part, "rb")
-    if f then
-        f:close()
+    if exists(part) then
         local ok, rerr = os.rename(part, a.output)
         if not ok then
             fail(exit.LOCAL, rerr)
         end
+    elseif not exists(a.output) then
+        -- Finished earlier (nothing was fetched), but the file is gone:
+        -- exit 0 with no output would look like success.
+        fail(exit.USAGE, "the checkpoint " .. a.checkpoint .. " says this export was finished, but "
+            .. a.output .. " is not there: remove the checkpoint to export again")
     end
 end
 
@@ -467,9 +485,11 @@ function M.main(argv)
         return err.cli_exit
     end
     if errors.is(err) and err.partial then
+        -- With a checkpoint, `saved` counts the windows of earlier runs too.
         local done = err.partial.windows
+        local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
         say("incomplete: ", tostring(err))
-        say(format("%d window(s) written, up to %s%s", #done, tostring(done[#done].to),
+        say(format("%d window(s) written, up to %s%s", saved.windows, tostring(saved.to),
             a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
         return exit.INCOMPLETE
     end
