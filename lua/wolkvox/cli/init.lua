@@ -352,7 +352,7 @@ local function resumable_report(a, c)
                 end
                 out[i] = r
             end
-            return out
+            return out[1] ~= nil and out or nil -- {} would be one empty row
         end,
     })
     if not n then
