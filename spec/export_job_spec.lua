@@ -158,6 +158,30 @@ describe("c:export", function()
         assert.equal("output", err2.kind)
     end)
 
+    it("writes what map gives: a row, none (nil), or a list of rows", function()
+        local jan = { from = "2026-01-01", to = "2026-01-02" }
+        local out = dir .. "/mapped.ndjson"
+        local i = 0
+        assert(c:export("cdr_1", jan, { format = "ndjson", output = out, map = function(row, w)
+            i = i + 1
+            if i % 3 == 1 then
+                return nil
+            elseif i % 3 == 2 then
+                return { conn_id = row.conn_id, from = w.from }
+            end
+            return { { conn_id = row.conn_id, n = 1 }, { conn_id = row.conn_id, n = 2 } }
+        end }))
+        local lines = {}
+        for line in support.read(out):gmatch("[^\n]+") do
+            lines[#lines + 1] = core.decode(line)
+        end
+        assert.equal(120, i) -- 60 rows a day
+        assert.equal(40 + 40 * 2, #lines)
+        assert.equal("2026-01-01 00:00:00", lines[1].from)
+        assert.same({ 1, 2 }, { lines[2].n, lines[3].n })
+        assert.equal(lines[2].conn_id, lines[3].conn_id)
+    end)
+
     it("stops when on_rows returns false, with its reason", function()
         local n, err = c:export("cdr_1", SIX, { on_rows = function() return false, "enough" end })
         assert.is_nil(n)

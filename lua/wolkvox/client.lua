@@ -220,12 +220,15 @@ end
 --   format table: see `wolkvox.export`), one of `output` (a path), `file` (an
 --   open file) or `on_rows` (a function given each batch of rows and its
 --   window; returning false stops the export), `columns` and `bom` (CSV),
---   `map` (a function of a row and its window giving the row to write),
+--   `map` (a function of a row and its window giving the row to write, nil
+--   to write none, or a list of rows),
 --   `checkpoint` (a path, with `output`: the export can be run again to
 --   finish after it stopped, fetching only the windows not yet written)
 -- @return the number of rows written and meta (`windows`, `calls`,
 --   `resumed`, ...); or nil, err, where a range that failed partway has
---   `err.partial` (the windows written before it) and names the failed window
+--   `err.partial` (the windows written before it; with a checkpoint also
+--   `saved`: `windows` and `to` of everything the output holds, earlier runs
+--   included) and names the failed window
 Client.export = errors.protect(function(self, name, params, opts)
     local e = endpoint_of(name)
     local ctx = ready(self, e.name)

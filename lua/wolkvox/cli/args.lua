@@ -85,7 +85,8 @@ function M.parser()
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
             .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
-            .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n\n"
+            .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n"
+            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 -o cdr.csv --checkpoint cdr.ckpt\n\n"
             .. "Dates: YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" or YYYYmmddHHiiss, on the operation's clock.\n\n"
             .. exit.HELP)
     r:argument("name", "The report: cdr_1 or family/api.")
@@ -98,8 +99,10 @@ function M.parser()
     r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     r:flag("--dry-run", "Print the windows and the calls it would spend, and spend none.")
-    r:option("--checkpoint", "Record finished windows in FILE (needs --output): run the same command "
-        .. "again to finish an export that stopped, fetching only what is missing.")
+    r:option("--checkpoint", "Record finished windows in FILE (needs --output; csv, ndjson or json): the "
+        .. "output is OUTPUT.part until the last window is in. After a failure (exit 7), Ctrl-C (130), "
+        .. "SIGTERM (143) or kill -9, run the same command again to finish it byte for byte, fetching "
+        .. "only what is missing.")
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
 
     local s = p:command("sync", "Fetch what is new since the last run (a state file remembers where it got).")

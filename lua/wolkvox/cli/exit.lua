@@ -12,7 +12,9 @@
 --   `maintenance`, `concurrency` after retries, `closed`, `state`: the fleet's Redis) |
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
 -- | 7 | incomplete: a window failed after others were written (their rows are in the output) |
--- | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM |
+-- | 130, 143 | interrupted by SIGINT (Ctrl-C), or killed by SIGTERM (the shell's 128 + 15: the
+--   default action ends the interpreter; a `--checkpoint` stays consistent, it is replaced
+--   atomically after each window and the next run cuts the output back to it) |
 -- @module wolkvox.cli.exit
 
 local M = {}
@@ -50,6 +52,7 @@ Exit codes:
    6  truncated (a window still full at its smallest span)
    7  incomplete: a window failed after others were written (their rows are
       in the output; with --checkpoint, run the command again to finish)
- 130  interrupted (Ctrl-C); 143: terminated (SIGTERM)]]
+ 130  interrupted (Ctrl-C); 143: killed by SIGTERM (as the shell reports it).
+      With --checkpoint, run the same command again to finish.]]
 
 return M

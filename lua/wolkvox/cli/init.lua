@@ -320,24 +320,38 @@ local function dry_run(a, c)
     end
 end
 
--- The row written for a row of the answer: typed when asked, with its
--- period under --per.
+-- The rows written for a row of the answer: an answer keyed by bucket
+-- (cdr_4) gives one row per bucket; typed when asked, with its period
+-- under --per.  nil for an answer without rows ({} would be one empty row).
 local function row_mapper(a)
     return function(row, window)
-        local out = rows_of(row)[1]
-        if a.typed then
-            out = coerce.row(out)
+        local out = rows_of(row)
+        for i, r in ipairs(out) do
+            if a.typed then
+                r = coerce.row(r)
+            end
+            if a.per then
+                r.period = window.label
+            end
+            out[i] = r
         end
-        if a.per then
-            out.period = window.label
-        end
-        return out
+        return out[1] ~= nil and out or nil
     end
+end
+
+local function exists(path)
+    local f = io.open(path, "rb")
+    if f then
+        f:close()
+    end
+    return f ~= nil
 end
 
 -- A report with a checkpoint: written by c:export into FILE.part, renamed
 -- to FILE when the last window is in; run again, it goes on from the
--- checkpoint (a finished one spends nothing).
+-- checkpoint (a finished one spends nothing).  A kill (SIGTERM, kill -9)
+-- leaves FILE.part longer than the checkpoint says at worst: the next run
+-- cuts it back to the last window the checkpoint vouches for.
 local function resumable_report(a, c)
     if not a.output or a.output == "-" then
         fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export cuts the file back "
@@ -352,13 +366,16 @@ local function resumable_report(a, c)
     if not n then
         error(err, 0)
     end
-    local f = io.open(part, "rb")
-    if f then
-        f:close()
+    if exists(part) then
         local ok, rerr = os.rename(part, a.output)
         if not ok then
             fail(exit.LOCAL, rerr)
         end
+    elseif not exists(a.output) then
+        -- Finished earlier (nothing was fetched), but the file is gone:
+        -- exit 0 with no output would look like success.
+        fail(exit.USAGE, "the checkpoint " .. a.checkpoint .. " says this export was finished, but "
+            .. a.output .. " is not there: remove the checkpoint to export again")
     end
 end
 
@@ -518,9 +535,11 @@ function M.main(argv)
         return err.cli_exit
     end
     if errors.is(err) and err.partial then
+        -- With a checkpoint, `saved` counts the windows of earlier runs too.
         local done = err.partial.windows
+        local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
         say("incomplete: ", tostring(err))
-        say(format("%d window(s) written, up to %s%s", #done, tostring(done[#done].to),
+        say(format("%d window(s) written, up to %s%s", saved.windows, tostring(saved.to),
             a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
         return exit.INCOMPLETE
     end

@@ -129,6 +129,24 @@ local function writer_of(format, file, columns, bom)
     return type(format) == "table" and export.custom(format, file, opts) or export.writer(format, file, opts)
 end
 
+-- Write what a `map` gave: one row, none (nil), or a list of rows (a table
+-- whose [1] is set: an answer keyed by bucket becomes one row per bucket).
+local function put(w, got)
+    if got == nil then
+        return true
+    end
+    if type(got) == "table" and got[1] ~= nil then
+        for i = 1, #got do
+            local written, why = w:write(got[i])
+            if not written then
+                return nil, why
+            end
+        end
+        return true
+    end
+    return w:write(got)
+end
+
 local function fail_output(e, msg)
     errors.throw("output", { endpoint = e.name, message = msg })
 end
@@ -222,7 +240,7 @@ function M.run(ctx, e, params, opts)
         w, file = M.open_writer(e, opts, columns, cp, "checkpoint")
     end
     -- Windows written so far and the calls they took, all runs together.
-    local done, spent = cp and cp.windows or 0, cp and cp.calls or 0
+    local done, spent, saved_to = cp and cp.windows or 0, cp and cp.calls or 0, cp and cp.done_to
     local function save(done_to, complete)
         local ok, err = file:flush()
         if not ok then
@@ -233,12 +251,18 @@ function M.run(ctx, e, params, opts)
             windows = done, calls = spent, complete = complete or nil,
             span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
             writer = M.writer_state(w) })
+        saved_to = done_to
     end
     local ok, n, meta = pcall(run.deliver, ctx, job, {
         rows = function(list, win)
             local map = opts.map
             for i = 1, #list do
-                local written, why = w:write(map and map(list[i], win) or list[i])
+                local written, why
+                if map then
+                    written, why = put(w, map(list[i], win))
+                else
+                    written, why = w:write(list[i])
+                end
                 if not written then
                     return nil, why
                 end
@@ -288,6 +312,13 @@ function M.run(ctx, e, params, opts)
         file:close()
     end
     if not ok then
+        -- What the checkpoint vouches for, earlier runs included: a resumed
+        -- run that fails before its first window still left an output that
+        -- holds windows (partial.saved).
+        if cp_path and done > 0 and errors.is(n) then
+            n.partial = n.partial or { windows = {}, rows = 0 }
+            n.partial.saved = { windows = done, to = saved_to }
+        end
         error(n, 0)
     end
     meta.resumed = cp ~= nil

@@ -326,7 +326,18 @@ function M.run(ctx, e, params, sink)
                         local t = tfield and dates.parse(tostring(row[tfield] or "")) or nil
                         seen[id] = t or dates.parse(win.to)
                     end
-                    fresh[#fresh + 1] = sink.map and sink.map(row, win) or row
+                    -- What `map` gives: a row, none (nil) or a list of rows.
+                    local got = row
+                    if sink.map then
+                        got = sink.map(row, win)
+                    end
+                    if type(got) == "table" and got[1] ~= nil then
+                        for _, r in ipairs(got) do
+                            fresh[#fresh + 1] = r
+                        end
+                    elseif got ~= nil then
+                        fresh[#fresh + 1] = got
+                    end
                 end
             end
             if #fresh == 0 then
