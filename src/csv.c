@@ -77,15 +77,18 @@ static size_t lua_form(lua_State *L, char *out, size_t cap)
  * @tparam table columns a list of field names
  * @treturn string
  */
-static int l_csv_row(lua_State *L)
+/* csv_row's buffer, kept between calls (its upvalue): a new one per row
+ * would leave a malloc'd block per row waiting for its finalizer, memory the
+ * collector does not count.  `busy` when a finalizer calls csv_row while a
+ * line is being made: that call gets a buffer of its own. */
+typedef struct {
+    wv_buf b;                /* first: the scratch metatable's __gc frees it */
+    int busy;
+} wv_line;
+
+static int csv_line(lua_State *L, wv_buf *b)
 {
-    size_t i, n;
-    wv_buf *b;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    n = lua_rawlen(L, 2);
-    lua_settop(L, 2);
-    b = wv_scratch_new(L); /* 3: freed by the collector, whatever raises */
+    size_t i, n = lua_rawlen(L, 2);
     for (i = 1; i <= n; i++) {
         size_t len = 0;
         const char *s = NULL;
@@ -107,6 +110,25 @@ static int l_csv_row(lua_State *L)
         return luaL_error(L, "not enough memory");
     lua_pushlstring(L, b->p, b->len);
     return 1;
+}
+
+static int l_csv_row(lua_State *L)
+{
+    wv_line *line = (wv_line *)lua_touserdata(L, lua_upvalueindex(1));
+    int r;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (line->busy)
+        return csv_line(L, wv_scratch_new(L)); /* freed by the collector */
+    line->busy = 1;
+    line->b.len = 0;
+    /* A raise in here (memory) leaves it busy: later calls use their own. */
+    r = csv_line(L, &line->b);
+    line->busy = 0;
+    if (line->b.cap > (1u << 20))
+        wv_buf_free(&line->b);
+    return r;
 }
 
 /* ---- CSV lines straight from a row's JSON text ---------------------------- */
@@ -353,6 +375,10 @@ failed:
 
 void wv_csv_open(lua_State *L)
 {
-    lua_pushcfunction(L, l_csv_row);
+    wv_line *line = (wv_line *)lua_newuserdata(L, sizeof *line);
+    memset(line, 0, sizeof *line);
+    luaL_getmetatable(L, WV_SCRATCH_MT);
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, l_csv_row, 1);
     lua_setfield(L, -2, "csv_row");
 }
