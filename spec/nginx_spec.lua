@@ -59,6 +59,13 @@ local LOCATIONS = [[
     location = /slow_blocking { content_by_lua_block {
       wv_say(wv_client { retries = 0, transport = "curl", state_dir = false }:services())
     } }
+    location = /gzrows { content_by_lua_block {
+      local rows, meta = wv_client { retries = 0 }:cdr_1 { from = "2026-01-01", to = "2026-01-31" }
+      if not rows then ngx.say("error ", tostring(meta)) return end
+      local sum = 0
+      for _, r in ipairs(rows) do sum = sum + tonumber(r.conn_id) end
+      ngx.say(#rows, "|", sum, "|", meta.bytes)
+    } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
     location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
     location = /phase {
@@ -179,6 +186,25 @@ describe("inside nginx #nginx", function()
         assert.equal(1, srv:control("stats").inflight)
         assert.equal("ok 1\n", slow:read("*a"))
         slow:close()
+    end)
+
+    it("inflates and decodes a gzip answer as it arrives", function()
+        srv:control("config", { rows_per_day = 200 })
+        local want = assert(support.client(srv):cdr_1 { from = "2026-01-01", to = "2026-01-31" })
+        local sum = 0
+        for _, r in ipairs(want) do
+            sum = sum + tonumber(r.conn_id)
+        end
+        support.faults(srv, { { match = "cdr_1", gzip = true } })
+        local status, body = ngx1:get("/gzrows")
+        assert.equal(200, status)
+        local n, got_sum, bytes = body:match("^(%d+)|(%d+)|(%d+)")
+        assert.is_truthy(n, body)
+        assert.equal(#want, tonumber(n))
+        assert.equal(sum, tonumber(got_sum))
+        assert.is_true(tonumber(bytes) > 200 * 31 * 300, "the inflated size: " .. bytes)
+        local log = srv:log()
+        assert.is_truthy(log[#log].fault, "the gzip fault was served")
     end)
 
     it("(control) the blocking libcurl transport freezes the same worker", function()

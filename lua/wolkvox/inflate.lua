@@ -5,6 +5,8 @@
 
 local ffi = require "ffi"
 
+local setmetatable = setmetatable
+
 local M = {}
 
 ffi.cdef [[
@@ -48,9 +50,16 @@ end
 local Z_OK, Z_STREAM_END, Z_BUF_ERROR = 0, 1, -5
 local CHUNK = 65536
 
---- Inflate gzip or zlib data (the header tells which).
--- @return the text, or nil and "too_large" or a message
-function M.inflate(data, max_bytes)
+local Inflater = {}
+Inflater.__index = Inflater
+
+--- An inflater fed the compressed answer in pieces as they arrive: each
+-- `push(data)` gives the text it frees (a list of strings, maybe empty), or
+-- nil and "too_large" (past `max_bytes` of text) or a message; `finish()`
+-- says whether the stream ended whole (true, or nil and a message).
+-- gzip or zlib, the header tells which.
+-- @return the inflater, or nil and a message
+function M.stream(max_bytes)
     local z, err = lib()
     if not z then
         return nil, err
@@ -60,36 +69,92 @@ function M.inflate(data, max_bytes)
     if z.inflateInit2_(strm, 15 + 32, z.zlibVersion(), ffi.sizeof(strm)) ~= Z_OK then
         return nil, "inflateInit2 failed"
     end
-    local input = ffi.cast("const unsigned char *", data)
-    strm.next_in, strm.avail_in = input, #data
-    local out = ffi.new("unsigned char[?]", CHUNK)
-    local parts, total = {}, 0
-    local result, message
-    while true do
+    -- zlib's own memory is let go with the stream, however it ends.
+    ffi.gc(strm, function(s) z.inflateEnd(s) end)
+    return setmetatable({ z = z, strm = strm, out = ffi.new("unsigned char[?]", CHUNK), total = 0,
+        max_bytes = max_bytes, ended = false }, Inflater)
+end
+
+function Inflater:push(data)
+    if self.failed then
+        return nil, self.failed
+    end
+    local z, strm, out = self.z, self.strm, self.out
+    local parts = {}
+    -- The input must outlive the calls that read it.
+    self.input = data
+    strm.next_in, strm.avail_in = ffi.cast("const unsigned char *", data), #data
+    while strm.avail_in > 0 and not self.ended do
         strm.next_out, strm.avail_out = out, CHUNK
         local rc = z.inflate(strm, 0)
         local got = CHUNK - strm.avail_out
         if got > 0 then
-            total = total + got
-            if total > max_bytes then
-                result, message = nil, "too_large"
-                break
+            self.total = self.total + got
+            if self.total > self.max_bytes then
+                self.failed = "too_large"
+                return nil, self.failed
             end
             parts[#parts + 1] = ffi.string(out, got)
         end
         if rc == Z_STREAM_END then
-            result = table.concat(parts)
-            break
+            self.ended = true
         elseif rc ~= Z_OK and not (rc == Z_BUF_ERROR and strm.avail_in > 0) then
-            result, message = nil, "bad compressed data" .. (strm.msg ~= nil and (": " .. ffi.string(strm.msg)) or "")
-            break
-        elseif strm.avail_in == 0 and got == 0 then
-            result, message = nil, "compressed data cut short"
+            self.failed = "bad compressed data" .. (strm.msg ~= nil and (": " .. ffi.string(strm.msg)) or "")
+            return nil, self.failed
+        elseif got == 0 and rc == Z_BUF_ERROR then
             break
         end
     end
-    z.inflateEnd(strm)
-    return result, message
+    -- What zlib keeps in its window may still come out.
+    while not self.ended and strm.avail_in == 0 do
+        strm.next_out, strm.avail_out = out, CHUNK
+        local rc = z.inflate(strm, 0)
+        local got = CHUNK - strm.avail_out
+        if got > 0 then
+            self.total = self.total + got
+            if self.total > self.max_bytes then
+                self.failed = "too_large"
+                return nil, self.failed
+            end
+            parts[#parts + 1] = ffi.string(out, got)
+        end
+        if rc == Z_STREAM_END then
+            self.ended = true
+        end
+        if got == 0 or rc ~= Z_OK then
+            break
+        end
+    end
+    self.input = nil
+    return parts
+end
+
+function Inflater:finish()
+    if self.failed then
+        return nil, self.failed
+    end
+    if not self.ended then
+        return nil, "compressed data cut short"
+    end
+    return true
+end
+
+--- Inflate gzip or zlib data (the header tells which) in one piece.
+-- @return the text, or nil and "too_large" or a message
+function M.inflate(data, max_bytes)
+    local inf, err = M.stream(max_bytes)
+    if not inf then
+        return nil, err
+    end
+    local parts, perr = inf:push(data)
+    if not parts then
+        return nil, perr
+    end
+    local ok, ferr = inf:finish()
+    if not ok then
+        return nil, ferr
+    end
+    return table.concat(parts)
 end
 
 return M

@@ -351,6 +351,43 @@ local function streaming(self, spool)
     }
 end
 
+-- A gzip or deflate answer inflated as it arrives (`wolkvox.inflate`'s
+-- stream) and handed to `inner`, a streaming collector: the decode yields
+-- to the worker piece by piece for compressed answers too.  `zerror()` is
+-- what stopped the inflater ("too_large" or a message), `wire()` the
+-- compressed bytes read.
+local function gunzipping(inf, inner)
+    local wire, zerr = 0, nil
+    return {
+        put = function(_, piece)
+            wire = wire + #piece
+            if zerr then
+                return
+            end
+            local parts, err = inf:push(piece)
+            if not parts then
+                zerr = err
+                return
+            end
+            for i = 1, #parts do
+                inner:put(parts[i])
+            end
+        end,
+        bytes = inner.bytes,
+        counted = inner.counted,
+        disk_failed = inner.disk_failed,
+        wire = function() return wire end,
+        zerror = function()
+            if not zerr then
+                local ok, err = inf:finish()
+                zerr = not ok and err or nil
+            end
+            return zerr
+        end,
+        result = inner.result,
+    }
+end
+
 -- One request on one connection: returns the result table, and whether it
 -- may be sent again on a new connection (a reused one died before answering).
 function M.exchange(self, req, head_of, res, t0)
@@ -473,7 +510,12 @@ function M.exchange(self, req, head_of, res, t0)
     -- An answer sent as it is (no gzip), to be decoded, is decoded as it
     -- arrives when the C core is there; else the body is read whole first.
     local enc = lower(h["content-encoding"] or "")
-    local stream = enc == "" and req.decode ~= false and self.decoder ~= nil
+    local zipped = enc == "gzip" or enc == "deflate"
+    local inf
+    if zipped and req.decode ~= false and self.decoder ~= nil then
+        inf = require("wolkvox.inflate").stream(self.max_bytes)
+    end
+    local stream = (enc == "" or inf ~= nil) and req.decode ~= false and self.decoder ~= nil
     local spool
     if stream and req.spool and self.spool then
         local why
@@ -485,6 +527,9 @@ function M.exchange(self, req, head_of, res, t0)
         end
     end
     local out = stream and streaming(self, spool) or collector()
+    if stream and inf then
+        out = gunzipping(inf, out)
+    end
     -- On success `why` says whether the connection may be reused.
     local read, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method, out)
     if not read then
@@ -505,8 +550,20 @@ function M.exchange(self, req, head_of, res, t0)
     end
     if stream then
         local n = out.bytes()
-        res.wire_bytes, res.bytes = n, n
+        res.wire_bytes, res.bytes = out.wire and out.wire() or n, n
         self.bytes = self.bytes + n
+        local zerr = out.zerror and out.zerror()
+        if zerr then
+            if spool then
+                spool:close()
+            end
+            if zerr == "too_large" then
+                res.error = transport.too_large(self.max_bytes)
+            else
+                res.error = { kind = "transport", reason = "protocol", sent = true, message = zerr }
+            end
+            return res
+        end
         if n > 0 then
             local v, derr, head = out.result()
             if v == nil then
