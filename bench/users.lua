@@ -236,6 +236,91 @@ for _, c in ipairs(cases) do
     ::skip::
 end
 
+-- ---- inside nginx: does the worker keep answering? ------------------------------
+-- One OpenResty worker fetches the 59,000 rows (c:cdr_1 on cosockets) while
+-- this process asks the same worker for /ping every 5 ms; the figure is the
+-- /ping latency (p50 and worst) over RUNS fetches, beside the blocking
+-- libcurl transport in the same worker as a control, and (a diagnosis, not
+-- a setting to use) the cosocket fetch with the worker's collector stopped.
+local MODULES = "/usr/lib/nginx/modules"
+local function ping_bench()
+    if ONLY and not ("nginx /ping"):find(ONLY, 1, true) then
+        return
+    end
+    if not io.open(MODULES .. "/ngx_http_lua_module.so", "rb") or not have("luajit") then
+        print("nginx /ping: skipped (no lua-nginx-module or luajit)")
+        return
+    end
+    local lport = free_port()
+    local ldir = dir .. "/lua"
+    os.execute("mkdir -p " .. ldir .. "/logs " .. ldir .. "/tmp")
+    write(ldir .. "/nginx.conf", table.concat({
+        "load_module " .. MODULES .. "/ndk_http_module.so;",
+        "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
+        is_root and "user root;" or "",
+        "worker_processes 1; daemon on; pid " .. ldir .. "/nginx.pid; error_log " .. ldir .. "/error.log;",
+        "events { worker_connections 64; }",
+        "http {",
+        "  access_log off;",
+        "  client_body_temp_path " .. ldir .. "/tmp; proxy_temp_path " .. ldir .. "/tmp;",
+        "  fastcgi_temp_path " .. ldir .. "/tmp; uwsgi_temp_path " .. ldir .. "/tmp;",
+        "  scgi_temp_path " .. ldir .. "/tmp;",
+        "  lua_package_path '" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;';",
+        "  lua_package_cpath '" .. root .. "/build/luajit/?.so;;';",
+        "  lua_shared_dict wolkvox 1m;",
+        "  server {",
+        "    listen 127.0.0.1:" .. lport .. ";",
+        "    location = /ping { content_by_lua_block { ngx.say('pong') } }",
+        "    location /fetch/ { content_by_lua_block {",
+        "      local where, transport, gc = ngx.var.uri:match('^/fetch/(%w+)/(%w+)/?(%w*)$')",
+        "      if gc == 'nogc' then collectgarbage('stop') end",
+        "      local c = assert(require('wolkvox').new { base_url = '" .. base .. "/' .. where,",
+        "        token = 'bench', state_dir = false, transport = transport })",
+        "      local rows = assert(c:cdr_1 { from = '2026-01-05', to = '2026-01-05' })",
+        "      ngx.say(#rows)",
+        "    } }",
+        "  }",
+        "}",
+    }, "\n"))
+    if not os.execute("nginx -p " .. ldir .. " -c " .. ldir .. "/nginx.conf -e " .. ldir .. "/error.log") then
+        print("nginx /ping: the OpenResty worker did not start")
+        return
+    end
+    socket.sleep(0.3)
+    local function ping()
+        local t0 = socket.gettime()
+        local so = assert(socket.connect("127.0.0.1", lport))
+        so:send("GET /ping HTTP/1.0\r\n\r\n")
+        so:receive("*a")
+        so:close()
+        return socket.gettime() - t0
+    end
+    print()
+    print(string.format("%-48s %9s %9s %9s", "inside nginx: /ping while the worker fetches", "p50 ms", "worst ms",
+        "pings"))
+    for _, it in ipairs { { "gz", "ngx" }, { "id", "ngx" }, { "gz", "curl" }, { "gz", "ngx/nogc" } } do
+        local lat = {}
+        for r = 1, RUNS do
+            -- The fetch runs in the background; its curl writes a file when answered.
+            local mark = ldir .. "/done-" .. r
+            os.remove(mark)
+            os.execute("(curl -s -o /dev/null http://127.0.0.1:" .. lport .. "/fetch/" .. it[1] .. "/" .. it[2]
+                .. "; echo > " .. mark .. ") &")
+            socket.sleep(0.02)
+            local t_end = socket.gettime() + 30
+            repeat
+                lat[#lat + 1] = ping()
+                socket.sleep(0.005)
+            until io.open(mark, "r") or socket.gettime() > t_end
+        end
+        table.sort(lat)
+        print(string.format("%-48s %9.1f %9.1f %9d", "cdr_1 59k rows, " .. it[1] .. ", transport " .. it[2],
+            lat[math.ceil(#lat / 2)] * 1000, lat[#lat] * 1000, #lat))
+    end
+    os.execute("kill $(cat " .. ldir .. "/nginx.pid) 2>/dev/null")
+end
+ping_bench()
+
 os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
 socket.sleep(0.2)
 os.execute("rm -rf " .. dir)
