@@ -185,10 +185,14 @@ function Nginx:stop()
         sh("kill -QUIT " .. pid)
         for _ = 1, 100 do
             if not io.open("/proc/" .. pid .. "/stat", "r") then
-                break
+                return
             end
             socket.sleep(0.02)
         end
+        -- A graceful stop waits for every request: a handler that never
+        -- ends would keep its worker (and its error log) growing.  The
+        -- daemon's master leads the process group of its workers.
+        sh("kill -s KILL -- -" .. pid)
     end
 end
 
