@@ -90,9 +90,9 @@ static wv_spool *check_spool(lua_State *L)
     return sp;
 }
 
-void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len)
+/* Push a new, empty wv_spool (no file yet) holding a copy of the secret. */
+static wv_spool *new_spool(lua_State *L, const char *secret, size_t secret_len)
 {
-    struct stat st;
     wv_spool *sp = (wv_spool *)lua_newuserdata(L, sizeof *sp);
     memset(sp, 0, sizeof *sp);
     sp->fd = -1;
@@ -105,6 +105,13 @@ void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len)
         memcpy(sp->secret, secret, secret_len);
         sp->secret_len = secret_len;
     }
+    return sp;
+}
+
+void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len)
+{
+    struct stat st;
+    wv_spool *sp = new_spool(L, secret, secret_len);
     /* Owned from here: __gc closes it. */
     sp->fd = *fd;
     *fd = -1;
@@ -250,18 +257,7 @@ static int l_spool(lua_State *L)
     const char *dir = luaL_checkstring(L, 1);
     const char *secret = luaL_optlstring(L, 2, NULL, &slen);
     int err = 0, fd;
-    wv_spool *sp = (wv_spool *)lua_newuserdata(L, sizeof *sp);
-    memset(sp, 0, sizeof *sp);
-    sp->fd = -1;
-    luaL_getmetatable(L, WV_SPOOL_MT);
-    lua_setmetatable(L, -2);
-    if (secret != NULL && slen > 0) {
-        sp->secret = (char *)malloc(slen);
-        if (sp->secret == NULL)
-            return luaL_error(L, "not enough memory");
-        memcpy(sp->secret, secret, slen);
-        sp->secret_len = slen;
-    }
+    wv_spool *sp = new_spool(L, secret, slen);
     fd = wv_spool_create(dir, &err);
     if (fd < 0) {
         lua_pushnil(L);

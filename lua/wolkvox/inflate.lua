@@ -75,30 +75,42 @@ function M.stream(max_bytes)
         max_bytes = max_bytes, ended = false }, Inflater)
 end
 
+-- Run inflate once into the output buffer: what came out is appended to
+-- `parts`; returns zlib's code, or nil and the failure (kept).
+function Inflater:step(parts)
+    local strm, out = self.strm, self.out
+    strm.next_out, strm.avail_out = out, CHUNK
+    local rc = self.z.inflate(strm, 0)
+    local got = CHUNK - strm.avail_out
+    if got > 0 then
+        self.total = self.total + got
+        if self.total > self.max_bytes then
+            self.failed = "too_large"
+            return nil, self.failed
+        end
+        parts[#parts + 1] = ffi.string(out, got)
+    end
+    if rc == Z_STREAM_END then
+        self.ended = true
+    end
+    return rc, got
+end
+
 function Inflater:push(data)
     if self.failed then
         return nil, self.failed
     end
-    local z, strm, out = self.z, self.strm, self.out
+    local strm = self.strm
     local parts = {}
     -- The input must outlive the calls that read it.
     self.input = data
     strm.next_in, strm.avail_in = ffi.cast("const unsigned char *", data), #data
     while strm.avail_in > 0 and not self.ended do
-        strm.next_out, strm.avail_out = out, CHUNK
-        local rc = z.inflate(strm, 0)
-        local got = CHUNK - strm.avail_out
-        if got > 0 then
-            self.total = self.total + got
-            if self.total > self.max_bytes then
-                self.failed = "too_large"
-                return nil, self.failed
-            end
-            parts[#parts + 1] = ffi.string(out, got)
+        local rc, got = self:step(parts)
+        if not rc then
+            return nil, got
         end
-        if rc == Z_STREAM_END then
-            self.ended = true
-        elseif rc ~= Z_OK and not (rc == Z_BUF_ERROR and strm.avail_in > 0) then
+        if rc ~= Z_OK and rc ~= Z_STREAM_END and not (rc == Z_BUF_ERROR and strm.avail_in > 0) then
             self.failed = "bad compressed data" .. (strm.msg ~= nil and (": " .. ffi.string(strm.msg)) or "")
             return nil, self.failed
         elseif got == 0 and rc == Z_BUF_ERROR then
@@ -107,19 +119,9 @@ function Inflater:push(data)
     end
     -- What zlib keeps in its window may still come out.
     while not self.ended and strm.avail_in == 0 do
-        strm.next_out, strm.avail_out = out, CHUNK
-        local rc = z.inflate(strm, 0)
-        local got = CHUNK - strm.avail_out
-        if got > 0 then
-            self.total = self.total + got
-            if self.total > self.max_bytes then
-                self.failed = "too_large"
-                return nil, self.failed
-            end
-            parts[#parts + 1] = ffi.string(out, got)
-        end
-        if rc == Z_STREAM_END then
-            self.ended = true
+        local rc, got = self:step(parts)
+        if not rc then
+            return nil, got
         end
         if got == 0 or rc ~= Z_OK then
             break

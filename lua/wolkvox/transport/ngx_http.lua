@@ -388,6 +388,15 @@ local function gunzipping(inf, inner)
     }
 end
 
+-- The error of a compressed answer that could not be inflated: past the
+-- size cap, or not gzip/deflate at all.
+local function inflate_error(self, why)
+    if why == "too_large" then
+        return transport.too_large(self.max_bytes)
+    end
+    return { kind = "transport", reason = "protocol", sent = true, message = why }
+end
+
 -- One request on one connection: returns the result table, and whether it
 -- may be sent again on a new connection (a reused one died before answering).
 function M.exchange(self, req, head_of, res, t0)
@@ -557,11 +566,7 @@ function M.exchange(self, req, head_of, res, t0)
             if spool then
                 spool:close()
             end
-            if zerr == "too_large" then
-                res.error = transport.too_large(self.max_bytes)
-            else
-                res.error = { kind = "transport", reason = "protocol", sent = true, message = zerr }
-            end
+            res.error = inflate_error(self, zerr)
             return res
         end
         if n > 0 then
@@ -588,11 +593,7 @@ function M.exchange(self, req, head_of, res, t0)
     if enc == "gzip" or enc == "deflate" then
         local text, zerr = require("wolkvox.inflate").inflate(raw, self.max_bytes)
         if not text then
-            if zerr == "too_large" then
-                res.error = transport.too_large(self.max_bytes)
-            else
-                res.error = { kind = "transport", reason = "protocol", sent = true, message = zerr }
-            end
+            res.error = inflate_error(self, zerr)
             return res
         end
         raw = text
