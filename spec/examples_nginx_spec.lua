@@ -6,29 +6,20 @@ local support = require "support"
 local nginx = require "nginx"
 
 describe("the OpenResty example #nginx", function()
-    if not nginx.need() then
-        return
-    end
     local srv, ngx1
-
-    setup(function()
-        srv = support.fake()
-        local root = io.popen("pwd"):read("*l")
-        ngx1 = nginx.start { workers = 2, http = string.format([[
+    local root = io.popen("pwd"):read("*l")
+    if not nginx.suite(nil, function(s)
+        return { workers = 2, http = string.format([[
   lua_shared_dict wallboard 1m;
   init_by_lua_block { package.path = %q .. package.path }
 ]], root .. "/examples/openresty/?.lua;"), locations = string.format([[
     location = /wallboard { content_by_lua_block {
       require("wallboard").handle { base_url = %q, token = %q }
     } }
-]], srv.url, srv.token) }
-    end)
-    teardown(function()
-        if ngx1 then
-            ngx1:stop()
-        end
-        srv:stop()
-    end)
+]], s.url, s.token) }
+    end, function(s, n) srv, ngx1 = s, n end) then
+        return
+    end
 
     it("serves the numbers and calls wolkvox once for many requests", function()
         for _ = 1, 12 do

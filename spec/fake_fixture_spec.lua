@@ -22,11 +22,10 @@ local RECORDED = {
     },
 }
 
+-- A JSON file of `t`.
 local function write(t)
     local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(cjson.encode(t))
-    f:close()
+    support.spit(path, cjson.encode(t))
     return path
 end
 

@@ -15,11 +15,10 @@ local SCENARIO = {
     faults = { { match = "cdr_1", call = 3, status = 502 } },
 }
 
+-- A JSON file of `t`.
 local function write(t)
     local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(cjson.encode(t))
-    f:close()
+    support.spit(path, cjson.encode(t))
     return path
 end
 

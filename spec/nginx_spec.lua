@@ -102,21 +102,11 @@ local LOCATIONS = [[
 ]]
 
 describe("inside nginx #nginx", function()
-    if not nginx.need() then
+    local srv, ngx1
+    if not nginx.suite(nil, function(s) return { workers = 1, http = http_block(s), locations = LOCATIONS } end,
+        function(s, n) srv, ngx1 = s, n end) then
         return
     end
-    local srv, ngx1
-
-    setup(function()
-        srv = support.fake()
-        ngx1 = nginx.start { workers = 1, http = http_block(srv), locations = LOCATIONS }
-    end)
-    teardown(function()
-        if ngx1 then
-            ngx1:stop()
-        end
-        srv:stop()
-    end)
     before_each(function() srv:control("reset") end)
 
     it("answers a location that calls c:routing_points()", function()
@@ -281,23 +271,14 @@ describe("inside nginx #nginx", function()
 end)
 
 describe("nginx without the C core #nginx", function()
-    if not nginx.need() then
+    local srv, ngx3
+    -- Only the system's C modules (no "./?.so"): wolkvox.core cannot load, lua-cjson decodes.
+    if not nginx.suite(nil, function(s)
+        return { http = http_block(s), locations = LOCATIONS,
+            cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so" }
+    end, function(s, n) srv, ngx3 = s, n end) then
         return
     end
-    local srv, ngx3
-
-    setup(function()
-        srv = support.fake()
-        -- Only the system's C modules (no "./?.so"): wolkvox.core cannot load, lua-cjson decodes.
-        ngx3 = nginx.start { http = http_block(srv), locations = LOCATIONS,
-            cpath = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so" }
-    end)
-    teardown(function()
-        if ngx3 then
-            ngx3:stop()
-        end
-        srv:stop()
-    end)
 
     it("runs on pure Lua: calls, windowed reports, null members dropped as the C decoder does", function()
         local _, body = ngx3:get("/decoder")
@@ -316,21 +297,11 @@ describe("nginx without the C core #nginx", function()
 end)
 
 describe("two nginx workers #nginx", function()
-    if not nginx.need() then
+    local srv, ngx2
+    if not nginx.suite(nil, function(s) return { workers = 2, http = http_block(s), locations = LOCATIONS } end,
+        function(s, n) srv, ngx2 = s, n end) then
         return
     end
-    local srv, ngx2
-
-    setup(function()
-        srv = support.fake()
-        ngx2 = nginx.start { workers = 2, http = http_block(srv), locations = LOCATIONS }
-    end)
-    teardown(function()
-        if ngx2 then
-            ngx2:stop()
-        end
-        srv:stop()
-    end)
 
     it("never have more than 2 calls in flight at the fake together", function()
         -- 16 requests: with reuseport the kernel spreads them over both workers

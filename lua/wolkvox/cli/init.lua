@@ -128,7 +128,7 @@ local function write_rows(a, fmt, columns, each)
     end)
     if not ok then
         -- Rows of the windows finished before a failure are kept (exit 7).
-        if type(e) == "table" and e.keep_output and w:close() and out:commit() then
+        if errors.is(e) and e.partial and w:close() and out:commit() then
             error(e, 0)
         end
         out:abort()
@@ -399,7 +399,6 @@ function commands.report(a)
                 if not okn then
                     if errors.is(item) and #windows > 0 then
                         item.partial = { windows = windows }
-                        item.keep_output = true
                     end
                     error(item, 0)
                 end

@@ -152,24 +152,12 @@ local function shell_quote(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- Numbers decoded by lua-cjson are floats on 5.4: integral ones back to integers.
-local function integral(v)
-    if type(v) == "number" and v == math.floor(v) then
-        return math.floor(v)
-    elseif type(v) == "table" then
-        for k, x in pairs(v) do
-            v[k] = integral(x)
-        end
-    end
-    return v
-end
-
 --- The child's side of spawn(): read the settings (tokens included) from
 -- the first line of stdin, serve, and end when stdin closes.
 function M.child()
     local cjson = require "cjson"
     local line = io.stdin:read("*l")
-    local opts = integral(cjson.decode(line or "{}"))
+    local opts = api.integral(cjson.decode(line or "{}"))
     local ready = opts.ready
     opts.ready, opts.watch_stdin = nil, true
     opts.on_ready = function(url)

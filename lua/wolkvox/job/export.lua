@@ -300,13 +300,18 @@ function M.run(ctx, e, params, opts)
         end or nil,
     })
     if ok then
-        local closed, why = w:close()
-        if not closed then
-            ok, n = false, errors.new("output", { endpoint = e.name, message = tostring(why) })
-        elseif cp_path then
-            ok, n = pcall(save, dates.iso(job.to), true)
-            n = ok and meta.rows or n
-        end
+        -- The writer's end (a JSON array's bracket), then the checkpoint says done.
+        local rows = n
+        ok, n = pcall(function()
+            local closed, why = w:close()
+            if not closed then
+                fail_output(e, tostring(why))
+            end
+            if cp_path then
+                save(dates.iso(job.to), true)
+            end
+            return rows
+        end)
     end
     if file then
         file:close()
