@@ -250,6 +250,39 @@ describe("c:export", function()
             assert.equal(0, requests(srv))
         end)
 
+        it("refuses a second export of the same checkpoint while the first runs, spending nothing", function()
+            local out, cp = dir .. "/two.csv", dir .. "/two.json"
+            -- Another process holds the checkpoint (as a running export does).
+            local p = io.popen(support.lua_command(([[
+                local lock = assert(require("wolkvox.core").lock(%q))
+                io.write("held\n") io.stdout:flush()
+                io.read("*l")
+                lock:release()
+            ]]):format(cp .. ".lock")), "w")
+            local held = false
+            for _ = 1, 200 do
+                local probe = core.lock(cp .. ".lock")
+                if not probe then
+                    held = true
+                    break
+                end
+                probe:release()
+                core.sleep(0.02)
+            end
+            assert.is_true(held)
+            local n, err = c:export("cdr_1", SIX, { output = out, checkpoint = cp })
+            assert.is_nil(n)
+            assert.equal("params", err.kind)
+            assert.matches("another process is running this export", err.message, 1, true)
+            assert.equal(0, requests(srv))
+            p:write("\n")
+            p:close()
+            -- Once it is gone the checkpoint is free again, and after any refusal too.
+            sparse()
+            assert(c:export("cdr_1", { from = "2026-01-01", to = "2026-01-31" }, { output = out, checkpoint = cp }))
+            assert(c:export("cdr_1", { from = "2026-01-01", to = "2026-01-31" }, { output = out, checkpoint = cp }))
+        end)
+
         it("refuses to resume when the output is shorter than the checkpoint says", function()
             local out, cp = dir .. "/s.csv", dir .. "/s.json"
             local p = { from = SIX.from, to = SIX.to, max_concurrent = 1, retries = 0 }

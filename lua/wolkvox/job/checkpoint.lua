@@ -82,6 +82,23 @@ function M.read(path, fingerprint)
     return t
 end
 
+--- Hold `path` for this job alone: a lock beside it (`PATH.lock`, flock,
+-- never through a link) that a second process running the same job at
+-- once (two cron runs overlapping) cannot take; it is refused (kind
+-- `params`) before spending a call, instead of both writing one output.
+-- @return the lock (release it; the kernel drops it if the process dies)
+function M.hold(path, what)
+    local lock, why = core().lock(path .. ".lock")
+    if not lock then
+        if why == "busy" then
+            refuse(path, "another process is running this " .. (what or "export") .. " now (" .. path
+                .. ".lock is held); let it finish")
+        end
+        refuse(path, "cannot lock it: " .. tostring(why))
+    end
+    return lock
+end
+
 --- Replace the checkpoint at `path` with `t` (atomically).
 function M.write(path, t)
     t.version = M.VERSION

@@ -187,11 +187,7 @@ function M.writer_state(w)
     return { started = w.started or false, cols = w.cols, rows = w.rows, bracket = w.bracket }
 end
 
---- Run the export of endpoint `e` over `params` with `opts` (see
--- `wolkvox.client`'s `export`).
--- @return rows written and meta (`windows`, `calls`, `resumed`, ...)
-function M.run(ctx, e, params, opts)
-    check(e, opts)
+local function run_export(ctx, e, params, opts)
     local job = run.spool(ctx, prepare.prepare(ctx, e, params))
     if job.write or job.mode == "chunks" then
         errors.refuse(e, "export: " .. e.api .. " is not a report")
@@ -328,6 +324,23 @@ function M.run(ctx, e, params, opts)
     end
     meta.resumed = cp ~= nil
     meta.written = w.rows
+    return n, meta
+end
+
+--- Run the export of endpoint `e` over `params` with `opts` (see
+-- `wolkvox.client`'s `export`).  A checkpoint is held by one process at a
+-- time (`wolkvox.job.checkpoint.hold`).
+-- @return rows written and meta (`windows`, `calls`, `resumed`, ...)
+function M.run(ctx, e, params, opts)
+    check(e, opts)
+    local lock = opts.checkpoint and checkpoint.hold(opts.checkpoint, "export")
+    local ok, n, meta = pcall(run_export, ctx, e, params, opts)
+    if lock then
+        lock:release()
+    end
+    if not ok then
+        error(n, 0)
+    end
     return n, meta
 end
 

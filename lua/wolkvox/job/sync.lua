@@ -188,11 +188,7 @@ local function closed_day_end(wall)
     return floor((wall + 1) / DAY) * DAY - 1
 end
 
---- Run one sync of endpoint `e`; see `wolkvox.client`'s `sync`.
--- @return rows handed over (a list when no sink was given, else their
---   count) and meta (`from`, `to`, `watermark`, `dropped`, `calls`, ...)
-function M.run(ctx, e, params, sink)
-    check(e, params, sink)
+local function sync(ctx, e, params, sink)
     local fingerprint = identity_of(e, params, sink)
     local st = read_state(e, params.state, fingerprint)
     local now = dates.now(ctx.utc_offset)
@@ -385,6 +381,22 @@ function M.run(ctx, e, params, sink)
         return meta.rows, meta
     end
     return out, meta
+end
+
+--- Run one sync of endpoint `e`; see `wolkvox.client`'s `sync`.  Its
+-- state is held by one process at a time: a second sync of the same state
+-- running at once is refused before it spends a call.
+-- @return rows handed over (a list when no sink was given, else their
+--   count) and meta (`from`, `to`, `watermark`, `dropped`, `calls`, ...)
+function M.run(ctx, e, params, sink)
+    check(e, params, sink)
+    local lock = checkpoint.hold(params.state, "sync")
+    local ok, rows, meta = pcall(sync, ctx, e, params, sink)
+    lock:release()
+    if not ok then
+        error(rows, 0)
+    end
+    return rows, meta
 end
 
 return M
