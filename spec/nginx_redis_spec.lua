@@ -132,7 +132,7 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         assert.equal("ok 2\n", body, a:errors())
         -- Without the certificate: no call is made.
         _, body = b:get("/tls")
-        assert.truthy(body:find("^state "), body)
+        assert.truthy(body:find("^state "), body .. b:errors())
         assert.equal(2, srv:control("stats").requests)
     end)
 end)

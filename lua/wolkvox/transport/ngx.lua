@@ -286,8 +286,16 @@ function M.redis_connector()
             end
             if red:get_reused_times() == 0 then
                 if cfg.tls then
-                    -- (resty.redis 0.27 has no TLS option: its socket does it)
-                    done, err = rawget(red, "_sock"):sslhandshake(nil, cfg.host, true)
+                    -- (resty.redis 0.27 has no TLS option: its socket does it.
+                    -- Debian's lua-resty-core asserts, instead of returning
+                    -- the error, when verification fails after the handshake
+                    -- had to wait: a raise here is a failed handshake too.)
+                    local sock = rawget(red, "_sock")
+                    local called
+                    called, done, err = pcall(sock.sslhandshake, sock, nil, cfg.host, true)
+                    if not called then
+                        done, err = nil, "handshake failed (" .. tostring(done) .. ")"
+                    end
                     if not done then
                         red:close()
                         return nil, "TLS: " .. tostring(err), "io"
