@@ -184,7 +184,7 @@ function Nginx:stop()
         f:close()
         sh("kill -QUIT " .. pid)
         for _ = 1, 100 do
-            if not io.open("/proc/" .. pid .. "/stat", "r") then
+            if not support.alive(pid) then
                 return
             end
             socket.sleep(0.02)
