@@ -391,7 +391,10 @@ function M.start(opts)
     local dir = p:read("*l")
     p:close()
     local script = { responses = opts.responses or {}, default = opts.default, read = opts.read ~= false }
-    local prog = format(CHILD, string_literal(dir), string_literal(package.path), string_literal(package.cpath),
+    -- The sanitizer build needs its runtime preloaded: the child, started
+    -- without the preload, loads the plain build (wolkvox.fake.loop uses core.poll).
+    local cpath = package.cpath:gsub("build/asan/", "build/5.4/")
+    local prog = format(CHILD, string_literal(dir), string_literal(package.path), string_literal(cpath),
         serialize(script))
     local f = assert(io.open(dir .. "/child.lua", "wb"))
     f:write(prog)

@@ -322,6 +322,13 @@ describe("fleet mode (Redis)", function()
         x:close()
     end)
 
+    it("does not let a program this host starts inherit its Redis connection", function()
+        local c = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        assert.is_table(c:services())
+        assert.is_true(support.not_inherited(rs.port, "Redis") >= 1)
+        c:close()
+    end)
+
     it("survives a Redis restart in the middle of a run and loses no count", function()
         srv:control("config", { latency = 0.02 })
         local stop = support.tmpdir() .. "/stop"
@@ -331,7 +338,7 @@ describe("fleet mode (Redis)", function()
                 local wolkvox = require "wolkvox"
                 local core = require "wolkvox.core"
                 local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0,
-                    redis = %q, timeout = 1, server_limit = 1 })
+                    redis = %q, timeout = 5, server_limit = 1 })
                 local ok, refused, other = 0, 0, {}
                 while not io.open(%q) do
                     local rows, err = c:services()

@@ -85,6 +85,51 @@ function M.limited_command(kb, code)
     return "exec env -u LD_PRELOAD sh -c '" .. inner:gsub("'", "'\\''") .. "'"
 end
 
+-- The socket inodes of the fd listing `out` (of ls -l /proc/PID/fd).
+local function socket_set(out)
+    local set = {}
+    for inode in out:gmatch("socket:%[(%d+)%]") do
+        set[inode] = true
+    end
+    return set
+end
+
+local function capture(cmd)
+    local p = assert(io.popen("env -u LD_PRELOAD " .. cmd))
+    local out = p:read("*a")
+    p:close()
+    return out
+end
+
+--- The inodes (strings) of this process's TCP connections to loopback
+-- port `port`, from /proc/net/tcp and /proc/self/fd.
+function M.connections_to(port)
+    local pid = M.read("/proc/self/stat"):match("^(%d+)")
+    local mine = socket_set(capture("ls -l /proc/" .. pid .. "/fd 2>/dev/null"))
+    local found = {}
+    for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+        for line in (M.slurp(file) or ""):gmatch("[^\n]+") do
+            local rem, inode = line:match("^%s*%d+: %x+:%x+ %x+:(%x+) %x+ %S+ %S+ %S+ +%d+ +%d+ +(%d+)")
+            if rem and tonumber(rem, 16) == port and mine[inode] then
+                found[#found + 1] = inode
+            end
+        end
+    end
+    return found
+end
+
+--- Check that this process holds a connection to loopback port `port` and
+-- that a program started now does not inherit it (`what` names the peer).
+function M.not_inherited(port, what)
+    local open = M.connections_to(port)
+    assert(#open >= 1, "this process has no connection to " .. what)
+    local child = socket_set(capture("ls -l /proc/self/fd"))
+    for _, inode in ipairs(open) do
+        assert(not child[inode], "a program started by this process inherited its connection to " .. what)
+    end
+    return #open
+end
+
 --- True while process `pid` exists (a zombie counts as gone).
 function M.alive(pid)
     local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
@@ -107,10 +152,16 @@ function M.proc(pid, what)
     return (s:gsub("%z", " "))
 end
 
---- Start a fake server for one spec file.
+--- Start a fake server for one spec file.  The child inherits this
+-- process's open files: a spec that leaks them (an io.open never closed in a
+-- wait loop) is caught here, by name, before it breaks a fake.
 function M.fake(opts)
     opts = opts or {}
+    local pid = M.read("/proc/self/stat"):match("^(%d+)")
+    local open = tonumber(capture("ls /proc/" .. pid .. "/fd | wc -l"))
+    assert(open < 256, "this spec process has " .. tostring(open) .. " descriptors open: a leak in the specs")
     opts.lua = opts.lua or "env -u LD_PRELOAD lua5.4"
+    opts.cpath = opts.cpath or "build/5.4/?.so"   -- the plain build: no preload in the child
     return fake.spawn(opts)
 end
 

@@ -15,6 +15,8 @@
  * "io" (the connection is then unusable: close it and connect again).  No
  * argument is ever copied into a message: AUTH passwords pass through here.
  */
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/time.h>
@@ -44,6 +46,21 @@ static struct timeval to_timeval(double s)
     return tv;
 }
 
+/* Fail a connect: the userdata at the top lets go of its context first, so
+ * no message is pushed (a possible raise) while a descriptor is unowned. */
+static int connect_failed(lua_State *L, conn_t *c, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", why);
+    if (c->ctx != NULL) {
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
 static int l_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
@@ -51,34 +68,28 @@ static int l_connect(lua_State *L)
     double timeout = luaL_optnumber(L, 3, 5.0);
     struct timeval tv = to_timeval(timeout);
     conn_t *c;
-    redisContext *ctx;
+    int flags;
 
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 2, "port out of range");
-    ctx = redisConnectWithTimeout(host, port, tv);
-    if (ctx == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "cannot allocate a Redis connection");
-        return 2;
-    }
-    if (ctx->err) {
-        lua_pushnil(L);
-        lua_pushstring(L, ctx->errstr);
-        redisFree(ctx);
-        return 2;
-    }
-    /* Replies must come within the same time as the connection. */
-    if (redisSetTimeout(ctx, tv) != REDIS_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, "cannot set the Redis timeout");
-        redisFree(ctx);
-        return 2;
-    }
+    /* The userdata first: from the connect on, its __gc owns the context. */
     c = (conn_t *)lua_newuserdata(L, sizeof *c);
-    c->ctx = ctx;
+    c->ctx = NULL;
     c->broken = 0;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
+    c->ctx = redisConnectWithTimeout(host, port, tv);
+    if (c->ctx == NULL)
+        return connect_failed(L, c, "cannot allocate a Redis connection");
+    if (c->ctx->err)
+        return connect_failed(L, c, c->ctx->errstr);
+    /* Replies must come within the same time as the connection. */
+    if (redisSetTimeout(c->ctx, tv) != REDIS_OK)
+        return connect_failed(L, c, "cannot set the Redis timeout");
+    /* Programs this process starts do not inherit the connection. */
+    flags = fcntl(c->ctx->fd, F_GETFD);
+    if (flags < 0 || fcntl(c->ctx->fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+        return connect_failed(L, c, "cannot mark the Redis connection close-on-exec");
     return 1;
 }
 

@@ -1,7 +1,7 @@
 /*
  * sys.c: the few operating-system services the Lua layer needs and Lua lacks:
- * clocks, sleeping, state directories and files, advisory file locks and a
- * token fingerprint.
+ * clocks, sleeping, state directories and files, advisory file locks, a
+ * token fingerprint, and poll(2) for the fake server's event loop.
  *
  * Locks use flock(2): the kernel drops them when their holder dies, so a
  * crashed process never keeps a pacing slot (no stale-lock cleanup needed).
@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -622,6 +623,85 @@ static int lock_tostring(lua_State *L)
     return 1;
 }
 
+/* ---- poll ----------------------------------------------------------------- */
+
+#define WV_POLL_MAX 65536 /* descriptors in one poll() call */
+
+/* Append the descriptors of list `idx` (integers) to `fds` with `events`. */
+static size_t poll_fill(lua_State *L, int idx, struct pollfd *fds, size_t n, short events)
+{
+    lua_Integer i, len = (lua_Integer)lua_rawlen(L, idx);
+    for (i = 1; i <= len; i++) {
+        int isnum;
+        lua_Number fd;
+        lua_rawgeti(L, idx, i);
+        isnum = lua_type(L, -1) == LUA_TNUMBER;
+        fd = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        /* Checked as a number: LuaJIT's integers are doubles too. */
+        if (!isnum || !(fd >= 0 && fd <= 2147483647.0) || (lua_Number)(int)fd != fd)
+            luaL_error(L, "bad descriptor at index %d (a non-negative integer expected)", (int)i);
+        fds[n].fd = (int)fd;
+        fds[n].events = events;
+        fds[n].revents = 0;
+        n++;
+    }
+    return n;
+}
+
+/***
+ * Wait until one of the descriptors is ready, like LuaSocket's select but
+ * with poll(2): no limit on descriptor numbers (select stops at 1024).
+ * @function poll
+ * @tparam table reads descriptors (integers) to wait to read from
+ * @tparam table writes descriptors to wait to write to
+ * @tparam number timeout seconds (0 to 86400)
+ * @treturn table the descriptors of `reads` that are readable (or closed,
+ *   or in error: a read then says what happened)
+ * @treturn table the descriptors of `writes` that are writable (or in error)
+ * A signal ends the wait early with two empty lists.
+ */
+static int l_poll(lua_State *L)
+{
+    size_t nr, nw, n, k;
+    struct pollfd *fds;
+    double s;
+    int rc, ms;
+    lua_Integer ri = 0, wi = 0;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    s = (double)luaL_checknumber(L, 3);
+    if (!(s >= 0 && s <= 86400))
+        return luaL_argerror(L, 3, "seconds between 0 and 86400 expected");
+    nr = lua_rawlen(L, 1);
+    nw = lua_rawlen(L, 2);
+    if (nr > WV_POLL_MAX || nw > WV_POLL_MAX - nr)
+        return luaL_error(L, "too many descriptors (at most %d)", WV_POLL_MAX);
+    /* A userdata holds the array: a raise below frees it with the rest. */
+    fds = (struct pollfd *)lua_newuserdata(L, (nr + nw + 1) * sizeof *fds);
+    n = poll_fill(L, 1, fds, 0, POLLIN);
+    n = poll_fill(L, 2, fds, n, POLLOUT);
+    ms = (int)(s * 1000.0 + 0.999);
+    rc = poll(fds, (nfds_t)n, ms);
+    if (rc < 0 && errno != EINTR)
+        return luaL_error(L, "poll: %s", strerror(errno));
+    lua_createtable(L, rc > 0 ? rc : 0, 0);
+    lua_createtable(L, 0, 0);
+    for (k = 0; rc > 0 && k < n; k++) {
+        if (fds[k].revents == 0)
+            continue;
+        if (k < nr) {
+            lua_pushinteger(L, fds[k].fd);
+            lua_rawseti(L, -3, ++ri);
+        } else {
+            lua_pushinteger(L, fds[k].fd);
+            lua_rawseti(L, -2, ++wi);
+        }
+    }
+    return 2;
+}
+
 /***
  * SHA-256 of a string, in hex.
  * @function sha256
@@ -658,6 +738,7 @@ static const luaL_Reg sys_functions[] = {
     { "file_size", l_file_size },
     { "truncate", l_truncate },
     { "sha256", l_sha256 },
+    { "poll", l_poll },
     { NULL, NULL }
 };
 

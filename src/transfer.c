@@ -4,6 +4,7 @@
  * multi loop waits in slices; the result table says what came back, with
  * the failure's kind and reason in the project's vocabulary.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -350,6 +351,19 @@ int wv_drive(wv_session *s, double until, wv_conn **done, CURLcode *rc, const ch
     }
 }
 
+/* Every socket libcurl opens is closed on exec: a program this process
+ * starts (os.execute, io.popen, a fake server) must not inherit a
+ * connection to wolkvox, nor hold a server's socket open after we close it. */
+static int on_socket(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    int flags = fcntl(fd, F_GETFD);
+    (void)ud;
+    (void)purpose;
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+        return CURL_SOCKOPT_ERROR;
+    return CURL_SOCKOPT_OK;
+}
+
 CURLcode wv_set_callbacks(wv_conn *c)
 {
     CURL *e = c->easy;
@@ -362,6 +376,7 @@ CURLcode wv_set_callbacks(wv_conn *c)
     SET(CURLOPT_DEBUGFUNCTION, on_debug);
     SET(CURLOPT_DEBUGDATA, (void *)c);
     SET(CURLOPT_VERBOSE, 1L); /* feeds on_debug only: nothing is printed */
+    SET(CURLOPT_SOCKOPTFUNCTION, on_socket);
 #undef SET
     return rc;
 }

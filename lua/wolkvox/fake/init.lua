@@ -194,7 +194,10 @@ end
 -- its command line; the child ends when this process closes the pipe: on
 -- stop(), when the handle is collected, or when this process exits.
 -- @tparam[opt] table opts as for serve() (port defaults to 0), plus `lua`
---   (interpreter, default $WOLKVOX_FAKE_LUA or lua5.4)
+--   (interpreter, default $WOLKVOX_FAKE_LUA or lua5.4) and `cpath` (where
+--   the child looks first for `wolkvox.core`, whose poll lifts select's
+--   limit of 1024 descriptors; default: this process's `package.cpath` when
+--   both are Lua 5.4)
 -- @return a handle: `url`, `token`, `pid`, `control(what, body)`, `log()`, `stop()`
 function M.spawn(opts)
     opts = opts or {}
@@ -214,8 +217,18 @@ function M.spawn(opts)
         code[#code + 1] = format("package.path = %q .. package.path",
             root .. "?.lua;" .. root .. "?/init.lua;")
     end
+    local lua = opts.lua or os.getenv("WOLKVOX_FAKE_LUA")
+    -- The C core (for poll) from where this process found it, when the
+    -- child is the same Lua; else from the child's own path.
+    local cpath = opts.cpath
+    if cpath == nil and lua == nil and _VERSION == "Lua 5.4" and not rawget(_G, "jit") then
+        cpath = package.cpath
+    end
+    if cpath then
+        code[#code + 1] = format("package.cpath = %q .. package.cpath", cpath .. ";")
+    end
     code[#code + 1] = "require('wolkvox.fake').child()"
-    local lua = opts.lua or os.getenv("WOLKVOX_FAKE_LUA") or "lua5.4"
+    lua = lua or "lua5.4"
     local cmd = "exec " .. lua .. " -e " .. shell_quote(table.concat(code, "\n"))
     local pipe = assert(io.popen(cmd, "w"))
     local self = { token = (config.tokens or { M.TOKEN })[1], pipe = pipe }

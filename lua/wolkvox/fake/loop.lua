@@ -11,6 +11,11 @@ local create, resume, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 local gettime, select, sort, remove = socket.gettime, socket.select, table.sort, table.remove
 
+-- poll(2) from the C core when it is there: LuaSocket's select refuses
+-- descriptors from 1024 up, which a process with many files open reaches.
+local has_core, core = pcall(require, "wolkvox.core")
+local poll = has_core and core.poll
+
 local M = {}
 local Loop = {}
 Loop.__index = Loop
@@ -70,6 +75,48 @@ local function keys(t)
     return out
 end
 
+-- The sockets of `t` (a set) by descriptor, and the list of those descriptors.
+local function by_fd(t)
+    local map, fds = {}, {}
+    for sock in pairs(t) do
+        local fd = sock:getfd()
+        if fd >= 0 then     -- a closed socket has none (-1)
+            map[fd] = sock
+            fds[#fds + 1] = fd
+        end
+    end
+    return map, fds
+end
+
+-- Wait for the readers and writers, as socket.select(readers, writers, timeout).
+local function wait(readers, writers, timeout)
+    if not poll then
+        return select(keys(readers), keys(writers), timeout)
+    end
+    local rmap, rfds = by_fd(readers)
+    local wmap, wfds = by_fd(writers)
+    -- Data LuaSocket already holds in its buffer is ready without a wait.
+    local r = {}
+    for sock in pairs(readers) do
+        if sock.dirty and sock:dirty() then
+            r[#r + 1] = sock
+            timeout = 0
+        end
+    end
+    local rr, wr = poll(rfds, wfds, timeout)
+    local w = {}
+    for _, fd in ipairs(rr) do
+        local sock = rmap[fd]
+        if not (sock.dirty and sock:dirty()) then
+            r[#r + 1] = sock
+        end
+    end
+    for _, fd in ipairs(wr) do
+        w[#w + 1] = wmap[fd]
+    end
+    return r, w
+end
+
 --- Run until `stop()` is called or `deadline` (absolute time) passes.
 function Loop:run(deadline)
     while not self.stopped do
@@ -81,7 +128,7 @@ function Loop:run(deadline)
         if self.sleepers[1] then
             timeout = math.max(0, math.min(timeout, self.sleepers[1].at - now))
         end
-        local r, w = select(keys(self.readers), keys(self.writers), timeout)
+        local r, w = wait(self.readers, self.writers, timeout)
         for _, sock in ipairs(r) do
             local co = self.readers[sock]
             if co then
