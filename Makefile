@@ -54,7 +54,8 @@ OBJ  = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRC))
 LIB  = $(BUILD)/wolkvox/core.so
 
 # wolkvox.redis, the optional hiredis binding of fleet mode: built when
-# pkg-config finds hiredis (Debian libhiredis-dev), unless REDIS=no.
+# pkg-config finds hiredis (Debian libhiredis-dev), unless REDIS=no; with
+# TLS when it finds OpenSSL too.
 REDIS     ?= auto
 ifneq ($(REDIS),no)
   HIREDIS_OK := $(shell $(PKG) --exists hiredis && echo yes)
@@ -63,6 +64,13 @@ ifeq ($(HIREDIS_OK),yes)
   REDIS_LIB = $(BUILD)/wolkvox/redis.so
   HIREDIS_CFLAGS := $(shell $(PKG) --cflags hiredis)
   HIREDIS_LIBS := $(shell $(PKG) --libs hiredis)
+  # rediss:// through OpenSSL (Debian libssl-dev), unless REDIS_TLS=no.
+  ifneq ($(REDIS_TLS),no)
+    ifeq ($(shell $(PKG) --exists openssl && echo yes),yes)
+      HIREDIS_CFLAGS += -DWV_REDIS_TLS $(shell $(PKG) --cflags openssl)
+      HIREDIS_LIBS += $(shell $(PKG) --libs openssl)
+    endif
+  endif
 else
   REDIS_LIB =
 endif

@@ -1,7 +1,8 @@
 -- lua-wolkvox-redis: wolkvox.redis, the optional C module of lua-wolkvox's
 -- fleet mode outside nginx (the redis option): a small binding of hiredis,
--- the Redis project's own C client.  Build it from a checkout, after
--- lua-wolkvox itself, with Debian's libhiredis-dev installed:
+-- the Redis project's own C client, with TLS (rediss://) through OpenSSL.
+-- Build it from a checkout, after lua-wolkvox itself, with Debian's
+-- libhiredis-dev and libssl-dev installed:
 --   luarocks --lua-version=5.4 make --deps-mode=none rockspecs/lua-wolkvox-redis-scm-1.rockspec
 --   luarocks --lua-version=5.1 make --deps-mode=none rockspecs/lua-wolkvox-redis-scm-1.rockspec \
 --       LUA_INCDIR=/usr/include/luajit-2.1                       (LuaJIT)
@@ -29,6 +30,7 @@ dependencies = {
 
 external_dependencies = {
     HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+    OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 
 build = {
@@ -36,9 +38,10 @@ build = {
     modules = {
         ["wolkvox.redis"] = {
             sources = { "src/redis.c" },
-            libraries = { "hiredis" },
-            incdirs = { "src", "$(HIREDIS_INCDIR)" },
-            libdirs = { "$(HIREDIS_LIBDIR)" },
+            defines = { "WV_REDIS_TLS" },
+            libraries = { "hiredis", "ssl", "crypto" },
+            incdirs = { "src", "$(HIREDIS_INCDIR)", "$(OPENSSL_INCDIR)" },
+            libdirs = { "$(HIREDIS_LIBDIR)", "$(OPENSSL_LIBDIR)" },
         },
     },
 }

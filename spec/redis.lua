@@ -120,9 +120,10 @@ function Server:stop()
     self.pid = nil
 end
 
---- A plain connection (for a spec's own look at the keys).
+--- A connection (for a spec's own look at the keys); over TLS with `cert`.
 function Server:connect()
-    local conn = assert(require("wolkvox.redis").connect("127.0.0.1", self.port, 2))
+    local conn = assert(require("wolkvox.redis").connect("127.0.0.1", self.port, 2,
+        self.cert and { cafile = self.cert } or nil))
     if self.password then
         assert(conn:command("AUTH", self.password))
     end
@@ -140,7 +141,7 @@ end
 --- Start a server: `password` (requirepass) and `tls` (TLS only, with a
 -- self-signed certificate for 127.0.0.1: `cert` is its file) optional.
 -- @return the handle: `port`, `url` (`redis://127.0.0.1:PORT/0`, or
---   `rediss://`), `dir`, `cert`, `start()`, `stop()`, `command(...)` (not with TLS)
+--   `rediss://`), `dir`, `cert`, `start()`, `stop()`, `command(...)`
 function M.start(opts)
     opts = opts or {}
     local self = setmetatable({ port = free_port(), dir = support.tmpdir(), password = opts.password }, Server)

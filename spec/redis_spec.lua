@@ -432,6 +432,115 @@ describe("fleet mode (Redis) with AUTH", function()
     end)
 end)
 
+describe("fleet mode (Redis) over TLS, outside nginx", function()
+    local srv, rs
+    redis.suite({ tls = true }, function(a, b) srv, rs = a, b end)
+    before_each(function()
+        srv:control("reset")
+        rs:command("FLUSHALL")
+    end)
+
+    it("verifies the server against redis_cafile, and shares the count", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, redis_cafile = rs.cert })
+        assert(x:services())
+        assert(x:services())
+        x:close()
+        assert.equal("2", rs:command("GET", rs:command("KEYS", "wolkvox:calls:*")[1]))
+        local y = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, redis_cafile = rs.cert })
+        assert.equal(2, y:quota({ measure = false }).used)
+        assert.is_true(support.not_inherited(rs.port, "Redis over TLS") >= 1)
+        y:close()
+    end)
+
+    it("refuses a server it cannot verify, spending no call", function()
+        -- The system's CAs do not know the spec's self-signed certificate.
+        local x = support.client(srv, { state_dir = false, redis = rs.url })
+        local rows, err = x:services()
+        assert.is_nil(rows)
+        assert.equal("state", err.kind)
+        assert.truthy(tostring(err):find("certificate", 1, true), tostring(err))
+        x:close()
+        -- Nor with a name the certificate does not carry.
+        local y = support.client(srv, { state_dir = false, redis_cafile = rs.cert,
+            redis = "rediss://localhost:" .. rs.port .. "/0" })
+        rows, err = y:services()
+        assert.is_nil(rows)
+        assert.equal("state", err.kind)
+        y:close()
+        -- Nor with a CA file that is not there.
+        local z = support.client(srv, { state_dir = false, redis = rs.url, redis_cafile = rs.dir .. "/none.pem" })
+        rows, err = z:services()
+        assert.is_nil(rows)
+        assert.equal("state", err.kind)
+        assert.truthy(tostring(err):find("CA file", 1, true), tostring(err))
+        z:close()
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
+    it("does not take a plain Redis for a TLS one", function()
+        local plain = redis.start()
+        local x = support.client(srv, { state_dir = false, redis_cafile = rs.cert,
+            redis = "rediss://127.0.0.1:" .. plain.port .. "/0", connect_timeout = 2 })
+        local rows, err = x:services()
+        plain:stop()
+        assert.is_nil(rows)
+        assert.equal("state", err.kind)
+        x:close()
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
+    it("gives up on a server that never answers the handshake, within its timeout", function()
+        local socket = require "socket"
+        local silent = assert(socket.bind("127.0.0.1", 0))   -- accepted by the kernel, never answered
+        local _, port = silent:getsockname()
+        local x = support.client(srv, { state_dir = false, redis_cafile = rs.cert, connect_timeout = 1,
+            redis = "rediss://127.0.0.1:" .. port .. "/0" })
+        local t0 = core.now()
+        local rows, err = x:services()
+        local took = core.now() - t0
+        silent:close()
+        x:close()
+        assert.is_nil(rows)
+        assert.equal("state", err.kind)
+        assert.is_true(took < 10, "waited " .. took .. " s")
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
+    it("survives a Redis restart: the next command connects again", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, redis_cafile = rs.cert })
+        assert(x:services())
+        rs:stop()
+        rs:start()
+        assert(x:services())
+        x:close()
+        assert.equal("2", rs:command("GET", rs:command("KEYS", "wolkvox:calls:*")[1]))
+    end)
+
+    it("is turned on by --redis-cafile and by a profile's redis_cafile key", function()
+        local dir = support.tmpdir()
+        support.spit(dir .. "/token", srv.token, "\n")
+        local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
+            .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --token-file " .. dir
+            .. "/token --state-dir " .. dir .. "/state --redis " .. rs.url
+        local function run(extra)
+            local p = assert(io.popen(cmd .. extra .. " call information services 2>&1; echo \"exit=$?\""))
+            local out = p:read("*a")
+            p:close()
+            return out:match("exit=(%d+)%s*$"), out
+        end
+        local code, out = run(" --redis-cafile " .. rs.cert)
+        assert.equal("0", code, out)
+        support.spit(dir .. "/config", "[default]\nredis_cafile = " .. rs.cert .. "\n")
+        os.execute("chmod 600 " .. dir .. "/config")
+        code, out = run(" --config " .. dir .. "/config")
+        assert.equal("0", code, out)
+        code, out = run("")
+        assert.equal("5", code, out)
+        assert.truthy(out:find("certificate", 1, true), out)
+        assert.equal(2, srv:control("stats").requests)
+    end)
+end)
+
 describe("fleet options", function()
     local function new(o)
         o.base_url, o.token = "http://127.0.0.1:9", "t"
@@ -448,15 +557,14 @@ describe("fleet options", function()
         assert.falsy(tostring(err):find("pw-xyz", 1, true))
     end)
 
-    it("refuses rediss:// when the hiredis it was built with has no TLS", function()
-        local c, err = new { redis = "rediss://127.0.0.1:6380/0" }
-        if require("wolkvox.redis").tls then
-            pending("this hiredis has TLS")
-            return
-        end
-        assert.is_nil(c)
-        assert.equal("params", err.kind)
-        assert.truthy(tostring(err):find("TLS", 1, true))
+    it("takes redis_cafile only with a rediss:// URL, and only a path", function()
+        local ok, err = pcall(new, { redis = "redis://127.0.0.1:6380/0", redis_cafile = "/etc/ssl/ca.pem" })
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("needs a rediss:// URL", 1, true), tostring(err))
+        assert.has_error(function() new { redis = "rediss://127.0.0.1:6380/0", redis_cafile = "" } end)
+        assert.has_error(function() new { redis_cafile = "/etc/ssl/ca.pem" } end)
+        assert.has_error(function() new { redis = "rediss://h", redis_cafile = 5 } end)
+        assert.is_true(require("wolkvox.redis").tls, "this build has no TLS: is libssl-dev installed?")
     end)
 
     it("raises on a wrong prefix, failure mode, or either without redis", function()

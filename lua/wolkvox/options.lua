@@ -62,6 +62,7 @@ M.types = {
     redis = "string",         -- redis://[user:password@]host:port/db (rediss:// for TLS)
     redis_prefix = "string",  -- namespace of the keys (default "wolkvox:")
     redis_failure = "string", -- "refuse" (default) or "local"
+    redis_cafile = "string",  -- CAs of a rediss:// server (outside nginx; default: the system's)
 }
 
 M.DEFAULTS = {
@@ -265,10 +266,10 @@ local function check_transport_security(out, u)
 end
 
 -- The fleet options: a well-formed Redis URL (never echoed: it may hold a
--- password), a prefix, a failure mode.
+-- password), a prefix, a failure mode, the CAs of a TLS server.
 local function check_fleet(out)
     if out.redis == nil then
-        for _, k in ipairs { "redis_prefix", "redis_failure" } do
+        for _, k in ipairs { "redis_prefix", "redis_failure", "redis_cafile" } do
             if out[k] ~= nil then
                 bad(k, "needs the redis option")
             end
@@ -278,6 +279,9 @@ local function check_fleet(out)
     local ok, why = require("wolkvox.state.redis").parse(out.redis)
     if not ok then
         errors.throw("params", { message = "option 'redis': " .. why })
+    end
+    if out.redis_cafile ~= nil and (not ok.tls or out.redis_cafile == "" or out.redis_cafile:find("%z")) then
+        bad("redis_cafile", not ok.tls and "needs a rediss:// URL" or "must be a file's path")
     end
     local prefix = out.redis_prefix
     if prefix ~= nil and (prefix == "" or #prefix > 64 or not prefix:match("^[%w%-%._:/]+$")) then

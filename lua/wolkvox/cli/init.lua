@@ -76,6 +76,9 @@ local function client_options(a, hooks)
     if a.redis then
         o.redis = a.redis
     end
+    if a.redis_cafile then
+        o.redis_cafile = profile.expand(a.redis_cafile)
+    end
     if a.verbose then
         o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", line, "\n") end
     elseif not a.quiet then

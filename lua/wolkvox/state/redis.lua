@@ -124,7 +124,8 @@ end
 --- The connector outside nginx: `connect(cfg, timeout)` -> a connection
 -- with `command(...)` (the `wolkvox.redis` C module, hiredis), ready for
 -- commands; or nil and why it cannot be (the module is not built, or the
--- URL asks for TLS that this hiredis lacks).
+-- URL asks for TLS and it was built without OpenSSL).  A rediss:// server's
+-- certificate is verified against `cfg.cafile`, else the system's CAs.
 function M.connector(cfg)
     local ok, client = pcall(require, "wolkvox.redis")
     if not ok then
@@ -132,12 +133,11 @@ function M.connector(cfg)
             .. "is installed (Debian libhiredis-dev, then make)"
     end
     if cfg.tls and not client.tls then
-        return nil, "rediss:// needs TLS, which wolkvox.redis does not have with hiredis " .. client.version
-            .. " (TLS came with hiredis 1.0; use redis:// over a trusted network or a TLS tunnel, "
-            .. "or inside nginx resty.redis)"
+        return nil, "rediss:// needs TLS, and this wolkvox.redis was built without OpenSSL "
+            .. "(install libssl-dev and build again; or use redis:// over a trusted network)"
     end
     return function(c, timeout)
-        local conn, err = client.connect(c.host, c.port, timeout)
+        local conn, err = client.connect(c.host, c.port, timeout, c.tls and { cafile = c.cafile } or nil)
         if not conn then
             return nil, err
         end
@@ -354,6 +354,7 @@ function M.attach(o, token_id, operation_id, p, q, connector)
     if not cfg then
         errors.throw("params", { message = why })
     end
+    cfg.cafile = o.redis_cafile
     local connect
     connect, why = (connector or M.connector)(cfg)
     if not connect then
