@@ -99,7 +99,7 @@ $(BUILD)/states: spec/c/states.c
 
 $(BUILD)/wolkvox/redis.so: src/redis.c src/compat.h
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(HIREDIS_CFLAGS) $(ALL_LDFLAGS) -o $@ src/redis.c $(HIREDIS_LIBS)
+	$(CC) $(ALL_CFLAGS) $(HIREDIS_CFLAGS) $(ALL_LDFLAGS) -o $@ src/redis.c $(HIREDIS_LIBS) -pthread
 
 test: deps
 	spec/run

@@ -541,6 +541,38 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
     end)
 end)
 
+describe("wolkvox.redis", function()
+    it("fails a write to a connection the server reset with an io error, not SIGPIPE", function()
+        local socket = require "socket"
+        local server = assert(socket.bind("127.0.0.1", 0))
+        local _, port = server:getsockname()
+        -- The child does not load LuaSocket (which ignores SIGPIPE), and
+        -- starts with the signal's default action whatever this process has.
+        local code = string.format([[
+            local conn = assert(require("wolkvox.redis").connect("127.0.0.1", %d, 2))
+            require("wolkvox.core").sleep(0.5)   -- the server has closed by now
+            local big = string.rep("x", 8 * 1024 * 1024)
+            for _ = 1, 3 do
+                local ok, err, kind = conn:command("SET", "k", big)
+                io.write(tostring(ok), "|", tostring(err), "|", tostring(kind), "\n")
+            end
+            io.write("alive\n")
+        ]], port)
+        local p = assert(io.popen("env --default-signal=PIPE " .. support.lua_command(code):gsub("^exec ", "")
+            .. " 2>&1; echo exit=$?", "r"))
+        server:settimeout(5)
+        local peer = server:accept()
+        if peer then
+            peer:close()
+        end
+        local out = p:read("*a")
+        p:close()
+        server:close()
+        assert.truthy(out:find("alive\nexit=0", 1, true), out)
+        assert.truthy(out:find("^nil|[^|]+|io\n"), out)
+    end)
+end)
+
 describe("fleet options", function()
     local function new(o)
         o.base_url, o.token = "http://127.0.0.1:9", "t"

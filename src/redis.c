@@ -22,9 +22,11 @@
  * "io" (the connection is then unusable: close it and connect again).  No
  * argument is ever copied into a message: AUTH passwords pass through here.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* sigtimedwait, getaddrinfo */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -61,6 +63,46 @@ typedef struct {
     redisReader *reader;
 #endif
 } conn_t;
+
+/* ---- SIGPIPE ---------------------------------------------------------------
+ * A write to a connection the server has reset raises SIGPIPE, whose default
+ * is to end the process, and neither hiredis nor OpenSSL's socket BIO asks
+ * the kernel not to (MSG_NOSIGNAL).  A program that did not load LuaSocket
+ * (which ignores the signal) would die on a Redis restart.  So every command
+ * runs with SIGPIPE blocked in this thread; one it raised is taken back
+ * before the mask is restored, and the write fails with EPIPE instead. */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} pipe_guard;
+
+static void guard_pipe(pipe_guard *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void unguard_pipe(pipe_guard *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (!g->was_pending && sigismember(&pending, SIGPIPE) == 1) {
+        struct timespec zero = { 0, 0 };
+        int saved = errno;
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+            ;
+        errno = saved;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
 
 static int conn_open(const conn_t *c)
 {
@@ -332,9 +374,15 @@ static int l_connect(lua_State *L)
 #ifdef WV_REDIS_TLS
     if (tls) {
         char err[320];
-        int ms = (int)(timeout * 1000.0 + 0.5);
+        int ms = (int)(timeout * 1000.0 + 0.5), ok;
+        pipe_guard g;
         c->fd = tcp_connect(host, port, ms > 0 ? ms : 1, tv, err, sizeof err);
-        if (c->fd < 0 || !tls_start(c, host, cafile, err, sizeof err))
+        if (c->fd < 0)
+            return connect_failed(L, c, err);
+        guard_pipe(&g);
+        ok = tls_start(c, host, cafile, err, sizeof err);
+        unguard_pipe(&g);
+        if (!ok)
             return connect_failed(L, c, err);
         return 1;
     }
@@ -435,7 +483,10 @@ static int l_command(lua_State *L)
 #ifdef WV_REDIS_TLS
     if (c->ssl != NULL) {
         char err[320];
+        pipe_guard g;
+        guard_pipe(&g);
         r = tls_command(c, n, argv, lens, err, sizeof err);
+        unguard_pipe(&g);
         if (r == NULL) {
             c->broken = 1;
             lua_pushnil(L);
@@ -446,7 +497,10 @@ static int l_command(lua_State *L)
     } else
 #endif
     {
+        pipe_guard g;
+        guard_pipe(&g);
         r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
+        unguard_pipe(&g);
         if (r == NULL) {
             c->broken = 1;
             lua_pushnil(L);
