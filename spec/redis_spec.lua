@@ -502,7 +502,7 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
         x:close()
         assert.is_nil(rows)
         assert.equal("state", err.kind)
-        assert.is_true(took < 10, "waited " .. took .. " s")
+        assert.is_true(took < 30, "waited " .. took .. " s (a hang?)")
         assert.equal(0, srv:control("stats").requests)
     end)
 
