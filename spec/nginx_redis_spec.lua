@@ -116,6 +116,11 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
       if not rows then ngx.say(err.kind, " ", tostring(err)) return end
       ngx.say("ok ", c:quota({ measure = false }).used)
     } }
+    location = /cafile { content_by_lua_block {
+      local c, err = require("wolkvox").new { base_url = "http://127.0.0.1:9", token = "t",
+        redis = wv_fleet, redis_cafile = "/etc/ssl/certs/ca-certificates.crt" }
+      ngx.say(tostring(c), " ", err and err.kind, " ", tostring(err))
+    } }
 ]]
 
     it("verifies the server against lua_ssl_trusted_certificate, and refuses one it cannot verify", function()
@@ -134,5 +139,8 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         _, body = b:get("/tls")
         assert.truthy(body:find("^state "), body .. b:errors())
         assert.equal(2, srv:control("stats").requests)
+        -- redis_cafile would be ignored here: it is refused instead.
+        _, body = a:get("/cafile")
+        assert.truthy(body:find("^nil params .*lua_ssl_trusted_certificate"), body .. a:errors())
     end)
 end)

@@ -264,9 +264,16 @@ M.REDIS_IDLE = 30000
 -- one request, so each command takes a connection from the worker's pool
 -- (authenticated once, when new) and gives it back.  `rediss://` does the
 -- TLS handshake (verified against `lua_ssl_trusted_certificate`) on new
--- connections.
+-- connections.  `redis_cafile` is refused here: inside nginx the trust is
+-- `lua_ssl_trusted_certificate`, and an option that would be silently
+-- ignored is worse than none.
+-- @tparam[opt] table cfg the parsed URL (`wolkvox.state.redis.parse`)
 -- @return the connector's function, or nil and why
-function M.redis_connector()
+function M.redis_connector(cfg)
+    if cfg and cfg.cafile then
+        return nil, "redis_cafile is for wolkvox.redis outside nginx; inside nginx the Redis server is "
+            .. "verified against lua_ssl_trusted_certificate"
+    end
     local ok, redis = pcall(require, "resty.redis")
     if not ok then
         ok, redis = pcall(require, "nginx.redis")
@@ -343,8 +350,8 @@ function M.state(o, t)
         p, q = { dict = dict, key = t:token_id(), ttl = o.timeout + 15 }, { dict = dict, key = op }
     end
     if o.redis then
-        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q, function()
-            return M.redis_connector()
+        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q, function(cfg)
+            return M.redis_connector(cfg)
         end)
     end
     return p, q
