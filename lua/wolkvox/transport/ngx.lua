@@ -267,10 +267,10 @@ M.REDIS_IDLE = 30000
 -- connections.  `redis_cafile` is refused here: inside nginx the trust is
 -- `lua_ssl_trusted_certificate`, and an option that would be silently
 -- ignored is worse than none.
--- @tparam[opt] table cfg the parsed URL (`wolkvox.state.redis.parse`)
+-- @tparam[opt] table url the parsed URL (`wolkvox.state.redis.parse`)
 -- @return the connector's function, or nil and why
-function M.redis_connector(cfg)
-    if cfg and cfg.cafile then
+function M.redis_connector(url)
+    if url and url.cafile then
         return nil, "redis_cafile is for wolkvox.redis outside nginx; inside nginx the Redis server is "
             .. "verified against lua_ssl_trusted_certificate"
     end
