@@ -542,6 +542,18 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
 end)
 
 describe("wolkvox.redis", function()
+    it("refuses an absurd timeout or port before connecting", function()
+        local client = require "wolkvox.redis"
+        for _, t in ipairs { 0, -1, 0 / 0, 1e12, math.huge } do
+            local ok, err = pcall(client.connect, "127.0.0.1", 6379, t)
+            assert.is_false(ok)
+            assert.truthy(tostring(err):find("seconds between 0 and 86400 expected", 1, true), tostring(err))
+        end
+        assert.has_error(function() client.connect("127.0.0.1", 0, 1) end)
+        assert.has_error(function() client.connect("127.0.0.1", 70000, 1) end)
+        assert.has_error(function() client.connect("127.0.0.1", 6379, 1, "tls") end)
+    end)
+
     it("fails a write to a connection the server reset with an io error, not SIGPIPE", function()
         local socket = require "socket"
         local server = assert(socket.bind("127.0.0.1", 0))

@@ -222,7 +222,8 @@ static int tcp_connect(const char *host, int port, int ms, struct timeval tv, ch
     freeaddrinfo(res);
     if (fd < 0)
         return -1;
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0
+    rc = fcntl(fd, F_GETFL);
+    if (rc < 0 || fcntl(fd, F_SETFL, rc & ~O_NONBLOCK) != 0
         || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0
         || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
         snprintf(err, errlen, "cannot set up the Redis connection: %s", strerror(errno));
@@ -353,6 +354,8 @@ static int l_connect(lua_State *L)
 
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 2, "port out of range");
+    if (!(timeout > 0 && timeout <= 86400))
+        return luaL_argerror(L, 3, "seconds between 0 and 86400 expected");
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
         tls = 1;
