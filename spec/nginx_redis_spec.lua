@@ -121,6 +121,11 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         redis = wv_fleet, redis_cafile = "/etc/ssl/certs/ca-certificates.crt" }
       ngx.say(tostring(c), " ", err and err.kind, " ", tostring(err))
     } }
+    location = /clientcert { content_by_lua_block {
+      local c, err = require("wolkvox").new { base_url = "http://127.0.0.1:9", token = "t",
+        redis = wv_fleet, redis_cert = "/tmp/c.pem", redis_key = "/tmp/k.pem" }
+      ngx.say(tostring(c), " ", err and err.kind, " ", tostring(err))
+    } }
 ]]
 
     it("verifies the server against lua_ssl_trusted_certificate, and refuses one it cannot verify", function()
@@ -142,5 +147,7 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         -- redis_cafile would be ignored here: it is refused instead.
         _, body = a:get("/cafile")
         assert.truthy(body:find("^nil params .*lua_ssl_trusted_certificate"), body .. a:errors())
+        _, body = a:get("/clientcert")
+        assert.truthy(body:find("^nil params .*no client certificate"), body .. a:errors())
     end)
 end)

@@ -68,7 +68,12 @@ function Server:start()
         -- TLS only: the plain port closed.
         args[3] = "0"
         for _, a in ipairs { "--tls-port", self.port, "--tls-cert-file", self.cert, "--tls-key-file",
-            self.dir .. "/key.pem", "--tls-auth-clients", "no" } do
+            self.dir .. "/key.pem" } do
+            args[#args + 1] = a
+        end
+        -- With client_auth, a client needs a certificate signed by the spec's CA.
+        for _, a in ipairs(self.client_cert and { "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "yes" }
+                or { "--tls-auth-clients", "no" }) do
             args[#args + 1] = a
         end
     end
@@ -76,7 +81,8 @@ function Server:start()
     local core = require "wolkvox.core"
     if self.cert then
         for _ = 1, 200 do
-            local p = io.popen("env -u LD_PRELOAD redis-cli --tls --cacert " .. self.cert .. " -p " .. self.port
+            local mine = self.client_cert and (" --cert " .. self.client_cert .. " --key " .. self.client_key) or ""
+            local p = io.popen("env -u LD_PRELOAD redis-cli --tls --cacert " .. self.cert .. mine .. " -p " .. self.port
                 .. " ping 2>/dev/null")
             local answer = p:read("*a")
             p:close()
@@ -123,7 +129,7 @@ end
 --- A connection (for a spec's own look at the keys); over TLS with `cert`.
 function Server:connect()
     local conn = assert(require("wolkvox.redis").connect("127.0.0.1", self.port, 2,
-        self.cert and { cafile = self.cert } or nil))
+        self.cert and { cafile = self.cert, cert = self.client_cert, key = self.client_key } or nil))
     if self.password then
         assert(conn:command("AUTH", self.password))
     end
@@ -139,7 +145,9 @@ function Server:command(...)
 end
 
 --- Start a server: `password` (requirepass) and `tls` (TLS only, with a
--- self-signed certificate for 127.0.0.1: `cert` is its file) optional.
+-- self-signed certificate for 127.0.0.1: `cert` is its file) optional;
+-- `client_auth` (with `tls`): clients must show a certificate signed by the
+-- spec's CA (`ca`); `client_cert` and `client_key` are one.
 -- @return the handle: `port`, `url` (`redis://127.0.0.1:PORT/0`, or
 --   `rediss://`), `dir`, `cert`, `start()`, `stop()`, `command(...)`
 function M.start(opts)
@@ -152,6 +160,17 @@ function M.start(opts)
             .. " -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"),
             "openssl could not make a certificate")
         self.url = "rediss://127.0.0.1:" .. self.port .. "/0"
+        if opts.client_auth then
+            local d = self.dir
+            self.ca, self.client_cert, self.client_key = d .. "/ca.pem", d .. "/client.pem", d .. "/client.key"
+            assert(sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " .. d .. "/ca.key -out " .. self.ca
+                .. " -days 2 -subj /CN=spec-ca"
+                .. " && openssl req -newkey rsa:2048 -nodes -keyout " .. self.client_key .. " -out " .. d
+                .. "/client.csr -subj /CN=spec-client"
+                .. " && openssl x509 -req -in " .. d .. "/client.csr -CA " .. self.ca .. " -CAkey " .. d
+                .. "/ca.key -CAcreateserial -out " .. self.client_cert .. " -days 2"),
+                "openssl could not make the client certificate")
+        end
     end
     return self:start()
 end

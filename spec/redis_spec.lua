@@ -432,6 +432,40 @@ describe("fleet mode (Redis) with AUTH", function()
     end)
 end)
 
+-- A client of `srv` with fleet options `o` whose first call is refused with
+-- a state error; returns that error's text.
+local function refused(srv, o)
+    o.state_dir = false
+    local x = support.client(srv, o)
+    local rows, err = x:services()
+    x:close()
+    assert.is_nil(rows)
+    assert.equal("state", err.kind)
+    return tostring(err)
+end
+
+-- `wolkvox call information services` against `srv` with Redis `rs`
+-- (`rediss://`, its CA given) and more arguments: exit code, output.
+local function cli_services(srv, rs, extra)
+    local dir = support.tmpdir()
+    support.spit(dir .. "/token", srv.token, "\n")
+    local p = assert(io.popen("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
+        .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --token-file " .. dir .. "/token --state-dir "
+        .. dir .. "/state --redis " .. rs.url .. " --redis-cafile " .. rs.cert .. extra
+        .. " call information services 2>&1; echo \"exit=$?\""))
+    local out = p:read("*a")
+    p:close()
+    return out:match("exit=(%d+)%s*$"), out
+end
+
+-- A profile file holding `text`, readable by its owner only.
+local function profile_file(text)
+    local path = support.tmpdir() .. "/config"
+    support.spit(path, "[default]\n", text)
+    os.execute("chmod 600 " .. path)
+    return path
+end
+
 describe("fleet mode (Redis) over TLS, outside nginx", function()
     local srv, rs
     redis.suite({ tls = true }, function(a, b) srv, rs = a, b end)
@@ -454,54 +488,33 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
 
     it("refuses a server it cannot verify, spending no call", function()
         -- The system's CAs do not know the spec's self-signed certificate.
-        local x = support.client(srv, { state_dir = false, redis = rs.url })
-        local rows, err = x:services()
-        assert.is_nil(rows)
-        assert.equal("state", err.kind)
-        assert.truthy(tostring(err):find("certificate", 1, true), tostring(err))
-        x:close()
+        local why = refused(srv, { redis = rs.url })
+        assert.truthy(why:find("certificate", 1, true), why)
         -- Nor with a name the certificate does not carry.
-        local y = support.client(srv, { state_dir = false, redis_cafile = rs.cert,
-            redis = "rediss://localhost:" .. rs.port .. "/0" })
-        rows, err = y:services()
-        assert.is_nil(rows)
-        assert.equal("state", err.kind)
-        y:close()
+        why = refused(srv, { redis_cafile = rs.cert, redis = "rediss://localhost:" .. rs.port .. "/0" })
+        assert.truthy(why:find("hostname mismatch", 1, true), why)
         -- Nor with a CA file that is not there.
-        local z = support.client(srv, { state_dir = false, redis = rs.url, redis_cafile = rs.dir .. "/none.pem" })
-        rows, err = z:services()
-        assert.is_nil(rows)
-        assert.equal("state", err.kind)
-        assert.truthy(tostring(err):find("CA file", 1, true), tostring(err))
-        z:close()
+        why = refused(srv, { redis = rs.url, redis_cafile = rs.dir .. "/none.pem" })
+        assert.truthy(why:find("CA file", 1, true), why)
         assert.equal(0, srv:control("stats").requests)
     end)
 
     it("does not take a plain Redis for a TLS one", function()
         local plain = redis.start()
-        local x = support.client(srv, { state_dir = false, redis_cafile = rs.cert,
-            redis = "rediss://127.0.0.1:" .. plain.port .. "/0", connect_timeout = 2 })
-        local rows, err = x:services()
-        plain:stop()
-        assert.is_nil(rows)
-        assert.equal("state", err.kind)
-        x:close()
+        finally(function() plain:stop() end)
+        refused(srv, { redis_cafile = rs.cert, redis = "rediss://127.0.0.1:" .. plain.port .. "/0",
+            connect_timeout = 2 })
         assert.equal(0, srv:control("stats").requests)
     end)
 
     it("gives up on a server that never answers the handshake, within its timeout", function()
         local socket = require "socket"
         local silent = assert(socket.bind("127.0.0.1", 0))   -- accepted by the kernel, never answered
+        finally(function() silent:close() end)
         local _, port = silent:getsockname()
-        local x = support.client(srv, { state_dir = false, redis_cafile = rs.cert, connect_timeout = 1,
-            redis = "rediss://127.0.0.1:" .. port .. "/0" })
         local t0 = core.now()
-        local rows, err = x:services()
+        refused(srv, { redis_cafile = rs.cert, connect_timeout = 1, redis = "rediss://127.0.0.1:" .. port .. "/0" })
         local took = core.now() - t0
-        silent:close()
-        x:close()
-        assert.is_nil(rows)
-        assert.equal("state", err.kind)
         assert.is_true(took < 30, "waited " .. took .. " s (a hang?)")
         assert.equal(0, srv:control("stats").requests)
     end)
@@ -517,26 +530,61 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
     end)
 
     it("is turned on by --redis-cafile and by a profile's redis_cafile key", function()
+        local code, out = cli_services(srv, rs, "")
+        assert.equal("0", code, out)
+        -- The same CA from a profile (the flag above names it too: drop it).
         local dir = support.tmpdir()
         support.spit(dir .. "/token", srv.token, "\n")
-        local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
-            .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --token-file " .. dir
-            .. "/token --state-dir " .. dir .. "/state --redis " .. rs.url
-        local function run(extra)
-            local p = assert(io.popen(cmd .. extra .. " call information services 2>&1; echo \"exit=$?\""))
-            local out = p:read("*a")
-            p:close()
-            return out:match("exit=(%d+)%s*$"), out
-        end
-        local code, out = run(" --redis-cafile " .. rs.cert)
-        assert.equal("0", code, out)
-        support.spit(dir .. "/config", "[default]\nredis_cafile = " .. rs.cert .. "\n")
-        os.execute("chmod 600 " .. dir .. "/config")
-        code, out = run(" --config " .. dir .. "/config")
-        assert.equal("0", code, out)
-        code, out = run("")
+        local p = assert(io.popen("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
+            .. " lua5.4 bin/wolkvox --config " .. profile_file("redis_cafile = " .. rs.cert .. "\n")
+            .. " --base-url " .. srv.url .. " --token-file " .. dir .. "/token --state-dir " .. dir
+            .. "/state --redis " .. rs.url .. " call information services 2>&1; echo \"exit=$?\""))
+        out = p:read("*a")
+        p:close()
+        assert.equal("0", out:match("exit=(%d+)%s*$"), out)
+        code, out = cli_services(srv, rs, " --redis-cafile " .. rs.dir .. "/none.pem")
         assert.equal("5", code, out)
-        assert.truthy(out:find("certificate", 1, true), out)
+        assert.truthy(out:find("CA file", 1, true), out)
+        assert.equal(2, srv:control("stats").requests)
+    end)
+end)
+
+describe("fleet mode (Redis) over TLS with client certificates, outside nginx", function()
+    local srv, rs
+    redis.suite({ tls = true, client_auth = true }, function(a, b) srv, rs = a, b end)
+    before_each(function()
+        srv:control("reset")
+        rs:command("FLUSHALL")
+    end)
+
+    it("shows redis_cert and redis_key to a server that asks, and counts", function()
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, redis_cafile = rs.cert,
+            redis_cert = rs.client_cert, redis_key = rs.client_key })
+        assert(x:services())
+        x:close()
+        assert.equal("1", rs:command("GET", rs:command("KEYS", "wolkvox:calls:*")[1]))
+    end)
+
+    it("is refused without them, or with a key of another certificate, spending no call", function()
+        refused(srv, { redis = rs.url, redis_cafile = rs.cert })
+        -- The server's own key does not belong to the client certificate.
+        local why = refused(srv, { redis = rs.url, redis_cafile = rs.cert, redis_cert = rs.client_cert,
+            redis_key = rs.dir .. "/key.pem" })
+        assert.truthy(why:find("client key", 1, true), why)
+        why = refused(srv, { redis = rs.url, redis_cafile = rs.cert, redis_cert = rs.client_cert,
+            redis_key = rs.dir .. "/none.key" })
+        assert.truthy(why:find("client key", 1, true), why)
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
+    it("takes them from --redis-cert and --redis-key, and from a profile", function()
+        local code, out = cli_services(srv, rs, " --redis-cert " .. rs.client_cert .. " --redis-key " .. rs.client_key)
+        assert.equal("0", code, out)
+        code, out = cli_services(srv, rs, " --config " .. profile_file("redis_cert = " .. rs.client_cert
+            .. "\nredis_key = " .. rs.client_key .. "\n"))
+        assert.equal("0", code, out)
+        code, out = cli_services(srv, rs, "")
+        assert.equal("5", code, out)
         assert.equal(2, srv:control("stats").requests)
     end)
 end)
@@ -601,13 +649,18 @@ describe("fleet options", function()
         assert.falsy(tostring(err):find("pw-xyz", 1, true))
     end)
 
-    it("takes redis_cafile only with a rediss:// URL, and only a path", function()
+    it("takes redis_cafile, redis_cert and redis_key only with a rediss:// URL, and only paths", function()
         local ok, err = pcall(new, { redis = "redis://127.0.0.1:6380/0", redis_cafile = "/etc/ssl/ca.pem" })
         assert.is_false(ok)
         assert.truthy(tostring(err):find("needs a rediss:// URL", 1, true), tostring(err))
         assert.has_error(function() new { redis = "rediss://127.0.0.1:6380/0", redis_cafile = "" } end)
         assert.has_error(function() new { redis_cafile = "/etc/ssl/ca.pem" } end)
         assert.has_error(function() new { redis = "rediss://h", redis_cafile = 5 } end)
+        -- A client certificate: both files, with a rediss:// URL.
+        assert.has_error(function() new { redis = "rediss://h", redis_cert = "/c.pem" } end)
+        assert.has_error(function() new { redis = "rediss://h", redis_key = "/k.pem" } end)
+        assert.has_error(function() new { redis = "redis://h", redis_cert = "/c.pem", redis_key = "/k.pem" } end)
+        assert.has_error(function() new { redis_cert = "/c.pem", redis_key = "/k.pem" } end)
         assert.is_true(require("wolkvox.redis").tls, "this build has no TLS: is libssl-dev installed?")
     end)
 

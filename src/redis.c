@@ -14,7 +14,9 @@
  * uses hiredis only for the protocol: redisFormatCommandArgv writes the
  * command, a redisReader parses the reply.  The server's certificate is
  * always verified (the system's CAs, or `tls.cafile`), and its name or IP
- * address checked against the host asked for; TLS 1.2 at least.
+ * address checked against the host asked for; TLS 1.2 at least.  A server
+ * that asks for a client certificate gets `tls.cert` (a PEM chain) signed
+ * with `tls.key`.
  *
  * Replies: a status or a bulk string as a string, an integer as a number, a
  * nil reply as false, an array as a table.  An error reply gives nil, the
@@ -249,9 +251,16 @@ static void tls_reason(const conn_t *c, const char *what, char *err, size_t errl
     ERR_clear_error();
 }
 
+typedef struct {
+    const char *cafile; /* the CAs to trust (NULL: the system's) */
+    const char *cert;   /* this client's certificate chain (NULL: none) */
+    const char *key;    /* its private key */
+} tls_files;
+
 /* The TLS handshake over a connected c->fd, the server checked. */
-static int tls_start(conn_t *c, const char *host, const char *cafile, char *err, size_t errlen)
+static int tls_start(conn_t *c, const char *host, const tls_files *f, char *err, size_t errlen)
 {
+    const char *cafile = f->cafile;
     unsigned char ip[16];
     int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
 
@@ -268,6 +277,20 @@ static int tls_start(conn_t *c, const char *host, const char *cafile, char *err,
         tls_reason(c, cafile != NULL ? "cannot read the Redis CA file" : "cannot load this system's CAs",
             err, errlen);
         return 0;
+    }
+    if (f->cert != NULL) {
+        if (SSL_CTX_use_certificate_chain_file(c->sslctx, f->cert) != 1) {
+            tls_reason(c, "cannot read the Redis client certificate", err, errlen);
+            return 0;
+        }
+        if (SSL_CTX_use_PrivateKey_file(c->sslctx, f->key, SSL_FILETYPE_PEM) != 1) {
+            tls_reason(c, "cannot read the Redis client key", err, errlen);
+            return 0;
+        }
+        if (SSL_CTX_check_private_key(c->sslctx) != 1) {
+            tls_reason(c, "the Redis client key does not match its certificate", err, errlen);
+            return 0;
+        }
     }
     c->ssl = SSL_new(c->sslctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
@@ -350,7 +373,7 @@ static int l_connect(lua_State *L)
     struct timeval tv = to_timeval(timeout);
     conn_t *c;
     int flags, tls = 0;
-    const char *cafile = NULL;
+    const char *files[3] = { NULL, NULL, NULL }; /* cafile, cert, key */
 
     if (port < 1 || port > 65535)
         return luaL_argerror(L, 2, "port out of range");
@@ -359,9 +382,20 @@ static int l_connect(lua_State *L)
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
         tls = 1;
-        lua_getfield(L, 4, "cafile");
-        if (!lua_isnil(L, -1))
-            cafile = luaL_checkstring(L, -1); /* stays on the stack: alive */
+        {
+            static const char *const names[3] = { "cafile", "cert", "key" };
+            int i;
+            for (i = 0; i < 3; i++) {
+                lua_getfield(L, 4, names[i]);
+                if (!lua_isnil(L, -1)) {
+                    if (lua_type(L, -1) != LUA_TSTRING)
+                        return luaL_argerror(L, 4, "tls: cafile, cert and key must be file names");
+                    files[i] = lua_tostring(L, -1); /* stays on the stack: alive */
+                }
+            }
+            if ((files[1] == NULL) != (files[2] == NULL))
+                return luaL_argerror(L, 4, "tls: cert and key go together");
+        }
 #ifndef WV_REDIS_TLS
         return luaL_error(L, "this wolkvox.redis was built without TLS (OpenSSL)");
 #endif
@@ -383,7 +417,11 @@ static int l_connect(lua_State *L)
         if (c->fd < 0)
             return connect_failed(L, c, err);
         guard_pipe(&g);
-        ok = tls_start(c, host, cafile, err, sizeof err);
+        tls_files f;
+        f.cafile = files[0];
+        f.cert = files[1];
+        f.key = files[2];
+        ok = tls_start(c, host, &f, err, sizeof err);
         unguard_pipe(&g);
         if (!ok)
             return connect_failed(L, c, err);
@@ -391,7 +429,7 @@ static int l_connect(lua_State *L)
     }
 #else
     (void)tls;
-    (void)cafile;
+    (void)files;
 #endif
     c->ctx = redisConnectWithTimeout(host, port, tv);
     if (c->ctx == NULL)

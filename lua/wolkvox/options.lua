@@ -63,6 +63,8 @@ M.types = {
     redis_prefix = "string",  -- namespace of the keys (default "wolkvox:")
     redis_failure = "string", -- "refuse" (default) or "local"
     redis_cafile = "string",  -- CAs of a rediss:// server (outside nginx; default: the system's)
+    redis_cert = "string",    -- this client's certificate for a rediss:// server that asks (outside nginx)
+    redis_key = "string",     -- its private key
 }
 
 M.DEFAULTS = {
@@ -266,10 +268,11 @@ local function check_transport_security(out, u)
 end
 
 -- The fleet options: a well-formed Redis URL (never echoed: it may hold a
--- password), a prefix, a failure mode, the CAs of a TLS server.
+-- password), a prefix, a failure mode, the CAs of a TLS server and this
+-- client's certificate for it.
 local function check_fleet(out)
     if out.redis == nil then
-        for _, k in ipairs { "redis_prefix", "redis_failure", "redis_cafile" } do
+        for _, k in ipairs { "redis_prefix", "redis_failure", "redis_cafile", "redis_cert", "redis_key" } do
             if out[k] ~= nil then
                 bad(k, "needs the redis option")
             end
@@ -280,8 +283,14 @@ local function check_fleet(out)
     if not ok then
         errors.throw("params", { message = "option 'redis': " .. why })
     end
-    if out.redis_cafile ~= nil and (not ok.tls or out.redis_cafile == "" or out.redis_cafile:find("%z")) then
-        bad("redis_cafile", not ok.tls and "needs a rediss:// URL" or "must be a file's path")
+    for _, k in ipairs { "redis_cafile", "redis_cert", "redis_key" } do
+        local v = out[k]
+        if v ~= nil and (not ok.tls or v == "" or v:find("%z")) then
+            bad(k, not ok.tls and "needs a rediss:// URL" or "must be a file's path")
+        end
+    end
+    if (out.redis_cert == nil) ~= (out.redis_key == nil) then
+        bad(out.redis_cert and "redis_key" or "redis_cert", "redis_cert and redis_key go together")
     end
     local prefix = out.redis_prefix
     if prefix ~= nil and (prefix == "" or #prefix > 64 or not prefix:match("^[%w%-%._:/]+$")) then

@@ -43,6 +43,8 @@ local function globals(p)
     p:option("--redis", "Fleet mode: share the token's limits and the day's count with other hosts through "
         .. "redis://host:port/db (keep a password in the config file, not on the command line).")
     p:option("--redis-cafile", "The CAs (PEM) that sign a rediss:// server's certificate (default: the system's).")
+    p:option("--redis-cert", "This client's certificate (PEM) for a rediss:// server that asks for one.")
+    p:option("--redis-key", "The private key (PEM) of --redis-cert.")
     p:flag("-q --quiet", "No warnings on stderr, only the failure line.")
     p:flag("-v --verbose", "Log every request, answer, retry and wait on stderr (never the token).")
     p:flag("--no-progress", "No progress line, even on a terminal.")

@@ -76,8 +76,10 @@ local function client_options(a, hooks)
     if a.redis then
         o.redis = a.redis
     end
-    if a.redis_cafile then
-        o.redis_cafile = profile.expand(a.redis_cafile)
+    for _, k in ipairs { "redis_cafile", "redis_cert", "redis_key" } do
+        if a[k] then
+            o[k] = profile.expand(a[k])
+        end
     end
     if a.verbose then
         o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", line, "\n") end

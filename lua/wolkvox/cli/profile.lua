@@ -20,7 +20,8 @@ local getenv, tonumber, format = os.getenv, tonumber, string.format
 local M = {}
 
 -- Options that are paths (a leading ~/ expands).
-local PATHS = { token_file = true, state_dir = true, cainfo = true, capath = true, redis_cafile = true }
+local PATHS = { token_file = true, state_dir = true, cainfo = true, capath = true, redis_cafile = true,
+    redis_cert = true, redis_key = true }
 
 --- The config file to read: `$WOLKVOX_CONFIG`, else
 -- `$XDG_CONFIG_HOME/wolkvox/config`, else `~/.config/wolkvox/config`.

@@ -125,7 +125,8 @@ end
 -- with `command(...)` (the `wolkvox.redis` C module, hiredis), ready for
 -- commands; or nil and why it cannot be (the module is not built, or the
 -- URL asks for TLS and it was built without OpenSSL).  A rediss:// server's
--- certificate is verified against `cfg.cafile`, else the system's CAs.
+-- certificate is verified against `cfg.cafile`, else the system's CAs; a
+-- server that asks for this client's certificate gets `cfg.cert` (`cfg.key`).
 function M.connector(cfg)
     local ok, client = pcall(require, "wolkvox.redis")
     if not ok then
@@ -137,7 +138,8 @@ function M.connector(cfg)
             .. "(install libssl-dev and build again; or use redis:// over a trusted network)"
     end
     return function(c, timeout)
-        local conn, err = client.connect(c.host, c.port, timeout, c.tls and { cafile = c.cafile } or nil)
+        local conn, err = client.connect(c.host, c.port, timeout,
+            c.tls and { cafile = c.cafile, cert = c.cert, key = c.key } or nil)
         if not conn then
             return nil, err
         end
@@ -354,7 +356,7 @@ function M.attach(o, token_id, operation_id, p, q, connector)
     if not cfg then
         errors.throw("params", { message = why })
     end
-    cfg.cafile = o.redis_cafile
+    cfg.cafile, cfg.cert, cfg.key = o.redis_cafile, o.redis_cert, o.redis_key
     local connect
     connect, why = (connector or M.connector)(cfg)
     if not connect then

@@ -266,13 +266,17 @@ M.REDIS_IDLE = 30000
 -- TLS handshake (verified against `lua_ssl_trusted_certificate`) on new
 -- connections.  `redis_cafile` is refused here: inside nginx the trust is
 -- `lua_ssl_trusted_certificate`, and an option that would be silently
--- ignored is worse than none.
+-- ignored is worse than none; so are `redis_cert` and `redis_key`.
 -- @tparam[opt] table url the parsed URL (`wolkvox.state.redis.parse`)
 -- @return the connector's function, or nil and why
 function M.redis_connector(url)
     if url and url.cafile then
         return nil, "redis_cafile is for wolkvox.redis outside nginx; inside nginx the Redis server is "
             .. "verified against lua_ssl_trusted_certificate"
+    end
+    if url and url.cert then
+        return nil, "redis_cert and redis_key are for wolkvox.redis outside nginx: inside nginx this "
+            .. "version offers no client certificate for Redis"
     end
     local ok, redis = pcall(require, "resty.redis")
     if not ok then
