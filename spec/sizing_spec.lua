@@ -31,12 +31,13 @@ describe("window sizing", function()
     after_each(function() sizing.density = true end)
 
     -- Six months of cdr_1 with the fake set to `cfg`: the rows, the meta
-    -- and the calls the fake counted; by density or by halving.
-    local function run(cfg, density)
+    -- and the calls the fake counted; by density or by halving; `limit`:
+    -- max_concurrent (default: the client's 2).
+    local function run(cfg, density, limit)
         srv:control("reset")
         srv:control("config", cfg)
         sizing.density = density
-        local rows, meta = c:report("cdr_1", { from = FROM, to = TO })
+        local rows, meta = c:report("cdr_1", { from = FROM, to = TO, max_concurrent = limit })
         assert.is_table(rows, tostring(meta))
         return rows, meta, srv:control("stats").requests
     end
@@ -58,8 +59,12 @@ describe("window sizing", function()
             local cfg = { truncation = order }
             local rows, meta, calls, logged
 
+            -- One window at a time: with two in flight, which answer comes
+            -- back first changes what the next windows are sized from, and
+            -- the count varies by a call or two with the machine's load
+            -- (still under halving's: see below).
             setup(function()
-                rows, meta, calls = run(cfg, true)
+                rows, meta, calls = run(cfg, true, 1)
                 logged = #support.calls(srv, "cdr_1")
             end)
 
@@ -67,7 +72,7 @@ describe("window sizing", function()
                 assert_every_row_once(rows, cfg)
             end)
 
-            it("spends at most 46 calls (the bound is 37), each counted by the fake", function()
+            it("spends at most 46 calls one window at a time (the bound is 37), each counted by the fake", function()
                 assert.is_true(calls <= 46, calls .. " calls")
                 assert.equal(calls, meta.calls)
                 assert.equal(calls, logged)
