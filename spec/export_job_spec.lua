@@ -305,7 +305,12 @@ describe("c:export", function()
             spit(token_file, srv.token, "\n")
             local spool = dir .. "/spool"
             os.execute("mkdir -p '" .. spool .. "'")
-            for i, delay in ipairs { 0.05, 0.3, 0.55, 0.8 } do
+            -- Killed at once, then once the fake has seen 2, 6 and 12 of its
+            -- calls (each 0.2 s long: the kill lands inside a transfer).
+            -- Points counted in calls, not seconds: a loaded machine may take
+            -- longer than a fixed delay to make the first call.
+            local resumed = 0
+            for i, seen in ipairs { 0, 2, 6, 12 } do
                 srv:control("reset")
                 srv:control("config", { latency = 0.2 })
                 local out, cp = dir .. "/k" .. i .. ".csv", dir .. "/k" .. i .. ".json"
@@ -320,7 +325,13 @@ describe("c:export", function()
                     :gsub("'", "'\\''") .. "'")
                 local pid = tonumber(p:read("*l"))
                 p:close()
-                core.sleep(delay)
+                local t0 = core.now()
+                while requests(srv) < seen and core.now() - t0 < 60 do
+                    core.sleep(0.01)
+                end
+                if seen > 0 then
+                    core.sleep(0.05)
+                end
                 os.execute("kill -9 " .. pid .. " 2>/dev/null")
                 while support.alive(pid) do
                     core.sleep(0.02)
@@ -331,16 +342,21 @@ describe("c:export", function()
                 local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-06-30" },
                     { output = out, checkpoint = cp })
                 assert.is_truthy(n, tostring(err))
-                assert.equal(want, support.read(out), "killed after " .. delay .. " s")
+                assert.equal(want, support.read(out), "killed after " .. seen .. " calls")
                 -- The windows written are not asked again: the rerun spends what
                 -- the rest of the range takes (window sizing may learn it in a
                 -- call or two more than the first run did).
                 local again = requests(srv)
                 local written = saved and core.decode(saved).calls or 0
                 assert.is_true(again <= full - written + 2,
-                    ("killed after %s s: %d calls again, %d of %d already written"):format(delay, again, written, full))
-                assert.is_true(spent > 0)
+                    ("killed after %d calls: %d calls again, %d of %d already written"):format(seen, again, written,
+                        full))
+                assert.is_true(spent >= seen, spent .. " calls before the kill")
+                if written > 0 then
+                    resumed = resumed + 1
+                end
             end
+            assert.is_true(resumed >= 1, "no rerun found windows already written")
             -- No spooled answer outlives its process.
             local left = io.popen("ls -A '" .. spool .. "'"):read("*a")
             assert.equal("", left)
