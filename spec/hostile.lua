@@ -391,9 +391,8 @@ function M.start(opts)
     local dir = p:read("*l")
     p:close()
     local script = { responses = opts.responses or {}, default = opts.default, read = opts.read ~= false }
-    -- The sanitizer build needs its runtime preloaded: the child, started
-    -- without the preload, loads the plain build (wolkvox.fake.loop uses core.poll).
-    local cpath = package.cpath:gsub("build/asan/", "build/5.4/")
+    -- The child starts without the sanitizer's preload (wolkvox.fake.loop loads core).
+    local cpath = require("support").child_cpath()
     local prog = format(CHILD, string_literal(dir), string_literal(package.path), string_literal(cpath),
         serialize(script))
     local f = assert(io.open(dir .. "/child.lua", "wb"))

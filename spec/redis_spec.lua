@@ -444,14 +444,14 @@ local function refused(srv, o)
     return tostring(err)
 end
 
--- `wolkvox call information services` against `srv` with Redis `rs`
--- (`rediss://`, its CA given) and more arguments: exit code, output.
+-- `wolkvox call information services` against `srv` with Redis `rs` and
+-- more arguments: exit code, output.
 local function cli_services(srv, rs, extra)
     local dir = support.tmpdir()
     support.spit(dir .. "/token", srv.token, "\n")
     local p = assert(io.popen("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
         .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --token-file " .. dir .. "/token --state-dir "
-        .. dir .. "/state --redis " .. rs.url .. " --redis-cafile " .. rs.cert .. extra
+        .. dir .. "/state --redis " .. rs.url .. extra
         .. " call information services 2>&1; echo \"exit=$?\""))
     local out = p:read("*a")
     p:close()
@@ -530,18 +530,10 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
     end)
 
     it("is turned on by --redis-cafile and by a profile's redis_cafile key", function()
-        local code, out = cli_services(srv, rs, "")
+        local code, out = cli_services(srv, rs, " --redis-cafile " .. rs.cert)
         assert.equal("0", code, out)
-        -- The same CA from a profile (the flag above names it too: drop it).
-        local dir = support.tmpdir()
-        support.spit(dir .. "/token", srv.token, "\n")
-        local p = assert(io.popen("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
-            .. " lua5.4 bin/wolkvox --config " .. profile_file("redis_cafile = " .. rs.cert .. "\n")
-            .. " --base-url " .. srv.url .. " --token-file " .. dir .. "/token --state-dir " .. dir
-            .. "/state --redis " .. rs.url .. " call information services 2>&1; echo \"exit=$?\""))
-        out = p:read("*a")
-        p:close()
-        assert.equal("0", out:match("exit=(%d+)%s*$"), out)
+        code, out = cli_services(srv, rs, " --config " .. profile_file("redis_cafile = " .. rs.cert .. "\n"))
+        assert.equal("0", code, out)
         code, out = cli_services(srv, rs, " --redis-cafile " .. rs.dir .. "/none.pem")
         assert.equal("5", code, out)
         assert.truthy(out:find("CA file", 1, true), out)
@@ -578,12 +570,14 @@ describe("fleet mode (Redis) over TLS with client certificates, outside nginx", 
     end)
 
     it("takes them from --redis-cert and --redis-key, and from a profile", function()
-        local code, out = cli_services(srv, rs, " --redis-cert " .. rs.client_cert .. " --redis-key " .. rs.client_key)
+        local ca = " --redis-cafile " .. rs.cert
+        local code, out = cli_services(srv, rs, ca .. " --redis-cert " .. rs.client_cert .. " --redis-key "
+            .. rs.client_key)
         assert.equal("0", code, out)
-        code, out = cli_services(srv, rs, " --config " .. profile_file("redis_cert = " .. rs.client_cert
+        code, out = cli_services(srv, rs, ca .. " --config " .. profile_file("redis_cert = " .. rs.client_cert
             .. "\nredis_key = " .. rs.client_key .. "\n"))
         assert.equal("0", code, out)
-        code, out = cli_services(srv, rs, "")
+        code, out = cli_services(srv, rs, ca)
         assert.equal("5", code, out)
         assert.equal(2, srv:control("stats").requests)
     end)

@@ -43,15 +43,19 @@ function M.read(path)
     return assert(M.slurp(path), "cannot read " .. tostring(path))
 end
 
+--- The `package.cpath` of a child Lua process of this flavour, started
+-- without the sanitizer's preload: the plain build instead of the ASan one.
+function M.child_cpath()
+    return (package.cpath:gsub("build/asan/", "build/5.4/"))
+end
+
 --- The command that runs a child Lua process of this flavour, with the
 -- tree's modules and the C module path this process was given (busted's
 -- --cpath).  The sanitizer's preload is not passed on: it is for this
 -- process, and LeakSanitizer would abort children that exit without closing.
 function M.lua_command(code)
     local interp = jit and "luajit" or "lua5.4"
-    -- The sanitizer build needs its runtime preloaded: children use the
-    -- plain build of the same flavour instead.
-    local cpath = package.cpath:gsub("build/asan/", "build/5.4/")
+    local cpath = M.child_cpath()
     local prelude = string.format("package.path = %q .. package.path; package.cpath = %q; ",
         "lua/?.lua;lua/?/init.lua;spec/?.lua;", cpath)
     return "exec env -u LD_PRELOAD " .. interp .. " -e '" .. prelude .. code:gsub("'", "'\\''") .. "'"
@@ -101,11 +105,16 @@ local function capture(cmd)
     return out
 end
 
+-- `ls FLAGS` of this process's descriptors (/proc/self would be ls's own).
+local function own_fds(flags)
+    local pid = M.read("/proc/self/stat"):match("^(%d+)")
+    return capture("ls " .. flags .. " /proc/" .. pid .. "/fd 2>/dev/null")
+end
+
 --- The inodes (strings) of this process's TCP connections to loopback
 -- port `port`, from /proc/net/tcp and /proc/self/fd.
 function M.connections_to(port)
-    local pid = M.read("/proc/self/stat"):match("^(%d+)")
-    local mine = socket_set(capture("ls -l /proc/" .. pid .. "/fd 2>/dev/null"))
+    local mine = socket_set(own_fds("-l"))
     local found = {}
     for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
         for line in (M.slurp(file) or ""):gmatch("[^\n]+") do
@@ -157,8 +166,7 @@ end
 -- wait loop) is caught here, by name, before it breaks a fake.
 function M.fake(opts)
     opts = opts or {}
-    local pid = M.read("/proc/self/stat"):match("^(%d+)")
-    local open = tonumber(capture("ls /proc/" .. pid .. "/fd | wc -l"))
+    local _, open = own_fds("-1"):gsub("\n", "")
     assert(open < 256, "this spec process has " .. tostring(open) .. " descriptors open: a leak in the specs")
     opts.lua = opts.lua or "env -u LD_PRELOAD lua5.4"
     opts.cpath = opts.cpath or "build/5.4/?.so"   -- the plain build: no preload in the child

@@ -74,32 +74,32 @@ typedef struct {
  * runs with SIGPIPE blocked in this thread; one it raised is taken back
  * before the mask is restored, and the write fails with EPIPE instead. */
 typedef struct {
-    sigset_t old;
+    sigset_t pipe, old;
     int was_pending;
 } pipe_guard;
 
-static void guard_pipe(pipe_guard *g)
+static int pipe_pending(void)
 {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
+    sigset_t pending;
     sigemptyset(&pending);
     sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+    return sigismember(&pending, SIGPIPE) == 1;
+}
+
+static void guard_pipe(pipe_guard *g)
+{
+    sigemptyset(&g->pipe);
+    sigaddset(&g->pipe, SIGPIPE);
+    g->was_pending = pipe_pending();
+    pthread_sigmask(SIG_BLOCK, &g->pipe, &g->old);
 }
 
 static void unguard_pipe(pipe_guard *g)
 {
-    sigset_t pipe, pending;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    sigemptyset(&pending);
-    sigpending(&pending);
-    if (!g->was_pending && sigismember(&pending, SIGPIPE) == 1) {
+    if (!g->was_pending && pipe_pending()) {
         struct timespec zero = { 0, 0 };
         int saved = errno;
-        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+        while (sigtimedwait(&g->pipe, NULL, &zero) < 0 && errno == EINTR)
             ;
         errno = saved;
     }
@@ -500,6 +500,8 @@ static int l_command(lua_State *L)
     const char *argv[MAX_ARGS];
     size_t lens[MAX_ARGS];
     redisReply *r;
+    char err[320];
+    pipe_guard g;
 
     if (n < 1)
         return luaL_error(L, "redis: command expects at least one argument");
@@ -521,34 +523,24 @@ static int l_command(lua_State *L)
         freeReplyObject(c->pending);
         c->pending = NULL;
     }
+    guard_pipe(&g);
 #ifdef WV_REDIS_TLS
-    if (c->ssl != NULL) {
-        char err[320];
-        pipe_guard g;
-        guard_pipe(&g);
+    if (c->ssl != NULL)
         r = tls_command(c, n, argv, lens, err, sizeof err);
-        unguard_pipe(&g);
-        if (r == NULL) {
-            c->broken = 1;
-            lua_pushnil(L);
-            lua_pushstring(L, err);
-            lua_pushliteral(L, "io");
-            return 3;
-        }
-    } else
+    else
 #endif
     {
-        pipe_guard g;
-        guard_pipe(&g);
         r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
-        unguard_pipe(&g);
-        if (r == NULL) {
-            c->broken = 1;
-            lua_pushnil(L);
-            lua_pushstring(L, c->ctx->errstr[0] ? c->ctx->errstr : "no reply from Redis");
-            lua_pushliteral(L, "io");
-            return 3;
-        }
+        if (r == NULL)
+            snprintf(err, sizeof err, "%s", c->ctx->errstr[0] ? c->ctx->errstr : "no reply from Redis");
+    }
+    unguard_pipe(&g);
+    if (r == NULL) {
+        c->broken = 1;
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushliteral(L, "io");
+        return 3;
     }
     /* The connection owns the reply while it is pushed (a push can raise). */
     c->pending = r;

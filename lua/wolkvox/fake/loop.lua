@@ -75,17 +75,13 @@ local function keys(t)
     return out
 end
 
--- The sockets of `t` (a set) by descriptor, and the list of those descriptors.
-local function by_fd(t)
-    local map, fds = {}, {}
-    for sock in pairs(t) do
-        local fd = sock:getfd()
-        if fd >= 0 then     -- a closed socket has none (-1)
-            map[fd] = sock
-            fds[#fds + 1] = fd
-        end
+-- Add `sock` to `map` (by descriptor) and `fds`; a closed socket has none (-1).
+local function add(map, fds, sock)
+    local fd = sock:getfd()
+    if fd >= 0 then
+        map[fd] = sock
+        fds[#fds + 1] = fd
     end
-    return map, fds
 end
 
 -- Wait for the readers and writers, as socket.select(readers, writers, timeout).
@@ -93,23 +89,22 @@ local function wait(readers, writers, timeout)
     if not poll then
         return select(keys(readers), keys(writers), timeout)
     end
-    local rmap, rfds = by_fd(readers)
-    local wmap, wfds = by_fd(writers)
-    -- Data LuaSocket already holds in its buffer is ready without a wait.
-    local r = {}
+    local r, rmap, rfds, wmap, wfds = {}, {}, {}, {}, {}
     for sock in pairs(readers) do
         if sock.dirty and sock:dirty() then
-            r[#r + 1] = sock
+            r[#r + 1] = sock    -- LuaSocket holds data for it: ready without a wait
             timeout = 0
+        else
+            add(rmap, rfds, sock)
         end
+    end
+    for sock in pairs(writers) do
+        add(wmap, wfds, sock)
     end
     local rr, wr = poll(rfds, wfds, timeout)
     local w = {}
     for _, fd in ipairs(rr) do
-        local sock = rmap[fd]
-        if not (sock.dirty and sock:dirty()) then
-            r[#r + 1] = sock
-        end
+        r[#r + 1] = rmap[fd]
     end
     for _, fd in ipairs(wr) do
         w[#w + 1] = wmap[fd]
