@@ -100,6 +100,30 @@ describe("pacing", function()
     end)
 
 
+    it("counts a start stamped in the future (a clock set back) for no more than min_interval", function()
+        -- Issue #20: the `last` file written an hour ahead, as a clock set
+        -- back an hour leaves it, held every start for an hour.
+        local dir = support.tmpdir()
+        assert(core.write_file(dir .. "/last", string.format("%.6f\n", core.time() + 3600)))
+        local pc = pacer.new { dir = dir, min_interval = 2 }
+        local slot, wait, why = pc:acquire()
+        assert.is_nil(slot)
+        assert.equal("interval", why)
+        assert.is_true(wait > 0 and wait <= 2.01, tostring(wait))
+        -- A shared dict's stamp likewise.
+        local dict = { keys = {} }
+        function dict.add(d, k, v) if d.keys[k] then return false end d.keys[k] = v return true end
+        function dict.get(d, k) return d.keys[k] end
+        function dict.set(d, k, v) d.keys[k] = v end
+        function dict.delete(d, k) d.keys[k] = nil end
+        dict.keys["wolkvox:pace:t"] = core.time() + 3600
+        local pd = pacer.new { dict = dict, key = "t", min_interval = 2, time = core.time }
+        slot, wait, why = pd:acquire()
+        assert.is_nil(slot)
+        assert.equal("interval", why)
+        assert.is_true(wait > 0 and wait <= 2.01, tostring(wait))
+    end)
+
     it("holds a client to its own max_concurrent", function()
         local pc = pacer.new { dir = support.tmpdir(), max_concurrent = 1 }
         local a = pc:acquire()

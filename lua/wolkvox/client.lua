@@ -155,6 +155,33 @@ local function ranged(name)
     return e
 end
 
+-- The options `call` takes (its fourth argument).
+local CALL_OPTIONS = { unchecked = true }
+
+-- A key of `opts` that `call` does not know is refused (kind params, before
+-- anything is sent), with a did-you-mean as `wolkvox.new` gives, or the
+-- word that it is a parameter, when it is one of the range helpers'.
+local function check_call_options(family, api, opts)
+    if opts == nil then
+        return
+    end
+    local name = family .. "/" .. api
+    if type(opts) ~= "table" then
+        errors.throw("params", { endpoint = name,
+            message = "call(family, api, params, opts): opts must be a table (got " .. type(opts) .. ")" })
+    end
+    for k in pairs(opts) do
+        if not CALL_OPTIONS[k] then
+            local hint = type(k) == "string" and registry.suggest(k, CALL_OPTIONS) or ""
+            if hint == "" and prepare.OPTIONS[k] then
+                hint = " (" .. k .. " is a parameter: pass it in params, the third argument)"
+            end
+            errors.throw("params", { endpoint = name, message = "call: unknown option '" .. tostring(k)
+                .. "' in opts" .. hint .. "; opts takes: unchecked" })
+        end
+    end
+end
+
 --- Call any endpoint.
 -- @tparam string family e.g. "information"
 -- @tparam string api e.g. "services"
@@ -166,7 +193,8 @@ Client.call = errors.protect(function(self, family, api, params, opts)
     if type(family) ~= "string" or type(api) ~= "string" then
         errors.throw("params", { message = "call(family, api, params): family and api must be strings" })
     end
-    local unchecked = type(opts) == "table" and opts.unchecked
+    check_call_options(family, api, opts)
+    local unchecked = opts ~= nil and opts.unchecked
     local e = registry.find(family, api)
     if e == nil then
         local name = family .. "/" .. api

@@ -11,7 +11,9 @@
 --     assert(w:close())
 --
 -- A new format is one more entry in `FORMATS`: `start(w)` (before the first
--- row), `row(w, row)` and `finish(w)`, each returning the text to write.
+-- row), `row(w, row)` and `finish(w)`, each returning the text to write
+-- (`row` may instead return nil and a message: a row it cannot write, which
+-- `write` returns as its failure).
 -- @module wolkvox.export
 
 local json = require "wolkvox.json"
@@ -108,10 +110,15 @@ M.FORMATS = {
             return concat(cells, ",") .. "\r\n"
         end,
     },
-    -- One JSON object per line, keys as the API sends them.
+    -- One JSON object per line, keys as the API sends them.  (A row JSON
+    -- cannot hold, see `wolkvox.json.encode_row`, is refused: nil and why.)
     ndjson = {
         row = function(_, row)
-            return json.encode(row) .. "\n"
+            local text, why = json.encode_row(row)
+            if not text then
+                return nil, why
+            end
+            return text .. "\n"
         end,
     },
     -- One JSON array, written row by row as the rows come.
@@ -121,7 +128,11 @@ M.FORMATS = {
             return "["
         end,
         row = function(w, row)
-            return (w.rows > 0 and ",\n" or "\n") .. json.encode(row)
+            local text, why = json.encode_row(row)
+            if not text then
+                return nil, why
+            end
+            return (w.rows > 0 and ",\n" or "\n") .. text
         end,
         finish = function(w)
             if not w.bracket then
@@ -221,7 +232,12 @@ function Writer:write(row)
             end
         end
     end
-    local ok, err = put(self, f.row(self, row))
+    local text, why = f.row(self, row)
+    if text == nil and why ~= nil then
+        -- This row cannot be written (the file is fine: a later row may be).
+        return nil, "row " .. (self.rows + 1) .. ": " .. tostring(why)
+    end
+    local ok, err = put(self, text)
     if ok then
         self.rows = self.rows + 1
     end

@@ -6,13 +6,21 @@
 -- a body is the same bytes every time.
 -- @module wolkvox.json
 
-local type, pairs, tostring, format, concat, sort, floor, next, getmetatable, setmetatable =
-    type, pairs, tostring, string.format, table.concat, table.sort, math.floor, next,
-    getmetatable, setmetatable
+local type, pairs, ipairs, tostring, format, concat, sort, floor, next, getmetatable, setmetatable, pcall,
+    require = type, pairs, ipairs, tostring, string.format, table.concat, table.sort, math.floor, next,
+    getmetatable, setmetatable, pcall, require
 
 local M = {}
 
 local ARRAY = {}
+
+-- The decoder's JSON null (a light userdata, where a null stands in a list);
+-- lua-cjson's is the same NULL pointer.
+local NULL
+do
+    local ok, core = pcall(require, "wolkvox.core")
+    NULL = ok and type(core) == "table" and core.null or nil
+end
 
 --- Mark table `t` as a JSON array (so an empty one encodes as `[]`).
 function M.array(t)
@@ -99,14 +107,66 @@ encode = function(v, seen)
         return tostring(v)
     elseif t == "table" then
         return table_(v, seen)
+    elseif v ~= nil and v == NULL then
+        return "null"
     end
     error("cannot encode a " .. t .. " in JSON", 0)
 end
 
---- Encode `v` (strings, numbers, booleans, tables); raises a message on
--- values JSON cannot hold.
+--- Encode `v` (strings, numbers, booleans, tables, and the decoder's null
+-- `wolkvox.core.null`); raises a message on values JSON cannot hold.
 function M.encode(v)
     return encode(v, {})
+end
+
+-- Where in `v` the first value JSON cannot hold is: its path ("a", "a[2]")
+-- and what it is; nil when there is none.
+local function culprit(v, path, seen)
+    local t = type(v)
+    if t == "number" then
+        if v ~= v or v == math.huge or v == -math.huge then
+            return path, tostring(v)
+        end
+    elseif t == "table" then
+        if seen[v] then
+            return path, "a table that contains itself"
+        end
+        seen[v] = true
+        for k, x in pairs(v) do
+            local sub = type(k) == "number" and (path .. "[" .. tostring(k) .. "]")
+                or (path == "" and tostring(k) or (path .. "." .. tostring(k)))
+            local p, what = culprit(x, sub, seen)
+            if p then
+                return p, what
+            end
+        end
+        seen[v] = nil
+    elseif t ~= "string" and t ~= "boolean" and not (v ~= nil and v == NULL) then
+        return path, "a " .. t
+    end
+    return nil
+end
+
+--- Encode a row of an answer for an output (NDJSON, a JSON array): the
+-- text, or nil and a message naming the field JSON cannot hold, never a
+-- raise.  A number the decoder read as infinite (the server sent more
+-- digits than a Lua number holds: its text is lost by then) is such a
+-- field: writing `inf`, `null` or a rounded number would change the data
+-- without a word.
+-- @return the text, or nil and a message
+function M.encode_row(row)
+    local ok, text = pcall(encode, row, {})
+    if ok then
+        return text
+    end
+    local path, what = culprit(row, "", {})
+    if path and (what == "inf" or what == "-inf" or what:find("nan")) then
+        return nil, "field '" .. path .. "' cannot be written as JSON: the server sent a number "
+            .. "beyond what a Lua number holds (it was read as " .. what .. ", its digits are lost)"
+    elseif path then
+        return nil, "field '" .. path .. "' cannot be written as JSON: it is " .. what
+    end
+    return nil, "the row cannot be written as JSON: " .. tostring(text)
 end
 
 return M

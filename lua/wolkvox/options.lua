@@ -302,16 +302,174 @@ local function check_fleet(out)
     end
 end
 
-local function read_token_file(path)
+-- ---- files the user names: a token file, a config file ---------------------
+
+--- The largest token file read (a token is a line of a few dozen bytes).
+M.TOKEN_FILE_MAX = 4096
+--- The largest config file read.
+M.CONFIG_FILE_MAX = 1024 * 1024
+
+local function quoted(path)
+    return "'" .. path:gsub("'", "'\\''") .. "'"
+end
+
+-- The C core, when it is built (the specs and every transport but the
+-- in-process fake have it).
+local function core_module()
+    local ok, core = pcall(require, "wolkvox.core")
+    return ok and type(core) == "table" and core or nil
+end
+
+-- stat(1) of `path`, through symbolic links and without opening it: its
+-- type ("regular file", "directory", "fifo", ...), size and permission
+-- bits (an octal string); nil when it cannot be run or `path` is missing.
+-- (Only where the C core has no `stat`.)
+local function stat_l(path)
+    local p = io.popen("stat -L -c '%F|%s|%a' -- " .. quoted(path) .. " 2>/dev/null")
+    if not p then
+        return nil
+    end
+    local line = p:read("*l")
+    p:close()
+    local kind, size, mode = (line or ""):match("^([^|]+)|(%d+)|(%d+)$")
+    if not kind then
+        return nil
+    end
+    return kind, tonumber(size), mode
+end
+
+--- The permission bits of `path` (through links) as an octal string, or nil.
+function M.file_mode(path)
+    local core = core_module()
+    if core and core.stat then
+        local st = core.stat(path, true)
+        return st and string.format("%o", st.mode) or nil
+    end
+    local _, _, mode = stat_l(path)
+    return mode
+end
+
+-- What `path` is, without opening it (a FIFO would block the open, a
+-- device never end): "file" and its size; "missing"; "directory";
+-- "other" and what it is (when known); or "error" and a message.  Through
+-- symbolic links: the C core's stat, else its lstat for a path that is no
+-- link and stat(1) for one that is.
+local function file_kind(path)
+    local core = core_module()
+    if core and core.stat then
+        local st, msg, code = core.stat(path, true)
+        if not st then
+            return code == "missing" and "missing" or "error", msg
+        end
+        if st.type == "file" or st.type == "directory" then
+            return st.type, st.size
+        end
+        return "other"
+    end
+    if core and core.file_size then
+        local size, msg, code = core.file_size(path)
+        if size then
+            return "file", size
+        elseif code == "missing" then
+            return "missing"
+        elseif code ~= "link" then
+            if not tostring(msg):find("is not a regular file", 1, true) then
+                return "error", msg
+            end
+            -- Not a regular file: only a directory opens with a "/" after it.
+            local d = io.open(path .. "/", "rb")
+            if d then
+                d:close()
+                return "directory"
+            end
+            return "other", (stat_l(path))
+        end
+    end
+    local kind, size = stat_l(path)
+    if kind == "regular file" or kind == "regular empty file" then
+        return "file", size
+    elseif kind == "directory" then
+        return "directory"
+    elseif kind then
+        return "other", kind
+    end
+    local f = io.open(path, "rb")   -- (only to tell a missing file from the rest)
+    if f then
+        f:close()
+        return "error", path .. ": cannot tell what it is (stat(1) did not answer)"
+    end
+    return "missing"
+end
+
+--- Read a small file the user named, such as a token file or a config
+-- file: a regular file (a symbolic link to one is followed) of at most
+-- `cap` bytes.  Anything else is refused without being read: a FIFO (its
+-- open would wait for a writer), a device (`/dev/zero` never ends), a
+-- directory, a file too large.
+-- @tparam string path
+-- @tparam string what its name in messages ("token_file", "the config file")
+-- @tparam number cap the largest size accepted (bytes)
+-- @return the text; or nil, a message and why: "missing", "unreadable"
+--   (no permission, ...) or "refused" (not a regular file, too large)
+function M.read_small_file(path, what, cap)
+    local kind, detail = file_kind(path)
+    if kind == "missing" then
+        return nil, what .. " " .. path .. ": no such file", "missing"
+    elseif kind == "error" then
+        return nil, what .. ": " .. tostring(detail), "unreadable"
+    elseif kind == "directory" then
+        return nil, what .. " " .. path .. " is a directory, not a file", "refused"
+    elseif kind == "other" then
+        return nil, what .. " " .. path .. " is not a regular file ("
+            .. (detail and ("a " .. detail) or "a FIFO, a device or a socket") .. "): refused", "refused"
+    elseif detail > cap then
+        return nil, string.format("%s %s is %d bytes, more than the %d accepted: refused", what, path,
+            detail, cap), "refused"
+    end
     local f, err = io.open(path, "rb")
     if not f then
-        errors.throw("auth", { message = "cannot read token_file: " .. tostring(err) })
+        return nil, what .. ": " .. tostring(err), "unreadable"
     end
+    local text, rerr = f:read(cap + 1)
+    f:close()
+    if text == nil and rerr then
+        return nil, what .. " " .. path .. ": " .. tostring(rerr), "unreadable"
+    end
+    text = text or ""
+    if #text > cap then
+        return nil, string.format("%s %s is more than the %d bytes accepted: refused", what, path, cap),
+            "refused"
+    end
+    return text
+end
+
+-- Warn through `logger` (an option's value) when the file at `path` can
+-- be read by group or others, as the CLI warns of such a config file.
+local function warn_if_readable(logger, path, what)
+    local log = logger and require("wolkvox.transport").logger(logger)
+    if not log then
+        return
+    end
+    local m = M.file_mode(path)
+    if m and tonumber(m:sub(-2), 8) ~= 0 then
+        pcall(log, "warn", string.format("the %s %s can be read by others (mode %s): chmod 600 it", what, path, m))
+    end
+end
+
+local function read_token_file(path, logger)
+    local text, err, why = M.read_small_file(path, "token_file", M.TOKEN_FILE_MAX)
+    if not text then
+        -- A path that names no file of ours is a setting to fix (params);
+        -- one we may not read, or none, is a missing token (auth).
+        errors.throw(why == "refused" and "params" or "auth", { message = why == "refused" and err
+            or ("cannot read " .. err) })
+    end
+    warn_if_readable(logger, path, "token file")
     -- The first line only (without its "\n"), and a trimmed copy only when
     -- there is something to trim: the fewer strings hold the token, the
     -- sooner the collector can free them all.
-    local line = f:read("*l")
-    f:close()
+    local line = text:match("^[^\n]*")
+    text = nil -- luacheck: ignore 311 (drop the reference early)
     local token = line
     if line and (line:find("^%s") or line:find("%s$")) then
         token = line:match("^%s*(.-)%s*$")
@@ -450,7 +608,7 @@ function M.check(opts)
 
     local token = out.token
     if token == nil and out.token_file then
-        token = read_token_file(out.token_file)
+        token = read_token_file(out.token_file, out.logger)
     end
     if token == nil then
         token = getenv("WOLKVOX_TOKEN")

@@ -55,6 +55,22 @@ local function refuse(message)
     errors.throw("params", { message = message .. " (set state_dir to another directory, or state_dir = false)" })
 end
 
+-- A state file of directory `dir` could not be written (a full disk, a
+-- quota, an I/O error): a local failure, said as such, naming the directory.
+local function unwritable(dir, err)
+    local why = tostring(err):gsub("^writing a lock file: ", "")
+    errors.throw("output", { message = "cannot write the pacing state in " .. dir .. ": " .. why
+        .. " (free space there, set state_dir to another directory, or state_dir = false)" })
+end
+
+-- Whether `err` (a message of the C core) says the file system is full or
+-- read-only, rather than that the directory is not one we may use.
+local function full(err)
+    local s = tostring(err)
+    return s:find("No space left on device", 1, true) or s:find("Disk quota exceeded", 1, true)
+        or s:find("Read-only file system", 1, true)
+end
+
 --- A pacer.
 -- @tparam table opts `dir` (the token's state directory) or `dict` (an
 --   ngx.shared dict) with `key` (the token id) and `ttl` (slot lifetime,
@@ -83,6 +99,9 @@ function M.new(opts)
         -- Made if missing, and refused when others could change it.
         local ok, err = self.core.mkdir(self.dir)
         if not ok then
+            if full(err) then
+                unwritable(self.dir, err)
+            end
             refuse("unusable state directory: " .. tostring(err))
         end
     end
@@ -123,11 +142,18 @@ function Pacer:take_slot()
                     lock:release()
                     wait = min(wait, stamp - now)
                 else
-                    lock:write(format("%.6f\n", busy_until))
+                    -- (lock:write raises when the file cannot be written.)
+                    local ok, err = pcall(lock.write, lock, format("%.6f\n", busy_until))
+                    if not ok then
+                        lock:release()
+                        unwritable(self.dir, err)
+                    end
                     return { lock = lock, busy_until = busy_until }
                 end
             elseif why == "busy" then
                 wait = min(wait, M.POLL)
+            elseif full(why) then
+                unwritable(self.dir, why)
             else
                 refuse("cannot use the pacing slot: " .. tostring(why))
             end
@@ -166,15 +192,20 @@ function Pacer:claim_start()
             return claimed, wait
         end
     end
+    -- (No start counts as later than now: a clock set back must not hold
+    -- calls for longer than min_interval, as slot stamps are capped too.)
     if self.dict then
         local key = "wolkvox:pace:" .. self.key
         if self.dict:add(key, now, self.min_interval) then
             return true
         end
-        local last = self.dict:get(key) or now
+        local last = min(self.dict:get(key) or now, now)
         return false, self.min_interval - (now - last)
     end
     local last = self:last()
+    if last and last > now then
+        last = now
+    end
     if last and now - last < self.min_interval then
         return false, self.min_interval - (now - last)
     end
@@ -203,7 +234,7 @@ function Pacer:stamp(t)
         -- Replaced whole (a new file renamed over it): readers see old or new.
         local ok, err = self.core.write_file(self.dir .. "/last", format("%.6f\n", t))
         if not ok then
-            refuse("cannot write the pacing state: " .. tostring(err))
+            unwritable(self.dir, err)
         end
     end
 end

@@ -162,16 +162,25 @@ function Schedule:abort()
     self.pos = #self.items + 1
 end
 
--- Raise the timeout of a deadline that passes before the next start.
+-- How far past the deadline a start must be before the message says by
+-- how much (the pacer polls a busy slot every few hundredths of a second:
+-- that is no measure of what a longer deadline would have needed).
+local WORTH_SAYING = 0.1
+
+-- Raise the timeout of a deadline that passes before the next start (`t`,
+-- the earliest it could come).
 local function too_late(self, t, now)
-    local msg
+    local over = t - self.h.deadline
+    -- (Given up on at once when the start is far off: the deadline may not
+    -- have passed yet.)
+    local msg = now < self.h.deadline and "the deadline would pass" or "the deadline passed"
     if self.blocked_until and t >= self.blocked_until then
-        msg = "the deadline passed while waiting for a free slot of the token"
+        msg = msg .. " while waiting for a free slot of the token"
     else
-        msg = "the deadline passed before the next attempt could start"
+        msg = msg .. " before the next attempt could start"
     end
-    if t ~= huge and t > now then
-        msg = msg .. format(" (%.1f s more were needed)", t - self.h.deadline)
+    if t ~= huge and over >= WORTH_SAYING then
+        msg = msg .. format(" (its earliest start is %.1f s after the deadline)", over)
     end
     errors.throw("transport", { reason = "timeout", retryable = false, message = msg })
 end

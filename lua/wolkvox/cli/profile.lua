@@ -121,16 +121,6 @@ function M.parse(text, name)
     return out
 end
 
--- The permission bits of `path` (as an octal string), or nil.
-local function mode(path)
-    local p = io.popen("stat -L -c %a '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
-    if not p then
-        return nil
-    end
-    local m = p:read("*l")
-    p:close()
-    return m
-end
 
 --- Read the options of one profile.
 -- @tparam[opt] string path the config file (nil: `M.path()`)
@@ -146,25 +136,27 @@ function M.load(path, profile)
     local named = profile or (env_profile ~= "" and env_profile) or nil
     profile = named or "default"
     local warnings = {}
-    local f = io.open(path, "rb")
-    if not f then
-        if explicit then
-            return nil, "cannot read the config file " .. path
+    -- A regular file of at most CONFIG_FILE_MAX bytes: a FIFO, a device or
+    -- a directory is refused without being read.
+    local text, err, why = options.read_small_file(path, "the config file", options.CONFIG_FILE_MAX)
+    if not text then
+        if why == "refused" then
+            return nil, err
+        elseif explicit then
+            return nil, "cannot read the config file " .. path .. (why == "unreadable" and (" (" .. err .. ")") or "")
         elseif named and named ~= "default" then
             return nil, "no profile '" .. named .. "': there is no config file " .. path
         end
         return {}, warnings
     end
-    local text = f:read("*a") or ""
-    f:close()
-    local m = mode(path)
+    local m = options.file_mode(path)
     if m and tonumber(m:sub(-2), 8) ~= 0 then
         warnings[#warnings + 1] = format("the config file %s can be read by others (mode %s): chmod 600 it",
             path, m)
     end
-    local all, err = M.parse(text, path)
+    local all, perr = M.parse(text, path)
     if not all then
-        return nil, err
+        return nil, perr
     end
     local o = all[profile]
     if not o then

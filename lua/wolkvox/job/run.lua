@@ -111,6 +111,17 @@ local function split_truncated(job, sched, item, rows)
     return parts
 end
 
+-- The `decode` error of an answer whose data is `data` (not a table) where
+-- rows were expected.  (A server that sends it once will again: not retried.)
+local function not_rows(job, data, res)
+    local what = type(data) == "string" and ("the text \"" .. errors.snippet(data, 100) .. "\"")
+        or type(data) == "number" and ("the number " .. tostring(data))
+        or ("the value " .. tostring(data))
+    return errors.new("decode", { endpoint = job.e.name, retryable = false,
+        status = res and res.status ~= 0 and res.status or nil,
+        message = "the answer's data is " .. what .. " instead of a list of rows" })
+end
+
 -- Read one answer: store it on the item, or say what to do instead (retry
 -- it, or ask for its window in parts); raise what cannot be mended.
 local function finish(ctx, job, sched, item, res)
@@ -133,6 +144,11 @@ local function finish(ctx, job, sched, item, res)
             return failed(ctx, job, item, data)
         end
         error(data, 0)
+    end
+    if item.from and type(data) ~= "table" then
+        -- A window's answer is rows (or an object of buckets): text or a
+        -- number in their place is said, not taken for an empty window.
+        return failed(ctx, job, item, not_rows(job, data, res))
     end
     if spool then
         data = spooled.new(spool, res.rows)
@@ -339,8 +355,10 @@ local function hand_over(job, data, give, sink, w)
         if #data > 0 then
             give(data)
         end
-    elseif data ~= nil then
+    elseif type(data) == "table" then
         give({ data })
+    elseif data ~= nil then
+        error(not_rows(job, data), 0)
     end
 end
 
