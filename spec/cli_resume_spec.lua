@@ -198,8 +198,11 @@ describe("wolkvox report --checkpoint", function()
             assert.matches("incomplete", err, 1, true)
             assert.matches(FAILED, err, 1, true)
             assert.matches("3 window(s) written, up to 2026-04-03 23:59:59", err, 1, true)
-            assert.equal(first3, support.read(out))
-            no_token(err, slurp(out))
+            -- Under FILE.part, said on stderr; never a half file under the final name.
+            assert.matches("their rows are in " .. out .. ".part", err, 1, true)
+            assert.is_nil(slurp(out))
+            assert.equal(first3, support.read(out .. ".part"))
+            no_token(err, slurp(out .. ".part"))
         end)
 
         it("with --checkpoint: a rerun fetches only the missing windows and ends byte for byte", function()

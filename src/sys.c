@@ -8,11 +8,13 @@
  */
 #define _DEFAULT_SOURCE 1 /* flock(2) */
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,6 +112,15 @@ static int push_failure(lua_State *L, const char *msg, int e)
     lua_pushstring(L, msg);
     lua_pushstring(L, e == ENOENT ? "missing" : e == ELOOP ? "link" : "error");
     return 3;
+}
+
+/* lua_pushlstring of a C buffer (light userdata, length), run protected by
+ * callers that must free the buffer whatever happens. */
+static int push_buffer(lua_State *L)
+{
+    const char *data = (const char *)lua_touserdata(L, 1);
+    lua_pushlstring(L, data, (size_t)lua_tointeger(L, 2));
+    return 1;
 }
 
 /* A state file must be a regular file; extra permission bits are dropped. */
@@ -366,9 +377,13 @@ static int l_write_file(lua_State *L)
 }
 
 /***
- * The content of state file `path` (at most 4096 bytes), never through a
- * symbolic link.
+ * The content of state file `path`, never through a symbolic link.  A file
+ * larger than `max` bytes (default 4096; at most 1 GiB) is refused rather
+ * than read: a state may grow (a sync's keys, a checkpoint's columns), and
+ * its reader names the cap it can afford.
  * @function read_file
+ * @tparam string path
+ * @tparam[opt=4096] integer max
  * @treturn[1] string
  * @treturn[2] nil
  * @treturn[2] string message
@@ -378,34 +393,71 @@ static int l_write_file(lua_State *L)
 static int l_read_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    char data[WV_STATE_MAX];
+    lua_Integer max = luaL_optinteger(L, 2, WV_STATE_MAX);
+    char *data;
     wv_msg msg;
-    size_t len = 0;
-    int e, fd = open_state(path, O_RDONLY, msg, &e);
+    size_t len = 0, cap;
+    struct stat st;
+    int e, fd;
+    luaL_argcheck(L, max >= 1 && max <= ((lua_Integer)1 << 30), 2, "a cap of 1 byte to 1 GiB expected");
+    fd = open_state(path, O_RDONLY, msg, &e);
     if (fd < 0)
         return push_failure(L, msg, e);
+    if (fstat(fd, &st) != 0) {
+        e = errno;
+        close(fd);
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (st.st_size > (off_t)max) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s: larger than a state file may be (%lld bytes)", path,
+                 (long long)max);
+        return push_failure(L, msg, 0);
+    }
+    /* One byte more than the cap: a file that grew since fstat is seen. */
+    cap = (size_t)st.st_size + 1;
+    data = (char *)malloc(cap);
+    if (data == NULL) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s: out of memory", path);
+        return push_failure(L, msg, 0);
+    }
     for (;;) {
-        ssize_t n = read(fd, data + len, sizeof data - len);
+        ssize_t n = read(fd, data + len, cap - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             e = errno;
             close(fd);
+            free(data);
             open_message(msg, path, e);
             return push_failure(L, msg, e);
         }
         if (n == 0)
             break;
         len += (size_t)n;
-        if (len == sizeof data) {
+        if (len == cap) {
             close(fd);
-            snprintf(msg, sizeof msg, "%s: larger than a state file may be (%d bytes)", path,
-                     WV_STATE_MAX);
+            free(data);
+            snprintf(msg, sizeof msg, "%s: changed while it was read", path);
             return push_failure(L, msg, 0);
         }
     }
     close(fd);
-    lua_pushlstring(L, data, len);
+    /* lua_pushlstring may raise (memory): pushed protected, so `data` is
+     * freed either way. */
+    lua_pushlightuserdata(L, data);
+    lua_pushinteger(L, (lua_Integer)len);
+    {
+        int rc;
+        lua_pushcfunction(L, push_buffer);
+        lua_insert(L, -3);
+        rc = lua_pcall(L, 2, 1, 0);
+        free(data);
+        if (rc != 0)
+            return lua_error(L);
+    }
     return 1;
 }
 
@@ -499,6 +551,12 @@ static int l_truncate(lua_State *L)
         snprintf(msg, sizeof msg, "%s is not a regular file: refused", path);
         return push_failure(L, msg, 0);
     }
+    if (st.st_uid != geteuid()) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s belongs to uid %ld, not to this user (uid %ld): refused", path,
+                 (long)st.st_uid, (long)geteuid());
+        return push_failure(L, msg, 0);
+    }
     if ((lua_Integer)st.st_size < size) {
         close(fd);
         snprintf(msg, sizeof msg, "%s holds %lld bytes, fewer than %lld", path,
@@ -539,18 +597,30 @@ static int l_lock(lua_State *L)
     lk->fd = open_state(path, O_RDWR | O_CREAT, msg, &e);
     if (lk->fd < 0)
         return push_failure(L, msg, e);
-    if (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
-        e = errno;
+    for (;;) {
+        struct stat held, named;
+        if (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
+            e = errno;
+            close(lk->fd);
+            lk->fd = -1;
+            lua_pushnil(L);
+            if (e == EWOULDBLOCK)
+                lua_pushliteral(L, "busy");
+            else
+                lua_pushfstring(L, "%s: %s", path, strerror(e));
+            return 2;
+        }
+        /* A holder that removes its lock file on release (lock:remove) may
+         * have unlinked this one between our open and our flock: the lock
+         * counts only while `path` still names the file we locked. */
+        if (fstat(lk->fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev
+            && held.st_ino == named.st_ino)
+            return 1;
         close(lk->fd);
-        lk->fd = -1;
-        lua_pushnil(L);
-        if (e == EWOULDBLOCK)
-            lua_pushliteral(L, "busy");
-        else
-            lua_pushfstring(L, "%s: %s", path, strerror(e));
-        return 2;
+        lk->fd = open_state(path, O_RDWR | O_CREAT, msg, &e);
+        if (lk->fd < 0)
+            return push_failure(L, msg, e);
     }
-    return 1;
 }
 
 static wv_lock *held_lock(lua_State *L)
@@ -609,6 +679,25 @@ static int lock_release(lua_State *L)
     return 0;
 }
 
+/* lock:remove(path): remove the lock file `path` (the one this lock holds:
+ * checked by inode, so a file made since by another is left alone), then
+ * release.  A run leaves no PATH.lock behind; a process that opened the
+ * file before the unlink sees it is gone once it has the flock (l_lock). */
+static int lock_remove(lua_State *L)
+{
+    wv_lock *lk = (wv_lock *)luaL_checkudata(L, 1, WV_LOCK_MT);
+    const char *path = luaL_checkstring(L, 2);
+    if (lk->fd >= 0) {
+        struct stat held, named;
+        if (fstat(lk->fd, &held) == 0 && lstat(path, &named) == 0 && held.st_dev == named.st_dev
+            && held.st_ino == named.st_ino)
+            (void)unlink(path);
+        close(lk->fd);
+        lk->fd = -1;
+    }
+    return 0;
+}
+
 static int lock_held(lua_State *L)
 {
     wv_lock *lk = (wv_lock *)luaL_checkudata(L, 1, WV_LOCK_MT);
@@ -620,6 +709,228 @@ static int lock_tostring(lua_State *L)
 {
     wv_lock *lk = (wv_lock *)luaL_checkudata(L, 1, WV_LOCK_MT);
     lua_pushfstring(L, "wolkvox.lock (%s): %p", lk->fd >= 0 ? "held" : "released", (void *)lk);
+    return 1;
+}
+
+/* ---- output files ---------------------------------------------------------
+ *
+ * Outputs (exports, sync files) are made under names nobody can guess, with
+ * O_EXCL and O_NOFOLLOW: in a shared directory (a sticky /tmp) a file or a
+ * link another user planted there is never opened, so it never receives
+ * the rows nor leads the write to a file of ours.
+ */
+
+/***
+ * Create the new file `path` for writing (O_EXCL, O_NOFOLLOW; mode 0666 less
+ * the umask, as the shell's `>` makes it): fails when anything, a link
+ * included, is there already.
+ * @function create
+ * @treturn[1] true
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "exists", "missing" (no such directory) or "error"
+ */
+static int l_create(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    wv_msg msg;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        int e = errno;
+        open_message(msg, path, e);
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        lua_pushstring(L, e == EEXIST ? "exists" : e == ENOENT ? "missing" : "error");
+        return 3;
+    }
+    close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
+ * `n` random bytes from the kernel (getrandom(2)), in hex: for names
+ * nobody can guess.
+ * @function random_hex
+ */
+static int l_random_hex(lua_State *L)
+{
+    lua_Integer n = luaL_optinteger(L, 1, 8);
+    unsigned char bytes[32];
+    char hex[65];
+    size_t got = 0;
+    luaL_argcheck(L, n >= 1 && n <= 32, 1, "1 to 32 bytes expected");
+    while (got < (size_t)n) {
+        ssize_t r = getrandom(bytes + got, (size_t)n - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return luaL_error(L, "getrandom: %s", strerror(errno));
+        got += (size_t)r;
+    }
+    wv_hex(bytes, (size_t)n, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/***
+ * What is at `path`, without following a symbolic link there (unless
+ * `follow` is true).
+ * @function stat
+ * @tparam string path
+ * @tparam[opt] boolean follow
+ * @treturn[1] table `type` ("file", "directory", "link" or "other"),
+ *   `size`, `uid`, `mode` (permission bits), `mine` (owned by this user)
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "missing" or "error"
+ */
+static int l_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int follow = lua_toboolean(L, 2);
+    struct stat st;
+    wv_msg msg;
+    if ((follow ? stat(path, &st) : lstat(path, &st)) != 0) {
+        int e = errno;
+        open_message(msg, path, e);
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        lua_pushstring(L, e == ENOENT || e == ENOTDIR ? "missing" : "error");
+        return 3;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+                   : S_ISLNK(st.st_mode) ? "link" : "other");
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushboolean(L, st.st_uid == geteuid());
+    lua_setfield(L, -2, "mine");
+    return 1;
+}
+
+/***
+ * May this process create files in directory `path` (write and search
+ * permission, for its effective user)?
+ * @function writable_dir
+ * @treturn[1] true
+ * @treturn[2] nil
+ * @treturn[2] string message
+ * @treturn[2] string "missing" or "error"
+ */
+static int l_writable_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    wv_msg msg;
+    int e = 0;
+    if (stat(path, &st) != 0)
+        e = errno;
+    else if (!S_ISDIR(st.st_mode))
+        e = ENOTDIR;
+    else if (faccessat(AT_FDCWD, path, W_OK | X_OK, AT_EACCESS) != 0)
+        e = errno;
+    if (e == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    open_message(msg, path, e);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, e == ENOENT ? "missing" : "error");
+    return 3;
+}
+
+#define WV_DIGEST_HEAD 65536     /* bytes of a file's start a digest covers */
+#define WV_DIGEST_TAIL 1048576   /* bytes of its end before `size` */
+
+/* pread all of [off, off+len) into buf: 1, or 0 with errno (EIO: too short). */
+static int pread_all(int fd, char *buf, size_t len, off_t off)
+{
+    while (len > 0) {
+        ssize_t n = pread(fd, buf, len, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return 0;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 1;
+}
+
+/***
+ * A fingerprint of the first `size` bytes of regular file `path` (never
+ * through a link): SHA-256 over the size, the first 64 KiB and the last
+ * 1 MiB of them (all of them when fewer).  What a checkpoint or a sync
+ * state keeps of the output it vouches for: a file replaced by another,
+ * edited near where the next run writes, or shortened, no longer matches,
+ * and it costs the same for a file of 1 GB as of 2 MB.
+ * @function digest
+ * @treturn[1] string 64 hex digits
+ * @treturn[2] nil
+ * @treturn[2] string message
+ */
+static int l_digest(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    size_t head, tail, hdr;
+    off_t tail_at;
+    char *buf;
+    wv_msg msg;
+    struct stat st;
+    unsigned char digest[32];
+    char hex[65];
+    int fd, e;
+    luaL_argcheck(L, size >= 0, 2, "a size of at least 0 expected");
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        e = errno;
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (lua_Integer)st.st_size < size) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s is not a regular file of at least %lld bytes", path, (long long)size);
+        return push_failure(L, msg, 0);
+    }
+    if (size <= WV_DIGEST_HEAD + WV_DIGEST_TAIL) {
+        head = (size_t)size;
+        tail = 0;
+    } else {
+        head = WV_DIGEST_HEAD;
+        tail = WV_DIGEST_TAIL;
+    }
+    tail_at = (off_t)size - (off_t)tail;
+    buf = (char *)malloc(32 + head + tail);
+    if (buf == NULL) {
+        close(fd);
+        snprintf(msg, sizeof msg, "%s: out of memory", path);
+        return push_failure(L, msg, 0);
+    }
+    hdr = (size_t)snprintf(buf, 32, "%lld\n", (long long)size);
+    if (!pread_all(fd, buf + hdr, head, 0) || !pread_all(fd, buf + hdr + head, tail, tail_at)) {
+        e = errno;
+        close(fd);
+        free(buf);
+        open_message(msg, path, e);
+        return push_failure(L, msg, e);
+    }
+    close(fd);
+    wv_sha256(buf, hdr + head + tail, digest);
+    free(buf);
+    wv_hex(digest, 32, hex);
+    lua_pushstring(L, hex);
     return 1;
 }
 
@@ -720,6 +1031,7 @@ static int l_sha256(lua_State *L)
 
 static const luaL_Reg lock_methods[] = {
     { "release", lock_release },
+    { "remove", lock_remove },
     { "held", lock_held },
     { "read", lock_read },
     { "write", lock_write },
@@ -737,6 +1049,11 @@ static const luaL_Reg sys_functions[] = {
     { "append_file", l_append_file },
     { "file_size", l_file_size },
     { "truncate", l_truncate },
+    { "create", l_create },
+    { "random_hex", l_random_hex },
+    { "stat", l_stat },
+    { "writable_dir", l_writable_dir },
+    { "digest", l_digest },
     { "sha256", l_sha256 },
     { "poll", l_poll },
     { NULL, NULL }

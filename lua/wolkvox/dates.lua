@@ -133,6 +133,69 @@ local function parse_number(v, utc_offset)
     return outside(number_text(v))
 end
 
+--- The relative dates `parse` reads on the operation's clock.
+M.RELATIVE = "now, today, yesterday, -Nd (N days ago), this-week, last-week, this-month, last-month, "
+    .. "this-year, last-year"
+
+-- The first and last day of the calendar period `unit` that holds `day`
+-- (a day number), `back` periods earlier.
+local function period_of(unit, day, back)
+    if unit == "week" then
+        -- Days since Monday: day 0 (1970-01-01) was a Thursday.
+        local monday = day - (day + 3) % 7 - 7 * back
+        return monday, monday + 6
+    end
+    local y, mo = M.fields(day * M.DAY)
+    if unit == "year" then
+        y = y - back
+        return M.days_from_civil(y, 1, 1), M.days_from_civil(y, 12, 31)
+    end
+    mo = mo - back
+    while mo < 1 do
+        mo, y = mo + 12, y - 1
+    end
+    local first = M.days_from_civil(y, mo, 1)
+    local ny, nmo = y, mo + 1
+    if nmo > 12 then
+        ny, nmo = y + 1, 1
+    end
+    return first, M.days_from_civil(ny, nmo, 1) - 1
+end
+
+--- A relative date (`RELATIVE`) as a wall value, given `now` (a wall
+-- value on the operation's clock): a day's or a period's first second, or
+-- its last with `is_end` ("last-month" as an end is the month's last
+-- second).  nil when `v` is not one.
+function M.relative(v, is_end, now)
+    if type(v) ~= "string" then
+        return nil
+    end
+    if v == "now" then
+        return now
+    end
+    local today = floor(now / M.DAY)
+    local day
+    if v == "today" then
+        day = today
+    elseif v == "yesterday" then
+        day = today - 1
+    else
+        local n = v:match("^%-(%d%d?%d?%d?)d$")
+        if n then
+            day = today - tonumber(n)
+        else
+            local which, unit = v:match("^(%a+)%-(%a+)$")
+            local back = ({ this = 0, last = 1 })[which]
+            if not back or not (unit == "week" or unit == "month" or unit == "year") then
+                return nil
+            end
+            local first, last = period_of(unit, today, back)
+            return is_end and (last * M.DAY + M.DAY - 1) or first * M.DAY
+        end
+    end
+    return is_end and (day * M.DAY + M.DAY - 1) or day * M.DAY
+end
+
 --- Parse a date the caller gave.
 -- Accepts "YYYYmmddHHiiss", "YYYYmmdd", "YYYY-MM-DD", "YYYY-MM-DD HH:MM",
 -- "YYYY-MM-DD HH:MM:SS" (also with "T"), `os.time()` numbers (converted with
@@ -140,7 +203,9 @@ end
 -- min, sec}` read as wall-clock fields.  When `is_end` and the value has no
 -- time of day, it means the last second of that day.  Dates before
 -- `MIN_YEAR` or after `MAX_YEAR`, numbers that are not finite, and numbers
--- that look like milliseconds are refused.
+-- that look like milliseconds are refused.  Relative dates (`RELATIVE`:
+-- "yesterday", "last-month", "-7d"...) are read on the operation's clock
+-- (`utc_offset`), never the machine's.
 -- @return wall value, or nil and a message
 function M.parse(v, is_end, utc_offset)
     local t = type(v)
@@ -161,6 +226,8 @@ function M.parse(v, is_end, utc_offset)
         else
             shown = number_text(y) .. "-" .. number_text(mo) .. "-" .. number_text(d)
         end
+    elseif t == "string" and M.relative(v, is_end, M.now(utc_offset)) then
+        return M.relative(v, is_end, M.now(utc_offset))
     elseif t == "string" then
         local a, b, c, e, f, g = v:match("^(%d%d%d%d)(%d%d)(%d%d)(%d%d)(%d%d)(%d%d)$")
         if a then
@@ -175,7 +242,8 @@ function M.parse(v, is_end, utc_offset)
             else
                 a, b, c, e, f, g = v:match("^(%d%d%d%d)%-(%d%d?)%-(%d%d?)[T ](%d%d?):(%d%d):?(%d?%d?)$")
                 if not a then
-                    return nil, "unrecognised date '" .. v .. "' (use YYYY-MM-DD[ HH:MM[:SS]] or YYYYmmddHHiiss)"
+                    return nil, "unrecognised date '" .. v .. "' (use YYYY-MM-DD[ HH:MM[:SS]], YYYYmmddHHiiss, "
+                        .. "or one of " .. M.RELATIVE .. ")"
                 end
                 y, mo, d, h, mi, s, has_time = a, b, c, e, f, g ~= "" and g or "0", true
             end

@@ -34,6 +34,7 @@ M.KINDS = {
     truncated   = false,  -- a window still at the row cap at its minimum span
     closed      = false,  -- the client was closed
     output      = false,  -- writing the rows out failed (a full disk, a closed pipe)
+    busy        = false,  -- another run holds this checkpoint or sync state now; nothing was sent
     state       = true,   -- the fleet's shared state (Redis) cannot be reached; nothing was sent
 }
 

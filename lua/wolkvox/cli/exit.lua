@@ -4,14 +4,16 @@
 -- | code | when |
 -- |---|---|
 -- | 0 | success |
--- | 1 | a local failure: the output could not be written, or an internal error |
+-- | 1 | a local failure: a file or directory (output, state, checkpoint, spool) missing, not
+--   writable or full (`output`), or an internal error |
 -- | 2 | usage, bad parameters, an unknown endpoint (`params`, `not_found`) |
 -- | 3 | authentication (`auth`) |
 -- | 4 | the daily quota refused or spent (`quota`) |
 -- | 5 | the service or the network failed (`transport`, `http`, `decode`, `too_large`,
 --   `maintenance`, `concurrency` after retries, `closed`, `state`: the fleet's Redis) |
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
--- | 7 | incomplete: a window failed after others were written (their rows are in the output) |
+-- | 7 | incomplete: a window failed after others were written (their rows are kept in FILE.part) |
+-- | 8 | busy: another run holds this checkpoint or sync state now (`busy`); nothing was spent |
 -- | 130, 143 | interrupted by SIGINT (Ctrl-C), or killed by SIGTERM (the shell's 128 + 15: the
 --   default action ends the interpreter; a `--checkpoint` stays consistent, it is replaced
 --   atomically after each window and the next run cuts the output back to it) |
@@ -19,7 +21,7 @@
 
 local M = {}
 
-M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED, M.INCOMPLETE = 0, 1, 2, 3, 4, 5, 6, 7
+M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED, M.INCOMPLETE, M.BUSY = 0, 1, 2, 3, 4, 5, 6, 7, 8
 M.INTERRUPTED = 130
 
 --- The exit code of each error kind.
@@ -30,6 +32,7 @@ M.BY_KIND = {
     transport = 5, http = 5, decode = 5, too_large = 5, maintenance = 5, concurrency = 5, closed = 5,
     state = 5,
     truncated = 6,
+    busy = 8,
 }
 
 --- The exit code for `err`: a structured error's kind, else 1.
@@ -43,7 +46,8 @@ end
 M.HELP = [[
 Exit codes:
    0  success
-   1  a local failure (the output could not be written)
+   1  a local failure: a file or directory (output, state, checkpoint, spool)
+      missing, not writable or full
    2  usage, bad parameters, unknown endpoint
    3  authentication (no token, a token refused)
    4  the daily quota (refused before sending, or spent)
@@ -51,7 +55,9 @@ Exit codes:
       maintenance, concurrency after retries)
    6  truncated (a window still full at its smallest span)
    7  incomplete: a window failed after others were written (their rows are
-      in the output; with --checkpoint, run the command again to finish)
+      kept in FILE.part, never under FILE; with --checkpoint, run the command
+      again to finish; sync --append keeps them in its file and state)
+   8  busy: another run holds this checkpoint or sync state now (nothing spent)
  130  interrupted (Ctrl-C); 143: killed by SIGTERM (as the shell reports it).
       With --checkpoint, run the same command again to finish.]]
 

@@ -344,46 +344,20 @@ local function row_mapper(a)
     end
 end
 
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
+-- Whether rows need `map` on their way out: typed values, the period of
+-- --per, or an answer keyed by bucket (one row per bucket).  Without it an
+-- export to CSV takes the fast path (lines made from the answer's text).
+local function needs_map(a)
+    if a.typed or a.per then
+        return true
     end
-    return f ~= nil
+    local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+    return e == nil or e.shape == "object"
 end
 
--- A report with a checkpoint: written by c:export into FILE.part, renamed
--- to FILE when the last window is in; run again, it goes on from the
--- checkpoint (a finished one spends nothing).  A kill (SIGTERM, kill -9)
--- leaves FILE.part longer than the checkpoint says at worst: the next run
--- cuts it back to the last window the checkpoint vouches for.
-local function resumable_report(a, c)
-    if not a.output or a.output == "-" then
-        fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export cuts the file back "
-            .. "to the last window the checkpoint vouches for)")
-    end
-    local part = a.output .. ".part"
-    local n, err = c:export(a.name, report_params(a), {
-        format = a.format or "csv", output = part, checkpoint = a.checkpoint,
-        columns = columns_of(a.name, a.per), bom = a.bom,
-        map = row_mapper(a),
-    })
-    if not n then
-        error(err, 0)
-    end
-    if exists(part) then
-        local ok, rerr = os.rename(part, a.output)
-        if not ok then
-            fail(exit.LOCAL, rerr)
-        end
-    elseif not exists(a.output) then
-        -- Finished earlier (nothing was fetched), but the file is gone:
-        -- exit 0 with no output would look like success.
-        fail(exit.USAGE, "the checkpoint " .. a.checkpoint .. " says this export was finished, but "
-            .. a.output .. " is not there: remove the checkpoint to export again")
-    end
-end
-
+-- A report goes through c:export, as a script's would: to FILE (written
+-- under a hidden name, renamed when whole; with --checkpoint, FILE.part
+-- that a rerun goes on from), or to stdout.
 function commands.report(a)
     local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
     local c = connect(a, { on_progress = bar.update })
@@ -391,40 +365,23 @@ function commands.report(a)
         if a.dry_run then
             return dry_run(a, c)
         end
-        if a.checkpoint then
-            return resumable_report(a, c)
+        local to_file = a.output and a.output ~= "-"
+        if a.checkpoint and not to_file then
+            fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export goes on from FILE.part, "
+                .. "cut back to the last window the checkpoint vouches for)")
         end
-        local windows = {}
-        write_rows(a, a.format, columns_of(a.name, a.per), function(put)
-            local each = c:each(a.name, report_params(a))
-            -- A window that fails after others leaves their rows in the
-            -- output: the error says which (exit 7).
-            local function step()
-                local okn, item, window = pcall(each)
-                if not okn then
-                    if errors.is(item) and #windows > 0 then
-                        item.partial = { windows = windows }
-                    end
-                    error(item, 0)
-                end
-                if window and windows[#windows] ~= window then
-                    windows[#windows + 1] = window
-                end
-                return item, window
-            end
-            for item, window in step do
-                for _, row in ipairs((rows_of(item))) do
-                    if a.per then
-                        local copy = { period = window.label }
-                        for k, v in pairs(row) do
-                            copy[k] = v
-                        end
-                        row = copy
-                    end
-                    put(row)
-                end
-            end
-        end)
+        local n, meta = c:export(a.name, report_params(a), {
+            format = a.format or "csv", output = to_file and a.output or nil,
+            file = not to_file and io.stdout or nil, checkpoint = a.checkpoint,
+            columns = columns_of(a.name, a.per), bom = a.bom,
+            map = needs_map(a) and row_mapper(a) or nil,
+        })
+        if not n then
+            error(meta, 0)
+        end
+        if meta.open and not a.quiet then
+            say("warning: ", meta.open)
+        end
     end)
     bar.clear()
     c:close()
@@ -543,7 +500,12 @@ function M.main(argv)
         local done = err.partial.windows
         local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
         say("incomplete: ", tostring(err))
-        say(format("%d window(s) written, up to %s%s", saved.windows, tostring(saved.to),
+        local where = ""
+        if err.partial.file then
+            where = "; their rows are in " .. err.partial.file .. (a.checkpoint and "" or
+                " (not under the final name: the result is not whole)")
+        end
+        say(format("%d window(s) written, up to %s%s%s", saved.windows, tostring(saved.to), where,
             a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
         return exit.INCOMPLETE
     end

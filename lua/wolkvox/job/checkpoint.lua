@@ -58,20 +58,71 @@ local function refuse(path, why)
     errors.throw("params", { message = format("checkpoint %s: %s", path, why) })
 end
 
---- Read the checkpoint at `path` for the job `fingerprint`: its table, or
--- nil when there is none yet.  One made for another job, or unreadable, is
--- refused (kind `params`) rather than reused.
-function M.read(path, fingerprint)
-    local text, err, why = core().read_file(path)
+--- The largest state file read back (a checkpoint with the columns of a
+-- row of thousands of fields, a sync state with the keys of a busy
+-- overlap): what is written is always read back, up to this.
+M.MAX_BYTES = 64 * 1024 * 1024
+
+local function is_count(v)
+    return type(v) == "number" and v >= 0 and v == math.floor(v) and v < 2 ^ 53
+end
+
+local function is_hex64(v)
+    return type(v) == "string" and #v == 64 and not v:find("[^0-9a-f]")
+end
+
+local function is_date(v)
+    return type(v) == "string" and require("wolkvox.dates").parse(v) ~= nil
+end
+
+local function is_names(v)
+    if type(v) ~= "table" then
+        return false
+    end
+    local n = 0
+    for k, c in pairs(v) do
+        n = n + 1
+        if type(k) ~= "number" or type(c) ~= "string" then
+            return false
+        end
+    end
+    return n == #v
+end
+
+--- Whether `s` is a writer's state as `wolkvox.job.export.writer_state`
+-- makes it.
+function M.valid_writer(s)
+    return type(s) == "table" and type(s.started) == "boolean" and (s.cols == nil or is_names(s.cols))
+        and (s.rows == nil or is_count(s.rows)) and (s.bracket == nil or type(s.bracket) == "boolean")
+end
+
+--- The text of state file `path`, or nil when there is none; `refuse`
+-- (called with the reason) when it cannot be read.
+function M.load(path, refuse_with, what)
+    local text, err, why = core().read_file(path, M.MAX_BYTES)
     if not text then
         if why == "missing" then
             return nil
         end
-        refuse(path, tostring(err))
+        refuse_with(tostring(err))
     end
-    local t = core().decode(text)
-    if type(t) ~= "table" or t.version ~= M.VERSION or type(t.job) ~= "string"
-        or type(t.bytes) ~= "number" or type(t.writer) ~= "table" then
+    local ok, t = pcall(core().decode, text)
+    if not ok or type(t) ~= "table" then
+        refuse_with("not a lua-wolkvox " .. (what or "checkpoint") .. ": it is not JSON (remove it to start over)")
+    end
+    return t
+end
+
+--- Read the checkpoint at `path` for the job `fingerprint`: its table, or
+-- nil when there is none yet.  One made for another job, unreadable, or
+-- with a field that is not as this module writes it (an edit, a damaged
+-- disk) is refused (kind `params`) rather than used: nothing is spent.
+function M.read(path, fingerprint)
+    local t = M.load(path, function(why) refuse(path, why) end)
+    if t == nil then
+        return nil
+    end
+    if t.version ~= M.VERSION or type(t.job) ~= "string" then
         refuse(path, "not a lua-wolkvox checkpoint (remove it to start over)")
     end
     if t.job ~= fingerprint then
@@ -79,24 +130,49 @@ function M.read(path, fingerprint)
             .. "or remove the file to start over", tostring(t.endpoint), tostring(t.from), tostring(t.to),
             tostring(t.format)))
     end
+    local bad
+    if not is_count(t.bytes) then
+        bad = "bytes"
+    elseif not M.valid_writer(t.writer) then
+        bad = "writer"
+    elseif t.done_to ~= nil and not is_date(t.done_to) then
+        bad = "done_to"
+    elseif t.windows ~= nil and not is_count(t.windows) then
+        bad = "windows"
+    elseif t.calls ~= nil and not is_count(t.calls) then
+        bad = "calls"
+    elseif t.complete ~= nil and t.complete ~= true then
+        bad = "complete"
+    elseif t.span_cap ~= nil and not (type(t.span_cap) == "number" and t.span_cap >= 1 and t.span_cap < 2 ^ 40) then
+        bad = "span_cap"
+    elseif t.digest ~= nil and not is_hex64(t.digest) then
+        bad = "digest"
+    end
+    if bad then
+        refuse(path, "its field '" .. bad .. "' is not as lua-wolkvox writes it (the file was edited or "
+            .. "damaged): remove it to start over")
+    end
     return t
 end
 
 --- Hold `path` for this job alone: a lock beside it (`PATH.lock`, flock,
 -- never through a link) that a second process running the same job at
 -- once (two cron runs overlapping) cannot take; it is refused (kind
--- `params`) before spending a call, instead of both writing one output.
--- @return the lock (release it; the kernel drops it if the process dies)
+-- `busy`) before spending a call, instead of both writing one output.
+-- @return the lock: `release()` it (the lock file is removed; the kernel
+--   drops the lock if the process dies)
 function M.hold(path, what)
-    local lock, why = core().lock(path .. ".lock")
+    local lockpath = path .. ".lock"
+    local lock, why = core().lock(lockpath)
     if not lock then
+        local name = (what == "sync" and "the sync state " or "the checkpoint ") .. path
         if why == "busy" then
-            refuse(path, "another process is running this " .. (what or "export") .. " now (" .. path
-                .. ".lock is held); let it finish")
+            errors.throw("busy", { message = format("%s: another process is running this %s now "
+                .. "(%s is held); let it finish", name, what or "export", lockpath) })
         end
-        refuse(path, "cannot lock it: " .. tostring(why))
+        errors.throw("output", { message = format("%s: cannot lock it: %s", name, tostring(why)) })
     end
-    return lock
+    return { release = function() lock:remove(lockpath) end }
 end
 
 --- Replace the checkpoint at `path` with `t` (atomically).

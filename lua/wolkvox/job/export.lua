@@ -11,12 +11,13 @@ local checkpoint = require "wolkvox.job.checkpoint"
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local export = require "wolkvox.export"
+local file_out = require "wolkvox.out.file"
 local prepare = require "wolkvox.job.prepare"
 local run = require "wolkvox.job.run"
 local windows = require "wolkvox.windows"
 
-local type, pairs, ipairs, tostring, pcall, error, io_open, io_type =
-    type, pairs, ipairs, tostring, pcall, error, io.open, io.type
+local type, pairs, ipairs, tostring, pcall, error, io_type, os_rename =
+    type, pairs, ipairs, tostring, pcall, error, io.type, os.rename
 
 local M = {}
 
@@ -74,9 +75,16 @@ local function check(e, opts)
         if not RESUMABLE[f or "csv"] then
             refuse("a checkpoint can carry the state of the csv, ndjson and json formats only")
         end
-        if opts.checkpoint == opts.output then
+        if opts.checkpoint == opts.output or opts.checkpoint == opts.output .. ".part" then
             refuse("the checkpoint and the output must be different files")
         end
+    end
+    -- What can be checked here is, before any call is spent.
+    if opts.output then
+        file_out.check(opts.output, "the output")
+    end
+    if opts.checkpoint then
+        file_out.check(opts.checkpoint, "the checkpoint")
     end
 end
 
@@ -151,35 +159,27 @@ local function fail_output(e, msg)
     errors.throw("output", { endpoint = e.name, message = msg })
 end
 
---- A writer of `opts.format` to the file at `opts.output`: a new file, or,
--- given `saved` (a checkpoint or a sync state: `bytes`, `writer`), the
--- file cut back to the bytes it vouches for and the writer's state as it
--- was (`what` names the file that vouches, for the message).
--- @return the writer and the open file
-function M.open_writer(e, opts, columns, saved, what)
-    local file, err
+--- A writer of `opts.format` to `path` (default `opts.output`): a new
+-- file (`wolkvox.out.file.new`: renamed to `path` by `handle:commit()`),
+-- or, given `saved` (a checkpoint or a sync state: `bytes`, `digest`,
+-- `writer`), the file it vouches for, cut back to those bytes, with the
+-- writer's state as it was (`what` names the file that vouches).
+-- @return the writer, the open file, and for a new file its handle
+function M.open_writer(e, opts, columns, saved, what, path)
+    path = path or opts.output
+    local file, handle
     if saved then
-        local ok, why = require("wolkvox.core").truncate(opts.output, saved.bytes)
-        if not ok then
-            errors.refuse(e, "cannot go on writing " .. opts.output .. " from its " .. what .. ": "
-                .. tostring(why) .. " (remove the " .. what .. " to start over)")
-        end
-        file, err = io_open(opts.output, "r+b")
-        if file then
-            file:seek("end")
-        end
+        file = file_out.resume(e, path, saved, what)
     else
-        file, err = io_open(opts.output, "wb")
-    end
-    if not file then
-        fail_output(e, "cannot open the output: " .. tostring(err))
+        handle = file_out.new(path)
+        file = handle.file
     end
     local w = writer_of(opts.format or "csv", file, columns, opts.bom)
     if saved then
         local s = saved.writer
         w.started, w.cols, w.rows, w.bracket = s.started, s.cols, s.rows or 0, s.bracket
     end
-    return w, file
+    return w, file, handle
 end
 
 --- What a checkpoint keeps of writer `w` to go on with it.
@@ -210,6 +210,9 @@ local function run_export(ctx, e, params, opts)
     end
 
     local cp_path, cp, fingerprint = opts.checkpoint, nil, nil
+    -- With a checkpoint the rows go to OUTPUT.part (the file it vouches
+    -- for, resumable), renamed to OUTPUT when the last window is in.
+    local part = cp_path and opts.output .. ".part"
     if cp_path then
         if not job.from then
             errors.refuse(e, "export: a checkpoint needs a date range")
@@ -217,6 +220,16 @@ local function run_export(ctx, e, params, opts)
         fingerprint = checkpoint.fingerprint(job_identity(job, params, opts, columns))
         cp = checkpoint.read(cp_path, fingerprint)
         if cp and cp.complete then
+            local st = require("wolkvox.core").stat(opts.output)
+            -- Killed between the checkpoint's last write and the rename.
+            if not st and cp.digest and require("wolkvox.core").digest(part, cp.bytes) == cp.digest then
+                os_rename(part, opts.output)
+                st = require("wolkvox.core").stat(opts.output)
+            end
+            if not st then
+                errors.refuse(e, "export: the checkpoint " .. cp_path .. " says this export was finished, but "
+                    .. opts.output .. " is not there: remove the checkpoint to export again")
+            end
             return cp.writer.rows or 0, { endpoint = e.name, windows = {}, rows = 0, calls = 0, resumed = true,
                 complete = true }
         end
@@ -229,21 +242,40 @@ local function run_export(ctx, e, params, opts)
         end
     end
 
-    local w, file
+    local w, file, handle
     if opts.file then
         w = writer_of(format, opts.file, columns, opts.bom)
+    elseif cp then
+        w, file = M.open_writer(e, opts, columns, cp, "checkpoint", part)
     else
-        w, file = M.open_writer(e, opts, columns, cp, "checkpoint")
-    end
-    -- Windows written so far and the calls they took, all runs together.
-    local done, spent, saved_to = cp and cp.windows or 0, cp and cp.calls or 0, cp and cp.done_to
-    local function save(done_to, complete)
-        local ok, err = file:flush()
-        if not ok then
-            fail_output(e, "cannot write: " .. tostring(err))
+        w, file, handle = M.open_writer(e, opts, columns, nil, nil, opts.output)
+        if cp_path then
+            -- The checkpoint's file exists under its own name from the start.
+            local ok, why = handle:move(part)
+            if not ok then
+                fail_output(e, why)
+            end
+            handle = nil
         end
+    end
+    -- Windows written so far and the calls they took, all runs together;
+    -- the bytes of the output at the end of the last whole window.
+    local done, spent, saved_to = cp and cp.windows or 0, cp and cp.calls or 0, cp and cp.done_to
+    local whole = cp and cp.bytes or 0
+    local function mark()
+        if file then
+            local ok, err = file:flush()
+            if not ok then
+                fail_output(e, "cannot write: " .. tostring(err))
+            end
+            whole = file:seek("cur")
+        end
+    end
+    local function save(done_to, complete)
+        mark()
         checkpoint.write(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
-            to = dates.iso(job.to), format = format, done_to = done_to, bytes = file:seek("cur"),
+            to = dates.iso(job.to), format = format, done_to = done_to, bytes = whole,
+            digest = file_out.digest(part, whole),
             windows = done, calls = spent, complete = complete or nil,
             span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
             writer = M.writer_state(w) })
@@ -290,13 +322,18 @@ local function run_export(ctx, e, params, opts)
             w.rows = w.rows + data.count - skip
             return true
         end or nil,
-        window = cp_path and function(win)
+        window = function(win)
             done, spent = done + 1, spent + (win.calls or 0)
-            save(win.to)
-        end or nil,
+            if cp_path then
+                save(win.to)
+            else
+                mark()
+            end
+        end,
     })
     if ok then
-        -- The writer's end (a JSON array's bracket), then the checkpoint says done.
+        -- The writer's end (a JSON array's bracket), then the checkpoint
+        -- says done, then the whole file takes the final name.
         local rows = n
         ok, n = pcall(function()
             local closed, why = w:close()
@@ -305,11 +342,23 @@ local function run_export(ctx, e, params, opts)
             end
             if cp_path then
                 save(dates.iso(job.to), true)
+                file:close()
+                file = nil
+                local renamed, rerr = os_rename(part, opts.output)
+                if not renamed then
+                    fail_output(e, "cannot rename " .. part .. " to " .. opts.output .. ": " .. tostring(rerr))
+                end
+            elseif handle then
+                local committed, cerr = handle:commit()
+                if not committed then
+                    fail_output(e, cerr)
+                end
+                handle = nil
             end
             return rows
         end)
     end
-    if file then
+    if file and io_type(file) == "file" then
         file:close()
     end
     if not ok then
@@ -319,6 +368,17 @@ local function run_export(ctx, e, params, opts)
         if cp_path and done > 0 and errors.is(n) then
             n.partial = n.partial or { windows = {}, rows = 0 }
             n.partial.saved = { windows = done, to = saved_to }
+            n.partial.file = part
+        end
+        if handle then
+            -- The whole windows of a run cut short are kept as OUTPUT.part,
+            -- never under the final name.
+            local kept = errors.is(n) and n.partial and #n.partial.windows > 0 and handle:keep(whole)
+            if kept then
+                n.partial.file = kept
+            else
+                handle:abort()
+            end
         end
         error(n, 0)
     end

@@ -100,6 +100,7 @@ local function prepare_range(job, e, api, o, ctx)
         refuse(e, "the range ends (" .. dates.iso(to) .. ") before it starts (" .. dates.iso(from) .. ")")
     end
     job.from, job.to = from, to
+    job.open = M.open_range(ctx, to)
     local limit = windows.max_span(e)
     local what = e.max_hours and (e.max_hours .. " hours") or "31 days"
     if o.per then
@@ -122,6 +123,20 @@ local function prepare_range(job, e, api, o, ctx)
         end
         job.mode, job.items = "window", { { from = from, to = to } }
     end
+end
+
+--- When a range ends at `to` (a wall value), after now on the operation's
+-- clock: what to tell the user (the rows of the time not yet over are not
+-- in the result), else nil.
+function M.open_range(ctx, to)
+    local now = dates.now(ctx.utc_offset)
+    if to <= now then
+        return nil
+    end
+    local off = ctx.utc_offset or 0
+    return string.format("the range ends at %s, later than now on the operation's clock (%s, UTC%s%02d:%02d): "
+        .. "rows of the time not yet over are not in this result", dates.iso(to), dates.iso(now),
+        off < 0 and "-" or "+", math.floor(math.abs(off) / 3600), math.floor(math.abs(off) % 3600 / 60))
 end
 
 --- Check a call of endpoint `e` and make its job; raises params errors.

@@ -245,6 +245,7 @@ end
 local function totals(job, meta)
     meta.calls, meta.bytes, meta.truncated = job.calls, job.bytes, job.truncated
     meta.attempts, meta.retries, meta.waited = job.attempts, job.retries, job.waited
+    meta.open = job.open
     return meta
 end
 

@@ -17,6 +17,7 @@ local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local export = require "wolkvox.export"
 local export_job = require "wolkvox.job.export"
+local file_out = require "wolkvox.out.file"
 local prepare = require "wolkvox.job.prepare"
 local run = require "wolkvox.job.run"
 
@@ -134,12 +135,20 @@ local function check(e, params, sink)
         if sink.append and not (sink.format == nil or sink.format == "csv" or sink.format == "ndjson") then
             refuse(e, "append works with csv and ndjson (a JSON array cannot grow)")
         end
+        if sink.output ~= nil and (type(sink.output) ~= "string" or sink.output == "") then
+            refuse(e, "output must be a path")
+        end
         if sink.output ~= nil and sink.output == params.state then
             refuse(e, "the state and the output must be different files")
         end
     end
     if e.kind ~= "detail" and params.per == nil then
         refuse(e, e.api .. " gives totals: sync it per closed day (per = \"day\")")
+    end
+    -- What can be checked here is, before any call is spent.
+    file_out.check(params.state, "the sync state")
+    if sink and sink.output then
+        file_out.check(sink.output, "the output")
     end
 end
 
@@ -156,21 +165,54 @@ local function identity_of(e, params, sink)
         format = sink and sink.format or nil, append = sink and sink.append and sink.output or nil }
 end
 
-local function read_state(e, path, fingerprint)
-    local text, err, why = require("wolkvox.core").read_file(path)
-    if not text then
-        if why == "missing" then
-            return nil
-        end
-        refuse(e, "cannot read the state " .. path .. ": " .. tostring(err))
+local function is_wall(v)
+    return type(v) == "string" and dates.parse(v) ~= nil
+end
+
+-- Every field of a state read back is checked before use: an edited or
+-- damaged state is refused (kind params, nothing spent), never half used.
+local function invalid(t)
+    if type(t.since) ~= "string" and t.since ~= nil or (t.since and not is_wall(t.since)) then
+        return "since"
+    elseif t.watermark ~= nil and not is_wall(t.watermark) then
+        return "watermark"
+    elseif t.last_run ~= nil and (type(t.last_run) ~= "number" or t.last_run ~= t.last_run) then
+        return "last_run"
+    elseif t.bytes ~= nil and (type(t.bytes) ~= "number" or t.bytes < 0 or t.bytes ~= floor(t.bytes)) then
+        return "bytes"
+    elseif t.writer ~= nil and not checkpoint.valid_writer(t.writer) then
+        return "writer"
+    elseif t.digest ~= nil and not (type(t.digest) == "string" and #t.digest == 64) then
+        return "digest"
+    elseif t.pending ~= nil and t.pending ~= true then
+        return "pending"
     end
-    local t = require("wolkvox.core").decode(text)
-    if type(t) ~= "table" or t.version ~= M.VERSION or type(t.sync) ~= "string" or type(t.keys) ~= "table" then
+    for k, v in pairs(t.keys) do
+        if type(k) ~= "string" or type(v) ~= "number" or v ~= v then
+            return "keys"
+        end
+    end
+    return nil
+end
+
+local function read_state(e, path, fingerprint)
+    local t = checkpoint.load(path, function(why)
+        refuse(e, "cannot read the state " .. path .. ": " .. tostring(why))
+    end, "sync state")
+    if t == nil then
+        return nil
+    end
+    if t.version ~= M.VERSION or type(t.sync) ~= "string" or type(t.keys) ~= "table" then
         refuse(e, path .. " is not a lua-wolkvox sync state (remove it to start over)")
     end
     if t.sync ~= fingerprint then
         refuse(e, format("the state %s was made for another sync (%s); give this one its own state file",
             path, tostring(t.endpoint)))
+    end
+    local bad = invalid(t)
+    if bad then
+        refuse(e, format("the state %s: its field '%s' is not as lua-wolkvox writes it (the file was edited "
+            .. "or damaged); remove it to start over", path, bad))
     end
     return t
 end
@@ -188,19 +230,70 @@ local function closed_day_end(wall)
     return floor((wall + 1) / DAY) * DAY - 1
 end
 
+-- An --append output holds only what states of this sync wrote: bytes it
+-- does not vouch for are refused before any call, never cut.
+local function check_append(e, path, st, state_path)
+    local info = require("wolkvox.core").stat(path)
+    if not info or (st and st.bytes) then
+        return -- a new file, or one the state vouches for (checked when opened)
+    end
+    if info.type ~= "file" then
+        refuse(e, path .. " is not a regular file: --append writes only regular files")
+    end
+    if info.size > 0 then
+        refuse(e, format("%s holds %d bytes that no state of this sync vouches for (%s %s): append never "
+            .. "removes or mixes with what it did not write; move the file aside (or give another output) "
+            .. "and run again", path, info.size, state_path, st and "says nothing of it" or "does not exist"))
+    end
+end
+
+-- Where the rows of a sync go: returns `w` (a writer, or nil), and the
+-- functions `mark()` (bytes at the end of a whole window), `finish(ok)`.
+local function open_sink(e, sink, st, meta)
+    local fmt = sink.format or "csv"
+    if not export.FORMATS[fmt] then
+        refuse(e, "unknown format '" .. tostring(fmt) .. "'")
+    end
+    local columns = sink.columns
+    if columns == nil and fmt == "csv" then
+        columns = export.columns(e.name)
+    end
+    local opts = { output = sink.output, format = fmt, bom = sink.bom }
+    if sink.file then
+        if io_type(sink.file) ~= "file" then
+            refuse(e, "file must be an open file")
+        end
+        return export.writer(fmt, sink.file, { columns = columns, bom = sink.bom })
+    end
+    if not sink.append then
+        -- A new file each run, renamed into place when the run is whole.
+        local w, file, handle = export_job.open_writer(e, opts, columns)
+        return w, file, handle
+    end
+    local w, file
+    if st and st.bytes then
+        w, file = export_job.open_writer(e, opts, columns, st, "sync state")
+    else
+        -- The first run: the file is new (or empty), created as ours.
+        local handle
+        w, file, handle = export_job.open_writer(e, opts, columns)
+        local ok, why = handle:move(sink.output)
+        if not ok then
+            errors.throw("output", { endpoint = e.name, message = why })
+        end
+    end
+    meta.appending = true
+    return w, file
+end
+
 local function sync(ctx, e, params, sink)
     local fingerprint = identity_of(e, params, sink)
     local st = read_state(e, params.state, fingerprint)
     local now = dates.now(ctx.utc_offset)
     local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
-
-    -- Polling guidance: the vendor asks for 5 minutes between polls.
-    if st and st.last_run and not params.force and now - st.last_run < M.INTERVAL then
-        local why = format("sync of %s ran %d s ago; the documented polling interval is %d s: nothing "
-            .. "fetched (force = true to sync anyway)", e.name, now - st.last_run, M.INTERVAL)
-        ctx:log("warn", why)
-        meta.skipped, meta.warning = "interval", why
-        return sink and 0 or {}, meta
+    sink = sink or {}
+    if sink.append then
+        check_append(e, sink.output, st, params.state)
     end
 
     local overlap = params.overlap or M.OVERLAP
@@ -231,6 +324,7 @@ local function sync(ctx, e, params, sink)
             refuse(e, "until: " .. why)
         end
         to = v
+        meta.open = prepare.open_range(ctx, to)
     else
         to = now - (params.lag or M.LAG)
     end
@@ -238,15 +332,41 @@ local function sync(ctx, e, params, sink)
         to = closed_day_end(to)
     end
     meta.from, meta.to = dates.iso(from), dates.iso(to)
+
+    -- An output a script expects exists even when nothing is fetched: a new
+    -- file holds no rows (a CSV its header); an appended one is unchanged.
+    local function nothing()
+        if sink.output and not sink.append then
+            local w, _, handle = open_sink(e, sink, st, meta)
+            local closed, why = w:close()
+            local ok, cerr = handle:commit()
+            if not (closed and ok) then
+                errors.throw("output", { endpoint = e.name, message = tostring(why or cerr) })
+            end
+        end
+        return sink.output and 0 or {}, meta
+    end
+
+    -- Polling guidance: the vendor asks for 5 minutes between polls of the
+    -- same live data.  A run that catches up on time long past (the last
+    -- run stopped early, or `until` lies in the past) is not polling.
+    local behind = st and st.watermark and to - dates.parse(st.watermark) or math.huge
+    if st and st.last_run and not params.force and now - st.last_run < M.INTERVAL and behind < M.INTERVAL then
+        local why = format("sync of %s ran %d s ago; the documented polling interval is %d s: nothing "
+            .. "fetched (force to sync anyway)", e.name, now - st.last_run, M.INTERVAL)
+        ctx:log("warn", why)
+        meta.skipped, meta.warning = "interval", why
+        return nothing()
+    end
+
     if st and st.watermark and to <= dates.parse(st.watermark) then
         meta.watermark, meta.up_to_date = st.watermark, true
-        return sink and 0 or {}, meta
+        return nothing()
     end
     if to < from then
         meta.up_to_date = true
-        return sink and 0 or {}, meta
+        return nothing()
     end
-
     -- The fetch: the endpoint's parameters over [from, to].
     local p = {}
     for k, v in pairs(params) do
@@ -256,36 +376,45 @@ local function sync(ctx, e, params, sink)
     end
     p.from, p.to, p.per = dates.iso(from), dates.iso(to), params.per
     local job = run.spool(ctx, prepare.prepare(ctx, e, p))
+    if params["until"] == nil then
+        job.open = nil -- the live edge, minus `lag`, by design
+    end
 
     local key, tfield = M.row_key(e), M.time_field(e)
     local seen = {}
     for k, t in pairs(st and st.keys or {}) do
         seen[k] = t
     end
-    local out, w, file = {}, nil, nil
-    sink = sink or {}
+    local out = {}
+    local w, file, handle
     if sink.output or sink.file then
-        local columns = sink.columns
-        local fmt = sink.format or "csv"
-        if columns == nil and fmt == "csv" then
-            columns = export.columns(e.name)
+        w, file, handle = open_sink(e, sink, st, meta)
+    end
+    -- For an appended file: the bytes a state vouches for; `pending` says a
+    -- run is writing after them (a kill then leaves bytes that are ours).
+    local whole = st and st.bytes or 0
+    local state
+
+    local function flush()
+        if file then
+            local ok, err = file:flush()
+            if not ok then
+                errors.throw("output", { endpoint = e.name, message = "cannot write: " .. tostring(err) })
+            end
+            return file:seek("cur")
         end
-        if not export.FORMATS[fmt] then
-            refuse(e, "unknown format '" .. tostring(fmt) .. "'")
+    end
+    local function store(pending)
+        if meta.appending then
+            state.bytes, state.writer = whole, export_job.writer_state(w)
+            state.digest = file_out.digest(sink.output, whole)
+            state.pending = pending or nil
         end
-        if sink.output then
-            local resume = sink.append and st and st.bytes and st.writer and st or nil
-            w, file = export_job.open_writer(e, { output = sink.output, format = fmt, bom = sink.bom }, columns,
-                resume, "sync state")
-        elseif io_type(sink.file) ~= "file" then
-            refuse(e, "file must be an open file")
-        else
-            w = export.writer(fmt, sink.file, { columns = columns, bom = sink.bom })
-        end
+        write_state(params.state, state)
     end
 
     -- The state after the rows up to `upto` (a wall time) were handed over.
-    local function save(upto)
+    local function advance(upto)
         local keep = {}
         local floor_t = upto - overlap
         for k, t in pairs(seen) do
@@ -294,19 +423,14 @@ local function sync(ctx, e, params, sink)
             end
         end
         seen = keep
-        local bytes
-        if file then
-            local ok, err = file:flush()
-            if not ok then
-                errors.throw("output", { endpoint = e.name, message = "cannot write: " .. tostring(err) })
-            end
-            bytes = file:seek("cur")
-        end
-        write_state(params.state, { sync = fingerprint, endpoint = e.name, since = dates.iso(since),
-            watermark = dates.iso(upto),
-            keys = keep, last_run = now, bytes = sink.append and bytes or nil,
-            writer = w and sink.append and export_job.writer_state(w) or nil })
-        meta.watermark = dates.iso(upto)
+        state = { sync = fingerprint, endpoint = e.name, since = dates.iso(since), watermark = dates.iso(upto),
+            keys = keep, last_run = now }
+        meta.watermark = state.watermark
+    end
+    if meta.appending then
+        -- Before the first byte: the state says a run is appending.
+        state = st or { sync = fingerprint, endpoint = e.name, since = dates.iso(since), keys = {}, last_run = now }
+        store(true)
     end
 
     local ok, n, dmeta = pcall(run.deliver, ctx, job, {
@@ -360,21 +484,66 @@ local function sync(ctx, e, params, sink)
             return true
         end,
         window = function(win)
-            save(dates.parse(win.to))
+            local bytes = flush()
+            advance(dates.parse(win.to))
+            if meta.appending then
+                whole = bytes
+                store(true)
+            elseif not handle then
+                -- Rows handed to the caller (a function, stdout, a list):
+                -- the state moves with them.
+                write_state(params.state, state)
+            end
         end,
     })
-    local closed_ok, cerr = true, nil
-    if w then
-        closed_ok, cerr = w:close()
+    if ok then
+        ok, n = pcall(function()
+            if w then
+                local closed, cerr = w:close()
+                if not closed then
+                    errors.throw("output", { endpoint = e.name, message = tostring(cerr) })
+                end
+            end
+            if meta.appending then
+                whole = flush()
+                store(false)
+            elseif handle then
+                -- The new file takes its name, then the state moves: a kill
+                -- between the two fetches these rows again, never loses them.
+                local committed, why = handle:commit()
+                if not committed then
+                    errors.throw("output", { endpoint = e.name, message = why })
+                end
+                handle = nil
+                if state then
+                    write_state(params.state, state)
+                end
+            end
+            return n
+        end)
     end
-    if file then
+    if file and io_type(file) == "file" then
         file:close()
     end
     if not ok then
+        if meta.appending then
+            -- Back to what the state vouches for (a full disk gets its
+            -- space back), then the state says no run is writing.
+            if require("wolkvox.core").truncate(sink.output, whole) then
+                pcall(store, false)
+            end
+        elseif handle then
+            -- A new file cut short is kept as OUTPUT.part; the state did not
+            -- move, so the next run fetches these windows again.
+            local kept = errors.is(n) and n.partial and #n.partial.windows > 0 and handle:keep()
+            if kept then
+                n.partial.file = kept
+                n.partial.refetch = true
+            else
+                handle:abort()
+            end
+        end
         error(n, 0)
-    end
-    if not closed_ok then
-        errors.throw("output", { endpoint = e.name, message = tostring(cerr) })
     end
     meta.calls, meta.windows, meta.truncated = dmeta.calls, #dmeta.windows, dmeta.truncated
     if sink.output or sink.file or sink.on_rows then
