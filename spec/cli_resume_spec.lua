@@ -304,11 +304,38 @@ describe("wolkvox report --checkpoint", function()
             finishes(job)
         end)
 
-        it("by SIGTERM: killed by the signal (143); a rerun finishes", function()
+        -- Files in `dir` whose name starts with a dot (the hidden temporary
+        -- names of outputs).
+        local function hidden()
+            local p = io.popen("ls -A " .. q(dir) .. " | grep '^\\.' || true")
+            local names = p:read("*a")
+            p:close()
+            return names
+        end
+
+        it("by SIGTERM: stops as cleanly as Ctrl-C (143), no lock left; a rerun finishes", function()
             local job = interrupt("term", "TERM", 1)
             assert.is_true(job.took < 5, "ended within 5 s")
             assert.equal(143, job.code, job.err)
+            assert.matches("terminated (SIGTERM)", job.err, 1, true)
+            assert.is_nil(slurp(job.cp .. ".lock"))
+            assert.equal("", hidden())
             finishes(job)
+            assert.is_nil(slurp(job.cp .. ".lock"))
+        end)
+
+        it("by SIGTERM without a checkpoint: no hidden temporary file, nothing under the final name", function()
+            local out = dir .. "/plain-term.csv"
+            srv:control("reset")
+            srv:control("config", { latency = 0.3 })
+            local pid, finish = start(SIX .. " max_concurrent=1 --output " .. q(out), fresh_state())
+            await("the first call", function() return requests() >= 1 end)
+            os.execute("kill -TERM " .. pid)
+            local code, err = finish()
+            assert.equal(143, code, err)
+            assert.is_nil(slurp(out))
+            assert.equal("", hidden())
+            settle()
         end)
 
         it("by kill -9 at several points: each rerun finishes byte for byte", function()

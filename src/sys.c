@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -934,6 +935,54 @@ static int l_digest(lua_State *L)
     return 1;
 }
 
+/* ---- SIGTERM, for the command line ------------------------------------------
+ *
+ * The standalone interpreters (lua5.4, luajit) answer SIGINT by raising
+ * "interrupted!" at the next Lua instruction, so a command cleans up (its
+ * temporary file removed, its sync state consistent) before it exits; SIGTERM,
+ * the signal cron, systemd and kill send, ends the process at once.  The
+ * command line asks for SIGTERM to take SIGINT's way.  The flag is the only
+ * mutable global of the module: a signal belongs to the whole process, and it
+ * is set by the handler alone (a sig_atomic_t, async-signal-safe).
+ */
+
+static volatile sig_atomic_t wv_terminated = 0;
+
+static void on_terminate(int sig)
+{
+    (void)sig;
+    wv_terminated = 1;
+    (void)kill(getpid(), SIGINT);
+}
+
+/***
+ * From now on SIGTERM interrupts as SIGINT (Ctrl-C) does in the standalone
+ * interpreter, and `terminated()` says it came.  For the command line only:
+ * a library never touches signals.
+ * @function catch_terminate
+ */
+static int l_catch_terminate(lua_State *L)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_terminate;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0)
+        return luaL_error(L, "sigaction: %s", strerror(errno));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
+ * Whether SIGTERM came since `catch_terminate()`.
+ * @function terminated
+ */
+static int l_terminated(lua_State *L)
+{
+    lua_pushboolean(L, wv_terminated != 0);
+    return 1;
+}
+
 /* ---- poll ----------------------------------------------------------------- */
 
 #define WV_POLL_MAX 65536 /* descriptors in one poll() call */
@@ -1054,6 +1103,8 @@ static const luaL_Reg sys_functions[] = {
     { "stat", l_stat },
     { "writable_dir", l_writable_dir },
     { "digest", l_digest },
+    { "catch_terminate", l_catch_terminate },
+    { "terminated", l_terminated },
     { "sha256", l_sha256 },
     { "poll", l_poll },
     { NULL, NULL }

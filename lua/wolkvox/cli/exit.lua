@@ -14,15 +14,15 @@
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
 -- | 7 | incomplete: a window failed after others were written (their rows are kept in FILE.part) |
 -- | 8 | busy: another run holds this checkpoint or sync state now (`busy`); nothing was spent |
--- | 130, 143 | interrupted by SIGINT (Ctrl-C), or killed by SIGTERM (the shell's 128 + 15: the
---   default action ends the interpreter; a `--checkpoint` stays consistent, it is replaced
---   atomically after each window and the next run cuts the output back to it) |
+-- | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM: the command stops as cleanly as on
+--   a failure (no temporary file left; a `--checkpoint` or a sync state consistent: the next
+--   run goes on from it) |
 -- @module wolkvox.cli.exit
 
 local M = {}
 
 M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED, M.INCOMPLETE, M.BUSY = 0, 1, 2, 3, 4, 5, 6, 7, 8
-M.INTERRUPTED = 130
+M.INTERRUPTED, M.TERMINATED = 130, 143
 
 --- The exit code of each error kind.
 M.BY_KIND = {
@@ -58,7 +58,7 @@ Exit codes:
       kept in FILE.part, never under FILE; with --checkpoint, run the command
       again to finish; sync --append keeps them in its file and state)
    8  busy: another run holds this checkpoint or sync state now (nothing spent)
- 130  interrupted (Ctrl-C); 143: killed by SIGTERM (as the shell reports it).
-      With --checkpoint, run the same command again to finish.]]
+ 130  interrupted (Ctrl-C); 143: stopped by SIGTERM.  Nothing half is left;
+      with --checkpoint, run the same command again to finish.]]
 
 return M

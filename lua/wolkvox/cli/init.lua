@@ -61,14 +61,39 @@ local function client_options(a, hooks)
             say("warning: ", w)
         end
     end
-    if a.server then
-        o.server, o.base_url = a.server, nil
+    -- The server and its token are one pair, read command line first, then
+    -- the environment, then the profile: a server named on the command line
+    -- or in the environment never gets the profile's token.
+    local getenv = os.getenv
+    local server_from, token_from
+    if a.server or a.base_url then
+        server_from = "the command line"
+        o.server, o.base_url = a.server, a.base_url
+    elseif (getenv("WOLKVOX_SERVER") or "") ~= "" then
+        server_from = "the environment (WOLKVOX_SERVER)"
+        o.server, o.base_url = getenv("WOLKVOX_SERVER"), nil
+    elseif o.server or o.base_url then
+        server_from = "the profile"
     end
-    if a.base_url then
-        o.base_url, o.server = a.base_url, nil
-    end
+    local profile_token = o.token or o.token_file
     if a.token_file then
+        token_from = "the command line (--token-file)"
         o.token_file, o.token = profile.expand(a.token_file), nil
+    elseif (getenv("WOLKVOX_TOKEN") or "") ~= "" then
+        token_from = "the environment (WOLKVOX_TOKEN)"
+        o.token_file, o.token = nil, nil -- wolkvox.new reads WOLKVOX_TOKEN
+    elseif server_from ~= "the profile" then
+        if profile_token and server_from then
+            error(errors.new("auth", { message = "the server comes from " .. server_from .. ", so its token "
+                .. "must too (--token-file FILE or WOLKVOX_TOKEN): a profile's token goes only to the "
+                .. "profile's own server" }), 0)
+        end
+        o.token_file, o.token = nil, nil
+    elseif profile_token then
+        token_from = "the profile"
+    end
+    if a.verbose then
+        say(format("server from %s, token from %s", server_from or "nowhere", token_from or "nowhere"))
     end
     if a.state_dir then
         o.state_dir = profile.expand(a.state_dir)
@@ -487,6 +512,12 @@ function M.main(argv)
         say(tostring(a), " (see: wolkvox ", cmd and (cmd .. " ") or "", "--help)")
         return exit.USAGE
     end
+    -- SIGTERM (cron, systemd, kill) cleans up as Ctrl-C does: no temporary
+    -- file left, a sync state consistent; exit 143.
+    local core_ok, core = pcall(require, "wolkvox.core")
+    if core_ok and core.catch_terminate then
+        core.catch_terminate()
+    end
     local ok, err = pcall(commands[a.command], a)
     if ok then
         return exit.OK
@@ -516,6 +547,10 @@ function M.main(argv)
     -- The standalone interpreter's answer to SIGINT, raised once the
     -- transfer in flight was aborted (its checkpoint stays as it was).
     if tostring(err):find("interrupted!", 1, true) then
+        if core_ok and core.terminated and core.terminated() then
+            say("terminated (SIGTERM)")
+            return exit.TERMINATED
+        end
         say("interrupted")
         return exit.INTERRUPTED
     end
