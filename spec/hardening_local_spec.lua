@@ -316,6 +316,33 @@ describe("answers whose data cannot be written as rows", function()
         end
     end)
 
+    it("c:export of an endpoint without dates: its rows, or nil, err for text in their place", function()
+        local srv = support.fake()
+        finally(function() srv:stop() end)
+        local x = support.client(srv, { state_dir = support.tmpdir() })
+        local ok, n, err = pcall(x.export, x, "services", {}, { format = "ndjson", output = out })
+        x:close()
+        assert.is_true(ok, tostring(n))
+        assert.is_number(n, tostring(err))
+        assert.is_true(n > 0)
+        local written = 0
+        for _ in support.read(out):gmatch("[^\n]+") do
+            written = written + 1
+        end
+        assert.equal(n, written)
+        os.remove(out)
+        local h = hostile.start { responses = { hostile.json(200, '{"code":200,"msg":"ok","data":"just text"}') } }
+        local c = client(h)
+        ok, n, err = pcall(c.export, c, "services", {}, { format = "csv", output = out })
+        c:close()
+        h:stop()
+        assert.is_true(ok, tostring(n))
+        assert.is_nil(n)
+        assert.equal("decode", err.kind, tostring(err))
+        assert.equal("information/services", err.endpoint)
+        assert.matches('data is the text "just text" instead of a list of rows', err.message)
+    end)
+
     it("NDJSON: a 400-digit number is nil, err naming the field; a null in a list is null", function()
         local big = '{"code":200,"msg":"ok","data":[{"agent_name":"a","cost":' .. ("9"):rep(400) .. '}]}'
         local nulls = '{"code":200,"msg":"ok","data":[{"agent_name":"a","tags":[1,null,2]}]}'

@@ -226,7 +226,8 @@ end
 
 local function window_meta(item)
     local data = item.data
-    return { from = dates.iso(item.from), to = dates.iso(item.to), label = item.label,
+    -- (A single call, as an export of an endpoint without dates, has no window.)
+    return { from = item.from and dates.iso(item.from), to = item.to and dates.iso(item.to), label = item.label,
         rows = (is_list(data) or spooled.is(data)) and spooled.count(data) or nil, calls = item.calls }
 end
 
