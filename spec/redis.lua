@@ -192,4 +192,302 @@ function M.suite(opts, bind)
     end)
 end
 
+
+-- ---- a hostile Redis ---------------------------------------------------------------
+-- A small RESP server in a child process (the spec's Lua flavour, LuaSocket
+-- and wolkvox.fake.loop) that plays Redis for fleet mode and answers some
+-- commands wrongly.  Without rules it answers like a Redis would: PONG, OK
+-- to AUTH, SELECT and SET, nil to GET, a script id to SCRIPT LOAD (one per
+-- script of wolkvox.state.redis, recognised by its text), and to EVALSHA of
+-- those scripts slot 1 taken, 1 freed, a start claimed, the count added.
+-- A rule names a command as "PING", "AUTH", "SELECT", "GET", "SET",
+-- "SCRIPT LOAD" or "EVALSHA take" ("free", "claim", "add") and says what it
+-- gets instead:
+--   a string                 these bytes (any RESP, or not RESP at all);
+--   { send = bytes }         the same;
+--   { drip = bytes, every = s, limit = s }  one byte every `s` seconds,
+--                            at most `limit` seconds, then the connection is closed;
+--   { stream = head, fill = bytes, total = n }  `head`, then `fill` again and
+--                            again until `n` bytes went or the client is gone.
+-- `times = n` in a table rule: only n such commands get it (after the
+-- first `after`, default 0).
+local HOSTILE_CHILD = [==[
+local dir, rules = %s, %s
+local socket = require "socket"
+local loop = require("wolkvox.fake.loop").new()
+local function log(line)
+    local f = assert(io.open(dir .. "/log", "ab"))
+    f:write(line, "\n")
+    f:close()
+end
+local function write_file(path, s)
+    local f = assert(io.open(path .. ".tmp", "wb"))
+    f:write(s)
+    f:close()
+    assert(os.rename(path .. ".tmp", path))
+end
+local SCRIPTS = { { "take", "return {0, wait}" }, { "free", "redis.call('DEL'" },
+    { "claim", "return -1" }, { "add", "INCRBY" } }
+local shas, added = {}, 0
+local Conn = {}
+Conn.__index = Conn
+function Conn:send(data)
+    local i = 1
+    while i <= #data do
+        local last, err, partial = self.sock:send(data, i)
+        if last then
+            i = last + 1
+        elseif err == "timeout" then
+            i = partial + 1
+            if i <= #data then
+                loop:writable(self.sock)
+            end
+        else
+            return false
+        end
+    end
+    return true
+end
+function Conn:fill()
+    while true do
+        local data, err, partial = self.sock:receive(65536)
+        local got = data or partial
+        if got and #got > 0 then
+            self.buf = self.buf .. got
+            return true
+        end
+        if err ~= "timeout" then
+            return false
+        end
+        loop:readable(self.sock)
+    end
+end
+function Conn:line()
+    while true do
+        local e = self.buf:find("\r\n", 1, true)
+        if e then
+            local l = self.buf:sub(1, e - 1)
+            self.buf = self.buf:sub(e + 2)
+            return l
+        end
+        if not self:fill() then
+            return nil
+        end
+    end
+end
+function Conn:bytes(n)
+    while #self.buf < n + 2 do
+        if not self:fill() then
+            return nil
+        end
+    end
+    local s = self.buf:sub(1, n)
+    self.buf = self.buf:sub(n + 3)
+    return s
+end
+-- One command: its arguments, or nil when the client is gone.
+function Conn:command()
+    local head = self:line()
+    local n = head and tonumber(head:match("^%%*(%%d+)$"))
+    if not n then
+        return nil
+    end
+    local args = {}
+    for i = 1, n do
+        local len = tonumber((self:line() or ""):match("^%%$(%%d+)$"))
+        args[i] = len and self:bytes(len)
+        if not args[i] then
+            return nil
+        end
+    end
+    return args
+end
+local function bulk(s)
+    return "$" .. #s .. "\r\n" .. s .. "\r\n"
+end
+local function answer(name, args)
+    if name == "PING" then
+        return "+PONG\r\n"
+    elseif name == "AUTH" or name == "SELECT" or name == "SET" then
+        return "+OK\r\n"
+    elseif name == "GET" then
+        return "$-1\r\n"
+    elseif name == "SCRIPT LOAD" then
+        for i, s in ipairs(SCRIPTS) do
+            if (args[3] or ""):find(s[2], 1, true) then
+                local sha = string.format("%%040x", i)
+                shas[sha] = s[1]
+                return bulk(sha)
+            end
+        end
+        return "-ERR unknown script\r\n"
+    elseif name == "EVALSHA take" then
+        return "*2\r\n:1\r\n:0\r\n"
+    elseif name == "EVALSHA free" then
+        return ":1\r\n"
+    elseif name == "EVALSHA claim" then
+        return ":-1\r\n"
+    elseif name == "EVALSHA add" then
+        added = added + (tonumber(args[4]) or 0)
+        return ":" .. added .. "\r\n"
+    elseif name:find("^EVALSHA") then
+        return "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    end
+    return "-ERR unknown command\r\n"
+end
+local used = {}
+local function serve(c)
+    while true do
+        local args = c:command()
+        if not args then
+            return
+        end
+        local name = args[1]:upper()
+        if name == "SCRIPT" then
+            name = "SCRIPT " .. (args[2] or ""):upper()
+        elseif name == "EVALSHA" then
+            name = "EVALSHA " .. (shas[args[2]] or "?")
+        end
+        local rule = rules[name]
+        if type(rule) == "table" and (rule.times or rule.after) then
+            used[name] = (used[name] or 0) + 1
+            local after = rule.after or 0
+            if used[name] <= after or used[name] > after + (rule.times or math.huge) then
+                rule = nil
+            end
+        end
+        log(c.index .. " " .. name .. (rule and " (hostile)" or ""))
+        if rule == nil then
+            if not c:send(answer(name, args)) then
+                return
+            end
+        elseif type(rule) == "string" or rule.send then
+            if not c:send(rule.send or rule) then
+                return
+            end
+        elseif rule.drip then
+            local stop = socket.gettime() + (rule.limit or 60)
+            for i = 1, #rule.drip do
+                if socket.gettime() >= stop or not c:send(rule.drip:sub(i, i)) then
+                    return
+                end
+                loop:sleep(rule.every or 2)
+            end
+            return
+        elseif rule.stream then
+            if not c:send(rule.stream) then
+                return
+            end
+            local piece = rule.fill:rep(math.max(1, math.floor(65536 / #rule.fill)))
+            local sent = #rule.stream
+            while sent < rule.total do
+                if not c:send(piece) then
+                    return
+                end
+                sent = sent + #piece
+            end
+        end
+    end
+end
+local server = assert(socket.bind("127.0.0.1", 0, 64))
+server:settimeout(0)
+local count = 0
+loop:spawn(function()
+    while true do
+        local sock = server:accept()
+        if sock then
+            count = count + 1
+            write_file(dir .. "/count", tostring(count))
+            sock:settimeout(0)
+            sock:setoption("tcp-nodelay", true)
+            local c = setmetatable({ sock = sock, index = count, buf = "" }, Conn)
+            loop:spawn(function()
+                serve(c)
+                loop:forget(sock)
+                sock:close()
+            end)
+        else
+            loop:readable(server)
+        end
+    end
+end)
+local stdin = { getfd = function() return 0 end }
+loop:spawn(function()
+    while true do
+        loop:readable(stdin)
+        if io.stdin:read(1) == nil then
+            loop:stop()
+            return
+        end
+    end
+end)
+local _, port = server:getsockname()
+write_file(dir .. "/ready", tostring(port))
+loop:run()
+]==]
+
+-- A Lua literal of `v` (strings, numbers, booleans, tables of those).
+local function literal(v)
+    if type(v) == "table" then
+        local out = {}
+        for k, x in pairs(v) do
+            out[#out + 1] = "[" .. literal(k) .. "]=" .. literal(x)
+        end
+        return "{" .. table.concat(out, ",") .. "}"
+    elseif type(v) == "string" then
+        return (string.format("%q", v):gsub("\r", "\\r"))
+    end
+    return tostring(v)
+end
+
+local Hostile = {}
+Hostile.__index = Hostile
+
+--- Start a hostile Redis with `rules` (see above).
+-- @return the handle: `port`, `url` (`redis://127.0.0.1:PORT/0`),
+--   `log()` (the commands seen, "CONNECTION NAME[ (hostile)]", in order),
+--   `connections()`, `stop()`
+function M.hostile(rules)
+    local dir = support.tmpdir()
+    local cpath = support.child_cpath()
+    local prog = string.format("package.path = %q .. package.path; package.cpath = %q\n",
+        "lua/?.lua;lua/?/init.lua;", cpath) .. string.format(HOSTILE_CHILD, literal(dir), literal(rules or {}))
+    support.spit(dir .. "/child.lua", prog)
+    local interp = jit and "luajit" or "lua5.4"
+    -- Its stdin is this pipe: when this process goes, so does the child.
+    local pipe = assert(io.popen("exec env -u LD_PRELOAD " .. interp .. " " .. dir .. "/child.lua", "w"))
+    local self = setmetatable({ dir = dir, pipe = pipe }, Hostile)
+    local core = require "wolkvox.core"
+    for _ = 1, 500 do
+        local port = tonumber(support.slurp(dir .. "/ready") or "")
+        if port then
+            self.port, self.url = port, "redis://127.0.0.1:" .. port .. "/0"
+            return self
+        end
+        core.sleep(0.01)
+    end
+    self:stop()
+    error("the hostile Redis did not start", 2)
+end
+
+function Hostile:log()
+    local out = {}
+    for line in (support.slurp(self.dir .. "/log") or ""):gmatch("[^\n]+") do
+        out[#out + 1] = line
+    end
+    return out
+end
+
+function Hostile:connections()
+    return tonumber(support.slurp(self.dir .. "/count") or "0") or 0
+end
+
+function Hostile:stop()
+    if self.pipe then
+        self.pipe:close()
+        self.pipe = nil
+        os.execute("rm -rf '" .. self.dir .. "'")
+    end
+end
+
 return M

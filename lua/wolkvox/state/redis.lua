@@ -95,6 +95,28 @@ function M.parse(url)
         pool = where .. "#" .. cred:sub(1, 16), password = function() return password end }
 end
 
+-- What a reply is, for a message (never its content: a hostile server
+-- could put anything there).
+local function shape(v)
+    local t = type(v)
+    if v == false or v == nil then
+        return "nil"
+    elseif t == "number" then
+        return "an integer"
+    elseif t == "string" then
+        return "a string"
+    elseif t == "table" then
+        return "an array of " .. #v
+    end
+    return t
+end
+
+--- The message of a reply of the wrong type: `command` answered with `v`
+-- where `expected` was expected.
+function M.unexpected(command, v, expected)
+    return format("Redis answered %s with %s where %s was expected", command, shape(v), expected)
+end
+
 --- Authenticate and choose the database on a fresh connection `conn`
 -- (anything with `command(...)`, see `connector`).
 -- @return true, or nil and a message (the server's, which never repeats
@@ -110,12 +132,16 @@ function M.handshake(conn, cfg)
         end
         if not ok then
             return nil, "authentication refused: " .. tostring(err)
+        elseif type(ok) ~= "string" then
+            return nil, "authentication failed: " .. M.unexpected("AUTH", ok, "OK")
         end
     end
     if cfg.db ~= 0 then
         local ok, err = conn:command("SELECT", cfg.db)
         if not ok then
             return nil, "cannot select database " .. cfg.db .. ": " .. tostring(err)
+        elseif type(ok) ~= "string" then
+            return nil, "cannot select database " .. cfg.db .. ": " .. M.unexpected("SELECT", ok, "OK")
         end
     end
     return true
@@ -210,7 +236,10 @@ Backend.__tostring = function(self)
 end
 
 -- One command; a broken connection is replaced once (a server restarted
--- since the last command closed it before reading anything).
+-- since the last command closed it before reading anything).  A connection
+-- that failed in any other way than an error reply is dropped: one that
+-- timed out or sent what is not a reply is never read again, nor asked again
+-- (each try may wait for the whole timeout).
 function Backend:command(...)
     local err
     for _ = 1, 2 do
@@ -225,16 +254,27 @@ function Backend:command(...)
         local r, why, kind = self.conn:command(...)
         if r ~= nil then
             return r
-        elseif kind ~= "io" then
+        elseif kind == "reply" then
             return nil, why, kind
         end
-        pcall(self.conn.close, self.conn)
-        self.conn, err = nil, why
-        if fresh then
+        self:close()
+        err = why
+        if fresh or kind ~= "io" then
             break
         end
     end
     return nil, err
+end
+
+-- A reply `r` to `command` of the wrong type: the connection is dropped
+-- (the server that sent it is not trusted with the next command).
+function Backend:unexpected(command, r, expected)
+    self:close()
+    return nil, M.unexpected(command, r, expected)
+end
+
+local function integer(v)
+    return type(v) == "number" and v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53
 end
 
 -- A script by name: EVALSHA, loaded first when the server does not know it
@@ -253,8 +293,10 @@ function Backend:script(name, keys, ...)
         if not sha then
             local why
             sha, why = self:command("SCRIPT", "LOAD", SCRIPTS[name])
-            if not sha then
+            if sha == nil then
                 return nil, why
+            elseif type(sha) ~= "string" or not sha:find("^%x+$") or #sha ~= 40 then
+                return self:unexpected("SCRIPT LOAD", sha, "a script id (40 hexadecimal digits)")
             end
             self.shas[name] = sha
         end
@@ -285,11 +327,14 @@ end
 function Backend:take(keys, lease, poll)
     local holder = self:holder()
     local r, err = self:script("take", keys, holder, ms(lease), ms(poll))
-    if type(r) ~= "table" then
-        return nil, err or "unexpected answer to take"
+    if r == nil then
+        return nil, err
+    elseif type(r) ~= "table" or #r ~= 2 or not integer(r[1]) or not integer(r[2])
+            or r[1] < 0 or r[1] > #keys then
+        return self:unexpected("EVALSHA (take)", r, "an array of 2 integers, a slot and a wait")
     end
     if r[1] ~= 0 then
-        return tonumber(r[1]), holder
+        return r[1], holder
     end
     return false, r[2] >= 0 and r[2] / 1000 or poll
 end
@@ -299,6 +344,8 @@ function Backend:free(key, holder, keep)
     local r, err = self:script("free", { key }, holder, keep > 0 and ms(keep) or 0)
     if r == nil then
         return nil, err
+    elseif not integer(r) then
+        return self:unexpected("EVALSHA (free)", r, "an integer")
     end
     return true
 end
@@ -308,11 +355,13 @@ function Backend:claim(key, interval)
     local r, err = self:script("claim", { key }, ms(interval))
     if r == nil then
         return nil, err
+    elseif not integer(r) then
+        return self:unexpected("EVALSHA (claim)", r, "an integer")
     end
-    if tonumber(r) < 0 then
+    if r < 0 then
         return true
     end
-    return false, tonumber(r) / 1000
+    return false, r / 1000
 end
 
 --- Add `n` to counter `key`, kept `keep` seconds: the new count.
@@ -320,13 +369,21 @@ function Backend:add(key, n, keep)
     local r, err = self:script("add", { key }, n, keep)
     if r == nil then
         return nil, err
+    elseif not integer(r) then
+        return self:unexpected("EVALSHA (add)", r, "an integer")
     end
-    return tonumber(r)
+    return r
 end
 
 --- The value of `key`, or false.
 function Backend:get(key)
-    return self:command("GET", self.prefix .. key)
+    local r, err = self:command("GET", self.prefix .. key)
+    if r == nil then
+        return nil, err
+    elseif r ~= false and type(r) ~= "string" then
+        return self:unexpected("GET", r, "a string or nil")
+    end
+    return r
 end
 
 --- Set `key` to `value` for `keep` seconds.
@@ -334,6 +391,8 @@ function Backend:put(key, value, keep)
     local r, err = self:command("SET", self.prefix .. key, value, "EX", keep)
     if r == nil then
         return nil, err
+    elseif type(r) ~= "string" then
+        return self:unexpected("SET", r, "OK")
     end
     return true
 end
