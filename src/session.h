@@ -33,7 +33,11 @@
 #define WV_FEED_BYTES (256u << 10)
 /* A transfer waits (paused) once this much waits undecoded: libcurl can
  * inflate a whole gzip answer in one perform, and the body must not pile
- * up before Lua gets to decode it. */
+ * up before Lua gets to decode it.  "Undecoded" is what the decoder has
+ * not looked at (wv_stream_pending): a single value larger than this (a
+ * long string, key or row) is buffered whole, up to max_bytes, rather
+ * than paused on, since the decoder needs it whole; the buffer then holds
+ * at most that value and WV_PAUSE_BYTES more. */
 #define WV_PAUSE_BYTES (4u * WV_FEED_BYTES)
 
 typedef struct wv_session wv_session;
@@ -195,7 +199,7 @@ void wv_free_headers(wv_conn *c);
 CURLcode wv_set_callbacks(wv_conn *c);
 /* Drive the multi handle until one transfer ends (1, *done and *rc set),
  * the monotonic time `until` (ms, wv_now_ms; negative: no limit) passes (0),
- * or an answer has WV_FEED_BYTES waiting to be decoded (2); -1 and *why on
+ * or an answer has WV_FEED_BYTES the decoder has not looked at (2); -1 and *why on
  * failure.  No Lua code runs in here. */
 int wv_drive(wv_session *s, double until, wv_conn **done, CURLcode *rc, const char **why);
 double wv_now_ms(void);

@@ -89,17 +89,22 @@ static int scan_value(wv_stream *d, size_t *len, int last)
         d->depth = 0;
         d->in_string = 0;
         d->escape = 0;
+        d->scalar = 0;
     }
     i = d->scan;
-    if (i == 0 && n > 0 && p[0] != '{' && p[0] != '[' && p[0] != '"') {
-        /* A number or a literal: up to a delimiter. */
+    if (d->scalar || (i == 0 && n > 0 && p[0] != '{' && p[0] != '[' && p[0] != '"')) {
+        /* A number or a literal: up to a delimiter.  The scan resumes
+         * where it stopped, as for the other values: a long one is never
+         * scanned twice. */
+        d->scalar = 1;
         while (i < n && !is_ws(p[i]) && p[i] != ',' && p[i] != ']' && p[i] != '}')
             i++;
         if (i == n && !last) {
-            d->scan = 0;
+            d->scan = i;
             return 0;
         }
         d->scanning = 0;
+        d->scalar = 0;
         *len = i;
         return i > 0 ? 1 : -1;
     }
@@ -381,6 +386,15 @@ int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
     lua_settop(L, base - 1);
     compact(d);
     return r;
+}
+
+size_t wv_stream_pending(const wv_stream *d)
+{
+    size_t seen;
+    if (d->state == ST_FAILED)
+        return 0;
+    seen = d->pos + (d->scanning ? d->scan : 0);
+    return d->in->len > seen ? d->in->len - seen : 0;
 }
 
 const char *wv_stream_error(const wv_stream *d)

@@ -27,9 +27,12 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
         c->received += n; /* not JSON: the rest is not kept (the head has the snippet) */
         return n;
     }
-    if (c->streaming && c->body.len >= WV_PAUSE_BYTES) {
+    if (c->streaming && wv_stream_pending(&c->stream) >= WV_PAUSE_BYTES) {
         /* libcurl keeps this chunk and gives it again once resumed
-         * (wv_resume), after the decoder caught up. */
+         * (wv_resume), after the decoder caught up.  Only bytes the decoder
+         * has not looked at count: a value it is still reading (a string,
+         * a key or a row larger than this) grows the buffer instead, up to
+         * the size cap, since the decoder cannot consume half a value. */
         c->paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -273,7 +276,7 @@ void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c)
 
 void wv_resume(wv_conn *c)
 {
-    if (c->paused && (c->body.len < WV_PAUSE_BYTES || wv_stream_failed(&c->stream) || c->lua_oom)) {
+    if (c->paused && (wv_stream_pending(&c->stream) < WV_PAUSE_BYTES || c->lua_oom)) {
         c->paused = 0;
         /* May write at once (on_body, no Lua), and pause again. */
         (void)curl_easy_pause(c->easy, CURLPAUSE_CONT);
@@ -295,13 +298,17 @@ double wv_now_ms(void)
     return now_ms();
 }
 
-/* Whether a connection holds enough undecoded bytes to decode them now. */
+/* Whether a connection holds enough bytes the decoder has not looked at
+ * to decode them now.  A step looks at every byte it is given (or fails),
+ * so once fed a connection is not due again until more bytes arrive: the
+ * loop never spins on a value still arriving, nor on an answer that
+ * failed to decode. */
 static int feed_due(const wv_session *s)
 {
     int i;
     for (i = 0; i < s->nconns; i++) {
         const wv_conn *c = &s->conn[i];
-        if (c->id != 0 && c->streaming && c->body.len >= WV_FEED_BYTES)
+        if (c->id != 0 && c->streaming && !c->lua_oom && wv_stream_pending(&c->stream) >= WV_FEED_BYTES)
             return 1;
     }
     return 0;

@@ -121,6 +121,7 @@ typedef struct {
     size_t secret_len;
     size_t pos, dropped, scan;
     int depth, in_string, escape, scanning;
+    int scalar;              /* the value being scanned is a number or a literal */
     int state, top_array, streamed, whole, rows_key;
     int count_only;          /* rows are checked and counted, not decoded */
     struct wv_csv *csv;      /* rows become CSV lines there (csv.c), not tables */
@@ -135,6 +136,11 @@ void wv_stream_state(lua_State *L);
  * input needed, -1 failed (wv_stream_error). */
 int wv_stream_step(lua_State *L, wv_stream *d, int st, int last);
 int wv_stream_failed(const wv_stream *d);
+/* Bytes of `in` the decoder has not looked at yet (0 once failed).  The
+ * bytes of a value it is still reading (scanned up to the end of `in`) are
+ * not counted: no step can make progress on them before more input comes,
+ * so a value of any size arrives in one pass over its bytes. */
+size_t wv_stream_pending(const wv_stream *d);
 const char *wv_stream_error(const wv_stream *d);
 /* After a complete step: push the answer as core.decode would give it. */
 void wv_stream_push_value(lua_State *L, const wv_stream *d, int st);
