@@ -222,11 +222,87 @@ describe("exports when the spool cannot be used", function()
         p:close()
         local n, kind, reason, retryable, msg = out:match("^(.-)|(.-)|(.-)|(.-)|(.*)$")
         assert.equal("nil", n, out)
-        assert.equal("transport", kind)
+        -- A local failure (issue #19), like a full output: kind output, naming the directory.
+        assert.equal("output", kind)
         assert.equal("spool", reason)
         assert.equal("false", retryable)
-        assert.matches("File too large", msg)
+        assert.matches("spool directory " .. dir:gsub("%p", "%%%0") .. ": File too large", msg)
         assert.equal(1, srv:control("stats").requests)
         os.execute("rm -rf '" .. dir .. "'")
+    end)
+end)
+
+-- Issue #19: a spool directory on a full disk.  A tmpfs of 1 MiB, mounted
+-- for the test and filled to its last byte (mounting needs root: the test
+-- is pending without it; the file size limit above stands in for it).
+describe("a full spool directory", function()
+    local srv
+    support.suite({}, {}, function(s) srv = s end)
+
+    local function sh(cmd)
+        local p = assert(io.popen("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' 2>&1; echo \" $?\""))
+        local out = p:read("*a")
+        p:close()
+        local text, code = out:match("^(.-) (%d+)%s*$")
+        return tonumber(code), text
+    end
+
+    -- A full tmpfs on a fresh directory, or nil and why not.
+    local function full_disk()
+        local dir = support.tmpdir()
+        local code, why = sh("mount -t tmpfs -o size=1m,mode=0700 tmpfs '" .. dir .. "'")
+        if code ~= 0 then
+            os.remove(dir)
+            return nil, why
+        end
+        sh("head -c 2097152 /dev/zero > '" .. dir .. "/fill'")   -- fails once the disk is full
+        return dir
+    end
+
+    local function unmount(dir)
+        sh("umount '" .. dir .. "' && rmdir '" .. dir .. "'")
+    end
+
+    local MONTH = { from = "2026-01-01", to = "2026-01-31" }
+
+    it("fails c:export as a local failure (kind output) naming the directory, after one call", function()
+        local dir, why = full_disk()
+        if not dir then
+            pending("cannot mount a tmpfs here: " .. tostring(why))
+            return
+        end
+        finally(function() unmount(dir) end)
+        local c = support.client(srv, { spool_dir = dir })
+        local n, err = c:export("cdr_1", MONTH, { format = "csv", output = support.state_dir .. "/full.csv" })
+        c:close()
+        assert.is_nil(n)
+        assert.equal("output", err.kind, tostring(err))
+        assert.is_false(err.retryable)
+        assert.matches("spool directory " .. dir:gsub("%p", "%%%0") .. ": No space left on device", err.message)
+        assert.is_nil(tostring(err):find("HTTP", 1, true), tostring(err))
+        assert.equal(1, srv:control("stats").requests)
+        os.remove(support.state_dir .. "/full.csv")
+    end)
+
+    it("makes `wolkvox report` exit 1 (a local failure) saying which directory is full", function()
+        local dir, why = full_disk()
+        if not dir then
+            pending("cannot mount a tmpfs here: " .. tostring(why))
+            return
+        end
+        finally(function() unmount(dir) end)
+        local home = support.tmpdir()
+        local out = home .. "/cdr.csv"
+        -- The CLI spools to TMPDIR (the option spool_dir's default).
+        local code, text = sh(table.concat({ "env -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER",
+            "HOME=" .. home, "XDG_CONFIG_HOME=" .. home, "XDG_CACHE_HOME=" .. home, "TMPDIR=" .. dir,
+            "WOLKVOX_TOKEN=" .. srv.token, (jit and "luajit" or "lua5.4"), "bin/wolkvox",
+            "--base-url", srv.url, "--state-dir", support.state_dir,
+            "report cdr_1 --from 2026-01-01 --to 2026-01-31 --format csv -o", out }, " "))
+        os.execute("rm -rf '" .. home .. "'")
+        assert.equal(1, code, text)
+        assert.matches("spool directory " .. dir:gsub("%p", "%%%0") .. ": No space left on device", text)
+        assert.is_nil(text:find("the service or the network failed", 1, true), text)
+        assert.equal(1, srv:control("stats").requests)
     end)
 end)

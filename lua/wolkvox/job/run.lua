@@ -96,6 +96,17 @@ local function failed(ctx, job, item, err)
     error(err, 0)
 end
 
+-- An answer that could not be written to the spool directory (a full
+-- disk) is a local failure, as a full output is (kind `output`, never
+-- retried: another call would fill the same disk), naming the directory.
+local function spool_failed(job, err)
+    local why = err.message:match("spool directory: (.*)$") or err.message
+    return errors.new("output", { endpoint = job.e.name, reason = "spool", sent = err.sent,
+        message = "cannot write the answer to the spool directory " .. job.spool .. ": " .. why
+            .. " (free space there, or set the option spool_dir to another directory, or to false"
+            .. " to hold each window in memory)" })
+end
+
 -- A window that answered the row cap: the windows to ask instead, or a
 -- `truncated` error when it cannot be split further.  `wolkvox.job.sizing`
 -- decides how (by the density its rows show, or in halves).
@@ -131,6 +142,9 @@ local function finish(ctx, job, sched, item, res)
     job.calls = job.calls + sends
     job.bytes = job.bytes + (res.bytes or 0)
     local ok, data, meta = pcall(response.interpret, res, job.e)
+    if not ok and job.spool and errors.is(data) and data.reason == "spool" then
+        data = spool_failed(job, data)
+    end
     ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
         time = res.time, calls = sends, attempt = item.attempts,
         error = not ok and errors.is(data) and data or nil })
