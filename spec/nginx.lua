@@ -177,6 +177,17 @@ function Nginx:errors()
     return s
 end
 
+--- The size of the error log in bytes (0 when there is none yet).
+function Nginx:log_size()
+    local f = io.open(self.prefix .. "/logs/error.log", "rb")
+    if not f then
+        return 0
+    end
+    local n = f:seek("end")
+    f:close()
+    return n or 0
+end
+
 function Nginx:stop()
     local f = io.open(self.prefix .. "/logs/nginx.pid", "r")
     if f then

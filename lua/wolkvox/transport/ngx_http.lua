@@ -117,32 +117,149 @@ M.multipart = multipart
 -- Limits on what the server may send before the body (libcurl's: 100 KiB a
 -- header line, 300 KiB in all), and on a chunk-size line.
 local MAX_LINE, MAX_HEAD, MAX_CHUNK_LINE = 100 * 1024, 300 * 1024, 1024
+-- The most read from the socket at once.
+local PIECE = 65536
+-- Work done between two yields to the worker's event loop (seconds), when
+-- the reads never had to wait.  (Not ngx.sleep(0): lua-nginx-module without
+-- the delayed-events patch, Debian's, logs a warning for each one.)
+local YIELD_AFTER = 0.02
 
--- One line (ended by LF, a CR before it dropped) of at most `limit` bytes,
--- read in pieces so a longer one never sits in memory: the line; or nil,
--- "too long"; or nil, the socket's error and the bytes read before it.
-local function read_line(sock, limit)
-    local it = sock:receiveuntil("\n")
-    local parts, n = {}, 0
-    while true do
-        local data, err, partial = it(4096)
-        if not data then
-            if err then
-                return nil, err, n + #(partial or "")
-            end
-            break
+-- Reads from a cosocket under the call's deadline (`deadline`, in ngx.now()
+-- seconds): every read is given what remains of the call, and takes what
+-- has arrived (receiveany), so a server that drips bytes cannot stretch
+-- it past the deadline.  Lines and exact byte counts are cut from its own
+-- buffer (`buf`, read from `pos` on).
+local Reader = {}
+Reader.__index = Reader
+
+local function reader(sock, deadline)
+    return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1, yielded = now() }, Reader)
+end
+
+-- What is left of the call, in ms (at least 1); nil when none is.
+function Reader:left_ms()
+    local left = (self.deadline - now()) * 1000
+    if left < 1 then
+        return nil
+    end
+    return left
+end
+
+-- The next bytes from the socket (at most `max`): the data, or nil and the
+-- socket's error ("timeout" once the deadline has passed).
+function Reader:more(max)
+    local left = self:left_ms()
+    if not left then
+        return nil, "timeout"
+    end
+    self.sock:settimeout(left)
+    return self.sock:receiveany(max or PIECE)
+end
+
+-- Give the worker's other requests a turn once this one has worked
+-- YIELD_AFTER seconds without its reads having to wait.
+function Reader:pace()
+    local t = now()
+    if t - self.yielded >= YIELD_AFTER then
+        ngx.sleep(0.001)
+        self.yielded = now()
+    end
+end
+
+-- Send all of `data` before `deadline`, 64 KiB at a time, each piece given
+-- what remains: the count sent, or nil and the error.
+local function send_all(sock, data, deadline)
+    local at, n = 1, #data
+    repeat
+        local left = (deadline - now()) * 1000
+        if left < 1 then
+            return nil, "timeout"
         end
-        n = n + #data
+        sock:settimeout(left)
+        local last = min(n, at + PIECE - 1)
+        local ok, err = sock:send(at == 1 and last == n and data or data:sub(at, last))
+        if not ok then
+            return nil, err
+        end
+        at = last + 1
+    until at > n
+    return n
+end
+
+-- One line (ended by LF, a CR before it dropped) of at most `limit` bytes:
+-- the line; or nil, "too long"; or nil, the socket's error and the bytes
+-- read of it before.
+function Reader:line(limit)
+    local parts, n = nil, 0
+    while true do
+        local buf, pos = self.buf, self.pos
+        local i = buf:find("\n", pos, true)
+        if i then
+            n = n + i - pos
+            if n > limit then
+                return nil, "too long"
+            end
+            local line = buf:sub(pos, i - 1)
+            self.pos = i + 1
+            if parts then
+                parts[#parts + 1] = line
+                line = concat(parts)
+            end
+            if line:byte(-1) == 13 then
+                line = line:sub(1, -2)
+            end
+            return line
+        end
+        n = n + #buf - pos + 1
         if n > limit then
             return nil, "too long"
         end
+        if pos <= #buf then
+            parts = parts or {}
+            parts[#parts + 1] = pos == 1 and buf or buf:sub(pos)
+        end
+        local data, err = self:more()
+        if not data then
+            self.buf, self.pos = "", 1
+            return nil, err, n
+        end
+        self.buf, self.pos = data, 1
+    end
+end
+
+-- The next bytes, at most `max`: buffered ones first, else a read.
+function Reader:piece(max)
+    local buf, pos = self.buf, self.pos
+    local have = #buf - pos + 1
+    if have <= 0 then
+        return self:more(max)
+    end
+    if pos == 1 and have <= max then
+        self.buf = ""
+        return buf
+    end
+    local n = min(have, max)
+    self.pos = pos + n
+    return buf:sub(pos, pos + n - 1)
+end
+
+-- Exactly `n` bytes (small: a CRLF), or nil and the socket's error.
+function Reader:exact(n)
+    local parts, got = {}, 0
+    while got < n do
+        local data, err = self:piece(n - got)
+        if not data then
+            return nil, err
+        end
         parts[#parts + 1] = data
+        got = got + #data
     end
-    local line = concat(parts)
-    if line:sub(-1) == "\r" then
-        line = line:sub(1, -2)
-    end
-    return line
+    return concat(parts)
+end
+
+-- True when bytes the body did not account for were read.
+function Reader:leftover()
+    return self.pos <= #self.buf
 end
 
 local function cut_reason(err)
@@ -152,21 +269,46 @@ local function cut_reason(err)
     return err == "timeout" and "timeout" or "partial"
 end
 
+-- How much of an answer's start its error snippet may show (the snippet
+-- is cut from it once the token is masked).
+local HEAD_LEN = 200 + 6 * 64
+
 -- Where the body's pieces go: collected into one string (`result()`), or
--- handed to a streaming decoder as they arrive (see `streaming`).
-local function collector()
-    local parts = {}
+-- handed to a streaming decoder as they arrive (see `streaming`).  `put`
+-- returns false when the rest of the body is not wanted (it cannot be
+-- JSON, it cannot be inflated, the spool failed): reading stops there.
+local function collector(start)
+    local parts, bytes, failed = {}, 0, nil
     return {
-        put = function(_, piece) parts[#parts + 1] = piece end,
+        put = function(_, piece)
+            parts[#parts + 1] = piece
+            bytes = bytes + #piece
+            if not failed and start then
+                failed = start(piece)
+            end
+            -- (once it failed, only what a snippet of its start needs)
+            return not failed or bytes < HEAD_LEN
+        end,
         result = function() return concat(parts) end,
+        failed = function() return failed end,
     }
 end
 
--- The body, sent chunked: the size cap checked before each chunk is read.
-local function read_chunked(sock, cap, out)
+-- Hand `piece` to `out`; false when `out` wants no more.
+local function hand(r, out, piece)
+    if out:put(piece) == false then
+        return false
+    end
+    r:pace()
+    return true
+end
+
+-- The body, sent chunked: the size cap checked before each chunk is read,
+-- a chunk read in pieces.
+local function read_chunked(r, cap, out)
     local total = 0
     while true do
-        local line, err = read_line(sock, MAX_CHUNK_LINE)
+        local line, err = r:line(MAX_CHUNK_LINE)
         if not line then
             return nil, cut_reason(err), err == "too long" and "chunk-size line too long" or err
         end
@@ -178,7 +320,7 @@ local function read_chunked(sock, cap, out)
         if size == 0 then
             local seen = 0
             repeat -- trailers, up to the empty line
-                line, err = read_line(sock, MAX_LINE)
+                line, err = r:line(MAX_LINE)
                 if not line then
                     if err == "too long" then
                         return nil, "protocol", "trailer line too long"
@@ -196,14 +338,19 @@ local function read_chunked(sock, cap, out)
         if total > cap then
             return nil, "too_large"
         end
-        local piece
-        piece, err = sock:receive(size)
-        if not piece then
-            return nil, cut_reason(err), err
+        while size > 0 do
+            local piece
+            piece, err = r:piece(min(size, PIECE))
+            if not piece then
+                return nil, cut_reason(err), err
+            end
+            size = size - #piece
+            if not hand(r, out, piece) then
+                return nil, "stopped"
+            end
         end
-        out:put(piece)
         local crlf
-        crlf, err = sock:receive(2)
+        crlf, err = r:exact(2)
         if not crlf then
             return nil, cut_reason(err), err
         end
@@ -214,10 +361,10 @@ local function read_chunked(sock, cap, out)
 end
 
 -- The body up to the end of the connection, the cap checked as it grows.
-local function read_to_close(sock, cap, out)
+local function read_to_close(r, cap, out)
     local total = 0
     while true do
-        local data, err = sock:receiveany(65536)
+        local data, err = r:piece(PIECE)
         if not data then
             if err == "closed" then
                 return true
@@ -228,34 +375,38 @@ local function read_to_close(sock, cap, out)
         if total > cap then
             return nil, "too_large"
         end
-        out:put(data)
+        if not hand(r, out, data) then
+            return nil, "stopped"
+        end
     end
 end
 
 -- Exactly `n` bytes, in pieces of at most 64 KiB (so a streaming decoder
 -- starts on the first ones).
-local function read_length(sock, n, out)
+local function read_length(r, n, out)
     while n > 0 do
-        local piece, err, partial = sock:receive(min(n, 65536))
+        local piece, err = r:piece(min(n, PIECE))
         if not piece then
-            return nil, cut_reason(err), err, partial
+            return nil, cut_reason(err), err
         end
-        out:put(piece)
         n = n - #piece
+        if not hand(r, out, piece) then
+            return nil, "stopped"
+        end
     end
     return true
 end
 
 -- Read the body into `out`: Content-Length, chunked, or to the end.  On
 -- success true, and whether the connection may be reused; else nil, the
--- reason and what went wrong.
-local function read_body(sock, h, cap, status, method, out)
+-- reason ("stopped": `out` wanted no more) and what went wrong.
+local function read_body(r, h, cap, status, method, out)
     if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
         return true, true
     end
     local te = h["transfer-encoding"]
     if te and lower(te):find("chunked", 1, true) then
-        local ok, why, detail = read_chunked(sock, cap, out)
+        local ok, why, detail = read_chunked(r, cap, out)
         if not ok then
             return nil, why, detail
         end
@@ -270,31 +421,118 @@ local function read_body(sock, h, cap, status, method, out)
         if n > cap then
             return nil, "too_large"
         end
-        local ok, why, detail = read_length(sock, n, out)
+        local ok, why, detail = read_length(r, n, out)
         if not ok then
             return nil, why, detail
         end
         return true, true
     end
-    local ok, why, detail = read_to_close(sock, cap, out)
+    local ok, why, detail = read_to_close(r, cap, out)
     if not ok then
         return nil, why, detail
     end
     return true, false
 end
 
+-- ---- the start of a JSON text ---------------------------------------------------
+--
+-- The C core's incremental decoder takes an object, an array or a string
+-- as it comes, but a top-level number or literal only when it has ended,
+-- scanning it again from its start at each piece: a body of 300 MiB of "a"
+-- was read to the size cap at full CPU before failing.  So the first bytes
+-- are judged here: after an optional byte order mark and white space, a
+-- JSON text starts with one of {["-0123456789tfn; a number or a literal
+-- must stay one (a prefix of true, false or null; the characters of a
+-- number) and be at most MAX_SCALAR bytes.  `check(piece)` returns nil, or
+-- the message of the first impossible byte; it stops looking once the text
+-- is an object, an array or a string, or its scalar has ended.
+
+local MAX_SCALAR = 1024
+local BOM = { 239, 187, 191 }
+
+local function possible_scalar(s)
+    local c = s:sub(1, 1)
+    if c == "t" or c == "f" or c == "n" then
+        return ("true"):sub(1, #s) == s or ("false"):sub(1, #s) == s or ("null"):sub(1, #s) == s
+    end
+    return s:find("^%-?%d*%.?%d*[eE]?[%+%-]?%d*$") ~= nil
+end
+
+local function json_start()
+    local state, seen, bom, scalar = "bom", 0, 1, ""
+    local function unexpected(at)
+        return format("unexpected character at byte %d", at)
+    end
+    return function(piece)
+        if state == nil then
+            return nil
+        end
+        local i, n = 1, #piece
+        if state == "bom" then
+            while i <= n and bom <= 3 and piece:byte(i) == BOM[bom] do
+                bom, i = bom + 1, i + 1
+            end
+            if bom <= 3 and i > n then
+                seen = seen + n
+                return nil -- a byte order mark so far
+            end
+            if bom > 1 and bom <= 3 then
+                return unexpected(seen + i)
+            end
+            state = "space"
+        end
+        if state == "space" then
+            local j = piece:find("[^ \t\r\n]", i)
+            if not j then
+                seen = seen + n
+                return nil
+            end
+            local c = piece:sub(j, j)
+            if c == "{" or c == "[" or c == '"' then
+                state = nil
+                return nil
+            elseif not c:find("^[%-%dtfn]") then
+                state = nil
+                return unexpected(seen + j)
+            end
+            state, i = "scalar", j
+        end
+        -- state == "scalar": its bytes up to the first that cannot be in one
+        local j = piece:find("[^%w%.%+%-]", i) or n + 1
+        local run = piece:sub(i, j - 1)
+        for k = 1, #run do
+            if #scalar + k > MAX_SCALAR then
+                state = nil
+                return format("a number or literal longer than %d bytes at byte %d", MAX_SCALAR, seen + i + k - 1)
+            end
+            if not possible_scalar(scalar .. run:sub(1, k)) then
+                state = nil
+                return unexpected(seen + i + k - 1)
+            end
+        end
+        scalar = scalar .. run
+        seen = seen + n
+        if j <= n then
+            state = nil -- it ended: the decoder judges the rest
+        end
+        return nil
+    end
+end
+
 -- A collector that decodes the answer as it arrives (`self.decoder()`, the
--- C core's incremental decoder with the token masked) and gives the event
--- loop back after each piece, so a big answer never holds the worker for
--- its whole decode.  `result()` is the decoded value, or nil and the error
--- and a snippet of the answer's start.  With `spool` (a `wolkvox.spool`)
--- the bytes go to it and the rows are only checked and counted:
--- `counted()` then says how many, and whether they were streamed.
+-- C core's incremental decoder with the token masked), so a big answer
+-- never has to exist whole.  Its `put` returns false once the answer
+-- cannot be JSON (or the spool failed) and enough of it for a snippet has
+-- arrived: reading stops there.  `result()` is the decoded value, or nil
+-- and the error and a snippet of the answer's start.  With `spool` (a
+-- `wolkvox.spool`) the bytes go to it and the rows are only checked and
+-- counted: `counted()` then says how many, and whether they were streamed.
 local function streaming(self, spool)
     local d = self.decoder(spool ~= nil)
+    local start = json_start()
     local rows, n, head, bytes, failed = {}, 0, {}, 0, nil
     local total, streamed, disk
-    local head_len = 200 + 6 * 64
+    local head_len = HEAD_LEN
     return {
         put = function(_, piece)
             bytes = bytes + #piece
@@ -302,25 +540,32 @@ local function streaming(self, spool)
                 head[#head + 1] = piece:sub(1, head_len)
             end
             if failed then
-                return
+                -- (the snippet of the answer's start, for the error)
+                return bytes < head_len
+            end
+            local err = start(piece)
+            if err then
+                failed = err
+                return bytes < head_len
             end
             if spool then
                 local ok, werr = spool:write(piece)
                 if not ok then
                     failed, disk = werr, true
-                    return
+                    return false
                 end
             end
-            local got, err = d:feed(piece)
+            local got
+            got, err = d:feed(piece)
             if not got then
                 failed = err
-                return
+                return bytes < head_len
             end
             for i = 1, #got do
                 n = n + 1
                 rows[n] = got[i]
             end
-            ngx.sleep(0) -- let the worker serve its other requests
+            return true
         end,
         bytes = function() return bytes end,
         counted = function() return total, streamed end,
@@ -355,30 +600,35 @@ end
 -- stream) and handed to `inner`, a streaming collector: the decode yields
 -- to the worker piece by piece for compressed answers too.  `zerror()` is
 -- what stopped the inflater ("too_large" or a message), `wire()` the
--- compressed bytes read.
+-- compressed bytes read.  Its `put` returns false when the inflater or
+-- `inner` wants no more.
 local function gunzipping(inf, inner)
-    local wire, zerr = 0, nil
+    local wire, zerr, done = 0, nil, false
     return {
         put = function(_, piece)
             wire = wire + #piece
-            if zerr then
-                return
+            if zerr or done then
+                return false
             end
             local parts, err = inf:push(piece)
             if not parts then
                 zerr = err
-                return
+                return false
             end
             for i = 1, #parts do
-                inner:put(parts[i])
+                if inner:put(parts[i]) == false then
+                    done = true
+                    return false
+                end
             end
+            return true
         end,
         bytes = inner.bytes,
         counted = inner.counted,
         disk_failed = inner.disk_failed,
         wire = function() return wire end,
         zerror = function()
-            if not zerr then
+            if not zerr and not done then
                 local ok, err = inf:finish()
                 zerr = not ok and err or nil
             end
@@ -405,9 +655,16 @@ function M.exchange(self, req, head_of, res, t0)
         res.error = { kind = "transport", reason = "url", message = "bad URL", sent = false }
         return res
     end
+    -- The call's timeout holds for the whole call (both exchanges of
+    -- `perform`): every socket operation is given what remains of it.
     local limit_ms = req.timeout and min(self.timeout_ms, req.timeout * 1000) or self.timeout_ms
+    local deadline = t0 + limit_ms / 1000
     local remaining = function()
-        return math.max(1, limit_ms - (now() - t0) * 1000)
+        return math.max(1, (deadline - now()) * 1000)
+    end
+    if deadline - now() <= 0 then
+        res.error = { kind = "transport", reason = "timeout", message = "timed out before connecting", sent = false }
+        return res
     end
     local sock = ngx.socket.tcp()
     sock:settimeouts(min(self.connect_ms, remaining()), remaining(), remaining())
@@ -428,6 +685,7 @@ function M.exchange(self, req, head_of, res, t0)
         self.connects = self.connects + 1
         if scheme == "https" then
             local sess
+            sock:settimeouts(min(self.connect_ms, remaining()), remaining(), remaining())
             sess, err = sock:sslhandshake(nil, host, self.verify)
             if not sess then
                 sock:close()
@@ -461,7 +719,7 @@ function M.exchange(self, req, head_of, res, t0)
         lines[#lines + 1] = "Connection: close"
     end
     local bytes
-    bytes, err = sock:send(concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
+    bytes, err = send_all(sock, concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""), deadline)
     res.sends = res.sends + 1
     if not bytes then
         sock:close()
@@ -469,9 +727,9 @@ function M.exchange(self, req, head_of, res, t0)
             sent = true }
         return res, reused
     end
+    local r = reader(sock, deadline)
     local status_line, got
-    sock:settimeout(remaining())
-    status_line, err, got = read_line(sock, MAX_LINE)
+    status_line, err, got = r:line(MAX_LINE)
     if not status_line and err ~= "too long" and got == 0 then
         sock:close()
         res.error = { kind = "transport", reason = err == "timeout" and "timeout" or "reset",
@@ -490,7 +748,7 @@ function M.exchange(self, req, head_of, res, t0)
     local h, head_bytes = {}, #status_line
     while true do
         local line
-        line, err = read_line(sock, MAX_LINE)
+        line, err = r:line(MAX_LINE)
         if line then
             head_bytes = head_bytes + #line + 2
         end
@@ -515,7 +773,6 @@ function M.exchange(self, req, head_of, res, t0)
         end
     end
     res.content_type, res.retry_after = self.mask(h["content-type"]), self.mask(h["retry-after"])
-    sock:settimeout(remaining())
     -- An answer sent as it is (no gzip), to be decoded, is decoded as it
     -- arrives when the C core is there; else the body is read whole first.
     local enc = lower(h["content-encoding"] or "")
@@ -535,14 +792,24 @@ function M.exchange(self, req, head_of, res, t0)
             return res
         end
     end
-    local out = stream and streaming(self, spool) or collector()
-    if stream and inf then
-        out = gunzipping(inf, out)
+    local out
+    if stream then
+        out = streaming(self, spool)
+        if inf then
+            out = gunzipping(inf, out)
+        end
+    else
+        -- (a body that is to be decoded whole is judged as it arrives too)
+        out = collector(enc == "" and req.decode ~= false and json_start() or nil)
     end
-    -- On success `why` says whether the connection may be reused.
-    local read, why, detail = read_body(sock, h, self.max_bytes, res.status, req.method, out)
-    if not read then
+    -- On success `why` says whether the connection may be reused; "stopped":
+    -- the collector wanted no more (what it has says why).
+    local read, why, detail = read_body(r, h, self.max_bytes, res.status, req.method, out)
+    if not read and why ~= "stopped" then
         sock:close()
+        if spool then
+            spool:close()
+        end
         if why == "too_large" then
             res.error = transport.too_large(self.max_bytes)
         else
@@ -551,7 +818,8 @@ function M.exchange(self, req, head_of, res, t0)
         end
         return res
     end
-    local keep = why and version == "1.1" and lower(h.connection or "") ~= "close" and not req.fresh
+    local keep = read and why and version == "1.1" and lower(h.connection or "") ~= "close" and not req.fresh
+        and not r:leftover()
     if keep then
         sock:setkeepalive(KEEPALIVE_MS, POOL_SIZE)
     else
@@ -577,6 +845,9 @@ function M.exchange(self, req, head_of, res, t0)
                     spool:close()
                     return res
                 end
+                if spool then
+                    spool:close()
+                end
                 res.decode_error, res.snippet = self.mask(tostring(derr)), printable(self.mask(head))
             else
                 res.value = v
@@ -590,6 +861,12 @@ function M.exchange(self, req, head_of, res, t0)
     end
     local raw = out.result()
     res.wire_bytes = #raw
+    if out.failed() then
+        res.bytes = #raw
+        self.bytes = self.bytes + #raw
+        res.decode_error, res.snippet = self.mask(out.failed()), printable(self.mask(raw))
+        return res
+    end
     if enc == "gzip" or enc == "deflate" then
         local text, zerr = require("wolkvox.inflate").inflate(raw, self.max_bytes)
         if not text then
