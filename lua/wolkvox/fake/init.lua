@@ -57,13 +57,15 @@ local function settings_of(opts, level)
     return config
 end
 
+-- False only when process `pid` is gone (no /proc entry): a failure to
+-- open it for another reason (no descriptor left: EMFILE) is no news.
 local function alive(pid)
-    local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
+    local f, _, code = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
     if f then
         f:close()
         return true
     end
-    return false
+    return code ~= 2 -- ENOENT
 end
 
 -- Stop `loop` when our stdin reaches its end: the parent that spawned us
@@ -87,7 +89,9 @@ end
 --   a free one), `scenario` (a JSON file of settings), the settings of
 --   `wolkvox.fake.api` (`tokens`, `max_rows`, `rows_per_day`, `latency`,
 --   `daily_limit`, `licenses`, `disabled`, `truncation`, `faults`, ...),
---   `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`; see docs/fake.md
+--   `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`, `idle_timeout`
+--   (seconds a connection may wait for a request's next bytes before it is
+--   closed, default 60); see docs/fake.md
 function M.serve(opts)
     opts = opts or {}
     local config = settings_of(opts, 2)
@@ -95,7 +99,7 @@ function M.serve(opts)
     local server = assert(socket.bind(host, opts.port or M.DEFAULT_PORT, 64))
     local loop = loop_mod.new()
     local state = api.new(config, loop)
-    http.serve(loop, server, state:handler())
+    http.serve(loop, server, state:handler(), { idle = opts.idle_timeout })
     if opts.watch_pid then
         loop:spawn(function()
             while alive(opts.watch_pid) do
@@ -193,7 +197,8 @@ end
 -- The settings (tokens included) reach the child through its stdin, never
 -- its command line; the child ends when this process closes the pipe: on
 -- stop(), when the handle is collected, or when this process exits.
--- @tparam[opt] table opts as for serve() (port defaults to 0), plus `lua`
+-- @tparam[opt] table opts as for serve() (port defaults to 0; `idle_timeout`
+--   too), plus `lua`
 --   (interpreter, default $WOLKVOX_FAKE_LUA or lua5.4) and `cpath` (where
 --   the child looks first for `wolkvox.core`, whose poll lifts select's
 --   limit of 1024 descriptors; default: this process's `package.cpath` when
@@ -205,7 +210,7 @@ function M.spawn(opts)
     local ready = os.tmpname()
     os.remove(ready)
     local serve_opts = { port = opts.port or 0, host = opts.host or "127.0.0.1",
-        watch_pid = own_pid(), lifetime = opts.lifetime or 3600, ready = ready }
+        watch_pid = own_pid(), lifetime = opts.lifetime or 3600, ready = ready, idle_timeout = opts.idle_timeout }
     -- A scenario is read here (its tokens go through the pipe with the rest).
     local config = settings_of(opts, 2)
     for k, v in pairs(config) do

@@ -1,15 +1,18 @@
 --- A small event loop for the fake server: coroutines over LuaSocket's select.
--- A task is a coroutine; inside it, `loop:readable(sock)`,
--- `loop:writable(sock)` and `loop:sleep(seconds)` suspend it until the
--- socket is ready or the time has come.  One process then serves many
--- connections at once, which the fake needs to show the concurrency limit.
+-- A task is a coroutine; inside it, `loop:readable(sock[, timeout])`,
+-- `loop:writable(sock[, timeout])` and `loop:sleep(seconds)` suspend it
+-- until the socket is ready or the time has come (a wait with a timeout
+-- gives nil and "timeout" when it ran out; `loop:wake(sock, why)` ends a
+-- socket's wait early with nil and `why`), and `loop:pause()` lets the
+-- other tasks run.  One process then serves many connections at once,
+-- which the fake needs to show the concurrency limit.
 -- @module wolkvox.fake.loop
 
 local socket = require "socket"
 
 local create, resume, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
-local gettime, select, sort, remove = socket.gettime, socket.select, table.sort, table.remove
+local gettime, select, insert, remove, floor = socket.gettime, socket.select, table.insert, table.remove, math.floor
 
 -- poll(2) from the C core when it is there: LuaSocket's select refuses
 -- descriptors from 1024 up, which a process with many files open reaches.
@@ -20,8 +23,11 @@ local M = {}
 local Loop = {}
 Loop.__index = Loop
 
+-- How often waits with a timeout are checked (seconds).
+local SWEEP = 0.25
+
 function M.new()
-    return setmetatable({ readers = {}, writers = {}, sleepers = {}, stopped = false,
+    return setmetatable({ readers = {}, writers = {}, sleepers = {}, deadlines = {}, stopped = false,
         on_error = function(msg) io.stderr:write("wolkvox-fake: ", tostring(msg), "\n") end }, Loop)
 end
 
@@ -38,29 +44,101 @@ function Loop:spawn(fn, ...)
     self:step(create(fn), ...)
 end
 
---- Suspend the running task until `sock` can be read.
-function Loop:readable(sock)
-    self.readers[sock] = running()
-    yield()
+-- Wait in `map` (readers or writers) for `sock`, at most `timeout`
+-- seconds when given: true, or nil and why the wait ended without it.
+local function wait_for(self, map, sock, timeout)
+    local co = running()
+    map[sock] = co
+    if timeout then
+        self.deadlines[co] = { at = gettime() + timeout, map = map, sock = sock }
+    end
+    local why = yield()
+    self.deadlines[co] = nil
+    if why then
+        return nil, why
+    end
+    return true
 end
 
---- Suspend the running task until `sock` can be written.
-function Loop:writable(sock)
-    self.writers[sock] = running()
-    yield()
+--- Suspend the running task until `sock` can be read, or `timeout`
+-- seconds (when given) have passed: true, or nil and "timeout" (or the
+-- reason given to `wake`).
+function Loop:readable(sock, timeout)
+    return wait_for(self, self.readers, sock, timeout)
+end
+
+--- Suspend the running task until `sock` can be written (as `readable`).
+function Loop:writable(sock, timeout)
+    return wait_for(self, self.writers, sock, timeout)
+end
+
+--- End the wait of the task waiting on `sock` (readable or writable): it
+-- gets nil and `why`.  True when a task was waiting.
+function Loop:wake(sock, why)
+    for _, map in ipairs { self.readers, self.writers } do
+        local co = map[sock]
+        if co then
+            map[sock] = nil
+            self.deadlines[co] = nil
+            self:step(co, why or "woken")
+            return true
+        end
+    end
+    return false
 end
 
 --- Suspend the running task for `seconds`.
 function Loop:sleep(seconds)
     local s = self.sleepers
-    s[#s + 1] = { at = gettime() + seconds, co = running() }
-    sort(s, function(a, b) return a.at < b.at end)
+    local item = { at = gettime() + seconds, co = running() }
+    -- (after the ones due at the same time: binary search, no sort)
+    local lo, hi = 1, #s
+    while lo <= hi do
+        local mid = floor((lo + hi) / 2)
+        if s[mid].at <= item.at then
+            lo = mid + 1
+        else
+            hi = mid - 1
+        end
+    end
+    insert(s, lo, item)
     yield()
+end
+
+--- Let the other tasks run (and the sockets be polled), then go on.
+function Loop:pause()
+    self:sleep(0)
+end
+
+-- Wake the tasks whose wait ran out (`now`).
+function Loop:sweep(now)
+    local due = {}
+    for co, d in pairs(self.deadlines) do
+        if d.at <= now then
+            due[#due + 1] = co
+        end
+    end
+    for _, co in ipairs(due) do
+        local d = self.deadlines[co]
+        if d then -- (still waiting: an earlier one did not end it)
+            self.deadlines[co] = nil
+            if d.map[d.sock] == co then
+                d.map[d.sock] = nil
+            end
+            self:step(co, "timeout")
+        end
+    end
 end
 
 --- Forget a socket (closed by its task).
 function Loop:forget(sock)
-    self.readers[sock], self.writers[sock] = nil, nil
+    for _, map in ipairs { self.readers, self.writers } do
+        local co = map[sock]
+        if co then
+            map[sock] = nil
+            self.deadlines[co] = nil
+        end
+    end
 end
 
 function Loop:stop()
@@ -120,6 +198,9 @@ function Loop:run(deadline)
             break
         end
         local timeout = 1
+        if next(self.deadlines) then
+            timeout = SWEEP
+        end
         if self.sleepers[1] then
             timeout = math.max(0, math.min(timeout, self.sleepers[1].at - now))
         end
@@ -139,11 +220,20 @@ function Loop:run(deadline)
             end
         end
         now = gettime()
-        while self.sleepers[1] and self.sleepers[1].at <= now do
+        -- (only the sleepers due now: one that sleeps again waits a turn)
+        local due = 0
+        while self.sleepers[due + 1] and self.sleepers[due + 1].at <= now do
+            due = due + 1
+        end
+        for _ = 1, due do
             local item = remove(self.sleepers, 1)
             if status(item.co) == "suspended" then
                 self:step(item.co)
             end
+        end
+        if next(self.deadlines) and (not self.swept or now - self.swept >= SWEEP) then
+            self.swept = now
+            self:sweep(now)
         end
     end
 end
