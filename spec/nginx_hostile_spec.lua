@@ -194,6 +194,14 @@ describe("hostile upstreams, ngx transport #nginx", function()
         quiet(log, grew, label)
     end)
 
+    it("fails a drip that cannot be JSON as decode, without waiting for the rest or the timeout", function()
+        local out, wall, grew, label, log = call(drip(HEAD, "a", 0.2), 20)
+        assert.equal("decode", out.kind, label)
+        assert.matches("at byte 1", out.message, 1, true)
+        assert.is_true(out.elapsed < 10 and wall < 10, label)
+        quiet(log, grew, label)
+    end)
+
     it("fails a gzip answer of 100 MiB of 'a' as decode at once", function()
         local z = gzip_of_a(100 * MiB)
         local out, wall, grew, label, log = call(hostile.http(200, { ["Content-Type"] = "application/json",

@@ -270,8 +270,9 @@ local function cut_reason(err)
 end
 
 -- How much of an answer's start its error snippet may show (the snippet
--- is cut from it once the token is masked).
-local HEAD_LEN = 200 + 6 * 64
+-- is cut from it once the token is masked), and how long reading may go on
+-- for it once the answer is known not to be JSON (seconds).
+local HEAD_LEN, SNIPPET_WAIT = 200 + 6 * 64, 0.5
 
 -- Where the body's pieces go: collected into one string (`result()`), or
 -- handed to a streaming decoder as they arrive (see `streaming`).  `put`
@@ -290,14 +291,19 @@ local function collector(start)
             return not failed or bytes < HEAD_LEN
         end,
         result = function() return concat(parts) end,
-        failed = function() return failed end,
+        failure = function() return failed end,
     }
 end
 
--- Hand `piece` to `out`; false when `out` wants no more.
+-- Hand `piece` to `out`; false when `out` wants no more.  Once `out` knows
+-- the answer cannot be JSON, what is left of the call shrinks to
+-- SNIPPET_WAIT: the snippet of its start does not wait on a slow server.
 local function hand(r, out, piece)
     if out:put(piece) == false then
         return false
+    end
+    if out.failure() then
+        r.deadline = min(r.deadline, now() + SNIPPET_WAIT)
     end
     r:pace()
     return true
@@ -570,6 +576,7 @@ local function streaming(self, spool)
         bytes = function() return bytes end,
         counted = function() return total, streamed end,
         disk_failed = function() return disk end,
+        failure = function() return failed end,
         result = function()
             if not failed then
                 local env, last
@@ -626,6 +633,7 @@ local function gunzipping(inf, inner)
         bytes = inner.bytes,
         counted = inner.counted,
         disk_failed = inner.disk_failed,
+        failure = inner.failure,
         wire = function() return wire end,
         zerror = function()
             if not zerr and not done then
@@ -805,7 +813,8 @@ function M.exchange(self, req, head_of, res, t0)
     -- On success `why` says whether the connection may be reused; "stopped":
     -- the collector wanted no more (what it has says why).
     local read, why, detail = read_body(r, h, self.max_bytes, res.status, req.method, out)
-    if not read and why ~= "stopped" then
+    -- (an answer known not to be JSON is that, whatever cut it short after)
+    if not read and why ~= "stopped" and not out.failure() then
         sock:close()
         if spool then
             spool:close()
@@ -861,10 +870,10 @@ function M.exchange(self, req, head_of, res, t0)
     end
     local raw = out.result()
     res.wire_bytes = #raw
-    if out.failed() then
+    if out.failure() then
         res.bytes = #raw
         self.bytes = self.bytes + #raw
-        res.decode_error, res.snippet = self.mask(out.failed()), printable(self.mask(raw))
+        res.decode_error, res.snippet = self.mask(out.failure()), printable(self.mask(raw))
         return res
     end
     if enc == "gzip" or enc == "deflate" then
