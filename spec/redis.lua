@@ -205,8 +205,8 @@ end
 -- gets instead:
 --   a string                 these bytes (any RESP, or not RESP at all);
 --   { send = bytes }         the same;
---   { drip = bytes, every = s, limit = s }  one byte every `s` seconds,
---                            at most `limit` seconds, then the connection is closed;
+--   { drip = bytes, every = s, limit = s }  one byte every `s` seconds; the
+--                            connection is closed when `limit` seconds went first;
 --   { stream = head, fill = bytes, total = n }  `head`, then `fill` again and
 --                            again until `n` bytes went or the client is gone.
 -- `times = n` in a table rule: only n such commands get it (after the
@@ -368,12 +368,13 @@ local function serve(c)
         elseif rule.drip then
             local stop = socket.gettime() + (rule.limit or 60)
             for i = 1, #rule.drip do
+                if i > 1 then
+                    loop:sleep(rule.every or 2)
+                end
                 if socket.gettime() >= stop or not c:send(rule.drip:sub(i, i)) then
                     return
                 end
-                loop:sleep(rule.every or 2)
             end
-            return
         elseif rule.stream then
             if not c:send(rule.stream) then
                 return

@@ -215,6 +215,25 @@ describe("fleet mode against a hostile Redis:", function()
         end)
     end
 
+    for _, mode in ipairs(MODES) do
+        it("gives one fleet operation its timeout for all it sends, connecting included (" .. mode .. ")",
+            function()
+            -- Every command answered, each a little under the timeout (2 s of
+            -- 3): the operation (here the ledger's first GET, on a new
+            -- connection: AUTH, SELECT, GET) ends within its 3 s, however
+            -- many commands it needed.
+            local slow = { drip = "+OK\r\n", every = 0.5, limit = 60 }
+            local h = redis.hostile { AUTH = slow, SELECT = slow, GET = { drip = "$-1\r\n", every = 0.5, limit = 60 } }
+            finally(function() h:stop() end)
+            local x, lines = fleet(srv, "redis://:spec-pw@127.0.0.1:" .. h.port .. "/3", mode, { connect_timeout = 3 })
+            local t0 = core.now()
+            check_refused_or_local(srv, x, lines, mode, "no whole reply from Redis by its deadline", "slow commands")
+            local took = core.now() - t0
+            assert.is_true(took < 13, "the call took " .. took .. " s")
+            x:close()
+        end)
+    end
+
     -- The huge replies: each `stream` rule sends its header, then filler
     -- until the client goes away (or the declared size is reached).
     local HUGE = {
@@ -367,6 +386,20 @@ describe("wolkvox.redis against a hostile server", function()
         assert.truthy(err:find("within 1 s", 1, true), err)
         assert.is_true(took < 8, "took " .. took .. " s")
         assert.is_true(conn:broken())
+        conn:close()
+        -- conn:deadline(at) cuts every command shorter, until forgotten.
+        conn = assert(client.connect("127.0.0.1", h.port, 30))
+        assert.has_error(function() conn:deadline(0 / 0) end)
+        conn:deadline(client.clock() + 0.5)
+        conn:deadline()
+        conn:deadline(client.clock() + 1)
+        t0 = core.now()
+        r, err, kind = conn:command("PING")
+        took = core.now() - t0
+        assert.is_nil(r)
+        assert.equal("timeout", kind, err)
+        assert.truthy(err:find("by its deadline", 1, true), err)
+        assert.is_true(took < 8, "took " .. took .. " s")
         conn:close()
     end)
 end)

@@ -6,14 +6,17 @@
  *
  *   redis.connect(host, port, timeout [, tls]) -> connection | nil, message
  *   conn:command(arg, ...)             -> reply | nil, message, kind
- *   conn:close(), conn:broken()
- *   redis.version, redis.tls, redis.max_reply_bytes, redis.max_reply_elements
+ *   conn:deadline([at]), conn:close(), conn:broken()
+ *   redis.clock(), redis.version, redis.tls, redis.max_reply_bytes,
+ *   redis.max_reply_elements
  *
  * hiredis formats the commands (redisFormatCommandArgv) and parses the
  * replies (a redisReader); the sockets are this module's own, non-blocking,
  * so that `timeout` bounds the connection (and the TLS handshake) and then
  * each command as a whole: writing it and reading its whole reply, however
- * slowly the server drips it.
+ * slowly the server drips it.  conn:deadline(at) bounds every command until
+ * further notice by a time of redis.clock() (a monotonic clock): a caller's
+ * budget for several commands.
  *
  * TLS (rediss://): hiredis 0.14, Debian 12's, has none, so when built with
  * OpenSSL (WV_REDIS_TLS) the connection is made with OpenSSL.  The server's
@@ -87,6 +90,8 @@ typedef struct {
     int fd;               /* the connection (-1: closed) */
     int broken;           /* closed because a command failed on it */
     double timeout;       /* seconds for a connection, then for each command */
+    double until;         /* no command past this (redis.clock()); 0: none */
+    int capped;           /* the command under way ends at `until`, not at its timeout */
     redisReader *reader;  /* hiredis' parser, with the object functions below */
     const redisReplyObjectFunctions *base; /* hiredis' own */
     redisReplyObjectFunctions fns;         /* base, with the reply's caps */
@@ -212,6 +217,16 @@ static int wait_fd(int fd, short events, double deadline)
         if (rc < 0 && errno != EINTR)
             return -1;
     }
+}
+
+/* The message of a command (or handshake) that ran out of time: `what`
+ * "within N s", or "by its deadline" when conn:deadline cut it shorter. */
+static void late(const conn_t *c, const char *what, char *err, size_t errlen)
+{
+    if (c->capped)
+        snprintf(err, errlen, "%s by its deadline", what);
+    else
+        snprintf(err, errlen, "%s within %g s", what, c->timeout);
 }
 
 /* ---- the reply's caps ------------------------------------------------------
@@ -424,7 +439,7 @@ static int tls_start(conn_t *c, const char *host, const tls_files *f, double dea
     }
     if (timed_out) {
         ERR_clear_error();
-        snprintf(err, errlen, "the TLS handshake with Redis failed: no answer within %g s", c->timeout);
+        late(c, "the TLS handshake with Redis failed: no answer", err, errlen);
     } else
         tls_reason(c, "the TLS handshake with Redis failed", err, errlen);
     return 0;
@@ -456,7 +471,7 @@ static cmd_status send_all(conn_t *c, const char *p, size_t len, double deadline
                 continue;
             if (timed_out) {
                 ERR_clear_error();
-                snprintf(err, errlen, "writing to Redis: not done within %g s", c->timeout);
+                late(c, "writing to Redis: not done", err, errlen);
                 return CMD_TIMEOUT;
             }
             tls_reason(c, "writing to Redis", err, errlen);
@@ -478,7 +493,7 @@ static cmd_status send_all(conn_t *c, const char *p, size_t len, double deadline
         }
         w = wait_fd(c->fd, POLLOUT, deadline);
         if (w == 0) {
-            snprintf(err, errlen, "writing to Redis: not done within %g s", c->timeout);
+            late(c, "writing to Redis: not done", err, errlen);
             return CMD_TIMEOUT;
         }
         if (w < 0) {
@@ -509,7 +524,7 @@ static cmd_status read_some(conn_t *c, char *buf, size_t size, size_t *got, doub
                 continue;
             if (timed_out) {
                 ERR_clear_error();
-                snprintf(err, errlen, "no whole reply from Redis within %g s", c->timeout);
+                late(c, "no whole reply from Redis", err, errlen);
                 return CMD_TIMEOUT;
             }
             tls_reason(c, "reading from Redis", err, errlen);
@@ -535,7 +550,7 @@ static cmd_status read_some(conn_t *c, char *buf, size_t size, size_t *got, doub
         }
         w = wait_fd(c->fd, POLLIN, deadline);
         if (w == 0) {
-            snprintf(err, errlen, "no whole reply from Redis within %g s", c->timeout);
+            late(c, "no whole reply from Redis", err, errlen);
             return CMD_TIMEOUT;
         }
         if (w < 0) {
@@ -614,7 +629,8 @@ static int idle(conn_t *c, char *err, size_t errlen)
 }
 
 /* One command: its whole reply in `*out` (to free), within the
- * connection's timeout from now, or a failure and `err` filled. */
+ * connection's timeout from now (and by its deadline, if any), or a failure
+ * and `err` filled. */
 static cmd_status run_command(conn_t *c, int n, const char **argv, const size_t *lens, redisReply **out,
     char *err, size_t errlen)
 {
@@ -624,6 +640,9 @@ static cmd_status run_command(conn_t *c, int n, const char **argv, const size_t 
     cmd_status st;
 
     *out = NULL;
+    c->capped = c->until > 0 && c->until < deadline;
+    if (c->capped)
+        deadline = c->until;
     if (len < 0 || cmd == NULL) {
         snprintf(err, errlen, "cannot format a Redis command");
         return CMD_IO;
@@ -836,6 +855,29 @@ static int l_command(lua_State *L)
     return 1;
 }
 
+/* conn:deadline(at): no command of this connection runs past `at` (a time
+ * of redis.clock()), whatever its timeout leaves; conn:deadline() forgets it. */
+static int l_deadline(lua_State *L)
+{
+    conn_t *c = check_conn(L);
+    if (lua_isnoneornil(L, 2))
+        c->until = 0;
+    else {
+        double at = luaL_checknumber(L, 2);
+        if (!(at > 0 && at < 1e15))
+            return luaL_argerror(L, 2, "a time of redis.clock() expected");
+        c->until = at;
+    }
+    return 0;
+}
+
+/* redis.clock(): seconds of a monotonic clock, for conn:deadline. */
+static int l_clock(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)now_mono());
+    return 1;
+}
+
 static int l_close(lua_State *L)
 {
     conn_t *c = check_conn(L);
@@ -859,6 +901,7 @@ static int l_tostring(lua_State *L)
 
 static const luaL_Reg conn_methods[] = {
     { "command", l_command },
+    { "deadline", l_deadline },
     { "close", l_close },
     { "broken", l_broken },
     { NULL, NULL },
@@ -866,6 +909,7 @@ static const luaL_Reg conn_methods[] = {
 
 static const luaL_Reg funcs[] = {
     { "connect", l_connect },
+    { "clock", l_clock },
     { NULL, NULL },
 };
 

@@ -147,12 +147,15 @@ function M.handshake(conn, cfg)
     return true
 end
 
---- The connector outside nginx: `connect(cfg, timeout)` -> a connection
--- with `command(...)` (the `wolkvox.redis` C module, hiredis), ready for
--- commands; or nil and why it cannot be (the module is not built, or the
--- URL asks for TLS and it was built without OpenSSL).  A rediss:// server's
--- certificate is verified against `cfg.cafile`, else the system's CAs; a
--- server that asks for this client's certificate gets `cfg.cert` (`cfg.key`).
+--- The connector outside nginx: `connect(cfg, timeout [, at])` -> a
+-- connection with `command(...)` (the `wolkvox.redis` C module, hiredis),
+-- ready for commands; or nil and why it cannot be (the module is not built,
+-- or the URL asks for TLS and it was built without OpenSSL).  `at` (a time
+-- of `wolkvox.redis.clock()`) ends the connection and its authentication,
+-- and every command after, at the latest (see `Backend:command`).  A
+-- rediss:// server's certificate is verified against `cfg.cafile`, else the
+-- system's CAs; a server that asks for this client's certificate gets
+-- `cfg.cert` (`cfg.key`).
 function M.connector(cfg)
     local ok, client = pcall(require, "wolkvox.redis")
     if not ok then
@@ -163,11 +166,21 @@ function M.connector(cfg)
         return nil, "rediss:// needs TLS, and this wolkvox.redis was built without OpenSSL "
             .. "(install libssl-dev and build again; or use redis:// over a trusted network)"
     end
-    return function(c, timeout)
+    return function(c, timeout, at)
+        if at then
+            local left = at - client.clock()
+            if left <= 0 then
+                return nil, "no time was left to connect to Redis"
+            end
+            timeout = math.min(timeout, left)
+        end
         local conn, err = client.connect(c.host, c.port, timeout,
             c.tls and { cafile = c.cafile, cert = c.cert, key = c.key } or nil)
         if not conn then
             return nil, err
+        end
+        if at then
+            conn:deadline(at)
         end
         local done, why = M.handshake(conn, c)
         if not done then
@@ -239,17 +252,22 @@ end
 -- since the last command closed it before reading anything).  A connection
 -- that failed in any other way than an error reply is dropped: one that
 -- timed out or sent what is not a reply is never read again, nor asked again
--- (each try may wait for the whole timeout).
+-- (each try may wait for the whole timeout).  Inside an operation (`take`,
+-- `free`, ...) every command, and a connection made for them, ends by the
+-- operation's deadline (`self.at`) when the connection can be told it.
 function Backend:command(...)
     local err
     for _ = 1, 2 do
         local fresh = false
         if not self.conn then
-            local conn, why = self.connect(self.cfg, self.timeout)
+            local conn, why = self.connect(self.cfg, self.timeout, self.at)
             if not conn then
                 return nil, why
             end
             self.conn, fresh = conn, true
+        end
+        if self.conn.deadline then
+            self.conn:deadline(self.at)
         end
         local r, why, kind = self.conn:command(...)
         if r ~= nil then
@@ -258,7 +276,7 @@ function Backend:command(...)
             return nil, why, kind
         end
         self:close()
-        err = why
+        err = kind == "timeout" and format("Redis did not answer within %g s (%s)", self.timeout, why) or why
         if fresh or kind ~= "io" then
             break
         end
@@ -395,6 +413,25 @@ function Backend:put(key, value, keep)
         return self:unexpected("SET", r, "OK")
     end
     return true
+end
+
+-- Each operation of the contract has `timeout` seconds for all it sends:
+-- its deadline is on the clock of the C module (wolkvox.redis.clock), whose
+-- connections take it (conn:deadline); a connection without `deadline`
+-- (the ngx connector's) has its own timeouts only.
+local clock
+for _, name in ipairs { "take", "free", "claim", "add", "get", "put" } do
+    local op = Backend[name]
+    Backend[name] = function(self, ...)
+        if clock == nil then
+            local ok, client = pcall(require, "wolkvox.redis")
+            clock = ok and client.clock or false
+        end
+        self.at = clock and clock() + self.timeout or nil
+        local a, b, c = op(self, ...)
+        self.at = nil
+        return a, b, c
+    end
 end
 
 --- Close the connection (a later command opens another).
