@@ -114,7 +114,9 @@ local function stamp_of(lock)
 end
 
 -- A slot of the token: a locked file, a dict key, or only a count.
--- @return the slot, or nil and the seconds until one may be free
+-- @return the slot, or nil, the seconds until one may be free, and
+--   "abandoned" when that wait is for a call a run abandoned (it may still
+--   run at wolkvox: a rerun after Ctrl-C waits for it)
 function Pacer:take_slot()
     local now = self.time()
     local busy_until = now + self.server_limit
@@ -129,7 +131,7 @@ function Pacer:take_slot()
         -- (the backend failed and the guard said "local")
     end
     if self.dir then
-        local wait = huge
+        local wait, kind = huge, nil
         for i = 1, M.TOKEN_SLOTS do
             local path = self.dir .. "/slot" .. i
             local lock, why = self.core.lock(path)
@@ -140,7 +142,9 @@ function Pacer:take_slot()
                 if stamp > now then
                     -- A call abandoned there may still run at the server.
                     lock:release()
-                    wait = min(wait, stamp - now)
+                    if stamp - now < wait then
+                        wait, kind = stamp - now, "abandoned"
+                    end
                 else
                     -- (lock:write raises when the file cannot be written.)
                     local ok, err = pcall(lock.write, lock, format("%.6f\n", busy_until))
@@ -151,14 +155,16 @@ function Pacer:take_slot()
                     return { lock = lock, busy_until = busy_until }
                 end
             elseif why == "busy" then
-                wait = min(wait, M.POLL)
+                if M.POLL < wait then
+                    wait, kind = M.POLL, nil
+                end
             elseif full(why) then
                 unwritable(self.dir, why)
             else
                 refuse("cannot use the pacing slot: " .. tostring(why))
             end
         end
-        return nil, wait
+        return nil, wait, kind
     elseif self.dict then
         for i = 1, M.TOKEN_SLOTS do
             local key = "wolkvox:slot:" .. self.key .. ":" .. i
@@ -246,9 +252,9 @@ function Pacer:acquire()
     if self.held >= self.cap then
         return nil, M.POLL, "slot"
     end
-    local slot, wait = self:take_slot()
+    local slot, wait, kind = self:take_slot()
     if not slot then
-        return nil, wait, "slot"
+        return nil, wait, kind or "slot"
     end
     self.held = self.held + 1
     if self.min_interval > 0 then

@@ -117,11 +117,15 @@ function Runtime:acquire(endpoint, item)
         item.throttled = nil
         return slot
     end
-    if not item.throttled then
-        item.throttled = true
+    if not item.throttled or (why == "abandoned" and item.throttled ~= why) then
+        item.throttled = why
         self.throttles = self.throttles + 1
-        self:emit("on_throttle", { endpoint = endpoint, wait = wait,
-            reason = why == "interval" and "the minimum interval" or "a free slot of the token" })
+        local reason = why == "interval" and "the minimum interval" or "a free slot of the token"
+        if why == "abandoned" then
+            reason = "a slot an earlier call, abandoned (Ctrl-C, a kill, a timeout), may still hold at wolkvox"
+        end
+        self:emit("on_throttle", { endpoint = endpoint, wait = wait, reason = reason, why = why,
+            ["until"] = why == "abandoned" and os.time() + wait or nil })
     end
     return nil, wait
 end

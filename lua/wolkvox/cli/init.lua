@@ -258,7 +258,7 @@ function commands.call(a)
         params.body = body
     end
     local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
-    local c = connect(a, { on_progress = bar.update })
+    local c = connect(a, { on_progress = bar.update, on_throttle = bar.throttle })
     local data, meta
     if a.all_pages then
         data, meta = c:all_pages(a.family .. "/" .. a.api, params, { max_pages = a.max_pages })
@@ -385,7 +385,7 @@ end
 -- that a rerun goes on from), or to stdout.
 function commands.report(a)
     local bar = progress.new(not a.no_progress and not a.quiet and progress.stderr_is_tty())
-    local c = connect(a, { on_progress = bar.update })
+    local c = connect(a, { on_progress = bar.update, on_throttle = bar.throttle })
     local ok, err = pcall(function()
         if a.dry_run then
             return dry_run(a, c)

@@ -36,10 +36,18 @@ function M.line(p)
         p.calls, clock(p.elapsed), eta)
 end
 
+--- The line of a wait for a slot an abandoned call may still hold.
+-- @tparam table t `endpoint`, `until` (epoch seconds)
+function M.waiting(t)
+    return format("%s  waiting until %s for a slot that an earlier, abandoned call (Ctrl-C, a kill) may "
+        .. "still hold at wolkvox", t.endpoint, os.date("%H:%M:%S", floor(t["until"])))
+end
+
 --- A progress display.
 -- @tparam boolean enabled draw (false: every method does nothing)
 -- @tparam[opt] file file where to draw (default io.stderr)
--- @treturn table `update(p)` (an `on_progress` hook) and `clear()`
+-- @treturn table `update(p)` (an `on_progress` hook), `throttle(t)` (an
+--   `on_throttle` hook) and `clear()`
 function M.new(enabled, file)
     file = file or io.stderr
     local drawn = false
@@ -47,6 +55,16 @@ function M.new(enabled, file)
     function self.update(p)
         if enabled then
             file:write("\r", M.line(p), "\027[K")
+            file:flush()
+            drawn = true
+        end
+    end
+    -- A wait worth explaining (an `on_throttle` hook): a rerun after Ctrl-C
+    -- waits for the slot its predecessor's abandoned call may still hold at
+    -- wolkvox, up to a minute; say so, and until when, instead of looking hung.
+    function self.throttle(t)
+        if enabled and t.why == "abandoned" and t["until"] then
+            file:write("\r", M.waiting(t), "\027[K")
             file:flush()
             drawn = true
         end

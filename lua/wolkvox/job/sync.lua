@@ -392,7 +392,7 @@ local function sync(ctx, e, params, sink)
     end
     -- For an appended file: the bytes a state vouches for; `pending` says a
     -- run is writing after them (a kill then leaves bytes that are ours).
-    local whole = st and st.bytes or 0
+    local whole, vouched = st and st.bytes or 0, w and export_job.writer_state(w)
     local state
 
     local function flush()
@@ -406,7 +406,7 @@ local function sync(ctx, e, params, sink)
     end
     local function store(pending)
         if meta.appending then
-            state.bytes, state.writer = whole, export_job.writer_state(w)
+            state.bytes, state.writer = whole, vouched
             state.digest = file_out.digest(sink.output, whole)
             state.pending = pending or nil
         end
@@ -487,7 +487,7 @@ local function sync(ctx, e, params, sink)
             local bytes = flush()
             advance(dates.parse(win.to))
             if meta.appending then
-                whole = bytes
+                whole, vouched = bytes, export_job.writer_state(w)
                 store(true)
             elseif not handle then
                 -- Rows handed to the caller (a function, stdout, a list):
@@ -505,7 +505,7 @@ local function sync(ctx, e, params, sink)
                 end
             end
             if meta.appending then
-                whole = flush()
+                whole, vouched = flush(), export_job.writer_state(w)
                 store(false)
             elseif handle then
                 -- The new file takes its name, then the state moves: a kill
