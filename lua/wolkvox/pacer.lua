@@ -247,7 +247,7 @@ end
 
 --- Take a slot for one call.
 -- @return a slot (give it back with `release`), or nil and the seconds to
---   wait before trying again, and why ("slot" or "interval")
+--   wait before trying again, and why ("slot", "abandoned": a slot an abandoned call may still hold, or "interval")
 function Pacer:acquire()
     if self.held >= self.cap then
         return nil, M.POLL, "slot"

@@ -28,6 +28,13 @@ local M = {}
 local Ledger = {}
 Ledger.__index = Ledger
 
+-- A ledger file that cannot be written (a full disk, a read-only file
+-- system): a local failure, as for the pacer's files (kind output, exit 1).
+local function unwritable(message)
+    errors.throw("output", { message = message .. " (free space there, set state_dir to another directory, "
+        .. "or state_dir = false)" })
+end
+
 local function refuse(message)
     errors.throw("params", { message = message .. " (set state_dir to another directory, or state_dir = false)" })
 end
@@ -179,7 +186,7 @@ function Ledger:spend(n)
     end
     local ok, err = self.core.append_file(self.dir .. "/calls-" .. day, rep(".", n))
     if not ok then
-        refuse("cannot count a call in the quota ledger: " .. tostring(err))
+        unwritable("cannot count a call in the quota ledger: " .. tostring(err))
     end
 end
 
@@ -220,7 +227,7 @@ function Ledger:measured(used, limit)
     else
         local ok, err = self.core.write_file(self.dir .. "/measured-" .. day, text .. "\n")
         if not ok then
-            refuse("cannot write the quota ledger: " .. tostring(err))
+            unwritable("cannot write the quota ledger: " .. tostring(err))
         end
     end
 end
