@@ -207,16 +207,49 @@ describe("a value larger than the transfer's pause threshold, curl transport", f
         assert.is_true(cpu < wall / 2, string.format("%.2f s of CPU in %.2f s of waiting", cpu, wall))
     end)
 
-    it("an answer that failed to decode does not spin while the rest of it arrives", function()
-        -- A 512 KiB row with a bad escape at its end (found when the row is
-        -- decoded whole: the row stays buffered), then white space in pieces
-        -- for about 2.5 s: a decode error, and the wait in poll(2).
-        local rows, err, cpu, wall = services {
-            ENVELOPE .. '{"note":"', body_of(512 * 1024), '\\q"}' .. CLOSE,
-            { rep = "    ", n = 192 * 1024, piece = 16 * 1024, every = 0.05 } }
+    it("an answer that is not JSON is not read on: a body that never ends gives its error at once", function()
+        -- An HTML page without a length, then more of it for longer than the
+        -- call's timeout: the answer's error (its start in the message), not
+        -- a timeout after reading on.
+        local function endless(status)
+            local head = hostile.head(status, { ["Content-Type"] = "text/html" }, { "Connection: close" })
+            return function(c)
+                if not c:send(head .. "<html><body>" .. string.rep("x", 1000)) then
+                    return
+                end
+                for _ = 1, 1200 do
+                    if not c:send(string.rep("y", 1024)) then
+                        return
+                    end
+                    c:sleep(0.05)
+                end
+            end
+        end
+        local h = hostile.start { responses = { endless(200), endless(502) } }
+        local c = client(h, { timeout = 20 })
+        local rows, err = c:services()
+        local rows2, err2 = c:services()
+        c:close()
+        h:stop()
         assert.is_nil(rows)
-        assert.equal("decode", err.kind)
-        assert.is_true(wall >= 2, "the answer came too fast to tell: " .. wall .. " s")
-        assert.is_true(cpu < wall / 2, string.format("%.2f s of CPU in %.2f s of waiting", cpu, wall))
+        assert.equal("decode", err.kind, tostring(err))
+        assert.matches("<html><body>xxx", err.message, 1, true)
+        assert.is_nil(rows2)
+        assert.equal("http", err2.kind, tostring(err2))
+        assert.equal(502, err2.status)
+        assert.matches("<html><body>xxx", err2.message, 1, true)
+    end)
+
+    it("an answer that fails to decode partway stops there, whatever follows", function()
+        -- A 512 KiB row with a bad escape at its end (found when the row is
+        -- decoded whole), then white space in pieces for longer than the
+        -- call's timeout: the decode error, not a timeout after waiting on
+        -- (which the wait used to spend spinning, the row still buffered).
+        local rows, err = services({
+            ENVELOPE .. '{"note":"', body_of(512 * 1024), '\\q"}' .. CLOSE,
+            { rep = "    ", n = 1200 * 4096, piece = 16 * 1024, every = 0.05 } }, { timeout = 20 })
+        assert.is_nil(rows)
+        assert.equal("decode", err.kind, tostring(err))
+        assert.matches("escape", err.message)
     end)
 end)

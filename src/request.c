@@ -246,6 +246,7 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     }
     c->spool_errno = 0;
     c->paused = 0;
+    c->stopped = 0;
     if (spool != NULL) {
         /* The rows go to disk and are only checked and counted here. */
         int err = 0;

@@ -63,6 +63,7 @@ typedef struct {
     int spool_fd;            /* the body goes to this file (-1: to `body`) */
     int paused;              /* its writes wait until `body` is decoded */
     int spool_errno;         /* writing it failed */
+    int stopped;             /* not JSON: the transfer was stopped once the head was kept */
     char retry_after[64];
     char errbuf[CURL_ERROR_SIZE];
 } wv_conn;

@@ -24,8 +24,19 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     /* The first bytes stay apart, for the snippet of an answer that is not JSON. */
     keep = WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
     if (c->streaming && wv_stream_failed(&c->stream)) {
-        c->received += n; /* not JSON: the rest is not kept (the head has the snippet) */
-        return n;
+        /* Not JSON: nothing more can make it an answer.  The head is
+         * completed (the snippet), then the transfer stops: a body that
+         * never ends, or ends only at the size cap, is not read on. */
+        size_t m = c->head.len < keep ? (keep - c->head.len < n ? keep - c->head.len : n) : 0;
+        if (m > 0 && wv_buf_reserve(&c->head, m)) {
+            memcpy(c->head.p + c->head.len, ptr, m);
+            c->head.len += m;
+            c->received += m;
+            if (c->head.len < keep)
+                return n; /* m == n: all of it went to the head */
+        }
+        c->stopped = 1;
+        return 0;
     }
     if (c->streaming && wv_stream_pending(&c->stream) >= WV_PAUSE_BYTES) {
         /* libcurl keeps this chunk and gives it again once resumed
@@ -213,6 +224,8 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         lua_setfield(L, -2, "error");
         return;
     }
+    if (rc == CURLE_WRITE_ERROR && c->stopped)
+        rc = CURLE_OK; /* stopped on purpose: the answer is not JSON (below) */
     if (rc != CURLE_OK) {
         const char *kind = "transport", *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
         const char *reason = honest_reason(rc, c, reason_of(rc), &msg);
