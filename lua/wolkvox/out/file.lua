@@ -16,8 +16,8 @@
 
 local errors = require "wolkvox.errors"
 
-local io_open, os_rename, os_remove, tostring, format, setmetatable =
-    io.open, os.rename, os.remove, tostring, string.format, setmetatable
+local io_open, os_rename, os_remove, tostring, format, setmetatable, ipairs =
+    io.open, os.rename, os.remove, tostring, string.format, setmetatable, ipairs
 
 local M = {}
 
@@ -70,6 +70,15 @@ function M.new(path)
     -- written as it is: it cannot be replaced, and holds no half result.
     local target = core().stat(path, true)
     if target and target.type == "other" then
+        -- Only one of this user's or root's (a FIFO another user planted in
+        -- a shared directory would hand the rows to that user).
+        local entry = core().stat(path) or target
+        for _, st in ipairs { entry, target } do
+            if not (st.mine or st.uid == 0) then
+                fail(format("%s belongs to uid %d, not to this user or root: refused (write to a file of your "
+                    .. "own)", path, st.uid))
+            end
+        end
         local f, err = io_open(path, "wb")
         if not f then
             fail("cannot write " .. path .. ": " .. tostring(err))
