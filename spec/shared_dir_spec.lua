@@ -82,7 +82,8 @@ describe("an output in a shared sticky directory", function()
         f:close()
         sh("chmod a+r " .. q(path))
         -- (Bounded: a FIFO opened for writing waits for a reader forever.)
-        local rc, out = as(VICTIM, "cd " .. q(code_dir) .. " && env -u LD_PRELOAD -u TMPDIR timeout 60 lua5.4 " .. q(path))
+        local rc, out = as(VICTIM, "cd " .. q(code_dir) .. " && env -u LD_PRELOAD -u TMPDIR timeout 60 lua5.4 "
+            .. q(path))
         assert.equal(0, rc, out)
         return out
     end
