@@ -10,7 +10,9 @@
 # one line goes to stderr (cron mails it) and the exit code says why.
 set -u
 dir=${1:-.}
-day=${DAY:-$(date -d yesterday +%F)}
+# "yesterday" on the operation's clock (the profile's utc_offset), not the
+# machine's: at 02:15 UTC, Bogota's yesterday still has hours to run.
+day=${DAY:-$(${WOLKVOX:-wolkvox} date yesterday)} || exit
 out="$dir/cdr-$day.csv"
 
 ${WOLKVOX:-wolkvox} report cdr_1 --from "$day" --to "$day" --output "$out"

@@ -50,6 +50,14 @@ describe("command line examples", function()
         assert.equal(11, select(2, text:gsub("\r\n", "")))
     end)
 
+    it("nightly_export.sh without DAY exports yesterday on the operation's clock, even under another TZ", function()
+        local dates = require "wolkvox.dates"
+        local day = dates.iso(dates.relative("yesterday", false, dates.now(-5 * 3600))):sub(1, 10)
+        local code, _, err = run("examples/nightly_export.sh " .. q(dir), { TZ = "Asia/Tokyo" })
+        assert.equal(0, code, err)
+        assert.is_truthy(support.slurp(dir .. "/cdr-" .. day .. ".csv"), "no cdr-" .. day .. ".csv")
+    end)
+
     it("nightly_export.sh says why it failed, and exits with the command's code", function()
         support.faults(srv, { { forbidden = "quota" } })
         local code, _, err = run("examples/nightly_export.sh " .. q(dir), { DAY = "2026-01-06" })

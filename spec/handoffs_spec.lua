@@ -218,6 +218,21 @@ describe("hand-offs", function()
             assert.equal(0, code, out)
             assert.matches(m0:sub(1, 10), out, 1, true)
             assert.matches(m1:sub(1, 10), out, 1, true)
+            -- `wolkvox date` names the same days, for file names in cron lines.
+            local dc, dout = run("date yesterday")
+            assert.equal(0, dc)
+            assert.equal(y0:sub(1, 10) .. "\n", dout)
+            dc, dout = run("date last-month --end")
+            assert.equal(0, dc)
+            assert.equal(m1:sub(1, 10) .. "\n", dout)
+            -- "-7d" reads as a date, not as an option.
+            local d7 = dates.iso(dates.relative("-7d", false, now))
+            dc, dout = run("date -7d")
+            assert.equal(0, dc, dout)
+            assert.equal(d7:sub(1, 10) .. "\n", dout)
+            dc, dout = run("report cdr_1 --from -7d --to yesterday --dry-run")
+            assert.equal(0, dc, dout)
+            assert.matches(d7, dout, 1, true)
             -- Under the machine's TZ of Tokyo the words still mean Bogota's days.
             local code2, out2 = sh("env -u LD_PRELOAD TZ=Asia/Tokyo WOLKVOX_TOKEN=" .. TOKEN .. " lua5.4 bin/wolkvox "
                 .. "--base-url " .. srv.url .. " --state-dir " .. q(state) .. " report cdr_1 --from yesterday "

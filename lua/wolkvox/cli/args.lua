@@ -138,6 +138,16 @@ function M.parser()
             .. exit.HELP)
     q:flag("--measure", "Ask wolkvox (information/token_info, one call) instead of the local ledger.")
 
+    local d = p:command("date", "Print a date read on the operation's clock (utc_offset), for file names.")
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox date yesterday            # 2026-12-05\n"
+            .. "  wolkvox date last-month --end     # its last day\n"
+            .. "  d=$(wolkvox date yesterday); wolkvox report cdr_1 --from \"$d\" --to \"$d\" -o \"cdr-$d.csv\"\n\n"
+            .. exit.HELP)
+    d:argument("when", "now, today, yesterday, -Nd, this-week, last-week, this-month, last-month, this-year, "
+        .. "last-year, or a date.")
+    d:flag("--end", "The last day of the period (default: its first).")
+    d:flag("--time", "Also the time of day (YYYY-MM-DD HH:MM:SS).")
+
     local f = p:command("fake", "Run the bundled fake wolkvox server in the foreground.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox fake --port 8089\n"
             .. "  WOLKVOX_TOKEN=test-token wolkvox --base-url http://127.0.0.1:8089 call information services\n\n"
@@ -145,7 +155,7 @@ function M.parser()
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
-    for _, x in ipairs { p, e, c, r, s, q, f } do
+    for _, x in ipairs { p, e, c, r, s, q, d, f } do
         help(x)
     end
     return p

@@ -474,6 +474,23 @@ function commands.quota(a)
     end
 end
 
+-- `wolkvox date WHEN`: the day (or time) WHEN names on the operation's
+-- clock, so that scripts name their files by the same day the report covers.
+function commands.date(a)
+    local o = client_options(a)
+    local offset = require("wolkvox.options").utc_offset(o.utc_offset or require("wolkvox.options").DEFAULTS.utc_offset)
+    if not offset then
+        fail(exit.USAGE, "utc_offset must be seconds east of UTC or \"-05:00\"")
+    end
+    local dates = require "wolkvox.dates"
+    local wall, why = dates.parse(a.when, a["end"], offset)
+    if not wall then
+        fail(exit.USAGE, why)
+    end
+    local text = dates.iso(wall)
+    io.stdout:write(a.time and text or text:sub(1, 10), "\n")
+end
+
 function commands.fake(a)
     local argv = {}
     if a.port then
@@ -491,6 +508,26 @@ function commands.fake(a)
     end
 end
 
+-- "-7d" (seven days ago) looks like an option to the parser: after a date
+-- option it becomes "--from=-7d", and as `date`'s argument it follows "--".
+local DATE_OPTIONS = { ["--from"] = true, ["--to"] = true, ["--since"] = true, ["--until"] = true }
+local function relative_days(list)
+    local out = {}
+    for _, w in ipairs(list) do
+        if w:match("^%-%d+d$") then
+            if DATE_OPTIONS[out[#out]] then
+                out[#out] = out[#out] .. "=" .. w
+            else
+                out[#out + 1] = "--"
+                out[#out + 1] = w
+            end
+        else
+            out[#out + 1] = w
+        end
+    end
+    return out
+end
+
 --- Run the command line `argv` (a list of strings, like `arg`).
 -- @treturn number the exit code (see `wolkvox.cli.exit`)
 function M.main(argv)
@@ -499,12 +536,13 @@ function M.main(argv)
     for i = 1, #(argv or {}) do
         list[i] = argv[i]
     end
+    list = relative_days(list)
     local okp, a = parser:pparse(list)
     if not okp then
         -- One line, naming the help to read.
         local cmd
         for _, w in ipairs(list) do
-            if w == "endpoints" or w == "call" or w == "report" or w == "sync" or w == "quota" or w == "fake" then
+            if commands[w] then
                 cmd = w
                 break
             end
