@@ -294,6 +294,25 @@ describe("fleet mode against a hostile Redis:", function()
         end
     end
 
+    it("never waits longer than a lease for a slot, nor longer than min_interval for a start", function()
+        -- Integers of the right type, but waits no Redis running these
+        -- scripts can give (a slot is kept a lease at most, a start
+        -- `interval`): 31 years.
+        local h = redis.hostile { ["EVALSHA take"] = "*2\r\n:0\r\n:999999999999\r\n",
+            ["EVALSHA claim"] = ":999999999999\r\n" }
+        finally(function() h:stop() end)
+        local cfg = assert(state_redis.parse(h.url))
+        local b = state_redis.new { cfg = cfg, connect = assert(state_redis.connector(cfg)), prefix = "spec:" }
+        local slot, wait = b:take({ "slot:{k}:1", "slot:{k}:2" }, 65, 0.25)
+        assert.is_false(slot)
+        assert.is_true(wait > 0 and wait <= 65, tostring(wait))
+        local claimed
+        claimed, wait = b:claim("pace:{k}", 2)
+        assert.is_false(claimed)
+        assert.is_true(wait > 0 and wait <= 2, tostring(wait))
+        b:close()
+    end)
+
     it("drops the connection that saw a bad reply: the next command opens another", function()
         local bad = {
             { GET = { send = ":5\r\n", after = 1, times = 1 } },

@@ -341,7 +341,7 @@ end
 
 --- Take the first free slot of `keys` for `lease` seconds.
 -- @return the slot's number and its holder id, or false and the seconds to
---   wait, or nil and a message
+--   wait (at most `lease`), or nil and a message
 function Backend:take(keys, lease, poll)
     local holder = self:holder()
     local r, err = self:script("take", keys, holder, ms(lease), ms(poll))
@@ -354,7 +354,8 @@ function Backend:take(keys, lease, poll)
     if r[1] ~= 0 then
         return r[1], holder
     end
-    return false, r[2] >= 0 and r[2] / 1000 or poll
+    -- (No slot is kept longer than a lease: a longer wait is not Redis's.)
+    return false, r[2] >= 0 and math.min(r[2] / 1000, lease) or poll
 end
 
 --- Free slot `key` taken by `holder`, or keep it busy `keep` seconds.
@@ -368,7 +369,8 @@ function Backend:free(key, holder, keep)
     return true
 end
 
---- Claim a start: true, or false and the seconds until `interval` passed.
+--- Claim a start: true, or false and the seconds until `interval` passed
+-- (at most `interval`).
 function Backend:claim(key, interval)
     local r, err = self:script("claim", { key }, ms(interval))
     if r == nil then
@@ -379,7 +381,8 @@ function Backend:claim(key, interval)
     if r < 0 then
         return true
     end
-    return false, r / 1000
+    -- (A start is kept `interval` at most: a longer wait is not Redis's.)
+    return false, math.min(r / 1000, interval)
 end
 
 --- Add `n` to counter `key`, kept `keep` seconds: the new count.
