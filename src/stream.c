@@ -58,12 +58,6 @@ static int is_ws(char c)
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-/* Whether `c` may be part of a number or of true, false, null. */
-static int in_scalar(char c)
-{
-    return (c >= '0' && c <= '9') || (c != '\0' && strchr("+-.eEtrufalsn", c) != NULL);
-}
-
 static void skip_ws(wv_stream *d)
 {
     while (d->pos < d->in->len && is_ws(d->in->p[d->pos]))
@@ -103,19 +97,8 @@ static int scan_value(wv_stream *d, size_t *len, int last)
          * where it stopped, as for the other values: a long one is never
          * scanned twice. */
         d->scalar = 1;
-        while (i < n && !is_ws(p[i]) && p[i] != ',' && p[i] != ']' && p[i] != '}') {
-            if (!in_scalar(p[i])) {
-                /* A byte no number or literal holds: the value ends at it,
-                 * and its decoding says what is wrong.  The answer fails
-                 * here, not after reading on to a delimiter that text (an
-                 * HTML page) may never send. */
-                d->scanning = 0;
-                d->scalar = 0;
-                *len = i + 1;
-                return 1;
-            }
+        while (i < n && !is_ws(p[i]) && p[i] != ',' && p[i] != ']' && p[i] != '}')
             i++;
-        }
         if (i == n && !last) {
             d->scan = i;
             return 0;
