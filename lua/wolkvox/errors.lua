@@ -10,13 +10,60 @@ local setmetatable, getmetatable, tostring, type, pairs, pcall, error =
     setmetatable, getmetatable, tostring, type, pairs, pcall, error
 local concat = table.concat
 
-local retry = require "wolkvox.retry"
-
 local M = {}
 
---- The kinds, with whether a later attempt may succeed (the retry policy's
--- own table: `wolkvox.retry` decides).
-M.kinds = retry.KINDS
+--- The kinds, with whether a later attempt may succeed (`wolkvox.retry`
+-- decides when to try again; this is what each failure is).
+M.kinds = {
+    transport   = true,   -- connect, dns, timeout, reset, partial... (see `classify`)
+    http        = true,   -- an unexpected HTTP status (see `classify`)
+    decode      = true,   -- a 2xx answer that is not JSON
+    too_large   = false,  -- the answer passed the size cap
+    auth        = false,  -- missing, malformed or rejected token
+    quota       = false,  -- daily call budget used up (403 TOKEN LIMIT EXCEEDED)
+    concurrency = true,   -- more than 2 calls in flight (403 SIMULTANEOUS REQUESTS)
+    maintenance = true,   -- any other 403: maintenance or backup window
+    params      = false,  -- a request that a rule forbids; nothing was sent
+    not_found   = false,  -- unknown endpoint, or not enabled on this server
+    truncated   = false,  -- a window still at the row cap at its minimum span
+    closed      = false,  -- the client was closed
+    output      = false,  -- writing the rows out failed (a full disk, a closed pipe)
+    busy        = false,  -- another run holds this checkpoint or sync state now; nothing was sent
+    state       = true,   -- the fleet's shared state (Redis) cannot be reached; nothing was sent
+}
+
+--- Why a transfer failed (`result.error.reason` of a transport), and
+-- whether another attempt may pass (`true`) or never will (`false`).
+M.reasons = {
+    connect = true,   -- the connection could not be made
+    dns = true,       -- the host name did not resolve
+    timeout = true,   -- no answer in time
+    reset = true,     -- the connection broke
+    partial = true,   -- the answer ended early
+    protocol = true,  -- the server broke HTTP (a huge header, a bad chunk, bad gzip)
+    other = true,     -- anything else the transport saw
+    tls = false,      -- the certificate or the handshake failed
+    url = false,      -- the URL cannot be used
+    memory = false,   -- the answer does not fit in memory
+    size = false,     -- the answer is larger than max_bytes (kind too_large)
+    phase = false,    -- inside nginx, a phase without cosockets
+    closed = false,   -- the client was closed during the call (kind closed)
+    spool = false,    -- the answer could not be written to the spool directory (a full disk)
+}
+
+--- Whether an error of `kind` with these `fields` (`reason`, `status`) may
+-- pass on a later attempt: transport failures but those of `tls`, `url`,
+-- `memory`, `phase`, ... (`reasons`); HTTP 5xx, 408 and 429.
+function M.classify(kind, fields)
+    if kind == "transport" and fields.reason then
+        return M.reasons[fields.reason] ~= false
+    end
+    if kind == "http" and fields.status then
+        local s = fields.status
+        return s >= 500 or s == 408 or s == 429
+    end
+    return M.kinds[kind]
+end
 
 local Error = {}
 Error.__index = Error
@@ -89,7 +136,7 @@ function M.new(kind, fields)
         e.message = M.snippet(e.message, M.MAX_MESSAGE)
     end
     if e.retryable == nil then
-        e.retryable = retry.classify(kind, e)
+        e.retryable = M.classify(kind, e)
     end
     return setmetatable(e, Error)
 end

@@ -446,7 +446,7 @@ end
 -- Warn through `logger` (an option's value) when the file at `path` can
 -- be read by group or others, as the CLI warns of such a config file.
 local function warn_if_readable(logger, path, what)
-    local log = logger and require("wolkvox.transport").logger(logger)
+    local log = logger and require("wolkvox.transport.select").logger(logger)
     if not log then
         return
     end
@@ -581,7 +581,7 @@ function M.check(opts)
         end
     end
     -- "stderr", or the name of a transport whose host has a log ("ngx").
-    if type(out.logger) == "string" and not require("wolkvox.transport").logger(out.logger) then
+    if type(out.logger) == "string" and not require("wolkvox.transport.select").logger(out.logger) then
         bad("logger", "must be a function, \"stderr\" or \"ngx\"")
     end
     check_fleet(out)

@@ -1,7 +1,6 @@
---- When to try a failed call again, and how long to wait first: the one
--- place that decides whether a failure may pass (`classify`, used by
--- `wolkvox.errors` for every error it makes), whether this one is tried
--- again (`next_attempt`), how long to wait, and when to go on one at a time.
+--- When to try a failed call again, and how long to wait first: whether
+-- this one is tried again (`next_attempt`, reading whether its kind may pass
+-- from `wolkvox.errors`), how long to wait, and when to go on one at a time.
 -- Reads are retried (3 attempts in all by default) with exponential backoff
 -- and full jitter; writes only when the request never left (the connection
 -- could not be made), since a write that reached the server may have done
@@ -12,45 +11,20 @@
 -- @module wolkvox.retry
 
 local dates = require "wolkvox.dates"
-local transport = require "wolkvox.transport"
+local errors = require "wolkvox.errors"
 
 local min, max, floor, tonumber, tostring, type, random =
     math.min, math.max, math.floor, tonumber, tostring, type, math.random
 
 local M = {}
 
---- The error kinds, with whether a later attempt may succeed.
-M.KINDS = {
-    transport   = true,   -- connect, dns, timeout, reset, partial... (see `classify`)
-    http        = true,   -- an unexpected HTTP status (see `classify`)
-    decode      = true,   -- a 2xx answer that is not JSON
-    too_large   = false,  -- the answer passed the size cap
-    auth        = false,  -- missing, malformed or rejected token
-    quota       = false,  -- daily call budget used up (403 TOKEN LIMIT EXCEEDED)
-    concurrency = true,   -- more than 2 calls in flight (403 SIMULTANEOUS REQUESTS)
-    maintenance = true,   -- any other 403: maintenance or backup window
-    params      = false,  -- a request that a rule forbids; nothing was sent
-    not_found   = false,  -- unknown endpoint, or not enabled on this server
-    truncated   = false,  -- a window still at the row cap at its minimum span
-    closed      = false,  -- the client was closed
-    output      = false,  -- writing the rows out failed (a full disk, a closed pipe)
-    busy        = false,  -- another run holds this checkpoint or sync state now; nothing was sent
-    state       = true,   -- the fleet's shared state (Redis) cannot be reached; nothing was sent
-}
+--- The error kinds, with whether a later attempt may succeed
+-- (`wolkvox.errors.kinds`, the data this policy reads).
+M.KINDS = errors.kinds
 
 --- Whether an error of `kind` with these `fields` (`reason`, `status`) may
--- pass on a later attempt: transport failures but those of `tls`, `url`,
--- `memory`, `phase` (`wolkvox.transport.REASONS`); HTTP 5xx, 408 and 429.
-function M.classify(kind, fields)
-    if kind == "transport" and fields.reason then
-        return transport.REASONS[fields.reason] ~= false
-    end
-    if kind == "http" and fields.status then
-        local s = fields.status
-        return s >= 500 or s == 408 or s == 429
-    end
-    return M.KINDS[kind]
-end
+-- pass on a later attempt (`wolkvox.errors.classify`).
+M.classify = errors.classify
 
 -- Maintenance windows last longer than a blip: its backoff starts higher.
 local MAINTENANCE_FACTOR = 10

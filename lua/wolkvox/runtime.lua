@@ -9,7 +9,7 @@ local errors = require "wolkvox.errors"
 local pacer = require "wolkvox.pacer"
 local quota = require "wolkvox.quota"
 local state = require "wolkvox.state"
-local transport = require "wolkvox.transport"
+local select_transport = require "wolkvox.transport.select"
 
 local pcall, setmetatable, tostring, format, ipairs = pcall, setmetatable, tostring, string.format, ipairs
 
@@ -134,13 +134,13 @@ end
 -- and `token`; raises structured errors.
 -- @treturn table the runtime
 function M.new(o, token)
-    local mod, name = transport.module(o.transport)
+    local mod, name = select_transport.module(o.transport)
     if not mod then
         errors.throw("params", { message = name })
     end
     local t = mod.new(o, token)
     token = nil -- luacheck: ignore 311 (drop the only Lua reference early)
-    local logger = transport.logger(o.logger or (mod.log and name or nil))
+    local logger = select_transport.logger(o.logger or (mod.log and name or nil))
     -- Whatever fails from here on (a state directory refused, ...) closes
     -- the transport first.
     local ok, p, l = pcall(function()

@@ -51,29 +51,13 @@
 -- `M.REASONS`.
 -- @module wolkvox.transport
 
-local type, tostring, require, pcall, pairs, rep, concat =
-    type, tostring, require, pcall, pairs, string.rep, table.concat
+local require, pcall, rep, concat = require, pcall, string.rep, table.concat
 
 local M = {}
 
 --- Why a transfer failed (`result.error.reason`), and whether another
 -- attempt may pass (`true`) or never will (`false`).
-M.REASONS = {
-    connect = true,   -- the connection could not be made
-    dns = true,       -- the host name did not resolve
-    timeout = true,   -- no answer in time
-    reset = true,     -- the connection broke
-    partial = true,   -- the answer ended early
-    protocol = true,  -- the server broke HTTP (a huge header, a bad chunk, bad gzip)
-    other = true,     -- anything else the transport saw
-    tls = false,      -- the certificate or the handshake failed
-    url = false,      -- the URL cannot be used
-    memory = false,   -- the answer does not fit in memory
-    size = false,     -- the answer is larger than max_bytes (kind too_large)
-    phase = false,    -- inside nginx, a phase without cosockets
-    closed = false,   -- the client was closed during the call (kind closed)
-    spool = false,    -- the answer could not be written to the spool directory (a full disk)
-}
+M.REASONS = require("wolkvox.errors").reasons
 
 --- `s` with every occurrence of `secret` replaced by as many '*' (a plain
 -- find, not a pattern): how a transport without the C core keeps the token
@@ -178,9 +162,6 @@ function M.memory_cache(now, max)
     return store
 end
 
---- The transports, by the names `wolkvox.new { transport = ... }` takes.
-M.NAMES = { curl = "wolkvox.transport.curl", ngx = "wolkvox.transport.ngx", fake = "wolkvox.transport.fake" }
-
 local sha256
 --- 32 hex digits of SHA-256 of `s`: the names of the state files, dict keys
 -- and (later) shared keys, the same whichever transport computes them.
@@ -190,35 +171,6 @@ function M.fingerprint(s)
         sha256 = ok and core.sha256 or require("wolkvox.sha256")
     end
     return sha256(s):sub(1, 32)
-end
-
---- The module of transport `name`; without a name, the one this host
--- uses: "ngx" inside nginx, else "curl".
-function M.module(name)
-    if name == nil then
-        local ngx_mod = require(M.NAMES.ngx)
-        return ngx_mod.available() and ngx_mod or require(M.NAMES.curl), ngx_mod.available() and "ngx" or "curl"
-    end
-    local path = M.NAMES[name]
-    if not path then
-        return nil, "unknown transport '" .. tostring(name) .. "' (curl, ngx or fake)"
-    end
-    return require(path), name
-end
-
---- A logger function for a logger option: a function as it is, "stderr",
--- or the name of a transport whose host has a log ("ngx").
-function M.logger(v)
-    if type(v) == "function" or v == nil then
-        return v
-    end
-    if v == "stderr" then
-        return function(level, line)
-            io.stderr:write("wolkvox [", level, "] ", line, "\n")
-        end
-    end
-    local mod = M.NAMES[v] and require(M.NAMES[v])
-    return mod and mod.log or nil
 end
 
 return M

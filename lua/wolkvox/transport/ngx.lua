@@ -11,7 +11,6 @@
 local errors = require "wolkvox.errors"
 local transport = require "wolkvox.transport"
 local http = require "wolkvox.transport.ngx_http"
-local DEFAULTS = require("wolkvox.options").DEFAULTS
 
 
 local pcall, type, tostring, pairs, setmetatable, unpack =
@@ -436,9 +435,10 @@ function M.new(opts, token)
             return require("wolkvox.core").spool(dir, token)
         end or nil,
         id = id,
-        timeout_ms = (opts.timeout or DEFAULTS.timeout) * 1000,
-        connect_ms = (opts.connect_timeout or DEFAULTS.connect_timeout) * 1000,
-        max_bytes = opts.max_bytes or DEFAULTS.max_bytes,
+        -- The checked options carry every default (`wolkvox.options`).
+        timeout_ms = opts.timeout * 1000,
+        connect_ms = opts.connect_timeout * 1000,
+        max_bytes = opts.max_bytes,
         verify = opts.verify ~= false,
         user_agent = opts.user_agent or M.USER_AGENT,
         requests = 0, connects = 0, bytes = 0, fresh_seq = 0,
