@@ -162,7 +162,17 @@ describe("a spooled answer", function()
         assert.is_nil(sp)
         assert.matches("No such file or directory", err)
         local s = core.session { token = TOKEN }
-        assert.has_error(function() s:start { url = "http://127.0.0.1:9/", spool = "/nonexistent" } end)
+        -- The request is never sent; its result says why (a directory that
+        -- fills up between two starts must not raise: issue #19).
+        local id = s:start { url = "http://127.0.0.1:9/", spool = "/nonexistent" }
+        local got, res = s:wait(5)
+        assert.equal(id, got)
+        assert.equal("transport", res.error.kind)
+        assert.equal("spool", res.error.reason)
+        assert.is_false(res.error.sent)
+        assert.equal(0, res.sends)
+        assert.matches("No such file or directory", res.error.message)
+        assert.is_nil(s:wait(0))
         assert.has_error(function() s:start { url = "http://127.0.0.1:9/", spool = "/tmp", decode = false } end,
             "bad request ('spool' needs the answer decoded)")
         s:close()
@@ -282,6 +292,29 @@ describe("a full spool directory", function()
         assert.is_nil(tostring(err):find("HTTP", 1, true), tostring(err))
         assert.equal(1, srv:control("stats").requests)
         os.remove(support.state_dir .. "/full.csv")
+    end)
+
+    it("with no inode left when a window starts, fails c:export the same way, that window never sent", function()
+        -- A tmpfs with one free inode: the first window's spool file takes
+        -- it (its answer delayed), the second window's start finds none.
+        local dir = support.tmpdir()
+        local code, why = sh("mount -t tmpfs -o size=1m,nr_inodes=2,mode=0700 tmpfs '" .. dir .. "'")
+        if code ~= 0 then
+            os.remove(dir)
+            pending("cannot mount a tmpfs here: " .. tostring(why))
+            return
+        end
+        finally(function() unmount(dir) end)
+        srv:control("config", { latency = 3 })   -- the first window stays in flight
+        local c = support.client(srv, { spool_dir = dir })
+        local ok, n, err = pcall(c.export, c, "cdr_1", { from = "2026-01-01", to = "2026-02-28" },
+            { on_rows = function() end })
+        c:close()
+        assert.is_true(ok, tostring(n))
+        assert.is_nil(n)
+        assert.equal("output", err.kind, tostring(err))
+        assert.matches("spool directory " .. dir:gsub("%p", "%%%0") .. ": No space left on device", err.message)
+        assert.equal("2026-02-01 00:00:00", err.window.from)   -- the second window, never sent
     end)
 
     it("makes `wolkvox report` exit 1 (a local failure) saying which directory is full", function()

@@ -3,6 +3,7 @@
  * Every field is read raw and checked before anything is allocated; every
  * allocation is stored in the connection before the next may raise.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -247,12 +248,21 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     c->spool_errno = 0;
     c->paused = 0;
     c->stopped = 0;
+    c->start_errno = 0;
     if (spool != NULL) {
-        /* The rows go to disk and are only checked and counted here. */
+        /* The rows go to disk and are only checked and counted here.  A
+         * directory that cannot hold them now (a full disk: no inode left)
+         * is this request's result, not a raise: it is never sent, and
+         * wait() reports it (kind transport, reason spool, not sent). */
         int err = 0;
         c->spool_fd = wv_spool_create(spool, &err);
-        if (c->spool_fd < 0)
-            luaL_error(L, "cannot create a temporary file in the spool directory: %s", strerror(err));
+        if (c->spool_fd < 0) {
+            c->start_errno = err != 0 ? err : EIO;
+            c->sends = 0;
+            c->id = ++s->next_id;
+            s->inflight++;
+            return c->id;
+        }
         c->stream.count_only = 1;
     }
     c->sends = 0;

@@ -381,6 +381,16 @@ static int feed_inflight(lua_State *L, wv_session *s)
     return 0;
 }
 
+/* A request that never went out (its spool file could not be made), or NULL. */
+static wv_conn *unstarted(wv_session *s)
+{
+    int i;
+    for (i = 0; i < s->nconns; i++)
+        if (s->conn[i].id != 0 && s->conn[i].start_errno != 0)
+            return &s->conn[i];
+    return NULL;
+}
+
 static void not_reentrant(lua_State *L, wv_session *s)
 {
     if (s->busy)
@@ -433,6 +443,8 @@ static int do_wait(lua_State *L, wv_session *s, double slice)
     }
     until = slice < 0 ? -1 : wv_now_ms() + slice * 1000.0;
     for (;;) {
+        if ((c = unstarted(s)) != NULL)
+            break; /* its result says why it never went out */
         r = wv_drive(s, until, &c, &rc, &why);
         if (r < 0)
             return luaL_error(L, "libcurl: %s", why);

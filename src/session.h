@@ -64,6 +64,7 @@ typedef struct {
     int paused;              /* its writes wait until `body` is decoded */
     int spool_errno;         /* writing it failed */
     int stopped;             /* not JSON: the transfer was stopped once the head was kept */
+    int start_errno;         /* its spool file could not be made: never sent, the result says why */
     char retry_after[64];
     char errbuf[CURL_ERROR_SIZE];
 } wv_conn;

@@ -195,6 +195,20 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     char *ctype = NULL;
     CURL *e = c->easy;
 
+    if (c->start_errno != 0) {
+        /* Never sent (wv_start_request): its spool file could not be made. */
+        char why[200];
+        snprintf(why, sizeof why, "cannot create a temporary file in the spool directory: %s",
+                 strerror(c->start_errno));
+        lua_createtable(L, 0, 4);
+        wv_set_integer(L, "status", 0);
+        wv_set_integer(L, "bytes", 0);
+        wv_set_integer(L, "sends", 0);
+        wv_push_error(L, "transport", "spool", why, 0, 0);
+        lua_setfield(L, -2, "error");
+        return;
+    }
+
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
