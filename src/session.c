@@ -502,7 +502,10 @@ static int do_wait(lua_State *L, wv_session *s, double slice)
  * @tparam table req `method`, `url`, `body`, `content_type`, `parts`,
  *   `headers`, `decode` (default true), `fresh` (a new connection, for
  *   writes: libcurl then never re-sends the request by itself), `timeout`
- *   (seconds, for this call only)
+ *   (seconds, for this call only), `spool` (a directory: the answer goes to
+ *   an unnamed file there, its rows only checked and counted; when no file
+ *   can be made there the request is not sent and its result's error has
+ *   reason `spool`, `sent` false)
  * @treturn integer the request id that wait() reports; or nil and "closed"
  *   when the session is (or was, during the start) closed
  */
