@@ -6,7 +6,7 @@ codes = true
 
 files["spec"] = { std = "+busted" }
 files["spec/support.lua"] = { std = "max" }
-files["lua/wolkvox/endpoints.lua"] = { max_line_length = false }
+files["lua/wolkvox/api/endpoints.lua"] = { max_line_length = false }
 -- Only the nginx transport and its HTTP client read the `ngx` global (lua-nginx-module's API).
 files["lua/wolkvox/transport/ngx_http.lua"] = { read_globals = { "ngx" } }
 files["lua/wolkvox/transport/ngx.lua"] = {

@@ -18,8 +18,9 @@
 --   curl               transfer only (--compressed -o /dev/null): the floor
 -- and the export cases (5.4): c:export to CSV over 1 and 6 windows of 59,000
 -- rows (rows wait on disk: flat memory), the same holding each window in
--- memory (spool_dir = false), each() through a writer, and curl fetching
--- the 6 answers one after another (the transfer floor of that job).
+-- memory (spool_dir = false), the command line's `wolkvox report` over the 6,
+-- each() through a writer, and curl fetching the 6 answers one after another
+-- (the transfer floor of that job).
 --   make bench, or: lua5.4 bench/users.lua [RUNS [PATTERN]]   (needs nginx,
 --   GNU time; PATTERN: only the clients whose name contains it)
 local fake = require "wolkvox.fake"
@@ -187,6 +188,11 @@ case("export -> CSV, 6 windows", "gz", LUA54 .. " " .. script("export6.lua",
     EXPORT:format(base .. "/gz", "nil", "2026-06-30")))
 case("export -> CSV, 6 windows, in memory", "gz", LUA54 .. " " .. script("export6m.lua",
     EXPORT:format(base .. "/gz", "false", "2026-06-30")))
+-- The same job through the installed command, as a cron line runs it: it goes
+-- through c:export (issue #21: at most 1.1x the library's time).
+case("wolkvox report -> CSV, 6 windows (CLI)", "gz", "env WOLKVOX_TOKEN=bench " .. LUA54 .. " " .. root
+    .. "/bin/wolkvox --base-url " .. base .. "/gz --state-dir " .. dir .. "/cli-state --quiet report cdr_1 "
+    .. "--from 2026-01-01 --to 2026-06-30 --output /dev/null")
 case("each() -> writer -> CSV, 6 windows", "gz", LUA54 .. " " .. script("each6.lua", EACH:format(base .. "/gz")))
 case("curl --compressed x6, one after another", "gz", "sh -c 'for i in 1 2 3 4 5 6; do curl -s --compressed "
     .. "-o /dev/null " .. base .. "/gz/api/v2/reports_manager.php; done'")

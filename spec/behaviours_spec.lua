@@ -7,7 +7,7 @@
 -- detail report carries the wall time of its slot.
 local dates = require "wolkvox.dates"
 local data = require "wolkvox.fake.data"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 local socket = require "socket"
 local support = require "support"
 local wolkvox = require "wolkvox"

@@ -128,7 +128,7 @@ describe("wolkvox command", function()
             code, out = run("endpoints --format json")
             assert.equal(0, code)
             local list = require("cjson").decode(out)
-            assert.equal(#require("wolkvox.registry").endpoints, #list)
+            assert.equal(#require("wolkvox.api.registry").endpoints, #list)
         end)
 
         it("refuses an unknown family with exit code 2", function()

@@ -19,7 +19,7 @@ describe("generated files", function()
         local tmp = os.tmpname()
         local out, status = run("lua5.4 tools/gen-endpoints.lua -o " .. tmp)
         assert.equal(0, status, out)
-        assert.equal(read("lua/wolkvox/endpoints.lua"), read(tmp))
+        assert.equal(read("lua/wolkvox/api/endpoints.lua"), read(tmp))
         os.remove(tmp)
     end)
 
@@ -32,5 +32,40 @@ describe("generated files", function()
         assert.not_equal(0, status, out)
         assert.equal("return 'the registry before'\n", read(tmp))
         os.remove(tmp)
+    end)
+end)
+
+describe("the README's 'Where to change what'", function()
+    local text = read("README.md")
+    local section = text:match("\n### Where to change what\n(.*)$")
+
+    it("is there", function()
+        assert.is_truthy(section)
+    end)
+
+    it("names only paths that exist", function()
+        local missing, seen = {}, 0
+        for path in section:gmatch("`([%w_%-%./]+)`") do
+            -- A path: a folder or a file of the tree (module names have no slash).
+            if path:find("/", 1, true) and not path:find("^wolkvox") then
+                seen = seen + 1
+                local f = io.open(path, "rb")
+                if f then
+                    f:close()
+                else
+                    missing[#missing + 1] = path
+                end
+            end
+        end
+        assert.is_true(seen > 40, "paths seen: " .. seen)
+        assert.same({}, missing)
+    end)
+
+    it("names every folder of lua/wolkvox/", function()
+        local p = io.popen("find lua/wolkvox -mindepth 1 -maxdepth 1 -type d | sort")
+        for dir in p:lines() do
+            assert.is_truthy(section:find("`" .. dir .. "/`", 1, true), dir .. " is not named")
+        end
+        p:close()
     end)
 end)

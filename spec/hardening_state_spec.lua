@@ -4,8 +4,8 @@
 -- wait for a slot, and abandoned calls that keep their slot busy for as long
 -- as the server may still run them.
 local core = require "wolkvox.core"
-local pacer = require "wolkvox.pacer"
-local schedule = require "wolkvox.schedule"
+local pacer = require "wolkvox.limits.pacer"
+local schedule = require "wolkvox.call.schedule"
 local support = require "support"
 local wolkvox = require "wolkvox"
 
@@ -441,7 +441,7 @@ describe("abandoned calls keep their slot until the server has ended them", func
         local dir = support.tmpdir()
         support.faults(srv, { { match = "services", delay = 2, times = 3 } })
         local code = string.format([[
-            local pacer = require "wolkvox.pacer"
+            local pacer = require "wolkvox.limits.pacer"
             pacer.SERVER_LIMIT = 2.5
             local wolkvox = require "wolkvox"
             local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, timeout = 0.5,
@@ -529,7 +529,7 @@ describe("abandoned calls keep their slot until the server has ended them", func
         local p = child(string.format([[
             io.write(io.open("/proc/self/stat"):read("*l"):match("^%%d+"), "\n")
             io.stdout:flush()
-            require("wolkvox.pacer").SERVER_LIMIT = 20
+            require("wolkvox.limits.pacer").SERVER_LIMIT = 20
             local wolkvox = require "wolkvox"
             local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0 })
             c:services()
@@ -651,7 +651,7 @@ describe("careless ranges", function()
     end)
 
     it("a century per day is planned fast and small", function()
-        local dates, windows = require "wolkvox.dates", require "wolkvox.windows"
+        local dates, windows = require "wolkvox.dates", require "wolkvox.call.windows"
         local t0, before = os.clock(), collectgarbage("count")
         local from, to = dates.parse("2000-01-01"), dates.parse("2100-12-31", true)
         local w = windows.split(from, to, 31 * 86400 - 1, 86400)
@@ -694,7 +694,7 @@ describe("careless ranges", function()
 end)
 
 describe("retry waits", function()
-    local retry = require "wolkvox.retry"
+    local retry = require "wolkvox.call.retry"
     local srv
     setup(function() srv = support.fake() end)
     teardown(function() srv:stop() end)
@@ -763,7 +763,7 @@ describe("retry waits", function()
 end)
 
 describe("the quota limit in force", function()
-    local quota = require "wolkvox.quota"
+    local quota = require "wolkvox.limits.quota"
     local srv
     setup(function() srv = support.fake() end)
     teardown(function() srv:stop() end)

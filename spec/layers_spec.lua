@@ -119,7 +119,7 @@ describe("the layers", function()
 
     it("keep error kinds at the bottom: errors requires nothing of ours, retry requires errors", function()
         assert.same({}, g["wolkvox.errors"])
-        assert.is_true(g["wolkvox.retry"]["wolkvox.errors"])
+        assert.is_true(g["wolkvox.call.retry"]["wolkvox.errors"])
         for dep in pairs(g["wolkvox.transport"]) do
             assert.is_nil(dep:match("^wolkvox%.transport%."), "the contract loads " .. dep)
         end

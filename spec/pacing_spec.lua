@@ -1,7 +1,7 @@
 -- Pacing: two calls in flight per token across processes, crash-safe slots,
 -- a minimum interval; and the ledger that processes share.
 local core = require "wolkvox.core"
-local pacer = require "wolkvox.pacer"
+local pacer = require "wolkvox.limits.pacer"
 local support = require "support"
 
 -- Start a child process that runs a six-month cdr_1 report and prints

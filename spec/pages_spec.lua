@@ -2,7 +2,7 @@
 -- fake server: one call a page, counted by the fake's log, to the last
 -- page; the max_pages guard; a cursor that repeats itself refused.
 local support = require "support"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 
 describe("paged lookups", function()
     local srv, c

@@ -1,12 +1,12 @@
 -- Facts of the vendor's documentation, pinned (issue #10).  The registry
--- (lua/wolkvox/endpoints.lua) is generated from the catalog, and the fake
+-- (lua/wolkvox/api/endpoints.lua) is generated from the catalog, and the fake
 -- builds its answers from the registry: a wrong registry entry would pass
 -- every spec that reads the registry.  Here the facts of a dozen endpoints
 -- are written out literally, as /work/shared/wolkvox-api (README.md and
 -- catalog.json) states them, and checked twice: in the registry entry, and
 -- in the request the client actually sends (the fake's log).
 local cjson = require "cjson"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 local support = require "support"
 
 -- family, api, method, kind, date range, quota-free, required and optional

@@ -1,6 +1,6 @@
 -- The daily quota ledger: counted per operation and day, shared by the
 -- processes of a machine, measured through token_info, guarded by a reserve.
-local quota = require "wolkvox.quota"
+local quota = require "wolkvox.limits.quota"
 local support = require "support"
 
 describe("the quota ledger", function()

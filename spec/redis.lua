@@ -198,7 +198,7 @@ end
 -- and wolkvox.fake.loop) that plays Redis for fleet mode and answers some
 -- commands wrongly.  Without rules it answers like a Redis would: PONG, OK
 -- to AUTH, SELECT and SET, nil to GET, a script id to SCRIPT LOAD (one per
--- script of wolkvox.state.redis, recognised by its text), and to EVALSHA of
+-- script of wolkvox.limits.redis, recognised by its text), and to EVALSHA of
 -- those scripts slot 1 taken, 1 freed, a start claimed, the count added.
 -- A rule names a command as "PING", "AUTH", "SELECT", "GET", "SET",
 -- "SCRIPT LOAD" or "EVALSHA take" ("free", "claim", "add") and says what it

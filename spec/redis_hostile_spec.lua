@@ -17,8 +17,8 @@ if not (redis.binary() and redis.client_built()) then
 end
 
 local core = require "wolkvox.core"
-local state = require "wolkvox.state"
-local state_redis = require "wolkvox.state.redis"
+local state = require "wolkvox.limits.shared"
+local state_redis = require "wolkvox.limits.redis"
 local client = require "wolkvox.redis"
 
 local GiB = 1024 * 1024 * 1024
@@ -265,8 +265,8 @@ describe("fleet mode against a hostile Redis:", function()
                 -- The backend as a fleet client has it, in a process of its own
                 -- whose peak RSS is read from /proc at the end.
                 local code = string.format([[
-                    local sr = require "wolkvox.state.redis"
-                    local state = require "wolkvox.state"
+                    local sr = require "wolkvox.limits.redis"
+                    local state = require "wolkvox.limits.shared"
                     local cfg = sr.parse(%q)
                     local b = sr.new { cfg = cfg, connect = sr.connector(cfg), prefix = "spec:", timeout = 5 }
                     local g = state.guard(b, { failure = %q })

@@ -13,9 +13,9 @@ if not (redis.binary() and redis.client_built()) then
 end
 
 local core = require "wolkvox.core"
-local pacer = require "wolkvox.pacer"
-local state = require "wolkvox.state"
-local state_redis = require "wolkvox.state.redis"
+local pacer = require "wolkvox.limits.pacer"
+local state = require "wolkvox.limits.shared"
+local state_redis = require "wolkvox.limits.redis"
 
 -- A child process ("a host") with its own state directory: a six-month
 -- cdr_1 report through Redis; prints "<rows> <calls>".
@@ -110,9 +110,9 @@ describe("fleet mode (Redis)", function()
 
     it("frees the slots of a host killed with SIGKILL when their lease ends", function()
         local code = string.format([[
-            local pacer = require "wolkvox.pacer"
-            local state = require "wolkvox.state"
-            local sr = require "wolkvox.state.redis"
+            local pacer = require "wolkvox.limits.pacer"
+            local state = require "wolkvox.limits.shared"
+            local sr = require "wolkvox.limits.redis"
             local cfg = sr.parse(%q)
             local b = sr.new { cfg = cfg, connect = sr.connector(cfg), prefix = "spec:" }
             local pc = pacer.new { shared = state.guard(b, {}), shared_key = "{k}", lease = 4 }

@@ -1,7 +1,7 @@
 -- The whole registry against the fake: every endpoint callable, writes with
 -- the right method and body, chunked uploads, multipart, data shapes.
 local cjson = require "cjson"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 local support = require "support"
 
 -- The smallest parameter table endpoint `e` accepts.
@@ -313,11 +313,11 @@ describe("the endpoint registry", function()
 
     it("gives a family the precedence list does not name its bare methods too", function()
         local code = [[
-            local data = require "wolkvox.endpoints"
+            local data = require "wolkvox.api.endpoints"
             table.insert(data.families, "brand_new")
             table.insert(data.endpoints, { family = "brand_new", api = "brand_new_report", method = "GET",
                 kind = "lookup", query = {}, fields = {} })
-            local registry = require "wolkvox.registry"
+            local registry = require "wolkvox.api.registry"
             io.write(tostring(registry.bare("brand_new_report") and registry.bare("brand_new_report").family), " ",
                 registry.bare("agents").family, "\n")
         ]]

@@ -372,7 +372,7 @@ describe("reports over a range", function()
             local code = [[
                 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
                 local d = require "wolkvox.dates"
-                local w = require "wolkvox.windows"
+                local w = require "wolkvox.call.windows"
                 local out = {}
                 for _, x in ipairs(w.split(d.parse("2026-03-01"), d.parse("2026-11-15", true), 31 * 86400 - 1)) do
                     out[#out + 1] = d.format(x.from) .. "-" .. d.format(x.to)

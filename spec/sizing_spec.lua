@@ -4,9 +4,9 @@
 -- every row exactly once whatever rows a truncated answer holds.
 local dates = require "wolkvox.dates"
 local data = require "wolkvox.fake.data"
-local registry = require "wolkvox.registry"
-local schedule = require "wolkvox.schedule"
-local sizing = require "wolkvox.job.sizing"
+local registry = require "wolkvox.api.registry"
+local schedule = require "wolkvox.call.schedule"
+local sizing = require "wolkvox.call.sizing"
 local support = require "support"
 
 local DAY = 86400

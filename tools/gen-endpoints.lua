@@ -1,9 +1,9 @@
 #!/usr/bin/env lua5.4
--- Writes lua/wolkvox/endpoints.lua, the project's endpoint registry, from the
+-- Writes lua/wolkvox/api/endpoints.lua, the project's endpoint registry, from the
 -- facts of the wolkvox API catalog the project keeps in
 -- data/wolkvox-api/catalog.json (gathered from the vendor's public pages).
 --
---   lua5.4 tools/gen-endpoints.lua [-o lua/wolkvox/endpoints.lua] [catalog.json]
+--   lua5.4 tools/gen-endpoints.lua [-o lua/wolkvox/api/endpoints.lua] [catalog.json]
 --
 -- The whole output is made before anything is written; with -o it goes to
 -- a temporary file renamed over the target, so a failed run (a missing
@@ -181,7 +181,7 @@ w:write("-- body, fields; and the OVERRIDES keys chunk (items per call), chunk_f
 w:write("-- max_len, max_parts, part_names, multi_status, no_split (one call per range),\n")
 w:write("-- max_rows, data_key and total_key (where the rows are in the answer),\n")
 w:write("-- cursor (\"token\" or \"page\": a paged lookup), cursor_param, cursor_next,\n")
-w:write("-- cursor_last and cursor_items (see wolkvox.pages); time_field (the field\n")
+w:write("-- cursor_last and cursor_items (see wolkvox.api.pages); time_field (the field\n")
 w:write("-- holding a row's time: a detail report split anywhere with a field \"date\",\n")
 w:write("-- unless an override names another) and row_key (the field that identifies\n")
 w:write("-- a row of a detail report, for sync: \"conn_id\" where it has one).\n")

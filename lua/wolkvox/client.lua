@@ -7,11 +7,11 @@
 
 local errors = require "wolkvox.errors"
 local options = require "wolkvox.options"
-local registry = require "wolkvox.registry"
-local cache = require "wolkvox.cache"
-local pages = require "wolkvox.pages"
-local prepare = require "wolkvox.job.prepare"
-local run = require "wolkvox.job.run"
+local registry = require "wolkvox.api.registry"
+local cache = require "wolkvox.limits.cache"
+local pages = require "wolkvox.api.pages"
+local prepare = require "wolkvox.call.prepare"
+local run = require "wolkvox.call.run"
 local export_job = require "wolkvox.job.export"
 local sync_job = require "wolkvox.job.sync"
 local runtime = require "wolkvox.runtime"
@@ -289,7 +289,7 @@ Client.sync = errors.protect(function(self, name, params, sink)
 end)
 
 --- Follow a paged lookup's cursor to its end, one call a page
--- (`wolkvox.pages`): `wolkvox_storage/list_files` (`page_token`) and
+-- (`wolkvox.api.pages`): `wolkvox_storage/list_files` (`page_token`) and
 -- `whatsapp/conversations_today_by_customer` (`pagina_mensajes`).
 -- `for items, meta in c:pages("list_files", { path = "rec/" }, { max_pages = 20 }) do ... end`:
 -- each step gives a page's items and its meta (`page`, `cursor`, `next`,

@@ -12,7 +12,7 @@ local concat = table.concat
 
 local M = {}
 
---- The kinds, with whether a later attempt may succeed (`wolkvox.retry`
+--- The kinds, with whether a later attempt may succeed (`wolkvox.call.retry`
 -- decides when to try again; this is what each failure is).
 M.kinds = {
     transport   = true,   -- connect, dns, timeout, reset, partial... (see `classify`)

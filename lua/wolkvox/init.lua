@@ -8,7 +8,7 @@
 
 local client = require "wolkvox.client"
 local errors = require "wolkvox.errors"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 
 local M = {
     _VERSION = "wolkvox " .. require("wolkvox.version"),

@@ -5,7 +5,7 @@
 -- @module wolkvox.options
 
 local errors = require "wolkvox.errors"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 
 local type, pairs, ipairs, tostring, tonumber, error, getenv =
     type, pairs, ipairs, tostring, tonumber, error, os.getenv
@@ -279,7 +279,7 @@ local function check_fleet(out)
         end
         return
     end
-    local ok, why = require("wolkvox.state.redis").parse(out.redis)
+    local ok, why = require("wolkvox.limits.redis").parse(out.redis)
     if not ok then
         errors.throw("params", { message = "option 'redis': " .. why })
     end
@@ -297,7 +297,7 @@ local function check_fleet(out)
         bad("redis_prefix", "must be 1 to 64 letters, digits or - . _ : /")
     end
     out.redis_failure = out.redis_failure or "refuse"
-    if not require("wolkvox.state").FAILURE_MODES[out.redis_failure] then
+    if not require("wolkvox.limits.shared").FAILURE_MODES[out.redis_failure] then
         bad("redis_failure", "must be \"refuse\" or \"local\"")
     end
 end
@@ -575,7 +575,7 @@ function M.check(opts)
     elseif out.cache == false then
         out.cache = nil
     elseif out.cache ~= nil then
-        local ok, why = require("wolkvox.cache").check(out.cache)
+        local ok, why = require("wolkvox.limits.cache").check(out.cache)
         if not ok then
             bad("cache", why)
         end

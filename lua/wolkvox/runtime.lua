@@ -1,14 +1,14 @@
 --- The runtime every call runs in: one client's transport and clock, its
 -- pacer (the token's slots) and quota ledger, its policy, hooks and logger,
--- and its counters.  The call machinery (`wolkvox.job.run`) works against
+-- and its counters.  The call machinery (`wolkvox.call.run`) works against
 -- this object; the client's public methods (`wolkvox.client`) make one and
 -- hand it their calls.
 -- @module wolkvox.runtime
 
 local errors = require "wolkvox.errors"
-local pacer = require "wolkvox.pacer"
-local quota = require "wolkvox.quota"
-local state = require "wolkvox.state"
+local pacer = require "wolkvox.limits.pacer"
+local quota = require "wolkvox.limits.quota"
+local state = require "wolkvox.limits.shared"
 local select_transport = require "wolkvox.transport.select"
 
 local pcall, setmetatable, tostring, format, ipairs = pcall, setmetatable, tostring, string.format, ipairs

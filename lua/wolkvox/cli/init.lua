@@ -11,12 +11,12 @@ local args = require "wolkvox.cli.args"
 local coerce = require "wolkvox.coerce"
 local errors = require "wolkvox.errors"
 local exit = require "wolkvox.cli.exit"
-local export = require "wolkvox.export"
+local export = require "wolkvox.out.formats"
 local output = require "wolkvox.cli.output"
-local prepare = require "wolkvox.job.prepare"
+local prepare = require "wolkvox.call.prepare"
 local profile = require "wolkvox.cli.profile"
 local progress = require "wolkvox.cli.progress"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 
 local format, concat, ipairs, pairs, next, tostring, tonumber, type, sort =
     string.format, table.concat, ipairs, pairs, next, tostring, tonumber, type, table.sort
@@ -301,7 +301,7 @@ function commands.call(a)
     local rows, keyed = rows_of(data)
     local columns = export.columns(a.family .. "/" .. a.api)
     if a.all_pages then
-        columns = require("wolkvox.pages").columns(registry.find(a.family, a.api))
+        columns = require("wolkvox.api.pages").columns(registry.find(a.family, a.api))
     end
     if keyed then
         table.insert(columns, 1, "key")

@@ -19,7 +19,7 @@ local safe = require("cjson.safe").new()
 local data = require "wolkvox.fake.data"
 local dates = require "wolkvox.dates"
 local http = require "wolkvox.fake.http"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 local rules = require "wolkvox.fake.rules"
 
 local format, concat, tostring, tonumber, floor = string.format, table.concat, tostring, tonumber, math.floor

@@ -1,20 +1,20 @@
 --- Exports: the rows of a report written out as they come, window by
 -- window, in flat memory (the rows of a window wait on disk until the
--- window is known whole, see `wolkvox.job.spooled`), to a file in one of
+-- window is known whole, see `wolkvox.call.spooled`), to a file in one of
 -- `wolkvox.export`'s formats or to a function of yours.  With a checkpoint
 -- an export that stopped (an error, Ctrl-C, a killed process) is finished
 -- by running it again: the windows already written are not fetched again,
 -- and the output is the same, byte for byte, as an uninterrupted run.
 -- @module wolkvox.job.export
 
-local checkpoint = require "wolkvox.job.checkpoint"
+local checkpoint = require "wolkvox.out.state"
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
-local export = require "wolkvox.export"
+local export = require "wolkvox.out.formats"
 local file_out = require "wolkvox.out.file"
-local prepare = require "wolkvox.job.prepare"
-local run = require "wolkvox.job.run"
-local windows = require "wolkvox.windows"
+local prepare = require "wolkvox.call.prepare"
+local run = require "wolkvox.call.run"
+local windows = require "wolkvox.call.windows"
 
 local type, pairs, ipairs, tostring, pcall, error, io_type, os_rename =
     type, pairs, ipairs, tostring, pcall, error, io.type, os.rename
@@ -389,7 +389,7 @@ end
 
 --- Run the export of endpoint `e` over `params` with `opts` (see
 -- `wolkvox.client`'s `export`).  A checkpoint is held by one process at a
--- time (`wolkvox.job.checkpoint.hold`).
+-- time (`wolkvox.out.state.hold`).
 -- @return rows written and meta (`windows`, `calls`, `resumed`, ...)
 function M.run(ctx, e, params, opts)
     check(e, opts)

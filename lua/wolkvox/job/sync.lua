@@ -12,14 +12,14 @@
 -- for.
 -- @module wolkvox.job.sync
 
-local checkpoint = require "wolkvox.job.checkpoint"
+local checkpoint = require "wolkvox.out.state"
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
-local export = require "wolkvox.export"
+local export = require "wolkvox.out.formats"
 local export_job = require "wolkvox.job.export"
 local file_out = require "wolkvox.out.file"
-local prepare = require "wolkvox.job.prepare"
-local run = require "wolkvox.job.run"
+local prepare = require "wolkvox.call.prepare"
+local run = require "wolkvox.call.run"
 
 local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, concat =
     type, pairs, ipairs, tostring, pcall, error, string.format, io.type, math.floor, table.concat

@@ -37,7 +37,7 @@ M.clock = { now = core.now, time = core.time, sleep = core.sleep }
 -- `state_dir` (`tokens/<token id>/` for the slots, `operations/<server
 -- id>/` for the day's count), or nothing (`state_dir = false`: this
 -- process only); with the `redis` option, also Redis through the
--- `wolkvox.redis` C module (`wolkvox.state.redis`).
+-- `wolkvox.redis` C module (`wolkvox.limits.redis`).
 function M.state(o, t)
     local p, q = {}, {}
     local op = transport.fingerprint(o.base_url):sub(1, 16)
@@ -53,7 +53,7 @@ function M.state(o, t)
         end
     end
     if o.redis then
-        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q)
+        require("wolkvox.limits.redis").attach(o, t:token_id(), op, p, q)
     end
     return p, q
 end

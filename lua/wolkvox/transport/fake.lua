@@ -164,7 +164,7 @@ M.is_server = is_server
 function M.state(o, t)
     local p, q = {}, {}
     if o and o.redis then
-        require("wolkvox.state.redis").attach(o, t:token_id(), transport.fingerprint(o.base_url):sub(1, 16), p, q)
+        require("wolkvox.limits.redis").attach(o, t:token_id(), transport.fingerprint(o.base_url):sub(1, 16), p, q)
     end
     return p, q
 end

@@ -15,9 +15,9 @@
 --   ledger: where the token's slots and the day's count are shared (files
 --   under `state_dir`, an nginx shared dict, or nothing: this process only),
 --   and with the `redis` option the fleet backend beside them
---   (`wolkvox.state.redis.attach`, given a connector that fits the host).
+--   (`wolkvox.limits.redis.attach`, given a connector that fits the host).
 -- * `cache(opts, transport)` (optional) -> where `cache = { ttl = ... }`
---   keeps lookup answers (`wolkvox.cache`): an object with `get(key)` ->
+--   keeps lookup answers (`wolkvox.limits.cache`): an object with `get(key)` ->
 --   the value or nil, and `set(key, value, ttl)`; values are plain tables
 --   (data and meta of an answer), and what `get` returns is the caller's to
 --   change.  Keys are fingerprints, never the token.

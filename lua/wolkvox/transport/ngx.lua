@@ -237,7 +237,7 @@ Transport.__tostring = function(self)
     return "wolkvox.transport.ngx (" .. (self.closed_flag and "closed" or "open") .. ")"
 end
 
--- A Redis reply of resty.redis as the contract of `wolkvox.state.redis`
+-- A Redis reply of resty.redis as the contract of `wolkvox.limits.redis`
 -- has it: ngx.null as false, inside arrays too.
 local function plain(v)
     if v == ngx.null then
@@ -257,7 +257,7 @@ M.REDIS_POOL = 32
 --- How long an idle pooled Redis connection is kept (ms).
 M.REDIS_IDLE = 30000
 
---- The Redis connector inside nginx (`wolkvox.state.redis`): resty.redis
+--- The Redis connector inside nginx (`wolkvox.limits.redis`): resty.redis
 -- on cosockets (Debian's lua-nginx-redis names it `nginx.redis`).  A
 -- client is shared by the requests of a worker and a cosocket belongs to
 -- one request, so each command takes a connection from the worker's pool
@@ -266,7 +266,7 @@ M.REDIS_IDLE = 30000
 -- connections.  `redis_cafile` is refused here: inside nginx the trust is
 -- `lua_ssl_trusted_certificate`, and an option that would be silently
 -- ignored is worse than none; so are `redis_cert` and `redis_key`.
--- @tparam[opt] table url the parsed URL (`wolkvox.state.redis.parse`)
+-- @tparam[opt] table url the parsed URL (`wolkvox.limits.redis.parse`)
 -- @return the connector's function, or nil and why
 function M.redis_connector(url)
     if url and url.cafile then
@@ -284,7 +284,7 @@ function M.redis_connector(url)
     if not ok then
         return nil, "the redis option needs resty.redis inside nginx (Debian lua-nginx-redis)"
     end
-    local state_redis = require "wolkvox.state.redis"
+    local state_redis = require "wolkvox.limits.redis"
     return function(cfg, timeout)
         local conn = {}
         function conn.command(_, name, ...)
@@ -353,7 +353,7 @@ function M.state(o, t)
         p, q = { dict = dict, key = t:token_id(), ttl = o.timeout + 15 }, { dict = dict, key = op }
     end
     if o.redis then
-        require("wolkvox.state.redis").attach(o, t:token_id(), op, p, q, function(cfg)
+        require("wolkvox.limits.redis").attach(o, t:token_id(), op, p, q, function(cfg)
             return M.redis_connector(cfg)
         end)
     end

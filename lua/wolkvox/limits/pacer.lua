@@ -25,11 +25,11 @@
 -- SERVER_LIMIT.  Without either (`state_dir = false`) the limits hold within
 -- the process only (abandoned slots included).
 --
--- In fleet mode (`shared`: a guarded backend of `wolkvox.state`, e.g.
+-- In fleet mode (`shared`: a guarded backend of `wolkvox.limits.shared`, e.g.
 -- Redis) the slots are leases of `lease` seconds in the backend, shared by
 -- every host, and the spacing is claimed there too; when the backend fails
 -- and the guard says "local", this host's own slots (above) stand in.
--- @module wolkvox.pacer
+-- @module wolkvox.limits.pacer
 
 local errors = require "wolkvox.errors"
 
@@ -77,7 +77,7 @@ end
 --   seconds), or neither; `max_concurrent` (this client's own cap),
 --   `min_interval` (seconds), `server_limit` (seconds an abandoned call
 --   keeps its slot; default `SERVER_LIMIT`), `time` (epoch seconds function);
---   in fleet mode `shared` (a `wolkvox.state` guard), `shared_key` (the
+--   in fleet mode `shared` (a `wolkvox.limits.shared` guard), `shared_key` (the
 --   token's part of its keys) and `lease` (seconds a live call's slot is
 --   held at most)
 function M.new(opts)

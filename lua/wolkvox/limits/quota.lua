@@ -15,7 +15,7 @@
 -- in force, even after token_info measured another; `prefer_measured` makes
 -- a measured limit win.  `status()` says which (`limit_source`) and reports
 -- the measured figure apart (`measured_limit`).
--- @module wolkvox.quota
+-- @module wolkvox.limits.quota
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
@@ -45,7 +45,7 @@ end
 --   `utc_offset`, `daily_limit` (the user's; nil: unknown until measured),
 --   `prefer_measured` (a measured limit replaces `daily_limit`), `reserve`,
 --   `time` (epoch seconds function); in fleet mode `shared` (a
---   `wolkvox.state` guard) and `shared_key` (the operation's part of its keys)
+--   `wolkvox.limits.shared` guard) and `shared_key` (the operation's part of its keys)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key,
         shared = opts.shared, shared_key = opts.shared_key, pending = 0,

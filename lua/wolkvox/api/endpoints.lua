@@ -9,7 +9,7 @@
 -- max_len, max_parts, part_names, multi_status, no_split (one call per range),
 -- max_rows, data_key and total_key (where the rows are in the answer),
 -- cursor ("token" or "page": a paged lookup), cursor_param, cursor_next,
--- cursor_last and cursor_items (see wolkvox.pages); time_field (the field
+-- cursor_last and cursor_items (see wolkvox.api.pages); time_field (the field
 -- holding a row's time: a detail report split anywhere with a field "date",
 -- unless an override names another) and row_key (the field that identifies
 -- a row of a detail report, for sync: "conn_id" where it has one).

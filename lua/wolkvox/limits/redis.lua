@@ -1,6 +1,6 @@
 --- Fleet mode: the token's slots, the start spacing and the day's count in
 -- Redis, shared by every host that names the same server (the backend
--- contract is in `wolkvox.state`).
+-- contract is in `wolkvox.limits.shared`).
 --
 -- Slots are leases: `SET key holder NX PX lease` inside a server-side
 -- script that tries each slot of the token, so two hosts never take the
@@ -17,7 +17,7 @@
 -- C module (hiredis), inside nginx the ngx transport's (`resty.redis` on
 -- cosockets).  Passwords stay in a closure: they are in no field, message
 -- or log line.
--- @module wolkvox.state.redis
+-- @module wolkvox.limits.redis
 
 local transport = require "wolkvox.transport"
 
@@ -245,7 +245,7 @@ function M.new(opts)
 end
 
 Backend.__tostring = function(self)
-    return "wolkvox.state.redis (" .. self.where .. ")"
+    return "wolkvox.limits.redis (" .. self.where .. ")"
 end
 
 -- One command; a broken connection is replaced once (a server restarted

@@ -21,10 +21,10 @@
 -- answer is kept: which rows it left out is unknown (it need not be a
 -- time-ordered prefix), so no part of its window is known complete without
 -- asking again, and reusing its rows could not save a call.
--- @module wolkvox.job.sizing
+-- @module wolkvox.call.sizing
 
 local dates = require "wolkvox.dates"
-local windows = require "wolkvox.windows"
+local windows = require "wolkvox.call.windows"
 
 local type, ipairs, floor, ceil, max, min, sort =
     type, ipairs, math.floor, math.ceil, math.max, math.min, table.sort

@@ -3,10 +3,10 @@
 -- numeric string, "" or null, and errors may come as an HTTP status or as an
 -- error code inside a 200 envelope.  All 403s share one code and differ only
 -- by message.  A 404 "Validate dates entered" means an empty window.
--- @module wolkvox.response
+-- @module wolkvox.api.response
 
 local errors = require "wolkvox.errors"
-local retry = require "wolkvox.retry"
+local retry = require "wolkvox.call.retry"
 
 local type, tonumber, ipairs, floor, upper, concat, next =
     type, tonumber, ipairs, math.floor, string.upper, table.concat, next

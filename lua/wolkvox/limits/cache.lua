@@ -8,7 +8,7 @@
 -- a `lua_shared_dict` shared by nginx's workers (ngx).  Keys are SHA-256
 -- fingerprints of the token's fingerprint, the method, the URL and the
 -- body: neither the token nor the parameters appear in them.
--- @module wolkvox.cache
+-- @module wolkvox.limits.cache
 
 local transport = require "wolkvox.transport"
 

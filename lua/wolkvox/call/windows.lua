@@ -5,7 +5,7 @@
 -- skipped.  Ranges come from `wolkvox.dates.parse`, which keeps them within
 -- 2000..2100, so a plan stays small (at most some 1,200 windows of 31 days,
 -- or 37,000 days); `MAX_PIECES` stops anything larger before it is built.
--- @module wolkvox.windows
+-- @module wolkvox.call.windows
 
 local dates = require "wolkvox.dates"
 

@@ -8,7 +8,7 @@
 -- up to `retry_cap`.  The concurrency 403 backs off by whole seconds (1, then
 -- 2-3, 4-7, ...): the calls that filled the token's two places must end
 -- first, and a fraction of a second would only spend more calls.
--- @module wolkvox.retry
+-- @module wolkvox.call.retry
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"

@@ -3,7 +3,7 @@
 -- the transfer checked and counted every row, and they are decoded again
 -- in batches only when they are handed over, so a window of 60,000 rows
 -- never exists whole in memory.
--- @module wolkvox.job.spooled
+-- @module wolkvox.call.spooled
 
 local errors = require "wolkvox.errors"
 

@@ -1,11 +1,11 @@
---- Look-ups over the endpoint registry (`wolkvox.endpoints`).
+--- Look-ups over the endpoint registry (`wolkvox.api.endpoints`).
 -- Also decides which endpoint a bare method name such as `c:agents()` means
 -- when several families share an api name: the family that comes first in
 -- `PRECEDENCE` takes the bare name; every endpoint stays reachable through
 -- its family, `c.real_time:agents()`, and through `c:call(family, api)`.
--- @module wolkvox.registry
+-- @module wolkvox.api.registry
 
-local data = require "wolkvox.endpoints"
+local data = require "wolkvox.api.endpoints"
 
 local M = {}
 

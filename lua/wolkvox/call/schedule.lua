@@ -9,7 +9,7 @@
 -- reading a result aborts what is in flight, releasing its slots as
 -- abandoned (the server may still be running those calls), and raises the
 -- same error value again.
--- @module wolkvox.schedule
+-- @module wolkvox.call.schedule
 
 local errors = require "wolkvox.errors"
 

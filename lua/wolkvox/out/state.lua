@@ -5,7 +5,7 @@
 -- columns, rows written).  It names the job by a fingerprint of everything
 -- that shapes the output, so a checkpoint is never used for another job.
 -- It holds no token.
--- @module wolkvox.job.checkpoint
+-- @module wolkvox.out.state
 
 local errors = require "wolkvox.errors"
 local json = require "wolkvox.json"

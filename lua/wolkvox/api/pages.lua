@@ -1,7 +1,7 @@
 --- Following a paged lookup's cursor to its end: `c:pages` and
 -- `c:all_pages`.  Each page is one call of the endpoint (checked, paced,
 -- retried and counted like any other); the registry says how an endpoint
--- pages (its `cursor` entry, see `wolkvox.endpoints`):
+-- pages (its `cursor` entry, see `wolkvox.api.endpoints`):
 --
 -- * `cursor = "token"` (`wolkvox_storage/list_files`): the answer's
 --   `cursor_next` (`data.pagination.next_page_token`) goes back as
@@ -15,7 +15,7 @@
 -- `max_pages` (default `DEFAULT_MAX_PAGES`) bounds the calls: a cursor that
 -- has not ended by then stops with a `params` error that says where to go
 -- on from (`err.next`), before another call is spent.
--- @module wolkvox.pages
+-- @module wolkvox.api.pages
 
 local errors = require "wolkvox.errors"
 

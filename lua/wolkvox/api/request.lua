@@ -8,12 +8,12 @@
 -- `speech_on_demand`), plus `body` (a whole JSON body), `records` (the list
 -- of a JSON-array upload) and `file` / `files` (multipart uploads: a path, or
 -- `{ path | data, filename, content_type, name }`).
--- @module wolkvox.request
+-- @module wolkvox.api.request
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local json = require "wolkvox.json"
-local registry = require "wolkvox.registry"
+local registry = require "wolkvox.api.registry"
 
 local type, pairs, ipairs, tostring, tonumber, concat, sort, format, floor, open =
     type, pairs, ipairs, tostring, tonumber, table.concat, table.sort, string.format, math.floor, io.open

@@ -2,13 +2,13 @@
 -- windows (or periods, or upload chunks) it will be asked in, and what it
 -- will cost.  Nothing is sent here: a bad parameter, a range no endpoint
 -- allows or a plan beyond the ceiling fails before any call is spent.
--- `wolkvox.job.run` runs what this makes.
--- @module wolkvox.job.prepare
+-- `wolkvox.call.run` runs what this makes.
+-- @module wolkvox.call.prepare
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
-local request = require "wolkvox.request"
-local windows = require "wolkvox.windows"
+local request = require "wolkvox.api.request"
+local windows = require "wolkvox.call.windows"
 
 local type, pairs, ipairs, format, min, error, pcall =
     type, pairs, ipairs, string.format, math.min, error, pcall

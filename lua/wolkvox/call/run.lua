@@ -5,17 +5,17 @@
 -- periods, or the results of an upload's chunks.  `each` hands the rows
 -- over window by window instead, and `deliver` to a sink; for both, a
 -- transport that can keeps each answer's rows on disk until they are handed
--- over (`wolkvox.job.spooled`), so memory stays flat over any range.
--- @module wolkvox.job.run
+-- over (`wolkvox.call.spooled`), so memory stays flat over any range.
+-- @module wolkvox.call.run
 
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
-local prepare = require "wolkvox.job.prepare"
-local response = require "wolkvox.response"
-local retry = require "wolkvox.retry"
-local schedule = require "wolkvox.schedule"
-local sizing = require "wolkvox.job.sizing"
-local spooled = require "wolkvox.job.spooled"
+local prepare = require "wolkvox.call.prepare"
+local response = require "wolkvox.api.response"
+local retry = require "wolkvox.call.retry"
+local schedule = require "wolkvox.call.schedule"
+local sizing = require "wolkvox.call.sizing"
+local spooled = require "wolkvox.call.spooled"
 
 local type, pairs, ipairs, format, setmetatable, error, pcall =
     type, pairs, ipairs, string.format, setmetatable, error, pcall
@@ -108,7 +108,7 @@ local function spool_failed(job, err)
 end
 
 -- A window that answered the row cap: the windows to ask instead, or a
--- `truncated` error when it cannot be split further.  `wolkvox.job.sizing`
+-- `truncated` error when it cannot be split further.  `wolkvox.call.sizing`
 -- decides how (by the density its rows show, or in halves).
 local function split_truncated(job, sched, item, rows)
     local parts = sizing.truncated(job, sched, item, rows)

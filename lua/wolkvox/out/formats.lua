@@ -1,0 +1,326 @@
+--- Writing rows to files: one writer per format (CSV, NDJSON, one JSON
+-- array, an aligned table for a terminal), each row written as it comes (so
+-- an export never holds a range in memory; the table alone waits for the
+-- last row, to size its columns), every write checked.
+--
+--     local export = require "wolkvox.out.formats"
+--     local w = assert(export.writer("csv", io.stdout, { columns = export.columns("cdr_1") }))
+--     for row in c:each("cdr_1", { from = "2026-01-01", to = "2026-06-30" }) do
+--         assert(w:write(row))
+--     end
+--     assert(w:close())
+--
+-- A new format is one more entry in `FORMATS`: `start(w)` (before the first
+-- row), `row(w, row)` and `finish(w)`, each returning the text to write
+-- (`row` may instead return nil and a message: a row it cannot write, which
+-- `write` returns as its failure).
+-- @module wolkvox.out.formats
+
+local json = require "wolkvox.json"
+local registry = require "wolkvox.api.registry"
+
+-- The C core writes a CSV line much faster, when it is installed here.
+local csv_row
+do
+    local ok, core = pcall(require, "wolkvox.core")
+    csv_row = ok and core.csv_row or nil
+end
+
+local type, tostring, pairs, ipairs, sort, concat, setmetatable, io_type =
+    type, tostring, pairs, ipairs, table.sort, table.concat, setmetatable, io.type
+
+local M = {}
+
+--- The columns of endpoint `name` ("cdr_1" or "family/api"): the registry's
+-- field list, in the API's order (nested fields such as `counts.total` are
+-- left out: they are not columns of a row).
+function M.columns(name)
+    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local out = {}
+    for _, f in ipairs(e and e.fields or {}) do
+        if not f:find("[%.%[]") then
+            out[#out + 1] = f
+        end
+    end
+    return out
+end
+
+-- RFC 4180: a cell with a comma, a quote or a line break is quoted, its
+-- quotes doubled.
+local function csv_cell(v)
+    if v == nil then
+        return ""
+    end
+    v = tostring(v)
+    if v:find('[,"\r\n]') then
+        return '"' .. v:gsub('"', '""') .. '"'
+    end
+    return v
+end
+
+--- One CSV cell (RFC 4180), as the Lua writer makes it (the C core's
+-- `csv_row` makes the same, faster).
+M.csv_cell = csv_cell
+
+-- The columns of a CSV: the ones given, then any other key of the first
+-- row, sorted (a row of an unknown shape still keeps every field).
+local function settle_columns(w, row)
+    local cols, seen = {}, {}
+    for i, c in ipairs(w.columns or {}) do
+        cols[i], seen[c] = c, true
+    end
+    local extra = {}
+    for k in pairs(row) do
+        if type(k) == "string" and not seen[k] then
+            extra[#extra + 1] = k
+        end
+    end
+    sort(extra)
+    for _, k in ipairs(extra) do
+        cols[#cols + 1] = k
+    end
+    w.cols = cols
+end
+
+--- Settle the columns of writer `w` from its `columns` and the keys of its
+-- first `row` (the given ones, then any other key, sorted): sets `w.cols`.
+M.settle_columns = settle_columns
+
+-- The formats, by name (see the module's description for adding one).
+M.FORMATS = {
+    -- Comma-separated values, a header line first, CRLF line ends (RFC 4180);
+    -- `bom = true` starts with a UTF-8 byte order mark (for Excel).
+    csv = {
+        start = function(w, row)
+            settle_columns(w, row)
+            local head = {}
+            for i, c in ipairs(w.cols) do
+                head[i] = csv_cell(c)
+            end
+            return (w.bom and "\239\187\191" or "") .. concat(head, ",") .. "\r\n"
+        end,
+        row = function(w, row)
+            if csv_row then
+                return csv_row(row, w.cols)
+            end
+            local cells = {}
+            for i, c in ipairs(w.cols) do
+                cells[i] = csv_cell(row[c])
+            end
+            return concat(cells, ",") .. "\r\n"
+        end,
+    },
+    -- One JSON object per line, keys as the API sends them.  (A row JSON
+    -- cannot hold, see `wolkvox.json.encode_row`, is refused: nil and why.)
+    ndjson = {
+        row = function(_, row)
+            local text, why = json.encode_row(row)
+            if not text then
+                return nil, why
+            end
+            return text .. "\n"
+        end,
+    },
+    -- One JSON array, written row by row as the rows come.
+    json = {
+        start = function(w)
+            w.bracket = true
+            return "["
+        end,
+        row = function(w, row)
+            local text, why = json.encode_row(row)
+            if not text then
+                return nil, why
+            end
+            return (w.rows > 0 and ",\n" or "\n") .. text
+        end,
+        finish = function(w)
+            if not w.bracket then
+                return "[]\n"
+            end
+            return (w.rows > 0 and "\n" or "") .. "]\n"
+        end,
+    },
+    -- Aligned columns for a terminal (columns as for CSV).  A table must
+    -- know every row to size its columns: it is written at the end.
+    table = {
+        start = function(w, row)
+            settle_columns(w, row)
+            w.held = {}
+            return ""
+        end,
+        row = function(w, row)
+            local cells = {}
+            for i, c in ipairs(w.cols) do
+                local v = row[c]
+                cells[i] = v == nil and "" or tostring(v):gsub("[%c]", " ")
+            end
+            w.held[#w.held + 1] = cells
+            return ""
+        end,
+        finish = function(w)
+            if not w.cols then
+                return ""
+            end
+            local width = {}
+            local function len(s)
+                return #s:gsub("[\128-\191]", "")
+            end
+            for i, c in ipairs(w.cols) do
+                width[i] = len(c)
+                for _, cells in ipairs(w.held) do
+                    local n = len(cells[i])
+                    if n > width[i] then
+                        width[i] = n
+                    end
+                end
+            end
+            local function line(cells)
+                local out = {}
+                for i, v in ipairs(cells) do
+                    out[i] = i == #cells and v or v .. (" "):rep(width[i] - len(v))
+                end
+                return (concat(out, "  "):gsub(" +$", "")) .. "\n"
+            end
+            local out, rule = { line(w.cols) }, {}
+            for i = 1, #w.cols do
+                rule[i] = ("-"):rep(width[i])
+            end
+            out[2] = line(rule)
+            for _, cells in ipairs(w.held) do
+                out[#out + 1] = line(cells)
+            end
+            w.held = nil
+            return concat(out)
+        end,
+    },
+}
+
+local Writer = {}
+Writer.__index = Writer
+
+-- Write `text`; nil and the error when the file refused it (a full disk, a
+-- closed pipe), and every later write fails the same way.
+local function put(w, text)
+    if w.failed then
+        return nil, w.failed
+    end
+    if text == nil or text == "" then
+        return true
+    end
+    local ok, err = w.file:write(text)
+    if not ok then
+        w.failed = "cannot write: " .. tostring(err)
+        return nil, w.failed
+    end
+    return true
+end
+
+--- Write one row (a table of field -> value).
+-- @return true, or nil and a message
+function Writer:write(row)
+    if type(row) ~= "table" then
+        error("export: a row must be a table (got " .. type(row) .. ")", 2)
+    end
+    local f = self.format
+    if not self.started then
+        self.started = true
+        if f.start then
+            local ok, err = put(self, f.start(self, row))
+            if not ok then
+                return nil, err
+            end
+        end
+    end
+    local text, why = f.row(self, row)
+    if text == nil and why ~= nil then
+        -- This row cannot be written (the file is fine: a later row may be).
+        return nil, "row " .. (self.rows + 1) .. ": " .. tostring(why)
+    end
+    local ok, err = put(self, text)
+    if ok then
+        self.rows = self.rows + 1
+    end
+    return ok, err
+end
+
+--- Write `n` rows already formatted as `text` (CSV lines made by the C
+-- core from the answer itself); the writer must have started.
+-- @return true, or nil and a message
+function Writer:write_lines(text, n)
+    local ok, err = put(self, text)
+    if ok then
+        self.rows = self.rows + n
+    end
+    return ok, err
+end
+
+--- Finish the output (a CSV with no row still gets its header when the
+-- columns were given) and flush the file; the file itself stays open.
+-- @return true, or nil and a message
+function Writer:close()
+    local f = self.format
+    if not self.started and f.start and self.columns then
+        self.started = true
+        local ok, err = put(self, f.start(self, {}))
+        if not ok then
+            return nil, err
+        end
+    end
+    if f.finish then
+        local ok, err = put(self, f.finish(self))
+        if not ok then
+            return nil, err
+        end
+    end
+    if self.failed then
+        return nil, self.failed
+    end
+    local ok, err = self.file:flush()
+    if not ok then
+        self.failed = "cannot write: " .. tostring(err)
+        return nil, self.failed
+    end
+    return true
+end
+
+--- A writer of `format` to the open `file`.
+-- @tparam string format "csv", "ndjson", "json" or "table" (a key of `FORMATS`)
+-- @tparam file file an open file (`io.stdout`, `io.open(path, "wb")`)
+-- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV)
+-- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message
+function M.writer(format, file, opts)
+    local f = M.FORMATS[format]
+    if not f then
+        local names = {}
+        for k in pairs(M.FORMATS) do
+            names[#names + 1] = k
+        end
+        sort(names)
+        return nil, "unknown format '" .. tostring(format) .. "' (" .. concat(names, ", ") .. ")"
+    end
+    if io_type(file) ~= "file" then
+        error("export.writer: an open file expected", 2)
+    end
+    return M.custom(f, file, opts)
+end
+
+--- A writer of a format of your own to the open `file`.
+-- @tparam table format `row(w, row)`, optionally `start(w, row)` and
+--   `finish(w)`, each returning the text to write (see the module's
+--   description; `w.rows` counts the rows written so far)
+-- @tparam file file an open file
+-- @tparam[opt] table opts as for `writer`
+-- @return the writer
+function M.custom(format, file, opts)
+    if type(format) ~= "table" or type(format.row) ~= "function" then
+        error("export.custom: a format table with a row function expected", 2)
+    end
+    if io_type(file) ~= "file" then
+        error("export.custom: an open file expected", 2)
+    end
+    opts = opts or {}
+    return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0 }, Writer)
+end
+
+return M
