@@ -4,6 +4,8 @@
 #                     wolkvox.redis (fleet mode) when pkg-config finds hiredis; REDIS=no skips it
 #   make LUA=luajit   build it for LuaJIT / OpenResty    (build/luajit/wolkvox/core.so)
 #   make test         run the spec suite on every flavour (see spec/run)
+#   make check        the quick loop: Lua 5.4 only, without the specs tagged
+#                     #slow (property runs, kills, Redis), #nginx, #packaging
 #   make demo         start the bundled fake server and run examples/seed_report.lua
 #   make deps         install the Debian packages the build and tests use
 #   make asan         the spec suite with ASan + UBSan
@@ -77,7 +79,7 @@ endif
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print
+.PHONY: all spec-tools test check demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print
 
 all: $(LIB) $(REDIS_LIB)
 
@@ -103,6 +105,10 @@ $(BUILD)/wolkvox/redis.so: src/redis.c src/compat.h
 
 test: deps
 	spec/run
+
+# The whole suite stays `make test`; this is the loop while working.
+check: all spec-tools
+	TZ=America/Bogota busted --lua=lua5.4 --cpath='build/5.4/?.so' --exclude-tags=slow,nginx,packaging -o utfTerminal
 
 # Paths that make the tree's modules win over installed ones.
 TREE_ENV = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_PATH_5_4="lua/?.lua;lua/?/init.lua;;" \

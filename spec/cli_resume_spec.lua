@@ -338,7 +338,7 @@ describe("wolkvox report --checkpoint", function()
             settle()
         end)
 
-        it("by kill -9 at several points: each rerun finishes byte for byte", function()
+        it("by kill -9 at several points: each rerun finishes byte for byte #slow", function()
             for _, windows in ipairs { 0, 1, 3 } do
                 local job = interrupt("k" .. windows, "9", windows)
                 assert.equal(137, job.code)

@@ -302,7 +302,7 @@ describe("c:export", function()
             assert.equal(0, requests(srv))
         end)
 
-        it("survives kill -9 at any point: each rerun finishes byte for byte", function()
+        it("survives kill -9 at any point: each rerun finishes byte for byte #slow", function()
             local want = reference(c, "cdr_1", SIX, "csv", dir .. "/want")
             local full = requests(srv)
             local token_file = dir .. "/token"

@@ -111,7 +111,7 @@ describe("hand-offs", function()
             assert.equal(calls, requests())
         end)
 
-        it("killed while appending (kill -9), the rerun delivers every row exactly once", function()
+        it("killed while appending (kill -9), the rerun delivers every row exactly once #slow", function()
             local want = report("2026-01-01", "2026-06-30")
             for i, seen in ipairs { 1, 3 } do
                 srv:control("reset")
@@ -287,7 +287,7 @@ describe("hand-offs", function()
     end)
 
     describe("a rerun after a kill", function()
-        it("says on its progress line that it waits for the abandoned call's slot, and until when", function()
+        it("says on its progress line that it waits for the abandoned call's slot, and until when #slow", function()
             local has = os.execute("command -v script >/dev/null 2>&1")
             if not (has == true or has == 0) then
                 pending("script (util-linux) is not installed")

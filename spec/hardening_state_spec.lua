@@ -386,7 +386,7 @@ describe("a deadline bounds the wait for a slot, through the API", function()
     end)
 end)
 
-describe("abandoned calls keep their slot until the server has ended them", function()
+describe("abandoned calls keep their slot until the server has ended them #slow", function()
     local srv
 
     setup(function() srv = support.fake() end)

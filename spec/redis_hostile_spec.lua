@@ -146,7 +146,7 @@ local function url_of(h, g)
     return "redis://" .. (g.password and ":spec-pw@" or "") .. "127.0.0.1:" .. h.port .. "/" .. (g.db or 0)
 end
 
-describe("fleet mode against a hostile Redis:", function()
+describe("fleet mode against a hostile Redis: #slow", function()
     local srv
     setup(function()
         srv = support.fake()
@@ -345,7 +345,7 @@ describe("fleet mode against a hostile Redis:", function()
     end)
 end)
 
-describe("wolkvox.redis against a hostile server", function()
+describe("wolkvox.redis against a hostile server #slow", function()
     it("answers nil, a message and a kind to any bad reply, closes the connection, and never crashes", function()
         -- In a child process of this flavour's instrumentation (ASan or
         -- valgrind when the suite runs under them): an error inside an array
@@ -423,7 +423,7 @@ describe("wolkvox.redis against a hostile server", function()
     end)
 end)
 
-describe("fleet mode on a real redis-server, with the reply caps", function()
+describe("fleet mode on a real redis-server, with the reply caps #slow", function()
     local srv, rs
     redis.suite(nil, function(a, b) srv, rs = a, b end)
     before_each(function()

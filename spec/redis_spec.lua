@@ -6,7 +6,7 @@ local redis = require "redis"
 local wolkvox = require "wolkvox"
 
 if not (redis.binary() and redis.client_built()) then
-    describe("fleet mode (Redis)", function()
+    describe("fleet mode (Redis) #slow", function()
         redis.need()
     end)
     return
@@ -41,7 +41,7 @@ local function fleet_pacer(url, lease, failure)
         server_limit = 3, time = core.time }, b
 end
 
-describe("fleet mode (Redis)", function()
+describe("fleet mode (Redis) #slow", function()
     local srv, rs
     redis.suite(nil, function(a, b) srv, rs = a, b end)
     before_each(function()
@@ -387,7 +387,7 @@ describe("fleet mode (Redis)", function()
     end)
 end)
 
-describe("fleet mode (Redis) with AUTH", function()
+describe("fleet mode (Redis) with AUTH #slow", function()
     local srv, rs
     local PASSWORD = "s3cret-fleet-pw"
     redis.suite({ password = PASSWORD }, function(a, b) srv, rs = a, b end)
@@ -466,7 +466,7 @@ local function profile_file(text)
     return path
 end
 
-describe("fleet mode (Redis) over TLS, outside nginx", function()
+describe("fleet mode (Redis) over TLS, outside nginx #slow", function()
     local srv, rs
     redis.suite({ tls = true }, function(a, b) srv, rs = a, b end)
     before_each(function()
@@ -541,7 +541,7 @@ describe("fleet mode (Redis) over TLS, outside nginx", function()
     end)
 end)
 
-describe("fleet mode (Redis) over TLS with client certificates, outside nginx", function()
+describe("fleet mode (Redis) over TLS with client certificates, outside nginx #slow", function()
     local srv, rs
     redis.suite({ tls = true, client_auth = true }, function(a, b) srv, rs = a, b end)
     before_each(function()

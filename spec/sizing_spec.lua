@@ -97,7 +97,7 @@ describe("window sizing", function()
         end)
     end
 
-    describe("never more calls than halving", function()
+    describe("never more calls than halving #slow", function()
         local cases = {
             { name = "uniform, 100 a day", cfg = {} },
             { name = "uniform, 20 a day", cfg = { rows_per_day = 20 } },
