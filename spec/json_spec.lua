@@ -166,3 +166,29 @@ describe("core.decode", function()
         assert.has_error(function() core.decode({}) end)
     end)
 end)
+
+-- \u escapes written in upper-case hex (as some servers write them) mean
+-- the same in the three decoders: the whole text, the incremental one and
+-- the incremental one making CSV lines from the text (issue #21).
+describe("\\u escapes in upper-case hex", function()
+    local core = require "wolkvox.core"
+    local body = '{"code":"200","data":[{"a":"\\u00E9\\u00C9\\uD83D\\uDE00","\\u0042":"\\u002D"}],"msg":"ok"}'
+    local want = { a = "\195\169\195\137\240\159\152\128", B = "-" }
+
+    it("decode alike in core.decode, core.decoder, and core.decoder { csv = ... }", function()
+        assert.same({ want }, core.decode(body).data)
+        local d = core.decoder()
+        local rows = assert(d:feed(body))
+        local _, rest = d:finish()
+        for _, r in ipairs(rest) do
+            rows[#rows + 1] = r
+        end
+        assert.same({ want }, rows)
+        local c = core.decoder { csv = { "a", "B" } }
+        local text = assert(c:feed(body))
+        local _, last = c:finish()
+        assert.equal(core.csv_row(want, { "a", "B" }), text .. last)
+        -- Mixed case is the same code point.
+        assert.same(core.decode('"\\u00e9"'), core.decode('"\\u00E9"'))
+    end)
+end)

@@ -134,3 +134,23 @@ describe("pacing", function()
         assert.is_table(pc:acquire())
     end)
 end)
+
+describe("a pacing slot", function()
+    it("given back twice is given back once (held counts stay true, the other slot stays taken)", function()
+        for _, dir in ipairs { require("support").tmpdir(), false } do
+            local p = pacer.new { dir = dir or nil }
+            local a = assert(p:acquire())
+            local b = assert(p:acquire())
+            assert.is_nil((p:acquire())) -- both slots taken
+            p:release(a)
+            p:release(a)
+            assert.equal(1, p.held)
+            local c = assert(p:acquire())  -- a's slot again
+            assert.is_nil((p:acquire()))   -- b's is still taken
+            p:release(b)
+            p:release(c)
+            p:release(b)
+            assert.equal(0, p.held)
+        end
+    end)
+end)
