@@ -171,7 +171,6 @@ end)
 -- the same in the three decoders: the whole text, the incremental one and
 -- the incremental one making CSV lines from the text (issue #21).
 describe("\\u escapes in upper-case hex", function()
-    local core = require "wolkvox.core"
     local body = '{"code":"200","data":[{"a":"\\u00E9\\u00C9\\uD83D\\uDE00","\\u0042":"\\u002D"}],"msg":"ok"}'
     local want = { a = "\195\169\195\137\240\159\152\128", B = "-" }
 
