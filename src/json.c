@@ -502,12 +502,6 @@ static int value(decoder *d)
     }
 }
 
-int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
-                   char *err, size_t errlen)
-{
-    return wv_json_decode_masked(L, s, len, scratch, NULL, 0, err, errlen);
-}
-
 /* decode_with's flags: a byte order mark may start the text; only check it. */
 #define BOM_OK 1
 #define CHECK_ONLY 2

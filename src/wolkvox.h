@@ -72,17 +72,14 @@ static inline void wv_buf_free(wv_buf *b)
  * returns 0.  `scratch` holds unescaped strings; its owner frees it, so a Lua
  * memory error raised while decoding leaks nothing.  JSON null is pushed as
  * a NULL light userdata inside arrays and at top level, and left out of objects.
+ * Every decoded string (key or value) that holds secret[0..m) is pushed with
+ * it masked (see wv_mask_plain); m = 0 masks nothing.
  */
-int wv_json_decode(lua_State *L, const char *s, size_t len, wv_buf *scratch,
-                   char *err, size_t errlen);
-
-/* The same, and every decoded string (key or value) that holds secret[0..m)
- * is pushed with it masked (see wv_mask_plain); m = 0 masks nothing. */
 int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scratch,
                           const char *secret, size_t m, char *err, size_t errlen);
 
 /*
- * Token masking (mask.c).  wv_mask_plain overwrites with '*' every occurrence
+ * Token masking (token.c).  wv_mask_plain overwrites with '*' every occurrence
  * of secret[0..m) in buf[0..n); wv_mask_text also finds it JSON-escaped and
  * its beginning cut by the end of the text.  Both return the count masked.
  */
