@@ -151,3 +151,59 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         assert.truthy(body:find("^nil params .*no client certificate"), body .. a:errors())
     end)
 end)
+
+-- A hostile or broken Redis inside nginx (issue #20): each command has the
+-- timeout for all it reads however slowly the server drips, a reply is
+-- capped, a reply that is none is a state error; the worker serves meanwhile.
+describe("fleet mode inside nginx against a hostile Redis #nginx", function()
+    if not nginx.need() then
+        return
+    end
+    local srv
+    setup(function() srv = support.fake() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:control("reset") end)
+
+    -- A gateway whose /call makes one call with `redis_failure = refuse`
+    -- and a 3 s timeout towards the fleet's Redis at `url`.
+    local function gateway(url)
+        return nginx.start { http = http_block(srv, url), locations = [[
+    location = /call { content_by_lua_block {
+      local t0 = ngx.now()
+      local rows, err = wv_client { redis = wv_fleet, redis_failure = "refuse", connect_timeout = 3 }:services()
+      ngx.say(rows and "rows" or (err.kind .. " " .. tostring(err)), "|", string.format("%.1f", ngx.now() - t0))
+    } }
+    location = /ping { content_by_lua_block { ngx.say("pong") } }
+]] }
+    end
+
+    local GiB = 1024 * 1024 * 1024
+    for _, case in ipairs {
+        { "a reply dripped one byte every 2 s ends at the command's deadline",
+            { drip = "$1000\r\n" .. ("x"):rep(1000) .. "\r\n", every = 2, limit = 30 }, "within 3 s" },
+        { "a bulk string declaring 1 GiB is refused at its first MiB",
+            { stream = "$" .. GiB .. "\r\n", fill = "x", total = GiB + 16 }, "too large (over 1048576 bytes)" },
+        { "an array declaring 100 million elements is refused at its header",
+            { stream = "*100000000\r\n", fill = ":1\r\n", total = 400000020 }, "too large (over 4096 elements)" },
+        { "a reply that is no reply is a state error", "this is not RESP\r\n", "not a Redis reply" },
+    } do
+        it(case[1] .. "; nothing is sent, the worker keeps serving", function()
+            local h = redis.hostile { ["EVALSHA take"] = case[2] }
+            local g = gateway(h.url)
+            finally(function()
+                g:stop()
+                h:stop()
+            end)
+            local p = assert(io.popen("env -u LD_PRELOAD curl -s -m 60 " .. g.url .. "/call", "r"))
+            local _, ping = g:get("/ping")
+            local body = p:read("*a")
+            p:close()
+            assert.equal("pong\n", ping)
+            local kind, took = body:match("^(%S+) .*|([%d.]+)\n$")
+            assert.equal("state", kind, body .. g:errors())
+            assert.truthy(body:find(case[3], 1, true), body)
+            assert.is_true(tonumber(took) < 12, "the call took " .. took .. " s")
+            assert.equal(0, srv:control("stats").requests)
+        end)
+    end
+end)

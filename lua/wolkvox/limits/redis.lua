@@ -14,8 +14,8 @@
 -- braces keep a token's keys in one slot of a Redis Cluster.
 --
 -- The connection comes from a connector: outside nginx the `wolkvox.redis`
--- C module (hiredis), inside nginx the ngx transport's (`resty.redis` on
--- cosockets).  Passwords stay in a closure: they are in no field, message
+-- C module (hiredis), inside nginx the ngx transport's (the Redis protocol
+-- on cosockets).  Passwords stay in a closure: they are in no field, message
 -- or log line.
 -- @module wolkvox.limits.redis
 

@@ -13,8 +13,8 @@ local transport = require "wolkvox.transport"
 local http = require "wolkvox.transport.ngx_http"
 
 
-local pcall, type, tostring, pairs, setmetatable, unpack =
-    pcall, type, tostring, pairs, setmetatable, unpack or table.unpack
+local pcall, type, tostring, pairs, setmetatable, unpack, concat =
+    pcall, type, tostring, pairs, setmetatable, unpack or table.unpack, table.concat
 
 local M = {}
 
@@ -237,10 +237,133 @@ Transport.__tostring = function(self)
     return "wolkvox.transport.ngx (" .. (self.closed_flag and "closed" or "open") .. ")"
 end
 
--- A Redis reply of resty.redis as the contract of `wolkvox.limits.redis`
--- has it: ngx.null as false, inside arrays too.
+--- How many pooled Redis connections a worker keeps.
+M.REDIS_POOL = 32
+--- How long an idle pooled Redis connection is kept (ms).
+M.REDIS_IDLE = 30000
+--- The most a Redis reply may hold: bytes of strings and array elements
+-- (fleet mode's largest reply is a 40-byte script id), as `wolkvox.redis`.
+M.REDIS_MAX_BYTES = 1024 * 1024
+M.REDIS_MAX_ELEMENTS = 4096
+
+-- A command in the Redis protocol: an array of bulk strings.
+local function resp(args)
+    local out = { "*" .. #args .. "\r\n" }
+    for i = 1, #args do
+        local a = tostring(args[i])
+        out[#out + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+    end
+    return concat(out)
+end
+
+local NIL = {} -- a nil bulk string or array
+
+-- Read one reply from `sock` by `deadline` (ngx.now() seconds), however
+-- slowly its bytes come: each read waits only for what is left, and takes
+-- what has arrived.  Returns the value (an error reply is `false, message`),
+-- or nil, kind ("timeout", "protocol", "io") and why.  Leftover bytes after
+-- the reply are a protocol error: the connection would answer the next
+-- command with this one's extra reply.
+local function read_reply(sock, deadline)
+    local buf, used = "", 0
+    local function fill()
+        local left = deadline - ngx.now()
+        if left <= 0 then
+            return nil, "timeout", "no whole reply from Redis by its deadline"
+        end
+        sock:settimeout(math.max(1, math.floor(left * 1000)))
+        local data, err = sock:receiveany(65536)
+        if not data then
+            return nil, err == "timeout" and "timeout" or "io", "Redis: " .. tostring(err)
+        end
+        buf = buf .. data
+        return true
+    end
+    local function line()
+        while true do
+            local at = buf:find("\r\n", 1, true)
+            if at then
+                local l = buf:sub(1, at - 1)
+                buf = buf:sub(at + 2)
+                return l
+            end
+            if #buf > 65536 then
+                return nil, "protocol", "a Redis reply line longer than 64 KiB"
+            end
+            local ok, kind, why = fill()
+            if not ok then
+                return nil, kind, why
+            end
+        end
+    end
+    local function protocol(why)
+        return nil, "protocol", "not a Redis reply: " .. why
+    end
+    local function reply(depth)
+        local l, kind, why = line()
+        if not l then
+            return nil, kind, why
+        end
+        local t, rest = l:sub(1, 1), l:sub(2)
+        if t == "+" then
+            return rest
+        elseif t == "-" then
+            return false, rest
+        elseif t == ":" then
+            local n = tonumber(rest)
+            return n or protocol("an integer reply of '" .. rest:sub(1, 40) .. "'")
+        elseif t == "$" or t == "*" then
+            local n = tonumber(rest)
+            if n == -1 then
+                return NIL
+            elseif not n or n < 0 or n ~= math.floor(n) then
+                return protocol("a length of '" .. rest:sub(1, 40) .. "'")
+            end
+            if t == "*" then
+                if n > M.REDIS_MAX_ELEMENTS or depth > 8 then
+                    return protocol("too large (over " .. M.REDIS_MAX_ELEMENTS .. " elements)")
+                end
+                local list = {}
+                for i = 1, n do
+                    local v, k, w = reply(depth + 1)
+                    if v == nil then
+                        return nil, k, w
+                    elseif v == false then
+                        return protocol("an error inside an array")
+                    end
+                    list[i] = v
+                end
+                return list
+            end
+            used = used + n
+            if used > M.REDIS_MAX_BYTES then
+                return protocol("too large (over " .. M.REDIS_MAX_BYTES .. " bytes)")
+            end
+            while #buf < n + 2 do
+                local ok, k, w = fill()
+                if not ok then
+                    return nil, k, w
+                end
+            end
+            if buf:sub(n + 1, n + 2) ~= "\r\n" then
+                return protocol("a bulk string not ended by CRLF")
+            end
+            local v = buf:sub(1, n)
+            buf = buf:sub(n + 3)
+            return v
+        end
+        return protocol("'" .. l:sub(1, 40) .. "'")
+    end
+    local v, kind, why = reply(0)
+    if v ~= nil and buf ~= "" then
+        return nil, "protocol", "Redis sent more than one reply"
+    end
+    return v, kind, why
+end
+
+-- A reply as `wolkvox.limits.redis` takes it: a nil bulk is false.
 local function plain(v)
-    if v == ngx.null then
+    if v == NIL then
         return false
     elseif type(v) == "table" then
         local out = {}
@@ -252,21 +375,18 @@ local function plain(v)
     return v
 end
 
---- How many pooled Redis connections a worker keeps.
-M.REDIS_POOL = 32
---- How long an idle pooled Redis connection is kept (ms).
-M.REDIS_IDLE = 30000
-
---- The Redis connector inside nginx (`wolkvox.limits.redis`): resty.redis
--- on cosockets (Debian's lua-nginx-redis names it `nginx.redis`).  A
--- client is shared by the requests of a worker and a cosocket belongs to
--- one request, so each command takes a connection from the worker's pool
--- (authenticated once, when new) and gives it back.  `rediss://` does the
--- TLS handshake (verified against `lua_ssl_trusted_certificate`) on new
--- connections.  `redis_cafile` is refused here: inside nginx the trust is
--- `lua_ssl_trusted_certificate`, and an option that would be silently
--- ignored is worse than none; so are `redis_cert` and `redis_key`.
--- @tparam[opt] table url the parsed URL (`wolkvox.limits.redis.parse`)
+--- The Redis connector inside nginx (`wolkvox.limits.redis`): the Redis
+-- protocol on cosockets.  A client is shared by the requests of a worker and
+-- a cosocket belongs to one request, so each command takes a connection from
+-- the worker's pool (authenticated once, when new) and gives it back.  Each
+-- command, its connection and AUTH/SELECT included, has `timeout` seconds in
+-- all however slowly the server answers, and its reply at most
+-- `REDIS_MAX_BYTES` of strings and `REDIS_MAX_ELEMENTS` elements; a
+-- connection that timed out or sent what is not one whole reply is closed,
+-- never pooled.  `rediss://` does the TLS handshake (verified against
+-- `lua_ssl_trusted_certificate`) on new connections.  `redis_cafile` is
+-- refused here: inside nginx the trust is `lua_ssl_trusted_certificate`,
+-- and an option that would be silently ignored is an error.
 -- @return the connector's function, or nil and why
 function M.redis_connector(url)
     if url and url.cafile then
@@ -277,64 +397,69 @@ function M.redis_connector(url)
         return nil, "redis_cert and redis_key are for wolkvox.redis outside nginx: inside nginx this "
             .. "version offers no client certificate for Redis"
     end
-    local ok, redis = pcall(require, "resty.redis")
-    if not ok then
-        ok, redis = pcall(require, "nginx.redis")
-    end
-    if not ok then
-        return nil, "the redis option needs resty.redis inside nginx (Debian lua-nginx-redis)"
-    end
     local state_redis = require "wolkvox.limits.redis"
     return function(cfg, timeout)
         local conn = {}
-        function conn.command(_, name, ...)
-            local red = redis:new()
-            red:set_timeout(timeout * 1000)
-            local done, err = red:connect(cfg.host, cfg.port, { pool = cfg.pool })
+        function conn.command(_, ...)
+            local deadline = ngx.now() + timeout
+            local sock = ngx.socket.tcp()
+            sock:settimeout(math.max(1, math.floor(timeout * 1000)))
+            local done, err = sock:connect(cfg.host, cfg.port, { pool = cfg.pool })
             if not done then
-                return nil, err, "io"
+                return nil, "cannot connect to Redis: " .. tostring(err), "io"
             end
-            if red:get_reused_times() == 0 then
+            -- One command on this connection: its value, or nil, why, kind.
+            local function call(args)
+                local left = deadline - ngx.now()
+                if left <= 0 then
+                    return nil, "no whole reply from Redis by its deadline", "timeout"
+                end
+                sock:settimeout(math.max(1, math.floor(left * 1000)))
+                local sent, serr = sock:send(resp(args))
+                if not sent then
+                    return nil, "Redis: " .. tostring(serr), serr == "timeout" and "timeout" or "io"
+                end
+                local v, kind, why = read_reply(sock, deadline)
+                if v == nil then
+                    return nil, why, kind
+                elseif v == false then
+                    return nil, kind, "reply" -- (kind holds the error reply's text)
+                end
+                return plain(v)
+            end
+            if sock:getreusedtimes() == 0 then
                 if cfg.tls then
-                    -- (resty.redis 0.27 has no TLS option: its socket does it.
-                    -- Debian's lua-resty-core asserts, instead of returning
+                    -- (Debian's lua-resty-core asserts, instead of returning
                     -- the error, when verification fails after the handshake
                     -- had to wait: a raise here is a failed handshake too.)
-                    local sock = rawget(red, "_sock")
                     local called
                     called, done, err = pcall(sock.sslhandshake, sock, nil, cfg.host, true)
                     if not called then
                         done, err = nil, "handshake failed (" .. tostring(done) .. ")"
                     end
                     if not done then
-                        red:close()
+                        sock:close()
                         return nil, "TLS: " .. tostring(err), "io"
                     end
                 end
                 done, err = state_redis.handshake({ command = function(_, ...)
-                    local r, e = red[(...):lower()](red, select(2, ...))
-                    return r and plain(r) or nil, e
+                    return call({ ... })
                 end }, cfg)
                 if not done then
-                    red:close()
+                    sock:close()
                     return nil, err, "io"
                 end
             end
-            -- (pcall: a reply resty.redis cannot read must fail this
-            -- command, not the request)
-            local called, r, e = pcall(red[name:lower()], red, ...)
-            if not called then
-                red:close()
-                return nil, "Redis reply unreadable: " .. tostring(r), "io"
-            elseif r == nil then
-                red:close()
-                return nil, e, "io"
-            elseif r == false and e then
-                red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
-                return nil, e, "reply"
+            local r, why, kind = call({ ... })
+            if r == nil and kind ~= "reply" then
+                sock:close()
+                return nil, why, kind
             end
-            red:set_keepalive(M.REDIS_IDLE, M.REDIS_POOL)
-            return plain(r)
+            sock:setkeepalive(M.REDIS_IDLE, M.REDIS_POOL)
+            if r == nil then
+                return nil, why, kind
+            end
+            return r
         end
         function conn.close() end
         return conn
@@ -344,7 +469,7 @@ end
 --- Where the pacer and the ledger keep what the workers share: the
 -- `lua_shared_dict` named by `shared_dict` (default "wolkvox"), or nothing
 -- when it is not declared (this worker only); with the `redis` option,
--- also Redis through resty.redis (every host that names it).
+-- also Redis on cosockets (every host that names it).
 function M.state(o, t)
     local dict = ngx.shared[o.shared_dict or "wolkvox"]
     local op = transport.fingerprint(o.base_url):sub(1, 16)
