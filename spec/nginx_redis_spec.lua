@@ -1,6 +1,6 @@
 -- Fleet mode inside nginx: two nginx instances on different ports (two
 -- "gateways") share one token's 2 slots and the day's count through
--- resty.redis on cosockets, and keep serving other requests meanwhile.
+-- the Redis protocol on cosockets, and keep serving other requests meanwhile.
 -- Tagged #nginx: spec/run runs it in the LuaJIT pass.
 local support = require "support"
 local nginx = require "nginx"
