@@ -17,13 +17,7 @@ end
 
 local slurp, spit = support.slurp, support.spit
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1; echo \"=$?\"")
-    local out = p:read("*a")
-    p:close()
-    local text, code = out:match("^(.*)=(%d+)%s*$")
-    return tonumber(code), text
-end
+local sh = support.sh
 
 describe("hand-offs", function()
     local srv, dir, state
@@ -154,10 +148,8 @@ describe("hand-offs", function()
         end)
 
         it("on a full disk exits 1, and once there is room the next run delivers every row exactly once", function()
-            local disk = support.tmpdir()
-            local code, why = sh("mount -t tmpfs -o size=300k,mode=0700 tmpfs " .. q(disk))
-            if code ~= 0 then
-                os.remove(disk)
+            local disk, why = support.tmpfs("300k")
+            if not disk then
                 pending("cannot mount a tmpfs here: " .. tostring(why))
                 return
             end
@@ -171,7 +163,7 @@ describe("hand-offs", function()
             local c2, _, err2 = run(argv)
             assert.equal(0, c2, err2)
             local got = slurp(out)
-            sh("umount " .. q(disk) .. " && rmdir " .. q(disk))
+            support.unmount(disk)
             assert.equal(report("2026-01-01", "2026-06-30"), got)
         end)
 

@@ -16,15 +16,7 @@ local function q(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
--- Run `cmd` with sh (no sanitizer preload): its exit code and its output
--- (stdout and stderr together).
-local function sh(cmd)
-    local p = assert(io.popen("env -u LD_PRELOAD sh -c " .. q(cmd) .. " 2>&1; echo \" $?\""))
-    local out = p:read("*a")
-    p:close()
-    local text, code = out:match("^(.-) (%d+)%s*$")
-    return tonumber(code), text
-end
+local sh = support.sh
 
 -- Bounds of every child process here: killed after this many seconds (exit
 -- 137), and at most 1 GiB of address space, so a file that never ends can
@@ -59,22 +51,12 @@ local function escape(s)
     return (s:gsub("%p", "%%%0"))
 end
 
--- A tmpfs of 1 MiB on a fresh directory, filled to its last byte (as
--- spool_spec's full spool directory), or nil and why not.
+-- A tmpfs of 1 MiB on a fresh directory, filled to its last byte.
 local function full_disk()
-    local dir = support.tmpdir()
-    local code, why = sh("mount -t tmpfs -o size=1m,mode=0700 tmpfs " .. q(dir))
-    if code ~= 0 then
-        os.remove(dir)
-        return nil, why
-    end
-    sh("head -c 2097152 /dev/zero > " .. q(dir .. "/fill"))   -- fails once the disk is full
-    return dir
+    return support.tmpfs("1m", true)
 end
 
-local function unmount(dir)
-    sh("umount " .. q(dir) .. " && rmdir " .. q(dir))
-end
+local unmount = support.unmount
 
 describe("a full disk under state_dir", function()
     local srv

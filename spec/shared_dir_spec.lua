@@ -13,13 +13,7 @@ local function q(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1; echo \"=$?\"")
-    local out = p:read("*a")
-    p:close()
-    local text, code = out:match("^(.*)=(%d+)%s*$")
-    return tonumber(code), text
-end
+local sh = support.sh
 
 -- `cmd` run as `uid` (its own group, no others).
 local function as(uid, cmd)

@@ -249,28 +249,11 @@ describe("a full spool directory", function()
     local srv
     support.suite({}, {}, function(s) srv = s end)
 
-    local function sh(cmd)
-        local p = assert(io.popen("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' 2>&1; echo \" $?\""))
-        local out = p:read("*a")
-        p:close()
-        local text, code = out:match("^(.-) (%d+)%s*$")
-        return tonumber(code), text
-    end
+    local sh, unmount = support.sh, support.unmount
 
     -- A full tmpfs on a fresh directory, or nil and why not.
     local function full_disk()
-        local dir = support.tmpdir()
-        local code, why = sh("mount -t tmpfs -o size=1m,mode=0700 tmpfs '" .. dir .. "'")
-        if code ~= 0 then
-            os.remove(dir)
-            return nil, why
-        end
-        sh("head -c 2097152 /dev/zero > '" .. dir .. "/fill'")   -- fails once the disk is full
-        return dir
-    end
-
-    local function unmount(dir)
-        sh("umount '" .. dir .. "' && rmdir '" .. dir .. "'")
+        return support.tmpfs("1m", true)
     end
 
     local MONTH = { from = "2026-01-01", to = "2026-01-31" }
