@@ -72,6 +72,7 @@ build = {
         ["wolkvox.limits.cache"] = "lua/wolkvox/limits/cache.lua",
         ["wolkvox.coerce"] = "lua/wolkvox/coerce.lua",
         ["wolkvox.dates"] = "lua/wolkvox/dates.lua",
+        ["wolkvox.defaults"] = "lua/wolkvox/defaults.lua",
         ["wolkvox.api.endpoints"] = "lua/wolkvox/api/endpoints.lua",
         ["wolkvox.errors"] = "lua/wolkvox/errors.lua",
         ["wolkvox.export"] = "lua/wolkvox/export.lua",

@@ -4,6 +4,7 @@
 -- Either way nothing has been sent.
 -- @module wolkvox.options
 
+local defaults = require "wolkvox.defaults"
 local errors = require "wolkvox.errors"
 local registry = require "wolkvox.api.registry"
 
@@ -67,22 +68,14 @@ M.types = {
     redis_key = "string",     -- its private key
 }
 
-M.DEFAULTS = {
-    timeout = 60,           -- the server's own limit per call
-    connect_timeout = 10,
-    max_bytes = 256 * 1024 * 1024,
-    max_concurrent = 2,     -- wolkvox allows 2 calls in flight per token
-    max_rows = 60000,       -- the API's silent cap: an answer this long is split again
-    -- The operation's clock, seconds east of UTC.  wolkvox does not document
-    -- it; its docs are written from Bogota (UTC-5, no DST), so that is the
-    -- guess.  It only matters for os.time() numbers and the quota day.
-    utc_offset = -5 * 3600,
-    retries = 2,            -- 3 attempts in all for reads
-    retry_base = 1,
-    retry_cap = 30,
-    min_interval = 0,
-    reserve = 0,
-}
+--- The defaults every client's options are filled from (`wolkvox.defaults`,
+-- fleet mode's apart: `wolkvox.defaults.FLEET`).
+M.DEFAULTS = {}
+for k, v in pairs(defaults) do
+    if type(v) ~= "table" and k:lower() == k then
+        M.DEFAULTS[k] = v
+    end
+end
 
 --- The default directory of the quota ledger and pacing locks:
 -- $XDG_CACHE_HOME/lua-wolkvox, or ~/.cache/lua-wolkvox.
@@ -296,7 +289,7 @@ local function check_fleet(out)
     if prefix ~= nil and (prefix == "" or #prefix > 64 or not prefix:match("^[%w%-%._:/]+$")) then
         bad("redis_prefix", "must be 1 to 64 letters, digits or - . _ : /")
     end
-    out.redis_failure = out.redis_failure or "refuse"
+    out.redis_failure = out.redis_failure or defaults.FLEET.redis_failure
     if not require("wolkvox.limits.shared").FAILURE_MODES[out.redis_failure] then
         bad("redis_failure", "must be \"refuse\" or \"local\"")
     end

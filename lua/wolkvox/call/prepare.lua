@@ -25,7 +25,7 @@ M.DEFAULT_MIN_SPAN = 60     -- seconds: the smallest window bisection makes
 --- The most calls one plan may spend while the day's quota limit is
 -- unknown (no `daily_limit`/`licenses`, no token_info measured today).
 -- `max_calls` (per client or per call) sets the ceiling instead.
-M.MAX_CALLS = 1000
+M.MAX_CALLS = require("wolkvox.defaults").MAX_CALLS_UNKNOWN_LIMIT
 
 local refuse = errors.refuse
 

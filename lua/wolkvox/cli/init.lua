@@ -478,7 +478,7 @@ end
 -- clock, so that scripts name their files by the same day the report covers.
 function commands.date(a)
     local o = client_options(a)
-    local offset = require("wolkvox.options").utc_offset(o.utc_offset or require("wolkvox.options").DEFAULTS.utc_offset)
+    local offset = require("wolkvox.options").utc_offset(o.utc_offset or require("wolkvox.defaults").utc_offset)
     if not offset then
         fail(exit.USAGE, "utc_offset must be seconds east of UTC or \"-05:00\"")
     end

@@ -43,7 +43,7 @@ M.TOKEN_SLOTS = 2
 
 --- Seconds after which the server has ended any call (its own timeout):
 -- an abandoned call's slot stays busy this long from its start.
-M.SERVER_LIMIT = 60
+M.SERVER_LIMIT = require("wolkvox.defaults").UNSET.server_limit
 
 --- How long to wait before asking again for a busy slot (seconds).
 M.POLL = 0.05

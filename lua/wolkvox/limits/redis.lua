@@ -28,7 +28,7 @@ local setmetatable, tostring, tonumber, format, type, pcall, require, ipairs, ma
 local M = {}
 
 --- The namespace of the keys unless `redis_prefix` says otherwise.
-M.DEFAULT_PREFIX = "wolkvox:"
+M.DEFAULT_PREFIX = require("wolkvox.defaults").FLEET.redis_prefix
 
 --- How long a day's count is kept (seconds): a week.
 M.KEEP = 7 * 86400

@@ -8,6 +8,7 @@
 -- See `wolkvox.transport` for the contract.
 -- @module wolkvox.transport.ngx
 
+local defaults = require "wolkvox.defaults"
 local errors = require "wolkvox.errors"
 local transport = require "wolkvox.transport"
 local http = require "wolkvox.transport.ngx_http"
@@ -471,7 +472,7 @@ end
 -- when it is not declared (this worker only); with the `redis` option,
 -- also Redis on cosockets (every host that names it).
 function M.state(o, t)
-    local dict = ngx.shared[o.shared_dict or "wolkvox"]
+    local dict = ngx.shared[o.shared_dict or defaults.UNSET.shared_dict]
     local op = transport.fingerprint(o.base_url):sub(1, 16)
     local p, q = {}, {}
     if dict then
@@ -491,7 +492,7 @@ local worker_cache
 -- by the workers, its entries expiring with the dict's own TTL; values are
 -- JSON (lua-cjson).  Without the dict (or lua-cjson), this worker's memory.
 function M.cache(o)
-    local dict = ngx.shared[o.cache and o.cache.dict or o.shared_dict or "wolkvox"]
+    local dict = ngx.shared[o.cache and o.cache.dict or o.shared_dict or defaults.UNSET.shared_dict]
     local ok, cjson = pcall(require, "cjson.safe")
     if not (dict and ok) then
         worker_cache = worker_cache or transport.memory_cache(M.clock.now)
