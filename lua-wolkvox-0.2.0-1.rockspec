@@ -97,6 +97,7 @@ build = {
         ["wolkvox.job.sync"] = "lua/wolkvox/job/sync.lua",
         ["wolkvox.out.file"] = "lua/wolkvox/out/file.lua",
         ["wolkvox.out.formats"] = "lua/wolkvox/out/formats.lua",
+        ["wolkvox.out.sinks"] = "lua/wolkvox/out/sinks.lua",
         ["wolkvox.call.sizing"] = "lua/wolkvox/call/sizing.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",

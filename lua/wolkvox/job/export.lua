@@ -12,6 +12,7 @@ local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local export = require "wolkvox.out.formats"
 local file_out = require "wolkvox.out.file"
+local sinks = require "wolkvox.out.sinks"
 local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local windows = require "wolkvox.call.windows"
@@ -43,8 +44,8 @@ local function check(e, opts)
             refuse("unknown option '" .. tostring(k) .. "'")
         end
     end
-    local sinks = (opts.output ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0) + (opts.on_rows ~= nil and 1 or 0)
-    if sinks ~= 1 then
+    local given = (opts.output ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0) + (opts.on_rows ~= nil and 1 or 0)
+    if given ~= 1 then
         refuse("give exactly one of output (a path), file (an open file) or on_rows (a function)")
     end
     if opts.output ~= nil and (type(opts.output) ~= "string" or opts.output == "") then
@@ -131,60 +132,8 @@ local function presplit(job, span)
     job.items = items
 end
 
--- A writer of `format` (a name or a format table) to the open `file`.
-local function writer_of(format, file, columns, bom)
-    local opts = { columns = columns, bom = bom }
-    return type(format) == "table" and export.custom(format, file, opts) or export.writer(format, file, opts)
-end
-
--- Write what a `map` gave: one row, none (nil), or a list of rows (a table
--- whose [1] is set: an answer keyed by bucket becomes one row per bucket).
-local function put(w, got)
-    if got == nil then
-        return true
-    end
-    if type(got) == "table" and got[1] ~= nil then
-        for i = 1, #got do
-            local written, why = w:write(got[i])
-            if not written then
-                return nil, why
-            end
-        end
-        return true
-    end
-    return w:write(got)
-end
-
 local function fail_output(e, msg)
     errors.throw("output", { endpoint = e.name, message = msg })
-end
-
---- A writer of `opts.format` to `path` (default `opts.output`): a new
--- file (`wolkvox.out.file.new`: renamed to `path` by `handle:commit()`),
--- or, given `saved` (a checkpoint or a sync state: `bytes`, `digest`,
--- `writer`), the file it vouches for, cut back to those bytes, with the
--- writer's state as it was (`what` names the file that vouches).
--- @return the writer, the open file, and for a new file its handle
-function M.open_writer(e, opts, columns, saved, what, path)
-    path = path or opts.output
-    local file, handle
-    if saved then
-        file = file_out.resume(e, path, saved, what)
-    else
-        handle = file_out.new(path)
-        file = handle.file
-    end
-    local w = writer_of(opts.format or "csv", file, columns, opts.bom)
-    if saved then
-        local s = saved.writer
-        w.started, w.cols, w.rows, w.bracket = s.started, s.cols, s.rows or 0, s.bracket
-    end
-    return w, file, handle
-end
-
---- What a checkpoint keeps of writer `w` to go on with it.
-function M.writer_state(w)
-    return { started = w.started or false, cols = w.cols, rows = w.rows, bracket = w.bracket }
 end
 
 local function run_export(ctx, e, params, opts)
@@ -244,11 +193,11 @@ local function run_export(ctx, e, params, opts)
 
     local w, file, handle
     if opts.file then
-        w = writer_of(format, opts.file, columns, opts.bom)
+        w = sinks.writer(format, opts.file, columns, opts.bom)
     elseif cp then
-        w, file = M.open_writer(e, opts, columns, cp, "checkpoint", part)
+        w, file = sinks.open(e, opts, columns, cp, "checkpoint", part)
     else
-        w, file, handle = M.open_writer(e, opts, columns, nil, nil, opts.output)
+        w, file, handle = sinks.open(e, opts, columns, nil, nil, opts.output)
         if cp_path then
             -- The checkpoint's file exists under its own name from the start.
             local ok, why = handle:move(part)
@@ -278,7 +227,7 @@ local function run_export(ctx, e, params, opts)
             digest = file_out.digest(part, whole),
             windows = done, calls = spent, complete = complete or nil,
             span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
-            writer = M.writer_state(w) })
+            writer = sinks.writer_state(w) })
         saved_to = done_to
     end
     local ok, n, meta = pcall(run.deliver, ctx, job, {
@@ -287,7 +236,7 @@ local function run_export(ctx, e, params, opts)
             for i = 1, #list do
                 local written, why
                 if map then
-                    written, why = put(w, map(list[i], win))
+                    written, why = sinks.put(w, map(list[i], win))
                 else
                     written, why = w:write(list[i])
                 end

@@ -15,11 +15,10 @@
 local checkpoint = require "wolkvox.out.state"
 local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
-local export = require "wolkvox.out.formats"
-local export_job = require "wolkvox.job.export"
 local file_out = require "wolkvox.out.file"
 local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
+local sinks = require "wolkvox.out.sinks"
 
 local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, concat =
     type, pairs, ipairs, tostring, pcall, error, string.format, io.type, math.floor, table.concat
@@ -230,62 +229,6 @@ local function closed_day_end(wall)
     return floor((wall + 1) / DAY) * DAY - 1
 end
 
--- An --append output holds only what states of this sync wrote: bytes it
--- does not vouch for are refused before any call, never cut.
-local function check_append(e, path, st, state_path)
-    local info = require("wolkvox.core").stat(path)
-    if not info or (st and st.bytes) then
-        return -- a new file, or one the state vouches for (checked when opened)
-    end
-    if info.type ~= "file" then
-        refuse(e, path .. " is not a regular file: --append writes only regular files")
-    end
-    if info.size > 0 then
-        refuse(e, format("%s holds %d bytes that no state of this sync vouches for (%s %s): append never "
-            .. "removes or mixes with what it did not write; move the file aside (or give another output) "
-            .. "and run again", path, info.size, state_path, st and "says nothing of it" or "does not exist"))
-    end
-end
-
--- Where the rows of a sync go: returns `w` (a writer, or nil), and the
--- functions `mark()` (bytes at the end of a whole window), `finish(ok)`.
-local function open_sink(e, sink, st, meta)
-    local fmt = sink.format or "csv"
-    if not export.FORMATS[fmt] then
-        refuse(e, "unknown format '" .. tostring(fmt) .. "'")
-    end
-    local columns = sink.columns
-    if columns == nil and fmt == "csv" then
-        columns = export.columns(e.name)
-    end
-    local opts = { output = sink.output, format = fmt, bom = sink.bom }
-    if sink.file then
-        if io_type(sink.file) ~= "file" then
-            refuse(e, "file must be an open file")
-        end
-        return export.writer(fmt, sink.file, { columns = columns, bom = sink.bom })
-    end
-    if not sink.append then
-        -- A new file each run, renamed into place when the run is whole.
-        local w, file, handle = export_job.open_writer(e, opts, columns)
-        return w, file, handle
-    end
-    local w, file
-    if st and st.bytes then
-        w, file = export_job.open_writer(e, opts, columns, st, "sync state")
-    else
-        -- The first run: the file is new (or empty), created as ours.
-        local handle
-        w, file, handle = export_job.open_writer(e, opts, columns)
-        local ok, why = handle:move(sink.output)
-        if not ok then
-            errors.throw("output", { endpoint = e.name, message = why })
-        end
-    end
-    meta.appending = true
-    return w, file
-end
-
 local function sync(ctx, e, params, sink)
     local fingerprint = identity_of(e, params, sink)
     local st = read_state(e, params.state, fingerprint)
@@ -293,7 +236,7 @@ local function sync(ctx, e, params, sink)
     local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
     sink = sink or {}
     if sink.append then
-        check_append(e, sink.output, st, params.state)
+        sinks.check_append(e, sink.output, st, params.state)
     end
 
     local overlap = params.overlap or M.OVERLAP
@@ -337,7 +280,7 @@ local function sync(ctx, e, params, sink)
     -- file holds no rows (a CSV its header); an appended one is unchanged.
     local function nothing()
         if sink.output and not sink.append then
-            local w, _, handle = open_sink(e, sink, st, meta)
+            local w, _, handle = sinks.for_sync(e, sink, st)
             local closed, why = w:close()
             local ok, cerr = handle:commit()
             if not (closed and ok) then
@@ -386,13 +329,11 @@ local function sync(ctx, e, params, sink)
         seen[k] = t
     end
     local out = {}
-    local w, file, handle
-    if sink.output or sink.file then
-        w, file, handle = open_sink(e, sink, st, meta)
-    end
+    local w, file, handle, appending = sinks.for_sync(e, sink, st)
+    meta.appending = appending
     -- For an appended file: the bytes a state vouches for; `pending` says a
     -- run is writing after them (a kill then leaves bytes that are ours).
-    local whole, vouched = st and st.bytes or 0, w and export_job.writer_state(w)
+    local whole, vouched = st and st.bytes or 0, w and sinks.writer_state(w)
     local state
 
     local function flush()
@@ -487,7 +428,7 @@ local function sync(ctx, e, params, sink)
             local bytes = flush()
             advance(dates.parse(win.to))
             if meta.appending then
-                whole, vouched = bytes, export_job.writer_state(w)
+                whole, vouched = bytes, sinks.writer_state(w)
                 store(true)
             elseif not handle then
                 -- Rows handed to the caller (a function, stdout, a list):
@@ -505,7 +446,7 @@ local function sync(ctx, e, params, sink)
                 end
             end
             if meta.appending then
-                whole, vouched = flush(), export_job.writer_state(w)
+                whole, vouched = flush(), sinks.writer_state(w)
                 store(false)
             elseif handle then
                 -- The new file takes its name, then the state moves: a kill

@@ -89,7 +89,7 @@ local function is_names(v)
     return n == #v
 end
 
---- Whether `s` is a writer's state as `wolkvox.job.export.writer_state`
+--- Whether `s` is a writer's state as `wolkvox.out.sinks.writer_state`
 -- makes it.
 function M.valid_writer(s)
     return type(s) == "table" and type(s.started) == "boolean" and (s.cols == nil or is_names(s.cols))
