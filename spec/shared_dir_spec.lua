@@ -137,4 +137,26 @@ describe("an output in a shared sticky directory", function()
         assert.equal(0, math.floor(st.mode / 16) % 2)
         assert.equal(0, math.floor(st.mode / 2) % 2)
     end)
+    it("writes a device of its own or root's where it is, where it may not create files (/dev/null)", function()
+        if not usable then
+            pending("needs root and setpriv to act as two users")
+            return
+        end
+        local path = code_dir .. "/device.lua"
+        support.spit(path, ([[
+            package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
+            package.cpath = %q .. "/build/?.so;" .. package.cpath
+            local file = require "wolkvox.out.file"
+            assert(file.check("/dev/null", "the output"))
+            local h = file.new("/dev/null")
+            h.file:write("x")
+            assert(h:commit())
+            io.write("ok")
+        ]]):format(code_dir, code_dir, code_dir))
+        sh("chmod a+r " .. q(path))
+        local rc, out = as(VICTIM, "cd " .. q(code_dir) .. " && env -u LD_PRELOAD -u TMPDIR timeout 60 lua5.4 "
+            .. q(path))
+        assert.equal(0, rc, out)
+        assert.equal("ok", out)
+    end)
 end)

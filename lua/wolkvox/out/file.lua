@@ -40,9 +40,12 @@ end
 -- directory, and its directory exists and is writable.  Raises an `output`
 -- error otherwise.
 function M.check(path, what)
-    local st = core().stat(path)
+    local st = core().stat(path, true)
     if st and st.type == "directory" then
         fail(format("%s %s is a directory: give a file name", what, path))
+    end
+    if st and st.type == "other" then
+        return true -- a device or a FIFO (/dev/stdout) is written where it is
     end
     local dir = M.split(path)
     dir = dir == "" and "." or dir
