@@ -222,11 +222,9 @@ local function run_export(ctx, e, params, opts)
     end
     local function save(done_to, complete)
         mark()
-        checkpoint.write(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
-            to = dates.iso(job.to), format = format, done_to = done_to, bytes = whole,
-            digest = file_out.digest(part, whole),
-            windows = done, calls = spent, complete = complete or nil,
-            span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
+        checkpoint.save(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
+            to = dates.iso(job.to), format = format, done_to = done_to, output = part, bytes = whole,
+            windows = done, calls = spent, complete = complete, span_cap = job.span_cap,
             writer = sinks.writer_state(w) })
         saved_to = done_to
     end

@@ -175,6 +175,20 @@ function M.hold(path, what)
     return { release = function() lock:remove(lockpath) end }
 end
 
+--- Record an export's progress in the checkpoint at `path`: every field a
+-- checkpoint holds is named here (and checked by `read`).  `p`: `job` (the
+-- fingerprint), `endpoint`, `from`, `to`, `format`, `done_to` (the end of
+-- the last window written), `output` and `bytes` (the file it vouches for
+-- and its size then), `windows`, `calls` (all runs together), `complete`,
+-- `span_cap` (a window span the last run had to cut to), `writer` (what the
+-- writer needs to go on: `wolkvox.out.sinks.writer_state`).
+function M.save(path, p)
+    M.write(path, { job = p.job, endpoint = p.endpoint, from = p.from, to = p.to, format = p.format,
+        done_to = p.done_to, bytes = p.bytes, digest = require("wolkvox.out.file").digest(p.output, p.bytes),
+        windows = p.windows, calls = p.calls, complete = p.complete or nil,
+        span_cap = p.span_cap ~= math.huge and p.span_cap or nil, writer = p.writer })
+end
+
 --- Replace the checkpoint at `path` with `t` (atomically).
 function M.write(path, t)
     t.version = M.VERSION
