@@ -51,13 +51,6 @@ local function escape(s)
     return (s:gsub("%p", "%%%0"))
 end
 
--- A tmpfs of 1 MiB on a fresh directory, filled to its last byte.
-local function full_disk()
-    return support.tmpfs("1m", true)
-end
-
-local unmount = support.unmount
-
 describe("a full disk under state_dir", function()
     local srv
     setup(function() srv = support.fake() end)
@@ -65,12 +58,10 @@ describe("a full disk under state_dir", function()
     before_each(function() srv:control("reset") end)
 
     it("is a local failure (kind output) naming the directory, as nil, err, spending no call", function()
-        local dir, why = full_disk()
+        local dir = support.disk("size=1m", true, finally)
         if not dir then
-            pending("cannot mount a tmpfs here: " .. tostring(why))
             return
         end
-        finally(function() unmount(dir) end)
         local c = support.client(srv, { state_dir = dir })
         local ok, rows, err = pcall(c.call, c, "information", "services")
         assert.is_true(ok, tostring(rows))
@@ -89,12 +80,10 @@ describe("a full disk under state_dir", function()
     end)
 
     it("makes `wolkvox --state-dir DIR` exit 1 saying which directory is full", function()
-        local dir, why = full_disk()
+        local dir = support.disk("size=1m", true, finally)
         if not dir then
-            pending("cannot mount a tmpfs here: " .. tostring(why))
             return
         end
-        finally(function() unmount(dir) end)
         local code, out = cli("--base-url " .. srv.url .. " --state-dir " .. q(dir) .. " call information services",
             { WOLKVOX_TOKEN = srv.token })
         assert.equal(1, code, out)

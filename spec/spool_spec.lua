@@ -249,22 +249,13 @@ describe("a full spool directory", function()
     local srv
     support.suite({}, {}, function(s) srv = s end)
 
-    local sh, unmount = support.sh, support.unmount
-
-    -- A full tmpfs on a fresh directory, or nil and why not.
-    local function full_disk()
-        return support.tmpfs("1m", true)
-    end
-
     local MONTH = { from = "2026-01-01", to = "2026-01-31" }
 
     it("fails c:export as a local failure (kind output) naming the directory, after one call", function()
-        local dir, why = full_disk()
+        local dir = support.disk("size=1m", true, finally)
         if not dir then
-            pending("cannot mount a tmpfs here: " .. tostring(why))
             return
         end
-        finally(function() unmount(dir) end)
         local c = support.client(srv, { spool_dir = dir })
         local n, err = c:export("cdr_1", MONTH, { format = "csv", output = support.state_dir .. "/full.csv" })
         c:close()
@@ -280,14 +271,10 @@ describe("a full spool directory", function()
     it("with no inode left when a window starts, fails c:export the same way, that window never sent", function()
         -- A tmpfs with one free inode: the first window's spool file takes
         -- it (its answer delayed), the second window's start finds none.
-        local dir = support.tmpdir()
-        local code, why = sh("mount -t tmpfs -o size=1m,nr_inodes=2,mode=0700 tmpfs '" .. dir .. "'")
-        if code ~= 0 then
-            os.remove(dir)
-            pending("cannot mount a tmpfs here: " .. tostring(why))
+        local dir = support.disk("size=1m,nr_inodes=2", false, finally)
+        if not dir then
             return
         end
-        finally(function() unmount(dir) end)
         srv:control("config", { latency = 3 })   -- the first window stays in flight
         local c = support.client(srv, { spool_dir = dir })
         local ok, n, err = pcall(c.export, c, "cdr_1", { from = "2026-01-01", to = "2026-02-28" },
@@ -301,16 +288,14 @@ describe("a full spool directory", function()
     end)
 
     it("makes `wolkvox report` exit 1 (a local failure) saying which directory is full", function()
-        local dir, why = full_disk()
+        local dir = support.disk("size=1m", true, finally)
         if not dir then
-            pending("cannot mount a tmpfs here: " .. tostring(why))
             return
         end
-        finally(function() unmount(dir) end)
         local home = support.tmpdir()
         local out = home .. "/cdr.csv"
         -- The CLI spools to TMPDIR (the option spool_dir's default).
-        local code, text = sh(table.concat({ "env -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER",
+        local code, text = support.sh(table.concat({ "env -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER",
             "HOME=" .. home, "XDG_CONFIG_HOME=" .. home, "XDG_CACHE_HOME=" .. home, "TMPDIR=" .. dir,
             "WOLKVOX_TOKEN=" .. srv.token, (jit and "luajit" or "lua5.4"), "bin/wolkvox",
             "--base-url", srv.url, "--state-dir", support.state_dir,

@@ -35,12 +35,12 @@ function M.sh(cmd)
     return tonumber(code), text
 end
 
---- A tmpfs of `size` ("1m", "300k") mounted on a fresh directory (mode
--- 0700), filled to its last byte when `full`; or nil and why not (mounting
--- needs root: the specs that use it are pending without).
-function M.tmpfs(size, full)
+--- A tmpfs mounted on a fresh directory (mode 0700): `opts` its mount
+-- options ("size=1m", "size=1m,nr_inodes=2"), filled to its last byte when
+-- `full`; or nil and why not (mounting needs root).
+function M.tmpfs(opts, full)
     local dir = M.tmpdir()
-    local code, why = M.sh("mount -t tmpfs -o size=" .. size .. ",mode=0700 tmpfs " .. M.q(dir))
+    local code, why = M.sh("mount -t tmpfs -o " .. opts .. ",mode=0700 tmpfs " .. M.q(dir))
     if code ~= 0 then
         os.remove(dir)
         return nil, why
@@ -48,6 +48,19 @@ function M.tmpfs(size, full)
     if full then
         M.sh("cat /dev/zero > " .. M.q(dir .. "/fill")) -- fails once the disk is full
     end
+    return dir
+end
+
+--- Inside a test: a `tmpfs(opts, full)` unmounted when the test ends
+-- (through the test's own `finally`, given), or nil with the test marked
+-- pending where it cannot be mounted.
+function M.disk(opts, full, finally)
+    local dir, why = M.tmpfs(opts, full)
+    if not dir then
+        require("busted").pending("cannot mount a tmpfs here: " .. tostring(why))
+        return nil
+    end
+    finally(function() M.unmount(dir) end)
     return dir
 end
 

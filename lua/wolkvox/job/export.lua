@@ -169,13 +169,13 @@ local function run_export(ctx, e, params, opts)
         fingerprint = checkpoint.fingerprint(job_identity(job, params, opts, columns))
         cp = checkpoint.read(cp_path, fingerprint)
         if cp and cp.complete then
-            local st = require("wolkvox.core").stat(opts.output)
+            local core = require "wolkvox.core"
+            local there = core.stat(opts.output) ~= nil
             -- Killed between the checkpoint's last write and the rename.
-            if not st and cp.digest and require("wolkvox.core").digest(part, cp.bytes) == cp.digest then
-                os_rename(part, opts.output)
-                st = require("wolkvox.core").stat(opts.output)
+            if not there and cp.digest and core.digest(part, cp.bytes) == cp.digest then
+                there = os_rename(part, opts.output) ~= nil
             end
-            if not st then
+            if not there then
                 errors.refuse(e, "export: the checkpoint " .. cp_path .. " says this export was finished, but "
                     .. opts.output .. " is not there: remove the checkpoint to export again")
             end

@@ -217,11 +217,7 @@ local function read_state(e, path, fingerprint)
 end
 
 local function write_state(path, t)
-    t.version = M.VERSION
-    local ok, err = require("wolkvox.core").write_file(path, require("wolkvox.json").encode(t) .. "\n")
-    if not ok then
-        errors.throw("output", { message = "cannot write the sync state: " .. tostring(err) })
-    end
+    checkpoint.write(path, t, "sync state", M.VERSION)
 end
 
 -- The end of the last whole day at or before `wall`.

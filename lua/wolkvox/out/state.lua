@@ -189,12 +189,13 @@ function M.save(path, p)
         span_cap = p.span_cap ~= math.huge and p.span_cap or nil, writer = p.writer })
 end
 
---- Replace the checkpoint at `path` with `t` (atomically).
-function M.write(path, t)
-    t.version = M.VERSION
+--- Replace the state file at `path` with `t` (atomically), stamped with
+-- `version` (default `VERSION`); `what` names it in the error ("checkpoint").
+function M.write(path, t, what, version)
+    t.version = version or M.VERSION
     local ok, err = core().write_file(path, json.encode(t) .. "\n")
     if not ok then
-        errors.throw("output", { message = "cannot write the checkpoint: " .. tostring(err) })
+        errors.throw("output", { message = "cannot write the " .. (what or "checkpoint") .. ": " .. tostring(err) })
     end
 end
 
