@@ -167,4 +167,47 @@ describe("errors", function()
         assert.has_error(function() f(2) end, "a bug")
         assert.same({ "ok", 3 }, { f(3) })
     end)
+    -- The rule of each 403 is data in one place (wolkvox.errors.statuses and
+    -- .waits): what a message means, whether it may pass, how long to wait.
+    describe("the 403 family as data", function()
+        local response = require "wolkvox.api.response"
+        local retry = require "wolkvox.call.retry"
+        local e = { name = "information/routing_points" }
+        local function kind(status, msg)
+            local ok, err = pcall(response.interpret, { status = status, value = { code = status, msg = msg } }, e)
+            assert.is_false(ok)
+            return err.kind, err.retryable
+        end
+
+        it("tells each 403 apart by its message, with whether it may pass", function()
+            assert.same({ "quota", false }, { kind(403, "TOKEN LIMIT EXCEEDED") })
+            assert.same({ "concurrency", true }, { kind(403, "Simultaneous requests exceeded") })
+            assert.same({ "auth", false }, { kind(403, "Invalid token") })
+            assert.same({ "maintenance", true }, { kind(403, "Server in backup") })
+            assert.equal("params", errors.kind_of(400, "BAD DATE"))
+            assert.equal("not_found", errors.kind_of(400, "API DOES NOT EXIST"))
+            assert.equal("empty", errors.kind_of(404, "VALIDATE DATES ENTERED"))
+            assert.equal("http", errors.kind_of(502, ""))
+        end)
+
+        it("a rule changed in the table changes what a call does", function()
+            local rules = errors.statuses[403]
+            table.insert(rules, 1, { "BACKUP", "quota" })
+            local k, r = kind(403, "Server in backup")
+            table.remove(rules, 1)
+            assert.same({ "quota", false }, { k, r })
+            assert.same({ "maintenance", true }, { kind(403, "Server in backup") })
+        end)
+
+        it("a maintenance 403 waits longer than a blip, a concurrency 403 whole seconds", function()
+            local policy = { retry_base = 0.1, retry_cap = 5 }
+            local one = function() return 0.999 end
+            local blip = retry.wait({ kind = "transport" }, 1, policy, one)
+            local maint = retry.wait({ kind = "maintenance" }, 1, policy, one)
+            assert.near(blip * errors.waits.maintenance.factor, maint, 1e-9)
+            local w = retry.wait({ kind = "concurrency" }, 1, policy, one)
+            assert.equal(math.floor(w), w)
+            assert.is_true(w >= errors.waits.concurrency.min)
+        end)
+    end)
 end)

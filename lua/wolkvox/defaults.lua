@@ -36,6 +36,28 @@ M.FLEET = {
     redis_failure = "refuse",  -- what a call does while Redis cannot be reached
 }
 
+--- The spool directory (`spool_dir`) when none is given: `$TMPDIR`, else
+-- "/tmp" (a function: read from the environment when a client is made).
+function M.spool_dir()
+    local tmp = os.getenv("TMPDIR")
+    return tmp and tmp ~= "" and tmp or "/tmp"
+end
+
+--- The directory of the quota ledger and pacing locks (`state_dir`) when
+-- none is given: $XDG_CACHE_HOME/lua-wolkvox, or ~/.cache/lua-wolkvox; nil
+-- without either (then none: `false`).
+function M.state_dir()
+    local xdg = os.getenv("XDG_CACHE_HOME")
+    if xdg and xdg ~= "" then
+        return xdg .. "/lua-wolkvox"
+    end
+    local home = os.getenv("HOME")
+    if home and home ~= "" then
+        return home .. "/.cache/lua-wolkvox"
+    end
+    return nil
+end
+
 --- Not an option's default: the most calls one plan may spend while the
 -- day's quota limit is unknown (no `daily_limit`/`licenses`, no token_info
 -- measured today); `max_calls` sets the ceiling instead.

@@ -6,8 +6,8 @@
 -- `tostring`, and never holds the token: nothing that builds one is given it.
 -- @module wolkvox.errors
 
-local setmetatable, getmetatable, tostring, type, pairs, pcall, error =
-    setmetatable, getmetatable, tostring, type, pairs, pcall, error
+local setmetatable, getmetatable, tostring, type, pairs, ipairs, pcall, error =
+    setmetatable, getmetatable, tostring, type, pairs, ipairs, pcall, error
 local concat = table.concat
 
 local M = {}
@@ -50,6 +50,48 @@ M.reasons = {
     closed = false,   -- the client was closed during the call (kind closed)
     spool = false,    -- the answer could not be written to the spool directory (a full disk)
 }
+
+--- What a failed HTTP status (or an error code inside a 200 envelope) is:
+-- by status, the kind, or a list of `{ text, kind }` tried in order against
+-- the message in upper case, then `[0]` when none matches.  wolkvox sends
+-- every 403 with one code: only its message tells them apart.  Any status
+-- not here is `http`; "empty" is not an error (a 404 "Validate dates
+-- entered" is a window without rows).
+M.statuses = {
+    [400] = { { "DOES NOT EXIST", "not_found" }, [0] = "params" },
+    [401] = "auth",
+    [403] = { { "TOKEN LIMIT", "quota" }, { "SIMULTANEOUS", "concurrency" }, { "TOKEN", "auth" },
+        [0] = "maintenance" },
+    [404] = { { "VALIDATE DATES", "empty" }, [0] = "not_found" },
+    [406] = "params",
+    [409] = "params",
+    [422] = "params",
+}
+
+--- How long the waits of a kind are, beside the common backoff
+-- (`wolkvox.call.retry.wait` reads them): a concurrency 403 backs off by
+-- whole seconds from `min` (the calls that hold the token's two places must
+-- end first); a maintenance window starts `factor` times higher and may wait
+-- `cap_factor` times the cap.
+M.waits = {
+    concurrency = { min = 1 },
+    maintenance = { factor = 10, cap_factor = 2 },
+}
+
+--- The kind of a failed `status` whose message (upper case) is `text`
+-- (`statuses`): "empty" for a window without rows.
+function M.kind_of(status, text)
+    local rule = M.statuses[status]
+    if type(rule) ~= "table" then
+        return rule or "http"
+    end
+    for _, pair in ipairs(rule) do
+        if text:find(pair[1], 1, true) then
+            return pair[2]
+        end
+    end
+    return rule[0]
+end
 
 --- Whether an error of `kind` with these `fields` (`reason`, `status`) may
 -- pass on a later attempt: transport failures but those of `tls`, `url`,

@@ -72,24 +72,14 @@ M.types = {
 -- fleet mode's apart: `wolkvox.defaults.FLEET`).
 M.DEFAULTS = {}
 for k, v in pairs(defaults) do
-    if type(v) ~= "table" and k:lower() == k then
+    if type(v) ~= "table" and type(v) ~= "function" and k:lower() == k then
         M.DEFAULTS[k] = v
     end
 end
 
---- The default directory of the quota ledger and pacing locks:
--- $XDG_CACHE_HOME/lua-wolkvox, or ~/.cache/lua-wolkvox.
-function M.default_state_dir()
-    local xdg = getenv("XDG_CACHE_HOME")
-    if xdg and xdg ~= "" then
-        return xdg .. "/lua-wolkvox"
-    end
-    local home = getenv("HOME")
-    if home and home ~= "" then
-        return home .. "/.cache/lua-wolkvox"
-    end
-    return nil
-end
+--- The default directory of the quota ledger and pacing locks
+-- (`wolkvox.defaults.state_dir`).
+M.default_state_dir = defaults.state_dir
 
 --- Seconds east of UTC for "+HH:MM" / "-HH:MM" (or a number of seconds).
 function M.utc_offset(v)
@@ -555,8 +545,7 @@ function M.check(opts)
     if out.spool_dir == true then
         bad("spool_dir", "must be a directory or false")
     elseif out.spool_dir == nil then
-        local tmp = getenv("TMPDIR")
-        out.spool_dir = tmp and tmp ~= "" and tmp or "/tmp"
+        out.spool_dir = defaults.spool_dir()
     end
     if out.state_dir == true then
         bad("state_dir", "must be a directory or false")

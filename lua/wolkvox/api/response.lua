@@ -6,7 +6,6 @@
 -- @module wolkvox.api.response
 
 local errors = require "wolkvox.errors"
-local retry = require "wolkvox.call.retry"
 
 local type, tonumber, ipairs, floor, upper, concat, next =
     type, tonumber, ipairs, math.floor, string.upper, table.concat, next
@@ -25,34 +24,7 @@ function M.code(v)
     return nil
 end
 
--- The kind of a failed status; `text` is the message in upper case.
-local function kind_of(status, text)
-    if status == 400 then
-        if text:find("DOES NOT EXIST", 1, true) then
-            return "not_found"
-        end
-        return "params"
-    elseif status == 401 then
-        return "auth"
-    elseif status == 403 then
-        if text:find("TOKEN LIMIT", 1, true) then
-            return "quota"
-        elseif text:find("SIMULTANEOUS", 1, true) then
-            return "concurrency"
-        elseif text:find("TOKEN", 1, true) then
-            return "auth"
-        end
-        return "maintenance"
-    elseif status == 404 then
-        if text:find("VALIDATE DATES", 1, true) then
-            return "empty"
-        end
-        return "not_found"
-    elseif status == 406 or status == 409 or status == 422 then
-        return "params"
-    end
-    return "http"
-end
+local kind_of = errors.kind_of -- which 403 is which: `wolkvox.errors.statuses`
 
 local function text_of(env)
     if type(env) ~= "table" then
@@ -72,7 +44,7 @@ end
 local is_list = M.is_list
 
 -- `failed` is the status or envelope code that failed; whether another
--- attempt may pass is the retry policy's call (`retry.classify`).
+-- attempt may pass is `wolkvox.errors.classify`.
 local function fail(kind, e, res, fields, failed)
     fields.endpoint = e.name
     fields.status = res.status ~= 0 and res.status or nil
@@ -80,7 +52,7 @@ local function fail(kind, e, res, fields, failed)
     fields.calls = res.sends
     if kind == "http" then
         -- An error code inside a 200 envelope counts as that status.
-        fields.retryable = retry.classify(kind, { status = failed or res.status })
+        fields.retryable = errors.classify(kind, { status = failed or res.status })
     end
     errors.throw(kind, fields)
 end

@@ -26,8 +26,9 @@ M.KINDS = errors.kinds
 -- pass on a later attempt (`wolkvox.errors.classify`).
 M.classify = errors.classify
 
--- Maintenance windows last longer than a blip: its backoff starts higher.
-local MAINTENANCE_FACTOR = 10
+-- How the waits of the concurrency and maintenance 403s differ
+-- (`wolkvox.errors.waits`: the rule of each 403 is data there).
+local WAITS = errors.waits
 
 --- True when `err` may be retried for a read (`write` false) or a write.
 -- (Whether a failure can pass is the error's own `retryable`.)
@@ -65,7 +66,7 @@ function M.retry_after(value, now_epoch)
 end
 
 --- The shortest wait after a concurrency 403 (seconds).
-M.CONCURRENCY_MIN = 1
+M.CONCURRENCY_MIN = WAITS.concurrency.min
 
 --- The wait before the next attempt, after `attempts` attempts so far.
 -- @tparam table err the last error
@@ -86,12 +87,9 @@ function M.wait(err, attempts, policy, rand, now_epoch)
         local w = floor_s + floor((rand or random)() * floor_s)
         return max(M.CONCURRENCY_MIN, floor(min(w, max(policy.retry_cap, M.CONCURRENCY_MIN))))
     end
-    local base = policy.retry_base
-    if err.kind == "maintenance" then
-        base = base * MAINTENANCE_FACTOR
-    end
-    local ceiling = min(policy.retry_cap * (err.kind == "maintenance" and 2 or 1),
-        base * 2 ^ (attempts - 1))
+    local shape = WAITS[err.kind] or {}
+    local base = policy.retry_base * (shape.factor or 1)
+    local ceiling = min(policy.retry_cap * (shape.cap_factor or 1), base * 2 ^ (attempts - 1))
     return (rand or random)() * ceiling
 end
 

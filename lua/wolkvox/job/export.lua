@@ -222,10 +222,8 @@ local function run_export(ctx, e, params, opts)
     end
     local function save(done_to, complete)
         mark()
-        checkpoint.save(cp_path, { job = fingerprint, endpoint = e.name, from = dates.iso(job.from),
-            to = dates.iso(job.to), format = format, done_to = done_to, output = part, bytes = whole,
-            windows = done, calls = spent, complete = complete, span_cap = job.span_cap,
-            writer = sinks.writer_state(w) })
+        checkpoint.save(cp_path, { fingerprint = fingerprint, job = job, format = format, output = part, writer = w },
+            { done_to = done_to, bytes = whole, windows = done, calls = spent, complete = complete })
         saved_to = done_to
     end
     local ok, n, meta = pcall(run.deliver, ctx, job, {

@@ -7,6 +7,7 @@
 -- It holds no token.
 -- @module wolkvox.out.state
 
+local dates = require "wolkvox.dates"
 local errors = require "wolkvox.errors"
 local json = require "wolkvox.json"
 
@@ -176,17 +177,22 @@ function M.hold(path, what)
 end
 
 --- Record an export's progress in the checkpoint at `path`: every field a
--- checkpoint holds is named here (and checked by `read`).  `p`: `job` (the
--- fingerprint), `endpoint`, `from`, `to`, `format`, `done_to` (the end of
--- the last window written), `output` and `bytes` (the file it vouches for
--- and its size then), `windows`, `calls` (all runs together), `complete`,
--- `span_cap` (a window span the last run had to cut to), `writer` (what the
--- writer needs to go on: `wolkvox.out.sinks.writer_state`).
-function M.save(path, p)
-    M.write(path, { job = p.job, endpoint = p.endpoint, from = p.from, to = p.to, format = p.format,
-        done_to = p.done_to, bytes = p.bytes, digest = require("wolkvox.out.file").digest(p.output, p.bytes),
-        windows = p.windows, calls = p.calls, complete = p.complete or nil,
-        span_cap = p.span_cap ~= math.huge and p.span_cap or nil, writer = p.writer })
+-- checkpoint holds is named here (and checked by `read`), taken from what
+-- the export runs (`run`: `fingerprint`, `job` (the prepared job: endpoint
+-- `e`, `from`, `to`, `span_cap`, a window span the last run had to cut to),
+-- `format`, `output` (the file it vouches for), `writer`) and how far it got
+-- (`progress`: `done_to`, the end of the last window written; `bytes` of
+-- the output then; `windows`, `calls`, all runs together; `complete`).  A
+-- new field from the job, its options or its writer changes this function
+-- alone.
+function M.save(path, run, progress)
+    local job = run.job
+    M.write(path, { job = run.fingerprint, endpoint = job.e.name, from = dates.iso(job.from),
+        to = dates.iso(job.to), format = run.format, done_to = progress.done_to, bytes = progress.bytes,
+        digest = require("wolkvox.out.file").digest(run.output, progress.bytes),
+        windows = progress.windows, calls = progress.calls, complete = progress.complete or nil,
+        span_cap = job.span_cap ~= math.huge and job.span_cap or nil,
+        writer = require("wolkvox.out.sinks").writer_state(run.writer) })
 end
 
 --- Replace the state file at `path` with `t` (atomically), stamped with
