@@ -89,7 +89,8 @@ function M.parser()
             .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
             .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n"
-            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 -o cdr.csv --checkpoint cdr.ckpt\n\n"
+            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 -o cdr.csv --checkpoint cdr.ckpt\n"
+            .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --into calls.db\n\n"
             .. "Dates: YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" or YYYYmmddHHiiss, on the operation's clock.\n\n"
             .. exit.HELP)
     r:argument("name", "The report: cdr_1 or family/api.")
@@ -97,8 +98,7 @@ function M.parser()
     r:option("--from", "First day (or time) of the range."):count(1)
     r:option("--to", "Last day (or time) of the range."):count(1)
     r:option("--per", "One call per period (aggregates): day, week or month."):choices({ "day", "week", "month" })
-    r:option("--format", "csv, ndjson, json or table."):choices({ "csv", "ndjson", "json", "table" })
-        :default("csv")
+    r:option("--format", "csv (the default), ndjson, json or table."):choices({ "csv", "ndjson", "json", "table" })
     r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     r:flag("--dry-run", "Print the windows and the calls it would spend, and spend none.")
@@ -107,12 +107,19 @@ function M.parser()
         .. "SIGTERM (143) or kill -9, run the same command again to finish it byte for byte, fetching "
         .. "only what is missing.")
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+    r:option("--into", "Load into a database instead: a SQLite file (calls.db, sqlite:PATH) or "
+        .. "postgresql://user@host:port/db (password: ~/.pgpass or $PGPASSWORD). Typed columns, merged by the "
+        .. "report's key, each window committed with its state: run it again after a failure to finish it; "
+        .. "a finished range is not fetched again (see --refresh). See docs/databases.md.")
+    r:option("--table", "With --into: the table's name (default: the report's, e.g. cdr_1).")
+    r:flag("--refresh", "With --into: fetch the range again even if the database says it was loaded.")
 
     local s = p:command("sync", "Fetch what is new since the last run (a state file remembers where it got).")
         :epilog(GLOBAL .. "\n\nExamples:\n"
             .. "  wolkvox sync cdr_1 --state cdr.sync --since 2026-01-01 --output cdr.csv --append\n"
             .. "  wolkvox sync cdr_1 --state cdr.sync --lag 15m --output new-$(date +%F).csv\n"
-            .. "  wolkvox sync agent_1 --state agent.sync --since 2026-01-01 --per day --format ndjson\n\n"
+            .. "  wolkvox sync agent_1 --state agent.sync --since 2026-01-01 --per day --format ndjson\n"
+            .. "  wolkvox sync cdr_1 --since 2026-01-01 --into calls.db   # the state lives in the database\n\n"
             .. "Each run fetches from the state's watermark (first: --since) to --until (default: now minus\n"
             .. "--lag), reads --overlap again for rows recorded late, writes only rows not written before,\n"
             .. "then moves the watermark.  Run more often than every 5 minutes (the vendor's polling\n"
@@ -120,7 +127,7 @@ function M.parser()
             .. exit.HELP)
     s:argument("name", "The report: cdr_1 or family/api.")
     s:argument("params", "The report's own parameters as name=value."):args("*")
-    s:option("--state", "The sync's state file (created on the first run)."):count(1)
+    s:option("--state", "The sync's state file (created on the first run); not with --into.")
     s:option("--since", "Where the first run starts (a date).")
     s:option("--until", "Where this run stops (default: now minus --lag).")
     s:option("--lag", "How far behind now to stop: 600, 10m, 1h (default 10m).")
@@ -132,6 +139,19 @@ function M.parser()
     s:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     s:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
     s:flag("--force", "Sync even when the last run was less than 5 minutes ago.")
+    s:option("--into", "Load into a database (a SQLite file or postgresql://...) instead of a file; its "
+        .. "state is kept there, committed with each window's rows (no --state).")
+    s:option("--table", "With --into: the table's name (default: the report's).")
+    s:option("--stream", "With --into: the name the state is kept under (default: made from the report "
+        .. "and its parameters).")
+
+    local sc = p:command("schema", "Print the table a report loads into (--into), or its JSON Schema.")
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox schema cdr_1\n  wolkvox schema agent_1 --dialect postgresql\n"
+            .. "  wolkvox schema cdr_1 --dialect json-schema\n\n" .. exit.HELP)
+    sc:argument("name", "The report: cdr_1 or family/api.")
+    sc:option("--dialect", "sqlite (the default), postgresql or json-schema.")
+        :choices({ "sqlite", "postgresql", "json-schema" }):default("sqlite")
+    sc:option("--table", "The table's name (default: the report's).")
 
     local q = p:command("quota", "The day's quota as this machine counted it.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n"
@@ -155,7 +175,7 @@ function M.parser()
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
-    for _, x in ipairs { p, e, c, r, s, q, d, f } do
+    for _, x in ipairs { p, e, c, r, s, sc, q, d, f } do
         help(x)
     end
     return p

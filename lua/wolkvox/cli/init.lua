@@ -380,6 +380,34 @@ local function needs_map(a)
     return e == nil or e.shape == "object"
 end
 
+-- A report loaded into a database: the rows typed by the schema (no map
+-- but the period of --per), what was loaded said on stderr.
+local function report_into(a, c)
+    for _, o in ipairs { "output", "checkpoint", "format", "bom", "typed" } do
+        if a[o] then
+            fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
+        end
+    end
+    local n, meta = c:export(a.name, report_params(a), { into = a.into, table = a.table,
+        refresh = a.refresh or nil })
+    if not n then
+        error(meta, 0)
+    end
+    if not a.quiet then
+        if meta.complete and meta.resumed then
+            say(format("%s: this range is already in %s (table %s); nothing fetched (--refresh to fetch it again)",
+                meta.endpoint, meta.into, meta.table))
+        else
+            say(format("%s: %d %s loaded into %s (table %s), %d %s", meta.endpoint, meta.written or n,
+                (meta.written or n) == 1 and "row" or "rows", meta.into, meta.table, meta.calls or 0,
+                meta.calls == 1 and "call" or "calls"))
+        end
+        if meta.open then
+            say("warning: ", meta.open)
+        end
+    end
+end
+
 -- A report goes through c:export, as a script's would: to FILE (written
 -- under a hidden name, renamed when whole; with --checkpoint, FILE.part
 -- that a rerun goes on from), or to stdout.
@@ -389,6 +417,12 @@ function commands.report(a)
     local ok, err = pcall(function()
         if a.dry_run then
             return dry_run(a, c)
+        end
+        if a.into then
+            return report_into(a, c)
+        end
+        if a.table or a.refresh then
+            fail(exit.USAGE, (a.table and "--table" or "--refresh") .. " goes with --into (a database)")
         end
         local to_file = a.output and a.output ~= "-"
         if a.checkpoint and not to_file then
@@ -427,6 +461,31 @@ local function duration(name, v)
     return tonumber(n) * ({ [""] = 1, s = 1, m = 60, h = 3600, d = 86400 })[unit]
 end
 
+-- A sync into a database: the state is there, no --state.
+local function sync_into(a, c, params)
+    for _, o in ipairs { "output", "append", "bom", "typed" } do
+        if a[o] then
+            fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
+        end
+    end
+    if a.format ~= "csv" then
+        fail(exit.USAGE, "--format does not go with --into: the database keeps the rows, typed")
+    end
+    local n, meta = c:sync(a.name, params, { into = a.into, table = a.table, stream = a.stream })
+    if not n then
+        error(meta, 0)
+    end
+    if not a.quiet and not meta.skipped then
+        if meta.up_to_date then
+            say(format("%s: up to date in %s (table %s)", meta.endpoint, meta.into, meta.table))
+        else
+            say(format("%s: %d %s loaded into %s (table %s) up to %s, %d %s", meta.endpoint, n,
+                n == 1 and "row" or "rows", meta.into, meta.table, tostring(meta.watermark), meta.calls or 0,
+                meta.calls == 1 and "call" or "calls"))
+        end
+    end
+end
+
 function commands.sync(a)
     local c = connect(a)
     local ok, err = pcall(function()
@@ -434,6 +493,16 @@ function commands.sync(a)
         params.state, params.since, params["until"], params.per = a.state, a.since, a["until"], a.per
         params.lag, params.overlap = duration("--lag", a.lag), duration("--overlap", a.overlap)
         params.force = a.force or nil
+        if a.into then
+            return sync_into(a, c, params)
+        end
+        if a.table or a.stream then
+            fail(exit.USAGE, (a.table and "--table" or "--stream") .. " goes with --into (a database)")
+        end
+        if not a.state then
+            fail(exit.USAGE, "--state FILE is needed: the file that remembers how far the sync got "
+                .. "(or --into a database, which keeps it)")
+        end
         local sink = { format = a.format, columns = columns_of(a.name, a.per), bom = a.bom,
             append = a.append or nil,
             map = row_mapper(a) }
@@ -454,6 +523,32 @@ function commands.sync(a)
     c:close()
     if not ok then
         error(err, 0)
+    end
+end
+
+-- The table a report loads into, or its JSON Schema: no call, no token.
+function commands.schema(a)
+    local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+    if not e then
+        fail(exit.USAGE, "unknown report '" .. a.name .. "'")
+    end
+    local schema = require "wolkvox.api.schema"
+    if a.table and not schema.valid_name(a.table) then
+        fail(exit.USAGE, "--table must be a name of letters, digits and _ (at most 63), not starting with a digit")
+    end
+    local s, why = schema.of(e, { table = a.table })
+    if not s then
+        fail(exit.USAGE, why)
+    end
+    local text
+    if a.dialect == "json-schema" then
+        text = require("wolkvox.json").encode(schema.json_schema(s)) .. "\n"
+    else
+        text = concat(require("wolkvox.out.load").ddl(s, a.dialect), ";\n\n") .. ";\n"
+    end
+    local ok, err = io.stdout:write(text)
+    if not ok then
+        fail(exit.LOCAL, "cannot write to stdout: " .. tostring(err))
     end
 end
 

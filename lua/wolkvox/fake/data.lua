@@ -85,6 +85,10 @@ function M.value(name, n, t)
         return tostring(n)
     elseif l:find("_id$") or l:find("^id_") then
         return tostring(1000 + n % 97)      -- agents, skills, campaigns repeat
+    elseif l == "time_seg" then
+        return tostring(h % 3600)           -- seconds, as a number
+    elseif l == "time_min" then
+        return format("%.2f", h % 3600 / 60) -- minutes, as a decimal number
     elseif l:find("time") or l:find("aht") or l:find("duration") or l:find("tmo") then
         return hms(h % 3600)
     elseif l:find("percent") or l:find("occupancy") or l:find("level") or l:find("rate") then

@@ -16,6 +16,7 @@ local sinks = require "wolkvox.out.sinks"
 local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local windows = require "wolkvox.call.windows"
+local into = require "wolkvox.job.into"
 
 local type, pairs, ipairs, tostring, pcall, error, io_type, os_rename =
     type, pairs, ipairs, tostring, pcall, error, io.type, os.rename
@@ -24,7 +25,7 @@ local M = {}
 
 --- The options of an export (its third argument).
 M.OPTIONS = { format = true, output = true, file = true, columns = true, bom = true, checkpoint = true,
-    on_rows = true, map = true }
+    on_rows = true, map = true, into = true, table = true, refresh = true }
 
 -- Options of a call that change how it runs, not what it writes: left out
 -- of a checkpoint's fingerprint.
@@ -45,8 +46,14 @@ local function check(e, opts)
         end
     end
     local given = (opts.output ~= nil and 1 or 0) + (opts.file ~= nil and 1 or 0) + (opts.on_rows ~= nil and 1 or 0)
+        + (opts.into ~= nil and 1 or 0)
     if given ~= 1 then
-        refuse("give exactly one of output (a path), file (an open file) or on_rows (a function)")
+        refuse("give exactly one of output (a path), file (an open file), on_rows (a function) or into (a database)")
+    end
+    if opts.into ~= nil then
+        into.check(e, opts, "export")
+    elseif opts.table ~= nil or opts.refresh ~= nil then
+        refuse("table and refresh go with into (a database)")
     end
     if opts.output ~= nil and (type(opts.output) ~= "string" or opts.output == "") then
         refuse("output must be a path")
@@ -98,7 +105,8 @@ local function job_identity(job, params, opts, columns)
         end
     end
     return { endpoint = job.e.name, from = job.from, to = job.to, params = p,
-        format = opts.format or "csv", columns = columns, bom = opts.bom == true, output = opts.output }
+        format = opts.format or "csv", columns = columns, bom = opts.bom == true, output = opts.output,
+        table = opts.table }
 end
 
 -- Keep only what is after `done_to` (a wall time): windows that end later,
@@ -145,6 +153,12 @@ local function run_export(ctx, e, params, opts)
     local columns = opts.columns
     if columns == nil and (format == "csv" or format == "table") then
         columns = export.columns(e.name)
+    end
+
+    -- A database: its own state, merged by the endpoint's rules.
+    if opts.into then
+        return into.export(ctx, job, opts, { identity = checkpoint.fingerprint(job_identity(job, params, opts)),
+            after = after })
     end
 
     -- A function of the caller's: no file, no checkpoint.

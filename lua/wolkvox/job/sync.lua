@@ -19,6 +19,7 @@ local file_out = require "wolkvox.out.file"
 local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local sinks = require "wolkvox.out.sinks"
+local into = require "wolkvox.job.into"
 
 local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, concat =
     type, pairs, ipairs, tostring, pcall, error, string.format, io.type, math.floor, table.concat
@@ -30,7 +31,7 @@ M.OPTIONS = { state = true, since = true, ["until"] = true, lag = true, overlap 
 
 --- The options of where rows go (the third argument), as for export.
 M.SINK = { format = true, output = true, file = true, columns = true, bom = true, on_rows = true, append = true,
-    map = true }
+    map = true, into = true, table = true, stream = true }
 
 --- Seconds behind now that a sync stops by default: the server records
 -- the last minutes late.
@@ -104,7 +105,16 @@ local function check(e, params, sink)
     if type(params) ~= "table" then
         refuse(e, "the second argument must be a table (state = PATH, since = DATE, ...)")
     end
-    if type(params.state) ~= "string" or params.state == "" then
+    local into_db = type(sink) == "table" and sink.into ~= nil
+    if into_db then
+        if params.state ~= nil then
+            refuse(e, "state goes with files: a sync into a database keeps its state there, with the rows")
+        end
+        if sink.stream ~= nil and (type(sink.stream) ~= "string" or not sink.stream:find("^[%w_.:-]+$")
+                or #sink.stream > 200) then
+            refuse(e, "stream must be a name of letters, digits and _ . : - (at most 200)")
+        end
+    elseif type(params.state) ~= "string" or params.state == "" then
         refuse(e, "state = PATH is needed: the file that remembers how far the sync got")
     end
     for _, k in ipairs { "lag", "overlap" } do
@@ -144,6 +154,10 @@ local function check(e, params, sink)
     if e.kind ~= "detail" and params.per == nil then
         refuse(e, e.api .. " gives totals: sync it per closed day (per = \"day\")")
     end
+    if into_db then
+        into.check(e, sink, "sync")
+        return
+    end
     -- What can be checked here is, before any call is spent.
     file_out.check(params.state, "the sync state")
     if sink and sink.output then
@@ -161,7 +175,8 @@ local function identity_of(e, params, sink)
         end
     end
     return checkpoint.fingerprint { endpoint = e.name, params = p, per = params.per,
-        format = sink and sink.format or nil, append = sink and sink.append and sink.output or nil }
+        format = sink and sink.format or nil, append = sink and sink.append and sink.output or nil,
+        table = sink and sink.into and (sink.table or "") or nil }
 end
 
 local function is_wall(v)
@@ -225,16 +240,13 @@ local function closed_day_end(wall)
     return floor((wall + 1) / DAY) * DAY - 1
 end
 
-local function sync(ctx, e, params, sink)
-    local fingerprint = identity_of(e, params, sink)
-    local st = read_state(e, params.state, fingerprint)
+--- Where a run of sync starts and ends, given its state `st` (`since`,
+-- `watermark`, `last_run`: a state file's or a database's): the first and
+-- last wall times to fetch, where the first run began, and now; nil when
+-- there is nothing to fetch (`meta` says why: up to date, or polled too
+-- soon).  Raises `params` for a first run without `since` or a bad date.
+function M.span(ctx, e, params, st, meta)
     local now = dates.now(ctx.utc_offset)
-    local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
-    sink = sink or {}
-    if sink.append then
-        sinks.check_append(e, sink.output, st, params.state)
-    end
-
     local overlap = params.overlap or M.OVERLAP
     local per_day = params.per == "day"
     local from, since
@@ -272,6 +284,56 @@ local function sync(ctx, e, params, sink)
     end
     meta.from, meta.to = dates.iso(from), dates.iso(to)
 
+    -- Polling guidance: the vendor asks for 5 minutes between polls of the
+    -- same live data.  A run that catches up on time long past (the last
+    -- run stopped early, or `until` lies in the past) is not polling.
+    local behind = st and st.watermark and to - dates.parse(st.watermark) or math.huge
+    if st and st.last_run and not params.force and now - st.last_run < M.INTERVAL and behind < M.INTERVAL then
+        local why = format("sync of %s ran %d s ago; the documented polling interval is %d s: nothing "
+            .. "fetched (force to sync anyway)", e.name, now - st.last_run, M.INTERVAL)
+        ctx:log("warn", why)
+        meta.skipped, meta.warning = "interval", why
+        return nil
+    end
+    if st and st.watermark and to <= dates.parse(st.watermark) then
+        meta.watermark, meta.up_to_date = st.watermark, true
+        return nil
+    end
+    if to < from then
+        meta.up_to_date = true
+        return nil
+    end
+    return from, since, to, now
+end
+
+--- The job of one run over [from, to]: the endpoint's parameters (those
+-- of `params` that are not the sync's own).
+function M.job(ctx, e, params, from, to)
+    local p = {}
+    for k, v in pairs(params) do
+        if not M.OPTIONS[k] then
+            p[k] = v
+        end
+    end
+    p.from, p.to, p.per = dates.iso(from), dates.iso(to), params.per
+    local job = run.spool(ctx, prepare.prepare(ctx, e, p))
+    if params["until"] == nil then
+        job.open = nil -- the live edge, minus `lag`, by design
+    end
+    return job
+end
+
+local function sync(ctx, e, params, sink)
+    local fingerprint = identity_of(e, params, sink)
+    local st = read_state(e, params.state, fingerprint)
+    local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
+    sink = sink or {}
+    if sink.append then
+        sinks.check_append(e, sink.output, st, params.state)
+    end
+    local overlap = params.overlap or M.OVERLAP
+    local per_day = params.per == "day"
+
     -- An output a script expects exists even when nothing is fetched: a new
     -- file holds no rows (a CSV its header); an appended one is unchanged.
     local function nothing()
@@ -285,39 +347,12 @@ local function sync(ctx, e, params, sink)
         end
         return sink.output and 0 or {}, meta
     end
-
-    -- Polling guidance: the vendor asks for 5 minutes between polls of the
-    -- same live data.  A run that catches up on time long past (the last
-    -- run stopped early, or `until` lies in the past) is not polling.
-    local behind = st and st.watermark and to - dates.parse(st.watermark) or math.huge
-    if st and st.last_run and not params.force and now - st.last_run < M.INTERVAL and behind < M.INTERVAL then
-        local why = format("sync of %s ran %d s ago; the documented polling interval is %d s: nothing "
-            .. "fetched (force to sync anyway)", e.name, now - st.last_run, M.INTERVAL)
-        ctx:log("warn", why)
-        meta.skipped, meta.warning = "interval", why
-        return nothing()
-    end
-
-    if st and st.watermark and to <= dates.parse(st.watermark) then
-        meta.watermark, meta.up_to_date = st.watermark, true
-        return nothing()
-    end
-    if to < from then
-        meta.up_to_date = true
+    local from, since, to, now = M.span(ctx, e, params, st, meta)
+    if not from then
         return nothing()
     end
     -- The fetch: the endpoint's parameters over [from, to].
-    local p = {}
-    for k, v in pairs(params) do
-        if not M.OPTIONS[k] then
-            p[k] = v
-        end
-    end
-    p.from, p.to, p.per = dates.iso(from), dates.iso(to), params.per
-    local job = run.spool(ctx, prepare.prepare(ctx, e, p))
-    if params["until"] == nil then
-        job.open = nil -- the live edge, minus `lag`, by design
-    end
+    local job = M.job(ctx, e, params, from, to)
 
     local key, tfield = M.row_key(e), M.time_field(e)
     local seen = {}
@@ -496,6 +531,9 @@ end
 --   count) and meta (`from`, `to`, `watermark`, `dropped`, `calls`, ...)
 function M.run(ctx, e, params, sink)
     check(e, params, sink)
+    if sink and sink.into then
+        return into.sync(ctx, e, params, sink, { identity = identity_of(e, params, sink), span = M.span, job = M.job })
+    end
     local lock = checkpoint.hold(params.state, "sync")
     local ok, rows, meta = pcall(sync, ctx, e, params, sink)
     lock:release()

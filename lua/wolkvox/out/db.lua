@@ -1,0 +1,245 @@
+--- Database connections for the destinations: what `into` names (a SQLite
+-- file or a PostgreSQL URL), the driver (LuaDBI: Debian's lua-dbi-sqlite3
+-- and lua-dbi-postgresql, loaded only when a destination is used), and a
+-- small face over it: statements prepared once, every value bound as a
+-- parameter (never spliced into SQL), transactions said in SQL, errors
+-- as `output` errors that never carry the password.
+-- @module wolkvox.out.db
+
+local errors = require "wolkvox.errors"
+
+local type, tostring, tonumber, pcall, pairs, next, select, format, setmetatable, unpack =
+    type, tostring, tonumber, pcall, pairs, next, select, string.format, setmetatable, table.unpack or unpack
+
+local M = {}
+
+--- The dialects, with the LuaDBI driver and the Debian package that has it.
+M.DIALECTS = {
+    sqlite = { driver = "SQLite3", package = "lua-dbi-sqlite3" },
+    postgresql = { driver = "PostgreSQL", package = "lua-dbi-postgresql" },
+}
+
+--- How long a SQLite write waits for another writer of the same file (ms).
+M.BUSY_TIMEOUT = 10000
+
+local function unescape(s)
+    return s and (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+--- What `into` names: `{ dialect, path }` for SQLite ("sqlite:PATH",
+-- "sqlite://PATH" or a plain path such as "calls.db"), `{ dialect, user,
+-- password, host, port, db }` for "postgresql://user[:password]@host[:port]/db"
+-- (also "postgres://"); `display` is the name without the password.  Nil
+-- and why for anything else.
+function M.parse(into)
+    if type(into) ~= "string" or into == "" then
+        return nil, "into must be a database: a SQLite file (calls.db, sqlite:PATH) or postgresql://user@host/db"
+    end
+    if into:find("\0", 1, true) or into:find("[\r\n]") then
+        return nil, "into holds a control character"
+    end
+    local scheme, rest = into:match("^(%a[%w+.-]*)://(.*)$")
+    if not scheme then
+        local path = into:match("^sqlite:(.+)$") or into
+        return { dialect = "sqlite", path = path, display = "sqlite:" .. path }
+    end
+    scheme = scheme:lower()
+    if scheme == "sqlite" then
+        if rest == "" then
+            return nil, "sqlite:// needs a path (sqlite:///var/lib/calls.db, or sqlite:calls.db)"
+        end
+        return { dialect = "sqlite", path = rest, display = "sqlite:" .. rest }
+    end
+    if scheme ~= "postgresql" and scheme ~= "postgres" then
+        return nil, "into: unknown database '" .. scheme .. "://' (sqlite and postgresql are known)"
+    end
+    rest = rest:gsub("%?.*$", "")
+    local auth, hostport, db = rest:match("^([^@/]*)@([^/]*)/(.*)$")
+    if not auth then
+        auth, hostport, db = nil, rest:match("^([^/]*)/(.*)$")
+    end
+    if not hostport then
+        return nil, "into: a PostgreSQL URL is postgresql://user@host:port/database"
+    end
+    local user, password
+    if auth then
+        user, password = auth:match("^([^:]*):(.*)$")
+        user = user or auth
+    end
+    local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
+    if not host then
+        host, port = hostport:match("^([^:]*):?(%d*)$")
+    end
+    if not host then
+        return nil, "into: cannot read the host of the PostgreSQL URL"
+    end
+    local t = { dialect = "postgresql", user = unescape(user ~= "" and user or nil),
+        password = unescape(password), host = host ~= "" and unescape(host) or nil,
+        port = tonumber(port ~= "" and port or nil), db = unescape(db ~= "" and db or nil) }
+    if t.port and (t.port < 1 or t.port > 65535) then
+        return nil, "into: the port must be between 1 and 65535"
+    end
+    t.display = format("postgresql://%s%s%s/%s", t.user and (t.user .. "@") or "", t.host or "",
+        t.port and (":" .. t.port) or "", t.db or "")
+    return t
+end
+
+-- A message from the driver, without the password.
+local function clean(msg, target)
+    msg = tostring(msg)
+    if target.password and target.password ~= "" then
+        local pw = target.password:gsub("%p", "%%%0")
+        msg = msg:gsub(pw, "***")
+    end
+    return errors.snippet(msg)
+end
+
+local Conn = {}
+Conn.__index = Conn
+
+local function fail(self, what, why)
+    errors.throw("output", { message = format("%s: %s: %s", self.display, what, clean(why, self.target)) })
+end
+
+--- Load the driver of `dialect` (LuaDBI); nil and why (naming the
+-- Debian package) when it is not installed.
+function M.driver(dialect)
+    local d = M.DIALECTS[dialect]
+    local ok, DBI = pcall(require, "DBI")
+    if not ok then
+        return nil, format("writing into %s needs LuaDBI: install the Debian package %s", dialect, d.package)
+    end
+    local found = pcall(require, "dbd." .. d.driver:lower())
+    if not found then
+        return nil, format("writing into %s needs LuaDBI's %s driver: install the Debian package %s",
+            dialect, d.driver, d.package)
+    end
+    return DBI
+end
+
+--- Open a connection to `target` (from `parse`); raises `params` when
+-- the driver is missing, `output` when the database cannot be opened.
+function M.connect(target)
+    local DBI, why = M.driver(target.dialect)
+    if not DBI then
+        errors.throw("params", { message = why })
+    end
+    local self = setmetatable({ target = target, dialect = target.dialect, display = target.display,
+        statements = {} }, Conn)
+    local ok, h, err
+    if target.dialect == "sqlite" then
+        ok, h, err = pcall(DBI.Connect, "SQLite3", target.path)
+    else
+        ok, h, err = pcall(DBI.Connect, "PostgreSQL", target.db, target.user, target.password, target.host,
+            target.port)
+    end
+    if not ok or not h then
+        fail(self, "cannot connect", ok and err or h)
+    end
+    self.h = h
+    -- The driver begins a transaction of its own before each statement
+    -- unless autocommit is on; ours are said in SQL (`begin`, `commit`).
+    h:autocommit(true)
+    if target.dialect == "sqlite" then
+        self:exec(format("PRAGMA busy_timeout = %d", M.BUSY_TIMEOUT))
+    else
+        self:exec("SET client_min_messages = warning")
+    end
+    return self
+end
+
+--- A name quoted for SQL ("name"; names are checked before they get here).
+function M.quote(name)
+    return '"' .. tostring(name):gsub('"', '""') .. '"'
+end
+
+-- The statement of `sql`, prepared once per connection.
+function Conn:statement(sql)
+    local st = self.statements[sql]
+    if not st then
+        local err
+        st, err = self.h:prepare(sql)
+        if not st then
+            fail(self, "cannot prepare " .. sql:match("^%S+"), err)
+        end
+        self.statements[sql] = st
+    end
+    return st
+end
+
+--- Run `sql` with the values `...` bound to its `?` (nil is NULL).
+function Conn:exec(sql, ...)
+    local st = self:statement(sql)
+    local ok, err = st:execute(...)
+    if not ok then
+        fail(self, "cannot run " .. sql:match("^%S+"), err)
+    end
+    return st
+end
+
+--- Run `sql` with the values of the list `vals` (`n` of them, nils included).
+function Conn:exec_list(sql, vals, n)
+    return self:exec(sql, unpack(vals, 1, n))
+end
+
+--- The rows `sql` selects (tables by column name).
+function Conn:rows(sql, ...)
+    local st = self:exec(sql, ...)
+    local out = {}
+    for row in st:rows(true) do
+        local copy = {}
+        for k, v in pairs(row) do
+            copy[k] = v
+        end
+        out[#out + 1] = copy
+    end
+    return out
+end
+
+--- The first value of the first row `sql` selects, or nil.
+function Conn:value(sql, ...)
+    local row = self:rows(sql, ...)[1]
+    return row and select(2, next(row)) or nil
+end
+
+--- Begin a transaction (SQLite: IMMEDIATE, so a second writer waits here
+-- rather than fail at its first write).
+function Conn:begin()
+    self:exec(self.dialect == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN")
+    self.open = true
+end
+
+function Conn:commit()
+    self:exec("COMMIT")
+    self.open = false
+end
+
+--- Roll back an open transaction; never raises (the connection may be gone).
+function Conn:rollback()
+    if self.open then
+        self.open = false
+        local st = self.h and self.h:prepare("ROLLBACK")
+        if st then
+            pcall(st.execute, st)
+        end
+    end
+end
+
+--- Forget the prepared statements (after a table's columns changed).
+function Conn:forget()
+    for _, st in pairs(self.statements) do
+        pcall(st.close, st)
+    end
+    self.statements = {}
+end
+
+function Conn:close()
+    self:rollback()
+    self:forget()
+    if self.h then
+        pcall(self.h.close, self.h)
+        self.h = nil
+    end
+end
+
+return M
