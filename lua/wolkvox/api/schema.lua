@@ -144,7 +144,7 @@ function M.of(e, opts)
     opts = opts or {}
     local merge = opts.merge or M.MERGE[e.kind]
     if not merge then
-        return nil, e.name .. " is " .. tostring(e.kind) .. ": it gives no rows a table can keep"
+        return nil, e.name .. " (" .. tostring(e.kind) .. ") is not a report: it gives no rows a table can keep"
     end
     local cols = M.columns(e)
     local s = { table = opts.table or M.table_name(e), endpoint = e.name, kind = e.kind, merge = merge,

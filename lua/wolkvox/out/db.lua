@@ -86,7 +86,7 @@ end
 
 -- A message from the driver, without the password.
 local function clean(msg, target)
-    msg = tostring(msg)
+    msg = tostring(msg):gsub("%s+", " "):gsub(" $", "")
     if target.password and target.password ~= "" then
         local pw = target.password:gsub("%p", "%%%0")
         msg = msg:gsub(pw, "***")
@@ -134,16 +134,27 @@ function M.connect(target)
             target.port)
     end
     if not ok or not h then
-        fail(self, "cannot connect", ok and err or h)
+        -- (LuaDBI's PostgreSQL driver says only "no connection to the
+        -- server", whatever the cause: the likely ones are named.)
+        local reason = ok and err or h
+        if target.dialect == "postgresql" then
+            reason = tostring(reason) .. " (is the server up at that host and port, and do the user, the password "
+                .. "(~/.pgpass or $PGPASSWORD) and the database match?)"
+        end
+        fail(self, "cannot connect", reason)
     end
     self.h = h
     -- The driver begins a transaction of its own before each statement
     -- unless autocommit is on; ours are said in SQL (`begin`, `commit`).
-    h:autocommit(true)
+    local on = pcall(h.autocommit, h, true)
+    if not on then
+        fail(self, "cannot connect", "the driver refused autocommit")
+    end
     if target.dialect == "sqlite" then
         self:exec(format("PRAGMA busy_timeout = %d", M.BUSY_TIMEOUT))
     else
-        self:exec("SET client_min_messages = warning")
+        -- Server notices would go to our stderr through libpq.
+        self:exec("SET client_min_messages = error")
     end
     return self
 end
@@ -167,12 +178,18 @@ function Conn:statement(sql)
     return st
 end
 
---- Run `sql` with the values `...` bound to its `?` (nil is NULL).
+--- Run `sql` with the values `...` bound to its `?` (nil is NULL).  The
+-- driver returns false on most failures but raises on some (a connection
+-- the server closed): both become an `output` error.
 function Conn:exec(sql, ...)
+    if not self.h then
+        fail(self, "cannot run " .. sql:match("^%S+"), "the connection is closed")
+    end
     local st = self:statement(sql)
-    local ok, err = st:execute(...)
-    if not ok then
-        fail(self, "cannot run " .. sql:match("^%S+"), err)
+    local called, ok, err = pcall(st.execute, st, ...)
+    if not (called and ok) then
+        self.broken = self.broken or not called
+        fail(self, "cannot run " .. sql:match("^%S+"), called and err or ok)
     end
     return st
 end
@@ -186,12 +203,17 @@ end
 function Conn:rows(sql, ...)
     local st = self:exec(sql, ...)
     local out = {}
-    for row in st:rows(true) do
-        local copy = {}
-        for k, v in pairs(row) do
-            copy[k] = v
+    local ok, err = pcall(function()
+        for row in st:rows(true) do
+            local copy = {}
+            for k, v in pairs(row) do
+                copy[k] = v
+            end
+            out[#out + 1] = copy
         end
-        out[#out + 1] = copy
+    end)
+    if not ok then
+        fail(self, "cannot read " .. sql:match("^%S+"), err)
     end
     return out
 end

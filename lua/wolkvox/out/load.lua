@@ -137,8 +137,10 @@ end
 
 --- The state of this stream in the database, or nil.
 function M.state(conn, stream)
-    return conn:rows("SELECT endpoint, " .. q("table") .. " AS tbl, since, watermark, complete, windows, calls, "
-        .. "last_run FROM " .. q("_wolkvox_state") .. " WHERE stream = ?", stream)[1]
+    -- Numbers read as text: LuaDBI reads integers as 32 bits.
+    return conn:rows("SELECT endpoint, " .. q("table") .. " AS tbl, since, watermark, "
+        .. "CAST(complete AS text) AS complete, CAST(windows AS text) AS windows, CAST(calls AS text) AS calls, "
+        .. "CAST(last_run AS text) AS last_run FROM " .. q("_wolkvox_state") .. " WHERE stream = ?", stream)[1]
 end
 
 -- A field the table lacks: added as a text column, logged.
@@ -189,10 +191,17 @@ function Loader:open_window(w)
     end
 end
 
+-- A value bound as text (LuaDBI binds numbers through doubles and
+-- "%.14g"): integers whole, decimals in the fewest digits that read back
+-- the same ("5.05", not "5.0499999999999998").
 local function as_text(v)
     if type(v) == "number" then
         local i = tointeger and tointeger(v) or (v == floor(v) and v)
-        return i and format("%d", i) or format("%.17g", v)
+        if i then
+            return format("%d", i)
+        end
+        local s = format("%.15g", v)
+        return tonumber(s) == v and s or format("%.17g", v)
     end
     return v
 end
@@ -239,6 +248,15 @@ function Loader:rows(list, w)
             vals[i] = as_text(v)
         end
         if unfit then
+            if conn.dialect == "postgresql" then
+                -- No PostgreSQL text holds a NUL, not even inside jsonb: it
+                -- is kept as the six characters \u0000 (documented).
+                for k, v in pairs(unfit) do
+                    if type(v) == "string" and v:find("\0", 1, true) then
+                        unfit[k] = v:gsub("%z", "\\u0000")
+                    end
+                end
+            end
             for i, c in ipairs(self.order) do
                 if c.name == "_unfit" then
                     vals[i] = json.encode(unfit)
