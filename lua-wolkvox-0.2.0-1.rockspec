@@ -31,7 +31,8 @@ A C module on libcurl (wolkvox.core) and a thin Lua layer (wolkvox): one
 method per API endpoint, answers as plain Lua tables, structured errors,
 and a fake wolkvox server (wolkvox.fake, bin/wolkvox-fake) for offline tests.
 The fake needs LuaSocket and lua-cjson, which are not dependencies of the rock:
-install them to use it.
+install them to use it.  Loading into SQLite or PostgreSQL (`into`) needs
+LuaDBI (Debian lua-dbi-sqlite3, lua-dbi-postgresql), not a dependency either.
 ]],
     homepage = "https://github.com/lua-wolkvox/lua-wolkvox",
     license = "MIT",
@@ -92,11 +93,14 @@ build = {
         ["wolkvox.call.prepare"] = "lua/wolkvox/call/prepare.lua",
         ["wolkvox.call.run"] = "lua/wolkvox/call/run.lua",
         ["wolkvox.job.export"] = "lua/wolkvox/job/export.lua",
+        ["wolkvox.job.into"] = "lua/wolkvox/job/into.lua",
         ["wolkvox.out.state"] = "lua/wolkvox/out/state.lua",
         ["wolkvox.call.spooled"] = "lua/wolkvox/call/spooled.lua",
         ["wolkvox.job.sync"] = "lua/wolkvox/job/sync.lua",
         ["wolkvox.out.file"] = "lua/wolkvox/out/file.lua",
         ["wolkvox.out.formats"] = "lua/wolkvox/out/formats.lua",
+        ["wolkvox.out.db"] = "lua/wolkvox/out/db.lua",
+        ["wolkvox.out.load"] = "lua/wolkvox/out/load.lua",
         ["wolkvox.out.sinks"] = "lua/wolkvox/out/sinks.lua",
         ["wolkvox.call.sizing"] = "lua/wolkvox/call/sizing.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
@@ -105,6 +109,7 @@ build = {
         ["wolkvox.api.pages"] = "lua/wolkvox/api/pages.lua",
         ["wolkvox.limits.quota"] = "lua/wolkvox/limits/quota.lua",
         ["wolkvox.api.registry"] = "lua/wolkvox/api/registry.lua",
+        ["wolkvox.api.schema"] = "lua/wolkvox/api/schema.lua",
         ["wolkvox.api.request"] = "lua/wolkvox/api/request.lua",
         ["wolkvox.api.response"] = "lua/wolkvox/api/response.lua",
         ["wolkvox.call.retry"] = "lua/wolkvox/call/retry.lua",

@@ -380,9 +380,19 @@ local function needs_map(a)
     return e == nil or e.shape == "object"
 end
 
+-- A password in --into shows in ps and in the shell's history.
+local function warn_password(a)
+    local target = require("wolkvox.out.db").parse(a.into)
+    if target and target.password and not a.quiet then
+        say("warning: the password in --into shows in ps and in shell history: keep it in ~/.pgpass "
+            .. "or $PGPASSWORD instead")
+    end
+end
+
 -- A report loaded into a database: the rows typed by the schema (no map
 -- but the period of --per), what was loaded said on stderr.
 local function report_into(a, c)
+    warn_password(a)
     for _, o in ipairs { "output", "checkpoint", "format", "bom", "typed" } do
         if a[o] then
             fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
@@ -463,6 +473,7 @@ end
 
 -- A sync into a database: the state is there, no --state.
 local function sync_into(a, c, params)
+    warn_password(a)
     for _, o in ipairs { "output", "append", "bom", "typed" } do
         if a[o] then
             fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
