@@ -6,7 +6,8 @@
 #   make test         run the spec suite on every flavour (see spec/run)
 #   make check        the quick loop: Lua 5.4 only, without the specs tagged
 #                     #slow (property runs, kills, Redis), #nginx, #packaging
-#   make demo         start the bundled fake server and run examples/seed_report.lua
+#   make demo         start the bundled fake server and run examples/seed_report.lua, then load
+#                     last month's call detail into build/demo/calls.db (SQLite) and query it
 #   make deps         install the Debian packages the build and tests use
 #   make asan         the spec suite with ASan + UBSan
 #   make valgrind     the spec suite under valgrind
@@ -117,6 +118,9 @@ TREE_ENV = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_PATH_5_4="lua/?.lua;lua/?/i
 demo: deps
 	$(MAKE) -s all
 	$(TREE_ENV) $(LUA) examples/seed_report.lua
+	@mkdir -p build/demo
+	@echo
+	$(TREE_ENV) $(LUA) examples/calls_into_sqlite.lua build/demo/calls.db
 
 deps:
 	tools/install-deps

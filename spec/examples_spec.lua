@@ -20,6 +20,20 @@ describe("examples", function()
         assert.matches("5 calls spent", out)
     end)
 
+    it("calls_into_sqlite.lua loads last month into SQLite and queries it; run again, it spends no call", function()
+        local dir = support.tmpdir()
+        local db = dir .. "/calls.db"
+        local out = run("examples/calls_into_sqlite.lua", '"' .. db .. '"')
+        local n = tonumber(out:match("cdr_1: (%d+) rows loaded into sqlite:"))
+        assert.is_true(n and n > 2000, out)
+        assert.matches("\nday%s+calls%s+avg_seconds%s+agents\n", out)
+        assert.matches("\n%d%d%d%d%-%d%d%-01%s+%d+%s+%d", out) -- the first day of the month
+        out = run("examples/calls_into_sqlite.lua", '"' .. db .. '"')
+        assert.matches("last month is already in sqlite:", out, 1, true)
+        assert.matches("no call spent", out, 1, true)
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+
     it("cdr_to_csv.lua writes a header and one line per row", function()
         local out = run("examples/cdr_to_csv.lua", '"2026-01-01", "2026-01-10"')
         local lines = {}
