@@ -66,6 +66,11 @@ local LOCATIONS = [[
       for _, r in ipairs(rows) do sum = sum + tonumber(r.conn_id) end
       ngx.say(#rows, "|", sum, "|", meta.bytes)
     } }
+    location = /into { content_by_lua_block {
+      local n, err = wv_client():export("cdr_1", { from = "2026-01-01", to = "2026-01-02" },
+        { into = "/tmp/wolkvox-nginx-into.db" })
+      ngx.say(n and "loaded" or (err.kind .. "|" .. err.message))
+    } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
     location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
     location = /phase {
@@ -221,6 +226,15 @@ describe("inside nginx #nginx", function()
         assert.matches("^transport phase: calls need nginx cosockets, which the set phase", body)
         assert.matches("ngx.timer.at", body, 1, true)
         assert.equal(0, #srv:log())
+    end)
+
+    it("refuses into (a database: LuaDBI would block the worker) before any call", function()
+        local before = srv:control("stats").requests
+        local status, body = ngx1:get("/into")
+        assert.equal(200, status, ngx1:errors())
+        assert.matches("^params|export: into is not available inside nginx", body)
+        assert.equal(before, srv:control("stats").requests)
+        assert.is_nil(io.open("/tmp/wolkvox-nginx-into.db"))
     end)
 
     it("works from an ngx.timer.at callback", function()

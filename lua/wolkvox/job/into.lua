@@ -13,14 +13,15 @@ local load = require "wolkvox.out.load"
 local run = require "wolkvox.call.run"
 local schema = require "wolkvox.api.schema"
 
-local type, pairs, ipairs, tonumber, pcall, error, os_time =
-    type, pairs, ipairs, tonumber, pcall, error, os.time
+local type, pairs, ipairs, tonumber, pcall, error, select, os_time =
+    type, pairs, ipairs, tonumber, pcall, error, select, os.time
 
 local M = {}
 
 --- Check the options of a job into a database before any call: `into`
--- (a database it can name), `table`, `refresh`, and no file option beside.
-function M.check(e, opts, what)
+-- (a database it can name), `table`, `refresh`, and no file option beside;
+-- with `driver`, also that the driver loads.
+function M.check(e, opts, what, driver)
     local refuse = function(msg) errors.refuse(e, what .. ": " .. msg) end
     local target, why = db.parse(opts.into)
     if not target then
@@ -44,7 +45,7 @@ function M.check(e, opts, what)
     if target.dialect == "sqlite" then
         require("wolkvox.out.file").check(target.path, "the database")
     end
-    local _, missing = db.driver(target.dialect)
+    local missing = driver and select(2, db.driver(target.dialect))
     if missing then
         errors.throw("params", { endpoint = e.name, message = missing })
     end
@@ -67,13 +68,17 @@ local function mapped(map, list, w)
     return out
 end
 
--- Run `body(conn)` with a connection to `target` held for `stream`;
--- rolls back and closes whatever happens.
-local function with_stream(ctx, e, target, stream, what, body)
+-- Inside nginx a database driver would block the worker: refused.
+local function not_in_nginx(ctx, e, what)
     if ctx.transport_name == "ngx" then
         errors.refuse(e, what .. ": into is not available inside nginx: LuaDBI blocks the worker; run the job "
             .. "from a separate process (cron, a worker of your own)")
     end
+end
+
+-- Run `body(conn)` with a connection to `target` held for `stream`;
+-- rolls back and closes whatever happens.
+local function with_stream(target, stream, what, body)
     local conn = db.connect(target)
     local ok, a, b = pcall(function()
         local hold = load.hold(conn, stream, what)
@@ -95,9 +100,10 @@ end
 -- fingerprint), `after(job, wall)` (drops what is at or before `wall`).
 function M.export(ctx, job, opts, how)
     local e = job.e
-    local target, s = M.check(e, opts, "export")
+    not_in_nginx(ctx, e, "export")
+    local target, s = M.check(e, opts, "export", true)
     local stream = "export:" .. how.identity:sub(1, 32)
-    return with_stream(ctx, e, target, stream, "export", function(conn)
+    return with_stream(target, stream, "export", function(conn)
         local loader = load.new(conn, s, stream, { utc_offset = ctx.utc_offset,
             log = function(level, msg) ctx:log(level, msg) end })
         local st = not opts.refresh and load.state(conn, stream) or nil
@@ -152,9 +158,10 @@ end
 -- from, to)` (`wolkvox.job.sync`'s: where a run starts and ends, its job).
 -- The stream is `sink.stream`, else named by the fingerprint.
 function M.sync(ctx, e, params, sink, how)
-    local target, s = M.check(e, sink, "sync")
+    not_in_nginx(ctx, e, "sync")
+    local target, s = M.check(e, sink, "sync", true)
     local stream = sink.stream or ("sync:" .. how.identity:sub(1, 32))
-    return with_stream(ctx, e, target, stream, "sync", function(conn)
+    return with_stream(target, stream, "sync", function(conn)
         local loader = load.new(conn, s, stream, { utc_offset = ctx.utc_offset,
             log = function(level, msg) ctx:log(level, msg) end })
         local st = load.state(conn, stream)
