@@ -209,12 +209,66 @@ local function invalid(t)
     return nil
 end
 
+local schema = require "wolkvox.api.schema"
+
+-- A Singer state given as the state (as Meltano passes a tap its last
+-- one): the state value `{"bookmarks": {...}}` or a STATE message holding
+-- it.  The bookmark of this endpoint's stream (the schema's table name)
+-- gives since and watermark; nil when `t` is not a Singer state.  A
+-- bookmark without `since` sets no floor the overlap could hit (31 days,
+-- the longest overlap, before the watermark).  The file is this sync's
+-- own state from then on.
+local function singer_state(e, path, t, fingerprint)
+    if t.version ~= nil or (t.type == nil and t.bookmarks == nil) then
+        return nil
+    end
+    local value = t
+    if t.type ~= nil then
+        if t.type ~= "STATE" or type(t.value) ~= "table" then
+            refuse(e, format("%s is a Singer %s message, not a STATE: give the last STATE (or its value)",
+                path, tostring(t.type)))
+        end
+        value = t.value
+    end
+    local stream = schema.table_name(e)
+    local b = type(value.bookmarks) == "table" and value.bookmarks[stream]
+    if type(b) ~= "table" or b.watermark == nil then
+        local names = {}
+        for k in pairs(type(value.bookmarks) == "table" and value.bookmarks or {}) do
+            names[#names + 1] = tostring(k)
+        end
+        table.sort(names)
+        refuse(e, format("the Singer state %s holds no %s for stream %s (its bookmarks: %s); remove it to "
+            .. "start over (the first sync then needs since)", path, type(b) == "table" and "watermark" or "bookmark",
+            stream, #names > 0 and concat(names, ", ") or "none"))
+    end
+    -- Bound to this sync from now on, as a state of its own would be.
+    local st = { sync = fingerprint, endpoint = e.name, since = b.since, watermark = b.watermark,
+        keys = b.keys == nil and {} or b.keys }
+    if type(st.keys) ~= "table" then
+        return st, "keys"
+    end
+    local bad = invalid(st)
+    if not bad and st.since == nil then
+        st.since = dates.iso(dates.parse(st.watermark) - 31 * DAY)
+    end
+    return st, bad
+end
+
 local function read_state(e, path, fingerprint)
     local t = checkpoint.load(path, function(why)
         refuse(e, "cannot read the state " .. path .. ": " .. tostring(why))
     end, "sync state")
     if t == nil then
         return nil
+    end
+    local st, wrong = singer_state(e, path, t, fingerprint)
+    if wrong then
+        refuse(e, format("the Singer state %s: the bookmark of stream %s has a field '%s' that is not as "
+            .. "lua-wolkvox writes it (since and watermark are \"YYYY-MM-DD HH:MM:SS\")", path,
+            schema.table_name(e), wrong))
+    elseif st then
+        return st
     end
     if t.version ~= M.VERSION or type(t.sync) ~= "string" or type(t.keys) ~= "table" then
         refuse(e, path .. " is not a lua-wolkvox sync state (remove it to start over)")

@@ -14,16 +14,32 @@
 -- row), `row(w, row)` and `finish(w)`, each returning the text to write
 -- (`row` may instead return nil and a message: a row it cannot write, which
 -- `write` returns as its failure).
+--
+-- `singer` writes Singer messages (spec 0.3), one JSON object a line: a
+-- SCHEMA (the endpoint's JSON Schema, `wolkvox.api.schema`), a RECORD per
+-- row with its values typed, and a STATE when closed.  It must know the
+-- endpoint (`opts.endpoint`); `opts.utc_offset` (the operation's clock) and
+-- `opts.bookmark` (what a sync's state says) are given by the job.
 -- @module wolkvox.out.formats
 
+local dates = require "wolkvox.dates"
+local defaults = require "wolkvox.defaults"
 local json = require "wolkvox.json"
 local registry = require "wolkvox.api.registry"
+local schema = require "wolkvox.api.schema"
 
 -- The C core writes a CSV line much faster, when it is installed here.
 local csv_row
 do
     local ok, core = pcall(require, "wolkvox.core")
     csv_row = ok and core.csv_row or nil
+end
+
+-- JSON's null, as the JSON encoder writes it (from the C core).
+local NULL
+do
+    local ok, core = pcall(require, "wolkvox.core")
+    NULL = ok and type(core) == "table" and core.null or nil
 end
 
 local type, tostring, pairs, ipairs, sort, concat, setmetatable, io_type =
@@ -85,6 +101,171 @@ end
 --- Settle the columns of writer `w` from its `columns` and the keys of its
 -- first `row` (the given ones, then any other key, sorted): sets `w.cols`.
 M.settle_columns = settle_columns
+
+
+-- ---- Singer ----------------------------------------------------------------
+-- A tap's output (https://hub.meltano.com/singer/spec), for a target or
+-- Meltano to read:
+--
+--   {"bookmark_properties":["date"],"key_properties":["conn_id"],"schema":{...},"stream":"cdr_1",
+--    "type":"SCHEMA"}
+--   {"record":{"conn_id":"81816","date":"2026-01-01T00:00:00-05:00","time_seg":3578,...},
+--    "stream":"cdr_1","type":"RECORD"}
+--   {"type":"STATE","value":{"bookmarks":{"cdr_1":{"since":"2026-01-01 00:00:00",
+--    "watermark":"2026-01-10 23:59:59"}}}}
+--
+-- The stream is the schema's table name; values are typed by
+-- `wolkvox.api.schema.value` (numbers as numbers, durations as whole
+-- seconds, timestamps RFC 3339 with the operation's offset); a value that
+-- does not fit its type is not dropped nor forced: it goes, as sent, into
+-- the record's "_unfit" object (declared in the schema), its property
+-- null, so every record validates against the schema the target was given.
+
+-- The endpoint of a writer: a registry entry, or a name ("cdr_1", "family/api").
+local function endpoint_of(v)
+    if type(v) == "table" then
+        return v
+    elseif type(v) == "string" then
+        return v:find("/", 1, true) and registry.get(v) or registry.bare(v)
+    end
+    return nil
+end
+
+-- The field that holds a row's time (as a sync reads it: `time_field`,
+-- else the first of date, date_ini, fecha).
+local function time_field(e)
+    if e.time_field then
+        return e.time_field
+    end
+    for _, k in ipairs { "date", "date_ini", "fecha" } do
+        for _, f in ipairs(e.fields or {}) do
+            if f == k then
+                return k
+            end
+        end
+    end
+    return nil
+end
+
+-- One message as a line, or nil and why (a value JSON cannot hold).
+local function message(t)
+    local text, why = json.encode_row(t)
+    if not text then
+        return nil, why
+    end
+    return text .. "\n"
+end
+
+-- Settle what writer `w` writes: its schema, stream, types; false and why
+-- when it cannot (no endpoint, or one that gives no rows).
+local function singer_setup(w)
+    if w.singer ~= nil then
+        return w.singer, w.singer_why
+    end
+    local e = endpoint_of(w.endpoint)
+    local s, why
+    if not e then
+        why = w.endpoint == nil
+            and "singer: the endpoint is not known (opts.endpoint): a stream needs its name and schema"
+            or "singer: unknown endpoint '" .. tostring(w.endpoint) .. "'"
+    else
+        s, why = schema.of(e)
+    end
+    if not s then
+        w.singer, w.singer_why = false, why
+        return false, why
+    end
+    local types = {}
+    for _, c in ipairs(s.columns) do
+        if not c.own then
+            types[c.name] = c.type
+        end
+    end
+    local tf = time_field(e)
+    w.singer = { s = s, stream = w.stream or s.table, types = types, kind = e.kind,
+        time_field = tf and types[tf] == "timestamp" and tf or nil,
+        offset = w.utc_offset or defaults.utc_offset }
+    return w.singer
+end
+
+-- The SCHEMA message (once).
+local function singer_schema(w)
+    local sg, why = singer_setup(w)
+    if not sg then
+        w.failed = w.failed or why
+        return ""
+    end
+    if w.schema_sent then
+        return ""
+    end
+    w.schema_sent = true
+    local js = schema.json_schema(sg.s)
+    js.properties._unfit = { type = { "object", "null" }, additionalProperties = true,
+        description = "values that did not fit their property's type, as sent (the property is then null)" }
+    local key = sg.s.key
+    local msg = { type = "SCHEMA", stream = sg.stream, schema = js,
+        key_properties = json.array { key ~= nil and key ~= "_row" and key or nil } }
+    if sg.time_field and sg.kind == "detail" then
+        msg.bookmark_properties = json.array { sg.time_field }
+    end
+    return assert(message(msg))
+end
+
+-- Row `row` as a RECORD message; remembers the span of its time field.
+local function singer_record(w, row)
+    local sg = w.singer
+    local rec, unfit = {}, nil
+    for k, v in pairs(row) do
+        if type(k) == "string" then
+            local ty = sg.types[k]
+            if ty == nil or (NULL ~= nil and v == NULL) then
+                rec[k] = v        -- a field the registry does not list (period, key): as it is
+            else
+                local x, bad = schema.value(ty, v, sg.offset)
+                if bad then
+                    unfit = unfit or {}
+                    unfit[k] = v
+                    x = nil
+                elseif ty == "timestamp" and x ~= nil then
+                    x = x:gsub(" ", "T", 1)
+                end
+                if x == nil then
+                    x = NULL
+                end
+                rec[k] = x
+            end
+        end
+    end
+    rec._unfit = unfit
+    local tf = sg.time_field
+    local t = tf and type(row[tf]) == "string" and dates.parse(row[tf])
+    if t then
+        w.first_t = (w.first_t == nil or t < w.first_t) and t or w.first_t
+        w.last_t = (w.last_t == nil or t > w.last_t) and t or w.last_t
+    end
+    return message { type = "RECORD", stream = sg.stream, record = rec }
+end
+
+-- The bookmark of the stream: the job's (a sync's since and watermark),
+-- else the span of the rows' time field written (a watermark no later
+-- than the last row: a sync started from it reads nothing short).
+local function singer_bookmark(w)
+    local b = w.bookmark
+    if type(b) == "function" then
+        b = b()
+    end
+    if type(b) == "table" then
+        return b
+    end
+    local sg = w.singer
+    b = {}
+    if w.last_t then
+        b.replication_key = sg.time_field
+        b.replication_key_value = (schema.timestamp(w.last_t, sg.offset):gsub(" ", "T", 1))
+        b.since, b.watermark = dates.iso(w.first_t), dates.iso(w.last_t)
+    end
+    return b
+end
 
 -- The formats, by name (see the module's description for adding one).
 M.FORMATS = {
@@ -194,6 +375,32 @@ M.FORMATS = {
             return concat(out)
         end,
     },
+    -- Singer messages (see "Singer" above): SCHEMA first (even with no
+    -- row), a RECORD per row, the STATE when closed.
+    singer = {
+        start = function(w)
+            return singer_schema(w)
+        end,
+        row = function(w, row)
+            if not w.singer then
+                return nil, w.singer_why
+            end
+            return singer_record(w, row)
+        end,
+        finish = function(w)
+            local head = singer_schema(w)
+            if not w.singer then
+                return ""
+            end
+            local state = { type = "STATE", value = { bookmarks = { [w.singer.stream] = singer_bookmark(w) } } }
+            local text, why = message(state)
+            if not text then
+                w.failed = w.failed or ("singer: the state cannot be written: " .. tostring(why))
+                return ""
+            end
+            return head .. text
+        end,
+    },
 }
 
 local Writer = {}
@@ -285,9 +492,13 @@ function Writer:close()
 end
 
 --- A writer of `format` to the open `file`.
--- @tparam string format "csv", "ndjson", "json" or "table" (a key of `FORMATS`)
+-- @tparam string format "csv", "ndjson", "json", "table" or "singer" (a key of `FORMATS`)
 -- @tparam file file an open file (`io.stdout`, `io.open(path, "wb")`)
--- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV)
+-- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV); for
+--   singer: `endpoint` (a registry entry or a name, needed), `utc_offset`
+--   (the operation's clock, seconds east of UTC; default `wolkvox.defaults`'),
+--   `bookmark` (the stream's bookmark in the STATE: a table, or a function
+--   giving it when the writer closes), `stream` (another stream name)
 -- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message
 function M.writer(format, file, opts)
     local f = M.FORMATS[format]
@@ -320,7 +531,9 @@ function M.custom(format, file, opts)
         error("export.custom: an open file expected", 2)
     end
     opts = opts or {}
-    return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0 }, Writer)
+    return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0,
+        endpoint = opts.endpoint, utc_offset = opts.utc_offset, bookmark = opts.bookmark, stream = opts.stream },
+        Writer)
 end
 
 return M
