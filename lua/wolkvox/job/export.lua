@@ -206,12 +206,13 @@ local function run_export(ctx, e, params, opts)
     end
 
     local w, file, handle
+    local about = { endpoint = e, utc_offset = ctx.utc_offset }
     if opts.file then
-        w = sinks.writer(format, opts.file, columns, opts.bom)
+        w = sinks.writer(format, opts.file, columns, opts.bom, about)
     elseif cp then
-        w, file = sinks.open(e, opts, columns, cp, "checkpoint", part)
+        w, file = sinks.open(e, opts, columns, cp, "checkpoint", part, about)
     else
-        w, file, handle = sinks.open(e, opts, columns, nil, nil, opts.output)
+        w, file, handle = sinks.open(e, opts, columns, nil, nil, opts.output, about)
         if cp_path then
             -- The checkpoint's file exists under its own name from the start.
             local ok, why = handle:move(part)

@@ -380,6 +380,13 @@ end
 local function sync(ctx, e, params, sink)
     local fingerprint = identity_of(e, params, sink)
     local st = read_state(e, params.state, fingerprint)
+    local state -- the state after the last window handed over
+    -- What a writer may know of this sync: the Singer format's STATE holds
+    -- its since and watermark.
+    local about = { endpoint = e, utc_offset = ctx.utc_offset, bookmark = function()
+        local s = state or st
+        return s and s.watermark and { since = s.since, watermark = s.watermark } or nil
+    end }
     local meta = { endpoint = e.name, calls = 0, rows = 0, dropped = 0 }
     sink = sink or {}
     if sink.append then
@@ -392,7 +399,7 @@ local function sync(ctx, e, params, sink)
     -- file holds no rows (a CSV its header); an appended one is unchanged.
     local function nothing()
         if sink.output and not sink.append then
-            local w, _, handle = sinks.for_sync(e, sink, st)
+            local w, _, handle = sinks.for_sync(e, sink, st, about)
             local closed, why = w:close()
             local ok, cerr = handle:commit()
             if not (closed and ok) then
@@ -414,12 +421,11 @@ local function sync(ctx, e, params, sink)
         seen[k] = t
     end
     local out = {}
-    local w, file, handle, appending = sinks.for_sync(e, sink, st)
+    local w, file, handle, appending = sinks.for_sync(e, sink, st, about)
     meta.appending = appending
     -- For an appended file: the bytes a state vouches for; `pending` says a
     -- run is writing after them (a kill then leaves bytes that are ours).
     local whole, vouched = st and st.bytes or 0, w and sinks.writer_state(w)
-    local state
 
     local function flush()
         if file then

@@ -15,9 +15,13 @@ local type, tostring, format, io_type = type, tostring, string.format, io.type
 
 local M = {}
 
---- A writer of `fmt` (a name or a format table) to the open `file`.
-function M.writer(fmt, file, columns, bom)
-    local opts = { columns = columns, bom = bom }
+--- A writer of `fmt` (a name or a format table) to the open `file`;
+-- `about` (optional) is what a writer may know of the job: `endpoint`,
+-- `utc_offset`, `bookmark` (the Singer format's).
+function M.writer(fmt, file, columns, bom, about)
+    about = about or {}
+    local opts = { columns = columns, bom = bom, endpoint = about.endpoint, utc_offset = about.utc_offset,
+        bookmark = about.bookmark }
     return type(fmt) == "table" and formats.custom(fmt, file, opts) or formats.writer(fmt, file, opts)
 end
 
@@ -45,7 +49,7 @@ end
 -- `writer`), the file it vouches for, cut back to those bytes, with the
 -- writer's state as it was (`what` names the file that vouches).
 -- @return the writer, the open file, and for a new file its handle
-function M.open(e, opts, columns, saved, what, path)
+function M.open(e, opts, columns, saved, what, path, about)
     path = path or opts.output
     local file, handle
     if saved then
@@ -54,7 +58,7 @@ function M.open(e, opts, columns, saved, what, path)
         handle = file_out.new(path)
         file = handle.file
     end
-    local w = M.writer(opts.format or "csv", file, columns, opts.bom)
+    local w = M.writer(opts.format or "csv", file, columns, opts.bom, about or { endpoint = e })
     if saved then
         local s = saved.writer
         w.started, w.cols, w.rows, w.bracket = s.started, s.cols, s.rows or 0, s.bracket
@@ -91,7 +95,7 @@ end
 -- run is whole), and whether the file is appended to (the state then
 -- vouches for it after every window).  Nil when the rows go to a function
 -- or a list.
-function M.for_sync(e, sink, st)
+function M.for_sync(e, sink, st, about)
     if not (sink.output or sink.file) then
         return nil
     end
@@ -108,18 +112,18 @@ function M.for_sync(e, sink, st)
         if io_type(sink.file) ~= "file" then
             errors.refuse(e, "sync: file must be an open file")
         end
-        return formats.writer(fmt, sink.file, { columns = columns, bom = sink.bom })
+        return M.writer(fmt, sink.file, columns, sink.bom, about or { endpoint = e })
     end
     if not sink.append then
         -- A new file each run, renamed into place when the run is whole.
-        return M.open(e, opts, columns)
+        return M.open(e, opts, columns, nil, nil, nil, about)
     end
     if st and st.bytes then
-        local w, file = M.open(e, opts, columns, st, "sync state")
+        local w, file = M.open(e, opts, columns, st, "sync state", nil, about)
         return w, file, nil, true
     end
     -- The first run: the file is new (or empty), created as ours.
-    local w, file, handle = M.open(e, opts, columns)
+    local w, file, handle = M.open(e, opts, columns, nil, nil, nil, about)
     local ok, why = handle:move(sink.output)
     if not ok then
         errors.throw("output", { endpoint = e.name, message = why })
