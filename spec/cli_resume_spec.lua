@@ -62,23 +62,17 @@ describe("wolkvox report --checkpoint", function()
         local pid = tonumber(p:read("*l"))
         p:close()
         return pid, function()
-            local deadline = core.now() + 30
-            local text = slurp(rc)
-            while not (text and text:match("%d")) and core.now() < deadline do
-                core.sleep(0.02)
-                text = slurp(rc)
-            end
-            return tonumber(text and text:match("%d+")), slurp(err) or ""
+            local text = support.wait_for(function()
+                local t = slurp(rc)
+                return t and t:match("%d") and t
+            end, 30, "the background report's exit status")
+            return tonumber(text:match("%d+")), slurp(err) or ""
         end
     end
 
     -- Wait (at most 20 s) until `ready()` is true.
     local function await(what, ready)
-        local deadline = core.now() + 20
-        while not ready() do
-            assert(core.now() < deadline, "waited 20 s for " .. what)
-            core.sleep(0.01)
-        end
+        return support.wait_for(ready, 20, what)
     end
 
     -- The checkpoint at `path` decoded, or nil when there is none.

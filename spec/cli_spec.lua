@@ -355,14 +355,9 @@ describe("wolkvox command", function()
                 .. " 2>&1 & echo $!")
             local pid = tonumber(p:read("*l"))
             p:close()
-            local url
-            for _ = 1, 200 do
-                url = (slurp(log) or ""):match("listening on (http://%S+)")
-                if url then
-                    break
-                end
-                os.execute("sleep 0.02")
-            end
+            local url = support.wait_for(function()
+                return (slurp(log) or ""):match("listening on (http://%S+)")
+            end, 10, "the fake's \"listening on\" line")
             assert.truthy(url)
             local code, out, err = run("--base-url " .. url .. " --state-dir " .. q(state)
                 .. " report cdr_1 --from 2026-01-01 --to 2026-01-02 --format ndjson", { WOLKVOX_TOKEN = "test-token" })
@@ -470,20 +465,15 @@ describe("wolkvox command", function()
             local pid = tonumber(p:read("*l"))
             p:close()
             local argv, environ
-            for _ = 1, 50 do
+            support.wait_for(function()
                 argv = support.proc(pid, "cmdline")
                 environ = support.proc(pid, "environ")
-                if argv and argv:find("report", 1, true) then
-                    break
-                end
-                os.execute("sleep 0.02")
-            end
+                return argv and argv:find("report", 1, true)
+            end, 10, "the report's process to start")
             assert.matches("report cdr_1", argv)
             assert.is_nil(argv:find(TOKEN, 1, true))
             assert.is_nil((environ or ""):find(TOKEN, 1, true))
-            while support.alive(pid) do
-                os.execute("sleep 0.05")
-            end
+            support.wait_for(function() return not support.alive(pid) end, 30, "the report's process to end")
             srv:control("config", { latency = 0 })
             local f = io.popen("cat " .. q(state) .. "/* " .. q(state) .. "/*/* 2>/dev/null")
             local saved = f:read("*a")

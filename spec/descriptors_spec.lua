@@ -72,13 +72,10 @@ describe("a fake server in a process with more than 1024 files open", function()
             .. support.lua_command(code):gsub("'", "'\\''") .. "'"
         local pipe = assert(io.popen(cmd .. " >" .. dir .. "/out 2>&1", "w"))
         local url
-        for _ = 1, 500 do
+        support.wait_for(function()
             url = support.slurp(ready)
-            if url or (support.slurp(dir .. "/out") or ""):match("could not open") then
-                break
-            end
-            core.sleep(0.02)
-        end
+            return url or (support.slurp(dir .. "/out") or ""):match("could not open")
+        end, 10, "the fake to start (or to say it could not open its descriptors)")
         if not url then
             pipe:close()
             local out = support.slurp(dir .. "/out") or ""

@@ -263,16 +263,13 @@ describe("c:export", function()
                 io.read("*l")
                 lock:release()
             ]]):format(cp .. ".lock")), "w")
-            local held = false
-            for _ = 1, 200 do
+            local held = support.wait_for(function()
                 local probe = core.lock(cp .. ".lock")
                 if not probe then
-                    held = true
-                    break
+                    return true
                 end
                 probe:release()
-                core.sleep(0.02)
-            end
+            end, 10, "the other process to hold the checkpoint's lock")
             assert.is_true(held)
             local n, err = c:export("cdr_1", SIX, { output = out, checkpoint = cp })
             assert.is_nil(n)
@@ -329,17 +326,14 @@ describe("c:export", function()
                     :gsub("'", "'\\''") .. "'")
                 local pid = tonumber(p:read("*l"))
                 p:close()
-                local t0 = core.now()
-                while requests(srv) < seen and core.now() - t0 < 60 do
-                    core.sleep(0.01)
-                end
+                support.wait_for(function() return requests(srv) >= seen end, 60,
+                    "the fake to see " .. seen .. " calls of the export")
                 if seen > 0 then
+                    -- (on purpose: the kill lands 0.05 s into the 0.2 s transfer just seen start)
                     core.sleep(0.05)
                 end
                 os.execute("kill -9 " .. pid .. " 2>/dev/null")
-                while support.alive(pid) do
-                    core.sleep(0.02)
-                end
+                support.wait_for(function() return not support.alive(pid) end, 10, "the killed export to be gone")
                 local spent = requests(srv)
                 local saved = support.slurp(cp)
                 srv:control("reset")

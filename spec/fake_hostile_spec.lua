@@ -46,15 +46,17 @@ end
 
 -- A child that sends `head`, then `piece` again and again (at most `total`
 -- bytes, at most 8 s), watching for an answer between sends; it prints
--- "STATUS|bytes sent|seconds" (STATUS "none" when no answer came).
+-- "STATUS|bytes sent|seconds" (STATUS "none" when no answer came).  Once
+-- the head is sent it creates the file `started`.
 local PUSHER = [[
 local socket = require "socket"
 local c = socket.tcp()
 c:settimeout(5)
 assert(c:connect("127.0.0.1", %d))
-local head, piece, total = %q, string.rep("a", 65536), %d
+local head, piece, total, started = %q, string.rep("a", 65536), %d, %q
 local t0, got, sent = socket.gettime(), "", 0
 local ok = c:send(head)
+io.open(started, "w"):close()
 while ok and sent < total and socket.gettime() - t0 < 8 do
     c:settimeout(0)
     local data, err, partial = c:receive(64)
@@ -75,8 +77,12 @@ io.write(string.format("%%s|%%d|%%.3f\n", got:match("^HTTP/1%%.1 (%%d+)") or "no
 c:close()
 ]]
 
+-- The pusher's pipe, once it is under way (its head sent).
 local function pusher(srv, head, total)
-    return assert(io.popen(support.lua_command(PUSHER:format(port_of(srv), head, total)), "r"))
+    local started = support.tmpdir() .. "/started"
+    local pipe = assert(io.popen(support.lua_command(PUSHER:format(port_of(srv), head, total, started)), "r"))
+    support.wait_for(function() return support.slurp(started) end, 10, "the pusher to send its head")
+    return pipe
 end
 
 local function outcome(pipe)
@@ -84,6 +90,14 @@ local function outcome(pipe)
     pipe:close()
     local status, sent, took = out:match("^(%w+)|(%d+)|([%d.]+)")
     return status, tonumber(sent), tonumber(took), out
+end
+
+-- The number of descriptors process `pid` has open.
+local function open_fds(pid)
+    local p = assert(io.popen("env -u LD_PRELOAD ls /proc/" .. pid .. "/fd 2>/dev/null"))
+    local _, n = p:read("*a"):gsub("\n", "")
+    p:close()
+    return n
 end
 
 -- utime + stime of process `pid`, in seconds.
@@ -107,7 +121,6 @@ describe("the fake server against hostile clients", function()
         local ok, err = pcall(function()
             local a = pusher(srv, "POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                 .. "40000000\r\n", 1024 * 1024 * 1024)
-            socket.sleep(0.3)
             local status, took = get(srv, "/__fake/stats", 5)
             local a_status, _, a_took, a_out = outcome(a)
             assert.equal(200, status, "the other client got no answer within " .. took .. " s")
@@ -126,7 +139,6 @@ describe("the fake server against hostile clients", function()
             local size = 60 * 1024 * 1024 -- under the 64 MiB cap
             local c = pusher(srv, "POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " .. size
                 .. "\r\nConnection: close\r\n\r\n", size)
-            socket.sleep(0.2)
             local status, took = get(srv, "/__fake/stats", 5)
             local c_status, sent, _, c_out = outcome(c)
             assert.equal(200, status, "the other client got no answer within " .. took .. " s")
@@ -148,7 +160,8 @@ describe("the fake server against hostile clients", function()
                 c:connect("127.0.0.1", port_of(srv))
                 conns[#conns + 1] = c
             end
-            socket.sleep(0.5)
+            support.wait_for(function() return open_fds(srv.pid) >= 60 end, 10,
+                "the fake to take connections until its 64 descriptors are (nearly) all used")
             -- Over 2 s: the CPU time it used, and how often it was found
             -- running or waiting for a CPU (state R: a spinning process
             -- nearly always is, however loaded the machine).

@@ -61,7 +61,9 @@ describe("the fake wolkvox server", function()
         local socks = {}
         for i = 1, 3 do
             socks[i] = send(srv, SERVICES, srv.token)
-            socket.sleep(0.05) -- in this order at the server
+            -- in this order at the server
+            support.wait_for(function() return srv:control("stats").requests >= i end, 10,
+                "request " .. i .. " at the server")
         end
         local statuses, messages = {}, {}
         for i = 1, 3 do
@@ -195,13 +197,7 @@ describe("a spawned fake outliving its script", function()
     end
 
     local function gone(pid)
-        for _ = 1, 100 do
-            if not support.alive(pid) then
-                return true
-            end
-            socket.sleep(0.05)
-        end
-        return false
+        return support.wait_for(function() return not support.alive(pid) end, 5, "the fake's process to end")
     end
 
     it("ends when the script ends without stop()", function()

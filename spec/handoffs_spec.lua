@@ -119,15 +119,13 @@ describe("hand-offs", function()
                     .. " " .. argv .. " >/dev/null 2>&1 & echo $!")
                 local pid = tonumber(p:read("*l"))
                 p:close()
-                local t0 = core.now()
-                while requests() < seen and core.now() - t0 < 60 do
-                    core.sleep(0.01)
-                end
-                core.sleep(0.1) -- inside the next transfer, or writing a window
+                support.wait_for(function() return requests() >= seen end, 60,
+                    "the fake to see " .. seen .. " calls of the sync")
+                -- (a pause on purpose, not a wait for a state: the kill lands
+                -- 0.1 s on, inside the next transfer, or writing a window)
+                core.sleep(0.1)
                 os.execute("kill -9 " .. pid)
-                while support.alive(pid) do
-                    core.sleep(0.02)
-                end
+                support.wait_for(function() return not support.alive(pid) end, 10, "the killed sync to be gone")
                 -- Killed while appending, the state says so (pending): what
                 -- follows the bytes it vouches for is this sync's own half
                 -- write, which the rerun cuts (a half row, made sure of here).
@@ -293,14 +291,9 @@ describe("hand-offs", function()
             local p = io.popen(base .. " >/dev/null 2>&1 & echo $!")
             local pid = tonumber(p:read("*l"))
             p:close()
-            local t0 = core.now()
-            while requests() < 2 and core.now() - t0 < 30 do
-                core.sleep(0.02)
-            end
+            support.wait_for(function() return requests() >= 2 end, 30, "the report's first 2 calls at the fake")
             os.execute("kill -9 " .. pid)
-            while support.alive(pid) do
-                core.sleep(0.02)
-            end
+            support.wait_for(function() return not support.alive(pid) end, 10, "the killed report to be gone")
             srv:control("config", { latency = 0 })
             p = io.popen("env -u LD_PRELOAD script -qec " .. q(base) .. " /dev/null; echo \"rc=$?\"")
             local tty = p:read("*a")

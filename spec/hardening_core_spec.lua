@@ -151,22 +151,29 @@ describe("wolkvox.core waits in slices", function()
             os.exit(ok and 0 or 3)
         ]], srv.url, TOKEN)
         local out = os.tmpname()
-        -- The shell starts the child in the background, sends SIGINT after a
-        -- second and reports how long the child took to end after it.
+        local go = out .. ".go"
+        -- The shell starts the child in the background, sends SIGINT once
+        -- file `go` is there (made below when the server holds the call; at
+        -- most 10 s on) and reports how long the child took to end after it.
         local sh = string.format([[
             %s > %s 2>&1 &
             pid=$!
-            sleep 1
+            n=0
+            while [ ! -e %s ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
             t0=$(date +%%s%%N)
             kill -INT $pid
             wait $pid
             rc=$?
             t1=$(date +%%s%%N)
             echo "rc=$rc took_ms=$(( (t1 - t0) / 1000000 ))"
-        ]], support.lua_command(code), out)
+        ]], support.lua_command(code), out, go)
         local p = io.popen("bash -c '" .. sh:gsub("'", "'\\''") .. "'")
+        support.wait_for(function() return srv:control("stats").inflight > 0 end, 10,
+            "the child's call to be held at the server")
+        io.open(go, "w"):close()
         local summary = p:read("*a")
         p:close()
+        os.remove(go)
         local f = io.open(out)
         local child = f:read("*a")
         f:close()

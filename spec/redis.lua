@@ -116,14 +116,9 @@ function Server:stop()
         return
     end
     os.execute("kill " .. self.pid)
-    local core = require "wolkvox.core"
-    for _ = 1, 400 do
-        if not support.alive(self.pid) then
-            break
-        end
-        core.sleep(0.05)
-    end
+    local pid = self.pid
     self.pid = nil
+    support.wait_for(function() return not support.alive(pid) end, 20, "redis-server (pid " .. pid .. ") to stop")
 end
 
 --- A connection (for a spec's own look at the keys); over TLS with `cert`.

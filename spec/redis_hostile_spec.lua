@@ -25,10 +25,12 @@ local GiB = 1024 * 1024 * 1024
 local MODES = { "refuse", "local" }
 
 -- A fleet client of the fake `srv` on Redis `url` in failure `mode` (more
--- options in `extra`): the client, and the list its logger fills.
+-- options in `extra`): the client, and the list its logger fills.  Its
+-- deadline bounds every call: a slot a hostile Redis never frees is a
+-- timeout, not a hang.
 local function fleet(srv, url, mode, extra)
     local lines = {}
-    local o = { state_dir = support.tmpdir(), redis = url, redis_failure = mode, retries = 0,
+    local o = { state_dir = support.tmpdir(), redis = url, redis_failure = mode, retries = 0, deadline = 60,
         logger = function(level, line) lines[#lines + 1] = level .. " " .. line end }
     for k, v in pairs(extra or {}) do
         o[k] = v
@@ -277,7 +279,7 @@ describe("fleet mode against a hostile Redis: #slow", function()
                     f:close()
                     io.write(tostring(ok), "|", why, "|", hwm, "\n")
                 ]], h.url, mode)
-                local p = io.popen(support.limited_command(1000000, code) .. " 2>&1")
+                local p = io.popen(support.timed(support.limited_command(1000000, code), 120) .. " 2>&1")
                 local out = p:read("*a")
                 p:close()
                 local ok, why, hwm = out:match("^(%a+)|(.-)|(%d+)\n")
@@ -378,7 +380,7 @@ describe("wolkvox.redis against a hostile server #slow", function()
                 conn:close()
                 io.write("done\n")
             ]], hs.port)
-            local p = io.popen(support.checked_command(code):gsub("^exec ", "") .. " 2>&1; echo exit=$?")
+            local p = io.popen(support.timed(support.checked_command(code), 300) .. " 2>&1; echo exit=$?")
             local out = p:read("*a")
             p:close()
             assert.truthy(out:find("done\nexit=0", 1, true), string.format("%q: ", reply) .. out)

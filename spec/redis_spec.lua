@@ -18,7 +18,8 @@ local state = require "wolkvox.limits.shared"
 local state_redis = require "wolkvox.limits.redis"
 
 -- A child process ("a host") with its own state directory: a six-month
--- cdr_1 report through Redis; prints "<rows> <calls>".
+-- cdr_1 report through Redis; prints "<rows> <calls>" (or, killed after
+-- 120 s, that it was: a lease that never ends fails the spec, not spec/run).
 local function host(srv, url, extra)
     local code = string.format([[
         local wolkvox = require "wolkvox"
@@ -28,7 +29,7 @@ local function host(srv, url, extra)
         io.write(rows and #rows or tostring(meta), " ", c:stats().calls, "\n")
         c:close()
     ]], srv.url, srv.token, support.tmpdir(), url, extra or "")
-    return assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
+    return assert(io.popen(support.timed(support.lua_command(code), 120) .. " 2>&1", "r"))
 end
 
 local read_all = support.read_all
@@ -82,7 +83,7 @@ describe("fleet mode (Redis) #slow", function()
                 local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0 })
                 c:report("cdr_1", { from = "2026-01-01", to = "2026-06-30" })
             ]], srv.url, srv.token, support.tmpdir())
-            pipes[i] = assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
+            pipes[i] = assert(io.popen(support.timed(support.lua_command(code), 120) .. " 2>&1", "r"))
         end
         read_all(pipes)
         assert.is_true(support.exceeded(srv), "the fake never saw more than 2 in flight")
@@ -122,7 +123,7 @@ describe("fleet mode (Redis) #slow", function()
             io.stdout:flush()
             require("wolkvox.core").sleep(60)
         ]], rs.url)
-        local p = assert(io.popen(support.lua_command(code), "r"))
+        local p = assert(io.popen(support.timed(support.lua_command(code), 90), "r"))
         local pid = assert(tonumber(p:read("*l")))
         local pc = fleet_pacer(rs.url, 4)
         local slot, wait, why = pc:acquire()
@@ -134,13 +135,9 @@ describe("fleet mode (Redis) #slow", function()
         -- The lease (4 s) is all that is left of the dead holder (-2: over already).
         local ttl = rs:command("PTTL", "spec:slot:{k}:1")
         assert.is_true(ttl <= 4000)
-        for _ = 1, 100 do
-            slot, wait = pc:acquire()
-            if slot then
-                break
-            end
-            core.sleep(math.max(wait, 0.05))
-        end
+        -- (at most 15 s: a lease that never ends fails here instead of hanging)
+        slot = support.wait_for(function() return (pc:acquire()) end, 15,
+            "a slot once the killed holder's 4 s lease ended")
         assert.is_table(slot)
         pc:release(slot)
     end)
@@ -155,21 +152,18 @@ describe("fleet mode (Redis) #slow", function()
                 redis = %q, timeout = 1, server_limit = 1 })
             c:cdr_1 { from = "2026-01-01", to = "2026-02-28" }
         ]], srv.url, srv.token, rs.url)
-        local p = assert(io.popen(support.lua_command(code) .. " & echo $!", "r"))
+        local p = assert(io.popen(support.lua_command(code) .. " & echo $!", "r"))   -- (not read: no wait)
         local pid = assert(tonumber(p:read("*l")))
-        for _ = 1, 400 do
-            if srv:control("stats").inflight == 2 then
-                break
-            end
-            core.sleep(0.02)
-        end
+        support.wait_for(function() return srv:control("stats").inflight == 2 end, 10,
+            "the client's two calls at the fake")
         assert.equal(2, srv:control("stats").inflight)
         os.execute("kill -9 " .. pid)
         p:close()
         -- Both leases are still in Redis: this host waits for them, then calls.
         assert.equal(2, #rs:command("KEYS", "wolkvox:slot:*"))
         local throttled = 0
-        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, retries = 0,
+        -- (deadline: leases that never end are a slot timeout, not a hang)
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url, retries = 0, deadline = 30,
             on_throttle = function() throttled = throttled + 1 end })
         assert(x:services())
         x:close()
@@ -283,7 +277,8 @@ describe("fleet mode (Redis) #slow", function()
             for k, v in pairs(env) do
                 vars[#vars + 1] = k .. "=" .. v
             end
-            local p = io.popen(table.concat(vars, " ") .. " lua5.4 bin/wolkvox " .. argv .. " 2>&1; echo \"exit=$?\"")
+            local p = io.popen(support.timed(table.concat(vars, " ") .. " lua5.4 bin/wolkvox " .. argv, 60)
+                .. " 2>&1; echo \"exit=$?\"")
             local out = p:read("*a")
             p:close()
             return tonumber(out:match("exit=(%d+)%s*$")), out
@@ -340,7 +335,8 @@ describe("fleet mode (Redis) #slow", function()
                 local c = assert(wolkvox.new { base_url = %q, token = %q, state_dir = %q, retries = 0,
                     redis = %q, timeout = 5, server_limit = 1 })
                 local ok, refused, other = 0, 0, {}
-                while not io.open(%q) do
+                local give_up = core.now() + 90   -- (the spec's stop file never made: ends anyway)
+                while not io.open(%q) and core.now() < give_up do
                     local rows, err = c:services()
                     if rows then
                         ok = ok + 1
@@ -354,16 +350,13 @@ describe("fleet mode (Redis) #slow", function()
                 c:close()
                 io.write("ok ", ok, " other ", #other, " ", table.concat(other, "; "), "\n")
             ]], srv.url, srv.token, support.tmpdir(), rs.url, stop)
-            pipes[i] = assert(io.popen(support.lua_command(code) .. " 2>&1", "r"))
+            pipes[i] = assert(io.popen(support.timed(support.lua_command(code), 120) .. " 2>&1", "r"))
         end
+        -- The hosts end at once if this test fails before it makes the stop file.
+        finally(function() io.open(stop, "w"):close() end)
         local function wait_requests(n)
-            for _ = 1, 600 do
-                if srv:control("stats").requests >= n then
-                    return
-                end
-                core.sleep(0.05)
-            end
-            error("the hosts made no progress")
+            support.wait_for(function() return srv:control("stats").requests >= n end, 30,
+                "the hosts to make " .. n .. " calls (no progress)")
         end
         wait_requests(6)
         rs:stop()
@@ -449,10 +442,10 @@ end
 local function cli_services(srv, rs, extra)
     local dir = support.tmpdir()
     support.spit(dir .. "/token", srv.token, "\n")
-    local p = assert(io.popen("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
+    local p = assert(io.popen(support.timed("env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. dir
         .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --token-file " .. dir .. "/token --state-dir "
-        .. dir .. "/state --redis " .. rs.url .. extra
-        .. " call information services 2>&1; echo \"exit=$?\""))
+        .. dir .. "/state --redis " .. rs.url .. extra .. " call information services", 60)
+        .. " 2>&1; echo \"exit=$?\""))
     local out = p:read("*a")
     p:close()
     return out:match("exit=(%d+)%s*$"), out
@@ -612,8 +605,8 @@ describe("wolkvox.redis", function()
             end
             io.write("alive\n")
         ]], port)
-        local p = assert(io.popen("env --default-signal=PIPE " .. support.lua_command(code):gsub("^exec ", "")
-            .. " 2>&1; echo exit=$?", "r"))
+        local p = assert(io.popen(support.timed("env --default-signal=PIPE "
+            .. support.lua_command(code):gsub("^exec ", ""), 60) .. " 2>&1; echo exit=$?", "r"))
         server:settimeout(5)
         local peer = server:accept()
         if peer then

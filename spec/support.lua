@@ -199,6 +199,40 @@ function M.alive(pid)
     return not stat:match("^%d+ %b() Z")
 end
 
+--- Poll `pred()` every 15 ms until it gives a true value, and give that
+-- value: for a test that waits until something has happened (a process
+-- started, a request reached the server, a file or a lock is there), in
+-- place of a fixed sleep.  After `timeout` seconds (default 10) the test
+-- fails, naming `what` it waited for.
+function M.wait_for(pred, timeout, what)
+    local core = require "wolkvox.core"
+    timeout = timeout or 10
+    local deadline = core.now() + timeout
+    while true do
+        local v = pred()
+        if v then
+            return v
+        end
+        if core.now() >= deadline then
+            error("timed out after " .. tostring(timeout) .. "s waiting for " .. tostring(what or "a condition"), 2)
+        end
+        core.sleep(0.015)
+    end
+end
+
+--- The command `cmd` (a shell command, "exec " in front or not) killed
+-- after `limit` seconds (default 120): a child that hangs (a lease or a
+-- reply that never comes) then ends, and its output ends with a line
+-- saying so, instead of a read of it blocking until spec/run's limit.
+-- Its exit status is the command's (137 when it was killed).
+function M.timed(cmd, limit)
+    limit = limit or 120
+    local body = "timeout -s KILL " .. limit .. " " .. cmd:gsub("^exec ", "") .. "; s=$?; "
+        .. "if [ $s -eq 137 ] || [ $s -eq 124 ]; then echo \"killed after " .. limit
+        .. " s: a hang? (spec time bound)\"; fi; exit $s"
+    return "env -u LD_PRELOAD sh -c " .. M.q(body)
+end
+
 --- The contents of a /proc file of `pid` (NULs as spaces), or nil.
 function M.proc(pid, what)
     local f = io.open("/proc/" .. tostring(pid) .. "/" .. what, "rb")
