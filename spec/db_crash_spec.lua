@@ -197,7 +197,7 @@ describe("exactly once into a database #db #slow", function()
 
     it("SQLite on a full disk: exit 7, and once there is room the rerun holds exactly the rows of one run",
         function()
-            local disk = support.disk("size=1m", false, finally)
+            local disk = support.disk("size=1m", false, finally, pending)
             if not disk then
                 return
             end

@@ -146,7 +146,7 @@ describe("hand-offs", function()
         end)
 
         it("on a full disk exits 1, and once there is room the next run delivers every row exactly once", function()
-            local disk = support.disk("size=300k", false, finally)
+            local disk = support.disk("size=300k", false, finally, pending)
             if not disk then
                 return
             end

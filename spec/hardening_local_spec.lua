@@ -58,7 +58,7 @@ describe("a full disk under state_dir", function()
     before_each(function() srv:control("reset") end)
 
     it("is a local failure (kind output) naming the directory, as nil, err, spending no call", function()
-        local dir = support.disk("size=1m", true, finally)
+        local dir = support.disk("size=1m", true, finally, pending)
         if not dir then
             return
         end
@@ -80,7 +80,7 @@ describe("a full disk under state_dir", function()
     end)
 
     it("makes `wolkvox --state-dir DIR` exit 1 saying which directory is full", function()
-        local dir = support.disk("size=1m", true, finally)
+        local dir = support.disk("size=1m", true, finally, pending)
         if not dir then
             return
         end

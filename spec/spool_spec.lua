@@ -252,7 +252,7 @@ describe("a full spool directory", function()
     local MONTH = { from = "2026-01-01", to = "2026-01-31" }
 
     it("fails c:export as a local failure (kind output) naming the directory, after one call", function()
-        local dir = support.disk("size=1m", true, finally)
+        local dir = support.disk("size=1m", true, finally, pending)
         if not dir then
             return
         end
@@ -271,7 +271,7 @@ describe("a full spool directory", function()
     it("with no inode left when a window starts, fails c:export the same way, that window never sent", function()
         -- A tmpfs with one free inode: the first window's spool file takes
         -- it (its answer delayed), the second window's start finds none.
-        local dir = support.disk("size=1m,nr_inodes=2", false, finally)
+        local dir = support.disk("size=1m,nr_inodes=2", false, finally, pending)
         if not dir then
             return
         end
@@ -288,7 +288,7 @@ describe("a full spool directory", function()
     end)
 
     it("makes `wolkvox report` exit 1 (a local failure) saying which directory is full", function()
-        local dir = support.disk("size=1m", true, finally)
+        local dir = support.disk("size=1m", true, finally, pending)
         if not dir then
             return
         end

@@ -53,11 +53,12 @@ end
 
 --- Inside a test: a `tmpfs(opts, full)` unmounted when the test ends
 -- (through the test's own `finally`, given), or nil with the test marked
--- pending where it cannot be mounted.
-function M.disk(opts, full, finally)
+-- pending (through the test's own `pending`, given: busted's module
+-- function of that name marks nothing) where it cannot be mounted.
+function M.disk(opts, full, finally, pending)
     local dir, why = M.tmpfs(opts, full)
     if not dir then
-        require("busted").pending("cannot mount a tmpfs here: " .. tostring(why))
+        pending("cannot mount a tmpfs here: " .. tostring(why))
         return nil
     end
     finally(function() M.unmount(dir) end)
