@@ -368,14 +368,33 @@ end)
 -- the quota), `retries`, `throttled` (starts that waited for the pacer),
 -- `bytes` (answer bytes), `connects` (new connections), `quota_used` (the
 -- ledger's count for today), `cache_hits` (answers the lookup cache gave
--- without a call).
+-- without a call); `by_endpoint` (calls that ended, by endpoint and
+-- outcome: `{ ["reports_manager/cdr_1"] = { ok = 3, quota = 1 } }`, the
+-- outcome `ok` or the error's kind; every attempt of a retried call counts,
+-- a call refused before sending does not; a call cut off in flight, by a
+-- deadline or an interrupt, is in `calls` only), `in_flight` (calls of this
+-- client holding a slot of the token now), `rows` (rows the calls'
+-- answers handed over, every window's), and `quota` (the ledger's status,
+-- as `c:quota { measure = false }` gives it, spending nothing; nil when the
+-- fleet's shared state cannot be read).  Still readable after `close`, so
+-- a run can report what it did at its end (`wolkvox.out.metrics`).
 function Client:stats()
     local ctx = self._ctx
-    local t = ctx.closed and {} or ctx.transport:stats()
+    local got, t = pcall(ctx.transport.stats, ctx.transport)
+    t = got and t or {}
     -- (nil when the fleet's shared state cannot be read and calls are refused)
     local ok, s = pcall(ctx.ledger.status, ctx.ledger)
+    local by_endpoint = {}
+    for endpoint, per in pairs(ctx.by_endpoint) do
+        local copy = {}
+        for outcome, n in pairs(per) do
+            copy[outcome] = n
+        end
+        by_endpoint[endpoint] = copy
+    end
     return { calls = ctx.calls, retries = ctx.retries, throttled = ctx.throttles, bytes = t.bytes,
-        connects = t.connects, quota_used = ok and s.used or nil, cache_hits = ctx.cache_hits }
+        connects = t.connects, quota_used = ok and s.used or nil, cache_hits = ctx.cache_hits,
+        by_endpoint = by_endpoint, in_flight = ctx.pacer.held, rows = ctx.rows, quota = ok and s or nil }
 end
 
 --- Close the transport; idempotent.  Later calls fail with kind "closed".

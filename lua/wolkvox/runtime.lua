@@ -3,6 +3,15 @@
 -- and its counters.  The call machinery (`wolkvox.call.run`) works against
 -- this object; the client's public methods (`wolkvox.client`) make one and
 -- hand it their calls.
+--
+-- The counters (`c:stats()`, `wolkvox.out.metrics`) are kept here, where a
+-- call's result is known: every attempt that ended is told to `on_response`
+-- (`wolkvox.call.run`'s `finish`), so `emit` counts it by endpoint and
+-- outcome (`ok` or the error's kind) before any hook runs; `on_retry` and
+-- `on_throttle` count retries and waits the same way, and `delivered` the
+-- rows of each finished window.  A transport that shares state between
+-- processes (`mod.metrics`: inside nginx, the shared dict) gets the same
+-- counts, so one scrape sees every worker's.
 -- @module wolkvox.runtime
 
 local errors = require "wolkvox.errors"
@@ -19,6 +28,38 @@ local Runtime = {}
 Runtime.__index = Runtime
 
 local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quota", "on_progress" }
+
+-- Add `n` to counter `name` (with `endpoint` and `outcome` for calls) of the
+-- transport's shared store, if there is one.  A store that fails (a full
+-- dict) costs the count, never the call.
+local function share(self, name, n, endpoint, outcome)
+    local m = self.metrics
+    if m and n > 0 then
+        pcall(m.add, m, name, n, endpoint, outcome)
+    end
+end
+
+-- What each event adds to the counters.
+local COUNT = {
+    on_response = function(self, info)
+        local endpoint = info.endpoint
+        local outcome = info.error and info.error.kind or "ok"
+        local per = self.by_endpoint[endpoint]
+        if not per then
+            per = {}
+            self.by_endpoint[endpoint] = per
+        end
+        per[outcome] = (per[outcome] or 0) + 1
+        share(self, "calls", 1, endpoint, outcome)
+        share(self, "bytes", info.bytes or 0)
+    end,
+    on_retry = function(self)
+        share(self, "retries", 1)
+    end,
+    on_throttle = function(self)
+        share(self, "throttled", 1)
+    end,
+}
 
 --- Count `n` sends (each may cost a call of the quota; `free` ones do not).
 function Runtime:spend(n, free)
@@ -92,11 +133,22 @@ local function describe(name, info)
     return "warn", format("quota: %s", tostring(info.error))
 end
 
---- Tell the hook `name` (and the log) about `info`.  A hook that raises is
--- logged and otherwise ignored: it must not break a call half-way.
--- Nothing passed here holds the token: infos are built from requests
--- (method, URL without token) and from results and errors.
+--- Count `n` rows handed over from a finished window or answer.
+function Runtime:delivered(n)
+    self.rows = self.rows + n
+    share(self, "rows", n)
+end
+
+--- Tell the hook `name` (and the log) about `info`, after counting it
+-- (`on_response`: a call by endpoint and outcome; `on_retry`, `on_throttle`).
+-- A hook that raises is logged and otherwise ignored: it must not break a
+-- call half-way.  Nothing passed here holds the token: infos are built from
+-- requests (method, URL without token) and from results and errors.
 function Runtime:emit(name, info)
+    local count = COUNT[name]
+    if count then
+        count(self, info)
+    end
     if self.logger then
         self:log(describe(name, info))
     end
@@ -166,6 +218,8 @@ function M.new(o, token)
     local clock = mod.clock
     -- The lookup cache (`cache = { ttl = ... }`): the transport's store.
     local store = o.cache and mod.cache and mod.cache(o, t) or nil
+    -- Counters shared between processes (inside nginx, the shared dict).
+    local shared_ok, metrics = pcall(function() return mod.metrics and mod.metrics(o, t) or nil end)
     local hooks = {}
     for _, hook in ipairs(HOOKS) do
         hooks[hook] = o[hook]
@@ -182,6 +236,7 @@ function M.new(o, token)
             deadline = o.deadline },
         calls = 0, retries = 0, throttles = 0, closed = false,
         cache = store, cache_ttl = store and o.cache.ttl, cache_hits = 0,
+        by_endpoint = {}, rows = 0, metrics = shared_ok and metrics or nil,
     }, Runtime)
 end
 

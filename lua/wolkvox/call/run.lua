@@ -225,6 +225,7 @@ local function progress(ctx, job, item)
     job.done = job.done + 1
     if is_list(item.data) or spooled.is(item.data) then
         job.rows = job.rows + spooled.count(item.data)
+        ctx:delivered(spooled.count(item.data))
     end
     local info = { endpoint = job.e.name, done = job.done, total = job.total, rows = job.rows,
         calls = job.calls, elapsed = ctx.clock.now() - job.began }
