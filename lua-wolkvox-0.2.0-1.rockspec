@@ -102,6 +102,7 @@ build = {
         ["wolkvox.out.db"] = "lua/wolkvox/out/db.lua",
         ["wolkvox.out.load"] = "lua/wolkvox/out/load.lua",
         ["wolkvox.out.sinks"] = "lua/wolkvox/out/sinks.lua",
+        ["wolkvox.out.metrics"] = "lua/wolkvox/out/metrics.lua",
         ["wolkvox.call.sizing"] = "lua/wolkvox/call/sizing.lua",
         ["wolkvox.json"] = "lua/wolkvox/json.lua",
         ["wolkvox.options"] = "lua/wolkvox/options.lua",

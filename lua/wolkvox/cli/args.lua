@@ -30,7 +30,7 @@ end
 local GLOBAL = [[
 Global options (before or after the command; see `wolkvox --help`): --profile,
 --config, --server, --base-url, --token-file, --state-dir, --redis, --quiet,
---verbose, --no-progress.]]
+--verbose, --no-progress, --metrics-file.]]
 
 local function globals(p)
     p:option("--profile", "Profile of the config file (default: $WOLKVOX_PROFILE, else default).")
@@ -48,6 +48,8 @@ local function globals(p)
     p:flag("-q --quiet", "No warnings on stderr, only the failure line.")
     p:flag("-v --verbose", "Log every request, answer, retry and wait on stderr (never the token).")
     p:flag("--no-progress", "No progress line, even on a terminal.")
+    p:option("--metrics-file", "At the end of the run, write its metrics for Prometheus to FILE (node_exporter's "
+        .. "textfile collector: a .prom file in its directory), counters added to the file's; see docs/metrics.md.")
 end
 
 --- The parser.

@@ -123,9 +123,14 @@ end
 
 local function connect(a, hooks)
     local wolkvox = require "wolkvox"
-    local c, err = wolkvox.new(client_options(a, hooks))
+    local o = client_options(a, hooks)
+    local c, err = wolkvox.new(o)
     if not c then
         error(err, 0)
+    end
+    if a.metrics_file then
+        -- M.main writes the run's metrics from it at the end.
+        a.metrics_run = { client = c, utc_offset = o.utc_offset }
     end
     return c
 end
@@ -486,6 +491,7 @@ local function sync_into(a, c, params)
     if not n then
         error(meta, 0)
     end
+    a.synced, a.synced_rows = meta, n
     if not a.quiet and not meta.skipped then
         if meta.up_to_date then
             say(format("%s: up to date in %s (table %s)", meta.endpoint, meta.into, meta.table))
@@ -530,6 +536,7 @@ function commands.sync(a)
         if not n then
             error(err, 0)
         end
+        a.synced, a.synced_rows = err, n
     end)
     c:close()
     if not ok then
@@ -663,43 +670,90 @@ function M.main(argv)
         core.catch_terminate()
     end
     local ok, err = pcall(commands[a.command], a)
-    if ok then
-        return exit.OK
-    end
-    if type(err) == "table" and err.cli_exit then
-        say(err.message)
-        return err.cli_exit
-    end
-    if errors.is(err) and err.partial then
-        -- With a checkpoint, `saved` counts the windows of earlier runs too.
-        local done = err.partial.windows
-        local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
-        say("incomplete: ", tostring(err))
-        local where = ""
-        if err.partial.file then
-            where = "; their rows are in " .. err.partial.file .. (a.checkpoint and "" or
-                " (not under the final name: the result is not whole)")
+    -- The exit code of the run, its failure said on stderr.
+    local function ended()
+        if ok then
+            return exit.OK
         end
-        say(format("%d window(s) written, up to %s%s%s", saved.windows, tostring(saved.to), where,
-            a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
-        return exit.INCOMPLETE
-    end
-    if errors.is(err) then
-        say(tostring(err))
-        return exit.code(err)
-    end
-    -- The standalone interpreter's answer to SIGINT, raised once the
-    -- transfer in flight was aborted (its checkpoint stays as it was).
-    if tostring(err):find("interrupted!", 1, true) then
-        if core_ok and core.terminated and core.terminated() then
-            say("terminated (SIGTERM)")
-            return exit.TERMINATED
+        if type(err) == "table" and err.cli_exit then
+            say(err.message)
+            return err.cli_exit
         end
-        say("interrupted")
-        return exit.INTERRUPTED
+        if errors.is(err) and err.partial then
+            -- With a checkpoint, `saved` counts the windows of earlier runs too.
+            local done = err.partial.windows
+            local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
+            say("incomplete: ", tostring(err))
+            local where = ""
+            if err.partial.file then
+                where = "; their rows are in " .. err.partial.file .. (a.checkpoint and "" or
+                    " (not under the final name: the result is not whole)")
+            end
+            say(format("%d window(s) written, up to %s%s%s", saved.windows, tostring(saved.to), where,
+                a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
+            return exit.INCOMPLETE
+        end
+        if errors.is(err) then
+            say(tostring(err))
+            return exit.code(err)
+        end
+        -- The standalone interpreter's answer to SIGINT, raised once the
+        -- transfer in flight was aborted (its checkpoint stays as it was).
+        if tostring(err):find("interrupted!", 1, true) then
+            if core_ok and core.terminated and core.terminated() then
+                say("terminated (SIGTERM)")
+                return exit.TERMINATED
+            end
+            say("interrupted")
+            return exit.INTERRUPTED
+        end
+        say("internal error: ", tostring(err))
+        return exit.LOCAL
     end
-    say("internal error: ", tostring(err))
-    return exit.LOCAL
+    local code = ended()
+    -- The run's metrics (--metrics-file), whatever its outcome: the
+    -- client's counters and the ledger's count (read, never measured: no
+    -- call), and for a sync its stream.  A run that succeeded but could not
+    -- write them exits 1, so that cron says so; a failed run keeps its code.
+    local run = a.metrics_run
+    if run then
+        local metrics = require "wolkvox.out.metrics"
+        local kind
+        if not ok then
+            kind = errors.is(err) and err.kind
+                or type(err) == "table" and err.cli_exit and (({ "output", "params", "auth", "quota", "transport",
+                    "truncated", "incomplete", "busy" })[err.cli_exit] or "failed")
+                or (tostring(err):find("interrupted!", 1, true) and "interrupted" or "internal")
+        end
+        local stats = run.client:stats()
+        local snapshot, now = { stats = stats, quota = stats.quota }, os.time()
+        if a.command == "sync" then
+            local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+            local meta, wall = a.synced, nil
+            local dates = require "wolkvox.dates"
+            if meta and meta.watermark then
+                wall = dates.parse(meta.watermark)
+            end
+            local offset = require("wolkvox.options").utc_offset(run.utc_offset
+                or require("wolkvox.defaults").utc_offset) or 0
+            local name = a.stream or (a.state and (a.state:match("([^/]+)$"):gsub("%.[^.]*$", "")))
+                or (meta and meta.table) or nil
+            local endpoint = meta and meta.endpoint or e and e.name or a.name
+            snapshot.streams = { { name = name ~= "" and name or endpoint, endpoint = endpoint,
+                watermark = wall and wall - offset, rows = ok and (a.synced_rows or 0) or 0,
+                last_success = ok and now or nil, last_error = kind or nil } }
+        end
+        local task = a.metrics_file:match("([^/]*)$"):gsub("%.prom$", "")
+        local written, why = metrics.update_textfile(a.metrics_file, snapshot,
+            { now = now, labels = { task = task ~= "" and task or "wolkvox" } })
+        if not written then
+            say("cannot write the metrics: ", tostring(why))
+            if code == exit.OK then
+                code = exit.LOCAL
+            end
+        end
+    end
+    return code
 end
 
 return M
