@@ -127,7 +127,11 @@ function Batch:start(req)
     self.seq = self.seq + 1
     local id = self.seq
     local th, err = ngx.thread.spawn(function()
+        self.live[id] = true
+        t:flight(1)
         local ok, res = pcall(t.perform, t, req, t.head_of)
+        self.live[id] = nil
+        t:flight(-1)
         if not ok then
             res = { status = 0, bytes = 0, connects = 0, sends = 1,
                 error = { kind = "transport", reason = "other", message = tostring(res), sent = true } }
@@ -184,6 +188,10 @@ function Batch:cancel()
     for id, th in pairs(self.threads) do
         ngx.thread.kill(th)
         self.threads[id] = nil
+        if self.live[id] then
+            self.live[id] = nil
+            self.transport:flight(-1)
+        end
         n = n + 1
     end
     self.n, self.done = 0, {}
@@ -199,12 +207,169 @@ end
 --- A batch for one operation (calls in flight belong to the request that
 -- runs them, so two requests of a worker never mix their answers).
 function Transport:batch()
-    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0, done = {},
+    return setmetatable({ transport = self, threads = {}, n = 0, seq = 0, done = {}, live = {},
         sema = new_semaphore() }, Batch)
 end
 
 function Transport:stats()
-    return { requests = self.requests, connects = self.connects, bytes = self.bytes, inflight = 0 }
+    return { requests = self.requests, connects = self.connects, bytes = self.bytes, inflight = self.inflight }
+end
+
+-- ---- metrics in the shared dict ------------------------------------------------
+--
+-- Counters every worker adds to, for one scrape to read (`wolkvox.out.metrics`'s
+-- `serve_ngx`): `wolkvox:m:NAME` or `wolkvox:m:NAME|ENDPOINT|OUTCOME` (`%` and
+-- `|` escaped), each listed once in an index (`wolkvox:m:#` counts them,
+-- `wolkvox:m:#N` names the Nth) when its first count creates it, so a scrape
+-- never walks the dict's keys.  Calls in flight are one key per worker
+-- (`wolkvox:m:inflight:ID`), set to 0 by a new process of that worker id on
+-- its first call (a worker that died mid-call leaves a stale count until then).
+-- The operation whose ledger a scrape reads is the one the latest client was
+-- made for (`wolkvox:m:ledger`).
+
+local METRIC, INDEX, INFLIGHT, LEDGER = "wolkvox:m:", "wolkvox:m:#", "wolkvox:m:inflight:", "wolkvox:m:ledger"
+
+local function enc(s)
+    return (tostring(s):gsub("[%%|]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+local function dec(s)
+    return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- The process that last reset each dict's in-flight key of this worker.
+local reset_by = {}
+
+-- This worker's in-flight key of `dict` (named `name`), reset by a new
+-- process; nil outside a worker (init_by_lua).
+local function inflight_key(dict, name)
+    local id = ngx.worker.id()
+    if not id then
+        return nil
+    end
+    local key = INFLIGHT .. id
+    local pid = ngx.worker.pid()
+    if reset_by[name] ~= pid then
+        reset_by[name] = pid
+        dict:set(key, 0)
+    end
+    return key
+end
+
+--- A call of this transport started (`d` = 1) or ended (-1): counted here
+-- (`stats().inflight`) and in the shared dict for every worker.
+function Transport:flight(d)
+    self.inflight = self.inflight + d
+    local dict = self.mdict
+    if dict then
+        pcall(function()
+            local key = inflight_key(dict, self.mdict_name)
+            if key then
+                dict:incr(key, d, 0)
+            end
+        end)
+    end
+end
+
+--- The counters of `wolkvox.runtime` in the `lua_shared_dict` named by
+-- `shared_dict` (default "wolkvox"), shared by every worker; nil without
+-- the dict.  The object has `add(name, n[, endpoint, outcome])`.  It also
+-- records which operation's ledger a scrape reads (`metrics_snapshot`).
+function M.metrics(o)
+    local dict = ngx.shared[o.shared_dict or defaults.UNSET.shared_dict]
+    if not dict then
+        return nil
+    end
+    local desc = table.concat({ transport.fingerprint(o.base_url):sub(1, 16), tostring(o.utc_offset or 0),
+        tostring(o.daily_limit or "-"), o.prefer_measured and "1" or "0", tostring(o.reserve or 0),
+        o.redis and "fleet" or "local" }, " ")
+    if dict:get(LEDGER) ~= desc then
+        dict:set(LEDGER, desc)
+    end
+    return {
+        add = function(_, name, n, endpoint, outcome)
+            local key = METRIC .. name
+            if endpoint then
+                key = key .. "|" .. enc(endpoint) .. "|" .. enc(outcome)
+            end
+            local v = dict:incr(key, n, 0)
+            if v == n then
+                -- Created by this count: listed once (a second worker's
+                -- first count finds it made and gets more than n).
+                local i = dict:incr(INDEX, 1, 0)
+                if i then
+                    dict:set(INDEX .. i, key)
+                end
+            end
+        end,
+    }
+end
+
+--- What the shared dict holds, as `wolkvox.out.metrics` renders it:
+-- `{ stats = { by_endpoint, retries, throttled, bytes, rows, in_flight },
+-- quota = the ledger's status }`.
+-- @tparam[opt] table opts `dict` (the `lua_shared_dict`'s name, default
+--   "wolkvox"); `client` (a client whose `c:quota { measure = false }` gives
+--   the quota instead: needed in fleet mode, where the day's count is in Redis)
+-- @return the snapshot, or nil and why
+function M.metrics_snapshot(opts)
+    opts = opts or {}
+    local name = opts.dict or defaults.UNSET.shared_dict
+    local dict = ngx.shared[name]
+    if not dict then
+        return nil, "no lua_shared_dict " .. name .. " (declare it in the http block: lua_shared_dict " .. name
+            .. " 1m;)"
+    end
+    local stats = { by_endpoint = {}, retries = 0, throttled = 0, bytes = 0, rows = 0, in_flight = 0 }
+    for i = 1, dict:get(INDEX) or 0 do
+        local key = dict:get(INDEX .. i)
+        local v = key and dict:get(key)
+        if v then
+            local metric, endpoint, outcome = key:sub(#METRIC + 1):match("^([^|]*)|([^|]*)|([^|]*)$")
+            if metric == "calls" then
+                endpoint, outcome = dec(endpoint), dec(outcome)
+                local per = stats.by_endpoint[endpoint] or {}
+                stats.by_endpoint[endpoint] = per
+                per[outcome] = (per[outcome] or 0) + v
+            elseif not metric and stats[key:sub(#METRIC + 1)] then
+                stats[key:sub(#METRIC + 1)] = v
+            end
+        end
+    end
+    for id = 0, ngx.worker.count() - 1 do
+        local n = dict:get(INFLIGHT .. id)
+        if n and n > 0 then
+            stats.in_flight = stats.in_flight + n
+        end
+    end
+    local q
+    if opts.client then
+        q = opts.client:quota { measure = false }
+    else
+        local desc = dict:get(LEDGER)
+        local op, offset, limit, prefer, reserve, mode = (desc or ""):match("^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$")
+        -- (In fleet mode the day's count is in Redis: said only through a client.)
+        if op and mode == "local" then
+            q = require("wolkvox.limits.quota").new({ dict = dict, key = op, utc_offset = tonumber(offset),
+                daily_limit = tonumber(limit), prefer_measured = prefer == "1", reserve = tonumber(reserve),
+                time = M.clock.time }):status()
+        end
+    end
+    return { stats = stats, quota = q }
+end
+
+--- Answer the current request with the metrics of the shared dict, made
+-- into text by `render(snapshot)` (`wolkvox.out.metrics`'s `serve_ngx`).
+function M.serve_metrics(render, opts)
+    local snap, err = M.metrics_snapshot(opts)
+    if not snap then
+        ngx.status = 500 -- luacheck: ignore 122 (the response's own fields)
+        ngx.header["Content-Type"] = "text/plain; charset=utf-8" -- luacheck: ignore 122
+        ngx.say("wolkvox metrics: ", err)
+        return
+    end
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" -- luacheck: ignore 122
+    ngx.print(render(snap))
 end
 
 function Transport:capacity()
@@ -567,7 +732,10 @@ function M.new(opts, token)
         max_bytes = opts.max_bytes,
         verify = opts.verify ~= false,
         user_agent = opts.user_agent or M.USER_AGENT,
-        requests = 0, connects = 0, bytes = 0, fresh_seq = 0,
+        requests = 0, connects = 0, bytes = 0, fresh_seq = 0, inflight = 0,
+        -- The shared dict where calls in flight are counted for every worker.
+        mdict = ngx.shared[opts.shared_dict or defaults.UNSET.shared_dict],
+        mdict_name = opts.shared_dict or defaults.UNSET.shared_dict,
     }, Transport)
 end
 
