@@ -187,11 +187,12 @@ local function samples(snapshot, now)
     return into
 end
 
---- The exposition text of `snapshot`: `{ stats = c:stats(), quota = the
--- ledger's status (c:quota { measure = false }), streams = { { name,
--- endpoint, watermark (epoch seconds, UTC), rows, last_success (epoch),
--- last_error (a kind, or nil: ok), calls_today }, ... } }`; every part may
--- be missing (the quota's limit is left out when unknown).
+--- The exposition text of `snapshot`.
+-- @tparam table snapshot `{ stats = c:stats(), quota = the ledger's status
+--   (c:quota { measure = false }), streams = { { name, endpoint, watermark
+--   (epoch seconds, UTC), rows, last_success (epoch), last_error (a kind, or
+--   nil: ok), calls_today }, ... } }`; every part may be missing (the
+--   quota's limit is left out when unknown)
 -- @tparam[opt] table opts `labels` (constant labels added to every series:
 --   they tell one file's series from another's), `now` (epoch seconds, for
 --   lags), `previous` (samples of the file this run replaces, `parse`'s:
