@@ -447,9 +447,13 @@ describe("documented behaviours", function()
                 retry_base = 0.01, retry_cap = 0.01,
                 on_throttle = function() throttles = throttles + 1 end,
                 on_response = function(info) bytes = bytes + (info.bytes or 0) end })
+            local fresh = x:stats()
             assert.same({ calls = 0, retries = 0, throttled = 0, bytes = 0, connects = 0, quota_used = 0,
-                cache_hits = 0 },
-                x:stats())
+                cache_hits = 0, by_endpoint = {}, in_flight = 0, rows = 0 },
+                { calls = fresh.calls, retries = fresh.retries, throttled = fresh.throttled, bytes = fresh.bytes,
+                    connects = fresh.connects, quota_used = fresh.quota_used, cache_hits = fresh.cache_hits,
+                    by_endpoint = fresh.by_endpoint, in_flight = fresh.in_flight, rows = fresh.rows })
+            assert.equal(0, fresh.quota.used)
 
             local _, meta = assert(x:services())
             local s = x:stats()
