@@ -219,7 +219,7 @@ function M.new(o, token)
     -- The lookup cache (`cache = { ttl = ... }`): the transport's store.
     local store = o.cache and mod.cache and mod.cache(o, t) or nil
     -- Counters shared between processes (inside nginx, the shared dict).
-    local shared_ok, metrics = pcall(function() return mod.metrics and mod.metrics(o, t) or nil end)
+    local metrics = mod.metrics and mod.metrics(o, t) or nil
     local hooks = {}
     for _, hook in ipairs(HOOKS) do
         hooks[hook] = o[hook]
@@ -236,7 +236,7 @@ function M.new(o, token)
             deadline = o.deadline },
         calls = 0, retries = 0, throttles = 0, closed = false,
         cache = store, cache_ttl = store and o.cache.ttl, cache_hits = 0,
-        by_endpoint = {}, rows = 0, metrics = shared_ok and metrics or nil,
+        by_endpoint = {}, rows = 0, metrics = metrics,
     }, Runtime)
 end
 

@@ -26,6 +26,10 @@
 --   the running call is remembered.
 -- * `log(level, line)` (optional) -> the host's own log (the logger named
 --   after the transport, `logger = "ngx"`).
+-- * `metrics(opts, transport)` (optional) -> where `wolkvox.runtime`'s
+--   counters are shared beyond the process (inside nginx: the shared dict,
+--   every worker's): an object with `add(name, n[, endpoint, outcome])`;
+--   nil to keep them in the process.
 -- * `available()` (optional) -> true when this host can use it.
 --
 -- A transport object has:
