@@ -94,6 +94,7 @@ build = {
         ["wolkvox.call.run"] = "lua/wolkvox/call/run.lua",
         ["wolkvox.job.export"] = "lua/wolkvox/job/export.lua",
         ["wolkvox.job.into"] = "lua/wolkvox/job/into.lua",
+        ["wolkvox.job.plan"] = "lua/wolkvox/job/plan.lua",
         ["wolkvox.out.state"] = "lua/wolkvox/out/state.lua",
         ["wolkvox.call.spooled"] = "lua/wolkvox/call/spooled.lua",
         ["wolkvox.job.sync"] = "lua/wolkvox/job/sync.lua",

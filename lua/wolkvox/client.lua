@@ -14,6 +14,7 @@ local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local export_job = require "wolkvox.job.export"
 local sync_job = require "wolkvox.job.sync"
+local plan_job = require "wolkvox.job.plan"
 local runtime = require "wolkvox.runtime"
 
 local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
@@ -286,6 +287,35 @@ Client.sync = errors.protect(function(self, name, params, sink)
     local e = endpoint_of(name)
     local ctx = ready(self, e.name)
     return sync_job.run(ctx, e, params, sink)
+end)
+
+--- Run a plan: several syncs ("streams") caught up under one share of the
+-- day's quota, highest priority first and in turns among equals; stops
+-- when the share is spent (`stopped = "budget"`), and the next run goes
+-- on (`wolkvox.job.plan`).
+-- `c:run_plan { share = 0.5, streams = { { name = "calls", endpoint = "cdr_1", since = "2025-01-01",
+-- into = "calls.db" } } }`
+-- @tparam table|string plan a plan table, or the path of a plan file
+-- @tparam[opt] table opts `on_turn(info)` after each turn
+-- @return a summary (`stopped`, `budget`, `streams`); or nil, err
+Client.run_plan = errors.protect(function(self, plan, opts)
+    ready(self, nil)
+    if type(plan) == "string" then
+        plan = plan_job.read(plan)
+    end
+    return plan_job.run(self, plan, opts)
+end)
+
+--- What a plan would cost, spending nothing: per stream the calls of its
+-- backlog and of a steady day, and the days the backlog takes at the
+-- plan's share (`days`, nil while the day's limit is unknown).
+-- @tparam table|string plan as for `run_plan`
+Client.plan_cost = errors.protect(function(self, plan)
+    ready(self, nil)
+    if type(plan) == "string" then
+        plan = plan_job.read(plan)
+    end
+    return plan_job.cost(self, plan)
 end)
 
 --- Follow a paged lookup's cursor to its end, one call a page

@@ -229,6 +229,8 @@ function M.new(o, token)
         pacer = p, ledger = l, hooks = hooks,
         logger = logger,
         base_url = o.base_url, utc_offset = o.utc_offset,
+        -- Where plans keep their status (`wolkvox.job.plan`), beside the ledger.
+        state_dir = o.state_dir,
         -- Where answers of rows streamed to a sink wait (a transport that can).
         spool_dir = mod.spool and o.spool_dir or nil,
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,

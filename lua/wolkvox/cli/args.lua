@@ -122,14 +122,20 @@ function M.parser()
             .. "  wolkvox sync cdr_1 --state cdr.sync --since 2026-01-01 --output cdr.csv --append\n"
             .. "  wolkvox sync cdr_1 --state cdr.sync --lag 15m --output new-$(date +%F).csv\n"
             .. "  wolkvox sync agent_1 --state agent.sync --since 2026-01-01 --per day --format ndjson\n"
-            .. "  wolkvox sync cdr_1 --since 2026-01-01 --into calls.db   # the state lives in the database\n\n"
+            .. "  wolkvox sync cdr_1 --since 2026-01-01 --into calls.db   # the state lives in the database\n"
+            .. "  wolkvox sync --plan nightly.plan            # many streams under one share of the quota\n\n"
             .. "Each run fetches from the state's watermark (first: --since) to --until (default: now minus\n"
             .. "--lag), reads --overlap again for rows recorded late, writes only rows not written before,\n"
             .. "then moves the watermark.  Run more often than every 5 minutes (the vendor's polling\n"
             .. "interval), it warns and spends nothing unless --force.\n\n"
             .. exit.HELP)
-    s:argument("name", "The report: cdr_1 or family/api.")
+    s:argument("name", "The report: cdr_1 or family/api (not with --plan)."):args("?")
     s:argument("params", "The report's own parameters as name=value."):args("*")
+    s:option("--plan", "Run a plan file instead: several streams caught up under one share of the day's "
+        .. "quota, highest priority first; exit 9 when the share is spent (the next run goes on). See "
+        .. "docs/plans.md.")
+    s:flag("--dry-run", "With --plan: print what the plan costs (its backlog, a steady day, the days the "
+        .. "backlog takes at its share) and spend nothing.")
     s:option("--state", "The sync's state file (created on the first run); not with --into.")
     s:option("--since", "Where the first run starts (a date).")
     s:option("--until", "Where this run stops (default: now minus --lag).")
@@ -148,6 +154,13 @@ function M.parser()
     s:option("--table", "With --into: the table's name (default: the report's).")
     s:option("--stream", "With --into: the name the state is kept under (default: made from the report "
         .. "and its parameters).")
+
+    local st = p:command("status", "What each stream of a plan did last, and the day's budget; without "
+        .. "--plan, the day's quota.")
+        :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox status --plan nightly.plan\n  wolkvox status --format json\n\n"
+            .. exit.HELP)
+    st:option("--plan", "The plan file.")
+    st:option("--format", "table or json."):choices({ "table", "json" }):default("table")
 
     local sc = p:command("schema", "Print the table a report loads into (--into), or its JSON Schema.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox schema cdr_1\n  wolkvox schema agent_1 --dialect postgresql\n"
@@ -179,7 +192,7 @@ function M.parser()
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
-    for _, x in ipairs { p, e, c, r, s, sc, q, d, f } do
+    for _, x in ipairs { p, e, c, r, s, st, sc, q, d, f } do
         help(x)
     end
     return p

@@ -14,6 +14,8 @@
 -- | 6 | truncated: a window still full at its smallest span (`truncated`) |
 -- | 7 | incomplete: a window failed after others were written (their rows are kept in FILE.part) |
 -- | 8 | busy: another run holds this checkpoint or sync state now (`busy`); nothing was spent |
+-- | 9 | budget: a plan (`sync --plan`) spent its share of the day's quota; everything finished is
+--   kept, and the next run (the next day) goes on |
 -- | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM: the command stops as cleanly as on
 --   a failure (no temporary file left; a `--checkpoint` or a sync state consistent: the next
 --   run goes on from it) |
@@ -22,6 +24,7 @@
 local M = {}
 
 M.OK, M.LOCAL, M.USAGE, M.AUTH, M.QUOTA, M.SERVICE, M.TRUNCATED, M.INCOMPLETE, M.BUSY = 0, 1, 2, 3, 4, 5, 6, 7, 8
+M.BUDGET = 9
 M.INTERRUPTED, M.TERMINATED = 130, 143
 
 --- The exit code of each error kind.
@@ -58,6 +61,8 @@ Exit codes:
       kept in FILE.part, never under FILE; with --checkpoint, run the command
       again to finish; sync --append keeps them in its file and state)
    8  busy: another run holds this checkpoint or sync state now (nothing spent)
+   9  budget: sync --plan spent the plan's share of the day; the next run
+      (the next day) goes on
  130  interrupted (Ctrl-C); 143: stopped by SIGTERM.  Nothing half is left;
       with --checkpoint, run the same command again to finish.]]
 

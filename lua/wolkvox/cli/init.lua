@@ -503,7 +503,163 @@ local function sync_into(a, c, params)
     end
 end
 
+-- Text on stdout, its write checked (a full disk, a closed pipe: exit 1).
+local function stdout(text)
+    local ok, err = io.stdout:write(text)
+    if ok then
+        ok, err = io.stdout:flush()
+    end
+    if not ok then
+        fail(exit.LOCAL, "cannot write to stdout: " .. tostring(err))
+    end
+end
+
+-- `sync --plan FILE`: the streams in turns, a line each on stderr, the
+-- budget at the end; exit 9 when the share is spent.
+local function sync_plan(a)
+    if a.name then
+        fail(exit.USAGE, "--plan runs the streams its file names: give no report beside it")
+    end
+    for _, o in ipairs { "state", "since", "until", "lag", "overlap", "per", "output", "append", "into",
+            "table", "stream", "typed", "bom" } do
+        if a[o] then
+            fail(exit.USAGE, "--" .. o .. " does not go with --plan: each stream says its own in the plan file")
+        end
+    end
+    local plan_job = require "wolkvox.job.plan"
+    local ok, plan = pcall(plan_job.read, a.plan)
+    if not ok then
+        error(plan, 0)
+    end
+    local c = connect(a)
+    local res, err
+    if a.dry_run then
+        res, err = c:plan_cost(plan)
+    else
+        res, err = c:run_plan(plan, { on_turn = function(t)
+            if a.quiet then
+                return
+            end
+            if t.error then
+                say(format("%s: %s", t.stream, tostring(t.error)))
+            elseif a.verbose then
+                say(format("%s: %d %s, %d %s%s", t.stream, t.rows, t.rows == 1 and "row" or "rows", t.calls,
+                    t.calls == 1 and "call" or "calls", t.more and " (more to come)" or ""))
+            end
+        end })
+    end
+    c:close()
+    if not res then
+        error(err, 0)
+    end
+    if a.dry_run then
+        local out = { format("%-16s %-26s %8s %8s", "stream", "endpoint", "backlog", "per day") }
+        for _, row in ipairs(res.streams) do
+            out[#out + 1] = format("%-16s %-26s %8d %8d", row.stream, row.endpoint, row.backlog, row.steady)
+        end
+        local b, takes = res.budget, "forever (a steady day takes the whole share)"
+        if res.days then
+            takes = res.days .. (res.days == 1 and " day" or " days")
+        end
+        out[#out + 1] = format("%d calls of backlog, %d a steady day; %s", res.backlog, res.steady,
+            b and format("the plan's share is %d of %d calls a day: the backlog takes %s",
+                math.floor(b.share * b.limit), b.limit, takes)
+            or "the day's limit is unknown (licenses, daily_limit or quota --measure)")
+        stdout(concat(out, "\n") .. "\n")
+        return
+    end
+    local failed
+    for name, s in pairs(res.streams) do
+        if s.error and not failed then
+            failed = { name = name, err = s.error }
+        end
+    end
+    local b = res.budget
+    if not a.quiet then
+        local names = {}
+        for name in pairs(res.streams) do
+            names[#names + 1] = name
+        end
+        sort(names)
+        for _, name in ipairs(names) do
+            local s = res.streams[name]
+            say(format("%s: %d %s, %d %s%s%s", name, s.rows, s.rows == 1 and "row" or "rows", s.calls,
+                s.calls == 1 and "call" or "calls", s.watermark and (", up to " .. s.watermark) or "",
+                s.done and ", up to date" or (s.error and ", failed" or ", more to come")))
+        end
+        say(format("budget: %d of %d calls used today; the plan keeps %d for everything else",
+            b.used, b.limit, b.keep))
+    end
+    if res.stopped == "budget" then
+        error({ cli_exit = exit.BUDGET, message = "the plan's share of today's quota is spent: what was "
+            .. "fetched is kept, and the next run (the next day) goes on" }, 0)
+    end
+    if failed and errors.is(failed.err) then
+        error(failed.err, 0)
+    end
+end
+
+-- `status`: what each stream of a plan did last, and the day's budget.
+function commands.status(a)
+    local plan_job = require "wolkvox.job.plan"
+    local c = connect(a)
+    local okr, res = pcall(function()
+        local q = assert(c:quota { measure = false })
+        local out = { quota = q }
+        if a.plan then
+            local plan = plan_job.check(plan_job.read(a.plan))
+            out.plan, out.budget = plan.name, plan_job.budget(c, plan)
+            out.streams = {}
+            local st = plan_job.status(c, plan)
+            for _, s in ipairs(plan.streams) do
+                local x = st[s.name] or {}
+                out.streams[#out.streams + 1] = { stream = s.name, endpoint = s.endpoint, priority = s.priority,
+                    watermark = x.watermark, rows = x.rows or 0, calls = x.calls or 0,
+                    calls_today = x.day == q.day and x.calls_today or 0, last_success = x.last_success,
+                    last_error = x.last_error, up_to_date = x.up_to_date }
+            end
+        end
+        return out
+    end)
+    c:close()
+    if not okr then
+        error(res, 0)
+    end
+    if a.format == "json" then
+        stdout(require("wolkvox.json").encode(res) .. "\n")
+        return
+    end
+    local q, lines = res.quota, {}
+    lines[#lines + 1] = format("quota %s: %d used%s%s", q.day, q.used, q.limit and (" of " .. q.limit) or "",
+        q.remaining and (", " .. q.remaining .. " left") or " (limit unknown)")
+    if res.budget then
+        lines[#lines + 1] = format("plan %s: share %d%% (%d calls a day), %d kept for everything else, %d left "
+            .. "for the plan today", res.plan, math.floor(res.budget.share * 100 + 0.5),
+            res.budget.limit - res.budget.keep, res.budget.keep, res.budget.left)
+    end
+    if res.streams then
+        lines[#lines + 1] = format("%-16s %-26s %-19s %9s %6s %-19s %s", "stream", "endpoint", "watermark", "rows",
+            "today", "last success", "last error")
+        for _, s in ipairs(res.streams) do
+            lines[#lines + 1] = format("%-16s %-26s %-19s %9d %6d %-19s %s", s.stream, s.endpoint,
+                s.watermark or "-", s.rows, s.calls_today,
+                s.last_success and os.date("!%Y-%m-%d %H:%M:%S", s.last_success) or "-",
+                s.last_error and (s.last_error.kind .. ": " .. s.last_error.message) or "-")
+        end
+    end
+    stdout(concat(lines, "\n") .. "\n")
+end
+
 function commands.sync(a)
+    if a.plan then
+        return sync_plan(a)
+    end
+    if a.dry_run then
+        fail(exit.USAGE, "--dry-run goes with --plan (for one report: wolkvox report ... --dry-run)")
+    end
+    if not a.name then
+        fail(exit.USAGE, "sync needs a report (cdr_1) or --plan FILE")
+    end
     local c = connect(a)
     local ok, err = pcall(function()
         local params = parameters(a.params)

@@ -35,6 +35,11 @@ function M.check(e, opts, what, driver)
     if opts.table ~= nil and not schema.valid_name(opts.table) then
         refuse("table must be a name of letters, digits and _ (at most 63), not starting with a digit")
     end
+    local low = type(opts.table) == "string" and opts.table:lower() or ""
+    if low:find("^_wolkvox") or low:find("^sqlite_") or low:find("^pg_") then
+        refuse("table " .. opts.table .. ": names starting with _wolkvox, sqlite_ or pg_ belong to lua-wolkvox "
+            .. "or the database")
+    end
     if opts.refresh ~= nil and type(opts.refresh) ~= "boolean" then
         refuse("refresh must be true or false")
     end
@@ -44,6 +49,16 @@ function M.check(e, opts, what, driver)
     end
     if target.dialect == "sqlite" then
         require("wolkvox.out.file").check(target.path, "the database")
+        -- SQLite follows links and writes any database file it can: one
+        -- planted by another user (a link in a shared directory, a file of
+        -- theirs) would take the rows where they choose.
+        local core = require "wolkvox.core"
+        for _, st in ipairs { core.stat(target.path) or false, core.stat(target.path, true) or false } do
+            if st and not (st.mine or st.uid == 0) then
+                refuse(target.path .. (st.type == "link" and " is a link" or "") .. " of uid " .. st.uid
+                    .. ", not this user's or root's: refused (load into a database of your own)")
+            end
+        end
     end
     local missing = driver and select(2, db.driver(target.dialect))
     if missing then
@@ -192,6 +207,7 @@ function M.sync(ctx, e, params, sink, how)
             error(err, 0)
         end
         meta.calls, meta.windows, meta.truncated = dmeta.calls, #dmeta.windows, dmeta.truncated
+        meta.more = job.more
         return meta.rows, meta
     end)
 end

@@ -27,7 +27,8 @@ local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, conca
 local M = {}
 
 --- The sync's own options, beside the endpoint's parameters.
-M.OPTIONS = { state = true, since = true, ["until"] = true, lag = true, overlap = true, force = true, per = true }
+M.OPTIONS = { state = true, since = true, ["until"] = true, lag = true, overlap = true, force = true, per = true,
+    windows = true }
 
 --- The options of where rows go (the third argument), as for export.
 M.SINK = { format = true, output = true, file = true, columns = true, bom = true, on_rows = true, append = true,
@@ -125,6 +126,10 @@ local function check(e, params, sink)
     end
     if params.per ~= nil and params.per ~= "day" then
         refuse(e, "per must be \"day\" (aggregates sync one closed day at a time)")
+    end
+    local nw = params.windows
+    if nw ~= nil and (type(nw) ~= "number" or nw ~= math.floor(nw) or nw < 1 or nw > 100000) then
+        refuse(e, "windows must be a whole number of windows, at least 1")
     end
     if params.from ~= nil or params.to ~= nil then
         refuse(e, "give since (the first sync's start) and until, not from/to")
@@ -374,6 +379,14 @@ function M.job(ctx, e, params, from, to)
     if params["until"] == nil then
         job.open = nil -- the live edge, minus `lag`, by design
     end
+    -- At most `windows` windows this run (a plan's turn): the watermark
+    -- moves to the last one's end, the next run goes on from there.
+    if params.windows and #job.items > params.windows then
+        for i = #job.items, params.windows + 1, -1 do
+            job.items[i] = nil
+        end
+        job.more = true
+    end
     return job
 end
 
@@ -578,6 +591,7 @@ local function sync(ctx, e, params, sink)
         error(n, 0)
     end
     meta.calls, meta.windows, meta.truncated = dmeta.calls, #dmeta.windows, dmeta.truncated
+    meta.more = job.more
     if sink.output or sink.file or sink.on_rows then
         return meta.rows, meta
     end
