@@ -255,9 +255,20 @@ describe("plans #db", function()
                     table_out)
                 assert.matches("\ncalls%s+reports_manager/cdr_1%s+2026%-09%-30 23:59:59", table_out)
                 next_day(p)
-                code, out, err = cli("sync --plan " .. q(p .. "/nightly.plan"), p)
+                code, out, err = cli("--metrics-file " .. q(p .. "/plan.prom") .. " sync --plan "
+                    .. q(p .. "/nightly.plan"), p)
                 assert.equal(0, code, err)
                 assert.equal("", out)
+                -- Each stream in the metrics, by its name.
+                local prom = support.slurp(p .. "/plan.prom")
+                for _, name in ipairs { "calls", "agents" } do
+                    assert.matches('wolkvox_stream_watermark_timestamp_seconds{[^}]*stream="' .. name .. '"', prom)
+                    assert.matches('wolkvox_stream_last_success_timestamp_seconds{[^}]*stream="' .. name .. '"', prom)
+                end
+                if os.execute("command -v promtool >/dev/null 2>&1") then
+                    local pc, pout = sh("promtool check metrics < " .. q(p .. "/plan.prom") .. " 2>&1")
+                    assert.equal(0, pc, pout)
+                end
                 assert.matches("agents: %d+ rows, %d+ calls, up to 2026%-09%-20 23:59:59, up to date", err)
                 local _, js = cli("status --plan " .. q(p .. "/nightly.plan") .. " --format json", p)
                 local st = require("cjson").decode(js)

@@ -514,6 +514,26 @@ local function stdout(text)
     end
 end
 
+-- The streams of a plan's run for --metrics-file: this run's rows, and
+-- from the plan's status the watermark (epoch, UTC), last success and
+-- error, calls today.
+local function plan_metrics(c, plan, res)
+    local plan_job = require "wolkvox.job.plan"
+    local dates = require "wolkvox.dates"
+    local checked = plan_job.check(plan)
+    local status = plan_job.status(c, checked)
+    local offset = c._ctx.utc_offset or 0
+    local out = {}
+    for _, s in ipairs(checked.streams) do
+        local st, sum = status[s.name] or {}, res.streams[s.name] or {}
+        local wall = st.watermark and dates.parse(st.watermark)
+        out[#out + 1] = { name = s.name, endpoint = s.endpoint, watermark = wall and wall - offset,
+            rows = sum.rows or 0, last_success = st.last_success, calls_today = st.calls_today,
+            last_error = sum.error and sum.error.kind or nil }
+    end
+    return out
+end
+
 -- `sync --plan FILE`: the streams in turns, a line each on stderr, the
 -- budget at the end; exit 9 when the share is spent.
 local function sync_plan(a)
@@ -547,6 +567,9 @@ local function sync_plan(a)
                     t.calls == 1 and "call" or "calls", t.more and " (more to come)" or ""))
             end
         end })
+    end
+    if res and not a.dry_run then
+        a.plan_streams = plan_metrics(c, plan, res)
     end
     c:close()
     if not res then
@@ -883,7 +906,9 @@ function M.main(argv)
         end
         local stats = run.client:stats()
         local snapshot, now = { stats = stats, quota = stats.quota }, os.time()
-        if a.command == "sync" then
+        if a.command == "sync" and a.plan then
+            snapshot.streams = a.plan_streams
+        elseif a.command == "sync" then
             local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
             local meta, wall = a.synced, nil
             local dates = require "wolkvox.dates"
