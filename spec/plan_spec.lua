@@ -283,6 +283,44 @@ describe("plans #db", function()
                 assert.equal(2, (cli("sync", p)))
             end)
 
+        it("fleet mode: two hosts running the same plan at once never spend more than its share #slow", function()
+            local redis = require "redis"
+            if not redis.binary() or not redis.client_built() then
+                pending("redis-server or wolkvox.redis is missing (tools/install-deps, make)")
+                return
+            end
+            local rs = redis.start()
+            finally(function() rs:stop() end)
+            srv:control("config", { latency = 0.1 })
+            local pids, before = {}, requests()
+            for h = 1, 2 do
+                local p = place()
+                support.spit(p .. "/fleet.plan", "[plan]\nname = fleet\nshare = 50%\n[stream calls]\n"
+                    .. "endpoint = cdr_1\nsince = 2025-06-01\nuntil = 2026-09-30\ninto = " .. p .. "/h.db\n")
+                support.spit(p .. "/config", "[default]\ndaily_limit = 40\n")
+                sh("chmod 600 " .. q(p .. "/config"))
+                local pp = io.popen("env -u LD_PRELOAD HOME=" .. q(p) .. " WOLKVOX_CONFIG=" .. q(p .. "/config")
+                    .. " WOLKVOX_TOKEN=" .. token .. " " .. support.timed("lua5.4 bin/wolkvox --base-url " .. srv.url
+                    .. " --redis " .. rs.url .. " --state-dir " .. q(p .. "/state") .. " sync --plan "
+                    .. q(p .. "/fleet.plan"), 120) .. " >/dev/null 2>&1; echo $? > " .. q(p .. "/rc") .. " & echo $!")
+                pids[h] = { pid = tonumber(pp:read("*l")), dir = p }
+                pp:close()
+            end
+            for _, h in ipairs(pids) do
+                support.wait_for(function() return support.slurp(h.dir .. "/rc") end, 120, "a host's plan to end")
+            end
+            srv:control("config", { latency = 0 })
+            -- 2 x 16 windows of backlog; together they stop at the share
+            -- (one may finish its own 16 and exit 0; the other exits 9).
+            assert.equal(20, requests() - before)
+            local codes = {}
+            for _, h in ipairs(pids) do
+                codes[#codes + 1] = tonumber(support.slurp(h.dir .. "/rc"):match("%d+"))
+            end
+            table.sort(codes)
+            assert.is_true((codes[1] == 0 or codes[1] == 9) and codes[2] == 9, table.concat(codes, ","))
+        end)
+
         it("two runs of one plan at once: the second exits 8 and spends nothing", function()
             local p = place()
             support.spit(p .. "/slow.plan", "[plan]\nshare = 100%\n[stream calls]\nendpoint = cdr_1\n"

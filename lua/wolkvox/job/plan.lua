@@ -244,6 +244,20 @@ function M.budget(c, plan)
         day = s.day }
 end
 
+-- In fleet mode (Redis) the plan's calls of the day are also counted in
+-- the fleet: a turn reserves its calls there first (atomically), so hosts
+-- running the same plan at once never spend more than its share together.
+-- `n` calls added to the plan's count of `day`; the new count, or nil
+-- without a fleet (or while it cannot be reached in "local" mode).
+local function fleet_count(ctx, plan, day, n)
+    local g = ctx.ledger.shared
+    if not g then
+        return nil
+    end
+    local ok, v = g:call("add", "plan:" .. ctx.ledger.shared_key .. ":" .. plan.name .. ":" .. day, n, 3 * 86400)
+    return ok and tonumber(v) or nil
+end
+
 -- The order of the turns: by priority (highest first), then as written.
 local function ranks(plan)
     local list = {}
@@ -356,8 +370,29 @@ function M.run(c, plan, opts)
                     for k, v in pairs(s.params) do
                         params[k] = v
                     end
-                    params.windows = min(plan.slice, b.left)
+                    local want = min(plan.slice, b.left)
+                    local share = floor(plan.share * b.limit)
+                    local counted = fleet_count(ctx, plan, b.day, want)
+                    if counted and counted > share then
+                        -- Another host has taken the rest: give back what
+                        -- does not fit, and take a smaller turn or stop.
+                        local over = min(want, counted - share)
+                        fleet_count(ctx, plan, b.day, -over)
+                        want = want - over
+                        if want < 1 then
+                            summary.stopped = "budget"
+                            return
+                        end
+                    end
+                    params.windows = want
                     local n, meta = c:sync(s.endpoint, params, s.sink)
+                    if counted then
+                        -- What the turn spent, not what it reserved.
+                        local spent = n and meta.calls or (errors.is(meta) and meta.calls or 0)
+                        if spent ~= want then
+                            fleet_count(ctx, plan, b.day, spent - want)
+                        end
+                    end
                     local sum = summary.streams[s.name]
                     local st = status[s.name] or {}
                     status[s.name] = st
