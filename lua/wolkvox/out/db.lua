@@ -194,9 +194,11 @@ function Conn:exec(sql, ...)
     return st
 end
 
---- Run `sql` with the values of the list `vals` (`n` of them, nils included).
-function Conn:exec_list(sql, vals, n)
-    return self:exec(sql, unpack(vals, 1, n))
+--- Run `sql` with the values of the list `vals` (`n` of them, nils
+-- included, from its index `from`, default 1).
+function Conn:exec_list(sql, vals, n, from)
+    from = from or 1
+    return self:exec(sql, unpack(vals, from, from + n - 1))
 end
 
 --- The rows `sql` selects (tables by column name).

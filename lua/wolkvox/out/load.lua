@@ -16,9 +16,10 @@ local json = require "wolkvox.json"
 local schema_of = require "wolkvox.api.schema"
 local version = require "wolkvox.version"
 
-local type, pairs, ipairs, tostring, tonumber, pcall, setmetatable, format, concat, sort, floor, tointeger =
+local type, pairs, ipairs, tostring, tonumber, pcall, setmetatable, format, concat, sort, floor, tointeger, find,
+    match, min =
     type, pairs, ipairs, tostring, tonumber, pcall, setmetatable, string.format, table.concat, table.sort,
-    math.floor, math.tointeger
+    math.floor, math.tointeger, string.find, string.match, math.min
 
 local M = {}
 
@@ -109,9 +110,47 @@ function M.new(conn, s, stream, opts)
     return self
 end
 
--- The insert (and merge) statement for the columns known now.
+-- Rows go in by statements of up to BATCH rows each (one call into the
+-- driver, one round trip to PostgreSQL, per statement), and never more
+-- than MAX_PARAMS values in one: SQLite's limit is 32766; LuaDBI's
+-- PostgreSQL driver writes each `?` as "$N" in at most 4 characters, so
+-- from $1000 on it would cut the number ("$100").  A batch short of BATCH
+-- goes in by the fewest statements of 2^k rows (a few prepared statements,
+-- not one per length).
+M.BATCH = 64
+M.MAX_PARAMS = { sqlite = 32766, postgresql = 999 }
+
+-- How each column's value is made (`Loader:prepare`).
+local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
+
+-- The values a converter cache keeps at most per column (then it starts
+-- again: memory stays flat whatever the values).
+local MEMO_SIZE = 4096
+
+-- The INSERT of `rows` rows of the columns `names` into `s`'s table,
+-- merged by its key.
+local function insert_sql(s, names, sets, rows)
+    local marks = {}
+    for i = 1, #names do
+        marks[i] = "?"
+    end
+    local tuple = "(" .. concat(marks, ", ") .. ")"
+    local tuples = {}
+    for i = 1, rows do
+        tuples[i] = tuple
+    end
+    local sql = format("INSERT INTO %s (%s) VALUES %s", q(s.table), concat(names, ", "), concat(tuples, ", "))
+    if s.key then
+        sql = sql .. format(" ON CONFLICT (%s) DO ", q(s.key))
+            .. (#sets > 0 and ("UPDATE SET " .. concat(sets, ", ")) or "NOTHING")
+    end
+    return sql
+end
+
+-- The insert (and merge) statements for the columns known now, and how
+-- each column's value is made.
 function Loader:prepare()
-    local s, names, marks, sets = self.s, {}, {}, {}
+    local s, names, sets = self.s, {}, {}
     self.order = {}
     for _, c in ipairs(s.columns) do
         self.order[#self.order + 1] = c
@@ -121,18 +160,60 @@ function Loader:prepare()
             self.order[#self.order + 1] = c
         end
     end
+    self.kinds, self.memos, self.key_at = {}, {}, nil
     for i, c in ipairs(self.order) do
-        names[i], marks[i] = q(c.name), "?"
+        names[i] = q(c.name)
         if c.name ~= s.key then
             sets[#sets + 1] = q(c.name) .. " = excluded." .. q(c.name)
+        else
+            self.key_at = i
+        end
+        local kind = c.own and OWN or c.type == "json" and JSON or c.type == "text" and TEXT
+            or c.type == "timestamp" and STAMP or MEMO
+        self.kinds[i] = kind
+        if kind == MEMO then
+            self.memos[i] = { n = 0 }
         end
     end
-    local sql = format("INSERT INTO %s (%s) VALUES (%s)", q(s.table), concat(names, ", "), concat(marks, ", "))
-    if s.key then
-        sql = sql .. format(" ON CONFLICT (%s) DO ", q(s.key))
-            .. (#sets > 0 and ("UPDATE SET " .. concat(sets, ", ")) or "NOTHING")
+    self.width = #self.order
+    self.batch = math.max(1, min(M.BATCH, floor(M.MAX_PARAMS[self.conn.dialect] / self.width)))
+    -- The statement of 1, 2, 4 ... rows and of a whole batch, made when first used.
+    self.inserts = setmetatable({}, { __index = function(t, rows)
+        local sql = insert_sql(s, names, sets, rows)
+        t[rows] = sql
+        return sql
+    end })
+    self.insert = self.inserts[1]
+    -- The rows waiting to go in: their values one after another, and the
+    -- keys among them (a key twice in one statement: PostgreSQL refuses
+    -- it, so the batch goes in first, keeping the order of the merges).
+    self.buf, self.pending, self.keys = {}, 0, {}
+end
+
+-- Send the rows waiting (in the window's transaction), in their order.
+function Loader:flush()
+    local pending = self.pending
+    if pending == 0 then
+        return
     end
-    self.insert = sql
+    local conn, buf, width, inserts, batch = self.conn, self.buf, self.width, self.inserts, self.batch
+    local done = 0
+    while done < pending do
+        local size = pending - done
+        if size >= batch then
+            size = batch
+        else
+            local p = 1
+            while p * 2 <= size do
+                p = p * 2
+            end
+            size = p
+        end
+        conn:exec_list(inserts[size], buf, size * width, done * width + 1)
+        done = done + size
+    end
+    self.pending = 0
+    self.keys = {}
 end
 
 --- The state of this stream in the database, or nil.
@@ -148,6 +229,7 @@ function Loader:add(name)
     if not schema_of.valid_name(name) then
         return false
     end
+    self:flush()
     local c = { name = name, type = "text", added = true }
     self.conn:exec(format("ALTER TABLE %s ADD COLUMN %s %s", q(self.s.table), q(name), SQL[self.conn.dialect].text))
     self.known[name] = c
@@ -206,49 +288,127 @@ local function as_text(v)
     return v
 end
 
+local MIN_YEAR, MAX_YEAR, make = dates.MIN_YEAR, dates.MAX_YEAR, dates.make
+local value = schema_of.value
+local UNFIT = {}
+
+-- Days read so far ("2026-01-05" -> true when a real day wolkvox holds),
+-- started again past MEMO_SIZE.
+local days, days_n = {}, 0
+
+-- The value of a timestamp field: the form most reports send
+-- ("YYYY-MM-DD HH:MM:SS" of a real day and time) is read here, as
+-- `schema.value` reads it (`dates.parse`, `dates.make`: such a time prints
+-- back as it was written); any other through `schema.value`.
+local function stamp_value(raw, offset, suffix)
+    if type(raw) == "string" then
+        local day, h = match(raw, "^(%d%d%d%d%-%d%d%-%d%d) ([0-2]%d):[0-5]%d:[0-5]%d$")
+        if day and tonumber(h) <= 23 then
+            local real = days[day]
+            if real == nil then
+                local y, mo, d = match(day, "^(%d+)%-(%d+)%-(%d+)$")
+                y = tonumber(y)
+                real = y >= MIN_YEAR and y <= MAX_YEAR and make(y, tonumber(mo), tonumber(d), 0, 0, 0) ~= nil
+                if days_n >= MEMO_SIZE then
+                    days, days_n = {}, 0
+                end
+                days[day], days_n = real, days_n + 1
+            end
+            if real then
+                return raw .. suffix
+            end
+        end
+    end
+    local v, why = value("timestamp", raw, offset)
+    return as_text(v), why
+end
+
 --- Load `list` (rows of window `w`) inside the window's transaction.
+-- The rows wait in batches (`BATCH`) until the batch is full, a key comes
+-- again, the columns change or the window commits.
 function Loader:rows(list, w)
     self:open_window(w)
-    local s, conn = self.s, self.conn
+    local s = self.s
+    local known, offset, key = self.known, self.offset, s.key
+    local dialect = self.conn.dialect
+    -- The offset as stored after a time ("-05:00").
+    local suffix = schema_of.timestamp(0, offset):sub(20)
     for _, row in ipairs(list) do
         if type(row) ~= "table" then
             errors.throw("output", { endpoint = s.endpoint, message = "a row that is not an object cannot be loaded" })
         end
         for k in pairs(row) do
-            if not self.known[k] and not self:add(k) then
+            if not known[k] and not self:add(k) then
                 errors.throw("output", { endpoint = s.endpoint, message = format(
                     "the API sent a field whose name cannot be a column: %q", errors.snippet(tostring(k), 60)) })
             end
         end
-        local vals, unfit, n = {}, nil, #self.order
-        for i, c in ipairs(self.order) do
+        -- (after `add`: the columns, and so these, may have changed)
+        local order, kinds, memos, buf, n = self.order, self.kinds, self.memos, self.buf, self.width
+        local base = self.pending * n
+        local unfit
+        for i = 1, n do
+            local c, kind = order[i], kinds[i]
             local v, why
-            if c.own then
-                if c.name == "_row" then
+            if kind == TEXT then
+                local raw = row[c.name]
+                if raw == nil or raw == "" or raw == "-" or raw == "--" then
+                    v = nil
+                elseif type(raw) == "string" and not find(raw, "\0", 1, true) then
+                    v = raw
+                else
+                    v, why = value("text", raw, offset)
+                    v = as_text(v)
+                end
+            elseif kind == MEMO then
+                -- Numbers, durations, percentages: few distinct values, each
+                -- read once (a pure function of the text).
+                local raw = row[c.name]
+                if type(raw) == "string" then
+                    local memo = memos[i]
+                    v = memo[raw]
+                    if v == nil then
+                        v, why = value(c.type, raw, offset)
+                        v = as_text(v)
+                        if memo.n >= MEMO_SIZE then
+                            memo = { n = 0 }
+                            memos[i] = memo
+                        end
+                        memo[raw], memo.n = why and UNFIT or v or false, memo.n + 1
+                    elseif v == UNFIT then
+                        v, why = nil, "unfit"
+                    elseif v == false then
+                        v = nil
+                    end
+                else
+                    v, why = value(c.type, raw, offset)
+                    v = as_text(v)
+                end
+            elseif kind == STAMP then
+                v, why = stamp_value(row[c.name], offset, suffix)
+            elseif kind == JSON then
+                local raw = row[c.name]
+                v = raw ~= nil and json.encode(raw) or nil
+            else
+                local name = c.name
+                if name == "_row" then
                     v = content_id(row)
-                elseif c.name == "_period_start" then
+                elseif name == "_period_start" then
                     v = self.period[1]
-                elseif c.name == "_period_end" then
+                elseif name == "_period_end" then
                     v = self.period[2]
-                elseif c.name == "_taken_at" then
+                elseif name == "_taken_at" then
                     v = self.started
                 end
-            else
-                local raw = row[c.name]
-                if c.type == "json" then
-                    v = raw ~= nil and json.encode(raw) or nil
-                else
-                    v, why = schema_of.value(c.type, raw, self.offset)
-                    if why then
-                        unfit = unfit or {}
-                        unfit[c.name] = raw
-                    end
-                end
             end
-            vals[i] = as_text(v)
+            if why then
+                unfit = unfit or {}
+                unfit[c.name] = row[c.name]
+            end
+            buf[base + i] = v
         end
         if unfit then
-            if conn.dialect == "postgresql" then
+            if dialect == "postgresql" then
                 -- No PostgreSQL text holds a NUL, not even inside jsonb: it
                 -- is kept as the six characters \u0000 (documented).
                 for k, v in pairs(unfit) do
@@ -257,19 +417,38 @@ function Loader:rows(list, w)
                     end
                 end
             end
-            for i, c in ipairs(self.order) do
-                if c.name == "_unfit" then
-                    vals[i] = json.encode(unfit)
+            for i = 1, n do
+                if order[i].name == "_unfit" then
+                    buf[base + i] = json.encode(unfit)
                 end
             end
         end
-        if s.key and s.key ~= "_row" and (row[s.key] == nil or row[s.key] == "") then
+        if key and key ~= "_row" and (row[key] == nil or row[key] == "") then
             errors.throw("output", { endpoint = s.endpoint, message = format(
                 "a row without its key %s cannot be merged into %s (nothing of this window was loaded)",
-                s.key, s.table) })
+                key, s.table) })
         end
-        conn:exec_list(self.insert, vals, n)
+        if key then
+            -- A key already waiting: those rows go in first (one statement
+            -- cannot merge one key twice).
+            local k = buf[base + self.key_at]
+            if k ~= nil then
+                if self.keys[k] then
+                    -- (flush sends the rows before this one; it then moves
+                    -- to the front of the emptied batch)
+                    self:flush()
+                    for i = 1, n do
+                        buf[i] = buf[base + i]
+                    end
+                end
+                self.keys[k] = true
+            end
+        end
+        self.pending = self.pending + 1
         self.window_rows = self.window_rows + 1
+        if self.pending >= self.batch then
+            self:flush()
+        end
     end
     self.loaded = self.loaded + #list
     return true
@@ -280,6 +459,7 @@ end
 -- with its rows, and the transaction commits.
 function Loader:commit(w, st)
     self:open_window(w)
+    self:flush()
     local conn, s = self.conn, self.s
     conn:exec("INSERT INTO " .. q("_wolkvox_loads") .. " (stream, endpoint, " .. q("table") .. ", window_from, "
         .. "window_to, rows, calls, started, finished, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -337,6 +517,7 @@ end
 
 --- Give up the open window (its rows are not kept).
 function Loader:abort()
+    self.pending, self.keys = 0, {}
     self.conn:rollback()
     self.window = nil
 end
