@@ -195,7 +195,8 @@ uninstall:
 # repository's tag: HEAD is tagged v<version of lua/wolkvox/version.lua> in a
 # temporary clone (never here), and git's insteadOf (environment only) sends
 # luarocks' clone of the rockspec's source.url to that clone.  Uncommitted work
-# is not in the rock.  Writes $(ROCK_DIR)/lua-wolkvox-<version>-1.src.rock.
+# is not in the rock.  The release's rockspec is rockspecs/lua-wolkvox-<version>-1.rockspec.
+# Writes $(ROCK_DIR)/lua-wolkvox-<version>-1.src.rock.
 ROCK_DIR  ?= build/rock
 .PHONY: rock
 rock:
@@ -203,7 +204,7 @@ rock:
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	git clone -q --no-hardlinks "$$(git rev-parse --show-toplevel)" "$$tmp/repo"; \
 	v=$$(sed -n 's/^return "\(.*\)"$$/\1/p' "$$tmp/repo/lua/wolkvox/version.lua" 2>/dev/null) || true; \
-	spec=lua-wolkvox-$$v-1.rockspec; \
+	spec=rockspecs/lua-wolkvox-$$v-1.rockspec; \
 	test -n "$$v" && test -f "$$tmp/repo/$$spec" || { echo "make rock: no committed $$spec" >&2; exit 1; }; \
 	url=$$(sed -n 's/^ *url = "git+\(.*\)",.*$$/\1/p' "$$tmp/repo/$$spec"); \
 	test -n "$$url" || { echo "make rock: no git+ source.url in $$spec" >&2; exit 1; }; \

@@ -5,8 +5,13 @@
 --   luarocks --lua-version=5.1 make --deps-mode=none LUA_INCDIR=/usr/include/luajit-2.1
 -- Debian keeps curl/curl.h in a multiarch directory; the build only needs the
 -- library, and CURL_INCDIR=/usr/include/x86_64-linux-gnu may be passed.
--- Releases have their own rockspec (lua-wolkvox-X.Y.Z-1.rockspec) with the
--- same dependencies and build table; spec/rockspec_spec.lua keeps them equal.
+-- It is the only rockspec at the top, so that `luarocks make` with no argument
+-- takes it from a clone of any name (luarocks looks in ., rockspec/ and
+-- rockspecs/, and gives up when it finds two rocks there).  Releases have their
+-- own rockspec (rockspecs/lua-wolkvox-X.Y.Z-1.rockspec: the same rock, and scm
+-- is newer than any release, so they never compete) with the same dependencies
+-- and build table; spec/rockspec_spec.lua keeps them equal.  The optional
+-- wolkvox.redis is another rock: extras/lua-wolkvox-redis-scm-1.rockspec.
 rockspec_format = "3.0"
 package = "lua-wolkvox"
 version = "scm-1"
@@ -41,7 +46,7 @@ LuaDBI (Debian lua-dbi-sqlite3, lua-dbi-postgresql), not a dependency either.
 --   luasocket  the fake server (wolkvox.fake, bin/wolkvox-fake) and the specs
 -- Fleet mode (the redis option) outside nginx needs the C module
 -- wolkvox.redis, from "src/redis.c" on hiredis: not built here, so that the
--- rock never needs hiredis; rockspecs/lua-wolkvox-redis-scm-1.rockspec or
+-- rock never needs hiredis; extras/lua-wolkvox-redis-scm-1.rockspec or
 -- `make` (when pkg-config finds hiredis) build it.  Inside nginx it needs
 -- resty.redis (Debian lua-nginx-redis) instead.
 dependencies = {

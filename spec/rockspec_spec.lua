@@ -38,10 +38,11 @@ local function rockspec_fields(path)
     return env
 end
 
--- The rockspecs of the tree: the development one and the release of
--- lua/wolkvox/version.lua.
+-- The rockspecs of the tree: the development one (the only one at the top,
+-- so that `luarocks make` takes it with no argument) and the release of
+-- lua/wolkvox/version.lua (in rockspecs/).
 local VERSION = dofile("lua/wolkvox/version.lua")
-local ROCKSPECS = { "lua-wolkvox-scm-1.rockspec", "lua-wolkvox-" .. VERSION .. "-1.rockspec" }
+local ROCKSPECS = { "lua-wolkvox-scm-1.rockspec", "rockspecs/lua-wolkvox-" .. VERSION .. "-1.rockspec" }
 
 -- Files under `dir`, relative, sorted.
 local function files(dir)

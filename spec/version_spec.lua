@@ -35,7 +35,7 @@ describe("the version", function()
     end)
 
     it("is the release rockspec's, whose source is the tag v<version>", function()
-        local path = "lua-wolkvox-" .. version .. "-1.rockspec"
+        local path = "rockspecs/lua-wolkvox-" .. version .. "-1.rockspec"
         local env = {}
         assert(load(read(path), "@" .. path, "t", env))()
         assert.equal("lua-wolkvox", env.package)

@@ -3,10 +3,12 @@
 -- the Redis project's own C client, with TLS (rediss://) through OpenSSL.
 -- Build it from a checkout, after lua-wolkvox itself, with Debian's
 -- libhiredis-dev and libssl-dev installed:
---   luarocks --lua-version=5.4 make --deps-mode=none rockspecs/lua-wolkvox-redis-scm-1.rockspec
---   luarocks --lua-version=5.1 make --deps-mode=none rockspecs/lua-wolkvox-redis-scm-1.rockspec \
+--   luarocks --lua-version=5.4 make --deps-mode=none extras/lua-wolkvox-redis-scm-1.rockspec
+--   luarocks --lua-version=5.1 make --deps-mode=none extras/lua-wolkvox-redis-scm-1.rockspec \
 --       LUA_INCDIR=/usr/include/luajit-2.1                       (LuaJIT)
 -- (`make` builds the same module beside the core when pkg-config finds hiredis.)
+-- It lives in extras/, not rockspecs/: luarocks make with no argument looks in
+-- ., rockspec/ and rockspecs/, and two rocks there would make it refuse.
 rockspec_format = "3.0"
 package = "lua-wolkvox-redis"
 version = "scm-1"

@@ -1,7 +1,7 @@
 -- lua-wolkvox 0.2.0: the wolkvox contact-center API as native Lua tables.
 -- The release rockspec: its source is the tag v0.2.0 of the project's public
 -- repository.  To make the source rock (luarocks clones source.url at the tag):
---   luarocks pack lua-wolkvox-0.2.0-1.rockspec
+--   luarocks pack rockspecs/lua-wolkvox-0.2.0-1.rockspec
 -- or, from a checkout, `make rock` (the committed HEAD, tagged in a temporary
 -- clone: see the Makefile);
 -- and to install it:
@@ -47,7 +47,7 @@ LuaDBI (Debian lua-dbi-sqlite3, lua-dbi-postgresql), not a dependency either.
 --   luasocket  the fake server (wolkvox.fake, bin/wolkvox-fake) and the specs
 -- Fleet mode (the redis option) outside nginx needs the C module
 -- wolkvox.redis, from "src/redis.c" on hiredis: not built here, so that the
--- rock never needs hiredis; rockspecs/lua-wolkvox-redis-scm-1.rockspec or
+-- rock never needs hiredis; extras/lua-wolkvox-redis-scm-1.rockspec or
 -- `make` (when pkg-config finds hiredis) build it.  Inside nginx it needs
 -- resty.redis (Debian lua-nginx-redis) instead.
 dependencies = {
