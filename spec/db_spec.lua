@@ -261,6 +261,42 @@ describe("databases as destinations #db", function()
                 assert.same({ date = "not a date" }, json.decode(f8[7]))
             end)
 
+            it("a hostile server's field names never reach SQL, never clobber our columns, never stop the load",
+                function()
+                    if not d then return end
+                    local row = { conn_id = "9", date = "2026-01-01 10:00:00", cost = "1.5",
+                        ["x\"; DROP TABLE cdr_1; --"] = "a", DATE = "b", _unfit = "c", _row = "d",
+                        [string.rep("n", 100)] = "e", ["na\0me"] = "f" }
+                    for k = 1, 150 do
+                        row["extra_" .. k] = tostring(k)
+                    end
+                    srv:control("config", { fixtures = { { match = "cdr_1", body = { code = 200, msg = "ok",
+                        data = { row, { conn_id = "10", date = "2026-01-01 11:00:00", agent_name = srv.token } } } } } })
+                    local n, meta = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-01" }, { into = d.into() })
+                    assert.equal(2, n, tostring(meta))
+                    assert.equal("2", d.query("SELECT count(*) FROM cdr_1"))
+                    local unfit = json.decode(d.query("SELECT _unfit FROM cdr_1 WHERE conn_id = '9'"))
+                    for _, k in ipairs { "x\"; DROP TABLE cdr_1; --", "DATE", "_unfit", "_row",
+                        string.rep("n", 100) } do
+                        assert.equal(row[k], unfit[k], k)
+                    end
+                    assert.equal("1.5", d.query("SELECT cost FROM cdr_1 WHERE conn_id = '9'"))
+                    -- Up to 64 new columns a run; the rest kept as sent.
+                    local t = d.types("cdr_1")
+                    local added, kept = 0, 0
+                    for k = 1, 150 do
+                        if t["extra_" .. k] then
+                            added = added + 1
+                        elseif unfit["extra_" .. k] == tostring(k) then
+                            kept = kept + 1
+                        end
+                    end
+                    assert.same({ 64, 86 }, { added, kept })
+                    -- The token echoed in a value reaches the table masked.
+                    local name = d.query("SELECT agent_name FROM cdr_1 WHERE conn_id = '10'")
+                    assert.not_matches(srv.token, name, 1, true)
+                end)
+
             it("bad input gets a clear error and costs no call", function()
                 if not d then return end
                 local before = requests()
@@ -274,6 +310,8 @@ describe("databases as destinations #db", function()
                     { { into = "" }, "into must be a database" },
                     { { into = "postgresql://u@h:99999/db" }, "port must be between" },
                     { { into = d.into(), refresh = "yes" }, "refresh must be true or false" },
+                    { { into = d.into(), table = "_wolkvox_state" }, "belong to lua-wolkvox or the database" },
+                    { { into = d.into(), table = "sqlite_master" }, "belong to lua-wolkvox or the database" },
                 }
                 for _, case in ipairs(cases) do
                     local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-02" }, case[1])
@@ -353,6 +391,29 @@ describe("databases as destinations #db", function()
             assert.equal(2, code, err)
             assert.matches("lua%-dbi%-sqlite3", err)
             assert.equal(before, requests())
+        end)
+
+        it("a database another user planted (a link, a file of theirs) is refused before any call", function()
+            local before = requests()
+            local victim = dir .. "/victim.db"
+            local link = dir .. "/planted.db"
+            support.spit(victim, "")
+            sh("ln -sf " .. q(victim) .. " " .. q(link) .. " && chown -h nobody " .. q(link))
+            local owned = dir .. "/theirs.db"
+            support.spit(owned, "")
+            sh("chown nobody " .. q(owned))
+            for _, path in ipairs { link, owned } do
+                local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-02" }, { into = path })
+                if require("wolkvox.core").stat(path).mine then
+                    pending("not root: cannot plant a file of another user")
+                    return
+                end
+                assert.is_nil(n)
+                assert.equal("params", err.kind)
+                assert.matches("not this user's or root's", err.message, 1, true)
+            end
+            assert.equal(before, requests())
+            assert.equal("", support.slurp(victim))
         end)
 
         it("a password in the URL never shows in an error", function()

@@ -105,6 +105,16 @@ function M.new(conn, s, stream, opts)
         end
         self.known[c.name] = c
     end
+    -- Columns earlier runs added for fields the registry does not list.
+    for name in pairs(have) do
+        if not self.known[name] then
+            self.known[name] = { name = name, type = "text", added = true }
+        end
+    end
+    self.lower, self.added = {}, 0
+    for name in pairs(self.known) do
+        self.lower[name:lower()] = true
+    end
     conn:commit()
     self:prepare()
     return self
@@ -224,11 +234,22 @@ function M.state(conn, stream)
         .. "CAST(last_run AS text) AS last_run FROM " .. q("_wolkvox_state") .. " WHERE stream = ?", stream)[1]
 end
 
--- A field the table lacks: added as a text column, logged.
+--- Columns a run adds at most for fields the registry does not list; the
+-- fields past them are kept in `_unfit`.
+M.MAX_ADDED = 64
+
+-- A field the table lacks: added as a text column, logged; false (the
+-- value goes to `_unfit`) for a name that cannot be one (not letters,
+-- digits and _, or starting with _ as our own columns do), a name that
+-- differs from a column only by case (one column for SQLite), or past
+-- `MAX_ADDED` in this run.
 function Loader:add(name)
-    if not schema_of.valid_name(name) then
+    if not schema_of.valid_name(name) or name:find("^_") or self.lower[name:lower()]
+            or self.added >= M.MAX_ADDED then
         return false
     end
+    self.added = self.added + 1
+    self.lower[name:lower()] = true
     self:flush()
     local c = { name = name, type = "text", added = true }
     self.conn:exec(format("ALTER TABLE %s ADD COLUMN %s %s", q(self.s.table), q(name), SQL[self.conn.dialect].text))
@@ -337,10 +358,14 @@ function Loader:rows(list, w)
         if type(row) ~= "table" then
             errors.throw("output", { endpoint = s.endpoint, message = "a row that is not an object cannot be loaded" })
         end
-        for k in pairs(row) do
-            if not known[k] and not self:add(k) then
-                errors.throw("output", { endpoint = s.endpoint, message = format(
-                    "the API sent a field whose name cannot be a column: %q", errors.snippet(tostring(k), 60)) })
+        -- Fields that are not columns of their own (a name no column may
+        -- have, one of ours, too many new ones) are kept in `_unfit`.
+        local extra
+        for k, v in pairs(row) do
+            local c = known[k]
+            if (c and c.own) or (not c and not self:add(k)) then
+                extra = extra or {}
+                extra[tostring(k)] = v
             end
         end
         -- (after `add`: the columns, and so these, may have changed)
@@ -407,15 +432,24 @@ function Loader:rows(list, w)
             end
             buf[base + i] = v
         end
+        if extra then
+            unfit = unfit or {}
+            for k, v in pairs(extra) do
+                unfit[k] = v
+            end
+        end
         if unfit then
             if dialect == "postgresql" then
                 -- No PostgreSQL text holds a NUL, not even inside jsonb: it
                 -- is kept as the six characters \u0000 (documented).
+                local clean = {}
                 for k, v in pairs(unfit) do
                     if type(v) == "string" and v:find("\0", 1, true) then
-                        unfit[k] = v:gsub("%z", "\\u0000")
+                        v = v:gsub("%z", "\\u0000")
                     end
+                    clean[(k:gsub("%z", "\\u0000"))] = v
                 end
+                unfit = clean
             end
             for i = 1, n do
                 if order[i].name == "_unfit" then
