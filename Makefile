@@ -37,9 +37,15 @@ LUA_CFLAGS := $(shell $(PKG) --cflags $(LUA_PC))
 LUA_LIBS  := $(shell $(PKG) --libs $(LUA_PC))
 CURL_CFLAGS := $(shell $(PKG) --cflags libcurl)
 CURL_LIBS := $(shell $(PKG) --libs libcurl)
-LUA_CMOD  ?= $(shell $(PKG) --variable=INSTALL_CMOD $(LUA_PC))
-LUA_LMOD  ?= $(shell $(PKG) --variable=INSTALL_LMOD $(LUA_PC))
 PREFIX    ?= /usr/local
+# make install's module directories: under PREFIX, where the interpreter looks
+# by default for PREFIX=/usr/local (Debian keeps /usr/share/lua and
+# /usr/lib/<arch>/lua, pkg-config's INSTALL_LMOD and INSTALL_CMOD, for its own
+# packages), and where the installed wolkvox looks for any other PREFIX
+# (PREFIX=$HOME/.local: no root, no LUA_PATH).
+LUA_V     ?= $(shell $(LUA) -e 'io.write((_VERSION:match"%d+%.%d+"))' 2>/dev/null)
+LUA_CMOD  ?= $(if $(LUA_V),$(PREFIX)/lib/lua/$(LUA_V))
+LUA_LMOD  ?= $(if $(LUA_V),$(PREFIX)/share/lua/$(LUA_V))
 DESTDIR   ?=
 
 WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -168,7 +174,7 @@ fuzz-stream:
 # in its own directory; here they go with the docs).  DESTDIR is honoured.
 DOCDIR    ?= $(PREFIX)/share/doc/lua-wolkvox
 install: $(LIB) $(REDIS_LIB)
-	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
+	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
 	install -m 0644 $(LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
 	$(if $(REDIS_LIB),install -m 0644 $(REDIS_LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so)
@@ -185,7 +191,7 @@ install: $(LIB) $(REDIS_LIB)
 	done
 
 uninstall:
-	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown (pkg-config $(LUA_PC)); set them" >&2; exit 1; }
+	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
 	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so
 	rmdir $(DESTDIR)$(LUA_CMOD)/wolkvox 2>/dev/null || true
 	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox $(DESTDIR)$(DOCDIR)
