@@ -145,7 +145,7 @@ mutate:
 
 # LDoc (Debian lua-ldoc, lua-discount); config.ld says what goes in.
 docs:
-	ldoc -q .
+	lua5.4 tools/docs-site.lua
 
 bench:
 	bench/run

@@ -35,9 +35,9 @@ describe("generated files", function()
     end)
 end)
 
-describe("the README's 'Where to change what'", function()
-    local text = read("README.md")
-    local section = text:match("\n### Where to change what\n(.*)$")
+describe("docs/development.md's 'Where to change what'", function()
+    local text = read("docs/development.md")
+    local section = text:match("\n## Where to change what\n(.-)\n## ") or text:match("\n## Where to change what\n(.*)$")
 
     it("is there", function()
         assert.is_truthy(section)
