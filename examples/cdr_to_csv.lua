@@ -52,13 +52,17 @@ if not c then
 end
 local range = { from = from, to = to }
 
+-- "1 row", "2 rows"
+local function count(k, noun)
+    return string.format("%d %s%s", k, noun, k == 1 and "" or "s")
+end
 local plan, perr = c:plan("cdr_1", range)
 if not plan then
     c:close()
     quit(2, tostring(perr))
 end
-io.stderr:write(string.format("cdr_1 %s .. %s: %d window(s), %d call(s) planned\n",
-    from, to, #plan.windows, plan.calls))
+io.stderr:write(string.format("cdr_1 %s .. %s: %s, %s planned\n",
+    from, to, count(#plan.windows, "window"), count(plan.calls, "call")))
 
 -- The writer checks every write: a CSV cut short must not look like a whole
 -- one.  Columns: the registry's, in the API's own order.
@@ -86,7 +90,8 @@ c:close()
 if err == WRITE_FAILED then
     quit(1, string.format("the CSV is incomplete (%s); stopped after %d rows", tostring(write_error), n))
 end
-io.stderr:write(string.format("%d rows, %d call(s) spent, %d retried\n", n, stats.calls, stats.retries))
+io.stderr:write(string.format("%s, %s spent, %d retried\n", count(n, "row"), count(stats.calls, "call"),
+    stats.retries))
 if not ok then
     quit(1, tostring(err))
 end

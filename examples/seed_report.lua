@@ -42,7 +42,7 @@ end
 -- Print rows as an aligned table, columns in `columns` order.
 local function show(title, rows, columns)
     print()
-    print(title .. " (" .. #rows .. " rows)")
+    print(title .. " (" .. #rows .. (#rows == 1 and " row)" or " rows)"))
     local widths = {}
     for i, col in ipairs(columns) do
         widths[i] = width(col)
@@ -91,8 +91,8 @@ report("Billing: interactions", "interactions", billing)
 
 local stats = c:stats()
 print()
-print(string.format("%d calls spent, %d bytes received, %d connection(s) opened",
-    stats.calls, stats.bytes, stats.connects))
+print(string.format("%d call%s spent, %d bytes received, %d connection%s opened",
+    stats.calls, stats.calls == 1 and "" or "s", stats.bytes, stats.connects, stats.connects == 1 and "" or "s"))
 c:close()
 if fake then
     fake:stop()

@@ -76,6 +76,7 @@ build = {
         ["wolkvox.cli.output"] = "lua/wolkvox/cli/output.lua",
         ["wolkvox.cli.profile"] = "lua/wolkvox/cli/profile.lua",
         ["wolkvox.cli.progress"] = "lua/wolkvox/cli/progress.lua",
+        ["wolkvox.cli.words"] = "lua/wolkvox/cli/words.lua",
         ["wolkvox.limits.cache"] = "lua/wolkvox/limits/cache.lua",
         ["wolkvox.coerce"] = "lua/wolkvox/coerce.lua",
         ["wolkvox.dates"] = "lua/wolkvox/dates.lua",

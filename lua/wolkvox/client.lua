@@ -142,7 +142,15 @@ local function endpoint_of(name)
     end
     local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
     if not e then
-        errors.throw("params", { endpoint = name, message = "unknown endpoint '" .. name .. "'" })
+        local names = registry.method_names()
+        if name:find("/", 1, true) then
+            names = {}
+            for _, x in ipairs(registry.endpoints) do
+                names[#names + 1] = x.name
+            end
+        end
+        errors.throw("params", { endpoint = name, message = "unknown endpoint '" .. name .. "'"
+            .. registry.suggest(name, names) })
     end
     return e
 end

@@ -185,7 +185,7 @@ function M.prepare(ctx, e, params, opts)
         prepare_range(job, e, api, o, ctx)
     else
         if o.from ~= nil or o.to ~= nil or o.per ~= nil then
-            refuse(e, e.api .. " takes no date range")
+            refuse(e, e.api .. " takes no date range: call c:" .. e.api .. "() instead")
         end
         if request.chunked(e) then
             job.mode = "chunks"

@@ -27,6 +27,9 @@ local function help(p)
     end })
 end
 
+-- Subcommands point at the one table of exit codes (wolkvox --help, the man page).
+local SEE_EXIT = "Exit codes: see wolkvox --help (or man wolkvox)."
+
 local GLOBAL = [[
 Global options (before or after the command; see `wolkvox --help`): --profile,
 --config, --server, --base-url, --token-file, --state-dir, --redis, --quiet,
@@ -58,11 +61,26 @@ function M.parser()
     local p = argparse("wolkvox", "The wolkvox contact-center API from the shell.")
         :epilog(TOKEN .. "\n\n" .. exit.HELP .. "\n\nRun `wolkvox COMMAND --help` for a command's options.")
     p:command_target("command")
+    p:flag("--version", "Print the version (lua-wolkvox, its C core, Lua and libcurl) and exit."):action(function()
+        local ok, core = pcall(require, "wolkvox.core")
+        local text = "wolkvox " .. require("wolkvox.version") .. " (" .. _VERSION
+            .. (ok and core.curl_version and (", " .. core.curl_version:match("^%S+")) or "")
+            .. (ok and "" or "; the C core wolkvox.core is not found") .. ")\n"
+        local written, err = io.stdout:write(text)
+        if written then
+            written, err = io.stdout:flush()
+        end
+        if not written then
+            io.stderr:write("wolkvox: cannot write to stdout: ", tostring(err), "\n")
+            os.exit(exit.LOCAL)
+        end
+        os.exit(exit.OK)
+    end)
     globals(p)
 
     local e = p:command("endpoints", "List the endpoints of the registry.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox endpoints\n  wolkvox endpoints reports_manager --format json\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     e:argument("family", "Only this family."):args("?")
     e:option("--format", "table or json."):choices({ "table", "json" }):default("table")
 
@@ -72,7 +90,7 @@ function M.parser()
             .. "  wolkvox call configuration add_ip --body ip.json\n"
             .. "  wolkvox call reports_manager cdr_1 from=2026-01-01 to=2026-01-31 --format csv --output jan.csv\n"
             .. "  wolkvox call wolkvox_storage list_files limit=100 --all-pages --format csv\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     c:argument("family", "The family, e.g. information.")
     c:argument("api", "The api, e.g. services.")
     c:argument("params", "Parameters as name=value."):args("*")
@@ -94,7 +112,7 @@ function M.parser()
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 -o cdr.csv --checkpoint cdr.ckpt\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --into calls.db\n\n"
             .. "Dates: YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" or YYYYmmddHHiiss, on the operation's clock.\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     r:argument("name", "The report: cdr_1 or family/api.")
     r:argument("params", "The report's own parameters as name=value."):args("*")
     r:option("--from", "First day (or time) of the range."):count(1)
@@ -104,12 +122,17 @@ function M.parser()
         "ndjson", "json", "table", "singer" })
     r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
+    r:option("--delimiter", "The CSV's delimiter: , (the default), ; (what Spanish and Portuguese Excel expect), "
+        .. "| or tab.")
     r:flag("--dry-run", "Print the windows and the calls it would spend, and spend none.")
     r:option("--checkpoint", "Record finished windows in FILE (needs --output; csv, ndjson or json): the "
         .. "output is OUTPUT.part until the last window is in. After a failure (exit 7), Ctrl-C (130), "
         .. "SIGTERM (143) or kill -9, run the same command again to finish it byte for byte, fetching "
         .. "only what is missing.")
     r:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
+    r:option("--max-calls", "Plan at most N calls (default: 5 % of the day's limit, or 50 while it is unknown); "
+        .. "a larger plan is refused before any call."):convert(tonumber)
+    r:flag("-y --yes", "Allow a plan of any size the day's quota allows (no --max-calls ceiling).")
     r:option("--into", "Load into a database instead: a SQLite file (calls.db, sqlite:PATH) or "
         .. "postgresql://user@host:port/db (password: ~/.pgpass or $PGPASSWORD). Typed columns, merged by the "
         .. "report's key, each window committed with its state: run it again after a failure to finish it; "
@@ -128,7 +151,7 @@ function M.parser()
             .. "--lag), reads --overlap again for rows recorded late, writes only rows not written before,\n"
             .. "then moves the watermark.  Run more often than every 5 minutes (the vendor's polling\n"
             .. "interval), it warns and spends nothing unless --force.\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     s:argument("name", "The report: cdr_1 or family/api (not with --plan)."):args("?")
     s:argument("params", "The report's own parameters as name=value."):args("*")
     s:option("--plan", "Run a plan file instead: several streams caught up under one share of the day's "
@@ -147,8 +170,12 @@ function M.parser()
     s:option("-o --output", "Write to FILE instead of stdout.")
     s:flag("--append", "Add the new rows to --output (csv or ndjson) instead of replacing it.")
     s:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
+    s:option("--delimiter", "The CSV's delimiter: , (the default), ;, | or tab.")
     s:flag("--typed", "Durations to seconds, percentages and numeric strings to numbers, - to empty.")
     s:flag("--force", "Sync even when the last run was less than 5 minutes ago.")
+    s:option("--max-calls", "Plan at most N calls (default: 5 % of the day's limit, or 50 while it is unknown); "
+        .. "a larger catch-up is refused before any call."):convert(tonumber)
+    s:flag("-y --yes", "Allow a catch-up of any size the day's quota allows (no --max-calls ceiling).")
     s:option("--into", "Load into a database (a SQLite file or postgresql://...) instead of a file; its "
         .. "state is kept there, committed with each window's rows (no --state).")
     s:option("--table", "With --into: the table's name (default: the report's).")
@@ -158,13 +185,13 @@ function M.parser()
     local st = p:command("status", "What each stream of a plan did last, and the day's budget; without "
         .. "--plan, the day's quota.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox status --plan nightly.plan\n  wolkvox status --format json\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     st:option("--plan", "The plan file.")
     st:option("--format", "table or json."):choices({ "table", "json" }):default("table")
 
     local sc = p:command("schema", "Print the table a report loads into (--into), or its JSON Schema.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox schema cdr_1\n  wolkvox schema agent_1 --dialect postgresql\n"
-            .. "  wolkvox schema cdr_1 --dialect json-schema\n\n" .. exit.HELP)
+            .. "  wolkvox schema cdr_1 --dialect json-schema\n\n" .. SEE_EXIT)
     sc:argument("name", "The report: cdr_1 or family/api.")
     sc:option("--dialect", "sqlite (the default), postgresql or json-schema.")
         :choices({ "sqlite", "postgresql", "json-schema" }):default("sqlite")
@@ -172,14 +199,16 @@ function M.parser()
 
     local q = p:command("quota", "The day's quota as this machine counted it.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox quota\n  wolkvox quota --measure   # asks token_info: 1 call\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     q:flag("--measure", "Ask wolkvox (information/token_info, one call) instead of the local ledger.")
+    q:option("--format", "text or json (remaining is the day's; available leaves the reserve out)."):choices(
+        { "text", "json" }):default("text")
 
     local d = p:command("date", "Print a date read on the operation's clock (utc_offset), for file names.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox date yesterday            # 2026-12-05\n"
             .. "  wolkvox date last-month --end     # its last day\n"
             .. "  d=$(wolkvox date yesterday); wolkvox report cdr_1 --from \"$d\" --to \"$d\" -o \"cdr-$d.csv\"\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     d:argument("when", "now, today, yesterday, -Nd, this-week, last-week, this-month, last-month, this-year, "
         .. "last-year, or a date.")
     d:flag("--end", "The last day of the period (default: its first).")
@@ -188,7 +217,7 @@ function M.parser()
     local f = p:command("fake", "Run the bundled fake wolkvox server in the foreground.")
         :epilog(GLOBAL .. "\n\nExamples:\n  wolkvox fake --port 8089\n"
             .. "  WOLKVOX_TOKEN=test-token wolkvox --base-url http://127.0.0.1:8089 call information services\n\n"
-            .. exit.HELP)
+            .. SEE_EXIT)
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")

@@ -17,6 +17,7 @@ local prepare = require "wolkvox.call.prepare"
 local profile = require "wolkvox.cli.profile"
 local progress = require "wolkvox.cli.progress"
 local registry = require "wolkvox.api.registry"
+local words = require "wolkvox.cli.words"
 
 local format, concat, ipairs, pairs, next, tostring, tonumber, type, sort =
     string.format, table.concat, ipairs, pairs, next, tostring, tonumber, type, table.sort
@@ -107,11 +108,11 @@ local function client_options(a, hooks)
         end
     end
     if a.verbose then
-        o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", line, "\n") end
+        o.logger = function(level, line) io.stderr:write("wolkvox [", level, "] ", words.say(line), "\n") end
     elseif not a.quiet then
         o.logger = function(level, line)
             if level == "warn" or level == "error" then
-                io.stderr:write("wolkvox [", level, "] ", line, "\n")
+                io.stderr:write("wolkvox [", level, "] ", words.say(line), "\n")
             end
         end
     end
@@ -234,11 +235,11 @@ function commands.endpoints(a)
                 params[#params + 1] = q.name .. (q.required and "*" or "")
             end
             rows[#rows + 1] = { family = e.family, api = e.api, kind = e.kind, method = e.method,
-                params = concat(params, " ") }
+                params = concat(params, " "), description = e.title }
         end
     end
     a.output = nil
-    write_rows(a, a.format, { "family", "api", "kind", "method", "params" }, function(put)
+    write_rows(a, a.format, { "family", "api", "kind", "method", "params", "description" }, function(put)
         for _, r in ipairs(rows) do
             put(r)
         end
@@ -318,18 +319,36 @@ function commands.call(a)
     end)
 end
 
-local function report_params(a)
+-- The most calls one command may plan without asking: 5 % of the day's
+-- limit, or 50 calls while the limit is unknown (`--max-calls N` sets
+-- another, `--yes` leaves only the library's own and the day's quota).
+M.CEILING_SHARE, M.CEILING_UNKNOWN = 0.05, 50
+
+local function ceiling(a, c, params)
+    if params.max_calls ~= nil or a.yes then
+        return
+    end
+    if a.max_calls then
+        params.max_calls = a.max_calls
+        return
+    end
+    local q = c:quota { measure = false }
+    params.max_calls = q and q.limit and math.max(1, math.floor(M.CEILING_SHARE * q.limit)) or M.CEILING_UNKNOWN
+end
+
+local function report_params(a, c)
     local params = parameters(a.params)
     params.from, params.to, params.per = a.from, a.to, a.per
+    ceiling(a, c, params)
     return params
 end
 
 local function dry_run(a, c)
-    local p, err = c:plan(a.name, report_params(a))
+    local p, err = c:plan(a.name, report_params(a, c))
     if not p then
         error(err, 0)
     end
-    local lines = { format("%s: %d window(s), %d call(s)%s", p.endpoint, #p.windows, p.calls,
+    local lines = { format("%s: %s, %s%s", p.endpoint, words.count(#p.windows, "window"), words.count(p.calls, "call"),
         p.free and " (quota-free)" or "") }
     for _, w in ipairs(p.windows) do
         lines[#lines + 1] = format("  %s%s .. %s", w.label and (w.label .. "  ") or "", w.from, w.to)
@@ -343,15 +362,15 @@ local function dry_run(a, c)
         lines[#lines + 1] = format("quota: %d used today (%s), the daily limit is unknown "
             .. "(set licenses or daily_limit, or run `wolkvox quota --measure`)", q.used, q.source)
     end
-    lines[#lines + 1] = format("at most %s call(s) per plan", p.max_calls == math.huge and "unlimited"
-        or tostring(p.max_calls))
+    lines[#lines + 1] = format("at most %s per plan", p.max_calls == math.huge and "unlimited calls"
+        or words.count(p.max_calls, "call"))
     if p.refused then
-        lines[#lines + 1] = "refused: " .. p.refused
+        lines[#lines + 1] = "refused: " .. words.say(p.refused)
     end
     io.stdout:write(concat(lines, "\n"), "\n")
     if p.refused then
         local kind = q.limit and p.calls > (q.limit - q.used - (q.reserve or 0)) and "quota" or "params"
-        fail(exit.BY_KIND[kind], p.refused)
+        fail(exit.BY_KIND[kind], words.say(p.refused))
     end
 end
 
@@ -385,6 +404,24 @@ local function needs_map(a)
     return e == nil or e.shape == "object"
 end
 
+-- --delimiter: "tab" or "\t" is a tab; only with a CSV.
+local function delimiter_of(a)
+    local d = a.delimiter
+    if d == nil then
+        return nil
+    end
+    if d == "tab" or d == "\\t" then
+        d = "\t"
+    end
+    if (a.format or "csv") ~= "csv" then
+        fail(exit.USAGE, "--delimiter goes with --format csv")
+    end
+    if not export.DELIMITERS[d] then
+        fail(exit.USAGE, "--delimiter is one of , ; | or tab (got '" .. d .. "')")
+    end
+    return d
+end
+
 -- A password in --into shows in ps and in the shell's history.
 local function warn_password(a)
     local target = require("wolkvox.out.db").parse(a.into)
@@ -398,12 +435,12 @@ end
 -- but the period of --per), what was loaded said on stderr.
 local function report_into(a, c)
     warn_password(a)
-    for _, o in ipairs { "output", "checkpoint", "format", "bom", "typed" } do
+    for _, o in ipairs { "output", "checkpoint", "format", "bom", "typed", "delimiter" } do
         if a[o] then
             fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
         end
     end
-    local n, meta = c:export(a.name, report_params(a), { into = a.into, table = a.table,
+    local n, meta = c:export(a.name, report_params(a, c), { into = a.into, table = a.table,
         refresh = a.refresh or nil })
     if not n then
         error(meta, 0)
@@ -444,7 +481,9 @@ function commands.report(a)
             fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export goes on from FILE.part, "
                 .. "cut back to the last window the checkpoint vouches for)")
         end
-        local n, meta = c:export(a.name, report_params(a), {
+        local delimiter = delimiter_of(a)
+        local n, meta = c:export(a.name, report_params(a, c), {
+            delimiter = delimiter,
             format = a.format or "csv", output = to_file and a.output or nil,
             file = not to_file and io.stdout or nil, checkpoint = a.checkpoint,
             columns = columns_of(a.name, a.per), bom = a.bom,
@@ -479,7 +518,7 @@ end
 -- A sync into a database: the state is there, no --state.
 local function sync_into(a, c, params)
     warn_password(a)
-    for _, o in ipairs { "output", "append", "bom", "typed" } do
+    for _, o in ipairs { "output", "append", "bom", "typed", "delimiter" } do
         if a[o] then
             fail(exit.USAGE, "--" .. o .. " does not go with --into: the database keeps the rows, typed")
         end
@@ -689,6 +728,7 @@ function commands.sync(a)
         params.state, params.since, params["until"], params.per = a.state, a.since, a["until"], a.per
         params.lag, params.overlap = duration("--lag", a.lag), duration("--overlap", a.overlap)
         params.force = a.force or nil
+        ceiling(a, c, params)
         if a.into then
             return sync_into(a, c, params)
         end
@@ -700,6 +740,7 @@ function commands.sync(a)
                 .. "(or --into a database, which keeps it)")
         end
         local sink = { format = a.format, columns = columns_of(a.name, a.per), bom = a.bom,
+            delimiter = delimiter_of(a),
             append = a.append or nil,
             map = row_mapper(a) }
         if a.output and a.output ~= "-" then
@@ -755,6 +796,14 @@ function commands.quota(a)
     c:close()
     if not s then
         error(err, 0)
+    end
+    -- What is left for calls: the day's remaining less the reserve.
+    if s.remaining then
+        s.available = math.max(0, s.remaining - (s.reserve or 0))
+    end
+    if a.format == "json" then
+        stdout(require("wolkvox.json").encode(s) .. "\n")
+        return
     end
     local keys = {}
     for k in pairs(s) do
@@ -862,18 +911,18 @@ function M.main(argv)
             -- With a checkpoint, `saved` counts the windows of earlier runs too.
             local done = err.partial.windows
             local saved = err.partial.saved or { windows = #done, to = done[#done] and done[#done].to }
-            say("incomplete: ", tostring(err))
+            say("incomplete: ", words.say(err))
             local where = ""
             if err.partial.file then
                 where = "; their rows are in " .. err.partial.file .. (a.checkpoint and "" or
                     " (not under the final name: the result is not whole)")
             end
-            say(format("%d window(s) written, up to %s%s%s", saved.windows, tostring(saved.to), where,
+            say(format("%s written, up to %s%s%s", words.count(saved.windows, "window"), tostring(saved.to), where,
                 a.checkpoint and "; run the same command again to finish from the checkpoint" or ""))
             return exit.INCOMPLETE
         end
         if errors.is(err) then
-            say(tostring(err))
+            say(words.say(err))
             return exit.code(err)
         end
         -- The standalone interpreter's answer to SIGINT, raised once the

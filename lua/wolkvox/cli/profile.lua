@@ -14,6 +14,7 @@
 -- @module wolkvox.cli.profile
 
 local options = require "wolkvox.options"
+local registry = require "wolkvox.api.registry"
 
 local getenv, tonumber, format = os.getenv, tonumber, string.format
 
@@ -81,11 +82,16 @@ end
 -- @tparam string text the file's contents
 -- @tparam[opt] string name the file's name, for messages
 -- @return a table profile name -> options (`default` for `[default]`,
---   `acme` for `[profile acme]`), or nil and a message naming the line
+--   `acme` for `[profile acme]`), and the mistakes found, each naming its
+--   line: `{ profile = NAME or nil (outside any profile), message = ... }`
+--   (a line with a mistake is left out; the rest is read)
 function M.parse(text, name)
     name = name or "config"
-    local out, cur = {}, nil
+    local out, cur, curname, problems = {}, nil, nil, {}
     local n = 0
+    local function problem(msg)
+        problems[#problems + 1] = { profile = curname, message = format("%s:%d: %s", name, n, msg) }
+    end
     for line in (text .. "\n"):gmatch("([^\n]*)\n") do
         n = n + 1
         line = line:gsub("\r$", ""):match("^%s*(.-)%s*$")
@@ -94,33 +100,36 @@ function M.parse(text, name)
             local sect = line:match("^%[%s*(.-)%s*%]$")
             local prof = sect and (sect == "default" and "default" or sect:match("^profile%s+(%S+)$"))
             if not prof then
-                return nil, format("%s:%d: a section is [default] or [profile NAME]", name, n)
+                cur, curname = nil, nil
+                problem("a section is [default] or [profile NAME]")
+            else
+                out[prof] = out[prof] or {}
+                cur, curname = out[prof], prof
             end
-            out[prof] = out[prof] or {}
-            cur = out[prof]
         else
             local k, v = line:match("^([%w_]+)%s*=%s*(.-)$")
             if not k then
-                return nil, format("%s:%d: expected key = value", name, n)
+                problem("expected key = value")
+            elseif not cur then
+                problem(k .. " is outside a section")
+            else
+                local q = v:match('^"(.*)"$') or v:match("^'(.*)'$")
+                v = q or v
+                if options.types[k] == nil then
+                    problem("unknown option '" .. k .. "'" .. registry.suggest(k, options.types))
+                else
+                    local val, err = convert(k, v)
+                    if val == nil then
+                        problem(k .. " " .. err)
+                    else
+                        cur[k] = val
+                    end
+                end
             end
-            if not cur then
-                return nil, format("%s:%d: %s is outside a section", name, n, k)
-            end
-            local q = v:match('^"(.*)"$') or v:match("^'(.*)'$")
-            v = q or v
-            if options.types[k] == nil then
-                return nil, format("%s:%d: unknown option '%s'", name, n, k)
-            end
-            local val, err = convert(k, v)
-            if val == nil then
-                return nil, format("%s:%d: %s %s", name, n, k, err)
-            end
-            cur[k] = val
         end
     end
-    return out
+    return out, problems
 end
-
 
 --- Read the options of one profile.
 -- @tparam[opt] string path the config file (nil: `M.path()`)
@@ -154,9 +163,14 @@ function M.load(path, profile)
         warnings[#warnings + 1] = format("the config file %s can be read by others (mode %s): chmod 600 it",
             path, m)
     end
-    local all, perr = M.parse(text, path)
-    if not all then
-        return nil, perr
+    -- A mistake in the profile in use (or outside any) stops the run; one in
+    -- another profile is said, and this one is used.
+    local all, problems = M.parse(text, path)
+    for _, p in ipairs(problems) do
+        if p.profile == nil or p.profile == profile then
+            return nil, p.message
+        end
+        warnings[#warnings + 1] = p.message .. " (in the profile " .. p.profile .. ", not in use)"
     end
     local o = all[profile]
     if not o then

@@ -3,6 +3,8 @@
 -- the library's `on_progress` hook.
 -- @module wolkvox.cli.progress
 
+local words = require "wolkvox.cli.words"
+
 local format, floor = string.format, math.floor
 
 local M = {}
@@ -32,8 +34,8 @@ function M.line(p)
     if p.done > 0 and p.total > p.done then
         eta = "  ETA " .. clock(p.elapsed / p.done * (p.total - p.done))
     end
-    return format("%s  %d/%d windows  %d rows  %d calls  %s%s", p.endpoint, p.done, p.total, p.rows,
-        p.calls, clock(p.elapsed), eta)
+    return format("%s  %d/%d windows  %s  %s  %s%s", p.endpoint, p.done, p.total, words.count(p.rows, "row"),
+        words.count(p.calls, "call"), clock(p.elapsed), eta)
 end
 
 --- The line of a wait for a slot an abandoned call may still hold.

@@ -25,7 +25,7 @@ local M = {}
 
 --- The options of an export (its third argument).
 M.OPTIONS = { format = true, output = true, file = true, columns = true, bom = true, checkpoint = true,
-    on_rows = true, map = true, into = true, table = true, refresh = true }
+    on_rows = true, map = true, into = true, table = true, refresh = true, delimiter = true }
 
 -- Options of a call that change how it runs, not what it writes: left out
 -- of a checkpoint's fingerprint.
@@ -67,6 +67,9 @@ local function check(e, opts)
     if opts.map ~= nil and type(opts.map) ~= "function" then
         refuse("map must be a function")
     end
+    if opts.delimiter ~= nil and not (export.DELIMITERS[opts.delimiter] and (opts.format or "csv") == "csv") then
+        refuse("delimiter goes with csv and is one of , ; | or a tab (\"\\t\")")
+    end
     local f = opts.format
     if f ~= nil and type(f) ~= "table" and not export.FORMATS[f] then
         local _, why = export.writer(f, io.stdout)
@@ -106,7 +109,7 @@ local function job_identity(job, params, opts, columns)
     end
     return { endpoint = job.e.name, from = job.from, to = job.to, params = p,
         format = opts.format or "csv", columns = columns, bom = opts.bom == true, output = opts.output,
-        table = opts.table }
+        table = opts.table, delimiter = opts.delimiter ~= "," and opts.delimiter or nil }
 end
 
 -- Keep only what is after `done_to` (a wall time): windows that end later,
@@ -206,7 +209,7 @@ local function run_export(ctx, e, params, opts)
     end
 
     local w, file, handle
-    local about = { endpoint = e, utc_offset = ctx.utc_offset }
+    local about = { endpoint = e, utc_offset = ctx.utc_offset, delimiter = opts.delimiter }
     if opts.file then
         w = sinks.writer(format, opts.file, columns, opts.bom, about)
     elseif cp then
@@ -260,7 +263,7 @@ local function run_export(ctx, e, params, opts)
         -- Rows waiting on disk go to a CSV file without being built as
         -- tables: the C core makes their lines from the answer's text, once
         -- the first row has settled the columns through the writer.
-        spooled = format == "csv" and not opts.map and function(data)
+        spooled = format == "csv" and not opts.map and not w.delimiter and function(data)
             local skip = 0
             if not w.started then
                 local first = data.count > 0 and data:batches(e.name)()

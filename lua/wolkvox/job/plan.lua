@@ -320,7 +320,9 @@ local function save_status(c, plan, st)
 end
 
 --- Run `plan` with client `c` (see the module's description).
--- @tparam table opts `on_turn(info)` (after each turn: `stream`, `rows`,
+-- @tparam table c the client
+-- @tparam table plan a plan (as `check` takes it)
+-- @tparam[opt] table opts `on_turn(info)` (after each turn: `stream`, `rows`,
 --   `calls`, `more`, `error`), `now` (epoch seconds, for the status)
 -- @return a summary: `stopped` ("budget" when the share is spent, else
 --   nil), `budget` (as `budget`, at the end), `streams` (by name: `rows`,

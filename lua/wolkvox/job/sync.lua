@@ -32,7 +32,7 @@ M.OPTIONS = { state = true, since = true, ["until"] = true, lag = true, overlap 
 
 --- The options of where rows go (the third argument), as for export.
 M.SINK = { format = true, output = true, file = true, columns = true, bom = true, on_rows = true, append = true,
-    map = true, into = true, table = true, stream = true }
+    map = true, into = true, table = true, stream = true, delimiter = true }
 
 --- Seconds behind now that a sync stops by default: the server records
 -- the last minutes late.
@@ -152,6 +152,10 @@ local function check(e, params, sink)
         if sink.output ~= nil and (type(sink.output) ~= "string" or sink.output == "") then
             refuse(e, "output must be a path")
         end
+        if sink.delimiter ~= nil and not (require("wolkvox.out.formats").DELIMITERS[sink.delimiter]
+                and (sink.format or "csv") == "csv") then
+            refuse(e, "delimiter goes with csv and is one of , ; | or a tab (\"\\t\")")
+        end
         if sink.output ~= nil and sink.output == params.state then
             refuse(e, "the state and the output must be different files")
         end
@@ -181,6 +185,7 @@ local function identity_of(e, params, sink)
     end
     return checkpoint.fingerprint { endpoint = e.name, params = p, per = params.per,
         format = sink and sink.format or nil, append = sink and sink.append and sink.output or nil,
+        delimiter = sink and sink.delimiter ~= "," and sink.delimiter or nil,
         table = sink and sink.into and (sink.table or "") or nil }
 end
 
@@ -396,7 +401,8 @@ local function sync(ctx, e, params, sink)
     local state -- the state after the last window handed over
     -- What a writer may know of this sync: the Singer format's STATE holds
     -- its since and watermark.
-    local about = { endpoint = e, utc_offset = ctx.utc_offset, bookmark = function()
+    local about = { endpoint = e, utc_offset = ctx.utc_offset, delimiter = sink and sink.delimiter,
+        bookmark = function()
         local s = state or st
         return s and s.watermark and { since = s.since, watermark = s.watermark } or nil
     end }

@@ -61,18 +61,22 @@ function M.columns(name)
     return out
 end
 
--- RFC 4180: a cell with a comma, a quote or a line break is quoted, its
--- quotes doubled.
-local function csv_cell(v)
+-- RFC 4180: a cell with the delimiter (a comma unless another is given),
+-- a quote or a line break is quoted, its quotes doubled.
+local function csv_cell(v, delimiter)
     if v == nil then
         return ""
     end
     v = tostring(v)
-    if v:find('[,"\r\n]') then
+    if v:find('["\r\n]') or v:find(delimiter or ",", 1, true) then
         return '"' .. v:gsub('"', '""') .. '"'
     end
     return v
 end
+
+--- The delimiters a CSV may have beside the comma: Spanish and Portuguese
+-- Excel expect ";" (their decimal separator is the comma).
+M.DELIMITERS = { [","] = true, [";"] = true, ["\t"] = true, ["|"] = true }
 
 --- One CSV cell (RFC 4180), as the Lua writer makes it (the C core's
 -- `csv_row` makes the same, faster).
@@ -274,21 +278,22 @@ M.FORMATS = {
     csv = {
         start = function(w, row)
             settle_columns(w, row)
-            local head = {}
+            local head, d = {}, w.delimiter
             for i, c in ipairs(w.cols) do
-                head[i] = csv_cell(c)
+                head[i] = csv_cell(c, d)
             end
-            return (w.bom and "\239\187\191" or "") .. concat(head, ",") .. "\r\n"
+            return (w.bom and "\239\187\191" or "") .. concat(head, d or ",") .. "\r\n"
         end,
         row = function(w, row)
-            if csv_row then
+            local d = w.delimiter
+            if csv_row and not d then
                 return csv_row(row, w.cols)
             end
             local cells = {}
             for i, c in ipairs(w.cols) do
-                cells[i] = csv_cell(row[c])
+                cells[i] = csv_cell(row[c], d)
             end
-            return concat(cells, ",") .. "\r\n"
+            return concat(cells, d or ",") .. "\r\n"
         end,
     },
     -- One JSON object per line, keys as the API sends them.  (A row JSON
@@ -531,9 +536,13 @@ function M.custom(format, file, opts)
         error("export.custom: an open file expected", 2)
     end
     opts = opts or {}
+    local d = opts.delimiter
+    if d ~= nil and not M.DELIMITERS[d] then
+        error("export: delimiter must be one of , ; | or a tab", 2)
+    end
     return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0,
-        endpoint = opts.endpoint, utc_offset = opts.utc_offset, bookmark = opts.bookmark, stream = opts.stream },
-        Writer)
+        endpoint = opts.endpoint, utc_offset = opts.utc_offset, bookmark = opts.bookmark, stream = opts.stream,
+        delimiter = d ~= "," and d or nil }, Writer)
 end
 
 return M

@@ -89,6 +89,9 @@ Loader.__index = Loader
 --- A loader of the rows of schema `s` into `conn` for `stream` (a name
 -- the state is kept under).  Makes the tables, adds the columns the
 -- schema has and the table lacks.
+-- @tparam table conn a connection (`wolkvox.out.db.connect`)
+-- @tparam table s a schema (`wolkvox.api.schema.of`)
+-- @tparam string stream the stream's name
 -- @tparam table opts `utc_offset`, `log(level, msg)`
 function M.new(conn, s, stream, opts)
     local self = setmetatable({ conn = conn, s = s, stream = stream, offset = opts.utc_offset or 0,

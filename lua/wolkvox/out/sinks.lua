@@ -21,7 +21,7 @@ local M = {}
 function M.writer(fmt, file, columns, bom, about)
     about = about or {}
     local opts = { columns = columns, bom = bom, endpoint = about.endpoint, utc_offset = about.utc_offset,
-        bookmark = about.bookmark }
+        bookmark = about.bookmark, delimiter = about.delimiter }
     return type(fmt) == "table" and formats.custom(fmt, file, opts) or formats.writer(fmt, file, opts)
 end
 
