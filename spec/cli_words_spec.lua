@@ -32,17 +32,7 @@ describe("the command line's own words", function()
 
     -- bin/wolkvox against the fake: exit code, stdout, stderr.
     local function run(argv, env)
-        local out, err = os.tmpname(), os.tmpname()
-        local cmd = "env -u LD_PRELOAD -u WOLKVOX_PROFILE -u WOLKVOX_SERVER -u WOLKVOX_CONFIG HOME=" .. q(dir)
-            .. " WOLKVOX_TOKEN=" .. srv.token .. " " .. (env or "") .. " lua5.4 bin/wolkvox --base-url "
-            .. srv.url .. " --state-dir " .. q(dir .. "/state") .. " " .. argv .. " >" .. out .. " 2>" .. err
-        local p = io.popen(support.timed(cmd, 60) .. "; echo $?")
-        local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
-        p:close()
-        local o, e = support.slurp(out), support.slurp(err)
-        os.remove(out)
-        os.remove(err)
-        return code, o, e
+        return support.wolkvox(srv, argv, { home = dir, state_dir = dir .. "/state", env = env, limit = 60 })
     end
 
     local function config(text)

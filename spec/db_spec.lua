@@ -10,8 +10,6 @@ local json = require "cjson"
 
 local q, sh = support.q, support.sh
 
-local TOKEN
-
 -- The dialects under test: `into(name)` a destination, `query(sql)` its
 -- answer as text (rows by line, fields by "|"), `reset()` empties it.
 local function sqlite_dialect(dir)
@@ -74,7 +72,6 @@ describe("databases as destinations #db", function()
 
     setup(function()
         srv = support.fake()
-        TOKEN = srv.token
         c = support.client(srv, { state_dir = false })
         dir = support.tmpdir()
         dialects[1] = sqlite_dialect(dir)
@@ -103,17 +100,7 @@ describe("databases as destinations #db", function()
 
     -- bin/wolkvox against the fake: exit code, stdout, stderr.
     local function cli(argv, env)
-        local out, err = os.tmpname(), os.tmpname()
-        local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER HOME=" .. q(dir)
-            .. " WOLKVOX_TOKEN=" .. TOKEN .. " " .. (env or "") .. " lua5.4 bin/wolkvox --base-url " .. srv.url
-            .. " --state-dir " .. q(dir .. "/pacing") .. " " .. argv .. " >" .. out .. " 2>" .. err
-        local p = io.popen(support.timed(cmd, 120) .. "; echo $?")
-        local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
-        p:close()
-        local o, e = support.slurp(out), support.slurp(err)
-        os.remove(out)
-        os.remove(err)
-        return code, o, e
+        return support.wolkvox(srv, argv, { home = dir, state_dir = dir .. "/pacing", env = env })
     end
 
     -- The rows of cdr_1 over a range, as a CSV export gives them: by conn_id.
@@ -270,8 +257,9 @@ describe("databases as destinations #db", function()
                     for k = 1, 150 do
                         row["extra_" .. k] = tostring(k)
                     end
+                    local echo = { conn_id = "10", date = "2026-01-01 11:00:00", agent_name = srv.token }
                     srv:control("config", { fixtures = { { match = "cdr_1", body = { code = 200, msg = "ok",
-                        data = { row, { conn_id = "10", date = "2026-01-01 11:00:00", agent_name = srv.token } } } } } })
+                        data = { row, echo } } } } })
                     local n, meta = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-01" }, { into = d.into() })
                     assert.equal(2, n, tostring(meta))
                     assert.equal("2", d.query("SELECT count(*) FROM cdr_1"))

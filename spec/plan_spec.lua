@@ -223,19 +223,10 @@ describe("plans #db", function()
 
     describe("the command line", function()
         local function cli(argv, p)
-            local out, err = os.tmpname(), os.tmpname()
             support.spit(p .. "/config", "[default]\ndaily_limit = 40\n")
             sh("chmod 600 " .. q(p .. "/config"))
-            local cmd = "env -u LD_PRELOAD -u WOLKVOX_PROFILE -u WOLKVOX_SERVER HOME=" .. q(p) .. " WOLKVOX_CONFIG="
-                .. q(p .. "/config") .. " WOLKVOX_TOKEN=" .. token .. " lua5.4 bin/wolkvox --base-url " .. srv.url
-                .. " --state-dir " .. q(p .. "/state") .. " " .. argv .. " >" .. out .. " 2>" .. err
-            local pp = io.popen(support.timed(cmd, 120) .. "; echo $?")
-            local code = tonumber(pp:read("*a"):match("(%d+)%s*$"))
-            pp:close()
-            local o, e = support.slurp(out), support.slurp(err)
-            os.remove(out)
-            os.remove(err)
-            return code, o, e
+            return support.wolkvox(srv, argv, { home = p, state_dir = p .. "/state",
+                env = "WOLKVOX_CONFIG=" .. q(p .. "/config") })
         end
 
         it("sync --plan: --dry-run costs nothing, exit 9 at the share, the next day exit 0; status says it all",

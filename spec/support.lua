@@ -234,6 +234,28 @@ function M.timed(cmd, limit)
     return "env -u LD_PRELOAD sh -c " .. M.q(body)
 end
 
+--- bin/wolkvox against the fake server `srv`, as a user runs it (no
+-- preload, none of the caller's WOLKVOX_* settings, the fake's token in
+-- WOLKVOX_TOKEN): its exit code, stdout and stderr.  `opts`: `home` (HOME),
+-- `state_dir` (--state-dir), `env` (more NAME=VALUE words, quoted),
+-- `limit` (seconds before it is killed, default 120).
+function M.wolkvox(srv, argv, opts)
+    opts = opts or {}
+    local out, err = os.tmpname(), os.tmpname()
+    local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER"
+        .. (opts.home and (" HOME=" .. M.q(opts.home)) or "") .. " WOLKVOX_TOKEN=" .. srv.token
+        .. " " .. (opts.env or "") .. " lua5.4 bin/wolkvox --base-url " .. srv.url
+        .. (opts.state_dir and (" --state-dir " .. M.q(opts.state_dir)) or "") .. " " .. argv
+        .. " >" .. out .. " 2>" .. err
+    local p = io.popen(M.timed(cmd, opts.limit or 120) .. "; echo $?")
+    local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
+    p:close()
+    local o, e = M.slurp(out), M.slurp(err)
+    os.remove(out)
+    os.remove(err)
+    return code, o, e
+end
+
 --- The contents of a /proc file of `pid` (NULs as spaces), or nil.
 function M.proc(pid, what)
     local f = io.open("/proc/" .. tostring(pid) .. "/" .. what, "rb")

@@ -98,12 +98,9 @@ end
 -- registry names none (as a sync does).
 local KEYS = { "conn_id", "id_conn", "call_id", "id_call", "id_chat", "chat_id", "conversation_id", "id" }
 
---- The field that identifies a row of `e`, or nil (then the whole row does).
-function M.row_key(e)
-    if e.row_key then
-        return e.row_key
-    end
-    for _, k in ipairs(KEYS) do
+-- The first of `names` that is a field of `e`.
+local function first_field(e, names)
+    for _, k in ipairs(names) do
         for _, f in ipairs(e.fields or {}) do
             if f == k then
                 return k
@@ -111,6 +108,18 @@ function M.row_key(e)
         end
     end
     return nil
+end
+
+--- The field that identifies a row of `e` (the registry's `row_key`, else
+-- the first of the usual names it has), or nil (then the whole row does).
+function M.row_key(e)
+    return e.row_key or first_field(e, KEYS)
+end
+
+--- The field that holds a row's time (the registry's `time_field`, else
+-- the first of date, date_ini, fecha it has), or nil.
+function M.time_field(e)
+    return e.time_field or first_field(e, { "date", "date_ini", "fecha" })
 end
 
 --- How rows of a kind merge into a table that already holds some:

@@ -20,6 +20,7 @@ local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local sinks = require "wolkvox.out.sinks"
 local into = require "wolkvox.job.into"
+local schema = require "wolkvox.api.schema"
 
 local type, pairs, ipairs, tostring, pcall, error, format, io_type, floor, concat =
     type, pairs, ipairs, tostring, pcall, error, string.format, io.type, math.floor, table.concat
@@ -47,38 +48,12 @@ M.VERSION = 1
 
 local DAY = 86400
 
--- Fields that identify a row, in the order they are looked for when the
--- registry names none.
-local KEYS = { "conn_id", "id_conn", "call_id", "id_call", "id_chat", "chat_id", "conversation_id", "id" }
+--- The field that identifies a row of `e` (nil: the whole row does):
+-- `wolkvox.api.schema.row_key`.
+M.row_key = schema.row_key
 
-local function has(list, name)
-    for _, v in ipairs(list or {}) do
-        if v == name then
-            return true
-        end
-    end
-    return false
-end
-
--- The first of `names` that is a field of `e`.
-local function first_field(e, names)
-    for _, k in ipairs(names) do
-        if has(e.fields, k) then
-            return k
-        end
-    end
-    return nil
-end
-
---- The field that identifies a row of `e` (nil: the whole row does).
-function M.row_key(e)
-    return e.row_key or first_field(e, KEYS)
-end
-
---- The field that holds a row's time.
-function M.time_field(e)
-    return e.time_field or first_field(e, { "date", "date_ini", "fecha" })
-end
+--- The field that holds a row's time: `wolkvox.api.schema.time_field`.
+M.time_field = schema.time_field
 
 -- A row's identity: its key field, else its content (sorted fields).
 local function identity(row, key)
@@ -218,8 +193,6 @@ local function invalid(t)
     end
     return nil
 end
-
-local schema = require "wolkvox.api.schema"
 
 -- A Singer state given as the state (as Meltano passes a tap its last
 -- one): the state value `{"bookmarks": {...}}` or a STATE message holding

@@ -135,20 +135,9 @@ local function endpoint_of(v)
     return nil
 end
 
--- The field that holds a row's time (as a sync reads it: `time_field`,
--- else the first of date, date_ini, fecha).
+-- The field that holds a row's time (`wolkvox.api.schema.time_field`).
 local function time_field(e)
-    if e.time_field then
-        return e.time_field
-    end
-    for _, k in ipairs { "date", "date_ini", "fecha" } do
-        for _, f in ipairs(e.fields or {}) do
-            if f == k then
-                return k
-            end
-        end
-    end
-    return nil
+    return require("wolkvox.api.schema").time_field(e)
 end
 
 -- One message as a line, or nil and why (a value JSON cannot hold).
