@@ -16,7 +16,10 @@
 #   make mutate       one-line mutations, each against its specs (slow; tools/mutations.txt)
 #   make bench        the benchmarks in bench/
 #   make fuzz         libFuzzer on the JSON decoder and on the incremental one (clang)
-#   make install      install what the rock installs into LUA_CMOD / LUA_LMOD / PREFIX (DESTDIR honoured)
+#   make install      install what the rock installs into LUA_CMOD / LUA_LMOD / PREFIX (DESTDIR honoured),
+#                     with the man page wolkvox(1) (MANDIR) and the bash completion (BASHCOMPDIR)
+#   make man          man/wolkvox.1 again from the parser of --help (tools/gen-man.lua)
+#   make completion   completion/wolkvox.bash again from the parser and the registry
 #   make rock         the source rock of the committed HEAD (build/rock/lua-wolkvox-<version>-1.src.rock)
 #   make print        show the settings
 
@@ -86,7 +89,7 @@ endif
 
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
-.PHONY: all spec-tools test check demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print
+.PHONY: all spec-tools test check demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print man completion
 
 all: $(LIB) $(REDIS_LIB)
 
@@ -169,10 +172,21 @@ fuzz-stream:
 	$(FUZZ_CC) spec/c/fuzz_stream.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread -o build/fuzz/fuzz_stream
 	build/fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus-stream spec/fuzz
 
+# The generated man page and bash completion (committed; specs check they are current).
+man:
+	lua5.4 tools/gen-man.lua
+
+completion:
+	lua5.4 tools/gen-completion.lua
+
 # What the rock installs: the Lua modules, the C core, bin/ (its first line
 # names $(LUA), as LuaRocks' wrappers do) and the examples (the rock keeps them
-# in its own directory; here they go with the docs).  DESTDIR is honoured.
+# in its own directory; here they go with the docs), and the man page and the
+# bash completion (the rock keeps them in its directory too: luarocks installs
+# no man pages).  DESTDIR is honoured.
 DOCDIR    ?= $(PREFIX)/share/doc/lua-wolkvox
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 install: $(LIB) $(REDIS_LIB)
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
@@ -189,6 +203,9 @@ install: $(LIB) $(REDIS_LIB)
 	for f in $$(find examples -type f | sort); do \
 	  d=$(DESTDIR)$(DOCDIR)/$$(dirname $$f); install -d $$d; install -m 0644 $$f $$d/ || exit 1; \
 	done
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0644 man/wolkvox.1 $(DESTDIR)$(MANDIR)/man1/wolkvox.1
+	install -m 0644 completion/wolkvox.bash $(DESTDIR)$(BASHCOMPDIR)/wolkvox
 
 uninstall:
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
@@ -196,6 +213,7 @@ uninstall:
 	rmdir $(DESTDIR)$(LUA_CMOD)/wolkvox 2>/dev/null || true
 	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox $(DESTDIR)$(DOCDIR)
 	for f in bin/*; do rm -f $(DESTDIR)$(PREFIX)/$$f; done
+	rm -f $(DESTDIR)$(MANDIR)/man1/wolkvox.1 $(DESTDIR)$(BASHCOMPDIR)/wolkvox
 
 # The source rock of the committed HEAD, as luarocks packs it from the public
 # repository's tag: HEAD is tagged v<version of lua/wolkvox/version.lua> in a

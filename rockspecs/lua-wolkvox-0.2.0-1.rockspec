@@ -134,7 +134,9 @@ build = {
     install = {
         bin = { ["wolkvox"] = "bin/wolkvox", ["wolkvox-fake"] = "bin/wolkvox-fake" },
     },
-    copy_directories = { "examples" },
+    -- The rock keeps these in its directory (luarocks installs no man pages
+    -- and no shell completion): man/wolkvox.1, completion/wolkvox.bash.
+    copy_directories = { "examples", "man", "completion" },
 }
 
 test = {

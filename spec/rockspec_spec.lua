@@ -149,7 +149,7 @@ describe("the rockspecs #packaging", function()
             run("rm -rf " .. q(tree) .. " " .. q(src) .. " " .. q(dest))
         end)
         -- Build in a copy: luarocks make leaves its objects in the source tree.
-        assert(run("cp -r Makefile " .. ROCKSPECS[1] .. " src lua bin examples " .. src))
+        assert(run("cp -r Makefile " .. ROCKSPECS[1] .. " src lua bin examples man completion " .. src))
         ok, out = run(string.format("cd %s && luarocks --lua-version=%s make --deps-mode=none --tree=%s %s%s",
             src, LUAVER, tree, ROCKSPECS[1], EXTRA))
         assert.is_truthy(ok and out:find("is now installed", 1, true), out)
@@ -170,11 +170,18 @@ describe("the rockspecs #packaging", function()
             .. "LUA_LMOD=/p/share/lua/%s LUA_CMOD=/p/lib/lua/%s DOCDIR=/p/doc",
             src, INTERP, src, dest, LUAVER, LUAVER))
         assert.is_truthy(ok, out)
+        -- The man page and the completion, where man(1) and bash-completion look under the prefix.
+        assert.equal(read("man/wolkvox.1"), read(dest .. "/p/share/man/man1/wolkvox.1"))
+        assert.equal(read("completion/wolkvox.bash"), read(dest .. "/p/share/bash-completion/completions/wolkvox"))
         local rocks = "^lib/luarocks/rocks%-" .. LUAVER:gsub("%.", "%%.") .. "/lua%-wolkvox/scm%-1/"
         local from_rock, from_make = {}, {}
         for _, f in ipairs(files(tree)) do
             if f:find(rocks .. "examples/") then
                 from_rock[#from_rock + 1] = f:gsub(rocks, "doc/")
+            elseif f:find(rocks .. "man/wolkvox%.1$") then -- make install puts them where man and bash look
+                from_rock[#from_rock + 1] = "share/man/man1/wolkvox.1"
+            elseif f:find(rocks .. "completion/wolkvox%.bash$") then
+                from_rock[#from_rock + 1] = "share/bash-completion/completions/wolkvox"
             elseif not f:find("^lib/luarocks/") then  -- luarocks' own records
                 from_rock[#from_rock + 1] = f
             end
