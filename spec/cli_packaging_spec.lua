@@ -26,7 +26,8 @@ describe("the installed wolkvox command #packaging", function()
         tree, src, state = support.tmpdir(), support.tmpdir(), support.tmpdir()
         local rockspec = "lua-wolkvox-scm-1.rockspec"
         -- The committed tree (what a user clones), not files being edited.
-        local code, out = run("git archive HEAD Makefile " .. rockspec .. " src lua bin examples | tar -x -C "
+        local code, out = run("git archive HEAD Makefile " .. rockspec .. " src lua bin examples man completion "
+            .. "| tar -x -C "
             .. q(src))
         assert(code == 0, out)
         code, out = run(string.format("cd %s && env -u LD_PRELOAD luarocks --lua-version=%s make --deps-mode=none "
