@@ -11,7 +11,7 @@ local pg = require "pg"
 
 local q, sh = support.q, support.sh
 
-describe("exactly once into a database #db #slow", function()
+describe("exactly once into a database #db #slow #children", function()
     if not pg.dbi("SQLite3") then
         pending("LuaDBI is not installed (Debian lua-dbi-sqlite3)")
         return

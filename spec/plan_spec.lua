@@ -221,7 +221,7 @@ describe("plans #db", function()
         assert.matches("bad.plan:6: expected key = value", err3.message, 1, true)
     end)
 
-    describe("the command line", function()
+    describe("the command line #children", function()
         local function cli(argv, p)
             support.spit(p .. "/config", "[default]\ndaily_limit = 40\n")
             sh("chmod 600 " .. q(p .. "/config"))
