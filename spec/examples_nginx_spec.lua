@@ -35,7 +35,10 @@ describe("the OpenResty example #nginx", function()
     -- examples/openresty/run.sh, as the docs run it: one command, as a user
     -- that is not root (nobody), from a copy of the tree nobody may read.
     it("runs by examples/openresty/run.sh PORT as nobody, answers, and stops on SIGTERM", function()
-        local dir = support.tmpdir()
+        -- In /tmp itself: spec/run's TMPDIR is a 0700 directory nobody may
+        -- not pass through.
+        local _, made = support.sh("mktemp -d /tmp/wolkvox-openresty.XXXXXX")
+        local dir = assert(made:match("^(%S+)"), "mktemp")
         finally(function()
             support.sh("rm -rf " .. support.q(dir))
         end)
