@@ -21,15 +21,8 @@ local MODULES = {
 
 local OUT = "docs/api.md"
 
-local function read(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("a")
-    f:close()
-    return s
-end
+local generated = dofile("tools/generated.lua")
+local read = generated.read
 
 --- The first sentence of a comment, on one line, pipes escaped.
 local function summary(lines)
@@ -101,13 +94,4 @@ local function make()
 end
 
 local text = make()
-if arg[1] == "--check" then
-    if read(OUT) ~= text then
-        io.stderr:write(OUT .. " is not current: run lua5.4 tools/gen-api-summary.lua\n")
-        os.exit(1)
-    end
-else
-    local f = assert(io.open(OUT, "wb"))
-    assert(f:write(text))
-    assert(f:close())
-end
+generated.finish(OUT, text, "lua5.4 tools/gen-api-summary.lua", arg[1] == "--check")

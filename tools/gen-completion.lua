@@ -254,20 +254,5 @@ put("complete -F _wolkvox wolkvox")
 local text = table.concat(out, "\n") .. "\n"
 
 local check = arg[1] == "--check"
-local path = arg[check and 2 or 1] or "completion/wolkvox.bash"
-if check then
-    local f = io.open(path, "rb")
-    local old = f and f:read("*a")
-    if f then
-        f:close()
-    end
-    if old ~= text then
-        io.stderr:write(path, " is not current: run make completion\n")
-        os.exit(1)
-    end
-    os.exit(0)
-end
-os.execute("mkdir -p '" .. (path:match("^(.*)/") or ".") .. "'")
-local f = assert(io.open(path, "wb"))
-assert(f:write(text))
-assert(f:close())
+dofile("tools/generated.lua").finish(arg[check and 2 or 1] or "completion/wolkvox.bash", text, "make completion",
+    check)

@@ -84,21 +84,4 @@ local function page()
     }, "\n")
 end
 
-local new = page()
-local f = io.open(PATH, "rb")
-local text = f and f:read("a")
-if f then
-    f:close()
-end
-if arg[1] == "--check" then
-    if new ~= text then
-        io.stderr:write(PATH .. " is not current: run lua5.4 tools/gen-docs.lua\n")
-        os.exit(1)
-    end
-    os.exit(0)
-end
-local tmp = PATH .. ".tmp"
-f = assert(io.open(tmp, "wb"))
-assert(f:write(new))
-assert(f:close())
-assert(os.rename(tmp, PATH))
+dofile("tools/generated.lua").finish(PATH, page(), "lua5.4 tools/gen-docs.lua", arg[1] == "--check")

@@ -213,20 +213,4 @@ put(".UE .")
 local text = table.concat(out, "\n") .. "\n"
 
 local check = arg[1] == "--check"
-local path = arg[check and 2 or 1] or "man/wolkvox.1"
-if check then
-    local f = io.open(path, "rb")
-    local old = f and f:read("*a")
-    if f then
-        f:close()
-    end
-    if old ~= text then
-        io.stderr:write(path, " is not current: run make man\n")
-        os.exit(1)
-    end
-    os.exit(0)
-end
-os.execute("mkdir -p '" .. (path:match("^(.*)/") or ".") .. "'")
-local f = assert(io.open(path, "wb"))
-assert(f:write(text))
-assert(f:close())
+dofile("tools/generated.lua").finish(arg[check and 2 or 1] or "man/wolkvox.1", text, "make man", check)
