@@ -24,16 +24,9 @@ describe("wolkvox exit codes by kind", function()
         local config = dir .. "/config"
         support.spit(config, "[default]\n" .. (ini or ""))
         os.execute("chmod 600 " .. q(config))
-        local err = os.tmpname()
-        local p = io.popen("env -u LD_PRELOAD -u WOLKVOX_SERVER -u WOLKVOX_PROFILE HOME=" .. q(dir)
-            .. " WOLKVOX_TOKEN=" .. q(srv.token) .. " lua5.4 bin/wolkvox --config " .. q(config) .. " --base-url "
-            .. srv.url .. " --state-dir " .. q(dir .. "/state") .. " " .. argv .. " >/dev/null 2>" .. err
-            .. "; echo $?")
-        local code = tonumber(p:read("*a"))
-        p:close()
-        local text = support.slurp(err) or ""
-        os.remove(err)
-        return code, text
+        local code, _, err = support.wolkvox(srv, "--config " .. q(config) .. " " .. argv,
+            { home = dir, state_dir = dir .. "/state" })
+        return code, err or ""
     end
 
     local CALL = "call information services retries=0"

@@ -44,17 +44,7 @@ describe("hand-offs", function()
 
     -- bin/wolkvox against the fake: exit code, stdout, stderr.
     local function run(argv, pacing)
-        local out, err = os.tmpname(), os.tmpname()
-        local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER HOME=" .. q(dir)
-            .. " WOLKVOX_TOKEN=" .. TOKEN .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --state-dir "
-            .. q(pacing or state) .. " " .. argv .. " >" .. out .. " 2>" .. err
-        local p = io.popen("{ " .. cmd .. "; } ; echo $?")
-        local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
-        p:close()
-        local o, e = slurp(out), slurp(err)
-        os.remove(out)
-        os.remove(err)
-        return code, o, e
+        return support.wolkvox(srv, argv, { home = dir, state_dir = pacing or state })
     end
 
     local function report(from, to)

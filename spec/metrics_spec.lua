@@ -37,21 +37,7 @@ local function check_with_promtool(text)
     assert.equal("", said)
 end
 
--- The value of the sample `name` with `labels` (a subset) in `text`.
-local function value(text, name, labels)
-    for _, s in ipairs(metrics.parse(text)) do
-        if s.name == name then
-            local all = true
-            for k, v in pairs(labels or {}) do
-                all = all and s.labels[k] == v
-            end
-            if all then
-                return s.value
-            end
-        end
-    end
-    return nil
-end
+local value = support.metric
 
 local function entries(dir)
     local p = io.popen("ls -A " .. q(dir))

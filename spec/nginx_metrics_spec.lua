@@ -7,7 +7,6 @@
 local socket = require "socket"
 local support = require "support"
 local nginx = require "nginx"
-local metrics = require "wolkvox.out.metrics"
 
 local function http_block(srv)
     return string.format([[
@@ -36,21 +35,7 @@ local LOCATIONS = [[
     } }
 ]]
 
--- The value of sample `name` with `labels` (a subset) in `text`.
-local function value(text, name, labels)
-    for _, s in ipairs(metrics.parse(text)) do
-        if s.name == name then
-            local all = true
-            for k, v in pairs(labels or {}) do
-                all = all and s.labels[k] == v
-            end
-            if all then
-                return s.value
-            end
-        end
-    end
-    return nil
-end
+local value = support.metric
 
 local function curl(url)
     local p = assert(io.popen("env -u LD_PRELOAD curl -s -D - " .. url, "r"))

@@ -256,6 +256,23 @@ function M.wolkvox(srv, argv, opts)
     return code, o, e
 end
 
+--- The value of the sample `name` with `labels` (a subset) in the
+-- Prometheus text `text` (`wolkvox.out.metrics.parse`), or nil.
+function M.metric(text, name, labels)
+    for _, s in ipairs(require("wolkvox.out.metrics").parse(text)) do
+        if s.name == name then
+            local all = true
+            for k, v in pairs(labels or {}) do
+                all = all and s.labels[k] == v
+            end
+            if all then
+                return s.value
+            end
+        end
+    end
+    return nil
+end
+
 --- The contents of a /proc file of `pid` (NULs as spaces), or nil.
 function M.proc(pid, what)
     local f = io.open("/proc/" .. tostring(pid) .. "/" .. what, "rb")
