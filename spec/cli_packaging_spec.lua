@@ -6,17 +6,9 @@ local support = require "support"
 local LUAVER = jit and "5.1" or "5.4"
 local EXTRA = jit and " LUA_INCDIR=/usr/include/luajit-2.1" or ""
 
-local function q(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Run `cmd` through sh: its exit status and output (stdout and stderr).
-local function run(cmd)
-    local p = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"exit=$?\"", "r"))
-    local out = p:read("*a")
-    p:close()
-    return tonumber(out:match("exit=(%d+)%s*$")), (out:gsub("exit=%d+%s*$", ""))
-end
+-- `s` quoted for sh; `cmd` run by sh: its exit status and output (stdout
+-- and stderr together).
+local q, run = support.q, support.sh
 
 describe("the installed wolkvox command #packaging", function()
     local srv, tree, src, state

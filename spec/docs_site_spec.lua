@@ -2,11 +2,10 @@
 -- local links all resolve; the contents lists and docs/api.md current.
 local support = require "support"
 
+-- `cmd` run by sh: its output (stdout and stderr together) and exit status.
 local function run(cmd)
-    local p = io.popen("env -u LD_PRELOAD " .. cmd .. " 2>&1; echo status=$?")
-    local out = p:read("a")
-    p:close()
-    return out, tonumber(out:match("status=(%d+)%s*$"))
+    local code, out = support.sh(cmd)
+    return out, code
 end
 
 describe("the docs site", function()
