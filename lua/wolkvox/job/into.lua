@@ -12,6 +12,7 @@ local errors = require "wolkvox.errors"
 local load = require "wolkvox.out.load"
 local run = require "wolkvox.call.run"
 local schema = require "wolkvox.api.schema"
+local sinks = require "wolkvox.out.sinks"
 
 local type, pairs, ipairs, tonumber, pcall, error, select, os_time =
     type, pairs, ipairs, tonumber, pcall, error, select, os.time
@@ -19,9 +20,8 @@ local type, pairs, ipairs, tonumber, pcall, error, select, os_time =
 local M = {}
 
 --- Check the options of a job into a database before any call: `into`
--- (a database it can name), `table`, `refresh`, and no file option beside;
--- with `driver`, also that the driver loads.
-function M.check(e, opts, what, driver)
+-- (a database it can name), `table`, `refresh`, and no file option beside.
+function M.check(e, opts, what)
     local refuse = function(msg) errors.refuse(e, what .. ": " .. msg) end
     local target, why = db.parse(opts.into)
     if not target then
@@ -60,25 +60,24 @@ function M.check(e, opts, what, driver)
             end
         end
     end
-    local missing = driver and select(2, db.driver(target.dialect))
+end
+
+-- What a job whose options `check` passed loads into: the target and the
+-- schema; raises `params` (before any call) when the driver is missing.
+local function ready(e, opts)
+    local target = db.parse(opts.into)
+    local missing = select(2, db.driver(target.dialect))
     if missing then
         errors.throw("params", { endpoint = e.name, message = missing })
     end
-    return target, s
+    return target, schema.of(e, { table = opts.table })
 end
 
 -- What `map` gave as a list of rows.
 local function mapped(map, list, w)
     local out = {}
     for _, row in ipairs(list) do
-        local got = map(row, w)
-        if type(got) == "table" and got[1] ~= nil then
-            for _, r in ipairs(got) do
-                out[#out + 1] = r
-            end
-        elseif got ~= nil then
-            out[#out + 1] = got
-        end
+        sinks.gather(out, map(row, w))
     end
     return out
 end
@@ -116,7 +115,7 @@ end
 function M.export(ctx, job, opts, how)
     local e = job.e
     not_in_nginx(ctx, e, "export")
-    local target, s = M.check(e, opts, "export", true)
+    local target, s = ready(e, opts)
     local stream = "export:" .. how.identity:sub(1, 32)
     return with_stream(target, stream, "export", function(conn)
         local loader = load.new(conn, s, stream, { utc_offset = ctx.utc_offset,
@@ -174,7 +173,7 @@ end
 -- The stream is `sink.stream`, else named by the fingerprint.
 function M.sync(ctx, e, params, sink, how)
     not_in_nginx(ctx, e, "sync")
-    local target, s = M.check(e, sink, "sync", true)
+    local target, s = ready(e, sink)
     local stream = sink.stream or ("sync:" .. how.identity:sub(1, 32))
     return with_stream(target, stream, "sync", function(conn)
         local loader = load.new(conn, s, stream, { utc_offset = ctx.utc_offset,

@@ -475,13 +475,7 @@ local function sync(ctx, e, params, sink)
                     if sink.map then
                         got = sink.map(row, win)
                     end
-                    if type(got) == "table" and got[1] ~= nil then
-                        for _, r in ipairs(got) do
-                            fresh[#fresh + 1] = r
-                        end
-                    elseif got ~= nil then
-                        fresh[#fresh + 1] = got
-                    end
+                    sinks.gather(fresh, got)
                 end
             end
             if #fresh == 0 then

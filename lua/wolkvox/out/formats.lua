@@ -135,10 +135,6 @@ local function endpoint_of(v)
     return nil
 end
 
--- The field that holds a row's time (`wolkvox.api.schema.time_field`).
-local function time_field(e)
-    return require("wolkvox.api.schema").time_field(e)
-end
 
 -- One message as a line, or nil and why (a value JSON cannot hold).
 local function message(t)
@@ -174,7 +170,7 @@ local function singer_setup(w)
             types[c.name] = c.type
         end
     end
-    local tf = time_field(e)
+    local tf = schema.time_field(e)
     w.singer = { s = s, stream = w.stream or s.table, types = types, kind = e.kind,
         time_field = tf and types[tf] == "timestamp" and tf or nil,
         offset = w.utc_offset or defaults.utc_offset }

@@ -43,6 +43,19 @@ function M.put(w, got)
     return w:write(got)
 end
 
+--- Add to the list `out` the rows that what a `map` gave stands for: one
+-- row, none (nil), or a list of rows (a table whose [1] is set).
+function M.gather(out, got)
+    if type(got) == "table" and got[1] ~= nil then
+        for i = 1, #got do
+            out[#out + 1] = got[i]
+        end
+    elseif got ~= nil then
+        out[#out + 1] = got
+    end
+    return out
+end
+
 --- A writer of `opts.format` to `path` (default `opts.output`): a new
 -- file (`wolkvox.out.file.new`: renamed to `path` by `handle:commit()`),
 -- or, given `saved` (a checkpoint or a sync state: `bytes`, `digest`,
