@@ -38,18 +38,8 @@ local ONLY = arg and arg[2]
 local ROWS_PER_DAY = 1956
 local FROM, TO, TO_1M = "2026-01-01", "2026-06-30", "2026-01-31"
 
-local function sh(cmd)
-    local p = assert(io.popen(cmd, "r"))
-    local out = p:read("*a")
-    p:close()
-    return out
-end
-
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    assert(f:write(text))
-    assert(f:close())
-end
+local common = dofile("bench/common.lua")
+local sh, write, median = common.sh, common.write, common.median
 
 local function q(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -99,39 +89,10 @@ s:close()
 
 -- ---- a static nginx: the answer of each call by its dates --------------------
 
-local function free_port()
-    local so = assert(socket.bind("127.0.0.1", 0))
-    local _, port = so:getsockname()
-    so:close()
-    return port
-end
-
-local port = free_port()
-local is_root = sh("id -u"):match("^0%s") ~= nil
-write(dir .. "/nginx.conf", table.concat({
-    is_root and "user root;" or "",
-    "worker_processes 1;",
-    "daemon on;",
-    "pid " .. dir .. "/nginx.pid;",
-    "error_log " .. dir .. "/error.log;",
-    "events { worker_connections 64; }",
-    "http {",
-    "  access_log off;",
-    "  client_body_temp_path " .. dir .. "/tmp;",
-    "  proxy_temp_path " .. dir .. "/tmp; fastcgi_temp_path " .. dir .. "/tmp;",
-    "  uwsgi_temp_path " .. dir .. "/tmp; scgi_temp_path " .. dir .. "/tmp;",
-    "  default_type application/json;",
-    "  root " .. dir .. "/www;",
-    "  server {",
-    "    listen 127.0.0.1:" .. port .. ";",
-    "    location /api/ { gzip_static on; try_files /$arg_date_ini-$arg_date_end.json @fake; }",
-    "    location @fake { access_log " .. dir .. "/fake.log; proxy_pass " .. srv.url .. "; }",
-    "  }",
-    "}",
-}, "\n"))
-assert(os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log"),
-    "nginx did not start")
-local base = "http://127.0.0.1:" .. port
+local base = common.static_nginx(dir, {
+    "location /api/ { gzip_static on; try_files /$arg_date_ini-$arg_date_end.json @fake; }",
+    "location @fake { access_log " .. dir .. "/fake.log; proxy_pass " .. srv.url .. "; }",
+})
 
 -- ---- PostgreSQL: a private server, durable as in production -----------------
 
@@ -185,26 +146,19 @@ local cases = {
         count = PSQL .. " -At -c 'SELECT count(*) FROM cdr_1'" },
 }
 
-local function median(t)
-    table.sort(t)
-    local n = #t
-    return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
-end
-
 local function measure(c)
     local walls, rss = {}, {}
     for i = 1, RUNS do
         assert(os.execute("(" .. c.prep .. ") >/dev/null 2>&1"), "the preparation failed: " .. c.prep)
-        local out = sh("/usr/bin/time -f '@@ %e %M' " .. c.cmd .. " 2>&1 >/dev/null")
-        local wall, kb = out:match("@@ ([%d%.]+) (%d+)")
-        if not wall or out:find("Command exited with non%-zero status") then
-            return nil, out
+        local wall, kb = common.timed(c.cmd)
+        if not wall then
+            return nil, kb
         end
         local n = tonumber(sh(c.count))
         if n ~= c.rows then
             return nil, "loaded " .. tostring(n) .. " rows, not " .. c.rows
         end
-        walls[i], rss[i] = tonumber(wall), tonumber(kb)
+        walls[i], rss[i] = wall, kb
     end
     return median(walls), median(rss) / 1024
 end
@@ -251,6 +205,6 @@ print(string.format("load at the end: %s", loadavg()))
 
 server:stop()
 srv:stop()
-os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
+common.stop(dir)
 socket.sleep(0.2)
 os.execute("rm -rf " .. dir)

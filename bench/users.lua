@@ -31,22 +31,13 @@ local RUNS = tonumber(arg and arg[1]) or 7
 local ONLY = arg and arg[2]
 local ROWS = 59000
 
-local function sh(cmd)
-    local p = assert(io.popen(cmd, "r"))
-    local out = p:read("*a")
-    p:close()
-    return out
-end
+local common = dofile("bench/common.lua")
+local sh, write, median = common.sh, common.write, common.median
 
 local function have(cmd)
     return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
 end
 
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    assert(f:write(text))
-    assert(f:close())
-end
 
 local root = sh("pwd"):gsub("%s+$", "")
 local dir = sh("mktemp -d"):gsub("%s+$", "")
@@ -68,42 +59,12 @@ local gz_size = tonumber(sh("stat -c %s " .. dir .. "/www/cdr.json.gz"))
 
 -- ---- a static nginx ------------------------------------------------------------
 
-local function free_port()
-    local so = assert(socket.bind("127.0.0.1", 0))
-    local _, port = so:getsockname()
-    so:close()
-    return port
-end
-
-local port = free_port()
-local is_root = sh("id -u"):match("^0%s") ~= nil
-write(dir .. "/nginx.conf", table.concat({
-    is_root and "user root;" or "",
-    "worker_processes 1;",
-    "daemon on;",
-    "pid " .. dir .. "/nginx.pid;",
-    "error_log " .. dir .. "/error.log;",
-    "events { worker_connections 64; }",
-    "http {",
-    "  access_log off;",
-    "  client_body_temp_path " .. dir .. "/tmp;",
-    "  proxy_temp_path " .. dir .. "/tmp; fastcgi_temp_path " .. dir .. "/tmp;",
-    "  uwsgi_temp_path " .. dir .. "/tmp; scgi_temp_path " .. dir .. "/tmp;",
-    "  default_type application/json;",
-    "  root " .. dir .. "/www;",
-    "  server {",
-    "    listen 127.0.0.1:" .. port .. ";",
-    -- Every path answers the one file, as the API answers every window.
-    "    location /gz/ { gzip_static on; try_files /cdr.json =404; }",
-    "    location /id/ { gzip_static off; try_files /cdr.json =404; }",
-    "    location /slow/ { gzip_static on; limit_rate 12500k; try_files /cdr.json =404; }",
-    "  }",
-    "}",
-}, "\n"))
-os.execute("mkdir -p " .. dir .. "/tmp")
-assert(os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log"),
-    "nginx did not start")
-local base = "http://127.0.0.1:" .. port
+-- Every path answers the one file, as the API answers every window.
+local base = common.static_nginx(dir, {
+    "location /gz/ { gzip_static on; try_files /cdr.json =404; }",
+    "location /id/ { gzip_static off; try_files /cdr.json =404; }",
+    "location /slow/ { gzip_static on; limit_rate 12500k; try_files /cdr.json =404; }",
+})
 
 -- ---- the clients ------------------------------------------------------------------
 
@@ -199,21 +160,14 @@ case("curl --compressed x6, one after another", "gz", "sh -c 'for i in 1 2 3 4 5
 
 -- ---- running ------------------------------------------------------------------------
 
-local function median(t)
-    table.sort(t)
-    local n = #t
-    return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
-end
-
 local function measure(cmd)
     local walls, rss = {}, {}
     for i = 1, RUNS do
-        local out = sh("/usr/bin/time -f '@@ %e %M' " .. cmd .. " 2>&1 >/dev/null")
-        local wall, kb = out:match("@@ ([%d%.]+) (%d+)")
-        if not wall or out:find("Command exited with non%-zero status") then
-            return nil, out
+        local wall, kb = common.timed(cmd)
+        if not wall then
+            return nil, kb
         end
-        walls[i], rss[i] = tonumber(wall), tonumber(kb)
+        walls[i], rss[i] = wall, kb
     end
     return median(walls), median(rss) / 1024
 end
@@ -257,13 +211,13 @@ local function ping_bench()
         print("nginx /ping: skipped (no lua-nginx-module or luajit)")
         return
     end
-    local lport = free_port()
+    local lport = common.free_port()
     local ldir = dir .. "/lua"
     os.execute("mkdir -p " .. ldir .. "/logs " .. ldir .. "/tmp")
     write(ldir .. "/nginx.conf", table.concat({
         "load_module " .. MODULES .. "/ndk_http_module.so;",
         "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-        is_root and "user root;" or "",
+        common.sh("id -u"):match("^0%s") and "user root;" or "",
         "worker_processes 1; daemon on; pid " .. ldir .. "/nginx.pid; error_log " .. ldir .. "/error.log;",
         "events { worker_connections 64; }",
         "http {",
@@ -327,6 +281,6 @@ local function ping_bench()
 end
 ping_bench()
 
-os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
+common.stop(dir)
 socket.sleep(0.2)
 os.execute("rm -rf " .. dir)

@@ -1,0 +1,92 @@
+--- bench/common.lua: what the benchmarks share (bench/users.lua,
+-- bench/db.lua): shell helpers, a static nginx that serves answers made
+-- once (so the server's own work is not charged to a client), and the
+-- timing of one fresh process with GNU time.
+--
+--   local common = dofile("bench/common.lua")
+local socket = require "socket"
+
+local M = {}
+
+--- The output of the shell command `cmd`.
+function M.sh(cmd)
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("*a")
+    p:close()
+    return out
+end
+
+--- Write `text` to the file `path`.
+function M.write(path, text)
+    local f = assert(io.open(path, "wb"))
+    assert(f:write(text))
+    assert(f:close())
+end
+
+--- The middle value of the numbers of `t` (sorted in place).
+function M.median(t)
+    table.sort(t)
+    local n = #t
+    return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+--- A free TCP port on 127.0.0.1.
+function M.free_port()
+    local so = assert(socket.bind("127.0.0.1", 0))
+    local _, port = so:getsockname()
+    so:close()
+    return port
+end
+
+--- Start a static nginx in `dir` (its files under `dir/www`), its server
+-- block holding the `locations` (lines); gives its base URL.  `stop(dir)`
+-- ends it.
+function M.static_nginx(dir, locations)
+    local port = M.free_port()
+    local is_root = M.sh("id -u"):match("^0%s") ~= nil
+    local conf = {
+        is_root and "user root;" or "",
+        "worker_processes 1;",
+        "daemon on;",
+        "pid " .. dir .. "/nginx.pid;",
+        "error_log " .. dir .. "/error.log;",
+        "events { worker_connections 64; }",
+        "http {",
+        "  access_log off;",
+        "  client_body_temp_path " .. dir .. "/tmp;",
+        "  proxy_temp_path " .. dir .. "/tmp; fastcgi_temp_path " .. dir .. "/tmp;",
+        "  uwsgi_temp_path " .. dir .. "/tmp; scgi_temp_path " .. dir .. "/tmp;",
+        "  default_type application/json;",
+        "  root " .. dir .. "/www;",
+        "  server {",
+        "    listen 127.0.0.1:" .. port .. ";",
+    }
+    for _, l in ipairs(locations) do
+        conf[#conf + 1] = "    " .. l
+    end
+    conf[#conf + 1] = "  }"
+    conf[#conf + 1] = "}"
+    M.write(dir .. "/nginx.conf", table.concat(conf, "\n"))
+    os.execute("mkdir -p " .. dir .. "/tmp")
+    assert(os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log"),
+        "nginx did not start")
+    return "http://127.0.0.1:" .. port
+end
+
+--- Stop the nginx that `static_nginx(dir, ...)` started.
+function M.stop(dir)
+    os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
+end
+
+--- Run `cmd` once under GNU time: its wall seconds and peak RSS (KB), or
+-- nil and what it printed when it failed.
+function M.timed(cmd)
+    local out = M.sh("/usr/bin/time -f '@@ %e %M' " .. cmd .. " 2>&1 >/dev/null")
+    local wall, kb = out:match("@@ ([%d%.]+) (%d+)")
+    if not wall or out:find("Command exited with non%-zero status") then
+        return nil, out
+    end
+    return tonumber(wall), tonumber(kb)
+end
+
+return M
