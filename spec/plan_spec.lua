@@ -322,6 +322,42 @@ describe("plans #db", function()
             assert.is_true((codes[1] == 0 or codes[1] == 9) and codes[2] == 9, table.concat(codes, ","))
         end)
 
+        it("Ctrl-C in the middle of a plan: exit 130, and the rerun ends with the rows of one run", function()
+            local p = place()
+            local db = p .. "/int.db"
+            support.spit(p .. "/int.plan", "[plan]\nshare = 100%\n[stream calls]\nendpoint = cdr_1\n"
+                .. "since = 2026-01-01\nuntil = 2026-06-30\ninto = " .. db .. "\n")
+            support.spit(p .. "/config", "[default]\ndaily_limit = 40\n")
+            sh("chmod 600 " .. q(p .. "/config"))
+            srv:control("config", { latency = 0.3 })
+            -- Its pid in `pid`, its exit status in `rc` once it ends.
+            os.execute("(env -u LD_PRELOAD HOME=" .. q(p) .. " WOLKVOX_CONFIG=" .. q(p .. "/config")
+                .. " WOLKVOX_TOKEN=" .. token .. " lua5.4 bin/wolkvox --base-url " .. srv.url .. " --state-dir "
+                .. q(p .. "/state") .. " sync --plan " .. q(p .. "/int.plan") .. " >/dev/null 2>&1 & echo $! > "
+                .. q(p .. "/pid") .. "; wait $!; echo $? > " .. q(p .. "/rc") .. ") &")
+            local pid = support.wait_for(function() return tonumber(support.slurp(p .. "/pid") or "") end, 30,
+                "the plan's pid")
+            support.wait_for(function()
+                local _, loads = sh("sqlite3 -cmd '.timeout 2000' " .. q(db)
+                    .. " 'SELECT count(*) FROM _wolkvox_loads'")
+                return tonumber(loads) and tonumber(loads) >= 2
+            end, 60, "2 windows of the plan in the database")
+            os.execute("kill -INT " .. pid)
+            local rc = support.wait_for(function() return tonumber(support.slurp(p .. "/rc") or "") end, 30,
+                "the interrupted plan to end")
+            assert.equal(130, rc)
+            srv:control("config", { latency = 0 })
+            -- Nothing half loaded, no lock left: the rerun finishes it.
+            local code, _, err = cli("sync --plan " .. q(p .. "/int.plan"), p)
+            assert.equal(0, code, err)
+            local c = client(p, { state_dir = false, daily_limit = 100000 })
+            assert(c:sync("cdr_1", { since = "2026-01-01", ["until"] = "2026-06-30" },
+                { into = p .. "/ref.db" }))
+            c:close()
+            local sql = "SELECT * FROM cdr_1 ORDER BY conn_id"
+            assert.equal(query(p .. "/ref.db", sql), query(db, sql))
+        end)
+
         it("two runs of one plan at once: the second exits 8 and spends nothing", function()
             local p = place()
             support.spit(p .. "/slow.plan", "[plan]\nshare = 100%\n[stream calls]\nendpoint = cdr_1\n"
