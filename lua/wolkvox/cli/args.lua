@@ -107,6 +107,8 @@ function M.parser()
         :epilog(GLOBAL .. "\n\nExamples:\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 --format csv > cdr.csv\n"
             .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-03-31 --per month --format table\n"
+            .. "  wolkvox report agent_1 --from 2026-01-01 --to 2026-06-30 --per week -o agents.xlsx\n"
+            .. "  wolkvox report cdr_1 --from 2026-11-01 --to 2026-11-30 --format html -o november.html\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-12-31 --dry-run\n"
             .. "  wolkvox --profile acme report cdr_1 --from 2026-11-01 --to 2026-11-30 -o nov.csv --bom\n"
             .. "  wolkvox report cdr_1 --from 2026-01-01 --to 2026-06-30 -o cdr.csv --checkpoint cdr.ckpt\n"
@@ -118,8 +120,9 @@ function M.parser()
     r:option("--from", "First day (or time) of the range."):count(1)
     r:option("--to", "Last day (or time) of the range."):count(1)
     r:option("--per", "One call per period (aggregates): day, week or month."):choices({ "day", "week", "month" })
-    r:option("--format", "csv (the default), ndjson, json, table or singer (Singer messages)."):choices({ "csv",
-        "ndjson", "json", "table", "singer" })
+    r:option("--format", "csv (the default), ndjson, json, table, singer (Singer messages), xlsx (an Excel "
+        .. "workbook, typed, with charts under --per) or html (one self-contained page with charts)."):choices({
+        "csv", "ndjson", "json", "table", "singer", "xlsx", "html" })
     r:option("-o --output", "Write to FILE (renamed into place at the end) instead of stdout.")
     r:flag("--bom", "Start a CSV with a UTF-8 byte order mark (Excel).")
     r:option("--delimiter", "The CSV's delimiter: , (the default), ; (what Spanish and Portuguese Excel expect), "

@@ -477,11 +477,20 @@ function commands.report(a)
             fail(exit.USAGE, (a.table and "--table" or "--refresh") .. " goes with --into (a database)")
         end
         local to_file = a.output and a.output ~= "-"
+        -- -o FILE.xlsx / FILE.html without --format: the name says which.
+        if not a.format and to_file then
+            local ext = a.output:lower():match("%.(%w+)$")
+            a.format = (ext == "xlsx" or ext == "html") and ext or (ext == "htm" and "html") or nil
+        end
         if a.checkpoint and not to_file then
             fail(exit.USAGE, "--checkpoint needs --output FILE (a resumed export goes on from FILE.part, "
                 .. "cut back to the last window the checkpoint vouches for)")
         end
         local delimiter = delimiter_of(a)
+        if not to_file and (a.format == "xlsx" or a.format == "html") and progress.stderr_is_tty(1) then
+            fail(exit.USAGE, "--format " .. a.format .. " writes a file, not text for a terminal: give -o FILE."
+                .. a.format)
+        end
         local n, meta = c:export(a.name, report_params(a, c), {
             delimiter = delimiter,
             format = a.format or "csv", output = to_file and a.output or nil,

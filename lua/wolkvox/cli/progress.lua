@@ -9,9 +9,9 @@ local format, floor = string.format, math.floor
 
 local M = {}
 
---- True when file descriptor 2 (stderr) is a terminal.
-function M.stderr_is_tty()
-    local a, _, c = os.execute("test -t 2")
+--- True when file descriptor `fd` (0, 1 or 2; default 2, stderr) is a terminal.
+function M.stderr_is_tty(fd)
+    local a, _, c = os.execute("test -t " .. (fd == 0 and 0 or fd == 1 and 1 or 2))
     if type(a) == "number" then -- Lua 5.1 / LuaJIT: the status
         return a == 0
     end

@@ -71,9 +71,11 @@ local function check(e, opts)
         refuse("delimiter goes with csv and is one of , ; | or a tab (\"\\t\")")
     end
     local f = opts.format
-    if f ~= nil and type(f) ~= "table" and not export.FORMATS[f] then
-        local _, why = export.writer(f, io.stdout)
-        refuse(why)
+    if f ~= nil and type(f) ~= "table" then
+        local ready, why = export.ready(f)
+        if not ready then
+            refuse(why)
+        end
     end
     if opts.checkpoint ~= nil then
         if type(opts.checkpoint) ~= "string" or opts.checkpoint == "" then
@@ -209,7 +211,9 @@ local function run_export(ctx, e, params, opts)
     end
 
     local w, file, handle
-    local about = { endpoint = e, utc_offset = ctx.utc_offset, delimiter = opts.delimiter }
+    -- (A report's header says the range, the periods and what the run took.)
+    local about = { endpoint = e, utc_offset = ctx.utc_offset, delimiter = opts.delimiter,
+        from = job.from and dates.iso(job.from), to = job.to and dates.iso(job.to), per = params and params.per }
     if opts.file then
         w = sinks.writer(format, opts.file, columns, opts.bom, about)
     elseif cp then
@@ -228,6 +232,9 @@ local function run_export(ctx, e, params, opts)
     -- Windows written so far and the calls they took, all runs together;
     -- the bytes of the output at the end of the last whole window.
     local done, spent, saved_to = cp and cp.windows or 0, cp and cp.calls or 0, cp and cp.done_to
+    about.totals = function()
+        return { calls = spent, windows = done }
+    end
     local whole = cp and cp.bytes or 0
     local function mark()
         if file then
@@ -247,6 +254,7 @@ local function run_export(ctx, e, params, opts)
     local ok, n, meta = pcall(run.deliver, ctx, job, {
         rows = function(list, win)
             local map = opts.map
+            w.window = win  -- (a report by period charts its rows by win.label)
             for i = 1, #list do
                 local written, why
                 if map then

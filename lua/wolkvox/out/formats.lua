@@ -393,6 +393,51 @@ M.FORMATS = {
     },
 }
 
+-- Formats with a module of their own, loaded when first asked for: a
+-- workbook (the optional C module over libxlsxwriter) and an HTML report.
+-- Such a module returns its format table; a `ready()` in it says whether
+-- what it needs is installed (true, or nil and what to install).
+M.MODULES = { xlsx = "wolkvox.out.xlsx", html = "wolkvox.out.html" }
+
+-- The format table of `name`, or nil and why (unknown, or not installed).
+local function format_of(name)
+    local f = M.FORMATS[name]
+    if f then
+        return f
+    end
+    local mod = M.MODULES[name]
+    if not mod then
+        local names = {}
+        for k in pairs(M.FORMATS) do
+            names[#names + 1] = k
+        end
+        for k in pairs(M.MODULES) do
+            names[#names + 1] = k
+        end
+        sort(names)
+        return nil, "unknown format '" .. tostring(name) .. "' (" .. concat(names, ", ") .. ")"
+    end
+    local ok, got = pcall(require, mod)
+    if not ok then
+        return nil, "the " .. name .. " format cannot be loaded: " .. tostring(got)
+    end
+    if got.ready then
+        local ready, why = got.ready()
+        if not ready then
+            return nil, why
+        end
+    end
+    return got
+end
+
+--- Whether format `name` can be written here (known, and what it needs is
+-- installed): true, or nil and a message saying what is missing.  The jobs
+-- ask before any call is spent.
+function M.ready(name)
+    local f, why = format_of(name)
+    return f and true or nil, why
+end
+
 local Writer = {}
 Writer.__index = Writer
 
@@ -482,23 +527,21 @@ function Writer:close()
 end
 
 --- A writer of `format` to the open `file`.
--- @tparam string format "csv", "ndjson", "json", "table" or "singer" (a key of `FORMATS`)
+-- @tparam string format "csv", "ndjson", "json", "table", "singer" (a key of `FORMATS`),
+--   "xlsx" or "html" (a key of `MODULES`)
 -- @tparam file file an open file (`io.stdout`, `io.open(path, "wb")`)
 -- @tparam[opt] table opts `columns` (a list; CSV), `bom` (CSV); for
 --   singer: `endpoint` (a registry entry or a name, needed), `utc_offset`
 --   (the operation's clock, seconds east of UTC; default `wolkvox.defaults`'),
 --   `bookmark` (the stream's bookmark in the STATE: a table, or a function
---   giving it when the writer closes), `stream` (another stream name)
+--   giving it when the writer closes), `stream` (another stream name);
+--   `about` (what a report's header says: `from`, `to` (ISO), `per`,
+--   `totals()` giving `{ calls =, windows = }` when the writer closes)
 -- @return the writer (`write(row)`, `close()`, `rows`), or nil and a message
 function M.writer(format, file, opts)
-    local f = M.FORMATS[format]
+    local f, why = format_of(format)
     if not f then
-        local names = {}
-        for k in pairs(M.FORMATS) do
-            names[#names + 1] = k
-        end
-        sort(names)
-        return nil, "unknown format '" .. tostring(format) .. "' (" .. concat(names, ", ") .. ")"
+        return nil, why
     end
     if io_type(file) ~= "file" then
         error("export.writer: an open file expected", 2)
@@ -527,7 +570,7 @@ function M.custom(format, file, opts)
     end
     return setmetatable({ format = format, file = file, columns = opts.columns, bom = opts.bom, rows = 0,
         endpoint = opts.endpoint, utc_offset = opts.utc_offset, bookmark = opts.bookmark, stream = opts.stream,
-        delimiter = d ~= "," and d or nil }, Writer)
+        delimiter = d ~= "," and d or nil, about = opts.about or {} }, Writer)
 end
 
 return M

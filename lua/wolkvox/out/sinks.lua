@@ -17,11 +17,12 @@ local M = {}
 
 --- A writer of `fmt` (a name or a format table) to the open `file`;
 -- `about` (optional) is what a writer may know of the job: `endpoint`,
--- `utc_offset`, `bookmark` (the Singer format's).
+-- `utc_offset`, `bookmark` (the Singer format's), and for a report's
+-- header `from`, `to`, `per` and `totals` (see `wolkvox.out.formats.writer`).
 function M.writer(fmt, file, columns, bom, about)
     about = about or {}
     local opts = { columns = columns, bom = bom, endpoint = about.endpoint, utc_offset = about.utc_offset,
-        bookmark = about.bookmark, delimiter = about.delimiter }
+        bookmark = about.bookmark, delimiter = about.delimiter, about = about }
     return type(fmt) == "table" and formats.custom(fmt, file, opts) or formats.writer(fmt, file, opts)
 end
 
