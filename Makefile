@@ -1,7 +1,9 @@
 # lua-wolkvox
 #
 #   make              build the C core for Lua 5.4       (build/5.4/wolkvox/core.so), and
-#                     wolkvox.redis (fleet mode) when pkg-config finds hiredis; REDIS=no skips it
+#                     wolkvox.redis (fleet mode) when pkg-config finds hiredis; REDIS=no skips it;
+#                     wolkvox.xlsx (--format xlsx) with libxlsxwriter (XLSX=no skips it) and
+#                     wolkvox.pg (COPY into PostgreSQL) with libpq (PG=no skips it)
 #   make LUA=luajit   build it for LuaJIT / OpenResty    (build/luajit/wolkvox/core.so)
 #   make test         run the spec suite on every flavour (see spec/run)
 #   make check        the quick loop: Lua 5.4 only, without the specs tagged
@@ -87,11 +89,45 @@ else
   REDIS_LIB =
 endif
 
+# wolkvox.xlsx, the optional libxlsxwriter binding of --format xlsx: built
+# when pkg-config finds xlsxwriter (Debian libxlsxwriter-dev), unless XLSX=no.
+XLSX      ?= auto
+ifneq ($(XLSX),no)
+  ifneq ($(wildcard src/xlsx.c),)
+    XLSX_OK := $(shell $(PKG) --exists xlsxwriter && echo yes)
+  endif
+endif
+ifeq ($(XLSX_OK),yes)
+  XLSX_LIB = $(BUILD)/wolkvox/xlsx.so
+  XLSX_CFLAGS := $(shell $(PKG) --cflags xlsxwriter)
+  XLSX_LIBS := $(shell $(PKG) --libs xlsxwriter)
+else
+  XLSX_LIB =
+endif
+
+# wolkvox.pg, the optional libpq binding that loads PostgreSQL with COPY:
+# built when pkg-config finds libpq (Debian libpq-dev), unless PG=no.
+PG        ?= auto
+ifneq ($(PG),no)
+  ifneq ($(wildcard src/pg.c),)
+    LIBPQ_OK := $(shell $(PKG) --exists libpq && echo yes)
+  endif
+endif
+ifeq ($(LIBPQ_OK),yes)
+  PG_LIB = $(BUILD)/wolkvox/pg.so
+  LIBPQ_CFLAGS := $(shell $(PKG) --cflags libpq)
+  LIBPQ_LIBS := $(shell $(PKG) --libs libpq)
+else
+  PG_LIB =
+endif
+
+OPTIONAL_LIBS = $(REDIS_LIB) $(XLSX_LIB) $(PG_LIB)
+
 LUA_FILES = $(shell find lua -name '*.lua' | sort)
 
 .PHONY: all spec-tools test check demo deps asan valgrind lint docs mutate bench fuzz fuzz-json fuzz-stream install uninstall clean print man completion
 
-all: $(LIB) $(REDIS_LIB)
+all: $(LIB) $(OPTIONAL_LIBS)
 
 $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
@@ -112,6 +148,14 @@ $(BUILD)/states: spec/c/states.c
 $(BUILD)/wolkvox/redis.so: src/redis.c src/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(HIREDIS_CFLAGS) $(ALL_LDFLAGS) -o $@ src/redis.c $(HIREDIS_LIBS) -pthread
+
+$(BUILD)/wolkvox/xlsx.so: src/xlsx.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(XLSX_CFLAGS) $(ALL_LDFLAGS) -o $@ src/xlsx.c $(XLSX_LIBS)
+
+$(BUILD)/wolkvox/pg.so: src/pg.c src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIBPQ_CFLAGS) $(ALL_LDFLAGS) -o $@ src/pg.c $(LIBPQ_LIBS)
 
 test: deps
 	spec/run
@@ -187,11 +231,13 @@ completion:
 DOCDIR    ?= $(PREFIX)/share/doc/lua-wolkvox
 MANDIR    ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
-install: $(LIB) $(REDIS_LIB)
+install: $(LIB) $(OPTIONAL_LIBS)
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make install: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
 	install -d $(DESTDIR)$(LUA_CMOD)/wolkvox $(DESTDIR)$(LUA_LMOD)/wolkvox
 	install -m 0644 $(LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so
 	$(if $(REDIS_LIB),install -m 0644 $(REDIS_LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so)
+	$(if $(XLSX_LIB),install -m 0644 $(XLSX_LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/xlsx.so)
+	$(if $(PG_LIB),install -m 0644 $(PG_LIB) $(DESTDIR)$(LUA_CMOD)/wolkvox/pg.so)
 	for f in $(LUA_FILES); do \
 	  d=$(DESTDIR)$(LUA_LMOD)/$$(dirname $${f#lua/}); install -d $$d; install -m 0644 $$f $$d/; \
 	done
@@ -209,7 +255,8 @@ install: $(LIB) $(REDIS_LIB)
 
 uninstall:
 	@test -n "$(LUA_CMOD)" && test -n "$(LUA_LMOD)" || { echo "make uninstall: LUA_CMOD and LUA_LMOD are unknown ($(LUA) does not run); set them" >&2; exit 1; }
-	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so
+	rm -f $(DESTDIR)$(LUA_CMOD)/wolkvox/core.so $(DESTDIR)$(LUA_CMOD)/wolkvox/redis.so \
+	  $(DESTDIR)$(LUA_CMOD)/wolkvox/xlsx.so $(DESTDIR)$(LUA_CMOD)/wolkvox/pg.so
 	rmdir $(DESTDIR)$(LUA_CMOD)/wolkvox 2>/dev/null || true
 	rm -rf $(DESTDIR)$(LUA_LMOD)/wolkvox $(DESTDIR)$(DOCDIR)
 	for f in bin/*; do rm -f $(DESTDIR)$(PREFIX)/$$f; done
@@ -246,4 +293,5 @@ print:
 	@echo "LUA_CFLAGS=$(LUA_CFLAGS)"
 	@echo "CURL_CFLAGS=$(CURL_CFLAGS) CURL_LIBS=$(CURL_LIBS)"
 	@echo "REDIS=$(REDIS) REDIS_LIB=$(REDIS_LIB) HIREDIS_LIBS=$(HIREDIS_LIBS)"
+	@echo "XLSX=$(XLSX) XLSX_LIB=$(XLSX_LIB) PG=$(PG) PG_LIB=$(PG_LIB)"
 	@echo "LUA_CMOD=$(LUA_CMOD) LUA_LMOD=$(LUA_LMOD) PREFIX=$(PREFIX)"
