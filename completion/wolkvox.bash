@@ -117,7 +117,7 @@ _wolkvox() {
             --from) return 0 ;;
             --to) return 0 ;;
             --per) COMPREPLY=($(compgen -W "day week month" -- "$cur")); return 0 ;;
-            --format) COMPREPLY=($(compgen -W "csv ndjson json table singer" -- "$cur")); return 0 ;;
+            --format) COMPREPLY=($(compgen -W "csv ndjson json table singer xlsx html" -- "$cur")); return 0 ;;
             -o|--output) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
             --delimiter) COMPREPLY=($(compgen -W ', ; | tab' -- "$cur")); return 0 ;;
             --checkpoint) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
