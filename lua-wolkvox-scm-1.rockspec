@@ -100,6 +100,7 @@ build = {
         ["wolkvox.job.sync"] = "lua/wolkvox/job/sync.lua",
         ["wolkvox.out.file"] = "lua/wolkvox/out/file.lua",
         ["wolkvox.out.formats"] = "lua/wolkvox/out/formats.lua",
+        ["wolkvox.out.html"] = "lua/wolkvox/out/html.lua",
         ["wolkvox.out.db"] = "lua/wolkvox/out/db.lua",
         ["wolkvox.out.load"] = "lua/wolkvox/out/load.lua",
         ["wolkvox.out.sinks"] = "lua/wolkvox/out/sinks.lua",
