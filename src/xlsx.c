@@ -69,21 +69,18 @@ static Book *check_book(lua_State *L)
     return (Book *)luaL_checkudata(L, 1, BOOK_MT);
 }
 
-/* The open workbook of the book at 1, or raises an error when closed. */
-static Book *open_book(lua_State *L)
-{
-    Book *b = check_book(L);
-    if (b->wb == NULL)
-        luaL_error(L, "xlsx: the workbook is closed");
-    return b;
-}
-
 static int fail(lua_State *L, const char *what, const char *why)
 {
     lua_pushnil(L);
     lua_pushfstring(L, "xlsx: %s: %s", what, why);
     return 2;
 }
+
+/* The book at 1, or (closed) return nil and a message from the caller. */
+#define OPEN_BOOK(L, b)                                        \
+    Book *b = check_book(L);                                   \
+    if (b->wb == NULL)                                         \
+        return fail(L, "the workbook is closed", "write a new one")
 
 static int fail_lxw(lua_State *L, const char *what, lxw_error err)
 {
@@ -205,7 +202,7 @@ static int x_new(lua_State *L)
 /* book:sheet(name): a new worksheet, its number. */
 static int x_sheet(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     const char *name = luaL_checkstring(L, 2);
     lxw_error err = workbook_validate_sheet_name(b->wb, name);
     lxw_worksheet *ws;
@@ -230,7 +227,7 @@ static int x_sheet(lua_State *L)
 /* book:format{ bold = true, num_format = "0.00%", wrap = true } */
 static int x_format(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_format *f;
     luaL_checktype(L, 2, LUA_TTABLE);
     if (b->nformats == MAX_FORMATS)
@@ -260,7 +257,7 @@ static int x_format(lua_State *L)
  * format number, 0 or nil for none). */
 static int x_row(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_worksheet *ws = sheet_at(L, b, 2);
     lxw_row_t row = row_at(L, 3);
     lua_Integer n = luaL_checkinteger(L, 6), i;
@@ -309,7 +306,7 @@ static int x_row(lua_State *L)
 /* book:column(sheet, first, last, width [, format]) */
 static int x_column(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_worksheet *ws = sheet_at(L, b, 2);
     lxw_col_t first = col_at(L, 3), last = col_at(L, 4);
     double width = (double)luaL_checknumber(L, 5);
@@ -323,7 +320,7 @@ static int x_column(lua_State *L)
 /* book:freeze(sheet, row, col): rows above `row` and columns left of `col` stay. */
 static int x_freeze(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_worksheet *ws = sheet_at(L, b, 2);
     worksheet_freeze_panes(ws, row_at(L, 3), col_at(L, 4));
     lua_pushboolean(L, 1);
@@ -333,7 +330,7 @@ static int x_freeze(lua_State *L)
 /* book:autofilter(sheet, first_row, first_col, last_row, last_col) */
 static int x_autofilter(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_worksheet *ws = sheet_at(L, b, 2);
     lxw_error err = worksheet_autofilter(ws, row_at(L, 3), col_at(L, 4), row_at(L, 5), col_at(L, 6));
     if (err != LXW_NO_ERROR)
@@ -357,7 +354,7 @@ static const char *field(lua_State *L, int idx, const char *k, int *pushed)
  * reference ("='Chart data'!$B$2:$B$9"). Titles are text, never formulas. */
 static int x_chart(lua_State *L)
 {
-    Book *b = open_book(L);
+    OPEN_BOOK(L, b);
     lxw_worksheet *ws = sheet_at(L, b, 2);
     lxw_row_t row = row_at(L, 3);
     lxw_col_t col = col_at(L, 4);

@@ -70,9 +70,9 @@ function M.ready()
     if xlsx then
         return true
     end
-    return nil, "--format xlsx needs the optional C module wolkvox.xlsx, built with libxlsxwriter, which is not "
+    return nil, "the xlsx format needs the optional C module wolkvox.xlsx, built with libxlsxwriter, which is not "
         .. "installed: install libxlsxwriter (Debian/Ubuntu: apt-get install libxlsxwriter-dev) and rebuild with "
-        .. "make (or luarocks install extras/lua-wolkvox-xlsx-scm-1.rockspec)"
+        .. "make (or luarocks make extras/lua-wolkvox-xlsx-scm-1.rockspec)"
 end
 
 -- ---- text ------------------------------------------------------------------
