@@ -463,6 +463,11 @@ local function thousands(n)
     return head .. tail:gsub("%d%d%d", ",%0")
 end
 
+-- 1 row, 2 rows, 1,000 rows.
+local function rows_text(n)
+    return thousands(n) .. (n == 1 and " row" or " rows")
+end
+
 local function offset_text(offset)
     local sign = offset < 0 and "\226\136\146" or "+"
     offset = abs(offset)
@@ -555,11 +560,11 @@ local function period_charts(st, about)
                 series = { { label = c, data = sum } }
                 note = "The value the API gave for each period."
             elseif add then
-                series = { { label = "sum of the period's rows", data = sum } }
+                series = { { label = c .. ": sum of the period's rows", data = sum } }
                 note = "The sum of " .. c .. " over the rows of each period (up to " .. thousands(most)
                     .. " rows a period)."
             else
-                series = { { label = "lowest row", data = low }, { label = "highest row", data = high } }
+                series = { { label = c .. ": lowest row", data = low }, { label = c .. ": highest row", data = high } }
                 note = (ty == "percent" and "A percentage" or "An average")
                     .. " cannot be added up: the lowest and the highest value of " .. c
                     .. " among the rows of each period."
@@ -622,8 +627,8 @@ local function detail_charts(st, about)
         for i, d in ipairs(days) do
             per_day[i] = st.days[d] or 0
         end
-        local lost = st.no_time > 0 and (" " .. thousands(st.no_time) .. " rows without a readable " .. tf
-            .. " are left out.") or ""
+        local lost = st.no_time > 0 and (" " .. rows_text(st.no_time) .. " without a readable " .. tf
+            .. (st.no_time == 1 and " is" or " are") .. " left out.") or ""
         charts[#charts + 1] = { title = "Rows per day", type = #days > 62 and "line" or "bar", labels = days,
             series = { { label = "rows", data = per_day } }, unit = "rows", ty = "integer", whole = true,
             note = "A count of rows by the day of their " .. tf .. " (rows, not calls)." .. lost }
@@ -644,8 +649,8 @@ local function detail_charts(st, about)
         charts[#charts + 1] = { title = "Rows by " .. st.duration, type = "bar", labels = labels,
             series = { { label = "rows", data = counts } }, unit = "rows", ty = "integer", whole = true,
             note = "How many rows have a " .. st.duration .. " in each range (from included, to not)."
-                .. (st.no_duration > 0 and (" " .. thousands(st.no_duration) .. " rows without a duration there "
-                .. "are left out.") or "") }
+                .. (st.no_duration > 0 and (" " .. rows_text(st.no_duration) .. " without a duration there "
+                .. (st.no_duration == 1 and "is" or "are") .. " left out.") or "") }
     end
     return charts
 end
@@ -835,7 +840,7 @@ local function finish(w)
 
     local out = {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"", M.escape(csp), "\">\n",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"", csp, "\">\n",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
         "<meta name=\"generator\" content=\"lua-wolkvox ", M.escape(version), "\">\n",
         "<title>", M.escape(name .. (title ~= "" and (": " .. title) or "") .. ", " .. range), "</title>\n",
