@@ -101,6 +101,7 @@ build = {
         ["wolkvox.out.file"] = "lua/wolkvox/out/file.lua",
         ["wolkvox.out.formats"] = "lua/wolkvox/out/formats.lua",
         ["wolkvox.out.html"] = "lua/wolkvox/out/html.lua",
+        ["wolkvox.out.xlsx"] = "lua/wolkvox/out/xlsx.lua",
         ["wolkvox.out.db"] = "lua/wolkvox/out/db.lua",
         ["wolkvox.out.load"] = "lua/wolkvox/out/load.lua",
         ["wolkvox.out.sinks"] = "lua/wolkvox/out/sinks.lua",
