@@ -210,14 +210,15 @@ describe("the html format", function()
         finally(function() html.TABLE_ROWS = was end)
         html.TABLE_ROWS = 5
         local rows = {}
-        for i = 1, 12 do
-            rows[i] = { date = string.format("2026-01-05 %02d:00:00", i), conn_id = tostring(i),
+        for i = 1, 1234 do
+            rows[i] = { date = string.format("2026-01-05 %02d:00:00", i % 24), conn_id = tostring(i),
                 comment = ("c"):rep(600) }
         end
         local text, w = page(rows, { endpoint = "cdr_1" })
         local _, shown = text:match('<table class="rows">(.-)</table>'):gsub("<tr><td", "")
         assert.equal(5, shown)
-        assert.matches("The first 5 of 12 rows; the other 7 are not on this page", text, 1, true)
+        assert.matches("The first 5 of 1,234 rows; the other 1,229 are not on this page", text, 1, true)
+        assert.matches("<dt>Rows</dt><dd>1,234</dd>", text, 1, true)
         assert.is_nil(w.html.shown)
         -- A long value is cut (on a character) and says so.
         assert.matches(("c"):rep(500) .. "\226\128\166</td>", text, 1, true)

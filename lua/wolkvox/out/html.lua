@@ -60,14 +60,16 @@ M.CHARTJS_DEFAULT = "/usr/share/javascript/chart.js/chart.min.js"
 -- nil: `$WOLKVOX_CHARTJS`, else `CHARTJS_DEFAULT`.
 M.chartjs_path = nil
 
---- The buckets of the durations chart: `{ from, to, label }`, seconds,
--- `from` included and `to` not.
-M.BUCKETS = {
+local BUCKETS = {
     { 0, 10, "under 10 s" }, { 10, 30, "10 to 30 s" }, { 30, 60, "30 s to 1 min" },
     { 60, 120, "1 to 2 min" }, { 120, 300, "2 to 5 min" }, { 300, 600, "5 to 10 min" },
     { 600, 1200, "10 to 20 min" }, { 1200, 1800, "20 to 30 min" }, { 1800, 3600, "30 min to 1 h" },
     { 3600, huge, "1 h or more" },
 }
+
+--- The buckets of the durations chart: `{ from, to, label }`, seconds,
+-- `from` included and `to` not.
+M.BUCKETS = BUCKETS
 
 -- ---- escaping ----------------------------------------------------------------
 
@@ -458,9 +460,10 @@ end
 
 -- 1234567 as "1,234,567".
 local function thousands(n)
-    local s = format("%d", n)
-    local head, tail = s:match("^(%-?%d%d?%d?)(%d*)$")
-    return head .. tail:gsub("%d%d%d", ",%0")
+    local sign, digits = format("%d", n):match("^(%-?)(%d+)$")
+    local lead = #digits % 3
+    lead = lead == 0 and 3 or lead
+    return sign .. digits:sub(1, lead) .. digits:sub(lead + 1):gsub("%d%d%d", ",%0")
 end
 
 -- 1 row, 2 rows, 1,000 rows.
