@@ -2,14 +2,16 @@
 """Open HTML reports in headless Chromium with the network off, as a reader
 would, and say what the reader got: one JSON object a line per file.
 
-    /usr/bin/python3 spec/html_check.py [--shots DIR] [--width PX] [--height PX] FILE.html...
+    /usr/bin/python3 spec/html_check.py [--shots DIR] [--width PX] [--height PX] [nojs:]FILE.html...
 
 For each file: the console's SEVERE entries, every request the page made
 (only the file itself is expected), the number of charts drawn and whether
 each canvas has pixels that are not blank, the text of the table cells that
 hold the hostile payload's markers, whether the payload ran (it sets
 window.__pwned) or left elements of its own (img[src=x], a script more),
-and a screenshot of the page (its top --height pixels; path, bytes).  One browser for all the files.
+and a screenshot of the page (its top --height pixels; path, bytes).
+A file named as nojs:FILE is opened with its scripts disabled, as a mail
+client that strips them shows it.  One browser for all the files.
 Used by spec/html_spec.lua; needs chromium, chromium-driver and
 python3-selenium (Debian).
 """
@@ -52,6 +54,9 @@ out.facts = {};
 document.querySelectorAll("dl.facts div").forEach(function (d) {
   out.facts[d.querySelector("dt").textContent] = d.querySelector("dd").textContent;
 });
+out.figures = document.querySelectorAll("figure").length;
+out.open_details = document.querySelectorAll("figure details[open]").length;
+out.hidden_plots = document.querySelectorAll("figure .plot[hidden]").length;
 out.height = Math.max(document.body.scrollHeight, document.documentElement.scrollHeight);
 return out;
 """
@@ -84,12 +89,17 @@ def requests_of(perf):
 
 
 def check(driver, path, shots, width, cap):
+    # "nojs:FILE": the page's scripts do not run (as in an e-mail preview).
+    nojs = path.startswith("nojs:")
+    if nojs:
+        path = path[5:]
+    driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": nojs})
     url = "file://" + os.path.abspath(path)
     driver.get_log("browser")       # what an earlier page left
     driver.get_log("performance")
     driver.get(url)
     # The page draws when its scripts run; wait for their mark (or 5 s).
-    deadline = time.time() + 5
+    deadline = time.time() + (0 if nojs else 5)
     while time.time() < deadline:
         if driver.execute_script("return document.readyState") == "complete" and \
                 driver.execute_script("return document.documentElement.getAttribute('data-charts-drawn')"):
@@ -97,6 +107,7 @@ def check(driver, path, shots, width, cap):
         time.sleep(0.05)
     out = driver.execute_script(PROBE)
     out["file"] = path
+    out["nojs"] = nojs
     logs = driver.get_log("browser")
     out["severe"] = [e["message"] for e in logs if e.get("level") == "SEVERE"]
     out["console"] = [e["message"] for e in logs]
@@ -108,7 +119,7 @@ def check(driver, path, shots, width, cap):
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
-        name = os.path.join(shots, os.path.basename(path) + ".png")
+        name = os.path.join(shots, os.path.basename(path) + (".nojs" if nojs else "") + ".png")
         with open(name, "wb") as f:
             f.write(base64.b64decode(shot["data"]))
         out["screenshot"] = name

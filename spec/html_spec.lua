@@ -394,6 +394,7 @@ describe("html reports #children", function()
             for i, name in ipairs(NAMES) do
                 paths[i] = support.q(report(name))
             end
+            paths[#paths + 1] = support.q("nojs:" .. report("detail"))
             local p = assert(io.popen("env -u LD_PRELOAD /usr/bin/python3 spec/html_check.py --shots "
                 .. support.q(shots) .. " --height 1200 " .. table.concat(paths, " ") .. " 2>&1"))
             local out = p:read("*a")
@@ -401,7 +402,7 @@ describe("html reports #children", function()
             for line in out:gmatch("[^\n]+") do
                 local ok, r = pcall(core.decode, line)
                 if ok and type(r) == "table" and r.file then
-                    results[r.file:match("([^/]+)%.html$")] = r
+                    results[r.file:match("([^/]+)%.html$") .. (r.nojs and "_nojs" or "")] = r
                 end
             end
             assert(results.detail, "spec/html_check.py gave nothing (chromium, chromium-driver and "
@@ -465,8 +466,25 @@ describe("html reports #children", function()
             assert.is_true(caps[EVIL_KEY], "the hostile key as a chart's title")
         end)
 
+        it("reads without JavaScript: the header, the numbers of each chart and the rows", function()
+            local r = results.detail_nojs
+            assert.is_table(r)
+            assert.is_nil(r.error)
+            assert.is_nil(r.drawn)
+            assert.equal(3, r.figures)
+            assert.equal(3, r.open_details)
+            assert.equal(3, r.hidden_plots)
+            assert.equal("72", r.facts.Rows)
+            assert.equal("2026-01-05 00:00:00 to 2026-01-07 23:59:59", r.facts.Range)
+            assert.equal(72, r.body_rows)
+            assert.same({}, r.severe)
+            -- With its scripts, the numbers fold away and the charts show.
+            assert.same({ 0, 0 }, { results.detail.open_details, results.detail.hidden_plots })
+        end)
+
         it("keeps a screenshot of each page", function()
-            for _, name in ipairs(NAMES) do
+            for _, name in ipairs { "detail", "period", "hostile_detail", "hostile_period", "cli_period", "nocsp",
+                "detail_nojs" } do
                 local r = results[name]
                 local size = r.screenshot and support.slurp(r.screenshot)
                 assert.is_true(size ~= nil and #size > 10000, name)
