@@ -136,7 +136,7 @@ describe("the html format", function()
             { date = "2026-01-05 09:10:00", time_seg = "5", conn_id = "1" },
             { date = "2026-01-05 09:50:00", time_seg = "00:01:05", conn_id = "2" },
             { date = "2026-01-07 23:00:00", time_seg = "3600", conn_id = "3" },
-            { date = "not a date", time_seg = "-", conn_id = "4" },
+            { date = "yesterday", time_seg = "-", conn_id = "4" },
             { date = "2026-01-07 23:30:00", time_seg = "soon", conn_id = "5" },
         }
         local text = page(rows, { endpoint = "cdr_1", utc_offset = -5 * 3600,

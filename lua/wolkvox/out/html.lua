@@ -406,7 +406,8 @@ end
 local function take_detail(st, row)
     local tf = st.time_field
     local v = tf and row[tf]
-    local t = type(v) == "string" and dates.parse(v)
+    -- (a date as sent, "2026-01-05 10:00:00" or "20260105100000": never "yesterday")
+    local t = type(v) == "string" and v:find("^%d%d%d%d") and dates.parse(v)
     if t then
         local y, mo, d, h = dates.fields(t)
         local day = format("%04d-%02d-%02d", y, mo, d)
