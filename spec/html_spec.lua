@@ -235,6 +235,13 @@ describe("the html format", function()
         assert.matches("<dt>Calls</dt><dd>1</dd>", text, 1, true)
     end)
 
+    it("draws no chart for rows with no time nor duration, and says why", function()
+        local text = page({ { agent_name = "Ana", calls = "12", cost = "3.5" } }, { endpoint = "cdr_2" })
+        assert.same({}, titles(text))
+        assert.matches("No chart: the rows have no readable time field nor duration", text, 1, true)
+        assert.matches("<tr><td>12</td><td>Ana</td><td>3.5</td></tr>", text:gsub('<td class="n">', "<td>"), 1, true)
+    end)
+
     it("shows a hostile row as text: every value and key escaped", function()
         local evil = '<script>window.__pwned=1</script></table></script>"\'><img src=x onerror=alert(1)>'
         local text = page({ { date = evil, agent_name = evil, [evil] = evil, conn_id = "1" } },

@@ -860,6 +860,11 @@ local function finish(w)
                 or "Counts of rows, as the API gave them: not calls, unless a row is a call.")
             .. "</p>\n<section class=\"charts\">\n" .. figures .. "</section>\n"
     end
+    if #charts == 0 and w.rows > 0 and not st.per then
+        out[#out + 1] = "<p class=\"lead\">No chart: the rows have no readable time field nor duration to be "
+            .. "counted by. With a range by period (--per day, week or month) each numeric field is charted over "
+            .. "the periods.</p>\n"
+    end
     if empty and #empty > 0 then
         local names = {}
         for i, c in ipairs(empty) do
