@@ -300,7 +300,7 @@ describe("html reports #children", function()
         c:close()
         srv:stop()
         -- (the screenshots stay: they are the test's artifact)
-        support.sh("rm -f " .. support.q(dir) .. "/*.html")
+        support.sh("rm -rf " .. support.q(dir) .. "/*.html " .. support.q(dir) .. "/state")
     end)
 
     -- The reports, made once (the browser's tests open them all): name -> path.
