@@ -75,7 +75,8 @@ describe("completion/wolkvox.bash", function()
 
     it("completes the choices of an option, after a space or an =", function()
         assert.same({ "ndjson" }, complete("wolkvox report cdr_1 --format n"))
-        assert.same({ "csv", "json", "ndjson", "singer", "table" }, complete("wolkvox report cdr_1 --format "))
+        assert.same({ "csv", "html", "json", "ndjson", "singer", "table", "xlsx" },
+            complete("wolkvox report cdr_1 --format "))
         assert.same({ "csv", "json", "ndjson", "table" }, complete("wolkvox call information services --format "))
         assert.same({ "day", "month", "week" }, complete("wolkvox report agent_1 --per "))
         assert.same({ "postgresql" }, complete("wolkvox schema cdr_1 --dialect = p"))
