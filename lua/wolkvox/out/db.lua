@@ -1,15 +1,17 @@
 --- Database connections for the destinations: what `into` names (a SQLite
 -- file or a PostgreSQL URL), the driver (LuaDBI: Debian's lua-dbi-sqlite3
--- and lua-dbi-postgresql, loaded only when a destination is used), and a
--- small face over it: statements prepared once, every value bound as a
--- parameter (never spliced into SQL), transactions said in SQL, errors
--- as `output` errors that never carry the password.
+-- and lua-dbi-postgresql, loaded only when a destination is used; for
+-- PostgreSQL, wolkvox.pg, lua-wolkvox's own libpq binding, when it is
+-- built: it can COPY), and a small face over it: statements prepared once,
+-- every value bound as a parameter (never spliced into SQL), transactions
+-- said in SQL, errors as `output` errors that never carry the password.
 -- @module wolkvox.out.db
 
 local errors = require "wolkvox.errors"
 
-local type, tostring, tonumber, pcall, pairs, next, select, format, setmetatable, unpack =
-    type, tostring, tonumber, pcall, pairs, next, select, string.format, setmetatable, table.unpack or unpack
+local type, tostring, tonumber, pcall, pairs, next, select, format, setmetatable, unpack, concat =
+    type, tostring, tonumber, pcall, pairs, next, select, string.format, setmetatable, table.unpack or unpack,
+    table.concat
 
 local M = {}
 
@@ -101,10 +103,52 @@ local function fail(self, what, why)
     errors.throw("output", { message = format("%s: %s: %s", self.display, what, clean(why, self.target)) })
 end
 
---- Load the driver of `dialect` (LuaDBI); nil and why (naming the
--- Debian package) when it is not installed.
+--- Which driver PostgreSQL goes through: `pg_driver` when set ("libpq" or
+-- "dbi"), else $WOLKVOX_PG_DRIVER, else "libpq" when wolkvox.pg loads and
+-- "dbi" when it does not.  Nil and why for a choice that cannot be had.
+M.pg_driver = nil
+
+local native_cache
+local function native()
+    if native_cache == nil then
+        local ok, mod = pcall(require, "wolkvox.pg")
+        native_cache = ok and type(mod) == "table" and mod.connect and mod or false
+    end
+    return native_cache or nil
+end
+
+function M.pg_choice()
+    local want = M.pg_driver or os.getenv("WOLKVOX_PG_DRIVER")
+    if want == nil or want == "" then
+        return native() and "libpq" or "dbi"
+    end
+    if want == "dbi" then
+        return "dbi"
+    end
+    if want == "libpq" then
+        if native() then
+            return "libpq"
+        end
+        return nil, "WOLKVOX_PG_DRIVER=libpq, but wolkvox.pg (lua-wolkvox's libpq binding) is not built: "
+            .. "build it with libpq-dev installed (make, or extras/lua-wolkvox-pg-scm-1.rockspec)"
+    end
+    return nil, "WOLKVOX_PG_DRIVER must be libpq or dbi, not '" .. tostring(want) .. "'"
+end
+
+--- Load the driver of `dialect` (LuaDBI, or wolkvox.pg for PostgreSQL
+-- when built); nil and why (naming the Debian package) when it is not
+-- installed.
 function M.driver(dialect)
     local d = M.DIALECTS[dialect]
+    if dialect == "postgresql" then
+        local which, why = M.pg_choice()
+        if not which then
+            return nil, why
+        end
+        if which == "libpq" then
+            return native()
+        end
+    end
     local ok, DBI = pcall(require, "DBI")
     if not ok then
         return nil, format("writing into %s needs LuaDBI: install the Debian package %s", dialect, d.package)
@@ -124,8 +168,11 @@ function M.connect(target)
     if not DBI then
         errors.throw("params", { message = why })
     end
+    if target.dialect == "postgresql" and DBI == native() then
+        return M.connect_libpq(target, DBI)
+    end
     local self = setmetatable({ target = target, dialect = target.dialect, display = target.display,
-        statements = {} }, Conn)
+        statements = {}, driver = "dbi" }, Conn)
     local ok, h, err
     if target.dialect == "sqlite" then
         ok, h, err = pcall(DBI.Connect, "SQLite3", target.path)
@@ -262,6 +309,159 @@ function Conn:close()
     self:forget()
     if self.h then
         pcall(self.h.close, self.h)
+        self.h = nil
+    end
+end
+
+-- ---- PostgreSQL through wolkvox.pg (libpq): COPY ---------------------------
+
+local Native = {}
+Native.__index = Native
+
+local function nfail(self, what, why)
+    if self.h then
+        local _, good = self.h:status()
+        self.broken = self.broken or not good
+    end
+    errors.throw("output", { message = format("%s: %s: %s", self.display, what, clean(why, self.target)) })
+end
+
+--- Open `target` through wolkvox.pg (`pg`, the module); raises `output`
+-- when the database cannot be opened.
+function M.connect_libpq(target, pg)
+    local self = setmetatable({ target = target, dialect = "postgresql", display = target.display, sqls = {},
+        copy = true, driver = "libpq" }, Native)
+    -- libpq's keywords, never one string: a value needs no quoting.
+    local info = { dbname = target.db, user = target.user, password = target.password, host = target.host,
+        port = target.port and format("%d", target.port) or nil, application_name = "lua-wolkvox" }
+    local h, err = pg.connect(info)
+    if not h then
+        nfail(self, "cannot connect", err)
+    end
+    self.h = h
+    -- Server notices: libpq's processor is set to drop them; none asked.
+    self:exec("SET client_min_messages = error")
+    return self
+end
+
+-- `sql` with its `?` as $1, $2 ... (our statements: no `?` in a name or a
+-- literal; quoted parts are left as they are all the same).
+local function numbered(sql)
+    local out, n, quote = {}, 0, nil
+    for ch in sql:gmatch(".") do
+        if quote then
+            if ch == quote then
+                quote = nil
+            end
+        elseif ch == "'" or ch == '"' then
+            quote = ch
+        elseif ch == "?" then
+            n = n + 1
+            ch = "$" .. n
+        end
+        out[#out + 1] = ch
+    end
+    return concat(out)
+end
+
+local function numbered_cached(self, sql)
+    local s = self.sqls[sql]
+    if not s then
+        s = numbered(sql)
+        self.sqls[sql] = s
+    end
+    return s
+end
+
+--- As `Conn:exec`: the rows and the count of rows affected.
+function Native:exec(sql, ...)
+    if not self.h then
+        nfail(self, "cannot run " .. sql:match("^%S+"), "the connection is closed")
+    end
+    local rows, n = self.h:exec(numbered_cached(self, sql), ...)
+    if not rows then
+        nfail(self, "cannot run " .. sql:match("^%S+"), n)
+    end
+    return rows, n
+end
+
+function Native:exec_list(sql, vals, n, from)
+    from = from or 1
+    return self:exec(sql, unpack(vals, from, from + n - 1))
+end
+
+function Native:rows(sql, ...)
+    return (self:exec(sql, ...))
+end
+
+function Native:value(sql, ...)
+    local row = self:exec(sql, ...)[1]
+    return row and select(2, next(row)) or nil
+end
+
+function Native:begin()
+    self:exec("BEGIN")
+    self.open = true
+end
+
+function Native:commit()
+    self:exec("COMMIT")
+    self.open = false
+end
+
+--- Start `COPY sql` (inside the caller's transaction).
+function Native:copy_begin(sql)
+    local ok, err = false, "the connection is closed"
+    if self.h then
+        ok, err = self.h:copy_begin(sql)
+    end
+    if not ok then
+        nfail(self, "cannot start COPY", err)
+    end
+    self.copying = true
+end
+
+--- Send `rows` rows of `width` values of `list` from its index `first`.
+function Native:copy_rows(list, first, rows, width)
+    local ok, err = self.h:copy_rows(list, first, rows, width)
+    if not ok then
+        -- (the COPY is abandoned: the window fails and rolls back)
+        self:copy_end("lua-wolkvox gave up this COPY", true)
+        nfail(self, "cannot COPY", err)
+    end
+end
+
+--- End the COPY; with `why`, abandon it (and, `quiet`, say nothing).
+function Native:copy_end(why, quiet)
+    if not self.copying then
+        return
+    end
+    self.copying = false
+    local ok, err = self.h:copy_end(why)
+    if not ok and not quiet then
+        nfail(self, "cannot COPY", err)
+    end
+end
+
+--- Roll back an open transaction (an open COPY abandoned first); never
+-- raises.
+function Native:rollback()
+    if self.open and self.h then
+        self.open = false
+        if self.copying then
+            pcall(self.copy_end, self, "rolled back", true)
+        end
+        pcall(self.h.exec, self.h, "ROLLBACK")
+    end
+end
+
+function Native.forget()
+end
+
+function Native:close()
+    self:rollback()
+    if self.h then
+        self.h:close()
         self.h = nil
     end
 end

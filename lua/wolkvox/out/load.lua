@@ -133,6 +133,11 @@ end
 M.BATCH = 64
 M.MAX_PARAMS = { sqlite = 32766, postgresql = 999 }
 
+-- Through COPY (wolkvox.pg), the rows go to the server this many at a time;
+-- they are merged into the target when the window commits, a key comes
+-- again or a column is added.
+M.COPY_BATCH = 1024
+
 -- How each column's value is made (`Loader:prepare`).
 local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
 
@@ -197,14 +202,75 @@ function Loader:prepare()
         return sql
     end })
     self.insert = self.inserts[1]
+    if self.conn.copy then
+        -- Through COPY (wolkvox.pg): the rows go into a temporary table of
+        -- the target's columns (emptied at each commit), and one statement
+        -- merges them into the target as the INSERT above would.  A new
+        -- table for each set of columns (a column added: a new name).
+        self.copy = true
+        self.stage_n = (self.stage_n or 0) + 1
+        self.stage = q("_wolkvox_stage_" .. self.stage_n)
+        self.stage_ready = false
+        self.batch = M.COPY_BATCH
+        self.staged = self.staged or 0
+        self.copy_sql = format("COPY %s (%s) FROM STDIN", self.stage, concat(names, ", "))
+        local list = concat(names, ", ")
+        self.merge_sql = format("INSERT INTO %s (%s) SELECT %s FROM %s", q(s.table), list, list, self.stage)
+        if s.key then
+            self.merge_sql = self.merge_sql .. format(" ON CONFLICT (%s) DO ", q(s.key))
+                .. (#sets > 0 and ("UPDATE SET " .. concat(sets, ", ")) or "NOTHING")
+        end
+    end
     -- The rows waiting to go in: their values one after another, and the
     -- keys among them (a key twice in one statement: PostgreSQL refuses
     -- it, so the batch goes in first, keeping the order of the merges).
     self.buf, self.pending, self.keys = {}, 0, {}
 end
 
+-- COPY: the rows waiting go into the temporary table (the COPY started,
+-- and the table made, when first needed in the window).  Else as `flush`.
+function Loader:spill()
+    if not self.copy then
+        return self:flush()
+    end
+    local pending, conn = self.pending, self.conn
+    if pending == 0 then
+        return
+    end
+    if not conn.copying then
+        if not self.stage_ready then
+            conn:exec(format("CREATE TEMP TABLE IF NOT EXISTS %s (LIKE %s) ON COMMIT DELETE ROWS", self.stage,
+                q(self.s.table)))
+            self.stage_ready = true
+        end
+        conn:copy_begin(self.copy_sql)
+    end
+    conn:copy_rows(self.buf, 1, pending, self.width)
+    self.staged = self.staged + pending
+    self.pending = 0
+end
+
+-- COPY: the rows sent (and those waiting) merged into the target; the
+-- temporary table emptied (`final`: the commit empties it).
+function Loader:merge(final)
+    local conn = self.conn
+    self:spill()
+    conn:copy_end()
+    if self.staged > 0 then
+        conn:exec(self.merge_sql)
+        if not final then
+            conn:exec("TRUNCATE " .. self.stage)
+        end
+        self.staged = 0
+    end
+    self.keys = {}
+end
+
 -- Send the rows waiting (in the window's transaction), in their order.
-function Loader:flush()
+function Loader:flush(final)
+    if self.copy then
+        return self:merge(final)
+    end
     local pending = self.pending
     if pending == 0 then
         return
@@ -286,6 +352,8 @@ function Loader:open_window(w)
     local conn, s = self.conn, self.s
     conn:begin()
     self.window, self.window_rows = w, 0
+    -- (made again if missing: a rolled-back window may have taken it along)
+    self.stage_ready, self.staged = false, 0
     if s.merge == "period" then
         self.period = { w.from and schema_of.timestamp(dates.parse(w.from), self.offset),
             w.to and schema_of.timestamp(dates.parse(w.to), self.offset) }
@@ -484,7 +552,7 @@ function Loader:rows(list, w)
         self.pending = self.pending + 1
         self.window_rows = self.window_rows + 1
         if self.pending >= self.batch then
-            self:flush()
+            self:spill()
         end
     end
     self.loaded = self.loaded + #list
@@ -496,7 +564,7 @@ end
 -- with its rows, and the transaction commits.
 function Loader:commit(w, st)
     self:open_window(w)
-    self:flush()
+    self:flush(true)
     local conn, s = self.conn, self.s
     conn:exec("INSERT INTO " .. q("_wolkvox_loads") .. " (stream, endpoint, " .. q("table") .. ", window_from, "
         .. "window_to, rows, calls, started, finished, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -554,7 +622,7 @@ end
 
 --- Give up the open window (its rows are not kept).
 function Loader:abort()
-    self.pending, self.keys = 0, {}
+    self.pending, self.keys, self.staged = 0, {}, 0
     self.conn:rollback()
     self.window = nil
 end
