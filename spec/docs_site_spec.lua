@@ -8,6 +8,18 @@ local function run(cmd)
     return out, code
 end
 
+-- The local targets of a page: every href, and every img's src.
+local function links(html)
+    local out = {}
+    for href in html:gmatch('href%s*=%s*"([^"]*)"') do
+        out[#out + 1] = href
+    end
+    for src in html:gmatch('<img[^>]-src%s*=%s*"([^"]*)"') do
+        out[#out + 1] = src
+    end
+    return out
+end
+
 describe("the docs site", function()
     local dir
 
@@ -41,8 +53,8 @@ describe("the docs site", function()
         end
         p:close()
 
-        for _, guide in ipairs({ "README", "cli", "library", "api", "reports", "databases", "plans", "metrics",
-            "endpoints", "fake", "openresty", "fleet", "security", "speed", "development" }) do
+        for _, guide in ipairs({ "README", "cli", "library", "api", "reports", "html", "databases", "plans",
+            "metrics", "endpoints", "fake", "openresty", "fleet", "security", "speed", "development" }) do
             local page = pages["topics/" .. guide .. ".md.html"]
             assert.is_truthy(page, guide .. " has no page")
             assert.matches('<h1 id="', page, 1, true)
@@ -51,7 +63,8 @@ describe("the docs site", function()
         local bad, seen = {}, 0
         for path, html in pairs(pages) do
             local base = path:match("^(.*/)") or ""
-            for href in html:gmatch('href%s*=%s*"([^"]*)"') do
+            -- (an image's src too: the screenshots are copied with the pages)
+            for _, href in ipairs(links(html)) do
                 if not href:match("^%a[%w+.-]*:") then   -- http:, https:, mailto: are not local
                     seen = seen + 1
                     local file, frag = href:match("^([^#]*)#?(.*)$")

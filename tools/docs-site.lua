@@ -50,7 +50,13 @@ local function rewrite(html)
         return 'href="' .. path:match("([^/]*)$") .. ".md.html" .. (frag or "") .. '"'
     end
     html = html:gsub('href="([^"#:]*)%.md"', page):gsub('href="([^"#:]*)%.md(#[^"]*)"', page)
+    -- Screenshots: docs/img/ is copied to topics/img/ (README names it docs/img/).
+    html = html:gsub('(<img[^>]-src=")docs/img/', "%1img/")
     return html
+end
+
+if not os.execute("cp -r docs/img " .. q(dir .. "/topics/")) then
+    os.exit(1)
 end
 
 local p = assert(io.popen("ls " .. q(dir .. "/topics")))
