@@ -10,6 +10,7 @@
  *   book:row(sheet, row, values, formats, n)        -> true | nil, message
  *   book:column(sheet, first, last, width [, format]) -> true | nil, message
  *   book:freeze(sheet, row, col), book:autofilter(sheet, r1, c1, r2, c2)
+ *   book:print(sheet, { landscape =, fit_width =, fit_height = })  how it prints
  *   book:chart(sheet, row, col, spec)   -> true | nil, message
  *   book:close()                        -> path of the finished file | nil, message
  *   book:discard()                      removes the private directory
@@ -339,6 +340,31 @@ static int x_autofilter(lua_State *L)
     return 1;
 }
 
+/* book:print(sheet, { landscape = true, fit_width = 1, fit_height = 0 }):
+ * how the sheet prints (0 pages: as many as it takes). */
+static int x_print(lua_State *L)
+{
+    OPEN_BOOK(L, b);
+    lxw_worksheet *ws = sheet_at(L, b, 2);
+    lua_Integer w, h;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "landscape");
+    if (lua_toboolean(L, -1))
+        worksheet_set_landscape(ws);
+    lua_getfield(L, 3, "fit_width");
+    lua_getfield(L, 3, "fit_height");
+    w = lua_tointeger(L, -2);
+    h = lua_tointeger(L, -1);
+    lua_pop(L, 3);
+    if (w > 0 || h > 0) {
+        if (w < 0 || h < 0 || w > 65535 || h > 65535)
+            return fail(L, "print", "fit_width and fit_height are 0 to 65535 pages");
+        worksheet_fit_to_pages(ws, (uint16_t)w, (uint16_t)h);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The string field `k` of the table at `idx`, or NULL (left on the stack:
  * the caller pops `*pushed` values when done with it). */
 static const char *field(lua_State *L, int idx, const char *k, int *pushed)
@@ -477,6 +503,7 @@ static const luaL_Reg book_methods[] = {
     { "freeze", x_freeze },
     { "autofilter", x_autofilter },
     { "chart", x_chart },
+    { "print", x_print },
     { "close", x_close },
     { "discard", x_discard },
     { NULL, NULL },

@@ -249,6 +249,7 @@ local function data_sheet(x)
     x.sheet, x.r = sheet, 1
     check(x, x.book:row(sheet, 0, x.head, x.head_fmts, x.n))
     check(x, x.book:freeze(sheet, 1, 0))
+    check(x, x.book:print(sheet, { landscape = true }))
 end
 
 -- The autofilter over data sheet `s` (header and `last` rows below it).
@@ -419,6 +420,7 @@ local function write_charts(x, w)
     local book = x.book
     local np, ns = #ch.periods, #ch.series
     local charts = check(x, book:sheet("Charts"))
+    check(x, book:print(charts, { landscape = true, fit_width = 1, fit_height = 0 }))
     check(x, book:row(charts, 0, { "One chart per numeric field of " .. tostring(x.e and x.e.name or "the report")
         .. " over the periods (" .. tostring(x.per) .. "), as the API gives it." }, { x.bold }, 1))
     -- One row a period, all on the first data sheet: the charts draw its columns.
