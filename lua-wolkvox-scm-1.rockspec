@@ -49,6 +49,11 @@ LuaDBI (Debian lua-dbi-sqlite3, lua-dbi-postgresql), not a dependency either.
 -- rock never needs hiredis; extras/lua-wolkvox-redis-scm-1.rockspec or
 -- `make` (when pkg-config finds hiredis) build it.  Inside nginx it needs
 -- resty.redis (Debian lua-nginx-redis) instead.
+-- Excel workbooks (format "xlsx") need the C module wolkvox.xlsx, from
+-- "src/xlsx.c" on libxlsxwriter: not built here either, so that the rock
+-- never needs libxlsxwriter (wolkvox.out.xlsx then says what to install);
+-- extras/lua-wolkvox-xlsx-scm-1.rockspec or `make` (when pkg-config finds
+-- xlsxwriter) build it.
 dependencies = {
     "lua >= 5.1",
 }
