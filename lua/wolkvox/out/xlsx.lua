@@ -138,6 +138,9 @@ end
 -- control characters libxlsxwriter escapes that way); NUL escaped; at
 -- most MAX_CHARS characters (cut, saying so).  Also whether it was cut.
 local function cell_text(s)
+    if #s <= M.MAX_CHARS and not s:find("[%z\128-\255]") and not s:find("_x", 1, true) then
+        return s, false   -- (most values: plain ASCII)
+    end
     if s:find("[\128-\255]") then
         s = fix_utf8(s)
     end
@@ -161,14 +164,24 @@ M.cell_text = cell_text
 -- ---- values ----------------------------------------------------------------
 
 -- Wall time text ("2026-01-05 10:00:00") as an Excel date, or nil.
+-- (The day of the last date read: the rows of a window share a few days.)
+local last_day, last_serial
 local function excel_date(v)
-    local y, mo, d, h, mi, sec = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T](%d%d):(%d%d):(%d%d)$")
-    local t
-    if y then
-        t = dates.make(tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec))
-    else
-        t = dates.parse(v)
+    local day, h, mi, sec = v:match("^(%d%d%d%d%-%d%d%-%d%d)[ T](%d%d):(%d%d):(%d%d)$")
+    if day then
+        h, mi, sec = tonumber(h), tonumber(mi), tonumber(sec)
+        if h <= 23 and mi <= 59 and sec <= 59 then
+            if day ~= last_day then
+                local t = dates.make(tonumber(day:sub(1, 4)), tonumber(day:sub(6, 7)), tonumber(day:sub(9, 10)))
+                if not t then
+                    return nil
+                end
+                last_day, last_serial = day, t / 86400 + EPOCH
+            end
+            return last_serial + (h * 3600 + mi * 60 + sec) / 86400
+        end
     end
+    local t = dates.parse(v)
     return t and t / 86400 + EPOCH
 end
 
@@ -292,13 +305,14 @@ local function setup(w, row)
             fmt_of[ty] = check(x, book:format { num_format = nf })
         end
         x.fmt_of = fmt_of
-        x.head, x.head_fmts, x.fmts, x.conv, x.width = {}, {}, {}, {}, {}
+        x.head, x.head_fmts, x.fmts, x.conv, x.width, x.cells, x.cf = {}, {}, {}, {}, {}, {}, {}
         for i, c in ipairs(w.cols) do
             local ty = x.types[i]
             x.head[i], x.head_fmts[i] = cell_text(c), x.bold
             x.fmts[i] = fmt_of[ty] or 0
             x.conv[i] = (ty ~= "text" and ty ~= "timestamp") and numeric(ty) or nil
             x.width[i] = WIDTH[ty] or 8
+            x.cells[i], x.cf[i] = false, 0
             local hw = chars(c) + 3   -- (and the filter's button)
             if hw > x.width[i] then
                 x.width[i] = hw
@@ -583,7 +597,8 @@ function M.row(w, row)
         end
     end
     local cols, types, conv, fmts, width = w.cols, x.types, x.conv, x.fmts, x.width
-    local cells, cf, raw = {}, {}, x.chart and {} or nil
+    -- (The same two tables each row: the C module reads them at once.)
+    local cells, cf, raw = x.cells, x.cf, x.chart and {} or nil
     local sample = x.rows < SAMPLE
     for i = 1, x.n do
         local v = row[cols[i]]
