@@ -53,8 +53,8 @@ describe("the docs site", function()
         end
         p:close()
 
-        for _, guide in ipairs({ "README", "cli", "library", "api", "reports", "html", "databases", "plans",
-            "metrics", "endpoints", "fake", "openresty", "fleet", "security", "speed", "development" }) do
+        for _, guide in ipairs({ "README", "cli", "library", "api", "reports", "excel", "html", "databases",
+            "plans", "metrics", "endpoints", "fake", "openresty", "fleet", "security", "speed", "development" }) do
             local page = pages["topics/" .. guide .. ".md.html"]
             assert.is_truthy(page, guide .. " has no page")
             assert.matches('<h1 id="', page, 1, true)

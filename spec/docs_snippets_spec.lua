@@ -29,6 +29,7 @@ local PAGES = {
     "README.md", "docs/cli.md", "docs/library.md", "docs/reports.md", "docs/security.md",
     "docs/openresty.md", "docs/speed.md", "docs/development.md", "docs/fleet.md",
     "docs/databases.md", "docs/plans.md", "docs/metrics.md", "docs/fake.md", "docs/html.md",
+    "docs/excel.md",
 }
 -- (docs/endpoints.md has no snippet.)
 
