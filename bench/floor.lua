@@ -1,0 +1,179 @@
+-- bench/floor.lua: how near core.decode is to the Lua VM's own floor.
+--
+-- The floor (bench/c/floor.c, built here with cc) makes the same tables as
+-- core.decode makes of an answer of 59,000 cdr_1 rows, from keys and values
+-- cut out of the text beforehand (outside the measured part): only
+-- lua_createtable, lua_pushlstring and lua_rawset, nothing parsed.  Beside
+-- it, core.decode and lua-cjson's cjson.decode of the same text, on Lua 5.4
+-- and LuaJIT, on two data shapes:
+--   fake        the fake server's rows (bench/users.lua's answer: few
+--               distinct strings besides ids, telephones and dates)
+--   realistic   bench/realistic.lua (every row its own conn_id, telephone,
+--               customer, time; names with accents)
+-- Two figures for each, both of the measured part alone (the text already
+-- in memory, a full collection just before):
+--   CPU s   os.clock() around the call, median of RUNS fresh processes
+--   Ir      instructions counted by valgrind --tool=callgrind between two
+--           CALLGRIND_TOGGLE_COLLECT (floor.toggle), one process: the
+--           same on a loaded machine (Lua 5.4's string hash seed varies per
+--           process, so it moves by a few thousandths)
+--   lua5.4 bench/floor.lua [RUNS [PATTERN]]   (from the tree's root; PATTERN
+--   picks the cells whose "vm shape method" contains it; NO_CALLGRIND=1
+--   skips the instruction counts)
+-- Core modules from build/5.4 and build/luajit, or WV_BUILD_54 / WV_BUILD_JIT.
+local RUNS = tonumber(arg and arg[1]) or 7
+local ONLY = arg and arg[2]
+local ROWS = 59000
+
+local common = dofile("bench/common.lua")
+local realistic = dofile("bench/realistic.lua")
+local sh, write, median = common.sh, common.write, common.median
+
+local root = sh("pwd"):gsub("%s+$", "")
+local dir = sh("mktemp -d"):gsub("%s+$", "")
+local fields = realistic.fields()
+
+-- ---- the two answers ----------------------------------------------------------
+
+local function fake_answer()
+    local fake = require "wolkvox.fake"
+    local core = require "wolkvox.core"
+    local srv = fake.spawn { rows_per_day = ROWS }
+    local s = core.session { token = srv.token, timeout = 120 }
+    local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1"
+        .. "&date_ini=20260105000000&date_end=20260105235959", decode = false }
+    s:close()
+    srv:stop()
+    assert(res.status == 200 and res.body, "the fake did not answer")
+    return res.body
+end
+
+local shapes = {
+    { name = "fake", text = fake_answer() },
+    { name = "realistic", text = realistic.answer { rows = ROWS, seed = 1 } },
+}
+for _, sp in ipairs(shapes) do
+    sp.path = dir .. "/" .. sp.name .. ".json"
+    write(sp.path, sp.text)
+    sp.size = #sp.text
+    sp.text = nil
+end
+collectgarbage()
+
+-- ---- the floor module, for each VM -----------------------------------------------
+
+local WARN = "-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith "
+    .. "-Wcast-qual -Wformat=2 -Wundef"
+local vms = {
+    { name = "Lua 5.4", exe = "lua5.4", pc = "lua5.4", path_var = "LUA_PATH_5_4", cpath_var = "LUA_CPATH_5_4",
+      core = os.getenv("WV_BUILD_54") or (root .. "/build/5.4") },
+    { name = "LuaJIT", exe = "luajit", pc = "luajit", path_var = "LUA_PATH", cpath_var = "LUA_CPATH",
+      core = os.getenv("WV_BUILD_JIT") or (root .. "/build/luajit") },
+}
+for _, vm in ipairs(vms) do
+    vm.floor = dir .. "/" .. vm.pc
+    os.execute("mkdir -p " .. vm.floor)
+    assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. WARN .. " $(pkg-config --cflags " .. vm.pc .. ") "
+        .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
+    vm.env = string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
+        root, root, vm.cpath_var, vm.floor, vm.core)
+end
+
+-- ---- one measurement: a fresh process ----------------------------------------------
+
+-- arg: the answer's file, the method, the row count, the fields (comma separated).
+local CHILD = [[
+local path, method, rows, fields = arg[1], arg[2], tonumber(arg[3]), arg[4]
+local floor = require "floor"
+local f = assert(io.open(path, "rb"))
+local text = f:read("*a")
+f:close()
+local op
+if method == "floor" then
+    local names = {}
+    for n in fields:gmatch("[^,]+") do names[#names + 1] = n end
+    local p = floor.prepare(require("cjson").decode(text).data, names)
+    op = function() return floor.build(p) end
+elseif method == "decode" then
+    local core = require "wolkvox.core"
+    op = function() return core.decode(text) end
+else
+    local cjson = require "cjson"
+    op = function() return cjson.decode(text) end
+end
+collectgarbage()
+collectgarbage()
+floor.toggle()
+local t0 = os.clock()
+local v = op()
+local t = os.clock() - t0
+floor.toggle()
+assert(#v.data == rows)
+io.write(string.format("%.6f\n", t))
+]]
+local child = dir .. "/child.lua"
+write(child, CHILD)
+
+local function cpu(vm, sp, method)
+    local t = {}
+    for i = 1, RUNS do
+        local out = sh(vm.env .. vm.exe .. " " .. child .. " " .. sp.path .. " " .. method .. " " .. ROWS .. " "
+            .. table.concat(fields, ",") .. " 2>&1")
+        t[i] = tonumber(out:match("^([%d%.]+)\n$"))
+        if not t[i] then
+            return nil, out
+        end
+    end
+    return median(t)
+end
+
+local function instructions(vm, sp, method)
+    local out = dir .. "/cg.out"
+    os.remove(out)
+    local log = sh(vm.env .. "valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=" .. out .. " "
+        .. vm.exe .. " " .. child .. " " .. sp.path .. " " .. method .. " " .. ROWS .. " "
+        .. table.concat(fields, ",") .. " 2>&1")
+    local f = io.open(out, "r")
+    if not f then
+        return nil, log
+    end
+    local text = f:read("*a")
+    f:close()
+    local ir = text:match("\ntotals: (%d+)") or text:match("\nsummary: (%d+)")
+    return tonumber(ir)
+end
+
+-- ---- running --------------------------------------------------------------------------
+
+local have_cg = os.getenv("NO_CALLGRIND") == nil and os.execute("command -v valgrind >/dev/null 2>&1") == true
+print(string.format("floor / core.decode / cjson.decode: %d cdr_1 rows; CPU s = median of %d fresh processes "
+    .. "(os.clock around the call); Ir = callgrind instructions of the call; %s; %s cores", ROWS, RUNS,
+    os.date("!%Y-%m-%d %H:%M UTC"), sh("nproc"):gsub("%s+$", "")))
+for _, sp in ipairs(shapes) do
+    print(string.format("  %-10s %.1f MB of JSON", sp.name, sp.size / 1e6))
+end
+print()
+print(string.format("%-8s %-10s %-7s %9s %8s %10s %8s", "vm", "shape", "method", "CPU s", "x floor", "Ir (M)",
+    "x floor"))
+for _, vm in ipairs(vms) do
+    for _, sp in ipairs(shapes) do
+        local base_t, base_ir
+        for _, method in ipairs { "floor", "decode", "cjson" } do
+            local name = vm.name .. " " .. sp.name .. " " .. method
+            if not ONLY or name:find(ONLY, 1, true) or method == "floor" then
+                local t, err = cpu(vm, sp, method)
+                if not t then
+                    print(string.format("%-8s %-10s %-7s failed: %s", vm.name, sp.name, method, err:sub(1, 300)))
+                else
+                    local ir = have_cg and instructions(vm, sp, method) or nil
+                    base_t = base_t or t
+                    base_ir = base_ir or ir
+                    print(string.format("%-8s %-10s %-7s %9.3f %7.2fx %10s %8s", vm.name, sp.name, method, t,
+                        t / base_t, ir and string.format("%.1f", ir / 1e6) or "-",
+                        (ir and base_ir) and string.format("%.3fx", ir / base_ir) or "-"))
+                end
+            end
+        end
+    end
+end
+os.execute("rm -rf " .. dir)
