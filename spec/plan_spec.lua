@@ -284,6 +284,40 @@ describe("plans #db", function()
                 assert.equal(2, (cli("sync", p)))
             end)
 
+        it("a damaged or planted status file is read as far as it is sane and never stops the plan", function()
+            local p = place()
+            support.spit(p .. "/s.plan", "[plan]\nname = s\nshare = 50%\n[stream calls]\nendpoint = cdr_1\n"
+                .. "since = 2026-09-28\nuntil = 2026-09-30\ninto = " .. p .. "/s.db\n")
+            sh("mkdir -p " .. q(p .. "/state/plans"))
+            local status = p .. "/state/plans/s.json"
+            local planted = {
+                '{"calls": 5}', '{"calls": "x"}', '[1, 2, 3]', '"just text"', "{not json",
+                '{"calls": {"rows": "many", "calls": [], "day": 7, "watermark": "yesterday", '
+                    .. '"last_error": {"a": 1}, "up_to_date": "yes"}}',
+                '{"calls": {"watermark": "garbage"}, "ghost": {"rows": 1}}',
+            }
+            local before = requests()
+            for _, text in ipairs(planted) do
+                support.spit(status, text)
+                local code, out, err = cli("status --plan " .. q(p .. "/s.plan"), p)
+                assert.equal(0, code, text .. ": " .. err)
+                assert.matches("calls%s+reports_manager/cdr_1", out)
+                code, out, err = cli("sync --plan " .. q(p .. "/s.plan") .. " --dry-run", p)
+                assert.equal(0, code, text .. ": " .. err)
+                assert.matches("calls%s+reports_manager/cdr_1", out)
+            end
+            assert.equal(before, requests())
+            -- A run over a planted status writes a sane one in its place.
+            local code, _, err = cli("sync --plan " .. q(p .. "/s.plan"), p)
+            assert.equal(0, code, err)
+            local _, js = cli("status --plan " .. q(p .. "/s.plan") .. " --format json", p)
+            local st = require("cjson").decode(js)
+            assert.equal(1, #st.streams)
+            assert.equal("calls", st.streams[1].stream)
+            assert.is_true(st.streams[1].up_to_date)
+            assert.matches("^2026%-09%-30", st.streams[1].watermark)
+        end)
+
         it("fleet mode: two hosts running the same plan at once never spend more than its share #slow", function()
             local redis = require "redis"
             if not redis.binary() or not redis.client_built() then

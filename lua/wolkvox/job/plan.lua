@@ -281,6 +281,10 @@ local function ranks(plan)
     return out
 end
 
+-- The fields of a stream's status, and their types.
+local STATUS_FIELDS = { rows = "number", calls = "number", calls_today = "number", day = "string",
+    last_success = "number", last_error = "string", watermark = "string", up_to_date = "boolean" }
+
 -- The status file of `plan` (nil without a state directory).
 local function status_path(c, plan)
     local dir = c._ctx.state_dir
@@ -301,9 +305,30 @@ function M.status(c, plan)
     local core = require "wolkvox.core"
     local text = core.read_file(path, 1024 * 1024)
     -- A report, not where the rows' progress lives: one that cannot be
-    -- read (damaged, edited) starts again empty.
-    local t = text and core.decode(text)
-    return type(t) == "table" and t or {}
+    -- read (damaged, edited) starts again empty, and of one that can only
+    -- the fields of the right type are kept (a planted or hand-edited file
+    -- must not stop the plan).
+    local ok, t = pcall(core.decode, text or "")
+    local out = {}
+    if not ok or type(t) ~= "table" then
+        return out
+    end
+    for name, st in pairs(t) do
+        if type(name) == "string" and type(st) == "table" then
+            local keep = {}
+            for field, ty in pairs(STATUS_FIELDS) do
+                if type(st[field]) == ty then
+                    keep[field] = st[field]
+                end
+            end
+            local w = keep.watermark
+            if w and not (w:match("^%d%d%d%d%-%d%d%-%d%d[%d :T]*$") and dates.parse(w)) then
+                keep.watermark = nil
+            end
+            out[name] = keep
+        end
+    end
+    return out
 end
 
 local function save_status(c, plan, st)
