@@ -295,6 +295,8 @@ describe("plans #db", function()
                 '{"calls": {"rows": "many", "calls": [], "day": 7, "watermark": "yesterday", '
                     .. '"last_error": {"a": 1}, "up_to_date": "yes"}}',
                 '{"calls": {"watermark": "garbage"}, "ghost": {"rows": 1}}',
+                '{"calls": {"last_error": {"kind": 5, "message": {}}}}',
+                '{"calls": {"last_error": "a string"}}',
             }
             local before = requests()
             for _, text in ipairs(planted) do

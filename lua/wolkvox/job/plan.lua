@@ -283,7 +283,7 @@ end
 
 -- The fields of a stream's status, and their types.
 local STATUS_FIELDS = { rows = "number", calls = "number", calls_today = "number", day = "string",
-    last_success = "number", last_error = "string", watermark = "string", up_to_date = "boolean" }
+    last_success = "number", last_error = "table", watermark = "string", up_to_date = "boolean" }
 
 -- The status file of `plan` (nil without a state directory).
 local function status_path(c, plan)
@@ -320,6 +320,13 @@ function M.status(c, plan)
                 if type(st[field]) == ty then
                     keep[field] = st[field]
                 end
+            end
+            local e = keep.last_error
+            if e and not (type(e.kind) == "string" and type(e.message) == "string"
+                    and (e.at == nil or type(e.at) == "number")) then
+                keep.last_error = nil
+            elseif e then
+                keep.last_error = { kind = e.kind, message = e.message, at = e.at }
             end
             local w = keep.watermark
             if w and not (w:match("^%d%d%d%d%-%d%d%-%d%d[%d :T]*$") and dates.parse(w)) then
