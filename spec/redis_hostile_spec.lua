@@ -476,4 +476,37 @@ describe("fleet mode on a real redis-server, with the reply caps #slow", functio
             assert.equal(tostring(count), rs:command("GET", calls_key))
         end
     end)
+
+    it("refuses, or falls back to this host's limits, when today's count is not a count", function()
+        -- Read as 0, a planted or broken count would let the day be spent twice.
+        state.RETRY_AFTER = 0
+        finally(function() state.RETRY_AFTER = 5 end)
+        for _, mode in ipairs(MODES) do
+            for _, planted in ipairs { "abc", "-5", "1e9", "0x10", " 7", "3.5" } do
+                rs:command("FLUSHALL")
+                local x, lines = fleet(srv, rs.url, mode)
+                assert.is_table(call(x, "services"))
+                local calls_key = rs:command("KEYS", "wolkvox:calls:*")[1]
+                assert.equal("OK", rs:command("SET", calls_key, planted))
+                if mode == "refuse" then
+                    check_refused_or_local(srv, x, lines, mode, "for today's calls, not a count", planted)
+                    local _, err = call(x, "services")
+                    assert.truthy(tostring(err):find("holds '" .. planted .. "'", 1, true), tostring(err))
+                else
+                    -- The call is made on this host's limits, said in a warning
+                    -- (and counting it in Redis fails too, said in another).
+                    local before = srv:control("stats").requests
+                    assert.is_table(call(x, "services"))
+                    assert.equal(before + 1, srv:control("stats").requests)
+                    local w = table.concat(warnings(lines), " / ")
+                    assert.truthy(w:find("holds '" .. planted .. "' for today's calls, not a count; this host "
+                        .. "falls back", 1, true), planted .. ": " .. w)
+                end
+                -- Once it is a count again, Redis is used again.
+                assert.equal("OK", rs:command("SET", calls_key, "1"))
+                assert.is_table(call(x, "services"))
+                x:close()
+            end
+        end
+    end)
 end)

@@ -103,8 +103,13 @@ end
 function Ledger:counted(day)
     if self.shared then
         local ok, v = self.shared:call("get", self:fleet_key("calls", day))
-        if ok then
-            return (tonumber(v) or 0) + self.pending
+        local n = ok and type(v) == "string" and v:match("^%d+$") and tonumber(v)
+        if ok and v and not n then
+            -- (a planted or broken value: read as 0 it would spend the day twice)
+            self.shared:failed(format("holds '%s' for today's calls, not a count",
+                (tostring(v):sub(1, 24):gsub("[%c'\\\128-\255]", "?"))))
+        elseif ok then
+            return (n or 0) + self.pending
         end
     end
     return self:local_counted(day)

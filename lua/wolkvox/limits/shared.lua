@@ -79,7 +79,14 @@ function Guard:call(method, ...)
         end
         return true, unpack(r, 1, 3)
     end
-    local why = "fleet state at " .. b.where .. " is unreachable: " .. tostring(r[2])
+    return self:failed("is unreachable: " .. tostring(r[2]))
+end
+
+--- The backend failed, or gave what cannot be right (`why`, after "fleet
+-- state at WHERE "): as `call` does, a `state` error, or false in "local"
+-- mode (after one warning per outage).
+function Guard:failed(why)
+    why = "fleet state at " .. self.backend.where .. " " .. why
     if self.failure ~= "local" then
         errors.throw("state", { message = why .. " (calls are refused while it is: "
             .. "redis_failure = \"local\" falls back to this host's limits)" })
