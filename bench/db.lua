@@ -16,8 +16,11 @@
 -- figures are medians of wall time and of peak RSS (GNU time: the largest
 -- process of the case, the database server not counted):
 --   sqlite        wolkvox report --into sqlite:FILE (a new file each run)
---   postgresql    wolkvox report --into postgresql://... (tables dropped
---                 between runs; a private server, fsync on, spec/pg.lua)
+--   postgresql    wolkvox report --into postgresql://... through wolkvox.pg
+--                 (COPY; WOLKVOX_PG_DRIVER=libpq) (tables dropped between
+--                 runs; a private server, fsync on, spec/pg.lua)
+--   pg LuaDBI     the same through LuaDBI (WOLKVOX_PG_DRIVER=dbi): the path
+--                 without wolkvox.pg, measured in the same run
 --   csv+.import   wolkvox report -o cdr.csv, then sqlite3 .import --csv into
 --                 the typed table of `wolkvox schema cdr_1` (both timed)
 --   csv+\copy     wolkvox report -o cdr.csv, then psql \copy (FORMAT csv)
@@ -27,14 +30,15 @@
 --   export -> CSV only  the export the baselines start with, alone
 -- The ratio is to the bulk loader of the same database (goal: at most 1.5x).
 --   lua5.4 bench/db.lua [RUNS [PATTERN]]   (needs nginx, GNU time, sqlite3,
---   Debian's postgresql and psql, LuaDBI's sqlite3 and postgresql drivers;
---   PATTERN: only the cases whose name contains it)
+--   Debian's postgresql and psql, LuaDBI's sqlite3 and postgresql drivers,
+--   wolkvox.pg built; PATTERN: only the cases whose name contains it, or
+--   one of its parts between "|": 'postgresql|LuaDBI|csv+\copy')
 local fake = require "wolkvox.fake"
 local core = require "wolkvox.core"
 local socket = require "socket"
 
 local RUNS = tonumber(arg and arg[1]) or 5
-local ONLY = arg and arg[2]
+local ONLY = arg and arg[2] -- names' parts, "|" between them
 local ROWS_PER_DAY = 1956
 local FROM, TO, TO_1M = "2026-01-01", "2026-06-30", "2026-01-31"
 
@@ -106,8 +110,9 @@ local DROP = PSQL .. " -c 'DROP TABLE IF EXISTS cdr_1, _wolkvox_loads, _wolkvox_
 
 local WOLKVOX = "env WOLKVOX_TOKEN=" .. srv.token .. " " .. LUA54 .. " " .. root .. "/bin/wolkvox --base-url " .. base
     .. " --state-dir " .. dir .. "/cli-state --quiet"
-local function report(to, where)
-    return WOLKVOX .. " report cdr_1 --from " .. FROM .. " --to " .. to .. " " .. where
+local function report(to, where, env)
+    return (env and "env " .. env .. " " or "") .. WOLKVOX .. " report cdr_1 --from " .. FROM .. " --to " .. to
+        .. " " .. where
 end
 local DB, CSV = dir .. "/calls.db", dir .. "/cdr.csv"
 
@@ -137,7 +142,10 @@ local cases = {
             .. CSV .. " cdr_1'"),
         count = "sqlite3 " .. DB .. " 'SELECT count(*) FROM cdr_1'" },
     { name = "postgresql, 6 months", base = "csv+\\copy", rows = 354036,
-        prep = DROP, cmd = report(TO, "--into " .. server.url),
+        prep = DROP, cmd = report(TO, "--into " .. server.url, "WOLKVOX_PG_DRIVER=libpq"),
+        count = PSQL .. " -At -c 'SELECT count(*) FROM cdr_1'" },
+    { name = "pg LuaDBI, 6 months", base = "csv+\\copy", rows = 354036,
+        prep = DROP, cmd = report(TO, "--into " .. server.url, "WOLKVOX_PG_DRIVER=dbi"),
         count = PSQL .. " -At -c 'SELECT count(*) FROM cdr_1'" },
     { name = "csv+\\copy", rows = 354036,
         prep = DROP .. " && rm -f " .. CSV .. " && " .. PSQL .. " -f " .. dir .. "/pg.sql",
@@ -177,7 +185,11 @@ print()
 print(string.format("%-24s %9s %9s %9s", "case", "wall s", "vs bulk", "peak MB"))
 local got = {}
 for _, c in ipairs(cases) do
-    if not ONLY or c.name:find(ONLY, 1, true) then
+    local wanted = not ONLY
+    for part in (ONLY or ""):gmatch("[^|]+") do
+        wanted = wanted or c.name:find(part, 1, true) ~= nil
+    end
+    if wanted then
         local wall, mb = measure(c)
         if not wall then
             print(string.format("%-24s failed: %s", c.name, tostring(mb):sub(1, 300)))
