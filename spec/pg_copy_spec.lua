@@ -126,6 +126,38 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
                 .. "WHERE conn_id = '9'"))
         end)
 
+    it("keys seen again across merges sent while rows are read: the same table through both drivers", function()
+        -- Merges every 500 rows (so many while the rows of one answer are read).
+        local load = require "wolkvox.out.load"
+        local chunk, hold = load.MERGE_CHUNK, load.COPY_HOLD
+        load.MERGE_CHUNK, load.COPY_HOLD = 500, 1500
+        finally(function() load.MERGE_CHUNK, load.COPY_HOLD = chunk, hold end)
+        local rows = {}
+        for i = 1, 6000 do
+            -- every 7th row repeats a key seen from 1 to 3,000 rows before, with new values
+            local id = i % 7 == 0 and tostring(math.max(1, i - (i * 37) % 3000)) or tostring(i)
+            rows[i] = { conn_id = id, date = "2026-01-01 10:00:00", agent_name = "row " .. i, time_seg = tostring(i) }
+        end
+        srv:control("config", { fixtures = { { match = "cdr_1", body = { code = 200, msg = "ok", data = rows } } } })
+        local params = { from = "2026-01-01", to = "2026-01-01" }
+        local n1, e1 = export("dbi", "cdr_1", params, "again_dbi")
+        local n2, e2 = export("libpq", "cdr_1", params, "again_copy")
+        assert.equal(6000, n1, tostring(e1))
+        assert.equal(6000, n2, tostring(e2))
+        assert.equal(dump("again_dbi", "conn_id"), dump("again_copy", "conn_id"))
+        -- The last row of a key is the one kept.
+        local last = {}
+        for i, r in ipairs(rows) do
+            last[r.conn_id] = i
+        end
+        local count = 0
+        for _ in pairs(last) do
+            count = count + 1
+        end
+        assert.equal(tostring(count), pgsrv:psql("SELECT count(*) FROM again_copy"))
+        assert.equal("row " .. last["1"], pgsrv:psql("SELECT agent_name FROM again_copy WHERE conn_id = '1'"))
+    end)
+
     it("a row the server refuses fails its window with a clear error and leaves none of it, through both", function()
         -- Invalid UTF-8 in the 1,500th row of a window: the server refuses it.
         local rows = {}
@@ -133,6 +165,11 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
             rows[i] = { conn_id = tostring(i), date = "2026-01-01 10:00:00", agent_name = "ok " .. i }
         end
         rows[1500].agent_name = "bad \xff\xfe byte"
+        -- (merges sent every 500 rows: the refusal comes after some went in)
+        local load = require "wolkvox.out.load"
+        local chunk = load.MERGE_CHUNK
+        load.MERGE_CHUNK = 500
+        finally(function() load.MERGE_CHUNK = chunk end)
         srv:control("config", { fixtures = { { match = "cdr_1", body = { code = 200, msg = "ok", data = rows } } } })
         local params = { from = "2026-01-01", to = "2026-01-01" }
         for _, driver in ipairs { "dbi", "libpq" } do

@@ -15,6 +15,10 @@
  *                            text format and sent
  *   conn:copy_end([why])     its end (with `why`: abandoned): true and the
  *                            rows copied
+ *   conn:send(sql)           statements (no parameters) sent, not waited
+ *                            for: the server runs them while Lua works
+ *   conn:ready()             true when what `send` sent is done (or failed)
+ *   conn:wait()              its end: true, or nil and the first error
  *   conn:status()            the transaction's state ("idle", "intrans",
  *                            "inerror", "active", "copy", "unknown") and
  *                            whether the connection is still good
@@ -48,6 +52,7 @@ typedef struct {
     PGconn *pg;      /* NULL once closed */
     PGresult *res;   /* the result being read, or NULL */
     int copying;     /* a COPY FROM STDIN is open */
+    int sent;        /* a statement sent (send) whose results are not read */
     char *out;       /* copy_rows' buffer (malloc), its size and use */
     size_t cap, len;
 } conn_t;
@@ -131,6 +136,7 @@ static void close_conn(conn_t *c)
         PQfinish(pg);
     }
     c->copying = 0;
+    c->sent = 0;
     free(c->out);
     c->out = NULL;
     c->cap = c->len = 0;
@@ -225,6 +231,8 @@ static int l_exec(lua_State *L)
     const char **values = NULL;
     if (c->copying)
         return fail_text(L, "a COPY is in progress");
+    if (c->sent)
+        return fail_text(L, "a statement sent is not done: wait for it first");
     if (strlen(sql) != len)
         return fail_text(L, "the statement holds a NUL byte");
     if (nparams > 65535)
@@ -300,6 +308,8 @@ static int l_copy_begin(lua_State *L)
     const char *sql = luaL_checklstring(L, 2, &len);
     if (c->copying)
         return fail_text(L, "a COPY is in progress");
+    if (c->sent)
+        return fail_text(L, "a statement sent is not done: wait for it first");
     if (strlen(sql) != len)
         return fail_text(L, "the statement holds a NUL byte");
     drop_result(c);
@@ -552,6 +562,72 @@ static int l_copy_end(lua_State *L)
     return 2;
 }
 
+static int l_send(lua_State *L)
+{
+    conn_t *c = open_conn(L);
+    size_t len;
+    const char *sql = luaL_checklstring(L, 2, &len);
+    if (c->copying)
+        return fail_text(L, "a COPY is in progress");
+    if (c->sent)
+        return fail_text(L, "a statement sent is not done: wait for it first");
+    if (strlen(sql) != len)
+        return fail_text(L, "the statement holds a NUL byte");
+    drop_result(c);
+    if (!PQsendQuery(c->pg, sql))
+        return fail_conn(L, c);
+    c->sent = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_ready(lua_State *L)
+{
+    conn_t *c = open_conn(L);
+    /* (a connection that fails here is ready: wait() says why) */
+    lua_pushboolean(L, !c->sent || !PQconsumeInput(c->pg) || !PQisBusy(c->pg));
+    return 1;
+}
+
+static int l_wait(lua_State *L)
+{
+    conn_t *c = open_conn(L);
+    PGresult *r;
+    int failed = 0, guard = 0;
+    if (!c->sent) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    c->sent = 0;
+    lua_settop(L, 1);
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        ExecStatusType st;
+        drop_result(c);
+        c->res = r;
+        st = PQresultStatus(r);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY && !failed) {
+            failed = 1;
+            (void)fail_result(L, c);
+        }
+        drop_result(c);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH || ++guard > 64) {
+            /* (not what send is for: the connection is given up) */
+            close_conn(c);
+            if (!failed) {
+                failed = 1;
+                lua_pushnil(L);
+                lua_pushstring(L, "send is not for COPY");
+                lua_pushnil(L);
+            }
+            break;
+        }
+    }
+    if (failed)
+        return 3;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_status(lua_State *L)
 {
     conn_t *c = check_conn(L);
@@ -563,6 +639,8 @@ static int l_status(lua_State *L)
     }
     if (c->copying) {
         s = "copy";
+    } else if (c->sent) {
+        s = "active";
     } else {
         switch (PQtransactionStatus(c->pg)) {
         case PQTRANS_IDLE: s = "idle"; break;
@@ -597,6 +675,9 @@ static const luaL_Reg conn_methods[] = {
     { "copy_put", l_copy_put },
     { "copy_rows", l_copy_rows },
     { "copy_end", l_copy_end },
+    { "send", l_send },
+    { "ready", l_ready },
+    { "wait", l_wait },
     { "status", l_status },
     { "close", l_close },
     { NULL, NULL },

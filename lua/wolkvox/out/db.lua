@@ -431,15 +431,43 @@ function Native:copy_rows(list, first, rows, width)
     end
 end
 
---- End the COPY; with `why`, abandon it (and, `quiet`, say nothing).
-function Native:copy_end(why, quiet)
+--- End the COPY; with `why`, abandon it (and, `quiet`, say nothing);
+-- `what` says what it held, for the error.
+function Native:copy_end(why, quiet, what)
     if not self.copying then
         return
     end
     self.copying = false
     local ok, err = self.h:copy_end(why)
     if not ok and not quiet then
-        nfail(self, "cannot COPY", err)
+        nfail(self, "cannot COPY" .. (what and " " .. what or ""), err)
+    end
+end
+
+--- Send `sql` (statements without parameters) and go on: the server runs
+-- it meanwhile; `wait()` before anything else on the connection.
+function Native:send(sql)
+    local ok, err = self.h:send(sql)
+    if not ok then
+        nfail(self, "cannot run " .. sql:match("^%S+"), err)
+    end
+    self.sent = sql:match("^%S+")
+end
+
+--- True when what `send` sent is done.
+function Native:ready()
+    return not self.sent or self.h:ready()
+end
+
+--- The end of what `send` sent; raises its error.
+function Native:wait()
+    if self.sent then
+        local what = self.sent
+        self.sent = nil
+        local ok, err = self.h:wait()
+        if not ok then
+            nfail(self, "cannot run " .. what, err)
+        end
     end
 end
 
@@ -448,6 +476,9 @@ end
 function Native:rollback()
     if self.open and self.h then
         self.open = false
+        if self.sent then
+            pcall(self.wait, self)
+        end
         if self.copying then
             pcall(self.copy_end, self, "rolled back", true)
         end

@@ -134,9 +134,14 @@ M.BATCH = 64
 M.MAX_PARAMS = { sqlite = 32766, postgresql = 999 }
 
 -- Through COPY (wolkvox.pg), the rows go to the server this many at a time;
--- they are merged into the target when the window commits, a key comes
+-- they are merged into the target every MERGE_CHUNK rows (while the next
+-- ones are read: at most COPY_HOLD wait meanwhile, looking every COPY_POLL
+-- whether the merge is done), and when the window commits, a key comes
 -- again or a column is added.
 M.COPY_BATCH = 1024
+M.MERGE_CHUNK = 8192
+M.COPY_HOLD = 16384
+M.COPY_POLL = 256
 
 -- How each column's value is made (`Loader:prepare`).
 local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
@@ -221,6 +226,7 @@ function Loader:prepare()
                 .. (#sets > 0 and ("UPDATE SET " .. concat(sets, ", ")) or "NOTHING")
         end
     end
+    self.spill_at = self.batch
     -- The rows waiting to go in: their values one after another, and the
     -- keys among them (a key twice in one statement: PostgreSQL refuses
     -- it, so the batch goes in first, keeping the order of the merges).
@@ -228,14 +234,25 @@ function Loader:prepare()
 end
 
 -- COPY: the rows waiting go into the temporary table (the COPY started,
--- and the table made, when first needed in the window).  Else as `flush`.
-function Loader:spill()
+-- and the table made, when first needed in the window); once it holds
+-- MERGE_CHUNK rows, they are merged into the target by a statement sent
+-- without waiting: the server merges while the next rows are read, and
+-- those wait (up to COPY_HOLD) until it is done.  `force`: no waiting rows
+-- kept, no merge sent.  Else as `flush`.
+function Loader:spill(force)
     if not self.copy then
         return self:flush()
     end
     local pending, conn = self.pending, self.conn
     if pending == 0 then
         return
+    end
+    if conn.sent then
+        if not force and pending < M.COPY_HOLD and not conn:ready() then
+            self.spill_at = pending + M.COPY_POLL
+            return
+        end
+        conn:wait()
     end
     if not conn.copying then
         if not self.stage_ready then
@@ -244,18 +261,32 @@ function Loader:spill()
             self.stage_ready = true
         end
         conn:copy_begin(self.copy_sql)
+        self.copy_first = self.window_rows - pending + 1
     end
     conn:copy_rows(self.buf, 1, pending, self.width)
     self.staged = self.staged + pending
     self.pending = 0
+    self.spill_at = self.batch
+    if not force and self.staged >= M.MERGE_CHUNK then
+        conn:copy_end(nil, nil, self:copy_what())
+        conn:send(self.merge_sql .. "; TRUNCATE " .. self.stage)
+        self.staged = 0
+        self.keys = {}
+    end
 end
 
--- COPY: the rows sent (and those waiting) merged into the target; the
+-- What the COPY open holds (its line 1 is the window's row `copy_first`).
+function Loader:copy_what()
+    return format("(its line 1 is row %d of the window into %s)", self.copy_first or 1, self.s.table)
+end
+
+-- COPY: every row merged into the target (what was sent waited for); the
 -- temporary table emptied (`final`: the commit empties it).
 function Loader:merge(final)
     local conn = self.conn
-    self:spill()
-    conn:copy_end()
+    self:spill(true)
+    conn:wait()
+    conn:copy_end(nil, nil, self:copy_what())
     if self.staged > 0 then
         conn:exec(self.merge_sql)
         if not final then
@@ -353,7 +384,7 @@ function Loader:open_window(w)
     conn:begin()
     self.window, self.window_rows = w, 0
     -- (made again if missing: a rolled-back window may have taken it along)
-    self.stage_ready, self.staged = false, 0
+    self.stage_ready, self.staged, self.spill_at = false, 0, self.batch
     if s.merge == "period" then
         self.period = { w.from and schema_of.timestamp(dates.parse(w.from), self.offset),
             w.to and schema_of.timestamp(dates.parse(w.to), self.offset) }
@@ -551,7 +582,7 @@ function Loader:rows(list, w)
         end
         self.pending = self.pending + 1
         self.window_rows = self.window_rows + 1
-        if self.pending >= self.batch then
+        if self.pending >= self.spill_at then
             self:spill()
         end
     end
