@@ -9,7 +9,9 @@
 -- charged to any case.
 --
 -- Cases, each a fresh process (`wolkvox report cdr_1 ... -o FILE`), RUNS
--- times; figures are medians of wall time and of peak RSS (GNU time):
+-- times; figures are medians of wall time, CPU time (user + system: less
+-- moved than wall time by other work on a shared machine) and peak RSS
+-- (GNU time):
 --   xlsx 1 month / xlsx 6 months   -o calls.xlsx (the memory must not grow with the range)
 --   csv 1 month / csv 6 months     -o calls.csv (the same rows, the fast path)
 -- Each workbook's rows are counted in its sheet XML (unzip), each CSV's lines.
@@ -85,22 +87,33 @@ local cases = {
     { name = "csv, 6 months", rows = ROWS_6M + 1, to = TO, out = CSV, count = "wc -l < " .. CSV },
 }
 
+-- `cmd` once under GNU time: wall seconds, CPU seconds and peak RSS (KB),
+-- or nil and what it printed.
+local function timed(cmd)
+    local out = sh("/usr/bin/time -f '@@ %e %U %S %M' " .. cmd .. " 2>&1 >/dev/null")
+    local wall, user, sys, kb = out:match("@@ ([%d%.]+) ([%d%.]+) ([%d%.]+) (%d+)")
+    if not wall or out:find("Command exited with non%-zero status") then
+        return nil, out
+    end
+    return tonumber(wall), tonumber(user) + tonumber(sys), tonumber(kb)
+end
+
 local function measure(c)
-    local walls, rss, size = {}, {}, 0
+    local walls, cpus, rss, size = {}, {}, {}, 0
     for i = 1, RUNS do
         os.remove(c.out)
-        local wall, kb = common.timed(WOLKVOX .. " report cdr_1 --from " .. FROM .. " --to " .. c.to .. " -o " .. c.out)
+        local wall, cpu, kb = timed(WOLKVOX .. " report cdr_1 --from " .. FROM .. " --to " .. c.to .. " -o " .. c.out)
         if not wall then
-            return nil, kb
+            return nil, cpu
         end
         local n = tonumber(sh(c.count))
         if n ~= c.rows then
             return nil, "counted " .. tostring(n) .. " rows, not " .. c.rows
         end
-        walls[i], rss[i] = wall, kb
+        walls[i], cpus[i], rss[i] = wall, cpu, kb
         size = tonumber((sh("stat -c %s " .. c.out)))
     end
-    return median(walls), median(rss) / 1024, size / 1e6
+    return median(walls), median(cpus), median(rss) / 1024, size / 1e6
 end
 
 local function loadavg()
@@ -113,22 +126,22 @@ print(string.format("lua-wolkvox --format xlsx: cdr_1 %s..%s, %d rows a day (%d 
 print(string.format("machine: %s, %s cores, load %s; libxlsxwriter %s", sh("uname -m"):gsub("%s+$", ""),
     sh("nproc"):gsub("%s+$", ""), loadavg(), sh(LUA54 .. " -e 'io.write(require(\"wolkvox.xlsx\").version)'")))
 print()
-print(string.format("%-16s %9s %9s %9s %9s", "case", "wall s", "vs csv", "peak MB", "file MB"))
+print(string.format("%-16s %9s %9s %9s %9s %9s", "case", "wall s", "cpu s", "cpu/csv", "peak MB", "file MB"))
 local got = {}
 for _, c in ipairs(cases) do
-    local wall, mb, size = measure(c)
+    local wall, cpu, mb, size = measure(c)
     if not wall then
-        print(string.format("%-16s failed: %s", c.name, tostring(mb):sub(1, 300)))
+        print(string.format("%-16s failed: %s", c.name, tostring(cpu):sub(1, 300)))
     else
-        c.wall, c.mb, c.size = wall, mb, size
+        c.wall, c.cpu, c.mb, c.size = wall, cpu, mb, size
         got[c.name] = c
     end
 end
 for _, c in ipairs(cases) do
     if c.wall then
         local csv = got[c.name:gsub("^xlsx", "csv")]
-        print(string.format("%-16s %9.2f %9s %9.1f %9.1f", c.name, c.wall,
-            csv and c.name:find("^xlsx") and string.format("%.2fx", c.wall / csv.wall) or "", c.mb, c.size))
+        print(string.format("%-16s %9.2f %9.2f %9s %9.1f %9.1f", c.name, c.wall, c.cpu,
+            csv and c.name:find("^xlsx") and string.format("%.2fx", c.cpu / csv.cpu) or "", c.mb, c.size))
     end
 end
 local x1, x6 = got["xlsx, 1 month"], got["xlsx, 6 months"]
