@@ -283,6 +283,21 @@ describe("xlsx", function()
             assert.equal("one 5", a.cells[6][col(a, "agent_name")].v)
             assert.equal(60, b.cells[7][col(b, "calls")].v)
         end)
+        it("a file that refuses the workbook: close fails and says why", function()
+            if not usable(pending) then
+                return
+            end
+            local path = dir .. "/ro.xlsx"
+            support.spit(path, "")
+            local f = assert(io.open(path, "rb"))   -- (open for reading: every write fails)
+            local w = assert(export.writer("xlsx", f, { endpoint = "cdr_2" }))
+            assert(w:write { agent_name = "a", calls = 1 })
+            local ok, why = w:close()
+            f:close()
+            assert.is_nil(ok)
+            assert.matches("^cannot write", why)
+            assert.equal("", support.read(path))
+        end)
     end)
 
     describe("charts of a report by period", function()
