@@ -167,8 +167,8 @@ describe("the rockspecs #packaging", function()
         -- make install, laid out as the rock tree, installs the same files
         -- (without the optional wolkvox.redis, wolkvox.xlsx and wolkvox.pg,
         -- which have rockspecs of their own).
-        ok, out = run(string.format("cd %s && make -s install REDIS=no XLSX=no PG=no LUA=%s BUILD=%s/build DESTDIR=%s PREFIX=/p "
-            .. "LUA_LMOD=/p/share/lua/%s LUA_CMOD=/p/lib/lua/%s DOCDIR=/p/doc",
+        ok, out = run(string.format("cd %s && make -s install REDIS=no XLSX=no PG=no LUA=%s BUILD=%s/build "
+            .. "DESTDIR=%s PREFIX=/p LUA_LMOD=/p/share/lua/%s LUA_CMOD=/p/lib/lua/%s DOCDIR=/p/doc",
             src, INTERP, src, dest, LUAVER, LUAVER))
         assert.is_truthy(ok, out)
         -- The man page and the completion, where man(1) and bash-completion look under the prefix.
