@@ -140,7 +140,7 @@ local function endpoint_of(name)
     if type(name) ~= "string" then
         errors.throw("params", { message = "an endpoint name is needed, such as \"cdr_1\"" })
     end
-    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local e = registry.lookup(name)
     if not e then
         local names = registry.method_names()
         if name:find("/", 1, true) then

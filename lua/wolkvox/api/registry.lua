@@ -81,6 +81,17 @@ function M.bare(api)
     return bare[api]
 end
 
+--- The endpoint `v` names: "family/api" or a bare method name ("cdr_1");
+-- an endpoint (a table) is itself.  Nil for anything else.
+function M.lookup(v)
+    if type(v) == "table" then
+        return v
+    elseif type(v) == "string" then
+        return v:find("/", 1, true) and by_key[v] or bare[v]
+    end
+    return nil
+end
+
 --- The edit distance of `a` and `b` (optimal string alignment: insertions,
 -- deletions, substitutions and swaps of two neighbours each count 1), or
 -- `limit + 1` as soon as it is known to be more than `limit`.

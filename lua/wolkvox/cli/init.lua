@@ -208,7 +208,7 @@ end
 -- The columns of endpoint `name` as the command writes them: `key` first
 -- for an answer keyed by bucket, `period` first with `per`.
 local function columns_of(name, per)
-    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local e = registry.lookup(name)
     local cols = export.columns(name)
     if e and e.shape == "object" and e.dates then
         table.insert(cols, 1, "key")
@@ -400,7 +400,7 @@ local function needs_map(a)
     if a.typed or a.per then
         return true
     end
-    local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+    local e = registry.lookup(a.name)
     return e == nil or e.shape == "object"
 end
 
@@ -775,7 +775,7 @@ end
 
 -- The table a report loads into, or its JSON Schema: no call, no token.
 function commands.schema(a)
-    local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+    local e = registry.lookup(a.name)
     if not e then
         fail(exit.USAGE, "unknown report '" .. a.name .. "'")
     end
@@ -967,7 +967,7 @@ function M.main(argv)
         if a.command == "sync" and a.plan then
             snapshot.streams = a.plan_streams
         elseif a.command == "sync" then
-            local e = a.name:find("/", 1, true) and registry.get(a.name) or registry.bare(a.name)
+            local e = registry.lookup(a.name)
             local meta, wall = a.synced, nil
             local dates = require "wolkvox.dates"
             if meta and meta.watermark then

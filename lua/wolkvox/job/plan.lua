@@ -154,7 +154,7 @@ local function endpoint_of(name)
     if type(name) ~= "string" then
         return nil
     end
-    return name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    return registry.lookup(name)
 end
 
 --- Check `plan` (a table as `parse` gives) before any call: a copy with

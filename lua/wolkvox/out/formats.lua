@@ -51,7 +51,7 @@ local M = {}
 -- field list, in the API's order (nested fields such as `counts.total` are
 -- left out: they are not columns of a row).
 function M.columns(name)
-    local e = name:find("/", 1, true) and registry.get(name) or registry.bare(name)
+    local e = registry.lookup(name)
     local out = {}
     for _, f in ipairs(e and e.fields or {}) do
         if not f:find("[%.%[]") then
@@ -125,15 +125,6 @@ M.settle_columns = settle_columns
 -- the record's "_unfit" object (declared in the schema), its property
 -- null, so every record validates against the schema the target was given.
 
--- The endpoint of a writer: a registry entry, or a name ("cdr_1", "family/api").
-local function endpoint_of(v)
-    if type(v) == "table" then
-        return v
-    elseif type(v) == "string" then
-        return v:find("/", 1, true) and registry.get(v) or registry.bare(v)
-    end
-    return nil
-end
 
 
 -- One message as a line, or nil and why (a value JSON cannot hold).
@@ -151,7 +142,7 @@ local function singer_setup(w)
     if w.singer ~= nil then
         return w.singer, w.singer_why
     end
-    local e = endpoint_of(w.endpoint)
+    local e = registry.lookup(w.endpoint)
     local s, why
     if not e then
         why = w.endpoint == nil

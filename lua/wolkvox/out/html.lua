@@ -252,14 +252,6 @@ function M.additive(name, ty)
     return true
 end
 
-local function endpoint_of(v)
-    if type(v) == "table" then
-        return v
-    elseif type(v) == "string" then
-        return v:find("/", 1, true) and registry.get(v) or registry.bare(v)
-    end
-    return nil
-end
 
 -- A value as a number of field type `ty`: the number, or nil and whether
 -- there was a value that is not one.
@@ -289,7 +281,7 @@ local function state(w, row)
         formats.settle_columns(w, row or {})
     end
     local about = w.about or {}
-    local e = endpoint_of(w.endpoint)
+    local e = registry.lookup(w.endpoint)
     local st = { e = e, per = about.per, offset = w.utc_offset or defaults.utc_offset, shown = {}, rest = 0,
         types = {}, cols = {} }
     -- Under --per the CLI's rows carry their period; a library's take the window's.
@@ -897,7 +889,7 @@ end
 
 --- Start (the first row settles the columns).
 function M.start(w, row)
-    local e = endpoint_of(w.endpoint)
+    local e = registry.lookup(w.endpoint)
     if not w.columns and e and e.name then
         -- (A library's export gives no columns: the registry's order, not the keys' sorted.)
         w.columns = formats.columns(e.name)

@@ -218,15 +218,6 @@ local function numeric(ty)
     end
 end
 
--- The endpoint of a writer: a registry entry, or a name.
-local function endpoint_of(v)
-    if type(v) == "table" then
-        return v
-    elseif type(v) == "string" then
-        return v:find("/", 1, true) and registry.get(v) or registry.bare(v)
-    end
-    return nil
-end
 
 -- The type of each of the writer's columns: the schema's for the
 -- endpoint's own fields, text for any other (period, key, unknown).
@@ -271,7 +262,7 @@ local function filter(x, s, last)
 end
 
 local function setup(w, row)
-    local e = endpoint_of(w.endpoint or (w.about and w.about.endpoint))
+    local e = registry.lookup(w.endpoint or (w.about and w.about.endpoint))
     if w.columns == nil and e then
         w.columns = formats.columns(e.name)   -- the API's order, then any other field
     end
