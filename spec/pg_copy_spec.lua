@@ -192,6 +192,17 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         assert.equal(pgsrv:psql("SELECT count(*) FROM refused_dbi"), pgsrv:psql("SELECT count(*) FROM refused_libpq"))
     end)
 
+    it("a driver asked for that cannot be had is refused before any call", function()
+        local before = srv:control("stats").requests
+        db.pg_driver = "odbc"
+        local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-01" }, { into = pgsrv.url })
+        db.pg_driver = nil
+        assert.is_nil(n)
+        assert.equal("params", err.kind)
+        assert.matches("WOLKVOX_PG_DRIVER must be libpq or dbi", err.message, 1, true)
+        assert.equal(before, srv:control("stats").requests)
+    end)
+
     describe("the binding", function()
         it("a wrong address or user is nil and libpq's reason, never the password", function()
             local conn, err = lib.connect("postgresql://127.0.0.1:1/none?connect_timeout=5")

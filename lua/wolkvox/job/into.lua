@@ -85,8 +85,8 @@ end
 -- Inside nginx a database driver would block the worker: refused.
 local function not_in_nginx(ctx, e, what)
     if ctx.transport_name == "ngx" then
-        errors.refuse(e, what .. ": into is not available inside nginx: LuaDBI blocks the worker; run the job "
-            .. "from a separate process (cron, a worker of your own)")
+        errors.refuse(e, what .. ": into is not available inside nginx: the database drivers (LuaDBI, libpq) "
+            .. "block the worker; run the job from a separate process (cron, a worker of your own)")
     end
 end
 

@@ -18,7 +18,9 @@ local M = {}
 --- The dialects, with the LuaDBI driver and the Debian package that has it.
 M.DIALECTS = {
     sqlite = { driver = "SQLite3", package = "lua-dbi-sqlite3" },
-    postgresql = { driver = "PostgreSQL", package = "lua-dbi-postgresql" },
+    postgresql = { driver = "PostgreSQL", package = "lua-dbi-postgresql",
+        -- (unless WOLKVOX_PG_DRIVER=dbi asked for LuaDBI)
+        other = " (or build wolkvox.pg, lua-wolkvox's libpq binding, with libpq-dev installed)" },
 }
 
 --- How long a SQLite write waits for another writer of the same file (ms).
@@ -151,12 +153,14 @@ function M.driver(dialect)
     end
     local ok, DBI = pcall(require, "DBI")
     if not ok then
-        return nil, format("writing into %s needs LuaDBI: install the Debian package %s", dialect, d.package)
+        return nil, format("writing into %s needs LuaDBI: install the Debian package %s%s", dialect, d.package,
+            M.pg_driver ~= "dbi" and os.getenv("WOLKVOX_PG_DRIVER") ~= "dbi" and d.other or "")
     end
     local found = pcall(require, "dbd." .. d.driver:lower())
     if not found then
-        return nil, format("writing into %s needs LuaDBI's %s driver: install the Debian package %s",
-            dialect, d.driver, d.package)
+        return nil, format("writing into %s needs LuaDBI's %s driver: install the Debian package %s%s",
+            dialect, d.driver, d.package, M.pg_driver ~= "dbi" and os.getenv("WOLKVOX_PG_DRIVER") ~= "dbi"
+            and d.other or "")
     end
     return DBI
 end

@@ -139,8 +139,8 @@ M.MAX_PARAMS = { sqlite = 32766, postgresql = 999 }
 -- whether the merge is done), and when the window commits, a key comes
 -- again or a column is added.
 M.COPY_BATCH = 1024
-M.MERGE_CHUNK = 8192
-M.COPY_HOLD = 16384
+M.MERGE_CHUNK = 4096
+M.COPY_HOLD = 4096
 M.COPY_POLL = 256
 
 -- How each column's value is made (`Loader:prepare`).
