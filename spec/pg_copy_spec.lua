@@ -249,10 +249,11 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
             none, err = conn:copy_rows({ "4", "a\0b" }, 1, 1, 2)
             assert.is_nil(none)
             assert.matches("NUL", err, 1, true)
+            assert(conn:copy_put("5\tput\\tit\n"))
             local ok, copied = conn:copy_end()
             assert.is_true(ok)
-            assert.equal(3, copied)
-            assert.same({ { a = "1", b = "x\\y\tz" }, { a = "2" }, { a = "3", b = "\\." } },
+            assert.equal(4, copied)
+            assert.same({ { a = "1", b = "x\\y\tz" }, { a = "2" }, { a = "3", b = "\\." }, { a = "5", b = "put\tit" } },
                 (conn:exec("SELECT * FROM t ORDER BY a")))
             -- A value the column refuses: the COPY's end says so.
             assert(conn:copy_begin("COPY t (a, b) FROM STDIN"))

@@ -12,7 +12,9 @@
  *   conn:copy_rows(list, first, rows, width)
  *                            `rows` rows of `width` values each, from
  *                            list[first] on (nil is NULL), encoded in COPY's
- *                            text format and sent
+ *                            text format and sent (after a failure, some
+ *                            rows of the call may be sent: end the COPY
+ *                            with a reason, abandoning it)
  *   conn:copy_end([why])     its end (with `why`: abandoned): true and the
  *                            rows copied
  *   conn:send(sql)           statements (no parameters) sent, not waited
