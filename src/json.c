@@ -215,41 +215,70 @@ static int string_escaped(decoder *d, const char *from)
     return 1;
 }
 
+/* Where a string's plain run ends: the first byte that is a quote, a
+ * backslash or a control character.  Most of an answer's bytes are inside
+ * strings, so on little-endian machines with 64-bit words eight of them are
+ * looked at together: each test sets the high bit of a byte that matches
+ * (a borrow can only mark bytes after a match, never before it, so the
+ * lowest marked byte is the first match). */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) \
+    && defined(__SIZEOF_LONG_LONG__)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && __SIZEOF_LONG_LONG__ == 8
+#define WV_JSON_SWAR 1
+#endif
+#endif
+
+static const char *plain_end(const char *p, const char *e)
+{
+#ifdef WV_JSON_SWAR
+    const unsigned long long ones = 0x0101010101010101ULL, highs = ones * 0x80;
+    while (e - p >= 8) {
+        unsigned long long x, q, b, m;
+        memcpy(&x, p, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        m = (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
+        if (m != 0)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        p++;
+    return p;
+}
+
 /* d->p is just after the opening quote. */
 static int string(decoder *d)
 {
-    const char *p = d->p, *e = d->end;
-    while (p < e) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"') {
-            size_t n = (size_t)(p - d->p);
-            if (d->secret_len > 0 && n >= d->secret_len)
-                return push_masked(d, d->p, n, p + 1);
-            if (!d->check)
-                lua_pushlstring(d->L, d->p, n);
-            d->p = p + 1;
-            return 1;
-        }
-        if (c == '\\') {
-            /* Keep the plain prefix, then unescape the rest. */
-            size_t plain = (size_t)(p - d->p);
-            wv_buf *b = d->scratch;
-            b->len = 0;
-            if (!wv_buf_reserve(b, plain))
-                return fail(d, "out of memory");
-            if (plain > 0)
-                memcpy(b->p, d->p, plain);
-            b->len = plain;
-            return string_escaped(d, p);
-        }
-        if (c < 0x20) {
-            d->p = p;
-            return fail(d, "control character in string");
-        }
-        p++;
+    const char *p = plain_end(d->p, d->end);
+    if (p >= d->end) {
+        d->p = d->end;
+        return fail(d, "unterminated string");
     }
-    d->p = e;
-    return fail(d, "unterminated string");
+    if (*p == '"') {
+        size_t n = (size_t)(p - d->p);
+        if (d->secret_len > 0 && n >= d->secret_len)
+            return push_masked(d, d->p, n, p + 1);
+        if (!d->check)
+            lua_pushlstring(d->L, d->p, n);
+        d->p = p + 1;
+        return 1;
+    }
+    if (*p == '\\') {
+        /* Keep the plain prefix, then unescape the rest. */
+        size_t plain = (size_t)(p - d->p);
+        wv_buf *b = d->scratch;
+        b->len = 0;
+        if (!wv_buf_reserve(b, plain))
+            return fail(d, "out of memory");
+        if (plain > 0)
+            memcpy(b->p, d->p, plain);
+        b->len = plain;
+        return string_escaped(d, p);
+    }
+    d->p = p;
+    return fail(d, "control character in string");
 }
 
 static int number(decoder *d)
