@@ -29,6 +29,14 @@ typedef struct {
     int check;               /* only check the text: push nothing */
     int obj_hint[WV_JSON_MAX_DEPTH + 1];
     int arr_hint[WV_JSON_MAX_DEPTH + 1];
+    /* The key cache: the n-th key of the last object (at any depth) that
+     * had an n-th key, when it was plain text.  A list of same-shaped rows
+     * then pushes each key with lua_rawgeti instead of hashing and
+     * interning it again.  The strings stay alive in the table at stack
+     * index `kc` (0: no cache), so the pointers into them stay valid. */
+    int kc;
+    const char *kc_ptr[WV_JSON_MAX_HINT];
+    size_t kc_len[WV_JSON_MAX_HINT];
 } decoder;
 
 static int value(decoder *d);
@@ -388,6 +396,35 @@ static int literal(decoder *d, const char *word, size_t n)
     return 1;
 }
 
+/* The key at d->p (after its opening quote), the n-th of its object: the
+ * cached string when the text holds the same bytes followed by the closing
+ * quote (the cached key had no escape, so these bytes are valid as they
+ * are); otherwise string(), and the key is cached when plain. */
+static int key(decoder *d, int n)
+{
+    lua_State *L = d->L;
+    const char *s = d->p;
+    size_t len = d->kc_len[n], got;
+    const char *str;
+    if (len > 0 && (size_t)(d->end - s) > len && s[len] == '"' && memcmp(s, d->kc_ptr[n], len) == 0) {
+        lua_rawgeti(L, d->kc, n + 1);
+        d->p = s + len + 1;
+        return 1;
+    }
+    if (!string(d))
+        return 0;
+    /* Plain when the string is the text between the quotes, byte for byte
+     * (no escape, no secret masked out of it). */
+    str = lua_tolstring(L, -1, &got);
+    if (got > 0 && got == (size_t)(d->p - 1 - s) && memcmp(str, s, got) == 0) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, d->kc, n + 1);
+        d->kc_ptr[n] = str;
+        d->kc_len[n] = got;
+    }
+    return 1;
+}
+
 static int array(decoder *d)
 {
     lua_State *L = d->L;
@@ -440,8 +477,12 @@ static int object(decoder *d)
         if (d->p >= d->end || *d->p != '"')
             return fail(d, "expected a string key in object");
         d->p++;
-        if (!string(d))
+        if (d->kc != 0 && !d->check && n < WV_JSON_MAX_HINT) {
+            if (!key(d, n))
+                return 0;
+        } else if (!string(d)) {
             return 0;
+        }
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') {
             if (!d->check)
@@ -449,6 +490,9 @@ static int object(decoder *d)
             return fail(d, "expected ':' after key in object");
         }
         d->p++;
+        skip_ws(d);
+        /* Only null starts with 'n' (value() checks the rest). */
+        isnull = d->p < d->end && *d->p == 'n';
         if (!value(d)) {
             if (!d->check)
                 lua_pop(L, 1);
@@ -459,7 +503,6 @@ static int object(decoder *d)
             goto next;
         /* Lua cannot hold a null member: store nil, which also drops an
          * earlier member of the same name, as a later value would. */
-        isnull = lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL;
         if (isnull) {
             lua_pop(L, 1);
             lua_pushnil(L);
@@ -531,9 +574,11 @@ static int value(decoder *d)
     }
 }
 
-/* decode_with's flags: a byte order mark may start the text; only check it. */
+/* decode_with's flags: a byte order mark may start the text; only check it;
+ * cache the keys (a whole text: the cache lives for the call). */
 #define BOM_OK 1
 #define CHECK_ONLY 2
+#define KEY_CACHE 4
 
 /* Decode s[0..len) with the decoder `d` (its hints kept from earlier texts:
  * rows of one answer decoded one by one still get tables of their size). */
@@ -552,14 +597,26 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     d->errmsg = NULL;
     d->errat = NULL;
     d->depth = 0;
+    if (flags & KEY_CACHE) {
+        /* A cache for this call.  Room for every slot: storing a key never
+         * allocates. */
+        lua_createtable(L, WV_JSON_MAX_HINT, 0);
+        d->kc = lua_gettop(L);
+        memset(d->kc_len, 0, sizeof d->kc_len);
+    }
     /* A UTF-8 byte order mark is tolerated at the start of a whole text
      * (some PHP files emit one); never inside one (`bom` 0). */
     if ((flags & BOM_OK) && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
     if (value(d)) {
         skip_ws(d);
-        if (d->p == d->end)
+        if (d->p == d->end) {
+            if (flags & KEY_CACHE) {
+                lua_remove(L, d->kc);
+                d->kc = 0;
+            }
             return 1;
+        }
         fail(d, "trailing characters after the JSON value");
     }
     if (err != NULL && errlen > 0) {
@@ -571,6 +628,8 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
             snprintf(err, errlen, "%s at byte %lu", d->errmsg, (unsigned long)at + 1);
     }
     lua_settop(L, top);
+    if (flags & KEY_CACHE)
+        d->kc = 0;
     return 0;
 }
 
@@ -584,7 +643,7 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
     luaL_checkstack(L, 8, "no room on the Lua stack");
     d = (decoder *)lua_newuserdata(L, sizeof *d);
     memset(d, 0, sizeof *d);
-    ok = decode_with(d, L, s, len, scratch, secret, m, BOM_OK, err, errlen);
+    ok = decode_with(d, L, s, len, scratch, secret, m, BOM_OK | KEY_CACHE, err, errlen);
     if (ok)
         lua_remove(L, top + 1); /* the decoder userdata */
     else
@@ -594,7 +653,32 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
 
 struct wv_json_ctx {
     decoder d;
+    const void *keys;        /* the table the cached keys are held by */
 };
+
+/* The key cache of a context: the table at stack index `idx` (absolute;
+ * 0: none, for the calls that follow) holds its strings for as long as the
+ * context uses it.  wv_json_ctx_forget_keys must be called whenever
+ * another table takes its place (stream.c: a new answer comes with a new
+ * state table); a table other than the last one also empties the cache. */
+void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
+void wv_json_ctx_forget_keys(wv_json_ctx *c);
+
+void wv_json_ctx_forget_keys(wv_json_ctx *c)
+{
+    c->d.kc = 0;
+    c->keys = NULL;
+    memset(c->d.kc_len, 0, sizeof c->d.kc_len);
+}
+
+void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx)
+{
+    if (idx != 0 && lua_topointer(L, idx) != c->keys) {
+        wv_json_ctx_forget_keys(c);
+        c->keys = lua_topointer(L, idx);
+    }
+    c->d.kc = idx;
+}
 
 wv_json_ctx *wv_json_ctx_new(void)
 {

@@ -23,6 +23,11 @@
 
 #define WV_DECODER_MT "wolkvox.decoder"
 
+/* json.c: the key cache of a context (a table in the state, slot 7). */
+void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
+void wv_json_ctx_forget_keys(wv_json_ctx *c);
+#define KEYS_SLOT 7
+
 enum {
     ST_START,      /* before the top-level value */
     ST_KEY,        /* in the envelope: a key or '}' */
@@ -356,15 +361,23 @@ void wv_stream_init(wv_stream *d, wv_buf *in, wv_buf *scratch, wv_json_ctx *json
     d->secret = secret;
     d->secret_len = secret != NULL ? secret_len : 0;
     d->state = ST_START;
+    /* A new answer comes with a new state table (wv_stream_state): the
+     * keys cached from the last one are no longer held. */
+    if (json != NULL)
+        wv_json_ctx_forget_keys(json);
 }
 
 void wv_stream_state(lua_State *L)
 {
-    lua_createtable(L, 5, 0);
+    lua_createtable(L, KEYS_SLOT, 0);
     lua_newtable(L);
     lua_rawseti(L, -2, 1);
     lua_newtable(L);
     lua_rawseti(L, -2, 5);
+    /* The rows' keys, decoded once (json.c's key cache; room for every
+     * slot, so storing one never allocates). */
+    lua_createtable(L, WV_JSON_MAX_HINT, 0);
+    lua_rawseti(L, -2, KEYS_SLOT);
 }
 
 int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
@@ -376,7 +389,12 @@ int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
     base = lua_gettop(L) + 1;
     for (i = 1; i <= 5; i++)
         lua_rawgeti(L, st, i);
+    lua_rawgeti(L, st, KEYS_SLOT);
+    if (d->json != NULL)
+        wv_json_ctx_keys(d->json, L, lua_istable(L, base + 5) ? base + 5 : 0);
     r = run(L, d, base + 4, base, last);
+    if (d->json != NULL)
+        wv_json_ctx_keys(d->json, L, 0);
     if (r == 0 && last)
         r = failed(d, "unexpected end of input");
     for (i = 0; i < 4; i++) {
