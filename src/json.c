@@ -579,6 +579,7 @@ static int value(decoder *d)
 #define BOM_OK 1
 #define CHECK_ONLY 2
 #define KEY_CACHE 4
+#define PREFIX 8        /* the value may be followed by anything: not checked */
 
 /* Decode s[0..len) with the decoder `d` (its hints kept from earlier texts:
  * rows of one answer decoded one by one still get tables of their size). */
@@ -609,6 +610,8 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     if ((flags & BOM_OK) && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         d->p += 3;
     if (value(d)) {
+        if (flags & PREFIX)
+            return 1;
         skip_ws(d);
         if (d->p == d->end) {
             if (flags & KEY_CACHE) {
@@ -695,6 +698,26 @@ int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, 
 {
     luaL_checkstack(L, 8, "no room on the Lua stack");
     return decode_with(&c->d, L, s, len, scratch, secret, m, 0, err, errlen);
+}
+
+/* The value at the start of s[0..len), which may be followed by anything
+ * (the rest of a stream's buffer): 1 with its length in *used when it is
+ * complete and valid (decoded onto the stack, or only checked: `check`);
+ * 0 otherwise, nothing pushed and no message: cut short by the end of the
+ * buffer, or malformed, the caller's scanner tells which. */
+int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                              const char *secret, size_t m, int check, size_t *used);
+
+int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                              const char *secret, size_t m, int check, size_t *used)
+{
+    int ok;
+    luaL_checkstack(L, 8, "no room on the Lua stack");
+    ok = decode_with(&c->d, L, s, len, scratch, secret, m, PREFIX | (check ? CHECK_ONLY : 0), NULL, 0);
+    c->d.check = 0;
+    if (ok)
+        *used = (size_t)(c->d.p - s);
+    return ok;
 }
 
 int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,

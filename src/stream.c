@@ -27,6 +27,9 @@
 void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
 void wv_json_ctx_forget_keys(wv_json_ctx *c);
 #define KEYS_SLOT 7
+/* json.c: a value followed by anything, decoded when complete and valid. */
+int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                              const char *secret, size_t m, int check, size_t *used);
 
 enum {
     ST_START,      /* before the top-level value */
@@ -187,7 +190,20 @@ static int decode_slice(lua_State *L, wv_stream *d, size_t len, int check)
 static int take_value(lua_State *L, wv_stream *d, int last, const char *what, int check)
 {
     size_t len = 0;
-    int r = scan_value(d, &len, last);
+    int r;
+    if (!d->scanning && d->pos < d->in->len && (d->in->p[d->pos] == '{' || d->in->p[d->pos] == '[')) {
+        /* An object or an array (a row) is most often whole in the buffer:
+         * decoded at once, its bytes are read once instead of scanned for
+         * its end first.  One cut by the buffer's end, or a malformed one,
+         * goes to the scanner as before (which resumes where it stops: a
+         * value is tried this way once, then only scanned until complete). */
+        if (wv_json_decode_prefix_ctx(L, d->json, d->in->p + d->pos, d->in->len - d->pos, d->scratch, d->secret,
+                                      d->secret_len, check, &len)) {
+            d->pos += len;
+            return 1;
+        }
+    }
+    r = scan_value(d, &len, last);
     if (r < 0)
         return failed(d, what);
     if (r == 0)
