@@ -41,6 +41,16 @@ typedef struct {
 
 static int value(decoder *d);
 
+/* The hot paths are inlined whatever the compiler guesses; the rare ones
+ * are kept out of them. */
+#if defined(__GNUC__)
+#define HOT static inline __attribute__((always_inline))
+#define COLD static __attribute__((noinline))
+#else
+#define HOT static inline
+#define COLD static
+#endif
+
 static int fail(decoder *d, const char *msg)
 {
     if (d->errmsg == NULL) {
@@ -50,9 +60,12 @@ static int fail(decoder *d, const char *msg)
     return 0;
 }
 
-static void skip_ws(decoder *d)
+HOT void skip_ws(decoder *d)
 {
     const char *p = d->p, *e = d->end;
+    /* Compact text first: one test for the byte that is not white space. */
+    if (p < e && (unsigned char)*p > ' ')
+        return;
     while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     d->p = p;
@@ -236,7 +249,7 @@ static int string_escaped(decoder *d, const char *from)
 #endif
 #endif
 
-static const char *plain_end(const char *p, const char *e)
+HOT const char *plain_end(const char *p, const char *e)
 {
 #ifdef WV_JSON_SWAR
     const unsigned long long ones = 0x0101010101010101ULL, highs = ones * 0x80;
@@ -256,10 +269,9 @@ static const char *plain_end(const char *p, const char *e)
     return p;
 }
 
-/* d->p is just after the opening quote. */
-static int string(decoder *d)
+/* The rest of string(): a secret to mask, an escape, or an error. */
+COLD int string_slow(decoder *d, const char *p)
 {
-    const char *p = plain_end(d->p, d->end);
     if (p >= d->end) {
         d->p = d->end;
         return fail(d, "unterminated string");
@@ -287,6 +299,19 @@ static int string(decoder *d)
     }
     d->p = p;
     return fail(d, "control character in string");
+}
+
+/* d->p is just after the opening quote.  The common case (plain text, no
+ * secret, decoding) is kept small enough to be inlined. */
+HOT int string(decoder *d)
+{
+    const char *p = plain_end(d->p, d->end);
+    if (p < d->end && *p == '"' && d->secret_len == 0 && !d->check) {
+        lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
+        d->p = p + 1;
+        return 1;
+    }
+    return string_slow(d, p);
 }
 
 static int number(decoder *d)
@@ -399,15 +424,54 @@ static int literal(decoder *d, const char *word, size_t n)
 /* The key at d->p (after its opening quote), the n-th of its object: the
  * cached string when the text holds the same bytes followed by the closing
  * quote (the cached key had no escape, so these bytes are valid as they
- * are); otherwise string(), and the key is cached when plain. */
+ * are); otherwise string(), and the key is cached when plain.  2 when the
+ * colon after the key was taken too. */
+/* Whether a[0..n) and b[0..n) hold the same bytes: keys are short, so
+ * words are compared (the last one overlapping) instead of calling memcmp. */
+HOT int same_bytes(const char *a, const char *b, size_t n)
+{
+    unsigned long long x8, y8;
+    unsigned int x4, y4;
+    size_t i;
+    if (n >= 8) {
+        for (i = 0; i + 8 < n; i += 8) {
+            memcpy(&x8, a + i, 8);
+            memcpy(&y8, b + i, 8);
+            if (x8 != y8)
+                return 0;
+        }
+        memcpy(&x8, a + n - 8, 8);
+        memcpy(&y8, b + n - 8, 8);
+        return x8 == y8;
+    }
+    if (n >= 4) {
+        memcpy(&x4, a, 4);
+        memcpy(&y4, b, 4);
+        if (x4 != y4)
+            return 0;
+        memcpy(&x4, a + n - 4, 4);
+        memcpy(&y4, b + n - 4, 4);
+        return x4 == y4;
+    }
+    for (i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 static int key(decoder *d, int n)
 {
     lua_State *L = d->L;
     const char *s = d->p;
     size_t len = d->kc_len[n], got;
     const char *str;
-    if (len > 0 && (size_t)(d->end - s) > len && s[len] == '"' && memcmp(s, d->kc_ptr[n], len) == 0) {
+    if (len > 0 && (size_t)(d->end - s) > len && s[len] == '"' && same_bytes(s, d->kc_ptr[n], len)) {
         lua_rawgeti(L, d->kc, n + 1);
+        /* Compact text: the colon right after the key is taken here (2). */
+        if ((size_t)(d->end - s) > len + 1 && s[len + 1] == ':') {
+            d->p = s + len + 2;
+            return 2;
+        }
         d->p = s + len + 1;
         return 1;
     }
@@ -472,28 +536,38 @@ static int object(decoder *d)
         return 1;
     }
     for (;;) {
-        int isnull;
+        int isnull, ok;
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"')
             return fail(d, "expected a string key in object");
         d->p++;
         if (d->kc != 0 && !d->check && n < WV_JSON_MAX_HINT) {
-            if (!key(d, n))
+            if (!(ok = key(d, n)))
                 return 0;
-        } else if (!string(d)) {
+        } else if (!(ok = string(d))) {
             return 0;
         }
-        skip_ws(d);
-        if (d->p >= d->end || *d->p != ':') {
-            if (!d->check)
-                lua_pop(L, 1);
-            return fail(d, "expected ':' after key in object");
+        if (ok != 2) {
+            skip_ws(d);
+            if (d->p >= d->end || *d->p != ':') {
+                if (!d->check)
+                    lua_pop(L, 1);
+                return fail(d, "expected ':' after key in object");
+            }
+            d->p++;
         }
-        d->p++;
         skip_ws(d);
-        /* Only null starts with 'n' (value() checks the rest). */
-        isnull = d->p < d->end && *d->p == 'n';
-        if (!value(d)) {
+        /* Most members are strings: read here, without value()'s call.
+         * Only null starts with 'n' (value() checks the rest). */
+        isnull = 0;
+        if (d->p < d->end && *d->p == '"') {
+            d->p++;
+            ok = string(d);
+        } else {
+            isnull = d->p < d->end && *d->p == 'n';
+            ok = value(d);
+        }
+        if (!ok) {
             if (!d->check)
                 lua_pop(L, 1);
             return 0;
