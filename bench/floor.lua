@@ -17,10 +17,14 @@
 --           CALLGRIND_TOGGLE_COLLECT (floor.toggle), one process: the
 --           same on a loaded machine (Lua 5.4's string hash seed varies per
 --           process, so it moves by a few thousandths)
+-- The methods run in turn, one fresh process each, RUNS rounds, so a change
+-- in the machine's load falls on all of them alike.
 --   lua5.4 bench/floor.lua [RUNS [PATTERN]]   (from the tree's root; PATTERN
 --   picks the cells whose "vm shape method" contains it; NO_CALLGRIND=1
 --   skips the instruction counts)
--- Core modules from build/5.4 and build/luajit, or WV_BUILD_54 / WV_BUILD_JIT.
+-- Core modules from build/5.4 and build/luajit, or WV_BUILD_54 / WV_BUILD_JIT;
+-- WV_COMPARE="before=DIR54,DIRJIT;..." adds core.decode of other builds
+-- (directories holding wolkvox/core.so), as "before" etc., for an A/B.
 local RUNS = tonumber(arg and arg[1]) or 7
 local ONLY = arg and arg[2]
 local ROWS = 59000
@@ -75,8 +79,21 @@ for _, vm in ipairs(vms) do
     os.execute("mkdir -p " .. vm.floor)
     assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. WARN .. " $(pkg-config --cflags " .. vm.pc .. ") "
         .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
-    vm.env = string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
-        root, root, vm.cpath_var, vm.floor, vm.core)
+end
+local function env_of(vm, core)
+    return string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
+        root, root, vm.cpath_var, vm.floor, core)
+end
+
+-- What is measured: the floor, core.decode, cjson.decode, and core.decode of
+-- other builds (WV_COMPARE="label=dir54,dirjit;...": before/after a change).
+local entries = {
+    { label = "floor", method = "floor" },
+    { label = "decode", method = "decode" },
+    { label = "cjson", method = "cjson" },
+}
+for label, d54, djit in (os.getenv("WV_COMPARE") or ""):gmatch("([^=;]+)=([^,;]+),([^;]+)") do
+    entries[#entries + 1] = { label = label, method = "decode", core = { ["Lua 5.4"] = d54, LuaJIT = djit } }
 end
 
 -- ---- one measurement: a fresh process ----------------------------------------------
@@ -114,25 +131,37 @@ io.write(string.format("%.6f\n", t))
 local child = dir .. "/child.lua"
 write(child, CHILD)
 
-local function cpu(vm, sp, method)
-    local t = {}
-    for i = 1, RUNS do
-        local out = sh(vm.env .. vm.exe .. " " .. child .. " " .. sp.path .. " " .. method .. " " .. ROWS .. " "
-            .. table.concat(fields, ",") .. " 2>&1")
-        t[i] = tonumber(out:match("^([%d%.]+)\n$"))
-        if not t[i] then
-            return nil, out
-        end
-    end
-    return median(t)
+local function command(vm, sp, e)
+    return env_of(vm, e.core and e.core[vm.name] or vm.core) .. vm.exe .. " " .. child .. " " .. sp.path .. " "
+        .. e.method .. " " .. ROWS .. " " .. table.concat(fields, ",")
 end
 
-local function instructions(vm, sp, method)
+-- One fresh process per entry in turn, RUNS rounds: a change in the
+-- machine's load falls on every entry alike.  The median CPU seconds of each.
+local function cpu(vm, sp, list)
+    local t = {}
+    for i = 1, RUNS do
+        for _, e in ipairs(list) do
+            local out = sh(command(vm, sp, e) .. " 2>&1")
+            t[e] = t[e] or {}
+            t[e][i] = tonumber(out:match("^([%d%.]+)\n$"))
+            if not t[e][i] then
+                e.failed = out
+            end
+        end
+    end
+    for _, e in ipairs(list) do
+        e.t = not e.failed and median(t[e]) or nil
+    end
+end
+
+local function instructions(vm, sp, e)
     local out = dir .. "/cg.out"
     os.remove(out)
-    local log = sh(vm.env .. "valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=" .. out .. " "
-        .. vm.exe .. " " .. child .. " " .. sp.path .. " " .. method .. " " .. ROWS .. " "
-        .. table.concat(fields, ",") .. " 2>&1")
+    local cmd = command(vm, sp, e)
+    local env, rest = cmd:match("^(env .-;;' )(.*)$")
+    local log = sh(env .. "valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=" .. out .. " "
+        .. rest .. " 2>&1")
     local f = io.open(out, "r")
     if not f then
         return nil, log
@@ -157,21 +186,24 @@ print(string.format("%-8s %-10s %-7s %9s %8s %10s %8s", "vm", "shape", "method",
     "x floor"))
 for _, vm in ipairs(vms) do
     for _, sp in ipairs(shapes) do
-        local base_t, base_ir
-        for _, method in ipairs { "floor", "decode", "cjson" } do
-            local name = vm.name .. " " .. sp.name .. " " .. method
-            if not ONLY or name:find(ONLY, 1, true) or method == "floor" then
-                local t, err = cpu(vm, sp, method)
-                if not t then
-                    print(string.format("%-8s %-10s %-7s failed: %s", vm.name, sp.name, method, err:sub(1, 300)))
-                else
-                    local ir = have_cg and instructions(vm, sp, method) or nil
-                    base_t = base_t or t
-                    base_ir = base_ir or ir
-                    print(string.format("%-8s %-10s %-7s %9.3f %7.2fx %10s %8s", vm.name, sp.name, method, t,
-                        t / base_t, ir and string.format("%.1f", ir / 1e6) or "-",
-                        (ir and base_ir) and string.format("%.3fx", ir / base_ir) or "-"))
-                end
+        local list = {}
+        for _, e in ipairs(entries) do
+            local name = vm.name .. " " .. sp.name .. " " .. e.label
+            if not ONLY or name:find(ONLY, 1, true) or e.method == "floor" then
+                list[#list + 1] = { label = e.label, method = e.method, core = e.core }
+            end
+        end
+        cpu(vm, sp, list)
+        local base_t, base_ir = list[1].t, nil
+        for _, e in ipairs(list) do
+            if e.failed then
+                print(string.format("%-8s %-10s %-7s failed: %s", vm.name, sp.name, e.label, e.failed:sub(1, 300)))
+            else
+                local ir = have_cg and instructions(vm, sp, e) or nil
+                base_ir = base_ir or ir
+                print(string.format("%-8s %-10s %-7s %9.3f %7.2fx %10s %8s", vm.name, sp.name, e.label, e.t,
+                    e.t / base_t, ir and string.format("%.1f", ir / 1e6) or "-",
+                    (ir and base_ir) and string.format("%.3fx", ir / base_ir) or "-"))
             end
         end
     end

@@ -21,15 +21,19 @@
 -- memory (spool_dir = false), the command line's `wolkvox report` over the 6,
 -- each() through a writer, and curl fetching the 6 answers one after another
 -- (the transfer floor of that job).
---   make bench, or: lua5.4 bench/users.lua [RUNS [PATTERN]]   (needs nginx,
---   GNU time; PATTERN: only the clients whose name contains it)
+--   make bench, or: lua5.4 bench/users.lua [RUNS [PATTERN [SHAPE]]]   (needs
+--   nginx, GNU time; PATTERN: only the clients whose name contains it, "" for
+--   all; SHAPE: "fake", the fake server's rows (the default), or "realistic",
+--   rows shaped like real call detail from bench/realistic.lua)
 local fake = require "wolkvox.fake"
 local core = require "wolkvox.core"
 local socket = require "socket"
 
 local RUNS = tonumber(arg and arg[1]) or 7
-local ONLY = arg and arg[2]
+local ONLY = arg and arg[2] ~= "" and arg[2] or nil
+local SHAPE = arg and arg[3] or "fake"
 local ROWS = 59000
+assert(SHAPE == "fake" or SHAPE == "realistic", "SHAPE: fake or realistic")
 
 local common = dofile("bench/common.lua")
 local sh, write, median = common.sh, common.write, common.median
@@ -44,13 +48,16 @@ local dir = sh("mktemp -d"):gsub("%s+$", "")
 
 -- ---- the answer, made once --------------------------------------------------
 
-local srv = fake.spawn { rows_per_day = ROWS }
-local s = core.session { token = srv.token, timeout = 120 }
-local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1"
-    .. "&date_ini=20260105000000&date_end=20260105235959", decode = false }
-s:close()
-srv:stop()
-assert(res.status == 200 and res.body, "the fake did not answer")
+local res = { body = SHAPE == "realistic" and dofile("bench/realistic.lua").answer { rows = ROWS, seed = 1 } }
+if SHAPE == "fake" then
+    local srv = fake.spawn { rows_per_day = ROWS }
+    local s = core.session { token = srv.token, timeout = 120 }
+    res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1"
+        .. "&date_ini=20260105000000&date_end=20260105235959", decode = false }
+    s:close()
+    srv:stop()
+    assert(res.status == 200 and res.body, "the fake did not answer")
+end
 os.execute("mkdir -p " .. dir .. "/www")
 write(dir .. "/www/cdr.json", res.body)
 assert(os.execute("gzip -9 -n -k " .. dir .. "/www/cdr.json"))
@@ -172,8 +179,9 @@ local function measure(cmd)
     return median(walls), median(rss) / 1024
 end
 
-print(string.format("lua-wolkvox benchmarks: %d rows, %.1f MB of JSON (%.1f MB gzipped); "
-    .. "median of %d fresh processes each; %s", ROWS, size / 1e6, gz_size / 1e6, RUNS, os.date("!%Y-%m-%d %H:%M UTC")))
+print(string.format("lua-wolkvox benchmarks: %d rows (%s), %.1f MB of JSON (%.1f MB gzipped); "
+    .. "median of %d fresh processes each; %s", ROWS, SHAPE, size / 1e6, gz_size / 1e6, RUNS,
+    os.date("!%Y-%m-%d %H:%M UTC")))
 print(string.format("machine: %s, %s cores", sh("uname -m"):gsub("%s+$", ""), sh("nproc"):gsub("%s+$", "")))
 print()
 print(string.format("%-40s %-5s %9s %9s %8s", "client", "serve", "wall s", "peak MB", "vs 5.4"))
