@@ -4,7 +4,8 @@
 -- a megabyte of text); a row the server refuses fails its window with a
 -- clear error and leaves none of it.  And the binding's own edges: a wrong
 -- URL, the server killed in the middle of a COPY, close twice, a
--- connection the collector takes.  A real server (spec/pg.lua).  Tagged #db.
+-- connection the collector takes.  A real server (spec/pg.lua).  Tagged #db;
+-- the tests of thousands of rows also #slow (memcheck leaves them out).
 local support = require "support"
 local pg = require "pg"
 local json = require "cjson"
@@ -61,7 +62,8 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         return pgsrv:psql("SELECT * FROM " .. tbl .. " ORDER BY " .. order)
     end
 
-    it("a month of call detail, aggregates by day and a lookup: the same tables through both drivers", function()
+    it("a month of call detail, aggregates by day and a lookup: the same tables through both drivers #slow",
+        function()
         local cases = {
             { "cdr_1", { from = "2026-01-01", to = "2026-01-31" }, "conn_id" },
             { "agent_1", { from = "2026-11-01", to = "2026-11-03", per = "day" }, "_period_start, agent_id" },
@@ -82,7 +84,7 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         end
     end)
 
-    it("hostile values go through COPY exactly as through LuaDBI, and a key seen twice keeps its last row",
+    it("hostile values go through COPY exactly as through LuaDBI, and a key seen twice keeps its last row #slow",
         function()
             local huge = string.rep("x\t\\y\n", 200000) -- 1 MB, every byte COPY escapes
             local rows = {
@@ -126,7 +128,7 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
                 .. "WHERE conn_id = '9'"))
         end)
 
-    it("keys seen again across merges sent while rows are read: the same table through both drivers", function()
+    it("keys seen again across merges sent while rows are read: the same table through both drivers #slow", function()
         -- Merges every 500 rows (so many while the rows of one answer are read).
         local load = require "wolkvox.out.load"
         local chunk, hold = load.MERGE_CHUNK, load.COPY_HOLD
@@ -158,7 +160,8 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         assert.equal("row " .. last["1"], pgsrv:psql("SELECT agent_name FROM again_copy WHERE conn_id = '1'"))
     end)
 
-    it("a row the server refuses fails its window with a clear error and leaves none of it, through both", function()
+    it("a row the server refuses fails its window with a clear error and leaves none of it, through both #slow",
+        function()
         -- Invalid UTF-8 in the 1,500th row of a window: the server refuses it.
         local rows = {}
         for i = 1, 3000 do
