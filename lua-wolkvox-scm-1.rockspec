@@ -54,6 +54,11 @@ LuaDBI (Debian lua-dbi-sqlite3, lua-dbi-postgresql), not a dependency either.
 -- never needs libxlsxwriter (wolkvox.out.xlsx then says what to install);
 -- extras/lua-wolkvox-xlsx-scm-1.rockspec or `make` (when pkg-config finds
 -- xlsxwriter) build it.
+-- PostgreSQL destinations load with COPY through the C module wolkvox.pg,
+-- from "src/pg.c" on libpq: not built here either, so that the rock never
+-- needs libpq (without it they go through LuaDBI);
+-- extras/lua-wolkvox-pg-scm-1.rockspec or `make` (when pkg-config finds
+-- libpq) build it.
 dependencies = {
     "lua >= 5.1",
 }

@@ -188,7 +188,12 @@ for _, e in ipairs {
     { "WOLKVOX_PROFILE", "The profile of the config file to use when \\-\\-profile is not given "
         .. "(default: the [default] section)." },
     { "XDG_CONFIG_HOME, XDG_CACHE_HOME", "Where the config file and the state directory are, when set." },
-    { "TMPDIR", "Where large answers are spooled (default /tmp)." },
+    { "TMPDIR", "Where large answers are spooled, and workbooks made before they are copied to their "
+        .. "output (default /tmp)." },
+    { "WOLKVOX_PG_DRIVER", "libpq or dbi: how \\-\\-into postgresql://... is loaded (default: wolkvox.pg, "
+        .. "with COPY, when it is built; else LuaDBI)." },
+    { "WOLKVOX_CHARTJS", "The Chart.js file that \\-\\-format html inlines (default: Debian's "
+        .. "libjs\\-chart.js, /usr/share/javascript/chart.js/chart.min.js)." },
 } do
     put(".TP")
     put(".B " .. e[1])
