@@ -73,6 +73,53 @@ function M.static_nginx(dir, locations)
     return "http://127.0.0.1:" .. port
 end
 
+--- The answers of the cdr_1 calls a six-month export makes, served by a
+-- static nginx as the fake made them (so the fake's work is charged to no
+-- client).  The export from `from` to each of `tos` runs against the fake
+-- through `lua` (a command running Lua 5.4 with the tree's modules) from
+-- `root`; the fake's log says which calls were made.  Which windows a run
+-- asks after a capped answer depends a little on which of its two calls in
+-- flight answers first: run a range more than once in `tos`, and a call
+-- none of the runs made (rare) is answered by the fake behind nginx (its
+-- requests in dir/fake.log).  Gives the base URL, the fake's handle (stop
+-- it at the end), the bytes of JSON served and the number of calls.
+function M.recorded_answers(opts)
+    local fake, core = require "wolkvox.fake", require "wolkvox.core"
+    local dir = opts.dir
+    local srv = fake.spawn { rows_per_day = opts.rows_per_day }
+    for _, to in ipairs(opts.tos) do
+        assert(os.execute("env WOLKVOX_TOKEN=" .. srv.token .. " " .. opts.lua .. " " .. opts.root
+            .. "/bin/wolkvox --base-url " .. srv.url .. " --state-dir " .. dir .. "/rec-state --quiet report cdr_1 "
+            .. "--from " .. opts.from .. " --to " .. to .. " -o /dev/null"), "the recording run failed")
+    end
+    local calls, seen = {}, {}
+    for _, e in ipairs(srv:log()) do
+        local ini, fin = e.params and e.params.date_ini, e.params and e.params.date_end
+        if ini and fin and not seen[ini .. "-" .. fin] then
+            seen[ini .. "-" .. fin] = true
+            calls[#calls + 1] = { ini = ini, fin = fin }
+        end
+    end
+    os.execute("mkdir -p " .. dir .. "/www " .. dir .. "/tmp")
+    local s = core.session { token = srv.token, timeout = 120 }
+    local bytes = 0
+    for _, c in ipairs(calls) do
+        local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1&date_ini=" .. c.ini
+            .. "&date_end=" .. c.fin, decode = false }
+        assert(res.status == 200 and res.body, "the fake did not answer")
+        local path = dir .. "/www/" .. c.ini .. "-" .. c.fin .. ".json"
+        M.write(path, res.body)
+        bytes = bytes + #res.body
+        assert(os.execute("gzip -9 -n -k " .. path))
+    end
+    s:close()
+    local base = M.static_nginx(dir, {
+        "location /api/ { gzip_static on; try_files /$arg_date_ini-$arg_date_end.json @fake; }",
+        "location @fake { access_log " .. dir .. "/fake.log; proxy_pass " .. srv.url .. "; }",
+    })
+    return base, srv, bytes, #calls
+end
+
 --- Stop the nginx that `static_nginx(dir, ...)` started.
 function M.stop(dir)
     os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")

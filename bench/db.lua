@@ -33,8 +33,6 @@
 --   Debian's postgresql and psql, LuaDBI's sqlite3 and postgresql drivers,
 --   wolkvox.pg built; PATTERN: only the cases whose name contains it, or
 --   one of its parts between "|": 'postgresql|LuaDBI|csv+\copy')
-local fake = require "wolkvox.fake"
-local core = require "wolkvox.core"
 local socket = require "socket"
 
 local RUNS = tonumber(arg and arg[1]) or 5
@@ -63,40 +61,8 @@ local LUA54 = "env LUA_PATH_5_4='" .. root .. "/lua/?.lua;" .. root .. "/lua/?/i
 -- on which of its two calls in flight answers first: the six months are
 -- run three times, and a call none of them made (rare) is answered by the
 -- fake behind nginx; the figures say how many were.
-local srv = fake.spawn { rows_per_day = ROWS_PER_DAY }
-for _, to in ipairs { TO, TO, TO, TO_1M } do
-    assert(os.execute("env WOLKVOX_TOKEN=" .. srv.token .. " " .. LUA54 .. " " .. root .. "/bin/wolkvox --base-url "
-        .. srv.url .. " --state-dir " .. dir .. "/rec-state --quiet report cdr_1 --from " .. FROM .. " --to " .. to
-        .. " -o /dev/null"), "the recording run failed")
-end
-local calls, seen = {}, {}
-for _, e in ipairs(srv:log()) do
-    local ini, fin = e.params and e.params.date_ini, e.params and e.params.date_end
-    if ini and fin and not seen[ini .. "-" .. fin] then
-        seen[ini .. "-" .. fin] = true
-        calls[#calls + 1] = { ini = ini, fin = fin }
-    end
-end
-os.execute("mkdir -p " .. dir .. "/www " .. dir .. "/tmp")
-local s = core.session { token = srv.token, timeout = 120 }
-local json_bytes = 0
-for _, c in ipairs(calls) do
-    local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1&date_ini=" .. c.ini
-        .. "&date_end=" .. c.fin, decode = false }
-    assert(res.status == 200 and res.body, "the fake did not answer")
-    local path = dir .. "/www/" .. c.ini .. "-" .. c.fin .. ".json"
-    write(path, res.body)
-    json_bytes = json_bytes + #res.body
-    assert(os.execute("gzip -9 -n -k " .. path))
-end
-s:close()
-
--- ---- a static nginx: the answer of each call by its dates --------------------
-
-local base = common.static_nginx(dir, {
-    "location /api/ { gzip_static on; try_files /$arg_date_ini-$arg_date_end.json @fake; }",
-    "location @fake { access_log " .. dir .. "/fake.log; proxy_pass " .. srv.url .. "; }",
-})
+local base, srv, json_bytes, ncalls = common.recorded_answers { dir = dir, root = root, lua = LUA54,
+    rows_per_day = ROWS_PER_DAY, from = FROM, tos = { TO, TO, TO, TO_1M } }
 
 -- ---- PostgreSQL: a private server, durable as in production -----------------
 
@@ -176,7 +142,7 @@ local function loadavg()
 end
 
 print(string.format("lua-wolkvox into a database: cdr_1 %s..%s, %d rows a day (354,036 rows, %d calls, "
-    .. "%.0f MB of JSON); median of %d fresh processes each; %s", FROM, TO, ROWS_PER_DAY, #calls, json_bytes / 1e6,
+    .. "%.0f MB of JSON); median of %d fresh processes each; %s", FROM, TO, ROWS_PER_DAY, ncalls, json_bytes / 1e6,
     RUNS, os.date("!%Y-%m-%d %H:%M UTC")))
 print(string.format("machine: %s, %s cores, load %s; SQLite %s; PostgreSQL %s", sh("uname -m"):gsub("%s+$", ""),
     sh("nproc"):gsub("%s+$", ""), loadavg(), sh("sqlite3 --version"):match("^(%S+)"),

@@ -16,8 +16,6 @@
 --   csv 1 month / csv 6 months     -o calls.csv (the same rows, the fast path)
 -- Each workbook's rows are counted in its sheet XML (unzip), each CSV's lines.
 --   lua5.4 bench/xlsx.lua [RUNS]   (needs nginx, GNU time, unzip, and wolkvox.xlsx built)
-local fake = require "wolkvox.fake"
-local core = require "wolkvox.core"
 local socket = require "socket"
 
 local RUNS = tonumber(arg and arg[1]) or 3
@@ -26,7 +24,7 @@ local FROM, TO, TO_1M = "2026-01-01", "2026-06-30", "2026-01-31"
 local ROWS_6M, ROWS_1M = 354036, 31 * ROWS_PER_DAY
 
 local common = dofile("bench/common.lua")
-local sh, write, median = common.sh, common.write, common.median
+local sh, median = common.sh, common.median
 
 local root = sh("pwd"):gsub("%s+$", "")
 local dir = sh("mktemp -d"):gsub("%s+$", "")
@@ -39,36 +37,8 @@ assert(os.execute("test -f " .. root .. "/build/5.4/wolkvox/xlsx.so"), "wolkvox.
 
 -- ---- the answers, made once (as bench/db.lua) --------------------------------
 
-local srv = fake.spawn { rows_per_day = ROWS_PER_DAY }
-for _, to in ipairs { TO, TO, TO, TO_1M } do
-    assert(os.execute("env WOLKVOX_TOKEN=" .. srv.token .. " " .. LUA54 .. " " .. root .. "/bin/wolkvox --base-url "
-        .. srv.url .. " --state-dir " .. dir .. "/rec-state --quiet report cdr_1 --from " .. FROM .. " --to " .. to
-        .. " -o /dev/null"), "the recording run failed")
-end
-local calls, seen = {}, {}
-for _, e in ipairs(srv:log()) do
-    local ini, fin = e.params and e.params.date_ini, e.params and e.params.date_end
-    if ini and fin and not seen[ini .. "-" .. fin] then
-        seen[ini .. "-" .. fin] = true
-        calls[#calls + 1] = { ini = ini, fin = fin }
-    end
-end
-os.execute("mkdir -p " .. dir .. "/www " .. dir .. "/tmp")
-local s = core.session { token = srv.token, timeout = 120 }
-for _, c in ipairs(calls) do
-    local res = s:request { url = srv.url .. "/api/v2/reports_manager.php?api=cdr_1&date_ini=" .. c.ini
-        .. "&date_end=" .. c.fin, decode = false }
-    assert(res.status == 200 and res.body, "the fake did not answer")
-    local path = dir .. "/www/" .. c.ini .. "-" .. c.fin .. ".json"
-    write(path, res.body)
-    assert(os.execute("gzip -9 -n -k " .. path))
-end
-s:close()
-
-local base = common.static_nginx(dir, {
-    "location /api/ { gzip_static on; try_files /$arg_date_ini-$arg_date_end.json @fake; }",
-    "location @fake { access_log " .. dir .. "/fake.log; proxy_pass " .. srv.url .. "; }",
-})
+local base, srv = common.recorded_answers { dir = dir, root = root, lua = LUA54,
+    rows_per_day = ROWS_PER_DAY, from = FROM, tos = { TO, TO, TO, TO_1M } }
 
 -- ---- the cases ---------------------------------------------------------------
 
