@@ -131,9 +131,10 @@ io.write(string.format("%.6f\n", t))
 local child = dir .. "/child.lua"
 write(child, CHILD)
 
-local function command(vm, sp, e)
-    return env_of(vm, e.core and e.core[vm.name] or vm.core) .. vm.exe .. " " .. child .. " " .. sp.path .. " "
-        .. e.method .. " " .. ROWS .. " " .. table.concat(fields, ",")
+-- The command of one measurement (`wrap`: a tool that runs the interpreter).
+local function command(vm, sp, e, wrap)
+    return env_of(vm, e.core and e.core[vm.name] or vm.core) .. (wrap or "") .. vm.exe .. " " .. child .. " "
+        .. sp.path .. " " .. e.method .. " " .. ROWS .. " " .. table.concat(fields, ",")
 end
 
 -- One fresh process per entry in turn, RUNS rounds: a change in the
@@ -158,10 +159,8 @@ end
 local function instructions(vm, sp, e)
     local out = dir .. "/cg.out"
     os.remove(out)
-    local cmd = command(vm, sp, e)
-    local env, rest = cmd:match("^(env .-;;' )(.*)$")
-    local log = sh(env .. "valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=" .. out .. " "
-        .. rest .. " 2>&1")
+    local log = sh(command(vm, sp, e, "valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=" .. out
+        .. " ") .. " 2>&1")
     local f = io.open(out, "r")
     if not f then
         return nil, log

@@ -1,0 +1,245 @@
+-- bench/breakdown.lua: where one whole call's time goes.
+--
+-- One call is a fresh process running
+--   require("wolkvox").new{...}:cdr_1{ one day }
+-- against a static nginx (bench/common.lua) that serves one realistic
+-- answer (bench/realistic.lua: 59,000 cdr_1 rows, 29.9 MB of JSON)
+-- precompressed with gzip, as the API's server sends it.  Its wall time is
+-- split into parts, each measured on its own, on Lua 5.4 and LuaJIT:
+--   startup    a fresh interpreter that loads wolkvox and wolkvox.core and
+--              exits (wall and CPU)
+--   transfer   curl -o /dev/null of the same gzip bytes from the same nginx,
+--              not inflated (wall; curl's own start included)
+--   inflate    zlib alone: inflating the .gz in memory (python3's zlib, the
+--              same library libcurl uses; CPU around the call)
+--   floor      the VM building the tables from values cut out beforehand
+--              (bench/c/floor.c), collector stopped (CPU around the call)
+--   parse      core.decode of the whole text minus the floor, both with
+--              the collector stopped (CPU)
+--   collection core.decode with the collector running minus stopped (CPU)
+--   hand-over  the incremental decoder (core.decoder, fed 256 KiB at a time
+--              as the session feeds it) minus core.decode of the whole text,
+--              collector running (CPU)
+--   teardown   a process that decodes the answer and ends normally (its
+--              state closed: every table freed) minus one that ends with
+--              os.exit(0, false) (wall and CPU)
+-- Every figure is the median of RUNS fresh processes (wall, CPU and peak RSS
+-- of a process from wait4, to the microsecond); peak RSS for the whole call
+-- and for a process that only decodes the text.  What the parts do not cover of
+-- the whole call is printed as "unexplained" (negative when parts overlap:
+-- the transfer runs while the rows are decoded).
+--   lua5.4 bench/breakdown.lua [RUNS]   (from the tree's root; needs nginx,
+--   python3; core modules from build/5.4 and build/luajit, or
+--   WV_BUILD_54 / WV_BUILD_JIT)
+local RUNS = tonumber(arg and arg[1]) or 7
+local ROWS = 59000
+
+local common = dofile("bench/common.lua")
+local realistic = dofile("bench/realistic.lua")
+local sh, write, median = common.sh, common.write, common.median
+
+local root = sh("pwd"):gsub("%s+$", "")
+local dir = sh("mktemp -d"):gsub("%s+$", "")
+
+-- ---- the answer, served ----------------------------------------------------------
+
+os.execute("mkdir -p " .. dir .. "/www")
+local answer = dir .. "/www/cdr.json"
+write(answer, realistic.answer { rows = ROWS, seed = 1 })
+assert(os.execute("gzip -6 -n -k " .. answer))
+local size = tonumber(sh("stat -c %s " .. answer))
+local gz_size = tonumber(sh("stat -c %s " .. answer .. ".gz"))
+local base = common.static_nginx(dir, {
+    "location /gz/ { gzip_static on; try_files /cdr.json =404; }",
+    "location = /raw.gz { default_type application/gzip; try_files /cdr.json.gz =404; }",
+})
+
+-- ---- the interpreters ----------------------------------------------------------------
+
+local WARN = "-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith "
+    .. "-Wcast-qual -Wformat=2 -Wundef"
+local vms = {
+    { name = "Lua 5.4", exe = "lua5.4", pc = "lua5.4", path_var = "LUA_PATH_5_4", cpath_var = "LUA_CPATH_5_4",
+      core = os.getenv("WV_BUILD_54") or (root .. "/build/5.4") },
+    { name = "LuaJIT", exe = "luajit", pc = "luajit", path_var = "LUA_PATH", cpath_var = "LUA_CPATH",
+      core = os.getenv("WV_BUILD_JIT") or (root .. "/build/luajit") },
+}
+for _, vm in ipairs(vms) do
+    vm.floor = dir .. "/" .. vm.pc
+    os.execute("mkdir -p " .. vm.floor)
+    assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. WARN .. " $(pkg-config --cflags " .. vm.pc .. ") "
+        .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
+    vm.env = string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
+        root, root, vm.cpath_var, vm.floor, vm.core)
+end
+
+-- ---- the scripts ---------------------------------------------------------------------
+
+local function script(name, text)
+    local path = dir .. "/" .. name
+    write(path, text)
+    return path
+end
+
+local CALL = script("call.lua", string.format([[
+local c = assert(require("wolkvox").new { base_url = %q, token = "bench", state_dir = false })
+local rows = assert(c:cdr_1 { from = "2026-01-05", to = "2026-01-05" })
+assert(#rows == %d)
+]], base .. "/gz", ROWS))
+
+local STARTUP = script("startup.lua", [[
+require "wolkvox"
+require "wolkvox.core"
+]])
+
+-- One part, in-process CPU seconds: arg[1] the part, arg[2] the answer.
+local PART = script("part.lua", string.format([[
+local part, path = arg[1], arg[2]
+local floor = require "floor"
+local core = require "wolkvox.core"
+local f = assert(io.open(path, "rb"))
+local text = f:read("*a")
+f:close()
+local op
+if part == "floor" then
+    local names = {}
+    for n in (%q):gmatch("[^,]+") do names[#names + 1] = n end
+    local p = floor.prepare(require("cjson").decode(text).data, names)
+    op = function() return floor.build(p) end
+elseif part == "decode" then
+    op = function() return core.decode(text) end
+else -- "stream": as the session hands the answer over, 256 KiB at a time
+    op = function()
+        local d = core.decoder()
+        local lists, n = {}, 0
+        for i = 1, #text, 262144 do
+            local rows = assert(d:feed(text:sub(i, i + 262143)))
+            lists[#lists + 1] = rows
+            n = n + #rows
+        end
+        local _, rest = assert(d:finish())
+        return { data = { n = n + #rest }, lists = lists, rest = rest }
+    end
+end
+collectgarbage()
+collectgarbage()
+if arg[3] == "nogc" then
+    collectgarbage("stop")
+end
+local t0 = os.clock()
+local v = op()
+local t = os.clock() - t0
+assert((v.data.n or #v.data) == %d)
+io.write(string.format("%%.6f\n", t))
+]], table.concat(realistic.fields(), ","), ROWS))
+
+-- The decode, then an end with the state closed (every table freed) or not.
+local TEARDOWN = script("teardown.lua", string.format([[
+local f = assert(io.open(arg[1], "rb"))
+local text = f:read("*a")
+f:close()
+local v = require("wolkvox.core").decode(text)
+assert(#v.data == %d)
+text = nil
+if arg[2] == "skip" then
+    os.exit(0, false)
+end
+]], ROWS))
+
+local INFLATE = script("inflate.py", [[
+import sys, time, zlib
+data = open(sys.argv[1], "rb").read()
+t0 = time.process_time()
+out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+t = time.process_time() - t0
+assert len(out) == int(sys.argv[2])
+print("%.6f" % t)
+]])
+
+-- ---- measuring ------------------------------------------------------------------------
+
+-- Each run of `cmd` (a fresh process, waited for with wait4): wall seconds,
+-- CPU seconds (user + system, its children included) and peak RSS (MB), to
+-- the microsecond, where GNU time gives hundredths.
+local RUNNER = script("runner.py", [[
+import os, shlex, subprocess, sys, time
+n, cmd = int(sys.argv[1]), shlex.split(sys.argv[2])
+for _ in range(n):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        sys.exit("failed: " + sys.argv[2] + "\n" + err.decode(errors="replace"))
+    print("%.6f %.6f %d" % (wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss))
+]])
+
+-- Medians over RUNS fresh processes: wall s, peak MB, CPU s.
+local function med_timed(cmd)
+    local out = sh("python3 " .. RUNNER .. " " .. RUNS .. " '" .. cmd:gsub("'", "'\\''") .. "' 2>&1")
+    local w, m, c = {}, {}, {}
+    for wall, cpu, kb in out:gmatch("([%d%.]+) ([%d%.]+) (%d+)\n") do
+        w[#w + 1], c[#c + 1], m[#m + 1] = tonumber(wall), tonumber(cpu), tonumber(kb) / 1024
+    end
+    assert(#w == RUNS, out)
+    return median(w), median(m), median(c)
+end
+
+local function med_printed(cmd)
+    local t = {}
+    for i = 1, RUNS do
+        local out = sh(cmd .. " 2>&1")
+        t[i] = assert(tonumber(out:match("^([%d%.]+)\n$")), "failed: " .. cmd .. "\n" .. out)
+    end
+    return median(t)
+end
+
+print(string.format("breakdown of one call: cdr_1, %d realistic rows, %.1f MB of JSON (%.1f MB gzipped, "
+    .. "served precompressed by a static nginx); median of %d fresh processes per figure; %s; %s cores",
+    ROWS, size / 1e6, gz_size / 1e6, RUNS, os.date("!%Y-%m-%d %H:%M UTC"), sh("nproc"):gsub("%s+$", "")))
+
+local transfer = med_timed("curl -s -o /dev/null " .. base .. "/raw.gz")
+local inflate = med_printed("python3 " .. INFLATE .. " " .. answer .. ".gz " .. size)
+
+for _, vm in ipairs(vms) do
+    local run = vm.env .. vm.exe .. " "
+    local call_wall, call_mb, call_cpu = med_timed(run .. CALL)
+    local startup, _, startup_cpu = med_timed(run .. STARTUP)
+    local floor_t = med_printed(run .. PART .. " floor " .. answer .. " nogc")
+    local decode_nogc = med_printed(run .. PART .. " decode " .. answer .. " nogc")
+    local decode_t = med_printed(run .. PART .. " decode " .. answer)
+    local stream_t = med_printed(run .. PART .. " stream " .. answer)
+    local alive, decode_mb, alive_cpu = med_timed(run .. TEARDOWN .. " " .. answer)
+    local skipped, _, skipped_cpu = med_timed(run .. TEARDOWN .. " " .. answer .. " skip")
+    local parts = {
+        { "startup (interpreter + require)", startup, startup_cpu, "wall; CPU" },
+        { "transfer (curl, the gzip bytes)", transfer, nil, "wall" },
+        { "inflate (zlib alone)", inflate, inflate, "CPU" },
+        { "floor (the VM's tables)", floor_t, floor_t, "CPU" },
+        { "parse (decode - floor)", decode_nogc - floor_t, decode_nogc - floor_t, "CPU" },
+        { "collection (GC on - GC off)", decode_t - decode_nogc, decode_t - decode_nogc, "CPU" },
+        { "hand-over (streamed - whole)", stream_t - decode_t, stream_t - decode_t, "CPU" },
+        { "teardown (closed - os.exit)", alive - skipped, alive_cpu - skipped_cpu, "wall; CPU" },
+    }
+    local sum_w, sum_c = 0, 0
+    print()
+    print(string.format("%s: one call %.3f s wall, %.3f s CPU, peak %.0f MB (a process that only decodes "
+        .. "the text: %.0f MB)", vm.name, call_wall, call_cpu, call_mb, decode_mb))
+    print(string.format("  %-34s %8s %8s %7s  %s", "part", "wall s", "CPU s", "of wall", "how"))
+    for _, p in ipairs(parts) do
+        sum_w = sum_w + p[2]
+        sum_c = sum_c + (p[3] or 0)
+        print(string.format("  %-34s %8.3f %8s %6.1f%%  %s", p[1], p[2], p[3] and string.format("%.3f", p[3]) or "-",
+            100 * p[2] / call_wall, p[4]))
+    end
+    print(string.format("  %-34s %8.3f %8.3f %6.1f%%", "sum of the parts", sum_w, sum_c, 100 * sum_w / call_wall))
+    print(string.format("  %-34s %8.3f %8.3f %6.1f%%", "unexplained (call - parts)", call_wall - sum_w,
+        call_cpu - sum_c, 100 * (call_wall - sum_w) / call_wall))
+    print(string.format("  %-34s %8.3f %8.3f %6.1f%%", "the whole call", call_wall, call_cpu, 100))
+    print(string.format("  goal (#26): floor + inflate + 0.060 = %.3f s; the call's wall %+.3f s, CPU %+.3f s",
+        floor_t + inflate + 0.060, call_wall - (floor_t + inflate + 0.060), call_cpu - (floor_t + inflate + 0.060)))
+end
+
+common.stop(dir)
+os.execute("rm -rf " .. dir)
