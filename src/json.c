@@ -738,9 +738,6 @@ struct wv_json_ctx {
  * context uses it.  wv_json_ctx_forget_keys must be called whenever
  * another table takes its place (stream.c: a new answer comes with a new
  * state table); a table other than the last one also empties the cache. */
-void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
-void wv_json_ctx_forget_keys(wv_json_ctx *c);
-
 void wv_json_ctx_forget_keys(wv_json_ctx *c)
 {
     c->d.kc = 0;
@@ -779,9 +776,6 @@ int wv_json_decode_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, 
  * complete and valid (decoded onto the stack, or only checked: `check`);
  * 0 otherwise, nothing pushed and no message: cut short by the end of the
  * buffer, or malformed, the caller's scanner tells which. */
-int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
-                              const char *secret, size_t m, int check, size_t *used);
-
 int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
                               const char *secret, size_t m, int check, size_t *used)
 {

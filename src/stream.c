@@ -23,13 +23,8 @@
 
 #define WV_DECODER_MT "wolkvox.decoder"
 
-/* json.c: the key cache of a context (a table in the state, slot 7). */
-void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
-void wv_json_ctx_forget_keys(wv_json_ctx *c);
+/* The slot of a state table holding json.c's key cache. */
 #define KEYS_SLOT 7
-/* json.c: a value followed by anything, decoded when complete and valid. */
-int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
-                              const char *secret, size_t m, int check, size_t *used);
 
 enum {
     ST_START,      /* before the top-level value */

@@ -104,6 +104,22 @@ int wv_json_unescape(const char *from, const char *e, wv_buf *b, const char **at
 int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
                       char *err, size_t errlen);
 
+/* The key cache of a context: the table at stack index `idx` (absolute; 0:
+ * none, for the calls that follow) holds the keys of the rows decoded, so
+ * those of same-shaped rows are pushed again instead of made again.
+ * wv_json_ctx_forget_keys must be called whenever another table takes its
+ * place (a new answer's state: stream.c). */
+void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
+void wv_json_ctx_forget_keys(wv_json_ctx *c);
+
+/* The value at the start of s[0..len), which may be followed by anything
+ * (the rest of a stream's buffer): 1 with its length in *used when it is
+ * whole and valid (decoded onto the stack, or only checked: `check`); 0
+ * otherwise, nothing pushed and no message (cut short by the end of the
+ * buffer, or malformed: the caller's scanner tells which). */
+int wv_json_decode_prefix_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
+                              const char *secret, size_t m, int check, size_t *used);
+
 /*
  * An answer decoded as it arrives (stream.c): the bytes are appended to
  * `*in` by the owner; each step consumes what it can.  The Lua side of the
