@@ -16,6 +16,8 @@ local M = {}
 function M.slug(text)
     local s = text:gsub("<[^>]*>", "")
     s = s:gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&#39;", "'"):gsub("&amp;", "&")
+    -- (the quotes discount makes curly in a page: punctuation, dropped below as GitHub drops them)
+    s = s:gsub("&[lr]squo;", "'"):gsub("&[lr]dquo;", '"'):gsub("&#82%d%d;", "'")
     s = s:lower():gsub("[^%w%-_ \128-\255]", "")
     return (s:gsub(" ", "-"))
 end
