@@ -224,6 +224,18 @@ static void push_affected(lua_State *L, conn_t *c)
     lua_pushinteger(L, v);
 }
 
+/* Why statement `sql` (of `len` bytes) cannot be sent on `c` now, or NULL. */
+static const char *not_ready(const conn_t *c, const char *sql, size_t len)
+{
+    if (c->copying)
+        return "a COPY is in progress";
+    if (c->sent)
+        return "a statement sent is not done: wait for it first";
+    if (strlen(sql) != len)
+        return "the statement holds a NUL byte";
+    return NULL;
+}
+
 static int l_exec(lua_State *L)
 {
     conn_t *c = open_conn(L);
@@ -231,12 +243,9 @@ static int l_exec(lua_State *L)
     const char *sql = luaL_checklstring(L, 2, &len);
     int nparams = lua_gettop(L) - 2, i;
     const char **values = NULL;
-    if (c->copying)
-        return fail_text(L, "a COPY is in progress");
-    if (c->sent)
-        return fail_text(L, "a statement sent is not done: wait for it first");
-    if (strlen(sql) != len)
-        return fail_text(L, "the statement holds a NUL byte");
+    const char *why;
+    if ((why = not_ready(c, sql, len)) != NULL)
+        return fail_text(L, why);
     if (nparams > 65535)
         return fail_text(L, "too many parameters");
     if (nparams > 0) {
@@ -308,12 +317,9 @@ static int l_copy_begin(lua_State *L)
     conn_t *c = open_conn(L);
     size_t len;
     const char *sql = luaL_checklstring(L, 2, &len);
-    if (c->copying)
-        return fail_text(L, "a COPY is in progress");
-    if (c->sent)
-        return fail_text(L, "a statement sent is not done: wait for it first");
-    if (strlen(sql) != len)
-        return fail_text(L, "the statement holds a NUL byte");
+    const char *why;
+    if ((why = not_ready(c, sql, len)) != NULL)
+        return fail_text(L, why);
     drop_result(c);
     c->res = PQexec(c->pg, sql);
     if (c->res == NULL)
@@ -569,12 +575,9 @@ static int l_send(lua_State *L)
     conn_t *c = open_conn(L);
     size_t len;
     const char *sql = luaL_checklstring(L, 2, &len);
-    if (c->copying)
-        return fail_text(L, "a COPY is in progress");
-    if (c->sent)
-        return fail_text(L, "a statement sent is not done: wait for it first");
-    if (strlen(sql) != len)
-        return fail_text(L, "the statement holds a NUL byte");
+    const char *why;
+    if ((why = not_ready(c, sql, len)) != NULL)
+        return fail_text(L, why);
     drop_result(c);
     if (!PQsendQuery(c->pg, sql))
         return fail_conn(L, c);
