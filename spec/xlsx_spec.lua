@@ -92,7 +92,7 @@ describe("xlsx", function()
             local _, dup = b:sheet("Data")
             assert.matches("xlsx: Data: ", dup)
             local path = assert(b:close())
-            assert.equal(tmp, path:match("^(.*)/wolkvox%-xlsx%-%w+/book%.xlsx$"))
+            assert.equal(tmp, path:match("^(.*)/wolkvox%-xlsx%-%d+%-%w+/book%.xlsx$"))
             assert.equal("PK", support.read(path):sub(1, 2))
             local again, closed = b:row(s, 3, { "d" }, nil, 1)
             assert.is_nil(again)
@@ -109,6 +109,48 @@ describe("xlsx", function()
             collectgarbage()
             local _, listing = support.sh("ls -A " .. support.q(tmp))
             assert.equal("", listing)
+        end)
+
+        it("sweeps the private directory of a process killed outright, and nothing else", function()
+            if not have_module then
+                return pending("wolkvox.xlsx is not built here")
+            end
+            local xlsx = require "wolkvox.xlsx"
+            local tmp = dir .. "/sweep"
+            local p = io.popen("sh -c 'echo $$'")
+            local dead = p:read("*l")
+            p:close()
+            local function make(name, mode, files)
+                assert(os.execute("mkdir -m " .. mode .. " " .. support.q(tmp .. "/" .. name)))
+                for _, f in ipairs(files) do
+                    support.spit(tmp .. "/" .. name .. "/" .. f, "unfinished")
+                end
+            end
+            assert(os.execute("mkdir -p " .. support.q(tmp .. "/elsewhere")))
+            make("wolkvox-xlsx-" .. dead .. "-aB3xYz", "700", { "book.xlsx" })   -- stale: removed
+            make("wolkvox-xlsx-" .. dead .. "-qqqqqq", "700", {})                -- stale, empty: removed
+            make("wolkvox-xlsx-1-aaaaaa", "700", { "book.xlsx" })                -- pid 1 lives: kept
+            make("wolkvox-xlsx-" .. dead .. "-bbbbbb", "700", { "book.xlsx", "notes.txt" }) -- not only ours
+            make("wolkvox-xlsx-" .. dead .. "-cccccc", "755", { "book.xlsx" })  -- not private
+            make("wolkvox-xlsx-" .. dead .. "-dd", "700", {})                    -- not a name we make
+            support.spit(tmp .. "/elsewhere/book.xlsx", "someone's")
+            assert(os.execute("ln -s elsewhere " .. support.q(tmp .. "/wolkvox-xlsx-" .. dead .. "-eeeeee")))
+            local b = assert(xlsx.new(tmp))
+            local mine = assert(b:close()):match("/(wolkvox%-xlsx%-[^/]+)/book%.xlsx$")
+            local f = assert(io.open("/proc/self/stat"))
+            local self = f:read("*l"):match("^%d+")
+            f:close()
+            assert.equal(self, mine:match("^wolkvox%-xlsx%-(%d+)%-%w%w%w%w%w%w$"))
+            local _, listing = support.sh("ls -A " .. support.q(tmp) .. " | sort")
+            local stale = "wolkvox-xlsx-" .. dead
+            local want = { "elsewhere", mine, stale .. "-bbbbbb", stale .. "-cccccc", stale .. "-dd",
+                stale .. "-eeeeee", "wolkvox-xlsx-1-aaaaaa" }
+            table.sort(want)
+            assert.equal(table.concat(want, "\n") .. "\n", listing)
+            assert.equal("someone's", support.read(tmp .. "/elsewhere/book.xlsx"))
+            assert.equal("unfinished", support.read(tmp .. "/wolkvox-xlsx-" .. dead .. "-bbbbbb/notes.txt"))
+            assert.equal("unfinished", support.read(tmp .. "/wolkvox-xlsx-1-aaaaaa/book.xlsx"))
+            b:discard()
         end)
 
         it("refuses a string longer than a cell holds and one with a NUL byte", function()
@@ -433,6 +475,90 @@ describe("xlsx", function()
             assert.equal("2026-03", d.cells[d.rows][1].v)
             assert.equal(2, #book.sheet.Charts.charts)   -- calls, cost
             assert.equal(3, #support.calls(srv, "cdr_2"))
+        end)
+
+        -- `wolkvox report cdr_1` over three months to `out`, started in the
+        -- background with TMPDIR=`tmp`, the fake slowed down: its pid, and a
+        -- function that waits for its end and gives its exit status and stderr.
+        local function slow_export(out, tmp, state)
+            srv:control("config", { latency = 0.3 })
+            local rc, err = out .. ".rc", out .. ".err"
+            local cmd = "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE HOME=" .. support.q(dir)
+                .. " TMPDIR=" .. support.q(tmp) .. " WOLKVOX_TOKEN=" .. srv.token .. " lua5.4 bin/wolkvox --base-url "
+                .. srv.url .. " --state-dir " .. support.q(state) .. " report cdr_1 --from 2026-01-01 --to 2026-03-31"
+                .. " max_concurrent=1 -q -o " .. support.q(out)
+            local p = io.popen("env -u LD_PRELOAD sh -c " .. support.q(cmd .. " 2>" .. support.q(err)
+                .. " >/dev/null & echo $!; wait $!; echo $? >" .. support.q(rc)) .. " 2>/dev/null &")
+            local pid = assert(tonumber(p:read("*l")))
+            p:close()
+            return pid, function()
+                local code = support.wait_for(function() return (support.slurp(rc) or ""):match("%d+") end, 30,
+                    "the export's end")
+                return tonumber(code), support.slurp(err) or ""
+            end
+        end
+
+        -- The private directories under `tmp`.
+        local function private_dirs(tmp)
+            local _, listing = support.sh("ls -A " .. support.q(tmp) .. " | grep '^wolkvox-xlsx-' || true")
+            return listing
+        end
+
+        it("Ctrl-C mid-export: 130, nothing under the final name, no private directory left", function()
+            if not usable(pending) then
+                return
+            end
+            local tmp, out = support.tmpdir(), dir .. "/int.xlsx"
+            local pid, finish = slow_export(out, tmp, dir .. "/state-int")
+            support.wait_for(function() return #support.calls(srv, "cdr_1") >= 2 end, 20, "two calls")
+            assert.matches("^wolkvox%-xlsx%-" .. pid .. "%-", private_dirs(tmp))
+            os.execute("kill -INT " .. pid)
+            local code, err = finish()
+            assert.equal(130, code, err)
+            assert.matches("interrupted", err, 1, true)
+            assert.is_nil(support.slurp(out))
+            assert.equal("", private_dirs(tmp))
+            local _, hidden = support.sh("ls -A " .. support.q(dir) .. " | grep '^\\.' || true")
+            assert.equal("", hidden)
+        end)
+
+        it("kill -9 mid-export leaves its private directory; the next export removes it and finishes", function()
+            if not usable(pending) then
+                return
+            end
+            local tmp, out = support.tmpdir(), dir .. "/k9.xlsx"
+            local pid, finish = slow_export(out, tmp, dir .. "/state-k9")
+            support.wait_for(function() return #support.calls(srv, "cdr_1") >= 2 end, 20, "two calls")
+            os.execute("kill -9 " .. pid)
+            assert.equal(137, (finish()))
+            assert.matches("^wolkvox%-xlsx%-" .. pid .. "%-%w+\n$", private_dirs(tmp))
+            assert.is_nil(support.slurp(out))
+            support.wait_for(function() return srv:control("stats").inflight == 0 end, 20, "the fake's calls to end")
+            srv:control("reset")
+            local code, _, err = support.wolkvox(srv, "report cdr_1 --from 2026-01-01 --to 2026-01-02 -q -o " .. out,
+                { env = "TMPDIR=" .. support.q(tmp), state_dir = dir .. "/state-k9b" })
+            assert.equal(0, code, err)
+            assert.equal("", private_dirs(tmp))
+            assert.equal(61, read_book(out, 1).sheet.Data.rows)
+        end)
+
+        it("a full TMPDIR: exit 1 saying which directory is full, nothing left behind", function()
+            if not usable(pending) then
+                return
+            end
+            local tmp = support.disk("size=1m", true, finally, pending)
+            if not tmp then
+                return
+            end
+            local out = dir .. "/full.xlsx"
+            local code, _, err = support.wolkvox(srv, "report cdr_1 --from 2026-01-01 --to 2026-01-02 -q -o " .. out,
+                { env = "TMPDIR=" .. support.q(tmp), state_dir = dir .. "/state-full" })
+            assert.equal(1, code, err)
+            assert.matches(tmp, err, 1, true)
+            assert.matches("No space left on device", err, 1, true)
+            assert.is_nil(support.slurp(out))
+            assert.equal("", private_dirs(tmp))
+            assert.is_true(#support.calls(srv, "cdr_1") <= 1)
         end)
 
         it("without wolkvox.xlsx: an error naming libxlsxwriter-dev, and no call spent", function()

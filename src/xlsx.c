@@ -29,6 +29,11 @@
  * it where it belongs (any open file, a pipe included, in the mode it was
  * opened with: nothing here opens, truncates or follows a file it did not
  * create), then calls book:discard() (the collector does it too).
+ * The directory's name holds the process id (wolkvox-xlsx-PID-XXXXXX):
+ * one left by a process killed outright (kill -9, a power cut) is removed
+ * by the next xlsx.new under the same tmpdir when that process is gone, the
+ * directory is a real one (not a link), ours and private (mode 0700), and
+ * it holds nothing but an unfinished book.xlsx; anything else stays as is.
  *
  * Values: a number is written as a number, a string as a string (never as
  * a formula, whatever it starts with), anything else leaves the cell blank.
@@ -37,10 +42,15 @@
  * state is global: each book is its own, any number of lua_States may use
  * the module at once.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -159,6 +169,79 @@ static int book_gc(lua_State *L)
     return 0;
 }
 
+#define DIR_PREFIX "wolkvox-xlsx-"
+
+/* The process id in a private directory's name, or 0 when the name is not
+ * one of ours (DIR_PREFIX, digits, '-', six characters). */
+static pid_t owner_pid(const char *name)
+{
+    const char *p = name + sizeof DIR_PREFIX - 1;
+    long pid = 0;
+    if (strncmp(name, DIR_PREFIX, sizeof DIR_PREFIX - 1) != 0)
+        return 0;
+    while (*p >= '0' && *p <= '9' && pid < 1000000000L)
+        pid = pid * 10 + (*p++ - '0');
+    if (pid <= 0 || *p != '-' || strlen(p + 1) != 6)
+        return 0;
+    return (pid_t)pid;
+}
+
+/* Remove the private directory `name` under the open directory `parent`
+ * when it is a stale one (see the head of this file).  Nothing is followed:
+ * the checks are made on the opened directory itself. */
+static void sweep_one(int parent, const char *name)
+{
+    pid_t pid = owner_pid(name);
+    struct stat st;
+    struct dirent *e;
+    DIR *d;
+    int fd, clean = 1;
+    if (pid == 0 || pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)
+        return;
+    fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 07777) != 0700 ||
+        (d = fdopendir(fd)) == NULL) {
+        (void)close(fd);
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        struct stat f;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strcmp(e->d_name, "book.xlsx") != 0 ||
+            fstatat(fd, e->d_name, &f, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(f.st_mode) ||
+            f.st_uid != geteuid())
+            clean = 0;
+    }
+    if (clean) {
+        (void)unlinkat(fd, "book.xlsx", 0);
+        (void)unlinkat(parent, name, AT_REMOVEDIR);
+    }
+    (void)closedir(d);
+}
+
+/* Remove the stale private directories under `tmp` (best effort: a
+ * directory that cannot be read is left as it is). */
+static void sweep(const char *tmp)
+{
+    int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct dirent *e;
+    DIR *d;
+    if (fd < 0)
+        return;
+    d = fdopendir(fd);
+    if (d == NULL) {
+        (void)close(fd);
+        return;
+    }
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] == 'w')
+            sweep_one(fd, e->d_name);
+    (void)closedir(d);
+}
+
 /* xlsx.new([tmpdir]) */
 static int x_new(lua_State *L)
 {
@@ -175,7 +258,8 @@ static int x_new(lua_State *L)
     memset(b, 0, sizeof *b);
     luaL_getmetatable(L, BOOK_MT);
     lua_setmetatable(L, -2);
-    n = snprintf(b->dir, sizeof b->dir, "%s/wolkvox-xlsx-XXXXXX", tmp);
+    sweep(tmp);
+    n = snprintf(b->dir, sizeof b->dir, "%s/" DIR_PREFIX "%ld-XXXXXX", tmp, (long)getpid());
     if (n < 0 || (size_t)n >= sizeof b->dir) {
         b->dir[0] = '\0';
         return fail(L, "the temporary directory", "its name is too long");

@@ -167,6 +167,7 @@ local function write_rows(a, fmt, columns, each)
         if errors.is(e) and e.partial and w:close() and out:commit() then
             error(e, 0)
         end
+        w:discard()
         out:abort()
         error(e, 0)
     end

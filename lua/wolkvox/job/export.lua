@@ -333,6 +333,9 @@ local function run_export(ctx, e, params, opts)
         file:close()
     end
     if not ok then
+        if w then
+            w:discard()
+        end
         -- What the checkpoint vouches for, earlier runs included: a resumed
         -- run that fails before its first window still left an output that
         -- holds windows (partial.saved).

@@ -517,6 +517,16 @@ function Writer:close()
     return true
 end
 
+--- Drop what a writer cut short holds outside its file (a workbook's
+-- private directory): for an output that will not be finished.  Safe to
+-- call more than once, and after close.
+function Writer:discard()
+    local f = self.format
+    if f.discard then
+        f.discard(self)
+    end
+end
+
 --- A writer of `format` to the open `file`.
 -- @tparam string format "csv", "ndjson", "json", "table", "singer" (a key of `FORMATS`),
 --   "xlsx" or "html" (a key of `MODULES`)

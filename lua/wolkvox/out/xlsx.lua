@@ -697,4 +697,12 @@ function M.finish(w)
     return ""
 end
 
+--- An export cut short (an error, Ctrl-C): the workbook's private
+-- directory removed now, not left to the collector (os.exit does not run it).
+function M.discard(w)
+    if w.xl and w.xl.book then
+        w.xl.book:discard()
+    end
+end
+
 return M
