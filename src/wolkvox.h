@@ -203,5 +203,6 @@ void wv_sys_open(lua_State *L);
 void wv_stream_open(lua_State *L);
 void wv_spool_open(lua_State *L);
 void wv_csv_open(lua_State *L);
+void wv_cells_open(lua_State *L);
 
 #endif

@@ -143,6 +143,11 @@ M.MERGE_CHUNK = 4096
 M.COPY_HOLD = 4096
 M.COPY_POLL = 256
 
+-- The common case of a row's values, made in C (`core.cells`); false
+-- makes every row by the Lua path (`Loader:typed_row`), which a spec
+-- compares with it.
+M.cells = require("wolkvox.core").cells
+
 -- How each column's value is made (`Loader:prepare`).
 local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
 
@@ -184,8 +189,20 @@ function Loader:prepare()
         end
     end
     self.kinds, self.memos, self.key_at = {}, {}, nil
+    -- For core.cells: the columns' fields, the fields that are plain
+    -- columns, and our own columns it leaves to `own_values`.
+    self.names, self.plain, self.owns = {}, {}, {}
+    for name, c in pairs(self.known) do
+        if not c.own then
+            self.plain[name] = true
+        end
+    end
     for i, c in ipairs(self.order) do
         names[i] = q(c.name)
+        self.names[i] = c.name
+        if c.own and c.name ~= "_unfit" then
+            self.owns[#self.owns + 1] = { i = i, name = c.name }
+        end
         if c.name ~= s.key then
             sets[#sets + 1] = q(c.name) .. " = excluded." .. q(c.name)
         else
@@ -446,119 +463,153 @@ local function stamp_value(raw, offset, suffix)
     return as_text(v), why
 end
 
+-- The values of `row` at `base` in the buffer, each column's the loader's
+-- way (`core.cells` does the common case in C, the same way).  Fields that
+-- are not columns of their own (a name no column may have, one of ours, too
+-- many new ones) are kept in `_unfit`.  Its place in the buffer (a column
+-- added flushes what was waiting), or nothing when the row went in already.
+function Loader:typed_row(row, offset, suffix, dialect)
+    local known = self.known
+    local extra
+    for k, v in pairs(row) do
+        local c = known[k]
+        if (c and c.own) or (not c and not self:add(k)) then
+            extra = extra or {}
+            extra[tostring(k)] = v
+        end
+    end
+    -- (after `add`: the columns, and so these, may have changed)
+    local order, kinds, memos, buf, n = self.order, self.kinds, self.memos, self.buf, self.width
+    local base = self.pending * n
+    local unfit
+    for i = 1, n do
+        local c, kind = order[i], kinds[i]
+        local v, why
+        if kind == TEXT then
+            local raw = row[c.name]
+            if raw == nil or raw == "" or raw == "-" or raw == "--" then
+                v = nil
+            elseif type(raw) == "string" and not find(raw, "\0", 1, true) then
+                v = raw
+            else
+                v, why = value("text", raw, offset)
+                v = as_text(v)
+            end
+        elseif kind == MEMO then
+            -- Numbers, durations, percentages: few distinct values, each
+            -- read once (a pure function of the text).
+            local raw = row[c.name]
+            if type(raw) == "string" then
+                local memo = memos[i]
+                v = memo[raw]
+                if v == nil then
+                    v, why = value(c.type, raw, offset)
+                    v = as_text(v)
+                    if memo.n >= MEMO_SIZE then
+                        memo = { n = 0 }
+                        memos[i] = memo
+                    end
+                    memo[raw], memo.n = why and UNFIT or v or false, memo.n + 1
+                elseif v == UNFIT then
+                    v, why = nil, "unfit"
+                elseif v == false then
+                    v = nil
+                end
+            else
+                v, why = value(c.type, raw, offset)
+                v = as_text(v)
+            end
+        elseif kind == STAMP then
+            v, why = stamp_value(row[c.name], offset, suffix)
+        elseif kind == JSON then
+            local raw = row[c.name]
+            v = raw ~= nil and json.encode(raw) or nil
+        else
+            local name = c.name
+            if name == "_row" then
+                v = content_id(row)
+            elseif name == "_period_start" then
+                v = self.period[1]
+            elseif name == "_period_end" then
+                v = self.period[2]
+            elseif name == "_taken_at" then
+                v = self.started
+            end
+        end
+        if why then
+            unfit = unfit or {}
+            unfit[c.name] = row[c.name]
+        end
+        buf[base + i] = v
+    end
+    if extra then
+        unfit = unfit or {}
+        for k, v in pairs(extra) do
+            unfit[k] = v
+        end
+    end
+    if unfit then
+        if dialect == "postgresql" then
+            -- No PostgreSQL text holds a NUL, not even inside jsonb: it
+            -- is kept as the six characters \u0000 (documented).
+            local clean = {}
+            for k, v in pairs(unfit) do
+                if type(v) == "string" and v:find("\0", 1, true) then
+                    v = v:gsub("%z", "\\u0000")
+                end
+                clean[(k:gsub("%z", "\\u0000"))] = v
+            end
+            unfit = clean
+        end
+        for i = 1, n do
+            if order[i].name == "_unfit" then
+                buf[base + i] = json.encode(unfit)
+            end
+        end
+    end
+    return base
+end
+
+-- The values of our own columns but `_unfit` (nil: the row fitted).
+local function own_values(self, row, base)
+    local buf = self.buf
+    for _, o in ipairs(self.owns) do
+        local name, v = o.name, nil
+        if name == "_row" then
+            v = content_id(row)
+        elseif name == "_period_start" then
+            v = self.period[1]
+        elseif name == "_period_end" then
+            v = self.period[2]
+        elseif name == "_taken_at" then
+            v = self.started
+        end
+        buf[base + o.i] = v
+    end
+end
+
 --- Load `list` (rows of window `w`) inside the window's transaction.
 -- The rows wait in batches (`BATCH`) until the batch is full, a key comes
 -- again, the columns change or the window commits.
 function Loader:rows(list, w)
     self:open_window(w)
     local s = self.s
-    local known, offset, key = self.known, self.offset, s.key
+    local offset, key = self.offset, s.key
     local dialect = self.conn.dialect
     -- The offset as stored after a time ("-05:00").
     local suffix = schema_of.timestamp(0, offset):sub(20)
+    local cells = M.cells or function() return false end
     for _, row in ipairs(list) do
         if type(row) ~= "table" then
             errors.throw("output", { endpoint = s.endpoint, message = "a row that is not an object cannot be loaded" })
         end
-        -- Fields that are not columns of their own (a name no column may
-        -- have, one of ours, too many new ones) are kept in `_unfit`.
-        local extra
-        for k, v in pairs(row) do
-            local c = known[k]
-            if (c and c.own) or (not c and not self:add(k)) then
-                extra = extra or {}
-                extra[tostring(k)] = v
-            end
+        local base = self.pending * self.width
+        if not cells(row, self.plain, self.names, self.kinds, self.memos, days, suffix, self.buf, base) then
+            base = self:typed_row(row, offset, suffix, dialect)
+        elseif self.owns[1] then
+            own_values(self, row, base)
         end
-        -- (after `add`: the columns, and so these, may have changed)
-        local order, kinds, memos, buf, n = self.order, self.kinds, self.memos, self.buf, self.width
-        local base = self.pending * n
-        local unfit
-        for i = 1, n do
-            local c, kind = order[i], kinds[i]
-            local v, why
-            if kind == TEXT then
-                local raw = row[c.name]
-                if raw == nil or raw == "" or raw == "-" or raw == "--" then
-                    v = nil
-                elseif type(raw) == "string" and not find(raw, "\0", 1, true) then
-                    v = raw
-                else
-                    v, why = value("text", raw, offset)
-                    v = as_text(v)
-                end
-            elseif kind == MEMO then
-                -- Numbers, durations, percentages: few distinct values, each
-                -- read once (a pure function of the text).
-                local raw = row[c.name]
-                if type(raw) == "string" then
-                    local memo = memos[i]
-                    v = memo[raw]
-                    if v == nil then
-                        v, why = value(c.type, raw, offset)
-                        v = as_text(v)
-                        if memo.n >= MEMO_SIZE then
-                            memo = { n = 0 }
-                            memos[i] = memo
-                        end
-                        memo[raw], memo.n = why and UNFIT or v or false, memo.n + 1
-                    elseif v == UNFIT then
-                        v, why = nil, "unfit"
-                    elseif v == false then
-                        v = nil
-                    end
-                else
-                    v, why = value(c.type, raw, offset)
-                    v = as_text(v)
-                end
-            elseif kind == STAMP then
-                v, why = stamp_value(row[c.name], offset, suffix)
-            elseif kind == JSON then
-                local raw = row[c.name]
-                v = raw ~= nil and json.encode(raw) or nil
-            else
-                local name = c.name
-                if name == "_row" then
-                    v = content_id(row)
-                elseif name == "_period_start" then
-                    v = self.period[1]
-                elseif name == "_period_end" then
-                    v = self.period[2]
-                elseif name == "_taken_at" then
-                    v = self.started
-                end
-            end
-            if why then
-                unfit = unfit or {}
-                unfit[c.name] = row[c.name]
-            end
-            buf[base + i] = v
-        end
-        if extra then
-            unfit = unfit or {}
-            for k, v in pairs(extra) do
-                unfit[k] = v
-            end
-        end
-        if unfit then
-            if dialect == "postgresql" then
-                -- No PostgreSQL text holds a NUL, not even inside jsonb: it
-                -- is kept as the six characters \u0000 (documented).
-                local clean = {}
-                for k, v in pairs(unfit) do
-                    if type(v) == "string" and v:find("\0", 1, true) then
-                        v = v:gsub("%z", "\\u0000")
-                    end
-                    clean[(k:gsub("%z", "\\u0000"))] = v
-                end
-                unfit = clean
-            end
-            for i = 1, n do
-                if order[i].name == "_unfit" then
-                    buf[base + i] = json.encode(unfit)
-                end
-            end
-        end
+        local buf, n = self.buf, self.width
         if key and key ~= "_row" and (row[key] == nil or row[key] == "") then
             errors.throw("output", { endpoint = s.endpoint, message = format(
                 "a row without its key %s cannot be merged into %s (nothing of this window was loaded)",
