@@ -106,18 +106,9 @@ describe("a load with core.cells and without it #db", function()
         return
     end
     local srv, c, dir
-
-    setup(function()
-        srv = support.fake()
-        c = support.client(srv, { state_dir = false })
-        dir = support.tmpdir()
-    end)
-
-    teardown(function()
-        c:close()
-        srv:stop()
-        os.execute("rm -rf " .. support.q(dir))
-    end)
+    support.suite({}, { state_dir = false }, function(s, client) srv, c = s, client end)
+    setup(function() dir = support.tmpdir() end)
+    teardown(function() os.execute("rm -rf " .. support.q(dir)) end)
 
     local function query(path, sql)
         local code, out = support.sh("sqlite3 -batch " .. support.q(path) .. " " .. support.q(sql))
@@ -150,7 +141,6 @@ describe("a load with core.cells and without it #db", function()
             { "agents", {}, "agent_id", "agents" },
         } do
             local name, params, order, tbl = case[1], case[2], case[3], case[4]
-            srv:control("reset")
             local a, made, n = export(name, params, true, name .. "_cells")
             local b, none = export(name, params, false, name .. "_lua")
             assert.equal(0, none)
@@ -183,6 +173,5 @@ describe("a load with core.cells and without it #db", function()
         assert.equal(query(b, sql), got)
         assert.equal("50", query(a, "SELECT count(*) FROM cdr_1"):match("%d+"))
         assert.matches("mine", query(a, "SELECT _unfit FROM cdr_1 WHERE conn_id = '13'"), 1, true)
-        srv:control("config", { fixtures = false })
     end)
 end)
