@@ -144,9 +144,10 @@ M.COPY_HOLD = 4096
 M.COPY_POLL = 256
 
 -- The common case of a row's values, made in C (`core.cells`); false
--- makes every row by the Lua path (`Loader:typed_row`), which a spec
--- compares with it.
-M.cells = require("wolkvox.core").cells
+-- (or no C core) makes every row by the Lua path (`Loader:typed_row`),
+-- which a spec compares with it.
+local has_core, core_or_why = pcall(require, "wolkvox.core")
+M.cells = has_core and core_or_why.cells or false
 
 -- How each column's value is made (`Loader:prepare`).
 local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
