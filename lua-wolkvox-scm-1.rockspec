@@ -137,6 +137,7 @@ build = {
         ["wolkvox.transport.curl"] = "lua/wolkvox/transport/curl.lua",
         ["wolkvox.transport.fake"] = "lua/wolkvox/transport/fake.lua",
         ["wolkvox.transport.ngx"] = "lua/wolkvox/transport/ngx.lua",
+        ["wolkvox.transport.gc_hold"] = "lua/wolkvox/transport/gc_hold.lua",
         ["wolkvox.transport.ngx_http"] = "lua/wolkvox/transport/ngx_http.lua",
         ["wolkvox.transport.select"] = "lua/wolkvox/transport/select.lua",
         ["wolkvox.version"] = "lua/wolkvox/version.lua",

@@ -206,10 +206,16 @@ end
 
 -- ---- inside nginx: does the worker keep answering? ------------------------------
 -- One OpenResty worker fetches the 59,000 rows (c:cdr_1 on cosockets) while
--- this process asks the same worker for /ping every 5 ms; the figure is the
--- /ping latency (p50 and worst) over RUNS fetches, beside the blocking
--- libcurl transport in the same worker as a control, and (a diagnosis, not
--- a setting to use) the cosocket fetch with the worker's collector stopped.
+-- this process asks the same worker for /ping every 5 ms (a new connection
+-- each, as a browser or a health check would); the figures are the /ping
+-- latencies over RUNS fetches one after another (p50, p99, the worst, and
+-- how many took over 50 ms), the worker's peak RSS (VmHWM) and the median
+-- time of a fetch (to within a ping: its end is seen between two), each
+-- case in an nginx of its own:
+--   gz, id        the cosocket transport as shipped (gc_hold: the worker's
+--                 collector waits while the rows are made)
+--   gz, no hold   the same with gc_hold = false: what it saves
+--   gz, curl      the blocking libcurl transport in the worker (a control)
 local MODULES = "/usr/lib/nginx/modules"
 local function ping_bench()
     if ONLY and not ("nginx /ping"):find(ONLY, 1, true) then
@@ -219,73 +225,91 @@ local function ping_bench()
         print("nginx /ping: skipped (no lua-nginx-module or luajit)")
         return
     end
-    local lport = common.free_port()
-    local ldir = dir .. "/lua"
-    os.execute("mkdir -p " .. ldir .. "/logs " .. ldir .. "/tmp")
-    write(ldir .. "/nginx.conf", table.concat({
-        "load_module " .. MODULES .. "/ndk_http_module.so;",
-        "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-        common.sh("id -u"):match("^0%s") and "user root;" or "",
-        "worker_processes 1; daemon on; pid " .. ldir .. "/nginx.pid; error_log " .. ldir .. "/error.log;",
-        "events { worker_connections 64; }",
-        "http {",
-        "  access_log off;",
-        "  client_body_temp_path " .. ldir .. "/tmp; proxy_temp_path " .. ldir .. "/tmp;",
-        "  fastcgi_temp_path " .. ldir .. "/tmp; uwsgi_temp_path " .. ldir .. "/tmp;",
-        "  scgi_temp_path " .. ldir .. "/tmp;",
-        "  lua_package_path '" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;';",
-        "  lua_package_cpath '" .. root .. "/build/luajit/?.so;;';",
-        "  lua_shared_dict wolkvox 1m;",
-        "  server {",
-        "    listen 127.0.0.1:" .. lport .. ";",
-        "    location = /ping { content_by_lua_block { ngx.say('pong') } }",
-        "    location /fetch/ { content_by_lua_block {",
-        "      local where, transport, gc = ngx.var.uri:match('^/fetch/(%w+)/(%w+)/?(%w*)$')",
-        "      if gc == 'nogc' then collectgarbage('stop') end",
-        "      local c = assert(require('wolkvox').new { base_url = '" .. base .. "/' .. where,",
-        "        token = 'bench', state_dir = false, transport = transport })",
-        "      local rows = assert(c:cdr_1 { from = '2026-01-05', to = '2026-01-05' })",
-        "      ngx.say(#rows)",
-        "    } }",
-        "  }",
-        "}",
-    }, "\n"))
-    if not os.execute("nginx -p " .. ldir .. " -c " .. ldir .. "/nginx.conf -e " .. ldir .. "/error.log") then
-        print("nginx /ping: the OpenResty worker did not start")
-        return
-    end
-    socket.sleep(0.3)
-    local function ping()
+    local function ping(port)
         local t0 = socket.gettime()
-        local so = assert(socket.connect("127.0.0.1", lport))
+        local so = assert(socket.connect("127.0.0.1", port))
         so:send("GET /ping HTTP/1.0\r\n\r\n")
         so:receive("*a")
         so:close()
         return socket.gettime() - t0
     end
+    -- An nginx with one worker on a free port: its port, its directory, its
+    -- worker's pid; nil when it did not start.
+    local function start(name)
+        local lport = common.free_port()
+        local ldir = dir .. "/lua-" .. name
+        os.execute("mkdir -p " .. ldir .. "/logs " .. ldir .. "/tmp")
+        write(ldir .. "/nginx.conf", table.concat({
+            "load_module " .. MODULES .. "/ndk_http_module.so;",
+            "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
+            common.sh("id -u"):match("^0%s") and "user root;" or "",
+            "worker_processes 1; daemon on; pid " .. ldir .. "/nginx.pid; error_log " .. ldir .. "/error.log;",
+            "events { worker_connections 64; }",
+            "http {",
+            "  access_log off;",
+            "  client_body_temp_path " .. ldir .. "/tmp; proxy_temp_path " .. ldir .. "/tmp;",
+            "  fastcgi_temp_path " .. ldir .. "/tmp; uwsgi_temp_path " .. ldir .. "/tmp;",
+            "  scgi_temp_path " .. ldir .. "/tmp;",
+            "  lua_package_path '" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;';",
+            "  lua_package_cpath '" .. root .. "/build/luajit/?.so;;';",
+            "  lua_shared_dict wolkvox 1m;",
+            "  server {",
+            "    listen 127.0.0.1:" .. lport .. ";",
+            "    location = /ping { content_by_lua_block { ngx.say('pong') } }",
+            "    location /fetch/ { content_by_lua_block {",
+            "      local where, transport, hold = ngx.var.uri:match('^/fetch/(%w+)/(%w+)/?(%w*)$')",
+            "      local c = assert(require('wolkvox').new { base_url = '" .. base .. "/' .. where,",
+            "        token = 'bench', state_dir = false, transport = transport, gc_hold = hold ~= 'nohold' })",
+            "      local rows = assert(c:cdr_1 { from = '2026-01-05', to = '2026-01-05' })",
+            "      ngx.say(#rows)",
+            "    } }",
+            "  }",
+            "}",
+        }, "\n"))
+        if not os.execute("nginx -p " .. ldir .. " -c " .. ldir .. "/nginx.conf -e " .. ldir .. "/error.log") then
+            return nil
+        end
+        socket.sleep(0.3)
+        local master = sh("cat " .. ldir .. "/nginx.pid"):match("%d+")
+        local worker = master and sh("pgrep -P " .. master):match("%d+")
+        return lport, ldir, worker
+    end
     print()
-    print(string.format("%-48s %9s %9s %9s", "inside nginx: /ping while the worker fetches", "p50 ms", "worst ms",
-        "pings"))
-    for _, it in ipairs { { "gz", "ngx" }, { "id", "ngx" }, { "gz", "curl" }, { "gz", "ngx/nogc" } } do
-        local lat = {}
+    print(string.format("%-44s %7s %7s %7s %7s %6s %8s %7s", "inside nginx: /ping while the worker fetches",
+        "p50 ms", "p99 ms", "worst", ">50 ms", "pings", "worker MB", "fetch s"))
+    for _, it in ipairs { { "gz", "ngx", "" }, { "id", "ngx", "" }, { "gz", "ngx", "nohold" },
+        { "gz", "curl", "" } } do
+        local name = it[1] .. "-" .. it[2] .. "-" .. it[3]
+        local lport, ldir, worker = start(name)
+        if not lport then
+            print("nginx /ping: the OpenResty worker did not start")
+            return
+        end
+        local lat, over, took = {}, 0, {}
         for r = 1, RUNS do
+            local t0 = socket.gettime()
             -- The fetch runs in the background; its curl writes a file when answered.
             local mark = ldir .. "/done-" .. r
-            os.remove(mark)
             os.execute("(curl -s -o /dev/null http://127.0.0.1:" .. lport .. "/fetch/" .. it[1] .. "/" .. it[2]
-                .. "; echo > " .. mark .. ") &")
+                .. "/" .. it[3] .. "; echo > " .. mark .. ") &")
             socket.sleep(0.02)
             local t_end = socket.gettime() + 30
             repeat
-                lat[#lat + 1] = ping()
+                local t = ping(lport)
+                lat[#lat + 1] = t
+                over = over + (t > 0.05 and 1 or 0)
                 socket.sleep(0.005)
             until io.open(mark, "r") or socket.gettime() > t_end
+            took[r] = socket.gettime() - t0
         end
+        local hwm = worker and sh("grep VmHWM /proc/" .. worker .. "/status"):match("(%d+)")
+        os.execute("kill $(cat " .. ldir .. "/nginx.pid) 2>/dev/null")
         table.sort(lat)
-        print(string.format("%-48s %9.1f %9.1f %9d", "cdr_1 59k rows, " .. it[1] .. ", transport " .. it[2],
-            lat[math.ceil(#lat / 2)] * 1000, lat[#lat] * 1000, #lat))
+        local label = "cdr_1 59k rows, " .. it[1] .. ", " .. it[2] .. (it[3] ~= "" and (", " .. it[3]) or "")
+        print(string.format("%-44s %7.1f %7.1f %7.1f %7d %6d %8.0f %7.2f", label, lat[math.ceil(#lat / 2)] * 1000,
+            lat[math.ceil(#lat * 0.99)] * 1000, lat[#lat] * 1000, over, #lat, (tonumber(hwm) or 0) / 1024,
+            median(took)))
     end
-    os.execute("kill $(cat " .. ldir .. "/nginx.pid) 2>/dev/null")
 end
 ping_bench()
 

@@ -64,7 +64,17 @@ local LOCATIONS = [[
       if not rows then ngx.say("error ", tostring(meta)) return end
       local sum = 0
       for _, r in ipairs(rows) do sum = sum + tonumber(r.conn_id) end
-      ngx.say(#rows, "|", sum, "|", meta.bytes)
+      ngx.say(#rows, "|", sum, "|", meta.bytes, "|", require("wolkvox.transport.gc_hold").open(), "|",
+        tostring(collectgarbage("isrunning")))
+    } }
+    location = /gc_hold { content_by_lua_block {
+      -- A hold its request never releases: the timer does, at the deadline plus a second.
+      local gc_hold = require "wolkvox.transport.gc_hold"
+      collectgarbage()
+      local h = gc_hold.start(ngx.now() + 0.2, ngx.now, ngx.timer.at, ngx.sleep)
+      ngx.say(h and "held" or "none", " ", tostring(collectgarbage("isrunning")))
+      ngx.sleep(1.6)
+      ngx.say(gc_hold.open(), " ", tostring(collectgarbage("isrunning")))
     } }
     location = /into { content_by_lua_block {
       local n, err = wv_client():export("cdr_1", { from = "2026-01-01", to = "2026-01-02" },
@@ -193,13 +203,21 @@ describe("inside nginx #nginx", function()
         support.faults(srv, { { match = "cdr_1", gzip = true } })
         local status, body = ngx1:get("/gzrows")
         assert.equal(200, status)
-        local n, got_sum, bytes = body:match("^(%d+)|(%d+)|(%d+)")
+        local n, got_sum, bytes, holds, gc = body:match("^(%d+)|(%d+)|(%d+)|(%d+)|(%a+)")
         assert.is_truthy(n, body)
         assert.equal(#want, tonumber(n))
         assert.equal(sum, tonumber(got_sum))
+        -- The collector, held while the rows were made, runs again.
+        assert.same({ "0", "true" }, { holds, gc })
         assert.is_true(tonumber(bytes) > 200 * 31 * 300, "the inflated size: " .. bytes)
         local log = srv:log()
         assert.is_truthy(log[#log].fault, "the gzip fault was served")
+    end)
+
+    it("gives the worker's collector back at the call's deadline when a hold is never released", function()
+        local status, body = ngx1:get("/gc_hold")
+        assert.equal(200, status)
+        assert.equal("held false\n0 true\n", body)
     end)
 
     it("(control) the blocking libcurl transport freezes the same worker", function()

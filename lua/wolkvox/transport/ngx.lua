@@ -736,6 +736,7 @@ function M.new(opts, token)
         -- The shared dict where calls in flight are counted for every worker.
         mdict = ngx.shared[opts.shared_dict or defaults.UNSET.shared_dict],
         mdict_name = opts.shared_dict or defaults.UNSET.shared_dict,
+        gc_hold = opts.gc_hold == nil and defaults.UNSET.gc_hold or opts.gc_hold,
     }, Transport)
 end
 

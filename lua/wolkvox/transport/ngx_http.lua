@@ -20,6 +20,7 @@ local function now()
 end
 
 local transport = require "wolkvox.transport"
+local gc_hold = require "wolkvox.transport.gc_hold"
 local printable = transport.snippet
 
 local function parse_url(url)
@@ -533,7 +534,10 @@ end
 -- and the error and a snippet of the answer's start.  With `spool` (a
 -- `wolkvox.spool`) the bytes go to it and the rows are only checked and
 -- counted: `counted()` then says how many, and whether they were streamed.
-local function streaming(self, spool)
+-- With `hold` (a table with the call's `deadline`), the worker's collector
+-- is held from the answer's first `gc_hold.FROM` bytes until the exchange
+-- releases it (`hold.release()`; see wolkvox.transport.gc_hold).
+local function streaming(self, spool, hold)
     local d = self.decoder(spool ~= nil)
     local start = json_start()
     local rows, n, head, bytes, failed = {}, 0, {}, 0, nil
@@ -542,6 +546,16 @@ local function streaming(self, spool)
     return {
         put = function(_, piece)
             bytes = bytes + #piece
+            if hold then
+                if hold.check then
+                    hold:check(bytes)
+                elseif bytes >= gc_hold.FROM then
+                    -- (a small answer makes few rows: not worth a hold)
+                    local h = gc_hold.start(hold.deadline, now, ngx.timer.at, ngx.sleep)
+                    hold.check = h and h.check or function() end
+                    hold.release = h and h.release or function() end
+                end
+            end
             if bytes - #piece < head_len then
                 head[#head + 1] = piece:sub(1, head_len)
             end
@@ -800,9 +814,14 @@ function M.exchange(self, req, head_of, res, t0)
             return res
         end
     end
-    local out
+    local out, hold
     if stream then
-        out = streaming(self, spool)
+        -- Rows made as the answer arrives: the worker's collector waits
+        -- until they are (see wolkvox.transport.gc_hold).
+        if not spool and self.gc_hold then
+            hold = { deadline = deadline }
+        end
+        out = streaming(self, spool, hold)
         if inf then
             out = gunzipping(inf, out)
         end
@@ -813,6 +832,9 @@ function M.exchange(self, req, head_of, res, t0)
     -- On success `why` says whether the connection may be reused; "stopped":
     -- the collector wanted no more (what it has says why).
     local read, why, detail = read_body(r, h, self.max_bytes, res.status, req.method, out)
+    if hold and hold.release then
+        hold.release()
+    end
     -- (an answer known not to be JSON is that, whatever cut it short after)
     if not read and why ~= "stopped" and not out.failure() then
         sock:close()

@@ -1,0 +1,126 @@
+-- wolkvox.transport.gc_hold: the collector of an nginx worker held while an
+-- answer becomes rows (issue #26: a worker that never pauses), and its
+-- bounds.  Here on the VM busted runs on, with `after` recording the
+-- safety timer it is given and `sleep` counting the yields of the
+-- catch-up; spec/nginx_spec.lua runs it inside nginx, with ngx.timer.at and
+-- ngx.sleep.
+local gc_hold = require "wolkvox.transport.gc_hold"
+
+describe("wolkvox.transport.gc_hold", function()
+    local timers
+    local function after(seconds, fn)
+        timers[#timers + 1] = { seconds = seconds, fn = fn }
+        return true
+    end
+    local clock, yields = 100, 0
+    local function now()
+        return clock
+    end
+    local function sleep()
+        yields = yields + 1
+    end
+    local function start(deadline, at)
+        return gc_hold.start(deadline, now, at or after, sleep)
+    end
+    local function running()
+        return collectgarbage("isrunning")
+    end
+
+    before_each(function()
+        timers, clock, yields = {}, 100, 0
+        collectgarbage("restart")
+    end)
+    after_each(function()
+        assert.equal(0, gc_hold.open(), "a hold was left open")
+        collectgarbage("restart")
+    end)
+
+    it("stops the collector while held; overlapping holds restart it when the last one ends", function()
+        local a = assert(start(160))
+        assert.is_false(running())
+        local b = assert(start(160))
+        assert.equal(2, gc_hold.open())
+        a:release()
+        a:release()   -- (twice is once)
+        assert.is_false(running())
+        assert.equal(1, gc_hold.open())
+        b.release()
+        assert.is_true(running())
+        -- Each set a timer at its deadline plus a second.
+        assert.same({ 61, 61 }, { timers[1].seconds, timers[2].seconds })
+    end)
+
+    it("first collects what earlier work left, a step at a time, yielding; a hold that joins does not", function()
+        local left = setmetatable({}, { __mode = "k" })
+        left[{}] = true   -- garbage made before the hold
+        local pace = gc_hold.PACE
+        gc_hold.PACE = 0  -- (a yield after every step)
+        local a = assert(start(160))
+        gc_hold.PACE = pace
+        assert.is_nil(next(left), "collected before the hold")
+        assert.is_true(yields >= 2, "yields: " .. yields)
+        -- A second hold while the first is open joins it: no step, nothing collected.
+        left[{}] = true
+        local before = yields
+        local b = assert(start(160))
+        assert.is_not_nil(next(left))
+        assert.equal(before, yields)
+        a:release()
+        b:release()
+    end)
+
+    it("starts no hold when its timer comes during the catch-up", function()
+        local pace = gc_hold.PACE
+        gc_hold.PACE = 0
+        local h = gc_hold.start(160, now, after, function() timers[1].fn() end)
+        gc_hold.PACE = pace
+        assert.is_nil(h)
+        assert.equal(0, gc_hold.open())
+        assert.is_true(running())
+    end)
+
+    it("gives the collector back once the heap grows past its bound", function()
+        local growth, slack = gc_hold.GROWTH, gc_hold.SLACK_KB
+        gc_hold.GROWTH, gc_hold.SLACK_KB = 1, 64
+        local h = assert(start(160))
+        local keep = {}
+        for i = 1, 2000 do
+            keep[i] = { i, tostring(i) }
+        end
+        h:check(1024)   -- 1 KB of answer: at most 65 KB more heap
+        gc_hold.GROWTH, gc_hold.SLACK_KB = growth, slack
+        assert.is_true(running())
+        assert.equal(0, gc_hold.open())
+        h:release()   -- (already released: nothing more)
+        assert.equal(2000, #keep)
+    end)
+
+    it("holds within the bound", function()
+        local h = assert(start(160))
+        h:check(1024 * 1024)
+        assert.is_false(running())
+        h:release()
+    end)
+
+    it("releases at the timer a hold its request never released, once", function()
+        local h = assert(start(160))
+        assert.is_false(running())
+        timers[1].fn()
+        assert.is_true(running())
+        assert.equal(0, gc_hold.open())
+        h:release()   -- (the request's own release after the timer's: nothing)
+        assert.equal(0, gc_hold.open())
+        assert.is_true(running())
+    end)
+
+    it("starts no hold where no timer can be set, and a deadline past gives a timer of one second", function()
+        assert.is_nil(start(160, function() return nil, "too many pending timers" end))
+        assert.is_true(running())
+        assert.equal(0, gc_hold.open())
+        clock = 200
+        local h = assert(start(50))
+        assert.equal(1, timers[1].seconds)
+        assert.is_false(running())
+        h:release()
+    end)
+end)
