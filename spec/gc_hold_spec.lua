@@ -46,8 +46,6 @@ describe("wolkvox.transport.gc_hold", function()
         assert.equal(1, gc_hold.open())
         b.release()
         assert.is_true(running())
-        -- Each set a timer at its deadline plus a second.
-        assert.same({ 61, 61 }, { timers[1].seconds, timers[2].seconds })
     end)
 
     it("first collects what earlier work left, a step at a time, yielding; a hold that joins does not", function()
@@ -72,7 +70,10 @@ describe("wolkvox.transport.gc_hold", function()
     it("starts no hold when its timer comes during the catch-up", function()
         local pace = gc_hold.PACE
         gc_hold.PACE = 0
-        local h = gc_hold.start(160, now, after, function() timers[1].fn() end)
+        local h = gc_hold.start(160, now, after, function()
+            clock = 161   -- (the deadline passed a second ago)
+            timers[1].fn()
+        end)
         gc_hold.PACE = pace
         assert.is_nil(h)
         assert.equal(0, gc_hold.open())
@@ -102,25 +103,65 @@ describe("wolkvox.transport.gc_hold", function()
         h:release()
     end)
 
-    it("releases at the timer a hold its request never released, once", function()
+    it("looks again every half second: the bound, then a second past the deadline, once", function()
         local h = assert(start(160))
+        assert.equal(1, #timers)
+        assert.equal(gc_hold.TICK, timers[1].seconds)
+        h:check(1024 * 1024)
+        timers[1].fn()   -- within the bound and the deadline: a new look set
+        assert.equal(2, #timers)
         assert.is_false(running())
-        timers[1].fn()
+        clock = 161
+        timers[2].fn()
         assert.is_true(running())
         assert.equal(0, gc_hold.open())
+        assert.equal(2, #timers)
         h:release()   -- (the request's own release after the timer's: nothing)
+        timers[2].fn()
         assert.equal(0, gc_hold.open())
         assert.is_true(running())
     end)
 
-    it("starts no hold where no timer can be set, and a deadline past gives a timer of one second", function()
+    it("ends the hold at a look when others' garbage passes the bound while the answer is slow", function()
+        local growth, slack = gc_hold.GROWTH, gc_hold.SLACK_KB
+        gc_hold.GROWTH, gc_hold.SLACK_KB = 1, 64
+        local h = assert(start(160))
+        h:check(1024)
+        assert.is_false(running())
+        local keep = {}
+        for i = 1, 2000 do
+            keep[i] = { i, tostring(i) }   -- (no piece arrives meanwhile)
+        end
+        timers[1].fn()
+        gc_hold.GROWTH, gc_hold.SLACK_KB = growth, slack
+        assert.is_true(running())
+        assert.equal(0, gc_hold.open())
+        assert.equal(2000, #keep)
+    end)
+
+    it("ends the hold when the next look cannot be set", function()
+        local n = 0
+        local h = assert(start(160, function(_, fn)
+            n = n + 1
+            timers[n] = { fn = fn }
+            return n == 1
+        end))
+        assert.is_false(running())
+        timers[1].fn()
+        assert.is_true(running())
+        assert.equal(0, gc_hold.open())
+        h:release()
+    end)
+
+    it("starts no hold where no timer can be set; a deadline already past ends it at the first look", function()
         assert.is_nil(start(160, function() return nil, "too many pending timers" end))
         assert.is_true(running())
         assert.equal(0, gc_hold.open())
         clock = 200
-        local h = assert(start(50))
-        assert.equal(1, timers[1].seconds)
+        local h = assert(start(50))   -- (a deadline past: no catch-up; the first look ends it)
         assert.is_false(running())
+        timers[1].fn()
+        assert.is_true(running())
         h:release()
     end)
 end)

@@ -73,7 +73,7 @@ local LOCATIONS = [[
       collectgarbage()
       local h = gc_hold.start(ngx.now() + 0.2, ngx.now, ngx.timer.at, ngx.sleep)
       ngx.say(h and "held" or "none", " ", tostring(collectgarbage("isrunning")))
-      ngx.sleep(1.6)
+      ngx.sleep(2)
       ngx.say(gc_hold.open(), " ", tostring(collectgarbage("isrunning")))
     } }
     location = /into { content_by_lua_block {

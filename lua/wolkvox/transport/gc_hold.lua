@@ -18,8 +18,10 @@
 --    bytes so far plus `SLACK_KB` (rows take two to three times their JSON,
 --    the pieces read about once more): past that the collector runs again,
 --    and pauses come back rather than a worker out of memory;
---  * a timer restarts it at the call's deadline plus a second, should the
---    request end without releasing its hold (killed, an error).
+--  * a timer looks every `TICK` seconds: past that bound (the worker's
+--    other requests make garbage too, while the answer may be slow to
+--    come), or a second past the call's deadline, should the request end
+--    without releasing its hold (killed, an error), the collector runs again.
 --
 -- Holds of several requests of one worker overlap (the later ones join
 -- without the catch-up): the collector runs again when the last one ends.
@@ -28,7 +30,7 @@
 -- (/ping while the worker fetches, with and without).
 -- @module wolkvox.transport.gc_hold
 
-local collectgarbage, setmetatable, next, max = collectgarbage, setmetatable, next, math.max
+local collectgarbage, setmetatable, next = collectgarbage, setmetatable, next
 
 local M = {}
 
@@ -37,6 +39,7 @@ M.SLACK_KB = 32 * 1024
 M.STEP_KB = 256
 M.PACE = 0.005
 M.FROM = 1024 * 1024
+M.TICK = 0.5
 
 local holds = 0   -- holds not yet released in this worker
 
@@ -61,7 +64,8 @@ local function restart()
 end
 
 --- Hold the collector for a decode that must end by `deadline` (in
--- `now()` seconds; `after(seconds, fn)` runs fn later: `ngx.timer.at`;
+-- `now()` seconds; `after(seconds, fn)` runs fn later (true, or nil when it
+-- cannot): `ngx.timer.at`;
 -- `sleep(seconds)` yields: `ngx.sleep`).  When no other hold is open, the
 -- collector first finishes the cycle under way and one more, a little at a
 -- time (`STEP_KB` of work a step, a yield every `PACE` seconds): what the
@@ -80,11 +84,28 @@ function M.start(deadline, now, after, sleep)
         end
     end
     function hold.check(_, bytes)
-        if hold.held and collectgarbage("count") - hold.base > M.GROWTH * bytes / 1024 + M.SLACK_KB then
+        hold.bytes = bytes or hold.bytes
+        if hold.held and collectgarbage("count") - hold.base > M.GROWTH * hold.bytes / 1024 + M.SLACK_KB then
             hold.release()
         end
     end
-    if not after(max(0, deadline - now()) + 1, function() hold.release() end) then
+    -- Every TICK seconds the bound is checked again (the worker's other
+    -- requests make garbage too, while this answer may be slow to come),
+    -- and the hold ends a second past the deadline.
+    local function tick()
+        if hold.over then
+            return
+        end
+        if now() >= deadline + 1 then
+            return hold.release()
+        end
+        hold:check()
+        if not hold.over and not after(M.TICK, tick) then
+            hold.release()
+        end
+    end
+    hold.bytes = 0
+    if not after(M.TICK, tick) then
         return nil
     end
     -- Two cycles: the one under way ends when its marker goes (made now, it
