@@ -222,6 +222,25 @@ describe("fleet mode (Redis) #slow", function()
         x:close()
     end)
 
+    it("counts at close a call Redis missed, even within seconds of the outage", function()
+        -- Redis goes away while the call is in flight: its count waits in
+        -- this host; Redis is back, and the host closes at once (within
+        -- RETRY_AFTER of the failure): the count must still reach Redis.
+        srv:control("config", { latency = 1 })
+        local x = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        local pid = rs.pid
+        os.execute("(sleep 0.3; kill " .. pid .. ") &")
+        assert(x:services())
+        support.wait_for(function() return not support.alive(pid) end, 20, "redis-server to stop")
+        rs.pid = nil
+        rs:start()
+        x:close()
+        srv:control("config", { latency = 0 })
+        local y = support.client(srv, { state_dir = support.tmpdir(), redis = rs.url })
+        assert.equal(1, y:quota({ measure = false }).used)
+        y:close()
+    end)
+
     it("falls back to this host's limits with one warning (redis_failure = \"local\")", function()
         rs:stop()
         -- (Redis is asked again at every call, not after RETRY_AFTER seconds.)

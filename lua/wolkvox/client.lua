@@ -443,7 +443,7 @@ function Client:close()
         ctx.closed = true
         ctx.transport:close()
         -- Counts the fleet backend has not taken yet get a last chance.
-        pcall(ctx.ledger.flush, ctx.ledger)
+        pcall(ctx.ledger.flush, ctx.ledger, nil, nil, true)
     end
 end
 

@@ -197,14 +197,17 @@ end
 
 --- Add the calls not yet counted by the fleet backend (and `n` more);
 -- never raises: those the backend does not take wait for the next time.
+-- `last`: the client closes, the backend is asked even if it failed a
+-- moment ago (those counts have no next time).
 -- @return true when nothing is left waiting
-function Ledger:flush(day, n)
+function Ledger:flush(day, n, last)
     if not self.shared then
         return true
     end
     n = self.pending + (n or 0)
     if n > 0 then
-        local ok = self.shared:try("add", self:fleet_key("calls", day or self:day()), n, M.FLEET_KEEP)
+        local ok = self.shared[last and "try_now" or "try"](self.shared, "add",
+            self:fleet_key("calls", day or self:day()), n, M.FLEET_KEEP)
         self.pending = ok and 0 or n
     end
     return self.pending == 0

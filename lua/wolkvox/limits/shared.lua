@@ -103,11 +103,22 @@ end
 
 --- Like `call`, but never throws: for what must not fail a call that was
 -- already made (freeing a slot, counting a call that went out).  A failure
--- is logged once per outage.
+-- is logged once per outage.  Within RETRY_AFTER of a failure the backend
+-- is not asked, unless `now` (the last chance of counts that would be lost
+-- otherwise: a client that closes).
 -- @return true and the results, or false
 function Guard:try(method, ...)
+    return self:attempt(false, method, ...)
+end
+
+--- `try`, asked even within RETRY_AFTER of a failure.
+function Guard:try_now(method, ...)
+    return self:attempt(true, method, ...)
+end
+
+function Guard:attempt(now, method, ...)
     local b = self.backend
-    if self.down and self.now() < self.retry_at then
+    if not now and self.down and self.now() < self.retry_at then
         return false
     end
     local r = { b[method](b, ...) }
