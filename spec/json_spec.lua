@@ -191,3 +191,41 @@ describe("\\u escapes in upper-case hex", function()
         assert.same(core.decode('"\\u00e9"'), core.decode('"\\u00E9"'))
     end)
 end)
+
+-- The CSV lines the decoder makes from the answer's text (core.decoder
+-- { csv = columns }) are those core.csv_row makes of the decoded rows,
+-- whatever the order of a row's members: the columns' own, another, one
+-- per row, missing or extra members, a member given twice (the later one
+-- wins), a column named twice (both cells).
+describe("CSV lines from the answer's text", function()
+    local function lines(body, columns)
+        local c = core.decoder { csv = columns }
+        local text = assert(c:feed(body))
+        local _, last = c:finish()
+        return text .. last
+    end
+    local function rows_csv(body, columns)
+        local out = {}
+        for _, r in ipairs(core.decode(body).data) do
+            out[#out + 1] = core.csv_row(r, columns)
+        end
+        return table.concat(out)
+    end
+
+    it("match csv_row of the decoded rows, members in any order", function()
+        local rows = {
+            '{"a":"1","b":"2","c":"3"}',
+            '{"c":"6","a":"4","b":"5"}',
+            '{"b":"8","c":"9"}',
+            '{"a":"10","z":"x","b":"11","c":"12","y":13}',
+            '{"a":"13","b":"14","a":"15","c":"16"}',
+            '{}',
+            '{"c":"x,y","b":"q\\"r","a":7.5}',
+        }
+        local body = '{"code":"200","data":[' .. table.concat(rows, ",") .. '],"msg":"ok"}'
+        for _, columns in ipairs { { "a", "b", "c" }, { "c", "b", "a" }, { "b" }, { "a", "b", "a" },
+            { "q", "c", "c", "a" }, {} } do
+            assert.equal(rows_csv(body, columns), lines(body, columns), table.concat(columns, ","))
+        end
+    end)
+end)

@@ -148,6 +148,8 @@ struct wv_csv {
     size_t *lens;
     wv_cell *cells;
     size_t skip;             /* rows already written another way */
+    int unique;              /* no column named twice: a key has one column */
+    size_t hint;             /* the column after the last one matched */
     wv_buf out;              /* the lines made since the last take */
     wv_buf text;             /* one unescaped string */
 };
@@ -171,6 +173,15 @@ wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip)
         lua_rawgeti(L, cols, (int)i + 1);
         c->names[i] = lua_tolstring(L, -1, &c->lens[i]);
         lua_pop(L, 1);
+    }
+    c->unique = 1;
+    for (i = 0; i < n && c->unique; i++) {
+        size_t j;
+        for (j = i + 1; j < n; j++)
+            if (c->lens[i] == c->lens[j] && memcmp(c->names[i], c->names[j], c->lens[i]) == 0) {
+                c->unique = 0;
+                break;
+            }
     }
     return c;
 }
@@ -264,6 +275,30 @@ static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *
     return 1;
 }
 
+/* The member `key` is `v`: in its column (every column of that name when
+ * a name is given twice).  Rows of one answer have their members in one
+ * order, mostly the columns' own: the search starts after the column the
+ * last member went to. */
+static void set_cell(wv_csv *c, const char *key, size_t klen, const wv_cell *v)
+{
+    size_t i, j;
+    if (!c->unique) {
+        for (i = 0; i < c->ncols; i++)
+            if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0)
+                c->cells[i] = *v;
+        return;
+    }
+    for (j = 0, i = c->hint; j < c->ncols; j++, i++) {
+        if (i == c->ncols)
+            i = 0;
+        if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0) {
+            c->cells[i] = *v;
+            c->hint = i + 1 == c->ncols ? 0 : i + 1;
+            return;
+        }
+    }
+}
+
 int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
                     wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen)
 {
@@ -330,9 +365,7 @@ int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
             p = q;
         }
         /* A later member of the same name wins, as in the decoder. */
-        for (i = 0; i < c->ncols; i++)
-            if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0)
-                c->cells[i] = v;
+        set_cell(c, key, klen, &v);
         p = skip_ws(p, e);
         if (p < e && *p == ',') {
             p = skip_ws(p + 1, e);
