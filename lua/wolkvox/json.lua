@@ -22,6 +22,10 @@ do
     NULL = ok and type(core) == "table" and core.null or nil
 end
 
+--- The decoder's JSON null (`wolkvox.core.null`; nil without the C core):
+-- a null where it stands in a list, and what writers take for one.
+M.null = NULL
+
 --- Mark table `t` as a JSON array (so an empty one encodes as `[]`).
 function M.array(t)
     return setmetatable(t or {}, ARRAY)

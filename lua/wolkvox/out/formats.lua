@@ -36,11 +36,7 @@ do
 end
 
 -- JSON's null, as the JSON encoder writes it (from the C core).
-local NULL
-do
-    local ok, core = pcall(require, "wolkvox.core")
-    NULL = ok and type(core) == "table" and core.null or nil
-end
+local NULL = require("wolkvox.json").null
 
 local type, tostring, pairs, ipairs, sort, concat, setmetatable, io_type =
     type, tostring, pairs, ipairs, table.sort, table.concat, setmetatable, io.type

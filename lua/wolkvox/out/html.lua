@@ -38,11 +38,7 @@ local type, tostring, tonumber, pairs, ipairs, pcall, setmetatable, getmetatable
 local format, byte, char, concat, sort, floor, huge, abs =
     string.format, string.byte, string.char, table.concat, table.sort, math.floor, math.huge, math.abs
 
-local NULL
-do
-    local ok, core = pcall(require, "wolkvox.core")
-    NULL = ok and type(core) == "table" and core.null or nil
-end
+local NULL = require("wolkvox.json").null
 
 local M = {}
 

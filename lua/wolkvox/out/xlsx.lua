@@ -38,11 +38,7 @@ do
     xlsx = ok and type(mod) == "table" and mod or nil
 end
 
-local NULL
-do
-    local ok, core = pcall(require, "wolkvox.core")
-    NULL = ok and type(core) == "table" and core.null or nil
-end
+local NULL = require("wolkvox.json").null
 
 local M = {}
 
