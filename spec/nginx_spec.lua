@@ -67,6 +67,11 @@ local LOCATIONS = [[
       ngx.say(#rows, "|", sum, "|", meta.bytes, "|", require("wolkvox.transport.gc_hold").open(), "|",
         tostring(collectgarbage("isrunning")))
     } }
+    location = /gc_cut { content_by_lua_block {
+      local rows, err = wv_client { retries = 0 }:cdr_1 { from = "2026-01-01", to = "2026-01-31" }
+      ngx.say(rows and "rows" or err.kind .. " " .. tostring(err.reason), "|",
+        require("wolkvox.transport.gc_hold").open(), "|", tostring(collectgarbage("isrunning")))
+    } }
     location = /gc_hold { content_by_lua_block {
       -- A hold its request never releases: the timer does, at the deadline plus a second.
       local gc_hold = require "wolkvox.transport.gc_hold"
@@ -212,6 +217,15 @@ describe("inside nginx #nginx", function()
         assert.is_true(tonumber(bytes) > 200 * 31 * 300, "the inflated size: " .. bytes)
         local log = srv:log()
         assert.is_truthy(log[#log].fault, "the gzip fault was served")
+    end)
+
+    it("gives the worker's collector back when a big answer is cut short after its hold began", function()
+        srv:control("config", { rows_per_day = 200 })
+        -- (a month: about 2 MB; the hold begins past 1 MB)
+        support.faults(srv, { { match = "cdr_1", cut = 1500000 } })
+        local status, body = ngx1:get("/gc_cut")
+        assert.equal(200, status)
+        assert.equal("transport partial|0|true\n", body)
     end)
 
     it("gives the worker's collector back at the call's deadline when a hold is never released", function()
