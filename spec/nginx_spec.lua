@@ -228,6 +228,25 @@ describe("inside nginx #nginx", function()
         assert.equal("transport partial|0|true\n", body)
     end)
 
+    it("shares the hold between requests that fetch big answers at once, and gives it back after the last", function()
+        srv:control("config", { rows_per_day = 200, latency = 0.05 })
+        local pipes = {}
+        for i = 1, 3 do
+            pipes[i] = assert(io.popen("env -u LD_PRELOAD curl -s " .. ngx1.url .. "/gzrows", "r"))
+        end
+        local outs = {}
+        for i = 1, 3 do
+            outs[i] = pipes[i]:read("*a")
+            pipes[i]:close()
+            assert.matches("^6200|", outs[i], nil, false)
+        end
+        -- After them no hold is open and the collector runs.
+        local status, body = ngx1:get("/gc_cut")   -- (no fault queued: a whole month)
+        assert.equal(200, status)
+        assert.equal("rows|0|true\n", body)
+        assert.is_nil(ngx1:errors():find("[error]", 1, true))
+    end)
+
     it("gives the worker's collector back at the call's deadline when a hold is never released", function()
         local status, body = ngx1:get("/gc_hold")
         assert.equal(200, status)
