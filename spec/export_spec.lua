@@ -67,6 +67,16 @@ describe("wolkvox.export", function()
         for _, v in ipairs(values) do
             assert.equal(export.csv_cell(v) .. "\r\n", core.csv_row({ a = v }, { "a" }))
         end
+        -- (C reads a cell 8 bytes at a time: each of the four bytes that
+        -- make it quoted, at every place in cells of 1 to 25 bytes)
+        for _, special in ipairs { ",", '"', "\r", "\n" } do
+            for n = 1, 25 do
+                for at = 1, n do
+                    local v = ("a"):rep(at - 1) .. special .. ("b"):rep(n - at)
+                    assert.equal(export.csv_cell(v) .. "\r\n", core.csv_row({ a = v }, { "a" }))
+                end
+            end
+        end
         assert.equal(',"x,y",3\r\n', core.csv_row({ b = "x,y", c = 3, z = "not a column" }, { "a", "b", "c" }))
         assert.equal("\r\n", core.csv_row({}, {}))
         -- A row's __index is not consulted (rows are plain tables).
