@@ -228,4 +228,52 @@ describe("CSV lines from the answer's text", function()
             assert.equal(rows_csv(body, columns), lines(body, columns), table.concat(columns, ","))
         end
     end)
+
+    -- A row is made in one reading when it is whole in what has arrived,
+    -- else its end is found first: the same lines however the text comes.
+    it("are the same however the answer is cut into pieces, rows skipped or not", function()
+        local rows = {}
+        for i = 1, 12 do
+            rows[i] = string.format('{"a":"%s","n":%d,"b":"x\\"y,z","c":[1,{"d":"}"}],"e":%s}', ("v"):rep(i),
+                i * 7, i % 2 == 0 and "null" or "1.5e3")
+        end
+        local body = '{"code":"200","data":[ ' .. table.concat(rows, " ,\n") .. ' ],"msg":"ok"}'
+        local columns = { "a", "n", "b", "c", "e" }
+        for _, skip in ipairs { 0, 5 } do
+            local function feed(pieces)
+                local c = core.decoder { csv = columns, skip = skip }
+                local out = {}
+                for _, piece in ipairs(pieces) do
+                    out[#out + 1] = assert(c:feed(piece))
+                end
+                local _, last = c:finish()
+                return table.concat(out) .. last
+            end
+            local whole = feed { body }
+            assert.equal(12 - skip, select(2, whole:gsub("\r\n", "")))
+            for at = 1, #body - 1 do
+                assert.equal(whole, feed { body:sub(1, at), body:sub(at + 1) }, "cut at " .. at)
+            end
+            local bytes = {}
+            for i = 1, #body do
+                bytes[i] = body:sub(i, i)
+            end
+            assert.equal(whole, feed(bytes))
+        end
+    end)
+
+    it("say what is wrong with a malformed row, whole or in pieces", function()
+        local body = '{"code":"200","data":[{"a":"1"},{"a" "2"},{"a":"3"}],"msg":"ok"}'
+        for _, cut in ipairs { #body, 30, 35 } do
+            local c = core.decoder { csv = { "a" } }
+            local _, err = c:feed(body:sub(1, cut))
+            if not err and cut < #body then
+                _, err = c:feed(body:sub(cut + 1))
+            end
+            if not err then
+                _, err = c:finish()
+            end
+            assert.matches("malformed row", tostring(err))
+        end
+    end)
 end)

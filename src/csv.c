@@ -299,10 +299,13 @@ static void set_cell(wv_csv *c, const char *key, size_t klen, const wv_cell *v)
     }
 }
 
-int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
-                    wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen)
+/* The CSV line of the row at `row` (within `len` bytes) added to c->out:
+ * 1, and with `used` the bytes of the row (it may end before `len`); 0 and
+ * a message in `err`. */
+static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
+                    wv_buf *scratch, const char *secret, size_t slen, size_t *used, char *err, size_t errlen)
 {
-    const char *p = row, *e = row + len, *msg = "not enough memory";
+    const char *p = row, *e = row + len, *end = NULL, *msg = "not enough memory";
     size_t i;
     if (c->skip > 0) {
         c->skip--;
@@ -316,8 +319,10 @@ int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         return 0;
     }
     p = skip_ws(p + 1, e);
-    if (p < e && *p == '}')
+    if (p < e && *p == '}') {
+        end = p + 1;
         p = e;
+    }
     while (p < e) {
         const char *key, *kend, *at;
         int kesc = 0, vesc = 0;
@@ -371,10 +376,16 @@ int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
             p = skip_ws(p + 1, e);
             continue;
         }
-        if (p < e && *p == '}')
+        if (p < e && *p == '}') {
+            end = p + 1;
             break;
+        }
         goto bad;
     }
+    if (end == NULL)
+        goto bad; /* (the row does not end within len) */
+    if (used != NULL)
+        *used = (size_t)(end - row);
     for (i = 0; i < c->ncols; i++) {
         const wv_cell *cell = &c->cells[i];
         if (i > 0 && !add_bytes(&c->out, ",", 1))
@@ -403,6 +414,26 @@ bad:
     msg = "malformed row";
 failed:
     snprintf(err, errlen, "%s", msg);
+    return 0;
+}
+
+int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
+                    wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen)
+{
+    return row_line(L, c, row, len, json, scratch, secret, slen, NULL, err, errlen);
+}
+
+int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, wv_json_ctx *json,
+                        wv_buf *scratch, const char *secret, size_t slen, size_t *used)
+{
+    size_t out_len = c->out.len, hint = c->hint;
+    char err[8];
+    if (c->skip > 0)
+        return 0;
+    if (row_line(L, c, row, avail, json, scratch, secret, slen, used, err, sizeof err))
+        return 1;
+    c->out.len = out_len;  /* (nothing of it kept: the caller goes the careful way) */
+    c->hint = hint;
     return 0;
 }
 

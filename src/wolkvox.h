@@ -183,6 +183,12 @@ void wv_csv_free(wv_csv *c);
 wv_buf *wv_csv_out(wv_csv *c);
 int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
                     wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen);
+/* The row at the start of the `avail` bytes at `row`, when it is whole and
+ * well formed there: its line added as wv_csv_json_row adds it, its length
+ * in `used`, 1; else 0 and nothing added (the caller finds the row's end
+ * first and calls wv_csv_json_row, which says what is wrong). */
+int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, wv_json_ctx *json,
+                        wv_buf *scratch, const char *secret, size_t slen, size_t *used);
 
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);
