@@ -222,6 +222,20 @@ describe("fleet mode (Redis) #slow", function()
         x:close()
     end)
 
+    it("adds a batch of counts sent again (its answer lost) once, and every new batch", function()
+        local cfg = assert(state_redis.parse(rs.url))
+        local b = state_redis.new { cfg = cfg, connect = assert(state_redis.connector(cfg)), prefix = "spec:" }
+        assert.equal(2, b:add("calls:{op}:d", 2, 60, "host-a", 1))
+        assert.equal(2, b:add("calls:{op}:d", 2, 60, "host-a", 1))   -- the same batch again
+        assert.equal(5, b:add("calls:{op}:d", 3, 60, "host-b", 1))   -- another adder's first
+        assert.equal(6, b:add("calls:{op}:d", 1, 60, "host-a", 2))
+        assert.equal(6, b:add("calls:{op}:d", 1, 60, "host-a", 1))   -- an older one
+        assert.equal(7, b:add("calls:{op}:d", 1, 60))                -- no adder: always added
+        assert.equal("7", rs:command("GET", "spec:calls:{op}:d"))
+        assert.is_true(rs:command("TTL", "spec:adds:calls:{op}:d") > 0)
+        b:close()
+    end)
+
     it("counts at close a call Redis missed, even within seconds of the outage", function()
         -- Redis goes away while the call is in flight: its count waits in
         -- this host; Redis is back, and the host closes at once (within

@@ -48,7 +48,7 @@ end
 --   `wolkvox.limits.shared` guard) and `shared_key` (the operation's part of its keys)
 function M.new(opts)
     local self = setmetatable({ dir = opts.dir, dict = opts.dict, key = opts.key,
-        shared = opts.shared, shared_key = opts.shared_key, pending = 0,
+        shared = opts.shared, shared_key = opts.shared_key, pending = 0, batch = 0,
         utc_offset = opts.utc_offset or 0, limit = opts.daily_limit, reserve = opts.reserve or 0,
         prefer_measured = opts.prefer_measured and true or false,
         time = opts.time or os.time, memory = {} }, Ledger)
@@ -109,7 +109,7 @@ function Ledger:counted(day)
             self.shared:failed(format("holds '%s' for today's calls, not a count",
                 (tostring(v):sub(1, 24):gsub("[%c'\\\128-\255]", "?"))))
         elseif ok then
-            return (n or 0) + self.pending
+            return (n or 0) + self.pending + (self.unsure and self.unsure.n or 0)
         end
     end
     return self:local_counted(day)
@@ -198,19 +198,46 @@ end
 --- Add the calls not yet counted by the fleet backend (and `n` more);
 -- never raises: those the backend does not take wait for the next time.
 -- `last`: the client closes, the backend is asked even if it failed a
--- moment ago (those counts have no next time).
+-- moment ago (those counts have no next time).  Counts go in numbered
+-- batches: one whose answer was lost (Redis went away after adding it, or
+-- before) is sent again as it was, before anything else, and the backend
+-- adds a batch once.
 -- @return true when nothing is left waiting
 function Ledger:flush(day, n, last)
     if not self.shared then
         return true
     end
-    n = self.pending + (n or 0)
-    if n > 0 then
-        local ok = self.shared[last and "try_now" or "try"](self.shared, "add",
-            self:fleet_key("calls", day or self:day()), n, M.FLEET_KEEP)
-        self.pending = ok and 0 or n
+    local try = self.shared[last and "try_now" or "try"]
+    local u = self.unsure
+    if u then
+        if not try(self.shared, "add", u.key, u.n, M.FLEET_KEEP, self:adder(), u.batch) then
+            self.pending = self.pending + (n or 0)
+            return false
+        end
+        self.unsure = nil
     end
-    return self.pending == 0
+    n = self.pending + (n or 0)
+    self.pending = 0
+    if n > 0 then
+        self.batch = self.batch + 1
+        local key = self:fleet_key("calls", day or self:day())
+        if not try(self.shared, "add", key, n, M.FLEET_KEEP, self:adder(), self.batch) then
+            self.unsure = { key = key, n = n, batch = self.batch }
+        end
+    end
+    return self.unsure == nil
+end
+
+-- This ledger's name for its batches: random, from the system's generator
+-- where the C core is (else from what differs between processes).
+function Ledger:adder()
+    if not self.adder_id then
+        local ok, core = pcall(require, "wolkvox.core")
+        self.adder_id = ok and core.random_hex and core.random_hex(16)
+            or require("wolkvox.transport").fingerprint(format("%s %s %.17g %.17g %.17g", tostring(self),
+                tostring({}), os.time(), os.clock(), math.random()))
+    end
+    return self.adder_id
 end
 
 --- Seconds a day's count is kept by a fleet backend: a week.

@@ -10,8 +10,10 @@
 -- `INCRBY` counter per operation and day on the operation's clock, kept a
 -- week.  Keys are `<prefix>slot:{<token id>}:1`, `<prefix>pace:{<token
 -- id>}`, `<prefix>calls:{<operation id>}:<day>` and
--- `<prefix>measured:{<operation id>}:<day>`: fingerprints only, and the
--- braces keep a token's keys in one slot of a Redis Cluster.
+-- `<prefix>measured:{<operation id>}:<day>`, and beside a count
+-- `<prefix>adds:calls:{<operation id>}:<day>` (each adder's last batch: a
+-- batch sent again is added once): fingerprints only, and the braces keep
+-- a token's keys in one slot of a Redis Cluster.
 --
 -- The connection comes from a connector: outside nginx the `wolkvox.redis`
 -- C module (hiredis), inside nginx the ngx transport's (the Redis protocol
@@ -224,8 +226,18 @@ local t = redis.call('PTTL', KEYS[1])
 if t < 1 then t = 1 end
 return t
 ]],
-    -- KEYS: a counter.  ARGV: n, seconds to keep it.
+    -- KEYS: a counter, the last batch of each adder.  ARGV: n, seconds to
+    -- keep them, the adder's id ("": none), its batch number.  A batch sent
+    -- again (its answer was lost) is added once.
     add = [[
+if ARGV[3] ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+  if tonumber(ARGV[4]) <= last then
+    return tonumber(redis.call('GET', KEYS[1]) or '0')
+  end
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return v
@@ -385,9 +397,11 @@ function Backend:claim(key, interval)
     return false, math.min(r / 1000, interval)
 end
 
---- Add `n` to counter `key`, kept `keep` seconds: the new count.
-function Backend:add(key, n, keep)
-    local r, err = self:script("add", { key }, n, keep)
+--- Add `n` to counter `key`, kept `keep` seconds: the new count.  With
+-- `id` and `batch` (an adder's name and its batches' numbers, rising), a
+-- batch that was added already is not added again.
+function Backend:add(key, n, keep, id, batch)
+    local r, err = self:script("add", { key, "adds:" .. key }, n, keep, id or "", batch or 0)
     if r == nil then
         return nil, err
     elseif not integer(r) then

@@ -21,8 +21,10 @@
 --   Nothing happens when the lease ended and someone else holds it.
 -- * `claim(key, interval)` -> true, or false and the seconds to wait: a
 --   start is claimed when none was claimed in the last `interval` seconds.
--- * `add(key, n, keep)` -> the new count: `n` added atomically to a
---   counter that lives `keep` seconds.
+-- * `add(key, n, keep, id, batch)` -> the new count: `n` added atomically
+--   to a counter that lives `keep` seconds; a batch (`id`, `batch`: an
+--   adder's name and its rising batch number) sent again after its answer
+--   was lost is not added twice.
 -- * `get(key)` -> the value, or false when there is none.
 -- * `put(key, value, keep)` -> true.
 -- * `where` -> a description for messages, without credentials.
