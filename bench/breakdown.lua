@@ -56,22 +56,7 @@ local base = common.static_nginx(dir, {
 
 -- ---- the interpreters ----------------------------------------------------------------
 
-local WARN = "-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith "
-    .. "-Wcast-qual -Wformat=2 -Wundef"
-local vms = {
-    { name = "Lua 5.4", exe = "lua5.4", pc = "lua5.4", path_var = "LUA_PATH_5_4", cpath_var = "LUA_CPATH_5_4",
-      core = os.getenv("WV_BUILD_54") or (root .. "/build/5.4") },
-    { name = "LuaJIT", exe = "luajit", pc = "luajit", path_var = "LUA_PATH", cpath_var = "LUA_CPATH",
-      core = os.getenv("WV_BUILD_JIT") or (root .. "/build/luajit") },
-}
-for _, vm in ipairs(vms) do
-    vm.floor = dir .. "/" .. vm.pc
-    os.execute("mkdir -p " .. vm.floor)
-    assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. WARN .. " $(pkg-config --cflags " .. vm.pc .. ") "
-        .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
-    vm.env = string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
-        root, root, vm.cpath_var, vm.floor, vm.core)
-end
+local vms = common.floor_vms(root, dir)
 
 -- ---- the scripts ---------------------------------------------------------------------
 
@@ -203,7 +188,7 @@ local transfer = med_timed("curl -s -o /dev/null " .. base .. "/raw.gz")
 local inflate = med_printed("python3 " .. INFLATE .. " " .. answer .. ".gz " .. size)
 
 for _, vm in ipairs(vms) do
-    local run = vm.env .. vm.exe .. " "
+    local run = vm.env() .. vm.exe .. " "
     local call_wall, call_mb, call_cpu = med_timed(run .. CALL)
     local startup, _, startup_cpu = med_timed(run .. STARTUP)
     local floor_t = med_printed(run .. PART .. " floor " .. answer .. " nogc")

@@ -120,6 +120,33 @@ function M.recorded_answers(opts)
     return base, srv, bytes, #calls
 end
 
+--- The two VMs the floor is measured on (bench/floor.lua, bench/breakdown.lua),
+-- each with bench/c/floor.c built for it under `dir`; `vm.env(core)` is the
+-- environment of a child that loads the tree's modules, floor.so and the C
+-- core of directory `core` (default: the VM's build, or WV_BUILD_54 /
+-- WV_BUILD_JIT).
+function M.floor_vms(root, dir)
+    local warn = "-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith "
+        .. "-Wcast-qual -Wformat=2 -Wundef"
+    local vms = {
+        { name = "Lua 5.4", exe = "lua5.4", pc = "lua5.4", path_var = "LUA_PATH_5_4", cpath_var = "LUA_CPATH_5_4",
+          core = os.getenv("WV_BUILD_54") or (root .. "/build/5.4") },
+        { name = "LuaJIT", exe = "luajit", pc = "luajit", path_var = "LUA_PATH", cpath_var = "LUA_CPATH",
+          core = os.getenv("WV_BUILD_JIT") or (root .. "/build/luajit") },
+    }
+    for _, vm in ipairs(vms) do
+        vm.floor = dir .. "/" .. vm.pc
+        os.execute("mkdir -p " .. vm.floor)
+        assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. warn .. " $(pkg-config --cflags " .. vm.pc .. ") "
+            .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
+        function vm.env(core)
+            return string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
+                root, root, vm.cpath_var, vm.floor, core or vm.core)
+        end
+    end
+    return vms
+end
+
 --- Stop the nginx that `static_nginx(dir, ...)` started.
 function M.stop(dir)
     os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")

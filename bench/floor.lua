@@ -66,24 +66,7 @@ collectgarbage()
 
 -- ---- the floor module, for each VM -----------------------------------------------
 
-local WARN = "-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith "
-    .. "-Wcast-qual -Wformat=2 -Wundef"
-local vms = {
-    { name = "Lua 5.4", exe = "lua5.4", pc = "lua5.4", path_var = "LUA_PATH_5_4", cpath_var = "LUA_CPATH_5_4",
-      core = os.getenv("WV_BUILD_54") or (root .. "/build/5.4") },
-    { name = "LuaJIT", exe = "luajit", pc = "luajit", path_var = "LUA_PATH", cpath_var = "LUA_CPATH",
-      core = os.getenv("WV_BUILD_JIT") or (root .. "/build/luajit") },
-}
-for _, vm in ipairs(vms) do
-    vm.floor = dir .. "/" .. vm.pc
-    os.execute("mkdir -p " .. vm.floor)
-    assert(os.execute("cc -std=c99 -O2 -g -fPIC -shared " .. WARN .. " $(pkg-config --cflags " .. vm.pc .. ") "
-        .. root .. "/bench/c/floor.c -o " .. vm.floor .. "/floor.so"), "cannot build floor.so for " .. vm.name)
-end
-local function env_of(vm, core)
-    return string.format("env %s='%s/lua/?.lua;%s/lua/?/init.lua;;' %s='%s/?.so;%s/?.so;;' ", vm.path_var,
-        root, root, vm.cpath_var, vm.floor, core)
-end
+local vms = common.floor_vms(root, dir)
 
 -- What is measured: the floor, core.decode, cjson.decode, and core.decode of
 -- other builds (WV_COMPARE="label=dir54,dirjit;...": before/after a change).
@@ -133,7 +116,7 @@ write(child, CHILD)
 
 -- The command of one measurement (`wrap`: a tool that runs the interpreter).
 local function command(vm, sp, e, wrap)
-    return env_of(vm, e.core and e.core[vm.name] or vm.core) .. (wrap or "") .. vm.exe .. " " .. child .. " "
+    return vm.env(e.core and e.core[vm.name]) .. (wrap or "") .. vm.exe .. " " .. child .. " "
         .. sp.path .. " " .. e.method .. " " .. ROWS .. " " .. table.concat(fields, ",")
 end
 

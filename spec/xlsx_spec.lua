@@ -504,13 +504,20 @@ describe("xlsx", function()
             return listing
         end
 
+        -- slow_export to `name`.xlsx with a TMPDIR of its own, under way (two
+        -- calls made): its TMPDIR, output, pid and `finish`.
+        local function export_underway(name)
+            local tmp, out = support.tmpdir(), dir .. "/" .. name .. ".xlsx"
+            local pid, finish = slow_export(out, tmp, dir .. "/state-" .. name)
+            support.wait_for(function() return #support.calls(srv, "cdr_1") >= 2 end, 20, "two calls")
+            return tmp, out, pid, finish
+        end
+
         it("Ctrl-C mid-export: 130, nothing under the final name, no private directory left", function()
             if not usable(pending) then
                 return
             end
-            local tmp, out = support.tmpdir(), dir .. "/int.xlsx"
-            local pid, finish = slow_export(out, tmp, dir .. "/state-int")
-            support.wait_for(function() return #support.calls(srv, "cdr_1") >= 2 end, 20, "two calls")
+            local tmp, out, pid, finish = export_underway("int")
             assert.matches("^wolkvox%-xlsx%-" .. pid .. "%-", private_dirs(tmp))
             os.execute("kill -INT " .. pid)
             local code, err = finish()
@@ -526,9 +533,7 @@ describe("xlsx", function()
             if not usable(pending) then
                 return
             end
-            local tmp, out = support.tmpdir(), dir .. "/k9.xlsx"
-            local pid, finish = slow_export(out, tmp, dir .. "/state-k9")
-            support.wait_for(function() return #support.calls(srv, "cdr_1") >= 2 end, 20, "two calls")
+            local tmp, out, pid, finish = export_underway("k9")
             os.execute("kill -9 " .. pid)
             assert.equal(137, (finish()))
             assert.matches("^wolkvox%-xlsx%-" .. pid .. "%-%w+\n$", private_dirs(tmp))

@@ -148,6 +148,9 @@ M.COPY_POLL = 256
 -- which a spec compares with it.
 local has_core, core_or_why = pcall(require, "wolkvox.core")
 M.cells = has_core and core_or_why.cells or false
+local function lua_only()
+    return false
+end
 
 -- How each column's value is made (`Loader:prepare`).
 local OWN, JSON, TEXT, STAMP, MEMO = 1, 2, 3, 4, 5
@@ -464,6 +467,28 @@ local function stamp_value(raw, offset, suffix)
     return as_text(v), why
 end
 
+-- The value of our own column `name` for `row` (`_unfit` is nil here: it
+-- is filled once the row's values are made).
+local function own_value(self, name, row)
+    if name == "_row" then
+        return content_id(row)
+    elseif name == "_period_start" then
+        return self.period[1]
+    elseif name == "_period_end" then
+        return self.period[2]
+    elseif name == "_taken_at" then
+        return self.started
+    end
+end
+
+-- The values of our own columns but `_unfit` (nil: the row fitted).
+local function own_values(self, row, base)
+    local buf = self.buf
+    for _, o in ipairs(self.owns) do
+        buf[base + o.i] = own_value(self, o.name, row)
+    end
+end
+
 -- The values of `row` at `base` in the buffer, each column's the loader's
 -- way (`core.cells` does the common case in C, the same way).  Fields that
 -- are not columns of their own (a name no column may have, one of ours, too
@@ -526,16 +551,7 @@ function Loader:typed_row(row, offset, suffix, dialect)
             local raw = row[c.name]
             v = raw ~= nil and json.encode(raw) or nil
         else
-            local name = c.name
-            if name == "_row" then
-                v = content_id(row)
-            elseif name == "_period_start" then
-                v = self.period[1]
-            elseif name == "_period_end" then
-                v = self.period[2]
-            elseif name == "_taken_at" then
-                v = self.started
-            end
+            v = own_value(self, c.name, row)
         end
         if why then
             unfit = unfit or {}
@@ -571,24 +587,6 @@ function Loader:typed_row(row, offset, suffix, dialect)
     return base
 end
 
--- The values of our own columns but `_unfit` (nil: the row fitted).
-local function own_values(self, row, base)
-    local buf = self.buf
-    for _, o in ipairs(self.owns) do
-        local name, v = o.name, nil
-        if name == "_row" then
-            v = content_id(row)
-        elseif name == "_period_start" then
-            v = self.period[1]
-        elseif name == "_period_end" then
-            v = self.period[2]
-        elseif name == "_taken_at" then
-            v = self.started
-        end
-        buf[base + o.i] = v
-    end
-end
-
 --- Load `list` (rows of window `w`) inside the window's transaction.
 -- The rows wait in batches (`BATCH`) until the batch is full, a key comes
 -- again, the columns change or the window commits.
@@ -599,7 +597,7 @@ function Loader:rows(list, w)
     local dialect = self.conn.dialect
     -- The offset as stored after a time ("-05:00").
     local suffix = schema_of.timestamp(0, offset):sub(20)
-    local cells = M.cells or function() return false end
+    local cells = M.cells or lua_only
     for _, row in ipairs(list) do
         if type(row) ~= "table" then
             errors.throw("output", { endpoint = s.endpoint, message = "a row that is not an object cannot be loaded" })
