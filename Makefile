@@ -42,6 +42,10 @@ LUA_CFLAGS := $(shell $(PKG) --cflags $(LUA_PC))
 LUA_LIBS  := $(shell $(PKG) --libs $(LUA_PC))
 CURL_CFLAGS := $(shell $(PKG) --cflags libcurl)
 CURL_LIBS := $(shell $(PKG) --libs libcurl)
+# zlib (Debian zlib1g-dev): a gzip answer whose rows become CSV lines is
+# inflated on a thread of the core's own (src/inflate.c).
+ZLIB_CFLAGS := $(shell $(PKG) --cflags zlib)
+ZLIB_LIBS := $(shell $(PKG) --libs zlib)
 PREFIX    ?= /usr/local
 # make install's module directories: under PREFIX, where the interpreter looks
 # by default for PREFIX=/usr/local (Debian keeps /usr/share/lua and
@@ -58,11 +62,11 @@ WARN      = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 OPT       ?= -O2 -g
 CFLAGS    ?=
 ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(OPT) $(WARN) \
-             $(LUA_CFLAGS) $(CURL_CFLAGS) $(CFLAGS)
+             $(LUA_CFLAGS) $(CURL_CFLAGS) $(ZLIB_CFLAGS) $(CFLAGS)
 LDFLAGS   ?=
 ALL_LDFLAGS = -shared $(LDFLAGS)
 
-SRC  = src/cells.c src/core.c src/csv.c src/json.c src/request.c src/session.c src/sha256.c src/spool.c src/stream.c src/sys.c src/token.c src/transfer.c
+SRC  = src/cells.c src/core.c src/csv.c src/inflate.c src/json.c src/request.c src/session.c src/sha256.c src/spool.c src/stream.c src/sys.c src/token.c src/transfer.c
 HDR  = src/wolkvox.h src/compat.h src/session.h
 OBJ  = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRC))
 LIB  = $(BUILD)/wolkvox/core.so
@@ -133,10 +137,10 @@ $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-# Lua symbols come from the host; only libcurl and pthread are linked.
+# Lua symbols come from the host; only libcurl, zlib and pthread are linked.
 $(LIB): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJ) $(CURL_LIBS) -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJ) $(CURL_LIBS) $(ZLIB_LIBS) -pthread
 
 # Host programs the specs run (they embed Lua, so they link it).
 spec-tools: $(BUILD)/states
@@ -207,13 +211,13 @@ FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_POSIX_C_S
 # The whole-text decoder on any input.
 fuzz-json:
 	@mkdir -p build/fuzz/corpus
-	$(FUZZ_CC) spec/c/fuzz_json.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread -o build/fuzz/fuzz_json
+	$(FUZZ_CC) spec/c/fuzz_json.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) $(ZLIB_LIBS) -pthread -o build/fuzz/fuzz_json
 	build/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus spec/fuzz
 
 # The incremental decoder, chunk boundaries chosen by the input, against the whole-text one.
 fuzz-stream:
 	@mkdir -p build/fuzz/corpus-stream
-	$(FUZZ_CC) spec/c/fuzz_stream.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) -pthread -o build/fuzz/fuzz_stream
+	$(FUZZ_CC) spec/c/fuzz_stream.c $(SRC) $(LUA_LIBS) $(CURL_LIBS) $(ZLIB_LIBS) -pthread -o build/fuzz/fuzz_stream
 	build/fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus-stream spec/fuzz
 
 # The generated man page and bash completion (committed; specs check they are current).

@@ -65,15 +65,16 @@ dependencies = {
 
 external_dependencies = {
     CURL = { library = "curl" },
+    ZLIB = { header = "zlib.h", library = "z" },
 }
 
 build = {
     type = "builtin",
     modules = {
         ["wolkvox.core"] = {
-            sources = { "src/cells.c", "src/core.c", "src/csv.c", "src/json.c", "src/request.c", "src/session.c",
+            sources = { "src/cells.c", "src/core.c", "src/csv.c", "src/inflate.c", "src/json.c", "src/request.c", "src/session.c",
                 "src/sha256.c", "src/spool.c", "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
-            libraries = { "curl", "pthread" },
+            libraries = { "curl", "z", "pthread" },
             incdirs = { "$(CURL_INCDIR)" },
             libdirs = { "$(CURL_LIBDIR)" },
         },

@@ -4,6 +4,7 @@
  * quote or a line break is quoted and its quotes doubled; a missing field is
  * an empty cell; numbers and booleans are written as Lua's tostring would.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,23 @@ static int add_cell(wv_buf *b, const char *s, size_t n)
         b->p[b->len++] = s[i];
     }
     b->p[b->len++] = '"';
+    return 1;
+}
+
+/* add_cell for a string as the answer sent it, without an escape: such a
+ * string has no quote and no line break (JSON has them escaped), so only a
+ * comma makes it quoted. */
+static int add_raw_cell(wv_buf *b, const char *s, size_t n)
+{
+    int quote = memchr(s, ',', n) != NULL;
+    if (!wv_buf_reserve(b, n + 2))
+        return 0;
+    if (quote)
+        b->p[b->len++] = '"';
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    if (quote)
+        b->p[b->len++] = '"';
     return 1;
 }
 
@@ -143,47 +161,121 @@ typedef struct {
 } wv_cell;
 
 struct wv_csv {
-    size_t ncols;
-    const char **names;      /* held by the Lua list the decoder keeps */
+    size_t ncols;            /* the columns of a line */
+    size_t nmatch;           /* ncols, and the time field when it is none of them */
+    const char **names;      /* copies, in `block` */
     size_t *lens;
     wv_cell *cells;
+    char *block;
     size_t skip;             /* rows already written another way */
     int unique;              /* no column named twice: a key has one column */
     size_t hint;             /* the column after the last one matched */
+    int strict;              /* every value checked as the decoder checks it */
+    int extra;               /* the first row had a member no column takes */
+    size_t made;             /* rows made */
+    long time_col;           /* the time field's column (-1: not kept) */
+    wv_buf times;            /* each row's time: a 4-byte length (NO_TIME: none), its bytes */
+    size_t ntimes;
     wv_buf out;              /* the lines made since the last take */
     wv_buf text;             /* one unescaped string */
 };
 
-wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip)
+#define NO_TIME 0xFFFFFFFFu
+
+/* Whether no name of c->names[0..n) is given twice. */
+static int names_unique(const wv_csv *c, size_t n)
 {
-    size_t i, n = lua_rawlen(L, cols);
+    size_t i, j;
+    for (i = 0; i < n; i++)
+        for (j = i + 1; j < n; j++)
+            if (c->lens[i] == c->lens[j] && memcmp(c->names[i], c->names[j], c->lens[i]) == 0)
+                return 0;
+    return 1;
+}
+
+wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip, const char *time, size_t tlen)
+{
+    size_t i, n = lua_rawlen(L, cols), total = tlen + 1;
+    char *at;
     wv_csv *c = (wv_csv *)calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
-    c->ncols = n;
+    c->ncols = c->nmatch = n;
     c->skip = skip;
+    c->time_col = -1;
+    for (i = 0; i < n; i++) {
+        int is_string;
+        lua_rawgeti(L, cols, (int)i + 1);
+        is_string = lua_type(L, -1) == LUA_TSTRING;
+        total += lua_rawlen(L, -1) + 1;
+        lua_pop(L, 1);
+        if (!is_string) { /* (the callers check the list first) */
+            free(c);
+            return NULL;
+        }
+    }
     c->names = (const char **)calloc(n + 1, sizeof *c->names);
     c->lens = (size_t *)calloc(n + 1, sizeof *c->lens);
     c->cells = (wv_cell *)calloc(n + 1, sizeof *c->cells);
-    if (c->names == NULL || c->lens == NULL || c->cells == NULL) {
+    c->block = (char *)malloc(total);
+    if (c->names == NULL || c->lens == NULL || c->cells == NULL || c->block == NULL) {
         wv_csv_free(c);
         return NULL;
     }
+    at = c->block;
     for (i = 0; i < n; i++) {
+        const char *name;
         lua_rawgeti(L, cols, (int)i + 1);
-        c->names[i] = lua_tolstring(L, -1, &c->lens[i]);
+        name = lua_tolstring(L, -1, &c->lens[i]);
+        memcpy(at, name, c->lens[i]);
+        c->names[i] = at;
+        at += c->lens[i] + 1;
         lua_pop(L, 1);
     }
-    c->unique = 1;
-    for (i = 0; i < n && c->unique; i++) {
-        size_t j;
-        for (j = i + 1; j < n; j++)
-            if (c->lens[i] == c->lens[j] && memcmp(c->names[i], c->names[j], c->lens[i]) == 0) {
-                c->unique = 0;
-                break;
-            }
+    c->unique = names_unique(c, n);
+    if (time != NULL) {
+        /* The time field's own column, or one more that is never written. */
+        for (i = 0; i < n && c->time_col < 0; i++)
+            if (c->lens[i] == tlen && memcmp(c->names[i], time, tlen) == 0)
+                c->time_col = (long)i;
+        if (c->time_col < 0) {
+            memcpy(at, time, tlen);
+            c->names[n] = at;
+            c->lens[n] = tlen;
+            c->time_col = (long)n;
+            c->nmatch = n + 1;
+        }
     }
     return c;
+}
+
+void wv_csv_strict(wv_csv *c)
+{
+    c->strict = 1;
+}
+
+int wv_csv_extra(const wv_csv *c)
+{
+    return c->extra;
+}
+
+void wv_csv_push_times(lua_State *L, const wv_csv *c)
+{
+    const char *p = c->times.p;
+    size_t i;
+    lua_createtable(L, c->ntimes < 0x7fffffff ? (int)c->ntimes : 0, 0);
+    for (i = 0; i < c->ntimes; i++) {
+        uint32_t len;
+        memcpy(&len, p, sizeof len);
+        p += sizeof len;
+        if (len == NO_TIME) {
+            lua_pushboolean(L, 0);
+        } else {
+            lua_pushlstring(L, p, len);
+            p += len;
+        }
+        lua_rawseti(L, -2, (int)i + 1);
+    }
 }
 
 void wv_csv_free(wv_csv *c)
@@ -193,6 +285,8 @@ void wv_csv_free(wv_csv *c)
     free(c->names);
     free(c->lens);
     free(c->cells);
+    free(c->block);
+    wv_buf_free(&c->times);
     wv_buf_free(&c->out);
     wv_buf_free(&c->text);
     free(c);
@@ -211,12 +305,15 @@ static const char *skip_ws(const char *p, const char *e)
 }
 
 /* The closing quote of a string whose bytes start at p; *esc when it has a
- * backslash.  NULL when it does not end. */
+ * backslash.  NULL when it does not end, or holds a control character (not
+ * JSON, as the decoder says). */
 static const char *string_end(const char *p, const char *e, int *esc)
 {
     while (p < e) {
         if (*p == '"')
             return p;
+        if ((unsigned char)*p < 0x20)
+            return NULL;
         if (*p == '\\') {
             *esc = 1;
             p += 2;
@@ -275,28 +372,101 @@ static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *
     return 1;
 }
 
+/* Whether the n bytes at a and b are the same (a key and a column's name:
+ * short, and most often equal, where a call to memcmp costs more). */
+static int same_bytes(const char *a, const char *b, size_t n)
+{
+    while (n >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+        a += 8;
+        b += 8;
+        n -= 8;
+    }
+    while (n > 0) {
+        if (*a++ != *b++)
+            return 0;
+        n--;
+    }
+    return 1;
+}
+
 /* The member `key` is `v`: in its column (every column of that name when
  * a name is given twice).  Rows of one answer have their members in one
  * order, mostly the columns' own: the search starts after the column the
- * last member went to. */
-static void set_cell(wv_csv *c, const char *key, size_t klen, const wv_cell *v)
+ * last member went to.  The column taken (the first), or -1 for none; a
+ * value it replaces (a member named twice) in *old. */
+static long set_cell(wv_csv *c, const char *key, size_t klen, const wv_cell *v, wv_cell *old)
 {
     size_t i, j;
+    long first = -1;
     if (!c->unique) {
-        for (i = 0; i < c->ncols; i++)
-            if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0)
+        for (i = 0; i < c->nmatch; i++)
+            if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0) {
+                if (c->cells[i].kind != CELL_NONE)
+                    *old = c->cells[i];
                 c->cells[i] = *v;
-        return;
+                first = first < 0 ? (long)i : first;
+            }
+        return first;
     }
-    for (j = 0, i = c->hint; j < c->ncols; j++, i++) {
-        if (i == c->ncols)
+    for (j = 0, i = c->hint; j < c->nmatch; j++, i++) {
+        if (i == c->nmatch)
             i = 0;
-        if (c->lens[i] == klen && memcmp(c->names[i], key, klen) == 0) {
+        if (c->lens[i] == klen && same_bytes(c->names[i], key, klen)) {
+            if (c->cells[i].kind != CELL_NONE)
+                *old = c->cells[i];
             c->cells[i] = *v;
-            c->hint = i + 1 == c->ncols ? 0 : i + 1;
-            return;
+            c->hint = i + 1 == c->nmatch ? 0 : i + 1;
+            return (long)i;
         }
     }
+    return -1;
+}
+
+/* Check a value that no line will hold (strict mode): as the decoder
+ * would, so an answer a check rejects is rejected here too. */
+static int check_value(lua_State *L, wv_csv *c, const wv_cell *v, const char *e, wv_json_ctx *json,
+                       wv_buf *scratch, char *err, size_t errlen)
+{
+    const char *at, *msg = NULL;
+    if (v->kind == CELL_STRING) {
+        if (!v->escaped)
+            return 1;
+        c->text.len = 0;
+        if (wv_json_unescape(v->p, e, &c->text, &at, &msg))
+            return 1;
+        snprintf(err, errlen, "%s", msg);
+        return 0;
+    }
+    return wv_json_check_ctx(L, json, v->p, v->n, scratch, err, errlen);
+}
+
+/* The row's time (a string) noted in c->times; 0 and *msg on failure. */
+static int keep_time(wv_csv *c, const wv_cell *t, const char *e, const char *secret, size_t slen,
+                     const char **msg)
+{
+    uint32_t len = NO_TIME;
+    if (t->kind == CELL_STRING) {
+        if (!cell_text(c, t, e, secret, slen, msg))
+            return 0;
+        len = c->text.len < NO_TIME ? (uint32_t)c->text.len : NO_TIME;
+    }
+    if (!wv_buf_reserve(&c->times, sizeof len + (len == NO_TIME ? 0 : len))) {
+        *msg = "not enough memory";
+        return 0;
+    }
+    memcpy(c->times.p + c->times.len, &len, sizeof len);
+    c->times.len += sizeof len;
+    if (len != NO_TIME) {
+        memcpy(c->times.p + c->times.len, c->text.p, len);
+        c->times.len += len;
+    }
+    c->ntimes++;
+    return 1;
 }
 
 /* The CSV line of the row at `row` (within `len` bytes) added to c->out:
@@ -311,7 +481,7 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         c->skip--;
         return 1;
     }
-    for (i = 0; i < c->ncols; i++)
+    for (i = 0; i < c->nmatch; i++)
         c->cells[i].kind = CELL_NONE;
     p = skip_ws(p, e);
     if (p >= e || *p != '{') {
@@ -326,8 +496,9 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
     while (p < e) {
         const char *key, *kend, *at;
         int kesc = 0, vesc = 0;
-        wv_cell v;
+        wv_cell v, old;
         size_t klen;
+        long col;
         if (*p != '"' || (kend = string_end(p + 1, e, &kesc)) == NULL)
             goto bad;
         key = p + 1;
@@ -360,17 +531,33 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
             const char *q = skip_value(p, e);
             if (q == NULL)
                 goto bad;
+            v.p = p;
+            v.n = (size_t)(q - p);
             /* null, an object or an array: an empty cell, as csv_row makes
              * of what the decoder leaves out or gives as a table. */
-            if (*p != 'n' && *p != '{' && *p != '[') {
+            if (*p != 'n' && *p != '{' && *p != '[')
                 v.kind = CELL_SCALAR;
-                v.p = p;
-                v.n = (size_t)(q - p);
+            else if (c->strict && !(v.n == 4 && memcmp(p, "null", 4) == 0)) {
+                v.kind = CELL_SCALAR; /* (only to check it) */
+                if (!check_value(L, c, &v, e, json, scratch, err, errlen))
+                    return 0;
+                v.kind = CELL_NONE;
             }
             p = q;
         }
         /* A later member of the same name wins, as in the decoder. */
-        set_cell(c, key, klen, &v);
+        old.kind = CELL_NONE;
+        col = set_cell(c, key, klen, &v, &old);
+        if (col < 0 || (size_t)col >= c->ncols) {
+            /* No line holds it: the columns settled by a first row that
+             * has it would, and in strict mode it is checked now. */
+            if (c->made == 0)
+                c->extra = 1;
+            if (c->strict && v.kind != CELL_NONE && !check_value(L, c, &v, e, json, scratch, err, errlen))
+                return 0;
+        }
+        if (c->strict && old.kind != CELL_NONE && !check_value(L, c, &old, e, json, scratch, err, errlen))
+            return 0;
         p = skip_ws(p, e);
         if (p < e && *p == ',') {
             p = skip_ws(p + 1, e);
@@ -390,7 +577,10 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         const wv_cell *cell = &c->cells[i];
         if (i > 0 && !add_bytes(&c->out, ",", 1))
             goto failed;
-        if (cell->kind == CELL_STRING) {
+        if (cell->kind == CELL_STRING && !cell->escaped && !wv_holds_plain(cell->p, cell->n, secret, slen)) {
+            if (!add_raw_cell(&c->out, cell->p, cell->n))
+                goto failed;
+        } else if (cell->kind == CELL_STRING) {
             if (!cell_text(c, cell, e, secret, slen, &msg) || !add_cell(&c->out, c->text.p, c->text.len))
                 goto failed;
         } else if (cell->kind == CELL_SCALAR) {
@@ -409,6 +599,9 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
     }
     if (!add_bytes(&c->out, "\r\n", 2))
         goto failed;
+    if (c->time_col >= 0 && !keep_time(c, &c->cells[c->time_col], e, secret, slen, &msg))
+        goto failed;
+    c->made++;
     return 1;
 bad:
     msg = "malformed row";

@@ -27,6 +27,15 @@ void wv_release_request(wv_conn *c)
         close(c->spool_fd);
         c->spool_fd = -1;
     }
+    if (c->csv_fd >= 0) {
+        close(c->csv_fd);
+        c->csv_fd = -1;
+    }
+    c->stream.csv = NULL;
+    wv_csv_free(c->csv);
+    c->csv = NULL;
+    wv_inflater_free(c->inflater); /* (joins its thread) */
+    c->inflater = NULL;
     c->head.len = 0;
     wv_free_headers(c);
     if (c->mime != NULL) {
@@ -137,6 +146,56 @@ static CURLcode build_mime(lua_State *L, wv_conn *c, int idx)
     return rc;
 }
 
+/* Check the request's `csv` (the table at the top of the stack): `columns`
+ * a list of strings, `time` a string, `cap` a positive integer; raises on
+ * bad types.  Gives the cap (0: none). */
+static lua_Integer check_csv(lua_State *L, int t)
+{
+    size_t i, n;
+    lua_Integer cap = 0;
+    if (!lua_istable(L, t))
+        luaL_error(L, "bad field 'csv' (table expected)");
+    wv_rawfield(L, t, "columns");
+    if (!lua_istable(L, -1))
+        luaL_error(L, "bad field 'csv.columns' (list of strings expected)");
+    n = lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad field 'csv.columns' (list of strings expected)");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    wv_rawfield(L, t, "time");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad field 'csv.time' (string expected)");
+    lua_pop(L, 1);
+    wv_rawfield(L, t, "cap");
+    if (!lua_isnil(L, -1)) {
+        /* (LuaJIT's lua_tointegerx takes 1.5 for 1: the number is looked at.) */
+        lua_Number v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (!(v >= 1 && v <= 1e15 && v == (lua_Number)(lua_Integer)v))
+            luaL_error(L, "bad field 'csv.cap' (positive integer expected)");
+        cap = (lua_Integer)v;
+    }
+    lua_pop(L, 1);
+    return cap;
+}
+
+/* Put connection `c` in CSV mode for the request's `csv` at `t` (checked). */
+static void start_csv(lua_State *L, wv_conn *c, int t)
+{
+    size_t tlen = 0;
+    const char *time = wv_opt_string(L, t, "time", &tlen);
+    wv_rawfield(L, t, "columns");
+    c->csv = wv_csv_new(L, lua_gettop(L), 0, time, tlen);
+    lua_pop(L, 1);
+    if (c->csv == NULL)
+        luaL_error(L, "not enough memory");
+    wv_csv_strict(c->csv);
+    c->stream.csv = c->csv;
+}
+
 static wv_conn *free_conn(wv_session *s)
 {
     int i;
@@ -151,7 +210,8 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
 {
     const char *method, *url, *body, *ctype, *spool;
     size_t ulen = 0, blen = 0, clen = 0;
-    int has_parts, decode, fresh, nheaders, i;
+    int has_parts, decode, fresh, nheaders, i, has_csv, keep_answer = 1;
+    lua_Integer cap = 0;
     double timeout;
     wv_conn *c;
     CURL *e;
@@ -184,6 +244,17 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
     spool = wv_opt_string(L, idx, "spool", NULL);
     if (spool != NULL && !decode)
         luaL_error(L, "bad request ('spool' needs the answer decoded)");
+    wv_rawfield(L, idx, "csv");
+    has_csv = !lua_isnil(L, -1);
+    if (has_csv) {
+        if (spool == NULL)
+            luaL_error(L, "bad request ('csv' needs 'spool')");
+        cap = check_csv(L, lua_gettop(L));
+        wv_rawfield(L, lua_gettop(L), "keep_answer");
+        keep_answer = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     wv_rawfield(L, idx, "fresh");
     fresh = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -246,17 +317,32 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
         c->streaming = 1;
     }
     c->spool_errno = 0;
+    c->own_inflate = has_csv;
+    c->gzip = 0;
+    c->bad_encoding = 0;
+    c->inflate_failed = 0;
     c->paused = 0;
     c->stopped = 0;
     c->start_errno = 0;
     if (spool != NULL) {
-        /* The rows go to disk and are only checked and counted here.  A
+        /* The rows go to disk and are only checked and counted here (or
+         * made into CSV lines, checked the same way: `csv`).  A
          * directory that cannot hold them now (a full disk: no inode left)
          * is this request's result, not a raise: it is never sent, and
          * wait() reports it (kind transport, reason spool, not sent). */
         int err = 0;
-        c->spool_fd = wv_spool_create(spool, &err);
-        if (c->spool_fd < 0) {
+        if (has_csv) {
+            /* The rows' CSV lines go to a file of their own, and the
+             * answer itself too only when asked (`keep_answer`). */
+            wv_rawfield(L, idx, "csv");
+            start_csv(L, c, lua_gettop(L));
+            lua_pop(L, 1);
+            c->csv_cap = cap;
+            c->csv_fd = wv_spool_create(spool, &err);
+        }
+        if (err == 0 && keep_answer)
+            c->spool_fd = wv_spool_create(spool, &err);
+        if (err != 0 || (has_csv && c->csv_fd < 0) || (keep_answer && c->spool_fd < 0)) {
             c->start_errno = err != 0 ? err : EIO;
             c->sends = 0;
             c->id = ++s->next_id;
@@ -292,6 +378,11 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
     SET(CURLOPT_URL, url);
     SET(CURLOPT_HTTPHEADER, c->headers);
+    /* A gzip answer whose rows become lines is inflated on a thread of its
+     * own (inflate.c): only gzip is asked for then, and libcurl passes it
+     * on as it comes.  Any other request: libcurl's own decoding. */
+    SET(CURLOPT_ACCEPT_ENCODING, c->own_inflate ? "gzip" : "");
+    SET(CURLOPT_HTTP_CONTENT_DECODING, c->own_inflate ? 0L : 1L);
     /* A fresh connection cannot die mid-reuse, so libcurl never re-sends it. */
     SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
     /* A deadline may shorten a call; 0 keeps the session's timeout. */

@@ -264,6 +264,7 @@ static int l_session(lua_State *L)
         CURLcode rc;
         c->owner = s;
         c->spool_fd = -1;
+        c->csv_fd = -1;
         c->easy = curl_easy_init();
         if (c->easy == NULL)
             return luaL_error(L, "curl_easy_init failed");

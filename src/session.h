@@ -61,6 +61,14 @@ typedef struct {
     int too_large;
     int out_of_memory;
     int spool_fd;            /* the body goes to this file (-1: to `body`) */
+    wv_csv *csv;             /* the rows become CSV lines (`csv`), written to csv_fd */
+    int csv_fd;
+    lua_Integer csv_cap;     /* the rows' times are given when there are this many */
+    int own_inflate;         /* a gzip answer is inflated by `inflater`, not libcurl */
+    int gzip;                /* the answer says Content-Encoding: gzip */
+    int bad_encoding;        /* an encoding not asked for */
+    int inflate_failed;      /* the inflater or what it gave failed: stop */
+    wv_inflater *inflater;
     int paused;              /* its writes wait until `body` is decoded */
     int spool_errno;         /* writing it failed */
     int stopped;             /* not JSON: the transfer was stopped once the head was kept */

@@ -669,12 +669,7 @@ void wv_decoder_csv(lua_State *L, int dec, int opts)
     lua_getfield(L, opts, "skip");
     skip = lua_isnil(L, -1) ? 0 : (size_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
-    /* The names stay alive in the state table (slot 6). */
-    wv_push_uservalue(L, dec);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, 6);
-    lua_pop(L, 1);
-    d->s.csv = wv_csv_new(L, lua_gettop(L), skip);
+    d->s.csv = wv_csv_new(L, lua_gettop(L), skip, NULL, 0);
     lua_pop(L, 1);
     if (d->s.csv == NULL)
         luaL_error(L, "not enough memory");

@@ -25,6 +25,23 @@ static int hexval(int c)
     return -1;
 }
 
+int wv_holds_plain(const char *buf, size_t n, const char *secret, size_t m)
+{
+    size_t i = 0;
+    if (m == 0 || n < m)
+        return 0;
+    while (i + m <= n) {
+        const char *hit = (const char *)memchr(buf + i, (unsigned char)secret[0], n - m + 1 - i);
+        if (hit == NULL)
+            return 0;
+        i = (size_t)(hit - buf);
+        if (memcmp(buf + i, secret, m) == 0)
+            return 1;
+        i++;
+    }
+    return 0;
+}
+
 size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m)
 {
     size_t i = 0, count = 0;

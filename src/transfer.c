@@ -11,41 +11,21 @@
 
 #include "session.h"
 
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+/* The first bytes stay apart, for the snippet of an answer that is not JSON. */
+static size_t head_bytes(const wv_conn *c)
 {
-    wv_conn *c = (wv_conn *)ud;
-    size_t n = size * nmemb, keep;
-    if (c->lua_oom)
-        return 0; /* its tables did not fit: the rest would not either */
+    return WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
+}
+
+/* Bytes of the answer as sent (inflated): to the spool, the head and the
+ * decoder's buffer.  0 to stop the transfer (too large, a spool or memory
+ * failure: the flags say which). */
+static int accept_bytes(wv_conn *c, const char *ptr, size_t n)
+{
+    size_t keep = head_bytes(c);
     if (n > c->owner->max_bytes || c->received > c->owner->max_bytes - n) {
         c->too_large = 1;
         return 0;
-    }
-    /* The first bytes stay apart, for the snippet of an answer that is not JSON. */
-    keep = WV_SNIPPET_BYTES + 6 * (c->owner->token_len < 4096 ? c->owner->token_len : 4096);
-    if (c->streaming && wv_stream_failed(&c->stream)) {
-        /* Not JSON: nothing more can make it an answer.  The head is
-         * completed (the snippet), then the transfer stops: a body that
-         * never ends, or ends only at the size cap, is not read on. */
-        size_t m = c->head.len < keep ? (keep - c->head.len < n ? keep - c->head.len : n) : 0;
-        if (m > 0 && wv_buf_reserve(&c->head, m)) {
-            memcpy(c->head.p + c->head.len, ptr, m);
-            c->head.len += m;
-            c->received += m;
-            if (c->head.len < keep)
-                return n; /* m == n: all of it went to the head */
-        }
-        c->stopped = 1;
-        return 0;
-    }
-    if (c->streaming && wv_stream_pending(&c->stream) >= WV_PAUSE_BYTES) {
-        /* libcurl keeps this chunk and gives it again once resumed
-         * (wv_resume), after the decoder caught up.  Only bytes the decoder
-         * has not looked at count: a value it is still reading (a string,
-         * a key or a row larger than this) grows the buffer instead, up to
-         * the size cap, since the decoder cannot consume half a value. */
-        c->paused = 1;
-        return CURL_WRITEFUNC_PAUSE;
     }
     if (c->spool_fd >= 0 && !wv_spool_write(c->spool_fd, ptr, n, &c->spool_errno))
         return 0;
@@ -65,7 +45,92 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     memcpy(c->body.p + c->body.len, ptr, n);
     c->body.len += n;
     c->received += n;
+    return 1;
+}
+
+static int give_inflated(void *ud, const char *p, size_t n)
+{
+    return accept_bytes((wv_conn *)ud, p, n);
+}
+
+static void wake_multi(void *ud)
+{
+    (void)curl_multi_wakeup((CURLM *)ud);
+}
+
+/* A gzip answer's bytes, for its inflater's thread (started by the first). */
+static size_t to_inflater(wv_conn *c, char *ptr, size_t n)
+{
+    if (c->bad_encoding) {
+        c->inflate_failed = 1;
+        return 0;
+    }
+    if (c->inflater == NULL && (c->inflater = wv_inflater_start(wake_multi, c->owner->multi)) == NULL) {
+        c->out_of_memory = 1;
+        return 0;
+    }
+    if (wv_inflater_full(c->inflater)) {
+        c->paused = 1; /* resumed once the thread took it (wv_pump) */
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (!wv_inflater_put(c->inflater, ptr, n)) {
+        c->inflate_failed = 1;
+        return 0;
+    }
     return n;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    wv_conn *c = (wv_conn *)ud;
+    size_t n = size * nmemb, keep = head_bytes(c);
+    if (c->lua_oom)
+        return 0; /* its tables did not fit: the rest would not either */
+    if (c->spool_errno != 0 || c->inflate_failed || c->too_large || c->out_of_memory)
+        return 0; /* its lines could not be written (flush_lines), or what was inflated failed */
+    if (c->streaming && wv_stream_failed(&c->stream)) {
+        /* Not JSON: nothing more can make it an answer.  The head is
+         * completed (the snippet), then the transfer stops: a body that
+         * never ends, or ends only at the size cap, is not read on. */
+        size_t m = c->head.len < keep ? (keep - c->head.len < n ? keep - c->head.len : n) : 0;
+        if (m > 0 && c->inflater == NULL && wv_buf_reserve(&c->head, m)) {
+            memcpy(c->head.p + c->head.len, ptr, m);
+            c->head.len += m;
+            c->received += m;
+            if (c->head.len < keep)
+                return n; /* m == n: all of it went to the head */
+        }
+        c->stopped = 1;
+        return 0;
+    }
+    if (c->streaming && wv_stream_pending(&c->stream) >= WV_PAUSE_BYTES) {
+        /* libcurl keeps this chunk and gives it again once resumed
+         * (wv_resume), after the decoder caught up.  Only bytes the decoder
+         * has not looked at count: a value it is still reading (a string,
+         * a key or a row larger than this) grows the buffer instead, up to
+         * the size cap, since the decoder cannot consume half a value. */
+        c->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (c->own_inflate && c->gzip)
+        return to_inflater(c, ptr, n);
+    if (c->own_inflate && c->bad_encoding) {
+        c->inflate_failed = 1;
+        return 0;
+    }
+    return accept_bytes(c, ptr, n) ? n : 0;
+}
+
+/* The value of a header line past its name's `skip` bytes, trimmed. */
+static const char *header_value(const char *ptr, size_t n, size_t skip, size_t *len)
+{
+    const char *v = ptr + skip, *e = ptr + n;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *len = (size_t)(e - v);
+    return v;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -73,14 +138,24 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     wv_conn *c = (wv_conn *)ud;
     size_t n = size * nmemb;
     static const char name[] = "retry-after:";
+    static const char encoding[] = "content-encoding:";
+    if (c->own_inflate) {
+        /* Each answer's own headers (a status line starts them). */
+        if (wv_ieq_prefix(ptr, n, "http/")) {
+            c->gzip = 0;
+            c->bad_encoding = 0;
+        } else if (wv_ieq_prefix(ptr, n, encoding)) {
+            size_t len;
+            const char *v = header_value(ptr, n, sizeof encoding - 1, &len);
+            if ((len == 4 && wv_ieq_prefix(v, len, "gzip")) || (len == 6 && wv_ieq_prefix(v, len, "x-gzip")))
+                c->gzip = 1;
+            else if (!(len == 8 && wv_ieq_prefix(v, len, "identity")) && len > 0)
+                c->bad_encoding = 1; /* (only gzip was asked for) */
+        }
+    }
     if (wv_ieq_prefix(ptr, n, name)) {
-        const char *v = ptr + sizeof name - 1, *e = ptr + n;
         size_t len;
-        while (v < e && (*v == ' ' || *v == '\t'))
-            v++;
-        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
-            e--;
-        len = (size_t)(e - v);
+        const char *v = header_value(ptr, n, sizeof name - 1, &len);
         if (len >= sizeof c->retry_after)
             len = sizeof c->retry_after - 1;
         memcpy(c->retry_after, v, len);
@@ -185,6 +260,65 @@ void wv_push_error(lua_State *L, const char *kind, const char *reason, const cha
     lua_setfield(L, -2, "sent");
 }
 
+/* Write the CSV lines the decoder made to the connection's file (a
+ * connection in CSV mode); 0 and c->spool_errno when that fails. */
+static int flush_lines(wv_conn *c)
+{
+    wv_buf *out;
+    int ok = 1;
+    if (c->csv == NULL)
+        return 1;
+    out = wv_csv_out(c->csv);
+    if (out->len > 0 && c->spool_errno == 0)
+        ok = wv_spool_write(c->csv_fd, out->p, out->len, &c->spool_errno);
+    out->len = 0;
+    return ok && c->spool_errno == 0;
+}
+
+static void push_spool_error(lua_State *L, wv_conn *c, CURLcode rc)
+{
+    char why[200];
+    snprintf(why, sizeof why, "cannot write the answer to the spool directory: %s", strerror(c->spool_errno));
+    wv_push_error(L, "transport", "spool", why, (lua_Integer)rc, c->sends > 0);
+    lua_setfield(L, -2, "error");
+}
+
+/* The error of a gzip answer this process inflates (inflate.c) that could
+ * not be: libcurl's own code and words for it, as when it inflates. */
+static void push_inflate_error(lua_State *L, wv_conn *c)
+{
+    const char *why = c->bad_encoding ? "the answer's content encoding is not the gzip asked for"
+                      : c->inflater != NULL && wv_inflater_error(c->inflater) != NULL
+                          ? wv_inflater_error(c->inflater)
+                          : "the answer could not be inflated";
+    wv_push_error(L, "transport", "protocol", why, (lua_Integer)CURLE_BAD_CONTENT_ENCODING, c->sends > 0);
+    lua_setfield(L, -2, "error");
+}
+
+/* A gzip answer's transfer ended: the rest of it inflated, given to the
+ * decoder a buffer at a time (a step each, so the buffer stays bounded),
+ * the state table at the top of the stack.  0 when inflating or taking it
+ * failed (the flags say why). */
+static int drain_inflater(lua_State *L, wv_conn *c)
+{
+    int r;
+    wv_inflater_end_input(c->inflater);
+    do {
+        r = wv_inflater_take(c->inflater, give_inflated, c, 1);
+        if (r == -1)
+            c->inflate_failed = 1;
+        if (r < 0)
+            return 0;
+        if (wv_stream_pending(&c->stream) >= WV_FEED_BYTES) {
+            if (wv_stream_step(L, &c->stream, -1, 0) < 0)
+                return 1; /* (the last step says why) */
+            if (!flush_lines(c))
+                return 0;
+        }
+    } while (r == 0);
+    return 1;
+}
+
 /* Build the result table of a finished transfer on the stack.  Runs in
  * protected mode (result_p), with the session busy. */
 void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
@@ -209,6 +343,14 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
         return;
     }
 
+    if (c->inflater != NULL && rc == CURLE_OK && !c->lua_oom) {
+        /* The rest of a gzip answer this process inflates, before its
+         * size is said; what fails is said as libcurl's failures are. */
+        wv_push_conn_state(L, s, c);
+        if (!drain_inflater(L, c))
+            rc = CURLE_WRITE_ERROR;
+        lua_pop(L, 1);
+    }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
@@ -240,6 +382,8 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     }
     if (rc == CURLE_WRITE_ERROR && c->stopped)
         rc = CURLE_OK; /* stopped on purpose: the answer is not JSON (below) */
+    if (rc == CURLE_OK && c->spool_errno != 0)
+        rc = CURLE_WRITE_ERROR; /* the last bytes came, but the lines were not all written */
     if (rc != CURLE_OK) {
         const char *kind = "transport", *msg = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
         const char *reason = honest_reason(rc, c, reason_of(rc), &msg);
@@ -249,10 +393,11 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
                      (unsigned long)s->max_bytes);
             wv_push_error(L, "too_large", "size", big, (lua_Integer)rc, c->sends > 0);
         } else if (c->spool_errno != 0) {
-            char why[200];
-            snprintf(why, sizeof why, "cannot write the answer to the spool directory: %s",
-                     strerror(c->spool_errno));
-            wv_push_error(L, kind, "spool", why, (lua_Integer)rc, c->sends > 0);
+            push_spool_error(L, c, rc);
+            return;
+        } else if (c->inflate_failed) {
+            push_inflate_error(L, c);
+            return;
         } else {
             if (c->out_of_memory)
                 reason = "memory";
@@ -273,9 +418,30 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     /* What has not been decoded yet, then the answer as core.decode gives it. */
     wv_push_conn_state(L, s, c);
     if (wv_stream_step(L, &c->stream, -1, 1) == 1) {
+        if (!flush_lines(c)) {
+            lua_pop(L, 1);
+            push_spool_error(L, c, CURLE_WRITE_ERROR);
+            return;
+        }
         wv_stream_push_value(L, &c->stream, -1);
         lua_remove(L, -2);
         lua_setfield(L, -2, "value");
+        if (c->csv != NULL) {
+            /* The rows' lines are on disk: their count, the file, whether
+             * the first row had a member no column takes, and the rows'
+             * times when there are as many as the cap (for sizing). */
+            wv_set_integer(L, "rows", (lua_Integer)c->stream.rows);
+            lua_pushboolean(L, c->stream.top_array || c->stream.streamed);
+            lua_setfield(L, -2, "streamed");
+            wv_spool_push(L, &c->csv_fd, wv_token(s), s->token_len);
+            lua_setfield(L, -2, "lines");
+            lua_pushboolean(L, wv_csv_extra(c->csv));
+            lua_setfield(L, -2, "lines_extra");
+            if (c->csv_cap > 0 && (lua_Integer)c->stream.rows >= c->csv_cap) {
+                wv_csv_push_times(L, c->csv);
+                lua_setfield(L, -2, "times");
+            }
+        }
         if (c->spool_fd >= 0) {
             /* The rows are on disk: their count, and the file. */
             wv_set_integer(L, "rows", (lua_Integer)c->stream.rows);
@@ -299,11 +465,32 @@ void wv_feed_partial(lua_State *L, wv_session *s, wv_conn *c)
     wv_push_conn_state(L, s, c);
     (void)wv_stream_step(L, &c->stream, -1, 0);
     lua_pop(L, 1);
+    /* (A failed write stops the transfer at its next bytes: on_body.) */
+    (void)flush_lines(c);
+}
+
+/* Between waits (no Lua): what the inflaters made goes to the decoders'
+ * buffers, and transfers they had paused go on. */
+static void pump(wv_session *s)
+{
+    int i;
+    for (i = 0; i < s->nconns; i++) {
+        wv_conn *c = &s->conn[i];
+        int r;
+        if (c->id == 0 || c->inflater == NULL || c->inflate_failed)
+            continue;
+        r = wv_inflater_take(c->inflater, give_inflated, c, 0);
+        if (r == -1)
+            c->inflate_failed = 1;
+        wv_resume(c);
+    }
 }
 
 void wv_resume(wv_conn *c)
 {
-    if (c->paused && (wv_stream_pending(&c->stream) < WV_PAUSE_BYTES || c->lua_oom)) {
+    if (c->paused && ((wv_stream_pending(&c->stream) < WV_PAUSE_BYTES
+                       && (c->inflater == NULL || !wv_inflater_full(c->inflater)))
+                      || c->lua_oom || c->inflate_failed || c->too_large || c->out_of_memory || c->spool_errno)) {
         c->paused = 0;
         /* May write at once (on_body, no Lua), and pause again. */
         (void)curl_easy_pause(c->easy, CURLPAUSE_CONT);
@@ -369,6 +556,7 @@ int wv_drive(wv_session *s, double until, wv_conn **done, CURLcode *rc, const ch
             *why = "no transfer in flight finished (internal error)";
             return -1;
         }
+        pump(s);
         if (feed_due(s))
             return 2;
         if (until >= 0) {

@@ -84,6 +84,8 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
  * its beginning cut by the end of the text.  Both return the count masked.
  */
 size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m);
+/* Whether buf[0..n) holds secret[0..m) (what wv_mask_plain would mask). */
+int wv_holds_plain(const char *buf, size_t n, const char *secret, size_t m);
 size_t wv_mask_text(char *buf, size_t n, const char *secret, size_t m);
 
 /* A decoder context owned by the caller (heap; free it with
@@ -173,12 +175,20 @@ int wv_spool_write(int fd, const char *p, size_t n, int *err);
 void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len);
 
 /* CSV lines made straight from rows' JSON text (csv.c), for a decoder in
- * CSV mode: the same lines core.csv_row makes of the decoded rows.  new:
- * the columns from the Lua list at `cols` (its strings must stay alive),
- * the first `skip` rows left out; json_row: append the line of one row
- * (1), or 0 and err; out: the lines made so far. */
+ * CSV mode and for a transfer that spools lines: the same lines
+ * core.csv_row makes of the decoded rows.  new: the columns from the Lua
+ * list of strings at `cols` (copied), the first `skip` rows left out, and
+ * each row's `time` field (a name, or NULL) noted for push_times; NULL
+ * when out of memory.  strict: every value is checked as the decoder
+ * checks it (for text nothing checked before).  extra: the first row had
+ * a member no column takes.  json_row: append the line of one row (1), or
+ * 0 and err; out: the lines made so far. */
 typedef struct wv_csv wv_csv;
-wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip);
+wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip, const char *time, size_t tlen);
+void wv_csv_strict(wv_csv *c);
+int wv_csv_extra(const wv_csv *c);
+/* Push the list of the rows' times: strings, false where a row had none. */
+void wv_csv_push_times(lua_State *L, const wv_csv *c);
 void wv_csv_free(wv_csv *c);
 wv_buf *wv_csv_out(wv_csv *c);
 int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
@@ -189,6 +199,22 @@ int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
  * first and calls wv_csv_json_row, which says what is wrong). */
 int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, wv_json_ctx *json,
                         wv_buf *scratch, const char *secret, size_t slen, size_t *used);
+
+/* A gzip answer inflated on a thread of its own (inflate.c).  start: the
+ * thread, calling wake(ud) when there is output or room (NULL when it cannot
+ * start); put: a copy of compressed bytes (0 once it failed or out of
+ * memory); full: enough input waits (pause the transfer); end_input: no
+ * more input; take: what is inflated given to give(ud, p, n) (which says 0
+ * to stop), waiting for some with `wait`: 0 more to come, 1 all given, -1
+ * the data is bad (error), -2 give said stop; free: stop and join. */
+typedef struct wv_inflater wv_inflater;
+wv_inflater *wv_inflater_start(void (*wake)(void *), void *ud);
+int wv_inflater_put(wv_inflater *f, const char *p, size_t n);
+int wv_inflater_full(wv_inflater *f);
+void wv_inflater_end_input(wv_inflater *f);
+int wv_inflater_take(wv_inflater *f, int (*give)(void *, const char *, size_t), void *ud, int wait);
+const char *wv_inflater_error(wv_inflater *f);
+void wv_inflater_free(wv_inflater *f);
 
 /* Push a new scratch buffer userdata (freed by its __gc) and return it. */
 wv_buf *wv_scratch_new(lua_State *L);

@@ -233,6 +233,8 @@ function M.new(o, token)
         state_dir = o.state_dir,
         -- Where answers of rows streamed to a sink wait (a transport that can).
         spool_dir = mod.spool and o.spool_dir or nil,
+        -- Whether those answers can wait as CSV lines made as they arrive.
+        spool_lines = mod.spool_lines == true,
         max_concurrent = o.max_concurrent, max_rows = o.max_rows, max_calls = o.max_calls, timeout = o.timeout,
         policy = { retries = o.retries, retry_base = o.retry_base, retry_cap = o.retry_cap,
             deadline = o.deadline },

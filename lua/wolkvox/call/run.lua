@@ -56,6 +56,9 @@ local function attempt_request(ctx, job, item)
     if job.spool then
         req = copied and req or copy_of(req)
         req.spool = job.spool
+        -- Rows a sink takes as CSV lines are made into them as they arrive.
+        req.csv = ctx.spool_lines and job.lines and job.lines() or nil
+        item.csv = req.csv
     end
     item.attempts = (item.attempts or 0) + 1
     job.attempts = job.attempts + 1
@@ -148,10 +151,16 @@ local function finish(ctx, job, sched, item, res)
     ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
         time = res.time, calls = sends, attempt = item.attempts,
         error = not ok and errors.is(data) and data or nil })
-    local spool = res.spool
-    if spool and not (ok and res.streamed and is_list(data)) then
-        spool:close()          -- an error, or rows that were not streamed
-        spool = nil
+    local spool, lines = res.spool, res.lines
+    if (spool or lines) and not (ok and res.streamed and is_list(data)) then
+        -- An error, or rows that were not streamed.
+        if spool then
+            spool:close()
+        end
+        if lines then
+            lines:close()
+        end
+        spool, lines = nil, nil
     end
     if not ok then
         if errors.is(data) then
@@ -164,15 +173,17 @@ local function finish(ctx, job, sched, item, res)
         -- number in their place is said, not taken for an empty window.
         return failed(ctx, job, item, not_rows(job, data, res))
     end
-    if spool then
-        data = spooled.new(spool, res.rows)
+    if spool or lines then
+        data = spooled.new(spool, res.rows, lines and { spool = lines, columns = item.csv.columns,
+            extra = res.lines_extra, times = res.times, time_field = item.csv.time })
     end
-    local rows = (spool or is_list(data)) and spooled.count(data)
+    local on_disk = spooled.is(data)
+    local rows = (on_disk or is_list(data)) and spooled.count(data)
     if item.from and rows and rows >= job.max_rows then
         -- Rows on disk: their times only, for sizing the next windows.
-        local list = spool and data:only(job.e.time_field, job.e.name) or data
-        if spool then
-            spool:close()
+        local list = on_disk and data:only(job.e.time_field, job.e.name) or data
+        if on_disk then
+            data:close()
         end
         return split_truncated(job, sched, item, list)
     end

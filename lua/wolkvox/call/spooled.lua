@@ -7,7 +7,7 @@
 
 local errors = require "wolkvox.errors"
 
-local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring
+local setmetatable, getmetatable, tostring, ipairs = setmetatable, getmetatable, tostring, ipairs
 
 local M = {}
 
@@ -17,9 +17,14 @@ M.CHUNK = 256 * 1024
 local Spooled = {}
 Spooled.__index = Spooled
 
---- Rows on disk: `spool` (from a transport result) and `count`.
-function M.new(spool, count)
-    return setmetatable({ spool = spool, count = count }, Spooled)
+--- Rows on disk: `spool` (from a transport result: the answer, or nil
+-- when only its lines were kept) and `count`; `lines`, when the transfer
+-- also made the rows' CSV lines: `spool` (a `wolkvox.spool` of them),
+-- `columns` (theirs), `extra` (the first row had a member none of them
+-- takes), `times` (the rows' times when the transport gave them) and
+-- `time_field`.
+function M.new(spool, count, lines)
+    return setmetatable({ spool = spool, count = count, lines = lines }, Spooled)
 end
 
 --- True when `t` holds spooled rows.
@@ -43,6 +48,10 @@ end
 -- rows left out.
 function Spooled:batches(endpoint, csv, skip)
     local sp, done = self.spool, false
+    if not sp then
+        errors.throw("output", { endpoint = endpoint,
+            message = "the answer was kept as CSV lines only (an internal error: lines_for() was not asked)" })
+    end
     local dec = sp:decoder(csv and { csv = csv, skip = skip } or nil)
     sp:rewind()
     local function fail(why)
@@ -75,11 +84,55 @@ function Spooled:batches(endpoint, csv, skip)
     end
 end
 
+--- Whether the rows' CSV lines, made as they arrived, are the lines of
+-- `columns` (a list of names): made with these very columns, and from a
+-- first row whose every member has one of them (a first row with more
+-- would have settled more columns).
+function Spooled:lines_for(columns)
+    local l = self.lines
+    if not l or l.extra or #l.columns ~= #columns then
+        return false
+    end
+    for i = 1, #columns do
+        if l.columns[i] ~= columns[i] then
+            return false
+        end
+    end
+    return true
+end
+
+--- A function that gives the next chunk of the rows' CSV lines (text
+-- that may end inside a line), then nil; a file that cannot be read back
+-- raises a structured error naming `endpoint`.
+function Spooled:line_chunks(endpoint)
+    local sp = self.lines.spool
+    sp:rewind()
+    return function()
+        local chunk, why = sp:read(M.CHUNK)
+        if chunk then
+            return chunk
+        end
+        sp:close()
+        if why then
+            errors.throw("output", { endpoint = endpoint,
+                message = "the spooled lines could not be read back: " .. tostring(why) })
+        end
+        return nil
+    end
+end
+
 --- The rows reduced to one field each (`{ [field] = value }`; empty
 -- tables when `field` is nil): a truncated window's row times, without
 -- holding its rows.
 function Spooled:only(field, endpoint)
     local out = {}
+    local l = self.lines
+    if l and l.times and l.time_field == field then
+        for i, t in ipairs(l.times) do
+            out[i] = { [field or 1] = field and t or nil }
+        end
+        return out
+    end
     for rows in self:batches(endpoint) do
         for i = 1, #rows do
             out[#out + 1] = { [field or 1] = field and rows[i][field] or nil }
@@ -88,9 +141,14 @@ function Spooled:only(field, endpoint)
     return out
 end
 
---- Let the file go (it has no name: closing it frees the disk).
+--- Let the files go (they have no name: closing them frees the disk).
 function Spooled:close()
-    self.spool:close()
+    if self.spool then
+        self.spool:close()
+    end
+    if self.lines then
+        self.lines.spool:close()
+    end
 end
 
 return M

@@ -251,6 +251,20 @@ local function run_export(ctx, e, params, opts)
             { done_to = done_to, bytes = whole, windows = done, calls = spent, complete = complete })
         saved_to = done_to
     end
+    -- Rows waiting on disk go to a CSV file without being built as tables:
+    -- the C core makes their lines as the answer arrives (`job.lines`: the
+    -- columns to make them with), or from the answer's text once the first
+    -- row has settled the columns through the writer.  Until a row has,
+    -- the answer is kept too: a first row with other members settles more
+    -- columns than the lines have.
+    local lines = format == "csv" and not opts.map and not w.delimiter
+    if lines then
+        job.lines = function()
+            local cols = w.started and w.cols or w.columns
+            return cols and { columns = cols, time = e.time_field, cap = job.max_rows,
+                keep_answer = not w.started } or nil
+        end
+    end
     local ok, n, meta = pcall(run.deliver, ctx, job, {
         rows = function(list, win)
             local map = opts.map
@@ -268,11 +282,27 @@ local function run_export(ctx, e, params, opts)
             end
             return true
         end,
-        -- Rows waiting on disk go to a CSV file without being built as
-        -- tables: the C core makes their lines from the answer's text, once
-        -- the first row has settled the columns through the writer.
-        spooled = format == "csv" and not opts.map and not w.delimiter and function(data)
+        spooled = lines and function(data)
             local skip = 0
+            -- Lines made as the answer arrived, when their columns are
+            -- the writer's (or will be: no row has settled them yet).
+            if data:lines_for(w.started and w.cols or w.columns or {}) then
+                if not w.started then
+                    local begun, why = w:begin()
+                    if not begun then
+                        fail_output(e, tostring(why))
+                    end
+                end
+                for text in data:line_chunks(e.name) do
+                    local written, why = w:write_lines(text, 0)
+                    if not written then
+                        fail_output(e, tostring(why))
+                    end
+                end
+                w.rows = w.rows + data.count
+                data:close()
+                return true
+            end
             if not w.started then
                 local first = data.count > 0 and data:batches(e.name)()
                 if not first then
@@ -291,6 +321,7 @@ local function run_export(ctx, e, params, opts)
                 end
             end
             w.rows = w.rows + data.count - skip
+            data:close()
             return true
         end or nil,
         window = function(win)

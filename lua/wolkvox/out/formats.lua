@@ -473,6 +473,18 @@ function Writer:write(row)
     return ok, err
 end
 
+--- Start the output from the given columns alone (a CSV's header: the
+-- columns a first row without other members settles), before any row.
+-- @return true, or nil and a message
+function Writer:begin()
+    local f = self.format
+    self.started = true
+    if f.start then
+        return put(self, f.start(self, {}))
+    end
+    return true
+end
+
 --- Write `n` rows already formatted as `text` (CSV lines made by the C
 -- core from the answer itself); the writer must have started.
 -- @return true, or nil and a message
@@ -489,9 +501,8 @@ end
 -- @return true, or nil and a message
 function Writer:close()
     local f = self.format
-    if not self.started and f.start and self.columns then
-        self.started = true
-        local ok, err = put(self, f.start(self, {}))
+    if not self.started and self.columns then
+        local ok, err = self:begin()
         if not ok then
             return nil, err
         end

@@ -29,6 +29,14 @@ M.SLICE = 0.1
 -- `streamed` and `spool` (a `wolkvox.spool` to read them back from).
 M.spool = true
 
+--- With a spool, a request's `csv` (`columns`, `time`, `cap`,
+-- `keep_answer`) has the rows made into CSV lines as they arrive, checked as
+-- the decoder checks them: the result's `lines` is a `wolkvox.spool` of
+-- them, `lines_extra` says the first row had a member no column takes,
+-- `times` lists the rows' `time` values when there are `cap` rows or more;
+-- `spool` holds the answer too only with `keep_answer`.
+M.spool_lines = true
+
 --- The clock this transport waits with: `now()` (monotonic), `time()`
 -- (epoch, with fractions), `sleep(seconds)` (blocks the thread).
 M.clock = { now = core.now, time = core.time, sleep = core.sleep }

@@ -1,0 +1,379 @@
+-- CSV lines made while the answer arrives (a session request's `csv`, with
+-- `spool`): the lines core.decoder { csv } makes of the same answer, the
+-- rows checked as the decoder checks them (nothing else reads the answer),
+-- the rows' times for sizing a capped window, and exports through them
+-- writing what the other paths write.
+local core = require "wolkvox.core"
+local hostile = require "hostile"
+local support = require "support"
+
+local TOKEN = "lines-secret-token-0123456789"
+local COLS = { "a", "b", "c", "date" }
+
+-- Read a spool whole.
+local function slurp_spool(sp)
+    local parts = {}
+    sp:rewind()
+    while true do
+        local chunk = sp:read(65536)
+        if not chunk then
+            break
+        end
+        parts[#parts + 1] = chunk
+    end
+    return table.concat(parts)
+end
+
+-- One request of `req` to a server giving `response` (raw HTTP): its result.
+local function fetch_raw(response, req)
+    local h = hostile.start { default = response }
+    local s = core.session { token = TOKEN }
+    req.url = h.url .. "/api/v2/reports_manager.php?api=cdr_1"
+    local res = s:request(req)
+    s:close()
+    h:stop()
+    return res
+end
+
+-- The same, the server answering the JSON `body`.
+local function fetch(body, req)
+    return fetch_raw(hostile.json(200, body), req)
+end
+
+-- The lines core.decoder { csv } makes of `body` (already checked there).
+local function decoder_lines(body, cols)
+    local d = core.decoder { secret = TOKEN, csv = cols }
+    local text = assert(d:feed(body))
+    local _, last, n = assert(d:finish())
+    return text .. last, n
+end
+
+-- Rows of every kind a line holds, many times over (past a feed's 256 KB).
+local function big_body(n)
+    local kinds = {
+        '{"a":"x","b":"y","date":"2026-01-05 00:00:%02d"}',
+        '{"a":"1,2","b":"say \\"hi\\"","c":"line\\nbreak","date":"2026-01-05 00:01:%02d"}',
+        '{"a":12,"b":1.5,"c":true,"date":"2026-01-05 00:02:%02d"}',
+        '{"a":null,"b":{"x":[1,"}"]},"c":[1,2],"date":"2026-01-05 00:03:%02d"}',
+        '{"a":"dup","a":"second","date":"2026-01-05 00:04:%02d"}',
+        '{"a":"\\u00e9\\ud83d\\ude00","b":"' .. TOKEN .. '","c":"pre' .. TOKEN .. 'post","date":"x%02d"}',
+        '{ "date" : "2026-01-05 00:05:%02d" , "c" : "z" , "a" : "sp" }',
+        '{"\\u0061":"escaped key","b":"caf\195\169 \226\130\172","date":null,"n":%d}',
+        '{"b":"no date %d"}',
+    }
+    local rows = {}
+    for i = 1, n do
+        rows[i] = kinds[(i - 1) % #kinds + 1]:format(i % 60)
+    end
+    return '{"code":200,"error":null,"msg":"ok","data":[' .. table.concat(rows, ",\n") .. ']}', n
+end
+
+describe("a request's csv", function()
+    it("gives the lines the decoder makes of the answer, the token masked, no file left behind", function()
+        local dir = support.tmpdir()
+        local body, n = big_body(20000)
+        assert.is_true(#body > 1024 * 1024)
+        local res = fetch(body, { spool = dir, csv = { columns = COLS } })
+        assert.equal(200, res.status)
+        assert.equal(n, res.rows)
+        assert.is_true(res.streamed)
+        assert.is_nil(res.spool)                    -- the answer itself was not kept
+        local text = slurp_spool(res.lines)
+        local want = decoder_lines(body, COLS)
+        assert.equal(want, text)
+        assert.is_nil(text:find(TOKEN, 1, true))
+        assert.is_false(res.lines_extra)            -- the first row has only columns' members
+        assert.is_nil(res.times)                    -- no cap asked
+        res.lines:close()
+        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+        os.remove(dir)
+    end)
+
+    it("keeps the answer too with keep_answer, and says when the first row has other members", function()
+        local dir = support.tmpdir()
+        local body = '{"data":[{"a":"1","zz":"other"},{"a":"2"}]}'
+        local res = fetch(body, { spool = dir, csv = { columns = { "a" }, keep_answer = true } })
+        assert.equal(2, res.rows)
+        assert.equal("1\r\n2\r\n", slurp_spool(res.lines))
+        assert.equal(body, slurp_spool(res.spool))
+        assert.is_true(res.lines_extra)
+        res.lines:close()
+        res.spool:close()
+        -- Only the first row settles columns: a later row's other member is not said.
+        res = fetch('{"data":[{"a":"1"},{"a":"2","zz":"other"}]}', { spool = dir, csv = { columns = { "a" } } })
+        assert.is_false(res.lines_extra)
+        res.lines:close()
+        os.remove(dir)
+    end)
+
+    it("gives the rows' times once there are as many rows as the cap, masked, false where none", function()
+        local dir = support.tmpdir()
+        local body = big_body(9)
+        -- The time field among the columns, then one that is not (noted all the same).
+        for _, cols in ipairs { COLS, { "a", "b" } } do
+            local res = fetch(body, { spool = dir, csv = { columns = cols, time = "date", cap = 9 } })
+            local times = assert(res.times)
+            assert.equal(9, #times)
+            assert.equal("2026-01-05 00:00:01", times[1])
+            assert.equal("2026-01-05 00:04:05", times[5])
+            assert.equal("x06", times[6])
+            assert.is_false(times[8])              -- null
+            assert.is_false(times[9])              -- absent
+            assert.equal(cols == COLS, not res.lines_extra)
+            res.lines:close()
+            res = fetch(body, { spool = dir, csv = { columns = cols, time = "date", cap = 10 } })
+            assert.is_nil(res.times)
+            res.lines:close()
+        end
+        local res = fetch('{"data":[{"date":"' .. TOKEN .. '"}]}',
+            { spool = dir, csv = { columns = COLS, time = "date", cap = 1 } })
+        assert.equal(("*"):rep(#TOKEN), res.times[1])
+        res.lines:close()
+        os.remove(dir)
+    end)
+
+    it("refuses what the decoder refuses, a row at a time, where the lines alone would not look", function()
+        -- Members no column takes, values a later member replaces, nested
+        -- values: the lines never read them, the check must.
+        local bad = {
+            '{"a":"x","zz":"ctl\1char"}', '{"a":"x","zz":"bad \\x escape"}', '{"a":"x","zz":nul}',
+            '{"a":"x","zz":tru}', '{"a":"x","zz":01}', '{"a":"x","zz":1.}', '{"a":"x","zz":{"k":tru}}',
+            '{"a":"x","zz":[1,]}', '{"a":tru,"a":"x"}', '{"a":"\\q","a":"x"}', '{"a":nulL}',
+            '{"a":"x","b":{"k" 1}}', '{"k\1ey":"x"}', '{"a":"x",}', '{"a":"\\ud800"}',
+            '{"date":"\\u12"}',
+        }
+        local dir = support.tmpdir()
+        for _, row in ipairs(bad) do
+            local body = '{"data":[{"a":"ok"},' .. row .. ']}'
+            local d = core.decoder { count = true }
+            local ok = d:feed(body)
+            if ok then
+                ok = d:finish()
+            end
+            assert.is_nil(ok, "the decoder takes " .. row)
+            local res = fetch(body, { spool = dir, csv = { columns = COLS, time = "date", cap = 1 } })
+            assert.is_string(res.decode_error, row)
+            assert.is_nil(res.lines, row)
+            assert.is_nil(tostring(res.decode_error):find(TOKEN, 1, true))
+        end
+        -- A row that is not an object has no line (the decoder takes it).
+        local res = fetch('{"data":[["not an object"]]}', { spool = dir, csv = { columns = COLS } })
+        assert.matches("a row is not an object", res.decode_error)
+        -- And takes what it takes.
+        local good = {
+            '{"a":"x","zz":null}', '{"a":"x","zz":{"k":[true,false,null,1e5,"}"]}}', '{"zz":-0.5e-3}',
+            '{"a":"\\u00e9","zz":"\\ud83d\\ude00"}', '{"a":"x","a":null}', '{}',
+        }
+        for _, row in ipairs(good) do
+            local body = '{"data":[' .. row .. ']}'
+            res = fetch(body, { spool = dir, csv = { columns = COLS } })
+            assert.is_nil(res.decode_error, row)
+            assert.equal(decoder_lines(body, COLS), slurp_spool(res.lines), row)
+            res.lines:close()
+        end
+        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+        os.remove(dir)
+    end)
+
+    it("refuses bad fields before anything is sent", function()
+        local h = hostile.start { default = hostile.json(200, '{"data":[]}') }
+        local s = core.session { token = TOKEN }
+        local dir = support.tmpdir()
+        local url = h.url .. "/x"
+        for _, req in ipairs {
+            { url = url, csv = { columns = COLS } },                          -- no spool
+            { url = url, spool = dir, csv = "a,b" },
+            { url = url, spool = dir, csv = {} },
+            { url = url, spool = dir, csv = { columns = { "a", 2 } } },
+            { url = url, spool = dir, csv = { columns = COLS, time = 1 } },
+            { url = url, spool = dir, csv = { columns = COLS, cap = 0 } },
+            { url = url, spool = dir, csv = { columns = COLS, cap = 1.5 } },
+        } do
+            local ok, err = pcall(s.request, s, req)
+            assert.is_false(ok)
+            assert.matches("'csv", tostring(err))
+        end
+        assert.equal(0, #h:requests())
+        s:close()
+        h:stop()
+        os.remove(dir)
+    end)
+end)
+
+describe("exports through lines made as the answer arrives", function()
+    local srv, c
+    support.suite({}, {}, function(s, x) srv, c = s, x end)
+
+    local function export_text(client, range, opts)
+        local out = support.state_dir .. "/lines-" .. tostring(math.random(1e9)) .. ".csv"
+        opts.output = out
+        assert(client:export("cdr_1", range, opts))
+        local text = support.slurp(out)
+        os.remove(out)
+        return text
+    end
+
+    it("write what the in-memory path writes, capped windows split by the rows' times", function()
+        local range = { from = "2026-01-01", to = "2026-03-10" }
+        local mem = support.client(srv, { spool_dir = false })
+        local want = export_text(mem, range, { format = "csv" })
+        assert.equal(want, export_text(c, range, { format = "csv" }))
+        -- A cap of 500 rows: windows answer it, and are split by their rows' times.
+        local small = support.client(srv, { max_rows = 500 })
+        local small_mem = support.client(srv, { max_rows = 500, spool_dir = false })
+        local before = srv:control("stats").requests
+        local got = export_text(small, range, { format = "csv", bom = true })
+        -- (More calls than windows: capped ones were asked again in parts.
+        -- Which parts depends on which of two calls in flight answers first.)
+        assert.is_true(srv:control("stats").requests - before > 3)
+        assert.equal(export_text(small_mem, range, { format = "csv", bom = true }), got)
+        assert.equal(want, got:sub(4))
+        for _, x in ipairs { mem, small, small_mem } do
+            x:close()
+        end
+    end)
+
+    it("settle the columns from a first row with other members, as the writer does", function()
+        local body = '{"code":200,"msg":"ok","data":[{"conn_id":"1","zeta":"z","alpha":"a"},{"conn_id":"2"}]}'
+        local h = hostile.start { default = hostile.json(200, body) }
+        local range = { from = "2026-01-01", to = "2026-03-31" }
+        local texts = {}
+        for i, spool_dir in ipairs { support.tmpdir(), false } do
+            local x = require("wolkvox").new { base_url = h.url, token = TOKEN, state_dir = false,
+                spool_dir = spool_dir, retries = 0 }
+            texts[i] = export_text(x, range, { format = "csv", columns = { "conn_id" } })
+            x:close()
+        end
+        h:stop()
+        assert.equal(texts[2], texts[1])
+        -- Three windows of the same two rows, under one header.
+        assert.equal("conn_id,alpha,zeta\r\n" .. ("1,a,z\r\n2,,\r\n"):rep(3), texts[1])
+    end)
+end)
+
+-- A gzip answer whose rows become lines is inflated on a thread of the
+-- core's own (src/inflate.c), not by libcurl: the same lines, and each way
+-- a gzip body can be wrong is said as libcurl says it.
+describe("a gzip answer made into lines", function()
+    local function gzip(text)
+        local path = os.tmpname()
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+        local p = assert(io.popen("env -u LD_PRELOAD gzip -c -n '" .. path .. "'", "r"))
+        local z = p:read("*a")
+        p:close()
+        os.remove(path)
+        return z
+    end
+    local function gz_answer(z, encoding)
+        return hostile.http(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = encoding or "gzip" },
+            z)
+    end
+
+    it("is inflated to the lines of the answer, its inflated bytes kept with keep_answer", function()
+        local dir = support.tmpdir()
+        local body, n = big_body(30000)
+        local z = gzip(body)
+        assert.is_true(#body > 8 * #z)
+        local res = fetch_raw(gz_answer(z), { spool = dir, csv = { columns = COLS }, keep_answer = nil })
+        assert.is_nil(res.error)
+        assert.equal(n, res.rows)
+        assert.equal(#body, res.bytes)              -- the answer's bytes, inflated
+        assert.equal(decoder_lines(body, COLS), slurp_spool(res.lines))
+        res.lines:close()
+        res = fetch_raw(gz_answer(z, "x-gzip"), { spool = dir, csv = { columns = COLS, keep_answer = true } })
+        assert.equal(body, slurp_spool(res.spool))
+        res.spool:close()
+        res.lines:close()
+        -- The same session's next request without lines: libcurl inflates it again.
+        local h = hostile.start { default = gz_answer(gzip('{"data":[{"a":"1"}]}')) }
+        local s = core.session { token = TOKEN }
+        local first = s:request { url = h.url .. "/x", spool = dir, csv = { columns = COLS } }
+        first.lines:close()
+        local plain = s:request { url = h.url .. "/x" }
+        assert.equal("1", plain.value.data[1].a)
+        local raw = h:requests()
+        assert.matches("Accept%-Encoding: gzip\r\n", raw[1])
+        assert.is_nil(raw[2]:find("Accept-Encoding: gzip\r\n", 1, true))  -- (every encoding libcurl has)
+        s:close()
+        h:stop()
+        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+        os.remove(dir)
+    end)
+
+    it("says a corrupt, a cut or an unasked-for encoding as libcurl does, leaving no file", function()
+        local dir = support.tmpdir()
+        local body = big_body(3000)
+        local z = gzip(body)
+        local corrupt = z:sub(1, 2000) .. ("\255"):rep(64) .. z:sub(2065)
+        local cases = {
+            { gz_answer(corrupt), "corrupt" },
+            { gz_answer(z:sub(1, #z - 300)), "ended early" },
+            { gz_answer(z:sub(1, 5)), "ended early" },
+            { gz_answer(z, "br"), "not the gzip asked for" },
+            { gz_answer(z, "gzip, gzip"), "not the gzip asked for" },
+            { gz_answer(body:sub(1, 100)), "corrupt" },       -- said to be gzip, and is not
+        }
+        for i, case in ipairs(cases) do
+            local res = fetch_raw(case[1], { spool = dir, csv = { columns = COLS }, keep_answer = true })
+            local e = res.error
+            assert.is_table(e, "case " .. i)
+            assert.equal("transport", e.kind, "case " .. i)
+            assert.equal("protocol", e.reason, "case " .. i)
+            assert.equal(61, e.curl_code, "case " .. i)     -- CURLE_BAD_CONTENT_ENCODING
+            assert.matches(case[2], e.message, 1, true)
+            assert.is_nil(res.lines)
+        end
+        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+        os.remove(dir)
+    end)
+
+    it("stops a gzip bomb at the size cap with memory flat", function()
+        -- 300 MiB of rows, about 300 KB of gzip, against a 64 MiB cap.
+        local code = ([[
+            local core = require "wolkvox.core"
+            local hostile = require "hostile"
+            local p = assert(io.popen("env -u LD_PRELOAD sh -c '(printf \"{\\\"data\\\":[\"; "
+                .. "yes \"{\\\"a\\\":\\\"0\\\"},\" 2>/dev/null | head -c 314572800) | gzip -c'", "r"))
+            local z = p:read("*a")
+            p:close()
+            local h = hostile.start { default = hostile.http(200, { ["Content-Type"] = "application/json",
+                ["Content-Encoding"] = "gzip" }, z) }
+            local s = core.session { token = "bomb-token-0123", max_bytes = 64 * 1048576 }
+            local res = s:request { url = h.url .. "/x", spool = %q, csv = { columns = { "a" } } }
+            s:close()
+            h:stop()
+            local status = io.open("/proc/self/status"):read("*a")
+            io.write(tostring(res.error and res.error.kind), " ", status:match("VmHWM:%%s*(%%d+)"))
+        ]]):format(support.tmpdir())
+        local out = select(2, support.sh(support.lua_command(code)))
+        local kind, kb = out:match("(%S+) (%d+)%s*$")
+        assert.equal("too_large", kind, out)
+        -- Rows of lines go to the spool as they come: memory does not grow
+        -- with the answer (nor reach the cap).
+        assert.is_true(tonumber(kb) < 48 * 1024, out)
+    end)
+
+    it("lets a session close while a gzip answer is on its way, the thread ended", function()
+        local dir = support.tmpdir()
+        local z = gzip(big_body(20000))
+        -- Half the answer, then nothing for a while.
+        local first = hostile.head(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
+            { "Content-Length: " .. #z, "Connection: close" }) .. z:sub(1, math.floor(#z / 2))
+        local h = hostile.start { default = function(c)
+            c:send(first)
+            c:sleep(5)
+        end }
+        local s = core.session { token = TOKEN }
+        local id = s:start { url = h.url .. "/x", spool = dir, csv = { columns = COLS } }
+        assert.is_false(s:wait(0.5))
+        assert.equal(id, id)
+        local t0 = core.now()
+        s:close()
+        assert.is_true(core.now() - t0 < 2)
+        h:stop()
+        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+        os.remove(dir)
+    end)
+end)
