@@ -148,7 +148,16 @@ describe("a load with core.cells and without it #db", function()
             -- (the first row of each cached value goes the Lua way)
             assert.is_true(made > n / 2, name .. ": " .. made .. " of " .. n .. " rows made by cells")
             local sql = "SELECT * FROM " .. tbl .. " ORDER BY " .. order
-            assert.equal(query(b, sql), query(a, sql))
+            local want, got = query(b, sql), query(a, sql)
+            if name == "agents" then
+                -- The lookup's times are the fake's now, a second apart on a
+                -- slow run: their form is compared, not their second.
+                local function steady(text)
+                    return (text:gsub("%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d([+-]%d%d:%d%d)", "<now>%1"))
+                end
+                want, got = steady(want), steady(got)
+            end
+            assert.equal(want, got)
         end
     end)
 

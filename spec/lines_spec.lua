@@ -251,9 +251,9 @@ describe("exports through lines made as the answer arrives", function()
     end)
 end)
 
--- A gzip answer whose rows become lines is inflated on a thread of the
--- core's own (src/inflate.c), not by libcurl: the same lines, and each way
--- a gzip body can be wrong is said as libcurl says it.
+-- A gzip answer decoded as it arrives (lines or tables) is inflated on a
+-- thread of the core's own (src/inflate.c), not by libcurl: the same lines,
+-- and each way a gzip body can be wrong is said as libcurl says it.
 describe("a gzip answer made into lines", function()
     local function gzip(text)
         local path = os.tmpname()
@@ -286,16 +286,22 @@ describe("a gzip answer made into lines", function()
         assert.equal(body, slurp_spool(res.spool))
         res.spool:close()
         res.lines:close()
-        -- The same session's next request without lines: libcurl inflates it again.
-        local h = hostile.start { default = gz_answer(gzip('{"data":[{"a":"1"}]}')) }
+        -- Rows decoded as tables go the same way; a body wanted as sent
+        -- (decode = false) is libcurl's to inflate, on the same connection.
+        local small = '{"data":[{"a":"1"}]}'
+        local h = hostile.start { default = gz_answer(gzip(small)) }
         local s = core.session { token = TOKEN }
         local first = s:request { url = h.url .. "/x", spool = dir, csv = { columns = COLS } }
         first.lines:close()
-        local plain = s:request { url = h.url .. "/x" }
-        assert.equal("1", plain.value.data[1].a)
-        local raw = h:requests()
-        assert.matches("Accept%-Encoding: gzip\r\n", raw[1])
-        assert.is_nil(raw[2]:find("Accept-Encoding: gzip\r\n", 1, true))  -- (every encoding libcurl has)
+        local rows = s:request { url = h.url .. "/x" }
+        assert.equal("1", rows.value.data[1].a)
+        assert.equal(#small, rows.bytes)
+        local raw_body = s:request { url = h.url .. "/x", decode = false }
+        assert.equal(small, raw_body.body)
+        local sent = h:requests()
+        assert.matches("Accept%-Encoding: gzip\r\n", sent[1])
+        assert.matches("Accept%-Encoding: gzip\r\n", sent[2])
+        assert.is_nil(sent[3]:find("Accept-Encoding: gzip\r\n", 1, true))  -- (every encoding libcurl has)
         s:close()
         h:stop()
         assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
@@ -316,14 +322,18 @@ describe("a gzip answer made into lines", function()
             { gz_answer(body:sub(1, 100)), "corrupt" },       -- said to be gzip, and is not
         }
         for i, case in ipairs(cases) do
-            local res = fetch_raw(case[1], { spool = dir, csv = { columns = COLS }, keep_answer = true })
-            local e = res.error
-            assert.is_table(e, "case " .. i)
-            assert.equal("transport", e.kind, "case " .. i)
-            assert.equal("protocol", e.reason, "case " .. i)
-            assert.equal(61, e.curl_code, "case " .. i)     -- CURLE_BAD_CONTENT_ENCODING
-            assert.matches(case[2], e.message, 1, true)
-            assert.is_nil(res.lines)
+            -- Lines, and rows as tables.
+            for _, req in ipairs { { spool = dir, csv = { columns = COLS, keep_answer = true } }, {} } do
+                local res = fetch_raw(case[1], req)
+                local e = res.error
+                assert.is_table(e, "case " .. i)
+                assert.equal("transport", e.kind, "case " .. i)
+                assert.equal("protocol", e.reason, "case " .. i)
+                assert.equal(61, e.curl_code, "case " .. i)     -- CURLE_BAD_CONTENT_ENCODING
+                assert.matches(case[2], e.message, 1, true)
+                assert.is_nil(res.lines)
+                assert.is_nil(res.value)
+            end
         end
         assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
         os.remove(dir)

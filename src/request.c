@@ -317,7 +317,7 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
         c->streaming = 1;
     }
     c->spool_errno = 0;
-    c->own_inflate = has_csv;
+    c->own_inflate = decode;
     c->gzip = 0;
     c->bad_encoding = 0;
     c->inflate_failed = 0;
@@ -378,9 +378,10 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
 #define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); } while (0)
     SET(CURLOPT_URL, url);
     SET(CURLOPT_HTTPHEADER, c->headers);
-    /* A gzip answer whose rows become lines is inflated on a thread of its
-     * own (inflate.c): only gzip is asked for then, and libcurl passes it
-     * on as it comes.  Any other request: libcurl's own decoding. */
+    /* A gzip answer that is decoded as it arrives is inflated on a thread
+     * of its own (inflate.c), while this one decodes: only gzip is asked
+     * for then, and libcurl passes it on as it comes.  A body wanted as
+     * sent (decode = false): libcurl's own decoding. */
     SET(CURLOPT_ACCEPT_ENCODING, c->own_inflate ? "gzip" : "");
     SET(CURLOPT_HTTP_CONTENT_DECODING, c->own_inflate ? 0L : 1L);
     /* A fresh connection cannot die mid-reuse, so libcurl never re-sends it. */
