@@ -249,6 +249,38 @@ describe("exports through lines made as the answer arrives", function()
         -- Three windows of the same two rows, under one header.
         assert.equal("conn_id,alpha,zeta\r\n" .. ("1,a,z\r\n2,,\r\n"):rep(3), texts[1])
     end)
+
+    it("keep the settled columns when a later window's first row has other members", function()
+        -- Windows asked one at a time: the third and fourth are asked once
+        -- the file's columns are settled, and their lines alone are kept.
+        local plain = hostile.json(200, '{"code":200,"msg":"ok","data":[{"conn_id":"1"},{"conn_id":"2"}]}')
+        local more = hostile.json(200, '{"code":200,"msg":"ok","data":[{"conn_id":"3","zz":"x","n":null},'
+            .. '{"conn_id":"4","zz":"y"}]}')
+        local texts = {}
+        for i, spool_dir in ipairs { support.tmpdir(), false } do
+            local h = hostile.start { responses = { plain, plain, more, more } }
+            local x = require("wolkvox").new { base_url = h.url, token = TOKEN, state_dir = false,
+                spool_dir = spool_dir, retries = 0, max_concurrent = 1 }
+            texts[i] = export_text(x, { from = "2026-01-01", to = "2026-04-30" },
+                { format = "csv", columns = { "conn_id" } })
+            x:close()
+            h:stop()
+        end
+        assert.equal(texts[2], texts[1])
+        assert.equal("conn_id\r\n1\r\n2\r\n1\r\n2\r\n3\r\n4\r\n3\r\n4\r\n", texts[1])
+    end)
+
+    it("take a first row's null member for no column, as the decoder leaves it out", function()
+        local body = '{"code":200,"msg":"ok","data":[{"conn_id":"1","gone":null},{"conn_id":"2"}]}'
+        local dir = support.tmpdir()
+        local res = fetch(body, { spool = dir, csv = { columns = { "conn_id" } } })
+        assert.is_false(res.lines_extra)
+        res.lines:close()
+        res = fetch('{"data":[{"conn_id":"1","obj":{}}]}', { spool = dir, csv = { columns = { "conn_id" } } })
+        assert.is_true(res.lines_extra)       -- (a table in the decoded row: a column of its own)
+        res.lines:close()
+        os.remove(dir)
+    end)
 end)
 
 -- A gzip answer decoded as it arrives (lines or tables) is inflated on a
@@ -308,7 +340,7 @@ describe("a gzip answer made into lines", function()
         os.remove(dir)
     end)
 
-    it("says a corrupt, a cut or an unasked-for encoding as libcurl does, leaving no file", function()
+    it("says a corrupt, a cut, an overlong or an unasked-for encoding as libcurl does, leaving no file", function()
         local dir = support.tmpdir()
         local body = big_body(3000)
         local z = gzip(body)
@@ -320,6 +352,9 @@ describe("a gzip answer made into lines", function()
             { gz_answer(z, "br"), "not the gzip asked for" },
             { gz_answer(z, "gzip, gzip"), "not the gzip asked for" },
             { gz_answer(body:sub(1, 100)), "corrupt" },       -- said to be gzip, and is not
+            { gz_answer(z .. "tail"), "data after its gzip data ends" },
+            -- (more than the thread takes in at once: no transfer left paused)
+            { gz_answer(z .. ("x"):rep(300000)), "data after its gzip data ends" },
         }
         for i, case in ipairs(cases) do
             -- Lines, and rows as tables.

@@ -550,8 +550,9 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         col = set_cell(c, key, klen, &v, &old);
         if (col < 0 || (size_t)col >= c->ncols) {
             /* No line holds it: the columns settled by a first row that
-             * has it would, and in strict mode it is checked now. */
-            if (c->made == 0)
+             * has it would (unless it is null: the decoder leaves such a
+             * member out), and in strict mode it is checked now. */
+            if (c->made == 0 && !(v.kind == CELL_NONE && *v.p == 'n'))
                 c->extra = 1;
             if (c->strict && v.kind != CELL_NONE && !check_value(L, c, &v, e, json, scratch, err, errlen))
                 return 0;

@@ -25,6 +25,8 @@
 #define OUT_MAX (256u << 10)
 #define PIECE (64u << 10)
 
+#define TRAILING "the answer has data after its gzip data ends"
+
 struct wv_inflater {
     pthread_t thread;
     pthread_mutex_t lock;
@@ -34,6 +36,7 @@ struct wv_inflater {
     wv_buf spare;            /* the owner's: `out` is swapped with it to take it */
     int input_done;          /* put will not be called again */
     int finished;            /* the thread is done: all inflated, or failed */
+    int ended;               /* the gzip stream ended: nothing may come after it */
     int cancel;
     const char *error;       /* why it failed (static text) */
     void (*wake)(void *);
@@ -61,8 +64,14 @@ static int inflate_some(wv_inflater *f, unsigned char *p, size_t n, unsigned cha
         f->z.avail_out = PIECE;
         r = inflate(&f->z, Z_NO_FLUSH);
         made = PIECE - f->z.avail_out;
-        if (r == Z_STREAM_END)
+        if (r == Z_STREAM_END) {
             *ended = 1;
+            if (f->z.avail_in > 0) {
+                pthread_mutex_lock(&f->lock);
+                fail(f, TRAILING);
+                pthread_mutex_unlock(&f->lock);
+            }
+        }
         else if (r != Z_OK && !(r == Z_BUF_ERROR && made > 0)) {
             pthread_mutex_lock(&f->lock);
             fail(f, r == Z_MEM_ERROR ? "not enough memory to inflate the answer"
@@ -126,6 +135,9 @@ static void *run(void *ud)
     pthread_mutex_lock(&f->lock);
     if (!ended && !f->cancel)
         fail(f, "the answer's gzip data ended early");
+    if (ended && f->in.len > 0)
+        fail(f, TRAILING);
+    f->ended = ended;
     f->finished = 1;
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
@@ -178,7 +190,10 @@ int wv_inflater_put(wv_inflater *f, const char *p, size_t n)
 {
     int ok = 1;
     pthread_mutex_lock(&f->lock);
-    if (f->error != NULL || !wv_buf_reserve(&f->in, n)) {
+    if (f->ended && n > 0) {
+        fail(f, TRAILING); /* (as libcurl says of them) */
+        ok = 0;
+    } else if (f->error != NULL || !wv_buf_reserve(&f->in, n)) {
         ok = 0;
     } else {
         memcpy(f->in.p + f->in.len, p, n);
@@ -193,7 +208,7 @@ int wv_inflater_full(wv_inflater *f)
 {
     int full;
     pthread_mutex_lock(&f->lock);
-    full = f->in.len >= IN_MAX;
+    full = f->in.len >= IN_MAX && !f->ended;
     pthread_mutex_unlock(&f->lock);
     return full;
 }

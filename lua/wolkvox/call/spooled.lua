@@ -85,12 +85,12 @@ function Spooled:batches(endpoint, csv, skip)
 end
 
 --- Whether the rows' CSV lines, made as they arrived, are the lines of
--- `columns` (a list of names): made with these very columns, and from a
--- first row whose every member has one of them (a first row with more
--- would have settled more columns).
-function Spooled:lines_for(columns)
+-- `columns` (a list of names): made with these very columns, and, unless
+-- the columns are `settled` already, from a first row whose every member
+-- has one of them (a first row with more would settle more columns).
+function Spooled:lines_for(columns, settled)
     local l = self.lines
-    if not l or l.extra or #l.columns ~= #columns then
+    if not l or (l.extra and not settled) or #l.columns ~= #columns then
         return false
     end
     for i = 1, #columns do

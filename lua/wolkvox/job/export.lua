@@ -286,7 +286,7 @@ local function run_export(ctx, e, params, opts)
             local skip = 0
             -- Lines made as the answer arrived, when their columns are
             -- the writer's (or will be: no row has settled them yet).
-            if data:lines_for(w.started and w.cols or w.columns or {}) then
+            if data:lines_for(w.started and w.cols or w.columns or {}, w.started) then
                 if not w.started then
                     local begun, why = w:begin()
                     if not begun then
