@@ -77,3 +77,55 @@ describe("the transport contract", function()
         end)
     end)
 end)
+
+-- The curl transport holds the collector while it waits (the rows it is
+-- making are all live), and gives it back as it was, an error too.
+describe("the curl transport's wait", function()
+    local hostile = require "hostile"
+    local curl = require "wolkvox.transport.curl"
+
+    local function transport(url)
+        return curl.new({ timeout = 10, max_bytes = 1048576, max_concurrent = 2, verify = true }, "token-12345678"),
+            url .. "/x"
+    end
+
+    it("gives the collector back running, or stopped as it was", function()
+        local h = hostile.start { default = hostile.json(200, '{"data":[{"a":"1"}]}') }
+        local t, url = transport(h.url)
+        for _, stopped in ipairs { false, true } do
+            if stopped then
+                collectgarbage("stop")
+            end
+            t:start { url = url }
+            local id, res = t:wait()
+            assert.is_number(id)
+            assert.equal("1", res.value.data[1].a)
+            assert.equal(not stopped, collectgarbage("isrunning"))
+            collectgarbage("restart")
+        end
+        t:close()
+        h:stop()
+    end)
+
+    it("gives it back when the wait is cut short (an interrupt)", function()
+        local h = hostile.start { default = hostile.hold(3, hostile.json(200, '{"data":[]}')) }
+        local t, url = transport(h.url)
+        t:start { url = url }
+        -- What Ctrl-C does in the interpreter: a hook that raises in the next Lua code run.
+        local fired = false
+        debug.sethook(function()
+            if not fired and not collectgarbage("isrunning") then
+                fired = true
+                error("interrupted!")
+            end
+        end, "", 100)
+        local ok, err = pcall(t.wait, t)
+        debug.sethook()
+        assert.is_false(ok)
+        assert.matches("interrupted!", tostring(err))
+        assert.is_true(fired)
+        assert.is_true(collectgarbage("isrunning"))
+        t:close()
+        h:stop()
+    end)
+end)

@@ -233,6 +233,23 @@ describe("exports through lines made as the answer arrives", function()
         end
     end)
 
+    it("write the same from the fake's answers gzipped (inflated on the second thread)", function()
+        local range = { from = "2026-01-01", to = "2026-02-28" }
+        local want = export_text(c, range, { format = "csv" })
+        local before = srv:control("stats").requests
+        support.faults(srv, { { match = "cdr_1", gzip = true, times = 2 } })
+        assert.equal(want, export_text(c, range, { format = "csv" }))
+        assert.equal(2, srv:control("stats").requests - before)
+        -- The same answers as tables (c:cdr_1), inflated the same way.
+        support.faults(srv, { { match = "cdr_1", gzip = true, times = 2 } })
+        local rows = assert(c:cdr_1(range))
+        local mem = support.client(srv, { spool_dir = false })
+        local plain = assert(mem:cdr_1(range))
+        mem:close()
+        assert.equal(#plain, #rows)
+        assert.same(plain[#plain], rows[#rows])
+    end)
+
     it("settle the columns from a first row with other members, as the writer does", function()
         local body = '{"code":200,"msg":"ok","data":[{"conn_id":"1","zeta":"z","alpha":"a"},{"conn_id":"2"}]}'
         local h = hostile.start { default = hostile.json(200, body) }
