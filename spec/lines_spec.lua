@@ -439,3 +439,40 @@ describe("a gzip answer made into lines", function()
         os.remove(dir)
     end)
 end)
+
+describe("a command-line export cut short while a gzip answer is inflated #children", function()
+    it("ends with 130 on Ctrl-C at once, nothing under the name, no file left behind", function()
+        local home, tmp = support.tmpdir(), support.tmpdir()
+        local path = os.tmpname()
+        local f = assert(io.open(path, "wb"))
+        f:write((big_body(40000)))
+        f:close()
+        local p = assert(io.popen("env -u LD_PRELOAD gzip -c -n '" .. path .. "'", "r"))
+        local z = p:read("*a")
+        p:close()
+        os.remove(path)
+        -- Half the answer, then nothing for longer than the test waits.
+        local first = hostile.head(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
+            { "Content-Length: " .. #z, "Connection: close" }) .. z:sub(1, math.floor(#z / 2))
+        local h = hostile.start { default = function(c)
+            c:send(first)
+            c:sleep(20)
+        end }
+        local out = home .. "/cdr.csv"
+        local cli = table.concat({ "env -u LD_PRELOAD -u WOLKVOX_CONFIG -u WOLKVOX_PROFILE -u WOLKVOX_SERVER",
+            "HOME=" .. home, "TMPDIR=" .. tmp, "WOLKVOX_TOKEN=" .. TOKEN, "lua5.4 bin/wolkvox",
+            "--base-url", h.url, "--state-dir", support.state_dir,
+            "report cdr_1 --from 2026-01-01 --to 2026-01-31 -o", out }, " ")
+        local t0 = core.now()
+        local code, text = support.sh(cli .. " 2>&1 & pid=$!; sleep 1.5; kill -INT $pid; wait $pid")
+        local took = core.now() - t0
+        h:stop()
+        assert.equal(130, code, text)
+        assert.matches("interrupted", text, 1, true)
+        assert.is_true(took < 6, "ended within a few seconds of Ctrl-C: " .. took)
+        assert.is_nil(io.open(out, "rb"))
+        assert.equal("", select(2, support.sh("find '" .. home .. "' '" .. tmp .. "' -mindepth 1")))
+        assert.is_nil(text:find(TOKEN, 1, true))
+        os.execute("rm -rf '" .. home .. "' '" .. tmp .. "'")
+    end)
+end)
