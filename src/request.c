@@ -317,7 +317,7 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
         c->streaming = 1;
     }
     c->spool_errno = 0;
-    c->own_inflate = decode;
+    c->own_inflate = WV_OWN_INFLATE && decode;
     c->gzip = 0;
     c->bad_encoding = 0;
     c->inflate_failed = 0;

@@ -176,7 +176,8 @@ static const char *safe_string(lua_State *L, const char *key)
  * @function session
  * @tparam table opts `token` (required), `timeout` and `connect_timeout`
  *   (seconds), `max_bytes`, `max_conns` (1 or 2), `user_agent`, `cainfo`,
- *   `capath`, `proxy`, `verify` (default true)
+ *   `capath`, `proxy`, `verify` (default true), `gc_hold` (default true: the
+ *   Lua collector is held while the session waits, see wait_held)
  * @return a session userdata
  */
 static int l_session(lua_State *L)
@@ -187,7 +188,7 @@ static int l_session(lua_State *L)
     size_t tlen = 0;
     const char *token;
     double timeout, ctimeout, max_bytes, nconns;
-    int i;
+    int i, gc_hold;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     if (pthread_once(&global_once, global_init) != 0 || global_rc != CURLE_OK)
@@ -233,6 +234,9 @@ static int l_session(lua_State *L)
     wv_rawfield(L, 1, "verify");
     o.verify = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
+    wv_rawfield(L, 1, "gc_hold");
+    gc_hold = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
 
 #if LUA_VERSION_NUM >= 504
     s = (wv_session *)lua_newuserdatauv(L, sizeof *s, 1);
@@ -248,6 +252,7 @@ static int l_session(lua_State *L)
     wv_set_uservalue(L, -2);
 
     s->closed = 0;
+    s->gc_hold = gc_hold;
     s->max_bytes = (size_t)max_bytes;
     s->timeout_ms = o.timeout_ms;
     s->nconns = (int)nconns;
@@ -526,6 +531,45 @@ static int l_start(lua_State *L)
  *   was closed while the answer was read, "too_large" with reason "memory"
  *   when its tables did not fit in memory)
  */
+/* do_wait as a protected worker: the session at 1, the slice at 2. */
+static int wait_p(lua_State *L)
+{
+    wv_session *s = (wv_session *)lua_touserdata(L, 1);
+    double slice = lua_tonumber(L, 2);
+    lua_settop(L, 1);
+    return do_wait(L, s, slice);
+}
+
+/*
+ * do_wait with the collector held: what is made while the session waits is
+ * the answers' rows, all of them live, so the cycles the collector would run
+ * over them as they grow free nothing.  It is stopped only when it runs, and
+ * restarted here whatever happens inside (an error too); no Lua code runs in
+ * between, so an interrupt (Ctrl-C's hook) cannot leave it stopped.  The
+ * results stand above the session at 1; returns their count.  (Lua 5.1
+ * cannot say whether its collector runs: there it is left alone.)
+ */
+static int wait_held(lua_State *L, wv_session *s, double slice)
+{
+    int status, held = 0;
+    not_reentrant(L, s);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(5)); /* wait_p */
+    lua_pushvalue(L, 1);
+    lua_pushnumber(L, (lua_Number)slice);
+#ifdef LUA_GCISRUNNING
+    held = s->gc_hold && lua_gc(L, LUA_GCISRUNNING, 0);
+    if (held)
+        lua_gc(L, LUA_GCSTOP, 0);
+#endif
+    status = lua_pcall(L, 2, LUA_MULTRET, 0);
+    if (held)
+        lua_gc(L, LUA_GCRESTART, 0);
+    if (status != 0)
+        return lua_error(L);
+    return lua_gettop(L) - 1;
+}
+
 static int l_wait(lua_State *L)
 {
     wv_session *s = check_session(L);
@@ -533,7 +577,7 @@ static int l_wait(lua_State *L)
     if (slice != slice)
         return luaL_argerror(L, 2, "seconds expected");
     lua_settop(L, 1);
-    return do_wait(L, s, slice);
+    return wait_held(L, s, slice);
 }
 
 /***
@@ -554,7 +598,7 @@ static int l_request(lua_State *L)
     if (do_start(L, s) == 2)
         return closed_result(L, "the session was closed while the request was started", 0);
     lua_settop(L, 1);
-    if (do_wait(L, s, -1) == 1)
+    if (wait_held(L, s, -1) == 1)
         return closed_result(L, "the session was closed during the call", 1);
     return 1;
 }
@@ -691,7 +735,13 @@ void wv_session_open(lua_State *L)
         lua_pushcfunction(L, result_p);
         lua_pushcfunction(L, feed_p);
         lua_pushcfunction(L, gc_p);
-        lua_pushcclosure(L, r->func, 4);
+        /* wait_p, with the same workers (do_wait reaches them). */
+        lua_pushcfunction(L, start_p);
+        lua_pushcfunction(L, result_p);
+        lua_pushcfunction(L, feed_p);
+        lua_pushcfunction(L, gc_p);
+        lua_pushcclosure(L, wait_p, 4);
+        lua_pushcclosure(L, r->func, 5);
         lua_setfield(L, -2, r->name);
     }
     lua_pop(L, 2);

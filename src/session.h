@@ -40,6 +40,15 @@
  * at most that value and WV_PAUSE_BYTES more. */
 #define WV_PAUSE_BYTES (4u * WV_FEED_BYTES)
 
+/* A gzip answer decoded as it arrives is inflated on a thread of the core's
+ * own (inflate.c), which wakes the multi handle when it has something:
+ * curl_multi_wakeup came with libcurl 7.68.0.  Before it, libcurl inflates. */
+#if LIBCURL_VERSION_NUM >= 0x074400
+#define WV_OWN_INFLATE 1
+#else
+#define WV_OWN_INFLATE 0
+#endif
+
 typedef struct wv_session wv_session;
 
 typedef struct {
@@ -85,6 +94,7 @@ struct wv_session {
     int closed;              /* no new work: close() was called */
     int freed;               /* handles and buffers released */
     int busy;                /* C code is using the buffers (start, result) */
+    int gc_hold;             /* the collector is held while it waits (wait_held) */
     char *token_line;        /* "wolkvox-token: <token>" (token.c), wiped on close */
     size_t token_len;
     size_t max_bytes;

@@ -55,7 +55,11 @@ static int give_inflated(void *ud, const char *p, size_t n)
 
 static void wake_multi(void *ud)
 {
+#if WV_OWN_INFLATE
     (void)curl_multi_wakeup((CURLM *)ud);
+#else
+    (void)ud; /* (never started: own_inflate is 0) */
+#endif
 }
 
 /* A gzip answer's bytes, for its inflater's thread (started by the first). */
@@ -70,7 +74,7 @@ static size_t to_inflater(wv_conn *c, char *ptr, size_t n)
         return 0;
     }
     if (wv_inflater_full(c->inflater)) {
-        c->paused = 1; /* resumed once the thread took it (wv_pump) */
+        c->paused = 1; /* resumed once the thread took it (pump) */
         return CURL_WRITEFUNC_PAUSE;
     }
     if (!wv_inflater_put(c->inflater, ptr, n)) {

@@ -27,7 +27,7 @@ local M = {
 M.UNSET = {
     server_limit = 60,       -- seconds an abandoned call may still hold a slot at wolkvox (the pacer)
     shared_dict = "wolkvox", -- inside nginx, the lua_shared_dict of the pacer and the ledger (ngx)
-    gc_hold = true,          -- inside nginx, the collector waits while rows are decoded (wolkvox.transport.gc_hold)
+    gc_hold = true,          -- the collector waits while rows are decoded (nginx: transport.gc_hold; libcurl: C)
 }
 
 --- Defaults that apply only with another option, filled where that option

@@ -58,7 +58,7 @@ M.types = {
     on_progress = "function",   -- after each window, period or chunk of a call
     logger = { ["function"] = true, string = true },
     shared_dict = "string",
-    gc_hold = "boolean",      -- inside nginx: the collector waits while an answer becomes rows
+    gc_hold = "boolean",      -- the collector waits while an answer becomes rows
     cache = { table = true, boolean = true }, -- { ttl = seconds[, dict = name] }: keep lookup answers; false: off
     -- fleet mode: limits shared by every host through Redis
     redis = "string",         -- redis://[user:password@]host:port/db (rediss:// for TLS)
