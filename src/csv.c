@@ -42,9 +42,8 @@ static int add_cell(wv_buf *b, const char *s, size_t n)
     return 1;
 }
 
-/* add_cell for a string as the answer sent it, without an escape: such a
- * string has no quote and no line break (JSON has them escaped), so only a
- * comma makes it quoted. */
+/* add_cell for a string as the answer sent it (cell_text's raw): it has no
+ * quote nor line break, so only a comma makes it quoted. */
 static int add_raw_cell(wv_buf *b, const char *s, size_t n)
 {
     int quote = memchr(s, ',', n) != NULL;
@@ -353,12 +352,20 @@ static const char *skip_value(const char *p, const char *e)
     return NULL;
 }
 
-/* The text of a string cell, unescaped and masked like the decoder's
- * strings, in c->text; 0 with *msg on failure. */
+/* The text of a string cell as the decoder gives it (unescaped, the token
+ * masked) in *s and *n: the cell's own bytes when it has no escape and no
+ * token (*raw: such a string has no quote nor line break, JSON escapes
+ * them), else made in c->text.  0 with *msg on failure. */
 static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *secret, size_t slen,
-                     const char **msg)
+                     const char **s, size_t *n, int *raw, const char **msg)
 {
     const char *at;
+    *raw = !cell->escaped && !wv_holds_plain(cell->p, cell->n, secret, slen);
+    if (*raw) {
+        *s = cell->p;
+        *n = cell->n;
+        return 1;
+    }
     c->text.len = 0;
     if (cell->escaped) {
         if (!wv_json_unescape(cell->p, e, &c->text, &at, msg))
@@ -369,6 +376,8 @@ static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *
     }
     if (slen > 0 && c->text.len >= slen)
         wv_mask_plain(c->text.p, c->text.len, secret, slen);
+    *s = c->text.p;
+    *n = c->text.len;
     return 1;
 }
 
@@ -450,10 +459,13 @@ static int keep_time(wv_csv *c, const wv_cell *t, const char *e, const char *sec
                      const char **msg)
 {
     uint32_t len = NO_TIME;
+    const char *s = NULL;
+    size_t n = 0;
+    int raw;
     if (t->kind == CELL_STRING) {
-        if (!cell_text(c, t, e, secret, slen, msg))
+        if (!cell_text(c, t, e, secret, slen, &s, &n, &raw, msg))
             return 0;
-        len = c->text.len < NO_TIME ? (uint32_t)c->text.len : NO_TIME;
+        len = n < NO_TIME ? (uint32_t)n : NO_TIME;
     }
     if (!wv_buf_reserve(&c->times, sizeof len + (len == NO_TIME ? 0 : len))) {
         *msg = "not enough memory";
@@ -462,7 +474,7 @@ static int keep_time(wv_csv *c, const wv_cell *t, const char *e, const char *sec
     memcpy(c->times.p + c->times.len, &len, sizeof len);
     c->times.len += sizeof len;
     if (len != NO_TIME) {
-        memcpy(c->times.p + c->times.len, c->text.p, len);
+        memcpy(c->times.p + c->times.len, s, len);
         c->times.len += len;
     }
     c->ntimes++;
@@ -578,11 +590,12 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         const wv_cell *cell = &c->cells[i];
         if (i > 0 && !add_bytes(&c->out, ",", 1))
             goto failed;
-        if (cell->kind == CELL_STRING && !cell->escaped && !wv_holds_plain(cell->p, cell->n, secret, slen)) {
-            if (!add_raw_cell(&c->out, cell->p, cell->n))
-                goto failed;
-        } else if (cell->kind == CELL_STRING) {
-            if (!cell_text(c, cell, e, secret, slen, &msg) || !add_cell(&c->out, c->text.p, c->text.len))
+        if (cell->kind == CELL_STRING) {
+            const char *s;
+            size_t n;
+            int raw;
+            if (!cell_text(c, cell, e, secret, slen, &s, &n, &raw, &msg)
+                || !(raw ? add_raw_cell(&c->out, s, n) : add_cell(&c->out, s, n)))
                 goto failed;
         } else if (cell->kind == CELL_SCALAR) {
             char num[64];

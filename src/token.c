@@ -25,21 +25,26 @@ static int hexval(int c)
     return -1;
 }
 
-int wv_holds_plain(const char *buf, size_t n, const char *secret, size_t m)
+/* Where secret[0..m) next stands in buf[from..n), or n when nowhere
+ * (m > 0, n >= m). */
+static size_t find_plain(const char *buf, size_t n, size_t from, const char *secret, size_t m)
 {
-    size_t i = 0;
-    if (m == 0 || n < m)
-        return 0;
+    size_t i = from;
     while (i + m <= n) {
         const char *hit = (const char *)memchr(buf + i, (unsigned char)secret[0], n - m + 1 - i);
         if (hit == NULL)
-            return 0;
+            break;
         i = (size_t)(hit - buf);
         if (memcmp(buf + i, secret, m) == 0)
-            return 1;
+            return i;
         i++;
     }
-    return 0;
+    return n;
+}
+
+int wv_holds_plain(const char *buf, size_t n, const char *secret, size_t m)
+{
+    return m > 0 && n >= m && find_plain(buf, n, 0, secret, m) < n;
 }
 
 size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m)
@@ -47,17 +52,10 @@ size_t wv_mask_plain(char *buf, size_t n, const char *secret, size_t m)
     size_t i = 0, count = 0;
     if (m == 0 || n < m)
         return 0;
-    while (i + m <= n) {
-        const char *hit = (const char *)memchr(buf + i, (unsigned char)secret[0], n - m + 1 - i);
-        if (hit == NULL)
-            break;
-        i = (size_t)(hit - buf);
-        if (memcmp(buf + i, secret, m) == 0) {
-            memset(buf + i, '*', m);
-            count++;
-            i += m;
-        } else
-            i++;
+    while ((i = find_plain(buf, n, i, secret, m)) < n) {
+        memset(buf + i, '*', m);
+        count++;
+        i += m;
     }
     return count;
 }

@@ -84,14 +84,20 @@ static size_t to_inflater(wv_conn *c, char *ptr, size_t n)
     return n;
 }
 
+/* Whether the transfer must stop at its next bytes: its tables did not
+ * fit (the rest would not either), its lines could not be written
+ * (flush_lines), or what was inflated failed or did not fit. */
+static int stopping(const wv_conn *c)
+{
+    return c->lua_oom || c->spool_errno != 0 || c->inflate_failed || c->too_large || c->out_of_memory;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     wv_conn *c = (wv_conn *)ud;
     size_t n = size * nmemb, keep = head_bytes(c);
-    if (c->lua_oom)
-        return 0; /* its tables did not fit: the rest would not either */
-    if (c->spool_errno != 0 || c->inflate_failed || c->too_large || c->out_of_memory)
-        return 0; /* its lines could not be written (flush_lines), or what was inflated failed */
+    if (stopping(c))
+        return 0;
     if (c->streaming && wv_stream_failed(&c->stream)) {
         /* Not JSON: nothing more can make it an answer.  The head is
          * completed (the snippet), then the transfer stops: a body that
@@ -291,10 +297,11 @@ static void push_spool_error(lua_State *L, wv_conn *c, CURLcode rc)
  * not be: libcurl's own code and words for it, as when it inflates. */
 static void push_inflate_error(lua_State *L, wv_conn *c)
 {
-    const char *why = c->bad_encoding ? "the answer's content encoding is not the gzip asked for"
-                      : c->inflater != NULL && wv_inflater_error(c->inflater) != NULL
-                          ? wv_inflater_error(c->inflater)
-                          : "the answer could not be inflated";
+    const char *why = c->inflater != NULL ? wv_inflater_error(c->inflater) : NULL;
+    if (c->bad_encoding)
+        why = "the answer's content encoding is not the gzip asked for";
+    else if (why == NULL)
+        why = "the answer could not be inflated";
     wv_push_error(L, "transport", "protocol", why, (lua_Integer)CURLE_BAD_CONTENT_ENCODING, c->sends > 0);
     lua_setfield(L, -2, "error");
 }
@@ -492,9 +499,8 @@ static void pump(wv_session *s)
 
 void wv_resume(wv_conn *c)
 {
-    if (c->paused && ((wv_stream_pending(&c->stream) < WV_PAUSE_BYTES
-                       && (c->inflater == NULL || !wv_inflater_full(c->inflater)))
-                      || c->lua_oom || c->inflate_failed || c->too_large || c->out_of_memory || c->spool_errno)) {
+    if (c->paused && (stopping(c) || (wv_stream_pending(&c->stream) < WV_PAUSE_BYTES
+                                      && (c->inflater == NULL || !wv_inflater_full(c->inflater))))) {
         c->paused = 0;
         /* May write at once (on_body, no Lua), and pause again. */
         (void)curl_easy_pause(c->easy, CURLPAUSE_CONT);

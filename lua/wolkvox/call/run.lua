@@ -151,16 +151,13 @@ local function finish(ctx, job, sched, item, res)
     ctx:emit("on_response", { endpoint = job.e.name, status = res.status, bytes = res.bytes,
         time = res.time, calls = sends, attempt = item.attempts,
         error = not ok and errors.is(data) and data or nil })
-    local spool, lines = res.spool, res.lines
-    if (spool or lines) and not (ok and res.streamed and is_list(data)) then
-        -- An error, or rows that were not streamed.
-        if spool then
-            spool:close()
-        end
-        if lines then
-            lines:close()
-        end
-        spool, lines = nil, nil
+    -- Rows on disk: the answer, its lines, or both.
+    local kept = (res.spool or res.lines) and spooled.new(res.spool, res.rows, res.lines and {
+        spool = res.lines, columns = item.csv.columns, extra = res.lines_extra, times = res.times,
+        time_field = item.csv.time })
+    if kept and not (ok and res.streamed and is_list(data)) then
+        kept:close()          -- an error, or rows that were not streamed
+        kept = nil
     end
     if not ok then
         if errors.is(data) then
@@ -173,10 +170,7 @@ local function finish(ctx, job, sched, item, res)
         -- number in their place is said, not taken for an empty window.
         return failed(ctx, job, item, not_rows(job, data, res))
     end
-    if spool or lines then
-        data = spooled.new(spool, res.rows, lines and { spool = lines, columns = item.csv.columns,
-            extra = res.lines_extra, times = res.times, time_field = item.csv.time })
-    end
+    data = kept or data
     local on_disk = spooled.is(data)
     local rows = (on_disk or is_list(data)) and spooled.count(data)
     if item.from and rows and rows >= job.max_rows then

@@ -17,6 +17,29 @@ M.CHUNK = 256 * 1024
 local Spooled = {}
 Spooled.__index = Spooled
 
+-- Read `sp` back from its start: a function giving its next chunk, then
+-- nil (the file closed at its end), and `fail(why)`, which closes it and
+-- raises the structured error naming `endpoint` and `what` was spooled.
+local function read_back(sp, endpoint, what)
+    local function fail(why)
+        sp:close()
+        errors.throw("output", { endpoint = endpoint,
+            message = "the spooled " .. what .. " could not be read back: " .. tostring(why) })
+    end
+    sp:rewind()
+    return function()
+        local chunk, why = sp:read(M.CHUNK)
+        if chunk then
+            return chunk
+        end
+        if why then
+            fail(why)
+        end
+        sp:close()
+        return nil
+    end, fail
+end
+
 --- Rows on disk: `spool` (from a transport result: the answer, or nil
 -- when only its lines were kept) and `count`; `lines`, when the transfer
 -- also made the rows' CSV lines: `spool` (a `wolkvox.spool` of them),
@@ -53,25 +76,17 @@ function Spooled:batches(endpoint, csv, skip)
             message = "the answer was kept as CSV lines only (an internal error: lines_for() was not asked)" })
     end
     local dec = sp:decoder(csv and { csv = csv, skip = skip } or nil)
-    sp:rewind()
-    local function fail(why)
-        sp:close()
-        errors.throw("output", { endpoint = endpoint,
-            message = "the spooled answer could not be read back: " .. tostring(why) })
-    end
+    local next_chunk, fail = read_back(sp, endpoint, "answer")
     return function()
         while not done do
-            local chunk, rerr = sp:read(M.CHUNK)
+            local chunk = next_chunk()
             local rows, err
             if chunk then
                 rows, err = dec:feed(chunk)
-            elseif rerr then
-                fail(rerr)
             else
                 done = true
                 local _
                 _, rows, err = dec:finish()
-                sp:close()
             end
             if not rows then
                 fail(err)
@@ -105,20 +120,7 @@ end
 -- that may end inside a line), then nil; a file that cannot be read back
 -- raises a structured error naming `endpoint`.
 function Spooled:line_chunks(endpoint)
-    local sp = self.lines.spool
-    sp:rewind()
-    return function()
-        local chunk, why = sp:read(M.CHUNK)
-        if chunk then
-            return chunk
-        end
-        sp:close()
-        if why then
-            errors.throw("output", { endpoint = endpoint,
-                message = "the spooled lines could not be read back: " .. tostring(why) })
-        end
-        return nil
-    end
+    return (read_back(self.lines.spool, endpoint, "lines"))
 end
 
 --- The rows reduced to one field each (`{ [field] = value }`; empty

@@ -258,9 +258,14 @@ local function run_export(ctx, e, params, opts)
     -- the answer is kept too: a first row with other members settles more
     -- columns than the lines have.
     local lines = format == "csv" and not opts.map and not w.delimiter
+    -- The file's columns: settled by its first row, or, before one, the
+    -- given ones (what a first row without other members settles).
+    local function file_columns()
+        return w.started and w.cols or w.columns
+    end
     if lines then
         job.lines = function()
-            local cols = w.started and w.cols or w.columns
+            local cols = file_columns()
             return cols and { columns = cols, time = e.time_field, cap = job.max_rows,
                 keep_answer = not w.started } or nil
         end
@@ -286,7 +291,7 @@ local function run_export(ctx, e, params, opts)
             local skip = 0
             -- Lines made as the answer arrived, when their columns are
             -- the writer's (or will be: no row has settled them yet).
-            if data:lines_for(w.started and w.cols or w.columns or {}, w.started) then
+            if data:lines_for(file_columns() or {}, w.started) then
                 if not w.started then
                     local begun, why = w:begin()
                     if not begun then
