@@ -277,3 +277,88 @@ describe("CSV lines from the answer's text", function()
         end
     end)
 end)
+
+-- json.c's value cache: a member's short string value seen before is pushed
+-- again from a table instead of being made again.  Whatever the cache holds,
+-- the rows must be what lua-cjson makes of the same text (the token masked).
+describe("repeated values (the decoder's value cache)", function()
+    local SECRET = "tok-12345"
+
+    -- 3,000 rows (past the size where core.decode starts the cache): values
+    -- that repeat, escaped and plain spellings of one string, values that
+    -- share their length and their first and last eight bytes (one slot
+    -- each), ids that never repeat then a column that starts repeating,
+    -- long values, empty ones, nulls, the token alone and inside a value.
+    local function answer()
+        local rows = {}
+        for i = 1, 3000 do
+            local agent = ({ "Ana", "Jos\\u00e9", "José", "Luis Ángel", "-" })[i % 5 + 1]
+            local twin = string.format("AAAAAAAA%02dZZZZZZZZ", i % 37)
+            local later = i <= 1500 and tostring(100000 + i) or ({ "x", "y", "z" })[i % 3 + 1]
+            local long = ("description %d "):format(i % 4):rep(4)
+            local token = ({ SECRET, "a" .. SECRET .. "b", "tok-1234", "" })[i % 4 + 1]
+            rows[i] = string.format('{"agent":"%s","id":"%d","twin":"%s","later":"%s","long":"%s",'
+                .. '"token":"%s","n":%d,"gone":null,"esc":"%s"}', agent, i, twin, later, long, token,
+                i % 3, i % 2 == 0 and 'a\\"b' or "a b")
+        end
+        return '{"code":200,"data":[' .. table.concat(rows, ",") .. "]}"
+    end
+
+    local function masked(v)
+        if type(v) == "string" then
+            return (v:gsub(SECRET:gsub("%p", "%%%0"), ("*"):rep(#SECRET)))
+        elseif type(v) == "table" and v ~= cjson.null then
+            local t = {}
+            for k, x in pairs(v) do
+                t[k] = masked(x)
+            end
+            return t
+        end
+        return v
+    end
+
+    it("decodes as lua-cjson does, whole or fed in pieces, the token masked", function()
+        local text = answer()
+        assert.is_true(#text > 65536)
+        local expected = cjson.decode(text)
+        assert.is_true(same(assert(core.decode(text)), expected))
+        assert.is_true(same(assert(core.decode(text, SECRET)), masked(expected)))
+        for _, piece in ipairs { 1000, 4096, 65536 } do
+            local d = core.decoder { secret = SECRET }
+            local got = {}
+            for i = 1, #text, piece do
+                for _, row in ipairs(assert(d:feed(text:sub(i, i + piece - 1)))) do
+                    got[#got + 1] = row
+                end
+            end
+            local _, rest = assert(d:finish())
+            for _, row in ipairs(rest) do
+                got[#got + 1] = row
+            end
+            assert.is_true(same(got, masked(expected).data), "pieces of " .. piece)
+        end
+    end)
+
+    it("holds no string of an earlier answer (a session's next request)", function()
+        -- One session, so one decoder context, for three answers, the
+        -- collector run between them: a value cached from an earlier answer
+        -- would be read after it was freed (the ASan and valgrind runs say
+        -- so) or pushed into the next answer.
+        local hostile = require "hostile"
+        local texts = { answer(), (answer():gsub("Luis Ángel", "Luisa Ángela")), answer() }
+        local h = hostile.start { responses = {
+            hostile.json(200, texts[1]), hostile.json(200, texts[2]), hostile.json(200, texts[3]),
+        } }
+        local s = core.session { token = SECRET }
+        for round = 1, 3 do
+            local res = s:request { url = h.url .. "/x" }
+            assert.equal(200, res.status)
+            assert.is_true(same(res.value, masked(cjson.decode(texts[round]))), "answer " .. round)
+            res = nil -- luacheck: ignore 311
+            collectgarbage()
+            collectgarbage()
+        end
+        s:close()
+        h:stop()
+    end)
+end)

@@ -37,7 +37,34 @@ typedef struct {
     int kc;
     const char *kc_ptr[WV_JSON_MAX_HINT];
     size_t kc_len[WV_JSON_MAX_HINT];
+    struct vcache *vc;       /* the value cache (below), or NULL: none */
 } decoder;
+
+/* The value cache: members' short string values, by the member's place in
+ * its object and a hash of the bytes, each slot the last one seen there.
+ * A row list repeats most of its values (an agent's name, a skill, a
+ * code, "-"), and a hit pushes the string again with lua_rawgeti from the
+ * cache table (slots WV_JSON_MAX_HINT + 1 onwards) instead of hashing it
+ * and walking the interned strings' chains, which on a big answer miss
+ * the processor's caches on every value.  A value the cache did not have
+ * takes the slot.  A member whose values seldom repeat (an id, a time)
+ * soon stops being looked up, for a while, so it costs nothing and
+ * evicts nothing.  Only a value whose string is the text's bytes as they
+ * are (no escape, no secret masked) is kept, so a hit is exactly what
+ * string() would have pushed. */
+#define VC_BITS 12
+#define VC_SLOTS (1 << VC_BITS)
+#define VC_MAX_LEN 40             /* Lua 5.4's short strings: the interned ones */
+#define VC_WINDOW 64              /* a member's lookups judged together */
+#define VC_MIN_HITS 16            /* fewer hits in a window: */
+#define VC_REST 1024              /* so many values not looked up */
+struct vcache {
+    const char *ptr[VC_SLOTS];
+    unsigned char len[VC_SLOTS];  /* 0: empty */
+    unsigned short tries[WV_JSON_MAX_HINT];
+    unsigned short hits[WV_JSON_MAX_HINT];
+    unsigned short rest[WV_JSON_MAX_HINT];
+};
 
 static int value(decoder *d);
 
@@ -301,17 +328,23 @@ COLD int string_slow(decoder *d, const char *p)
     return fail(d, "control character in string");
 }
 
-/* d->p is just after the opening quote.  The common case (plain text, no
- * secret, decoding) is kept small enough to be inlined. */
-HOT int string(decoder *d)
+/* The string that starts at d->p (just after its opening quote) and whose
+ * plain run ends at p.  The common case (plain text, no secret, decoding)
+ * is kept small enough to be inlined. */
+HOT int string_to(decoder *d, const char *p)
 {
-    const char *p = plain_end(d->p, d->end);
     if (p < d->end && *p == '"' && d->secret_len == 0 && !d->check) {
         lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
         d->p = p + 1;
         return 1;
     }
     return string_slow(d, p);
+}
+
+/* d->p is just after the opening quote. */
+HOT int string(decoder *d)
+{
+    return string_to(d, plain_end(d->p, d->end));
 }
 
 static int number(decoder *d)
@@ -489,6 +522,75 @@ static int key(decoder *d, int n)
     return 1;
 }
 
+/* The value cache's slot for s[0..n) (1 <= n <= VC_MAX_LEN), the value of
+ * a row's n-th member: a hash of its length, its first and its last eight
+ * bytes (all of them up to 16; a collision only costs a miss). */
+HOT unsigned int vc_slot(const char *s, size_t n, int member)
+{
+    unsigned long long a, b = 0;
+    if (n >= 8) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+    } else if (n >= 4) {
+        unsigned int x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        a = x;
+        b = y;
+    } else {
+        a = (unsigned long long)(unsigned char)s[0] | (unsigned long long)(unsigned char)s[n / 2] << 8
+            | (unsigned long long)(unsigned char)s[n - 1] << 16;
+    }
+    a ^= b * 0x9E3779B97F4A7C15ULL ^ (unsigned long long)n << 56 ^ (unsigned long long)member << 48;
+    return (unsigned int)((a * 0xD6E8FEB86659FD93ULL) >> (64 - VC_BITS));
+}
+
+/* A member's string value through the value cache: d->p is just after its
+ * opening quote, `n` its place in the object (< WV_JSON_MAX_HINT). */
+static int cached_value(decoder *d, int n)
+{
+    struct vcache *vc = d->vc;
+    lua_State *L = d->L;
+    const char *s = d->p, *q;
+    size_t len;
+    unsigned int slot;
+    int hit;
+    if (vc->rest[n] > 0) {
+        vc->rest[n]--;
+        return string(d);
+    }
+    q = plain_end(s, d->end);
+    len = (size_t)(q - s);
+    if (q >= d->end || *q != '"' || len == 0 || len > VC_MAX_LEN)
+        return string_to(d, q);
+    slot = vc_slot(s, len, n);
+    hit = vc->len[slot] == len && same_bytes(vc->ptr[slot], s, len);
+    if (hit) {
+        lua_rawgeti(L, d->kc, WV_JSON_MAX_HINT + 1 + (int)slot);
+        d->p = q + 1;
+    } else {
+        const char *str;
+        if (!string_to(d, q))
+            return 0;
+        str = lua_tostring(L, -1);
+        /* Kept when it is the text's bytes (no secret was masked out). */
+        if (d->secret_len == 0 || same_bytes(str, s, len)) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, d->kc, WV_JSON_MAX_HINT + 1 + (int)slot);
+            vc->ptr[slot] = str;
+            vc->len[slot] = (unsigned char)len;
+        }
+    }
+    vc->hits[n] = (unsigned short)(vc->hits[n] + hit);
+    if (++vc->tries[n] == VC_WINDOW) {
+        if (vc->hits[n] < VC_MIN_HITS)
+            vc->rest[n] = VC_REST;
+        vc->tries[n] = 0;
+        vc->hits[n] = 0;
+    }
+    return 1;
+}
+
 static int array(decoder *d)
 {
     lua_State *L = d->L;
@@ -562,7 +664,7 @@ static int object(decoder *d)
         isnull = 0;
         if (d->p < d->end && *d->p == '"') {
             d->p++;
-            ok = string(d);
+            ok = d->vc != NULL && !d->check && n < WV_JSON_MAX_HINT ? cached_value(d, n) : string(d);
         } else {
             isnull = d->p < d->end && *d->p == 'n';
             ok = value(d);
@@ -648,6 +750,24 @@ static int value(decoder *d)
     }
 }
 
+/* A text shorter than this is decoded without the value cache (making
+ * the cache would cost more than it saves). */
+#define VC_MIN_TEXT 65536
+
+static void vc_clear(struct vcache *vc)
+{
+    memset(vc->len, 0, sizeof vc->len);
+    memset(vc->tries, 0, sizeof vc->tries);
+    memset(vc->hits, 0, sizeof vc->hits);
+    memset(vc->rest, 0, sizeof vc->rest);
+}
+
+void wv_json_cache_table(lua_State *L, int values)
+{
+    /* Room for every slot: storing a key or a value never allocates. */
+    lua_createtable(L, WV_JSON_MAX_HINT + (values ? VC_SLOTS : 0), 0);
+}
+
 /* decode_with's flags: a byte order mark may start the text; only check it;
  * cache the keys (a whole text: the cache lives for the call). */
 #define BOM_OK 1
@@ -673,9 +793,14 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     d->errat = NULL;
     d->depth = 0;
     if (flags & KEY_CACHE) {
-        /* A cache for this call.  Room for every slot: storing a key never
-         * allocates. */
-        lua_createtable(L, WV_JSON_MAX_HINT, 0);
+        /* A cache for this call: the keys, and the values of a text long
+         * enough to repeat them. */
+        d->vc = NULL;
+        if (len >= VC_MIN_TEXT && !d->check) {
+            d->vc = (struct vcache *)lua_newuserdata(L, sizeof *d->vc);
+            vc_clear(d->vc);
+        }
+        wv_json_cache_table(L, d->vc != NULL);
         d->kc = lua_gettop(L);
         memset(d->kc_len, 0, sizeof d->kc_len);
     }
@@ -690,7 +815,10 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
         if (d->p == d->end) {
             if (flags & KEY_CACHE) {
                 lua_remove(L, d->kc);
+                if (d->vc != NULL)
+                    lua_remove(L, d->kc - 1);
                 d->kc = 0;
+                d->vc = NULL;
             }
             return 1;
         }
@@ -705,8 +833,10 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
             snprintf(err, errlen, "%s at byte %lu", d->errmsg, (unsigned long)at + 1);
     }
     lua_settop(L, top);
-    if (flags & KEY_CACHE)
+    if (flags & KEY_CACHE) {
         d->kc = 0;
+        d->vc = NULL;
+    }
     return 0;
 }
 
@@ -730,19 +860,23 @@ int wv_json_decode_masked(lua_State *L, const char *s, size_t len, wv_buf *scrat
 
 struct wv_json_ctx {
     decoder d;
-    const void *keys;        /* the table the cached keys are held by */
+    const void *keys;        /* the table the cached keys and values are held by */
+    struct vcache vc;
 };
 
-/* The key cache of a context: the table at stack index `idx` (absolute;
- * 0: none, for the calls that follow) holds its strings for as long as the
+/* The key and value caches of a context: the table at stack index `idx`
+ * (absolute; 0: none, for the calls that follow; made by
+ * wv_json_cache_table with values) holds their strings for as long as the
  * context uses it.  wv_json_ctx_forget_keys must be called whenever
  * another table takes its place (stream.c: a new answer comes with a new
  * state table); a table other than the last one also empties the cache. */
 void wv_json_ctx_forget_keys(wv_json_ctx *c)
 {
     c->d.kc = 0;
+    c->d.vc = NULL;
     c->keys = NULL;
     memset(c->d.kc_len, 0, sizeof c->d.kc_len);
+    vc_clear(&c->vc);
 }
 
 void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx)
@@ -752,6 +886,7 @@ void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx)
         c->keys = lua_topointer(L, idx);
     }
     c->d.kc = idx;
+    c->d.vc = idx != 0 ? &c->vc : NULL;
 }
 
 wv_json_ctx *wv_json_ctx_new(void)

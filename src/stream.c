@@ -394,9 +394,8 @@ void wv_stream_state(lua_State *L)
     lua_rawseti(L, -2, 1);
     lua_newtable(L);
     lua_rawseti(L, -2, 5);
-    /* The rows' keys, decoded once (json.c's key cache; room for every
-     * slot, so storing one never allocates). */
-    lua_createtable(L, WV_JSON_MAX_HINT, 0);
+    /* The rows' keys and repeated values, decoded once (json.c's caches). */
+    wv_json_cache_table(L, 1);
     lua_rawseti(L, -2, KEYS_SLOT);
 }
 

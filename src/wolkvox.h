@@ -106,11 +106,13 @@ int wv_json_unescape(const char *from, const char *e, wv_buf *b, const char **at
 int wv_json_check_ctx(lua_State *L, wv_json_ctx *c, const char *s, size_t len, wv_buf *scratch,
                       char *err, size_t errlen);
 
-/* The key cache of a context: the table at stack index `idx` (absolute; 0:
- * none, for the calls that follow) holds the keys of the rows decoded, so
- * those of same-shaped rows are pushed again instead of made again.
- * wv_json_ctx_forget_keys must be called whenever another table takes its
- * place (a new answer's state: stream.c). */
+/* The key and value caches of a context: the table at stack index `idx`
+ * (absolute; 0: none, for the calls that follow), made by
+ * wv_json_cache_table(L, 1), holds the keys and the repeated short values
+ * of the rows decoded, so those of same-shaped rows are pushed again
+ * instead of made again.  wv_json_ctx_forget_keys must be called whenever
+ * another table takes its place (a new answer's state: stream.c). */
+void wv_json_cache_table(lua_State *L, int values);
 void wv_json_ctx_keys(wv_json_ctx *c, lua_State *L, int idx);
 void wv_json_ctx_forget_keys(wv_json_ctx *c);
 
