@@ -12,9 +12,11 @@ local cache = require "wolkvox.limits.cache"
 local pages = require "wolkvox.api.pages"
 local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
-local export_job = require "wolkvox.job.export"
-local sync_job = require "wolkvox.job.sync"
-local plan_job = require "wolkvox.job.plan"
+-- The jobs are loaded when first used: a script that only calls endpoints
+-- (or a cron line's fresh process) does not pay for compiling them.
+local function job_module(name)
+    return require("wolkvox.job." .. name)
+end
 local runtime = require "wolkvox.runtime"
 
 local type, pcall, error, setmetatable, getmetatable, rawget, rawset, tonumber, format, pairs =
@@ -269,7 +271,7 @@ end
 Client.export = errors.protect(function(self, name, params, opts)
     local e = endpoint_of(name)
     local ctx = ready(self, e.name)
-    return export_job.run(ctx, e, params, opts)
+    return job_module("export").run(ctx, e, params, opts)
 end)
 
 --- Fetch what is new since the last run: from the state file's watermark
@@ -294,7 +296,7 @@ end)
 Client.sync = errors.protect(function(self, name, params, sink)
     local e = endpoint_of(name)
     local ctx = ready(self, e.name)
-    return sync_job.run(ctx, e, params, sink)
+    return job_module("sync").run(ctx, e, params, sink)
 end)
 
 --- Run a plan: several syncs ("streams") caught up under one share of the
@@ -309,9 +311,9 @@ end)
 Client.run_plan = errors.protect(function(self, plan, opts)
     ready(self, nil)
     if type(plan) == "string" then
-        plan = plan_job.read(plan)
+        plan = job_module("plan").read(plan)
     end
-    return plan_job.run(self, plan, opts)
+    return job_module("plan").run(self, plan, opts)
 end)
 
 --- What a plan would cost, spending nothing: per stream the calls of its
@@ -321,9 +323,9 @@ end)
 Client.plan_cost = errors.protect(function(self, plan)
     ready(self, nil)
     if type(plan) == "string" then
-        plan = plan_job.read(plan)
+        plan = job_module("plan").read(plan)
     end
-    return plan_job.cost(self, plan)
+    return job_module("plan").cost(self, plan)
 end)
 
 --- Follow a paged lookup's cursor to its end, one call a page

@@ -3,7 +3,7 @@
 -- one way (the runtime and the options choose; transports never do).
 -- @module wolkvox.transport.select
 
-local type, tostring = type, tostring
+local type, tostring, rawget, _G = type, tostring, rawget, _G
 
 local M = {}
 
@@ -19,9 +19,13 @@ local LOAD = {
 -- @return the module and its name, or nil and a message
 function M.module(name)
     if name == nil then
-        local ngx_mod = LOAD.ngx()
-        if ngx_mod.available() then
-            return ngx_mod, "ngx"
+        -- (Outside nginx there is no `ngx` global: the nginx transport is
+        -- not even loaded.)
+        if type(rawget(_G, "ngx")) == "table" then
+            local ngx_mod = LOAD.ngx()
+            if ngx_mod.available() then
+                return ngx_mod, "ngx"
+            end
         end
         return LOAD.curl(), "curl"
     end
