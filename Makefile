@@ -66,7 +66,7 @@ ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(OPT)
 LDFLAGS   ?=
 ALL_LDFLAGS = -shared $(LDFLAGS)
 
-SRC  = src/cells.c src/core.c src/csv.c src/inflate.c src/json.c src/request.c src/session.c src/sha256.c src/spool.c src/stream.c src/sys.c src/token.c src/transfer.c
+SRC  = src/cells.c src/core.c src/csv.c src/inflate.c src/json.c src/request.c src/rowjson.c src/session.c src/sha256.c src/spool.c src/stream.c src/sys.c src/token.c src/transfer.c
 HDR  = src/wolkvox.h src/compat.h src/session.h
 OBJ  = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRC))
 LIB  = $(BUILD)/wolkvox/core.so

@@ -72,7 +72,7 @@ build = {
     type = "builtin",
     modules = {
         ["wolkvox.core"] = {
-            sources = { "src/cells.c", "src/core.c", "src/csv.c", "src/inflate.c", "src/json.c", "src/request.c", "src/session.c",
+            sources = { "src/cells.c", "src/core.c", "src/csv.c", "src/inflate.c", "src/json.c", "src/request.c", "src/rowjson.c", "src/session.c",
                 "src/sha256.c", "src/spool.c", "src/stream.c", "src/sys.c", "src/token.c", "src/transfer.c" },
             libraries = { "curl", "z", "pthread" },
             incdirs = { "$(CURL_INCDIR)" },

@@ -362,3 +362,96 @@ describe("repeated values (the decoder's value cache)", function()
         h:stop()
     end)
 end)
+
+-- core.json_row (src/rowjson.c) writes NDJSON and JSON rows: the same bytes
+-- as wolkvox.json's Lua encoder, or nil to leave a row to it.
+describe("core.json_row", function()
+    local json = require "wolkvox.json"
+
+    local function check(row, label)
+        local got = core.json_row(row)
+        assert.equal(json.encode(row), got, label)
+        assert.equal(got, json.encode_row(row), label)
+    end
+
+    it("writes what the Lua encoder writes, byte for byte", function()
+        local seed = 20261207
+        local function rand(n)
+            seed = (seed * 1103515245 + 12345) % 2147483648
+            return seed % n + 1
+        end
+        local numbers = { 0, -0.0, 1, -1, 0.1, 1 / 3, 2 ^ 53, 2 ^ 53 + 2, -(2 ^ 53), 2 ^ 60, 1e300, -1e-300,
+            123456789012345, 5e-324 }
+        if math.type then
+            -- (integers past 2^53 are written as the Lua encoder writes them: %.17g)
+            for _, v in ipairs { 9007199254740993, -9007199254740993, math.maxinteger, math.mininteger, 0 } do
+                numbers[#numbers + 1] = v
+            end
+        end
+        local keys = { "a", "B", "z", "10", "9", "", "é", "a b", "\0x", "x\0", "agent_name", "Agent_Name" }
+        for n = 1, 2000 do
+            local row = {}
+            for _ = 1, rand(12) - 1 do
+                local pick = rand(5)
+                local v
+                if pick == 1 then
+                    local b = {}
+                    for i = 1, rand(8) - 1 do
+                        b[i] = string.char(rand(256) - 1)
+                    end
+                    v = table.concat(b)
+                elseif pick == 2 then
+                    v = numbers[rand(#numbers)]
+                elseif pick == 3 then
+                    v = rand(2) == 1
+                elseif pick == 4 then
+                    v = core.null
+                else
+                    v = "Bogotá \"D.C.\"\\\n" .. rand(100)
+                end
+                row[keys[rand(#keys)]] = v
+            end
+            check(row, "row " .. n)
+        end
+        check({}, "empty")
+    end)
+
+    it("keeps the keys' order right when rows change shape", function()
+        -- Its order of the last row's keys is reused only for the same keys
+        -- in the same order: the same keys put in another order, another
+        -- key set of the same size, one more key.
+        local rows = {
+            { a = "1", b = "2", c = "3" }, { c = "3", b = "2", a = "1" }, { a = "1", b = "2", d = "3" },
+            { b = "2", a = "1", c = "3", d = "4" }, { a = "1", b = "2", c = "3" },
+        }
+        for i = 1, 3 do
+            local t = {}
+            for j = 60, 1, -1 do
+                t["k" .. (j * 7919 + i) % 1000] = j
+            end
+            rows[#rows + 1] = t
+        end
+        for i, row in ipairs(rows) do
+            check(row, "row " .. i)
+        end
+        local wide = {}
+        for i = 1, 300 do
+            wide["k" .. i] = i -- (past the 256 members it takes)
+        end
+        assert.is_nil(core.json_row(wide))
+        assert.equal(json.encode(wide), json.encode_row(wide))
+    end)
+
+    it("leaves to the Lua encoder what it does not take", function()
+        local nested = { t = { 1, 2 }, u = {} }
+        for _, row in ipairs { nested, setmetatable({ a = "1" }, {}), { [1] = "x" }, { f = print },
+            { n = 0 / 0 }, { n = math.huge } } do
+            assert.is_nil(core.json_row(row))
+        end
+        assert.equal('{"t":[1,2],"u":{}}', json.encode_row(nested))
+        local text, why = json.encode_row({ n = math.huge })
+        assert.is_nil(text)
+        assert.matches("field 'n' cannot be written as JSON", why)
+        assert.has_error(function() core.json_row("x") end)
+    end)
+end)

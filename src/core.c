@@ -35,6 +35,7 @@ WV_EXPORT int luaopen_wolkvox_core(lua_State *L)
     wv_sys_open(L);
     wv_stream_open(L);
     wv_csv_open(L);
+    wv_rowjson_open(L);
     wv_cells_open(L);
     wv_spool_open(L);
     return 1;

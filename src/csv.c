@@ -646,10 +646,5 @@ int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, 
 
 void wv_csv_open(lua_State *L)
 {
-    wv_line *line = (wv_line *)lua_newuserdata(L, sizeof *line);
-    memset(line, 0, sizeof *line);
-    luaL_getmetatable(L, WV_SCRATCH_MT);
-    lua_setmetatable(L, -2);
-    lua_pushcclosure(L, l_csv_row, 1);
-    lua_setfield(L, -2, "csv_row");
+    wv_set_buffered(L, sizeof(wv_line), l_csv_row, "csv_row");
 }

@@ -942,6 +942,16 @@ static int scratch_gc(lua_State *L)
     return 0;
 }
 
+void wv_set_buffered(lua_State *L, size_t size, lua_CFunction f, const char *name)
+{
+    void *state = lua_newuserdata(L, size);
+    memset(state, 0, size);
+    luaL_getmetatable(L, WV_SCRATCH_MT);
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
 wv_buf *wv_scratch_new(lua_State *L)
 {
     wv_buf *b = (wv_buf *)lua_newuserdata(L, sizeof *b);

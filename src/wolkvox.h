@@ -236,6 +236,11 @@ void wv_session_open(lua_State *L);
 void wv_sys_open(lua_State *L);
 void wv_stream_open(lua_State *L);
 void wv_spool_open(lua_State *L);
+/* Set field `name` of the table on top to the C function f with one upvalue:
+ * a zeroed userdata of `size` bytes whose first member is a wv_buf (freed by
+ * the scratch metatable's __gc): a buffer kept from call to call. */
+void wv_set_buffered(lua_State *L, size_t size, lua_CFunction f, const char *name);
+void wv_rowjson_open(lua_State *L);
 void wv_csv_open(lua_State *L);
 void wv_cells_open(lua_State *L);
 

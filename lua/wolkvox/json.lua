@@ -16,10 +16,13 @@ local ARRAY = {}
 
 -- The decoder's JSON null (a light userdata, where a null stands in a list);
 -- lua-cjson's is the same NULL pointer.
-local NULL
+local NULL, json_row
 do
     local ok, core = pcall(require, "wolkvox.core")
     NULL = ok and type(core) == "table" and core.null or nil
+    -- The C encoder of a flat row (src/rowjson.c): the same bytes as
+    -- encode_row below, about 13x faster; nil for a row it leaves to it.
+    json_row = ok and type(core) == "table" and core.json_row or nil
 end
 
 --- The decoder's JSON null (`wolkvox.core.null`; nil without the C core):
@@ -159,7 +162,12 @@ end
 -- without a word.
 -- @return the text, or nil and a message
 function M.encode_row(row)
-    local ok, text = pcall(encode, row, {})
+    local text = json_row and type(row) == "table" and json_row(row)
+    if text then
+        return text
+    end
+    local ok
+    ok, text = pcall(encode, row, {})
     if ok then
         return text
     end
