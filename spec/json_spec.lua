@@ -31,6 +31,14 @@ local function same(a, b)
     return true
 end
 
+-- A generator of whole numbers 1..n from `seed`, so runs repeat.
+local function seeded(seed)
+    return function(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n + 1
+    end
+end
+
 -- A random JSON text, made from a seeded generator so runs repeat.
 local function random_json(rand, depth)
     local pick = rand(depth > 3 and 6 or 8)
@@ -61,6 +69,21 @@ local function random_json(rand, depth)
         end
         return "{ " .. table.concat(items, " ,\n") .. " }"
     end
+end
+
+-- What `feed(pieces)` makes of `body` given whole: the same when it comes
+-- cut in two at every byte, and byte by byte.
+local function same_cut_anywhere(body, feed)
+    local whole = assert(feed { body })
+    for at = 1, #body - 1 do
+        assert.equal(whole, feed { body:sub(1, at), body:sub(at + 1) }, "cut at " .. at)
+    end
+    local bytes = {}
+    for i = 1, #body do
+        bytes[i] = body:sub(i, i)
+    end
+    assert.equal(whole, feed(bytes))
+    return whole
 end
 
 describe("core.decode", function()
@@ -110,11 +133,7 @@ describe("core.decode", function()
             "1.5e300", "[true,false,null]", '{"dup":1,"dup":2}', ' \n\t[ 1 , 2 ]\r\n',
             '{"code":"200","data":[{"licenses":"25","pbx":"yes"}]}',
         }
-        local seed = 20261124
-        local function rand(n)
-            seed = (seed * 1103515245 + 12345) % 2147483648
-            return seed % n + 1
-        end
+        local rand = seeded(20261124)
         for _ = 1, 400 do
             corpus[#corpus + 1] = random_json(rand, 0)
         end
@@ -249,16 +268,8 @@ describe("CSV lines from the answer's text", function()
                 local _, last = c:finish()
                 return table.concat(out) .. last
             end
-            local whole = feed { body }
+            local whole = same_cut_anywhere(body, feed)
             assert.equal(12 - skip, select(2, whole:gsub("\r\n", "")))
-            for at = 1, #body - 1 do
-                assert.equal(whole, feed { body:sub(1, at), body:sub(at + 1) }, "cut at " .. at)
-            end
-            local bytes = {}
-            for i = 1, #body do
-                bytes[i] = body:sub(i, i)
-            end
-            assert.equal(whole, feed(bytes))
         end
     end)
 
@@ -375,11 +386,7 @@ describe("core.json_row", function()
     end
 
     it("writes what the Lua encoder writes, byte for byte", function()
-        local seed = 20261207
-        local function rand(n)
-            seed = (seed * 1103515245 + 12345) % 2147483648
-            return seed % n + 1
-        end
+        local rand = seeded(20261207)
         local numbers = { 0, -0.0, 1, -1, 0.1, 1 / 3, 2 ^ 53, 2 ^ 53 + 2, -(2 ^ 53), 2 ^ 60, 1e300, -1e-300,
             123456789012345, 5e-324 }
         if math.type then
@@ -453,5 +460,96 @@ describe("core.json_row", function()
         assert.is_nil(text)
         assert.matches("field 'n' cannot be written as JSON", why)
         assert.has_error(function() core.json_row("x") end)
+    end)
+end)
+
+-- core.decoder { ndjson = encode_row }: each row's NDJSON line made from the
+-- answer's text in C (csv.c's NDJSON mode), or by the encoder for the rows
+-- it leaves to it: what encode_row makes of the decoded row.
+describe("NDJSON lines from the answer's text", function()
+    local json = require "wolkvox.json"
+    local SECRET = "tok-12345"
+
+    local function feed(pieces, opts)
+        local d = core.decoder { ndjson = json.encode_row, secret = opts and opts.secret, skip = opts and opts.skip }
+        local out = {}
+        for _, piece in ipairs(pieces) do
+            local text, err = d:feed(piece)
+            if not text then
+                return nil, err
+            end
+            out[#out + 1] = text
+        end
+        local _, last, n = d:finish()
+        if not last then
+            return nil, n
+        end
+        return table.concat(out) .. last
+    end
+    local function want(body, secret, skip)
+        local out = {}
+        for i, row in ipairs(core.decode(body, secret).data) do
+            if i > (skip or 0) then
+                out[#out + 1] = json.encode_row(row) .. "\n"
+            end
+        end
+        return table.concat(out)
+    end
+
+    it("are what encode_row makes of the decoded rows", function()
+        local rows = {
+            '{"b":"2","a":"1","c":"3"}', '{"c":"6","a":"4","b":"5"}', '{"a":"13","b":"14","a":"15","c":"16"}',
+            '{"a":"1","a":null}', '{"a":null,"a":"2"}', '{}', '{ "x" : true , "y" : false , "z" : null }',
+            '{"n":1,"f":1.5,"e":1e2,"m":-0,"big":12345678901234567890,"i":9007199254740993,"t":0.1}',
+            '{"esc":"q\\"r\\\\s\\/t\\u00e9\\ud83d\\ude00\\n\\u0001\\u007f","r\\u00e9":"\\u0041"}',
+            '{"tok":"a' .. SECRET .. 'b","' .. SECRET .. '":"k","k' .. SECRET .. '":"' .. SECRET .. '"}',
+            '{"nested":{"b":[1,null,{}],"a":[]},"s":"x"}', '{"Z":"1","a":"2","10":"3","9":"4","\\u0000":"5"}',
+            '{"del":"\127","utf":"Bogotá São Paulo ñ"}',
+        }
+        local wide = {}
+        for i = 1, 300 do
+            wide[i] = string.format('"k%d":"%d"', i, i)
+        end
+        rows[#rows + 1] = "{" .. table.concat(wide, ",") .. "}"
+        local body = '{"code":"200","data":[' .. table.concat(rows, ",") .. '],"msg":"ok"}'
+        for _, secret in ipairs { false, SECRET } do
+            assert.equal(want(body, secret or nil), feed({ body }, { secret = secret or nil }))
+        end
+        assert.equal(want(body, nil, 4), feed({ body }, { skip = 4 }))
+    end)
+
+    it("are the same however the answer is cut into pieces", function()
+        local rows = {}
+        for i = 1, 12 do
+            rows[i] = string.format('{"a":"%s","n":%d,"b":"x\\"y,z","c":%s,"e":%s}', ("v"):rep(i), i * 7,
+                i % 3 == 0 and '[1,{"d":"}"}]' or '"plain"', i % 2 == 0 and "null" or "1.5e3")
+        end
+        local body = '{"code":"200","data":[ ' .. table.concat(rows, " ,\n") .. ' ],"msg":"ok"}'
+        assert.equal(want(body), same_cut_anywhere(body, feed))
+    end)
+
+    it("agree with encode_row on random rows, and on the realistic answer's", function()
+        local rand = seeded(20261207)
+        local rows = {}
+        for i = 1, 400 do
+            local members = {}
+            for j = 1, rand(8) - 1 do
+                members[j] = string.format('"k%d":%s', rand(6), random_json(rand, 2))
+            end
+            rows[i] = "{" .. table.concat(members, ",") .. "}"
+        end
+        local body = '{"data":[' .. table.concat(rows, ",") .. "]}"
+        assert.equal(want(body, SECRET), feed({ body }, { secret = SECRET }))
+        local text = dofile("bench/realistic.lua").answer { rows = 2000, seed = 7, escaped = true }
+        assert.equal(want(text), feed({ text }))
+    end)
+
+    it("say which field the encoder cannot write, and refuse bad options", function()
+        local body = '{"data":[{"a":"1"},{"agent":"x","cost":' .. ("9"):rep(400) .. '}]}'
+        local text, err = feed({ body })
+        assert.is_nil(text)
+        assert.matches("field 'cost' cannot be written as JSON", err)
+        assert.has_error(function() core.decoder { ndjson = true } end)
+        assert.has_error(function() core.decoder { ndjson = json.encode_row, csv = { "a" } } end)
     end)
 end)

@@ -177,6 +177,28 @@ struct wv_csv {
     size_t ntimes;
     wv_buf out;              /* the lines made since the last take */
     wv_buf text;             /* one unescaped string */
+    struct wv_ndjson *nd;    /* NDJSON lines instead (wv_ndjson_new) */
+};
+
+/* NDJSON mode: a row's members as they come, then written in the order of
+ * their keys. */
+#define ND_MAX 256
+typedef struct {
+    size_t koff, klen;       /* the key in nd->keys (unescaped, masked) */
+    wv_cell v;               /* CELL_NONE: null (it removes the member) */
+} wv_member;
+
+struct wv_ndjson {
+    wv_member mem[ND_MAX];
+    size_t n;
+    int lua;                 /* the row needs the Lua encoder */
+    wv_buf keys;
+    /* The last row's keys as they came and their order: rows of one
+     * answer have the same members in the same order. */
+    wv_buf prev;
+    size_t prev_lens[ND_MAX];
+    size_t nprev;
+    size_t order[ND_MAX];
 };
 
 #define NO_TIME 0xFFFFFFFFu
@@ -288,7 +310,27 @@ void wv_csv_free(wv_csv *c)
     wv_buf_free(&c->times);
     wv_buf_free(&c->out);
     wv_buf_free(&c->text);
+    if (c->nd != NULL) {
+        wv_buf_free(&c->nd->keys);
+        wv_buf_free(&c->nd->prev);
+        free(c->nd);
+    }
     free(c);
+}
+
+wv_csv *wv_ndjson_new(size_t skip)
+{
+    wv_csv *c = (wv_csv *)calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->skip = skip;
+    c->time_col = -1;
+    c->nd = (struct wv_ndjson *)calloc(1, sizeof *c->nd);
+    if (c->nd == NULL) {
+        free(c);
+        return NULL;
+    }
+    return c;
 }
 
 wv_buf *wv_csv_out(wv_csv *c)
@@ -481,6 +523,133 @@ static int keep_time(wv_csv *c, const wv_cell *t, const char *e, const char *sec
     return 1;
 }
 
+/* NDJSON: one member of the row kept, its key copied (unescaped: the key
+ * at c->text when `kesc`) and masked.  0 when out of memory. */
+static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v, const char *secret, size_t slen)
+{
+    struct wv_ndjson *nd = c->nd;
+    wv_member *m;
+    if (nd->n == ND_MAX) {
+        nd->lua = 1;
+        return 1;
+    }
+    m = &nd->mem[nd->n++];
+    m->koff = nd->keys.len;
+    m->klen = klen;
+    m->v = *v;
+    if (!add_bytes(&nd->keys, key, klen))
+        return 0;
+    if (slen > 0 && klen >= slen)
+        wv_mask_plain(nd->keys.p + m->koff, klen, secret, slen);
+    return 1;
+}
+
+/* Whether members i and j have the same key. */
+static int nd_same_key(const struct wv_ndjson *nd, size_t i, size_t j)
+{
+    const wv_member *a = &nd->mem[i], *b = &nd->mem[j];
+    return a->klen == b->klen && memcmp(nd->keys.p + a->koff, nd->keys.p + b->koff, a->klen) == 0;
+}
+
+/* The members' order by key, as Lua's `<` (strcoll on PUC Lua, bytes on
+ * LuaJIT: the VM's own comparison) orders them, members of one name in the
+ * order they came (a stable sort: the last one wins).  The last row's order
+ * is taken again for the same keys in the same order.  0 when out of memory. */
+static int nd_order(lua_State *L, struct wv_ndjson *nd)
+{
+    size_t i, at = 0;
+    int same = nd->n == nd->nprev, base;
+    for (i = 0; same && i < nd->n; i++) {
+        const wv_member *m = &nd->mem[i];
+        same = m->klen == nd->prev_lens[i] && memcmp(nd->keys.p + m->koff, nd->prev.p + at, m->klen) == 0;
+        at += m->klen;
+    }
+    if (same)
+        return 1;
+    if (!lua_checkstack(L, (int)nd->n + 2))
+        return 0;
+    base = lua_gettop(L);
+    for (i = 0; i < nd->n; i++)
+        lua_pushlstring(L, nd->keys.p + nd->mem[i].koff, nd->mem[i].klen);
+    for (i = 0; i < nd->n; i++) {
+        size_t j = i;
+#if LUA_VERSION_NUM >= 502
+        while (j > 0 && lua_compare(L, base + 1 + (int)i, base + 1 + (int)nd->order[j - 1], LUA_OPLT)) {
+#else
+        while (j > 0 && lua_lessthan(L, base + 1 + (int)i, base + 1 + (int)nd->order[j - 1])) {
+#endif
+            nd->order[j] = nd->order[j - 1];
+            j--;
+        }
+        nd->order[j] = i;
+    }
+    lua_settop(L, base);
+    nd->nprev = 0;
+    nd->prev.len = 0;
+    for (i = 0; i < nd->n; i++) {
+        if (!add_bytes(&nd->prev, nd->keys.p + nd->mem[i].koff, nd->mem[i].klen))
+            return 0;
+        nd->prev_lens[i] = nd->mem[i].klen;
+    }
+    nd->nprev = nd->n;
+    return 1;
+}
+
+/* The NDJSON line of the members collected (c->nd) added to c->out: 1; 2
+ * when the Lua encoder must make it (a number JSON cannot hold); 0 and
+ * *msg on failure. */
+static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv_buf *scratch,
+                   const char *secret, size_t slen, const char **msg)
+{
+    struct wv_ndjson *nd = c->nd;
+    size_t i, written = 0, start = c->out.len;
+    if (!nd_order(L, nd) || !add_bytes(&c->out, "{", 1))
+        return 0;
+    for (i = 0; i < nd->n; i++) {
+        const wv_member *m = &nd->mem[nd->order[i]];
+        const wv_cell *v = &m->v;
+        /* Of members of one name the last one is written (or, null, none). */
+        if (i + 1 < nd->n && nd_same_key(nd, nd->order[i], nd->order[i + 1]))
+            continue;
+        if (v->kind == CELL_NONE)
+            continue;
+        if ((written++ > 0 && !add_bytes(&c->out, ",", 1))
+            || !wv_json_put_string(&c->out, nd->keys.p + m->koff, m->klen) || !add_bytes(&c->out, ":", 1))
+            return 0;
+        if (v->kind == CELL_STRING) {
+            const char *s;
+            size_t n;
+            int raw;
+            if (!cell_text(c, v, e, secret, slen, &s, &n, &raw, msg) || !wv_json_put_string(&c->out, s, n))
+                return 0;
+        } else if (v->n == 4 && memcmp(v->p, "true", 4) == 0) {
+            if (!add_bytes(&c->out, "true", 4))
+                return 0;
+        } else if (v->n == 5 && memcmp(v->p, "false", 5) == 0) {
+            if (!add_bytes(&c->out, "false", 5))
+                return 0;
+        } else {
+            char derr[160];
+            int ok;
+            /* A number: as the decoder reads it and the encoder writes it. */
+            if (!wv_json_decode_ctx(L, json, v->p, v->n, scratch, NULL, 0, derr, sizeof derr)
+                || lua_type(L, -1) != LUA_TNUMBER) {
+                c->out.len = start;
+                return 2;
+            }
+            ok = wv_json_put_number(L, &c->out, -1);
+            lua_pop(L, 1);
+            if (!ok) {
+                c->out.len = start;
+                return 2;
+            }
+        }
+    }
+    if (!add_bytes(&c->out, "}\n", 2))
+        return 0;
+    return 1;
+}
+
 /* The CSV line of the row at `row` (within `len` bytes) added to c->out:
  * 1, and with `used` the bytes of the row (it may end before `len`); 0 and
  * a message in `err`. */
@@ -495,6 +664,11 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
     }
     for (i = 0; i < c->nmatch; i++)
         c->cells[i].kind = CELL_NONE;
+    if (c->nd != NULL) {
+        c->nd->n = 0;
+        c->nd->lua = 0;
+        c->nd->keys.len = 0;
+    }
     p = skip_ws(p, e);
     if (p >= e || *p != '{') {
         snprintf(err, errlen, "a row is not an object");
@@ -545,6 +719,8 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
                 goto bad;
             v.p = p;
             v.n = (size_t)(q - p);
+            if (c->nd != NULL && (*p == '{' || *p == '['))
+                c->nd->lua = 1; /* (a nested value: the Lua encoder's) */
             /* null, an object or an array: an empty cell, as csv_row makes
              * of what the decoder leaves out or gives as a table. */
             if (*p != 'n' && *p != '{' && *p != '[')
@@ -556,6 +732,11 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
                 v.kind = CELL_NONE;
             }
             p = q;
+        }
+        if (c->nd != NULL) {
+            if (!nd_member(c, key, klen, &v, secret, slen))
+                goto failed;
+            goto next;
         }
         /* A later member of the same name wins, as in the decoder. */
         old.kind = CELL_NONE;
@@ -571,6 +752,7 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         }
         if (c->strict && old.kind != CELL_NONE && !check_value(L, c, &old, e, json, scratch, err, errlen))
             return 0;
+next:
         p = skip_ws(p, e);
         if (p < e && *p == ',') {
             p = skip_ws(p + 1, e);
@@ -586,6 +768,13 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         goto bad; /* (the row does not end within len) */
     if (used != NULL)
         *used = (size_t)(end - row);
+    if (c->nd != NULL) {
+        int r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg);
+        if (r == 0)
+            goto failed;
+        c->made += r == 1;
+        return r;
+    }
     for (i = 0; i < c->ncols; i++) {
         const wv_cell *cell = &c->cells[i];
         if (i > 0 && !add_bytes(&c->out, ",", 1))
@@ -637,7 +826,7 @@ int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, 
     char err[8];
     if (c->skip > 0)
         return 0;
-    if (row_line(L, c, row, avail, json, scratch, secret, slen, used, err, sizeof err))
+    if (row_line(L, c, row, avail, json, scratch, secret, slen, used, err, sizeof err) == 1)
         return 1;
     c->out.len = out_len;  /* (nothing of it kept: the caller goes the careful way) */
     c->hint = hint;

@@ -79,7 +79,7 @@ static int put(wv_buf *b, const char *s, size_t n)
 
 /* A string as the Lua encoder writes it: quoted, with '"' '\\' and every
  * control character escaped. */
-static int put_string(wv_buf *b, const char *s, size_t n)
+int wv_json_put_string(wv_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i, start = 0;
@@ -124,7 +124,7 @@ static int put_string(wv_buf *b, const char *s, size_t n)
 /* A number as the Lua encoder writes it: an integral value within 2^53
  * in full, else "%.17g"; 0 for one JSON cannot hold (NaN, infinities),
  * which the Lua encoder names. */
-static int put_number(lua_State *L, wv_buf *b, int idx)
+int wv_json_put_number(lua_State *L, wv_buf *b, int idx)
 {
     char num[64];
     int len;
@@ -206,14 +206,14 @@ static int make(lua_State *L, wv_rowjson *w, wv_buf *b)
     for (i = 0; i < n; i++) {
         const member *k = &m[order[i]];
         int v = k->value, t = lua_type(L, v), ok;
-        if ((i > 0 && !put(b, ",", 1)) || !put_string(b, k->s, k->n) || !put(b, ":", 1))
+        if ((i > 0 && !put(b, ",", 1)) || !wv_json_put_string(b, k->s, k->n) || !put(b, ":", 1))
             return -1;
         if (t == LUA_TSTRING) {
             size_t len;
             const char *s = lua_tolstring(L, v, &len);
-            ok = put_string(b, s, len) ? 1 : -1;
+            ok = wv_json_put_string(b, s, len) ? 1 : -1;
         } else if (t == LUA_TNUMBER) {
-            ok = put_number(L, b, v);
+            ok = wv_json_put_number(L, b, v);
         } else if (t == LUA_TBOOLEAN) {
             ok = lua_toboolean(L, v) ? put(b, "true", 4) : put(b, "false", 5);
             ok = ok ? 1 : -1;

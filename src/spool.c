@@ -204,7 +204,7 @@ static int l_size(lua_State *L)
  * A decoder for the spooled answer: rows decoded with the session's token
  * masked, as the answer's own decode would have them.
  * @function spool:decoder
- * @tparam[opt] table opts `csv` and `skip`, as for core.decoder
+ * @tparam[opt] table opts `csv`, `ndjson` and `skip`, as for core.decoder
  */
 static int l_decoder(lua_State *L)
 {

@@ -25,6 +25,8 @@
 
 /* The slot of a state table holding json.c's key cache. */
 #define KEYS_SLOT 7
+/* The slot holding the Lua encoder of a decoder in NDJSON mode. */
+#define ENCODE_SLOT 8
 
 enum {
     ST_START,      /* before the top-level value */
@@ -206,6 +208,42 @@ static int take_value(lua_State *L, wv_stream *d, int last, const char *what, in
     return decode_slice(L, d, len, check);
 }
 
+/* The NDJSON line of a row csv.c leaves to the Lua encoder (a nested
+ * value, a number JSON cannot hold): the row decoded and given to it.  1,
+ * or 0 and err (its message: the field JSON cannot hold). */
+static int encoded_line(lua_State *L, wv_stream *d, const char *row, size_t len, char *err, size_t errlen)
+{
+    size_t n;
+    const char *text;
+    wv_buf *out = wv_csv_out(d->csv);
+    if (d->encode == 0) {
+        snprintf(err, errlen, "a row needs the Lua encoder, and none was given");
+        return 0;
+    }
+    if (!wv_json_decode_ctx(L, d->json, row, len, d->scratch, d->secret, d->secret_len, err, errlen))
+        return 0;
+    lua_pushvalue(L, d->encode);
+    lua_insert(L, -2);
+    lua_call(L, 1, 2);
+    text = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
+    if (text == NULL) {
+        snprintf(err, errlen, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                                   : "the row cannot be written as JSON");
+        lua_pop(L, 2);
+        return 0;
+    }
+    if (!wv_buf_reserve(out, n + 1)) {
+        lua_pop(L, 2);
+        snprintf(err, errlen, "not enough memory");
+        return 0;
+    }
+    memcpy(out->p + out->len, text, n);
+    out->p[out->len + n] = '\n';
+    out->len += n + 1;
+    lua_pop(L, 2);
+    return 1;
+}
+
 /*
  * Run the state machine over what is buffered.  Rows go into the table at
  * `rows`, members into the envelope at `env`.  0 when it needs more input,
@@ -328,8 +366,11 @@ static int run(lua_State *L, wv_stream *d, int rows, int env, int last)
                 r = scan_value(d, &len, last);
                 if (r <= 0)
                     return r < 0 ? failed(d, "bad row") : 0;
-                if (!wv_csv_json_row(L, d->csv, d->in->p + d->pos, len, d->json, d->scratch, d->secret,
-                                     d->secret_len, err, sizeof err)) {
+                r = wv_csv_json_row(L, d->csv, d->in->p + d->pos, len, d->json, d->scratch, d->secret,
+                                    d->secret_len, err, sizeof err);
+                if (r == 2)
+                    r = encoded_line(L, d, d->in->p + d->pos, len, err, sizeof err);
+                if (!r) {
                     snprintf(d->err, sizeof d->err, "%s (in the row at byte %lu)", err,
                              (unsigned long)(d->dropped + d->pos + 1));
                     d->state = ST_FAILED;
@@ -409,9 +450,12 @@ int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
     for (i = 1; i <= 5; i++)
         lua_rawgeti(L, st, i);
     lua_rawgeti(L, st, KEYS_SLOT);
+    lua_rawgeti(L, st, ENCODE_SLOT);
+    d->encode = lua_isfunction(L, base + 6) ? base + 6 : 0;
     if (d->json != NULL)
         wv_json_ctx_keys(d->json, L, lua_istable(L, base + 5) ? base + 5 : 0);
     r = run(L, d, base + 4, base, last);
+    d->encode = 0;
     if (d->json != NULL)
         wv_json_ctx_keys(d->json, L, 0);
     if (r == 0 && last)
@@ -646,13 +690,36 @@ void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count)
  *   empty lists; finish's third value is the count); `csv`: a list of
  *   column names: each row becomes a CSV line (what core.csv_row makes of
  *   the decoded row), and feed and finish give the lines as one string
- *   instead of a list; `skip`: with `csv`, the first rows are left out
+ *   instead of a list; `ndjson`: `wolkvox.json.encode_row` (or a function
+ *   like it): each row becomes an NDJSON line, what that function makes of
+ *   the decoded row (made in C but for a row with a nested value or a
+ *   number JSON cannot hold, given to the function), given as `csv`'s
+ *   lines are; `skip`: with `csv` or `ndjson`, the first rows are left out
  * @return the decoder
  */
 void wv_decoder_csv(lua_State *L, int dec, int opts)
 {
     wv_decoder *d = (wv_decoder *)luaL_checkudata(L, dec, WV_DECODER_MT);
     size_t i, n, skip;
+    lua_getfield(L, opts, "skip");
+    skip = lua_isnil(L, -1) ? 0 : (size_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, opts, "ndjson");
+    if (!lua_isnil(L, -1)) {
+        luaL_argcheck(L, lua_isfunction(L, -1), opts, "ndjson: the Lua encoder of a row expected");
+        lua_getfield(L, opts, "csv");
+        luaL_argcheck(L, lua_isnil(L, -1), opts, "csv and ndjson: one or the other");
+        lua_pop(L, 1);
+        d->s.csv = wv_ndjson_new(skip);
+        if (d->s.csv == NULL)
+            luaL_error(L, "not enough memory");
+        wv_push_uservalue(L, dec);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, -2, ENCODE_SLOT);
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
     lua_getfield(L, opts, "csv");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -665,9 +732,6 @@ void wv_decoder_csv(lua_State *L, int dec, int opts)
         luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, opts, "csv: a list of column names expected");
         lua_pop(L, 1);
     }
-    lua_getfield(L, opts, "skip");
-    skip = lua_isnil(L, -1) ? 0 : (size_t)luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
     d->s.csv = wv_csv_new(L, lua_gettop(L), skip, NULL, 0);
     lua_pop(L, 1);
     if (d->s.csv == NULL)

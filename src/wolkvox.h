@@ -142,8 +142,10 @@ typedef struct {
     int state, top_array, streamed, whole, rows_key;
     int count_only;          /* rows are checked and counted, not decoded */
     struct wv_csv *csv;      /* rows become CSV lines there (csv.c), not tables */
+    int encode;              /* during a step: the stack index of the Lua encoder
+                              * of the NDJSON rows csv.c leaves to it (0: none) */
     size_t rows, batch;
-    char err[200];
+    char err[320];
 } wv_stream;
 void wv_stream_init(wv_stream *d, wv_buf *in, wv_buf *scratch, wv_json_ctx *json, const char *secret,
                     size_t secret_len);
@@ -187,6 +189,10 @@ void wv_spool_push(lua_State *L, int *fd, const char *secret, size_t secret_len)
  * 0 and err; out: the lines made so far. */
 typedef struct wv_csv wv_csv;
 wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip, const char *time, size_t tlen);
+/* The same for NDJSON lines: what wolkvox.json.encode_row makes of each
+ * decoded row.  json_row gives 2 for a row it leaves to the Lua encoder (a
+ * nested value, a number JSON cannot hold, more than 256 members). */
+wv_csv *wv_ndjson_new(size_t skip);
 void wv_csv_strict(wv_csv *c);
 int wv_csv_extra(const wv_csv *c);
 /* Push the list of the rows' times: strings, false where a row had none. */
@@ -241,6 +247,11 @@ void wv_spool_open(lua_State *L);
  * the scratch metatable's __gc): a buffer kept from call to call. */
 void wv_set_buffered(lua_State *L, size_t size, lua_CFunction f, const char *name);
 void wv_rowjson_open(lua_State *L);
+/* A string, a number (at stack index idx) as wolkvox.json's encoder writes
+ * them (rowjson.c): 1, or 0 (out of memory; for a number also NaN and the
+ * infinities, which JSON cannot hold). */
+int wv_json_put_string(wv_buf *b, const char *s, size_t n);
+int wv_json_put_number(lua_State *L, wv_buf *b, int idx);
 void wv_csv_open(lua_State *L);
 void wv_cells_open(lua_State *L);
 

@@ -68,15 +68,25 @@ end
 -- `endpoint`.  With `csv` (a list of columns) each batch is instead the
 -- CSV lines of its rows, made by the C core straight from the answer's
 -- text (what `core.csv_row` makes of the decoded rows), the first `skip`
--- rows left out.
-function Spooled:batches(endpoint, csv, skip)
+-- rows left out; with `ndjson` (`wolkvox.json.encode_row`), their NDJSON
+-- lines, what it makes of them (a row it cannot write raises an `output`
+-- error saying why).
+function Spooled:batches(endpoint, csv, skip, ndjson)
     local sp, done = self.spool, false
     if not sp then
         errors.throw("output", { endpoint = endpoint,
             message = "the answer was kept as CSV lines only (an internal error: lines_for() was not asked)" })
     end
-    local dec = sp:decoder(csv and { csv = csv, skip = skip } or nil)
+    local dec = sp:decoder((csv or ndjson) and { csv = csv, ndjson = ndjson, skip = skip } or nil)
     local next_chunk, fail = read_back(sp, endpoint, "answer")
+    if ndjson then
+        -- (The answer was checked as it arrived: what fails now is a row
+        -- the encoder cannot write.)
+        fail = function(why)
+            sp:close()
+            errors.throw("output", { endpoint = endpoint, message = tostring(why) })
+        end
+    end
     return function()
         while not done do
             local chunk = next_chunk()

@@ -17,6 +17,7 @@ local prepare = require "wolkvox.call.prepare"
 local run = require "wolkvox.call.run"
 local windows = require "wolkvox.call.windows"
 local into = require "wolkvox.job.into"
+local json = require "wolkvox.json"
 
 local type, pairs, ipairs, tostring, pcall, error, io_type, os_rename =
     type, pairs, ipairs, tostring, pcall, error, io.type, os.rename
@@ -258,10 +259,29 @@ local function run_export(ctx, e, params, opts)
     -- the answer is kept too: a first row with other members settles more
     -- columns than the lines have.
     local lines = format == "csv" and not opts.map and not w.delimiter
+    -- NDJSON lines are made by the C core from the spooled answer's text
+    -- too: what the writer's encoder makes of each row, no row a table.
+    local ndjson_lines = format == "ndjson" and not opts.map
     -- The file's columns: settled by its first row, or, before one, the
     -- given ones (what a first row without other members settles).
     local function file_columns()
         return w.started and w.cols or w.columns
+    end
+    -- Lines made by the C core (text given by the iterator `chunks`)
+    -- written as they are, the writer started first (a CSV's header).
+    local function write_chunks(chunks)
+        if not w.started then
+            local begun, why = w:begin()
+            if not begun then
+                fail_output(e, tostring(why))
+            end
+        end
+        for text in chunks do
+            local written, why = w:write_lines(text, 0)
+            if not written then
+                fail_output(e, tostring(why))
+            end
+        end
     end
     if lines then
         job.lines = function()
@@ -292,18 +312,7 @@ local function run_export(ctx, e, params, opts)
             -- Lines made as the answer arrived, when their columns are
             -- the writer's (or will be: no row has settled them yet).
             if data:lines_for(file_columns() or {}, w.started) then
-                if not w.started then
-                    local begun, why = w:begin()
-                    if not begun then
-                        fail_output(e, tostring(why))
-                    end
-                end
-                for text in data:line_chunks(e.name) do
-                    local written, why = w:write_lines(text, 0)
-                    if not written then
-                        fail_output(e, tostring(why))
-                    end
-                end
+                write_chunks(data:line_chunks(e.name))
                 w.rows = w.rows + data.count
                 data:close()
                 return true
@@ -319,13 +328,13 @@ local function run_export(ctx, e, params, opts)
                 end
                 skip = 1
             end
-            for text in data:batches(e.name, w.cols, skip) do
-                local written, why = w:write_lines(text, 0)
-                if not written then
-                    fail_output(e, tostring(why))
-                end
-            end
+            write_chunks(data:batches(e.name, w.cols, skip))
             w.rows = w.rows + data.count - skip
+            data:close()
+            return true
+        end or ndjson_lines and function(data)
+            write_chunks(data:batches(e.name, nil, 0, json.encode_row))
+            w.rows = w.rows + data.count
             data:close()
             return true
         end or nil,
