@@ -1,7 +1,7 @@
 --- bench/common.lua: what the benchmarks share (bench/users.lua,
 -- bench/db.lua): shell helpers, a static nginx that serves answers made
 -- once (so the server's own work is not charged to a client), and the
--- timing of one fresh process with GNU time.
+-- timing of fresh processes (in rounds, or one under GNU time).
 --
 --   local common = dofile("bench/common.lua")
 local socket = require "socket"
@@ -150,6 +150,65 @@ end
 --- Stop the nginx that `static_nginx(dir, ...)` started.
 function M.stop(dir)
     os.execute("kill $(cat " .. dir .. "/nginx.pid) 2>/dev/null")
+end
+
+-- The runner of M.rounds (python3: its clock and wait4 give microseconds
+-- where GNU time gives hundredths of a second).
+local RUNNER = [[
+import os, shlex, subprocess, sys, time
+runs, cmds = int(sys.argv[1]), [l.rstrip("\n") for l in open(sys.argv[2])]
+for _ in range(runs):
+    for i, cmd in enumerate(cmds):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = p.stderr.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        if status != 0:
+            print("%d failed %s" % (i + 1, err.decode(errors="replace").replace("\n", " ")[:300]), flush=True)
+        else:
+            print("%d %.6f %.6f %d" % (i + 1, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss), flush=True)
+]]
+
+--- Run each of the commands `cmds` (a list of strings, split as a shell
+-- splits words; no shell runs them) `runs` times in fresh processes, in
+-- rounds: each round runs every command once, so a change in the machine's
+-- load falls on all of them alike.  Gives, per command, { wall = median
+-- wall seconds, cpu = median CPU seconds (user + system), mb = median peak
+-- RSS in MB }, or { failed = what it printed } when a run failed.
+function M.rounds(cmds, runs)
+    if #cmds == 0 then
+        return {}
+    end
+    local dir = M.sh("mktemp -d"):gsub("%s+$", "")
+    M.write(dir .. "/runner.py", RUNNER)
+    M.write(dir .. "/cmds", table.concat(cmds, "\n") .. "\n")
+    local out = M.sh("python3 " .. dir .. "/runner.py " .. runs .. " " .. dir .. "/cmds")
+    os.execute("rm -rf " .. dir)
+    local got = {}
+    for i = 1, #cmds do
+        got[i] = { walls = {}, cpus = {}, kbs = {} }
+    end
+    for line in out:gmatch("[^\n]+") do
+        local i, rest = line:match("^(%d+) (.*)$")
+        local g = got[tonumber(i)]
+        if g and rest:match("^failed") then
+            g.failed = g.failed or rest:sub(8)
+        elseif g then
+            local wall, cpu, kb = rest:match("^([%d%.]+) ([%d%.]+) (%d+)$")
+            g.walls[#g.walls + 1], g.cpus[#g.cpus + 1], g.kbs[#g.kbs + 1] = tonumber(wall), tonumber(cpu),
+                tonumber(kb)
+        end
+    end
+    local res = {}
+    for i, g in ipairs(got) do
+        if g.failed or #g.walls == 0 then
+            res[i] = { failed = g.failed or "no run finished" }
+        else
+            res[i] = { wall = M.median(g.walls), cpu = M.median(g.cpus), mb = M.median(g.kbs) / 1024 }
+        end
+    end
+    return res
 end
 
 --- Run `cmd` once under GNU time: its wall seconds and peak RSS (KB), or

@@ -110,15 +110,20 @@ function M.start(deadline, now, after, sleep)
     end
     -- Two cycles: the one under way ends when its marker goes (made now, it
     -- is unmarked garbage for that cycle), the next when a marker made
-    -- after it goes.  At most about four steps per KB of heap: LuaJIT's
+    -- after it goes; each once its sweep is over too (the step that ends a
+    -- cycle says so).  Held in the middle of a sweep, the collector left
+    -- the rest of it, and the next cycle's marking, for after the answer,
+    -- and that cycle's last step, which cannot be split, took 80-180 ms
+    -- inside nginx (bench/users.lua's /ping, realistic rows) depending on
+    -- what else the worker had loaded.  At most about four steps per KB of heap: LuaJIT's
     -- step marks about 2 KB, Lua 5.4's STEP_KB; the deadline bounds it too.
     local cycles, t, probe = 0, now(), marker()
     local budget = 4 * collectgarbage("count") + 1000
     -- (a step while another hold is open would start the collector again)
     while holds == 0 and cycles < 2 and t < deadline and not hold.over and budget > 0 do
-        collectgarbage("step", M.STEP_KB)
+        local ended = collectgarbage("step", M.STEP_KB)
         budget = budget - 1
-        if next(probe) == nil then
+        if next(probe) == nil and ended then
             cycles, probe = cycles + 1, marker()
         end
         if now() - t >= M.PACE then
