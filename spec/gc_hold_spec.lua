@@ -81,6 +81,7 @@ describe("wolkvox.transport.gc_hold", function()
             rows[i] = { i }
         end
         a:release()
+        assert.equal(200000, #rows)
         rows = nil -- luacheck: ignore 311
         local before = collectgarbage("count")
         local b = assert(start(160))
