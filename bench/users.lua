@@ -8,8 +8,10 @@
 --   id     identity: no gzip at all
 --   slow   precompressed over a 100 Mbit/s link (limit_rate 12500k)
 -- Every client is a fresh process (a cron job is one), run RUNS times per
--- case; each figure is the median wall time and the median peak RSS
--- (GNU time), side by side in one run:
+-- case, in rounds (each round runs every case once, so a change in the
+-- machine's load falls on all alike); each figure is the median wall time,
+-- CPU time and peak RSS (python3's clock and wait4, to the microsecond),
+-- side by side in one run:
 --   lua-wolkvox 5.4    wolkvox.new{...}:cdr_1{...}: libcurl + the C decoder
 --   lua-wolkvox LuaJIT the same on LuaJIT (the OpenResty engine)
 --   LuaSocket+cjson    socket.http.request, then cjson.decode (5.4, LuaJIT)
@@ -18,11 +20,11 @@
 --   curl               transfer only (--compressed -o /dev/null): the floor
 -- and the export cases (5.4): c:export to CSV over 1 and 6 windows of 59,000
 -- rows (rows wait on disk: flat memory), the same holding each window in
--- memory (spool_dir = false), the command line's `wolkvox report` over the 6,
+-- memory (spool_dir = false), the command line's `wolkvox report` over the 6 to CSV and to NDJSON,
 -- each() through a writer, and curl fetching the 6 answers one after another
 -- (the transfer floor of that job).
 --   make bench, or: lua5.4 bench/users.lua [RUNS [PATTERN [SHAPE]]]   (needs
---   nginx, GNU time; PATTERN: only the clients whose name contains it, "" for
+--   nginx, python3; PATTERN: only the clients whose name contains it, "" for
 --   all; SHAPE: "fake", the fake server's rows (the default), or "realistic",
 --   rows shaped like real call detail from bench/realistic.lua)
 local fake = require "wolkvox.fake"
@@ -161,47 +163,55 @@ case("export -> CSV, 6 windows, in memory", "gz", LUA54 .. " " .. script("export
 case("wolkvox report -> CSV, 6 windows (CLI)", "gz", "env WOLKVOX_TOKEN=bench " .. LUA54 .. " " .. root
     .. "/bin/wolkvox --base-url " .. base .. "/gz --state-dir " .. dir .. "/cli-state --quiet report cdr_1 "
     .. "--from 2026-01-01 --to 2026-06-30 --output /dev/null")
+case("wolkvox report -> NDJSON, 6 windows (CLI)", "gz", "env WOLKVOX_TOKEN=bench " .. LUA54 .. " " .. root
+    .. "/bin/wolkvox --base-url " .. base .. "/gz --state-dir " .. dir .. "/cli-state --quiet report cdr_1 "
+    .. "--from 2026-01-01 --to 2026-06-30 --format ndjson --output /dev/null")
 case("each() -> writer -> CSV, 6 windows", "gz", LUA54 .. " " .. script("each6.lua", EACH:format(base .. "/gz")))
 case("curl --compressed x6, one after another", "gz", "sh -c 'for i in 1 2 3 4 5 6; do curl -s --compressed "
     .. "-o /dev/null " .. base .. "/gz/api/v2/reports_manager.php; done'")
 
 -- ---- running ------------------------------------------------------------------------
 
-local function measure(cmd)
-    local walls, rss = {}, {}
-    for i = 1, RUNS do
-        local wall, kb = common.timed(cmd)
-        if not wall then
-            return nil, kb
-        end
-        walls[i], rss[i] = wall, kb
-    end
-    return median(walls), median(rss) / 1024
-end
-
 print(string.format("lua-wolkvox benchmarks: %d rows (%s), %.1f MB of JSON (%.1f MB gzipped); "
-    .. "median of %d fresh processes each; %s", ROWS, SHAPE, size / 1e6, gz_size / 1e6, RUNS,
-    os.date("!%Y-%m-%d %H:%M UTC")))
+    .. "median of %d fresh processes each, run in rounds (each round runs every client once); %s", ROWS, SHAPE,
+    size / 1e6, gz_size / 1e6, RUNS, os.date("!%Y-%m-%d %H:%M UTC")))
 print(string.format("machine: %s, %s cores", sh("uname -m"):gsub("%s+$", ""), sh("nproc"):gsub("%s+$", "")))
 print()
-print(string.format("%-40s %-5s %9s %9s %8s", "client", "serve", "wall s", "peak MB", "vs 5.4"))
-local ours = {}
+local chosen, cmds = {}, {}
 for _, c in ipairs(cases) do
-    local wall, mb
-    if ONLY and not c.name:find(ONLY, 1, true) then
-        goto skip
+    if not ONLY or c.name:find(ONLY, 1, true) then
+        chosen[#chosen + 1], cmds[#cmds + 1] = c, c.cmd
     end
-    wall, mb = measure(c.cmd)
-    if not wall then
-        print(string.format("%-40s %-5s failed: %s", c.name, c.where, tostring(mb):sub(1, 200)))
+end
+local got = common.rounds(cmds, RUNS)
+print(string.format("%-40s %-5s %9s %9s %9s %8s", "client", "serve", "wall s", "CPU s", "peak MB", "vs 5.4"))
+local ours, by = {}, {}
+for i, c in ipairs(chosen) do
+    local r = got[i]
+    by[c.name .. " " .. c.where] = r.wall
+    if r.failed then
+        print(string.format("%-40s %-5s failed: %s", c.name, c.where, r.failed:sub(1, 200)))
     else
         if c.name == "lua-wolkvox 5.4" then
-            ours[c.where] = wall
+            ours[c.where] = r.wall
         end
-        local ratio = ours[c.where] and string.format("%.2fx", wall / ours[c.where]) or ""
-        print(string.format("%-40s %-5s %9.3f %9.1f %8s", c.name, c.where, wall, mb, ratio))
+        local ratio = ours[c.where] and string.format("%.2fx", r.wall / ours[c.where]) or ""
+        print(string.format("%-40s %-5s %9.3f %9.3f %9.1f %8s", c.name, c.where, r.wall, r.cpu, r.mb, ratio))
     end
-    ::skip::
+end
+-- Issue #26's yardstick: one call against LuaSocket + lua-cjson on the same VM.
+local against = {}
+for _, vm in ipairs { "5.4", "LuaJIT" } do
+    for _, where in ipairs { "gz", "id", "slow" } do
+        local a, b = by["lua-wolkvox " .. vm .. " " .. where], by["LuaSocket+cjson " .. vm .. " " .. where]
+        if a and b then
+            against[#against + 1] = string.format("%s %s %.2fx", vm, where, a / b)
+        end
+    end
+end
+if #against > 0 then
+    print()
+    print("one call, lua-wolkvox / LuaSocket + lua-cjson (wall): " .. table.concat(against, ", "))
 end
 
 -- ---- inside nginx: does the worker keep answering? ------------------------------
