@@ -2,13 +2,15 @@
 -- `spool`): the lines core.decoder { csv } makes of the same answer, the
 -- rows checked as the decoder checks them (nothing else reads the answer),
 -- the rows' times for sizing a capped window, and exports through them
--- writing what the other paths write.
+-- writing what the other paths write.  The same for NDJSON lines
+-- (`csv = { ndjson = encode_row }`).
 local core = require "wolkvox.core"
 local hostile = require "hostile"
 local support = require "support"
 
 local TOKEN = "lines-secret-token-0123456789"
 local COLS = { "a", "b", "c", "date" }
+local encode_row = require("wolkvox.json").encode_row
 
 -- Read a spool whole.
 local function slurp_spool(sp)
@@ -43,6 +45,20 @@ end
 -- The lines core.decoder { csv } makes of `body` (already checked there).
 local function decoder_lines(body, cols)
     local d = core.decoder { secret = TOKEN, csv = cols }
+    local text = assert(d:feed(body))
+    local _, last, n = assert(d:finish())
+    return text .. last, n
+end
+
+-- Nothing left in the spool directory `dir` (then removed).
+local function no_file_left(dir)
+    assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
+    os.remove(dir)
+end
+
+-- The NDJSON lines core.decoder { ndjson } makes of `body`.
+local function decoder_ndjson(body)
+    local d = core.decoder { secret = TOKEN, ndjson = encode_row }
     local text = assert(d:feed(body))
     local _, last, n = assert(d:finish())
     return text .. last, n
@@ -109,8 +125,7 @@ describe("a request's csv", function()
         assert.is_false(res.lines_extra)            -- the first row has only columns' members
         assert.is_nil(res.times)                    -- no cap asked
         res.lines:close()
-        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
-        os.remove(dir)
+        no_file_left(dir)
     end)
 
     it("keeps the answer too with keep_answer, and says when the first row has other members", function()
@@ -195,8 +210,7 @@ describe("a request's csv", function()
             assert.equal(decoder_lines(body, COLS), slurp_spool(res.lines), row)
             res.lines:close()
         end
-        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
-        os.remove(dir)
+        no_file_left(dir)
     end)
 
     it("refuses bad fields before anything is sent", function()
@@ -212,6 +226,8 @@ describe("a request's csv", function()
             { url = url, spool = dir, csv = { columns = COLS, time = 1 } },
             { url = url, spool = dir, csv = { columns = COLS, cap = 0 } },
             { url = url, spool = dir, csv = { columns = COLS, cap = 1.5 } },
+            { url = url, spool = dir, csv = { ndjson = true } },
+            { url = url, spool = dir, csv = { ndjson = encode_row, columns = COLS } },
         } do
             local ok, err = pcall(s.request, s, req)
             assert.is_false(ok)
@@ -220,6 +236,55 @@ describe("a request's csv", function()
         assert.equal(0, #h:requests())
         s:close()
         h:stop()
+        os.remove(dir)
+    end)
+end)
+
+describe("a request's NDJSON lines", function()
+    it("are the lines the decoder makes of the answer, the token masked, nested rows the encoder's", function()
+        local dir = support.tmpdir()
+        local body, n = big_body(20000)
+        local res = fetch(body, { spool = dir, csv = { ndjson = encode_row } })
+        assert.equal(200, res.status)
+        assert.equal(n, res.rows)
+        assert.is_nil(res.spool)
+        local text = slurp_spool(res.lines)
+        assert.equal((decoder_ndjson(body)), text)
+        assert.is_nil(text:find(TOKEN, 1, true))
+        assert.matches('{"a":"second","date":"2026%-01%-05 00:04:05"}\n', text)
+        assert.matches('"b":{"x":%[1,"}"%]}', text)  -- (a nested row: the Lua encoder's line)
+        res.lines:close()
+        -- gzipped, inflated on the second thread
+        res = fetch_raw(hostile.http(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
+            gzip(body)), { spool = dir, csv = { ndjson = encode_row } })
+        assert.equal(text, slurp_spool(res.lines))
+        res.lines:close()
+        no_file_left(dir)
+    end)
+
+    it("give the rows' times once there are as many as the cap, a nested row's too", function()
+        local dir = support.tmpdir()
+        local res = fetch(big_body(9), { spool = dir, csv = { ndjson = encode_row, time = "date", cap = 9 } })
+        local times = assert(res.times)
+        assert.same({ "2026-01-05 00:00:01", "2026-01-05 00:01:02", "2026-01-05 00:02:03", "2026-01-05 00:03:04",
+            "2026-01-05 00:04:05", "x06", "2026-01-05 00:05:07", false, false }, times)
+        res.lines:close()
+        os.remove(dir)
+    end)
+
+    it("refuse what the decoder refuses", function()
+        local dir = support.tmpdir()
+        for _, row in ipairs {
+            '{"a":"x","zz":"ctl\1char"}', '{"a":"x","zz":"bad \\x escape"}', '{"a":"x","zz":nul}',
+            '{"a":"x","zz":tru}', '{"a":"x","zz":01}', '{"a":"x","zz":{"k":tru}}', '{"a":tru,"a":"x"}',
+            '{"a":"\\q","a":"x"}', '{"a":nulL}', '{"k\1ey":"x"}', '{"a":"x",}', '{"a":"\\ud800"}',
+            '{"a":"x","a":"\\q"}',
+        } do
+            local body = '{"data":[{"a":"ok"},' .. row .. ']}'
+            local res = fetch(body, { spool = dir, csv = { ndjson = encode_row } })
+            assert.is_string(res.decode_error, row)
+            assert.is_nil(res.lines, row)
+        end
         os.remove(dir)
     end)
 end)
@@ -237,21 +302,27 @@ describe("exports through lines made as the answer arrives", function()
         return text
     end
 
-    it("write what the in-memory path writes, capped windows split by the rows' times", function()
+    it("write what the in-memory path writes, CSV and NDJSON, capped windows split by the rows' times", function()
         local range = { from = "2026-01-01", to = "2026-03-10" }
         local mem = support.client(srv, { spool_dir = false })
-        local want = export_text(mem, range, { format = "csv" })
-        assert.equal(want, export_text(c, range, { format = "csv" }))
         -- A cap of 500 rows: windows answer it, and are split by their rows' times.
         local small = support.client(srv, { max_rows = 500 })
         local small_mem = support.client(srv, { max_rows = 500, spool_dir = false })
-        local before = srv:control("stats").requests
-        local got = export_text(small, range, { format = "csv", bom = true })
-        -- (More calls than windows: capped ones were asked again in parts.
-        -- Which parts depends on which of two calls in flight answers first.)
-        assert.is_true(srv:control("stats").requests - before > 3)
-        assert.equal(export_text(small_mem, range, { format = "csv", bom = true }), got)
-        assert.equal(want, got:sub(4))
+        for _, format in ipairs { "csv", "ndjson" } do
+            local want = export_text(mem, range, { format = format })
+            assert.equal(want, export_text(c, range, { format = format }), format)
+            local before = srv:control("stats").requests
+            local got = export_text(small, range, { format = format, bom = format == "csv" })
+            -- (More calls than windows: capped ones were asked again in parts.
+            -- Which parts depends on which of two calls in flight answers first.)
+            assert.is_true(srv:control("stats").requests - before > 3)
+            assert.equal(export_text(small_mem, range, { format = format, bom = format == "csv" }), got)
+            assert.equal(want, format == "csv" and got:sub(4) or got, format)
+        end
+        -- NDJSON lines from gzipped answers (inflated on the second thread).
+        local want = export_text(mem, range, { format = "ndjson" })
+        support.faults(srv, { { match = "cdr_1", gzip = true, times = 3 } })
+        assert.equal(want, export_text(c, range, { format = "ndjson" }))
         for _, x in ipairs { mem, small, small_mem } do
             x:close()
         end
@@ -366,8 +437,7 @@ describe("a gzip answer made into lines", function()
         assert.is_nil(sent[3]:find("Accept-Encoding: gzip\r\n", 1, true))  -- (every encoding libcurl has)
         s:close()
         h:stop()
-        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
-        os.remove(dir)
+        no_file_left(dir)
     end)
 
     it("says a corrupt, a cut, an overlong or an unasked-for encoding as libcurl does, leaving no file", function()
@@ -400,8 +470,7 @@ describe("a gzip answer made into lines", function()
                 assert.is_nil(res.value)
             end
         end
-        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
-        os.remove(dir)
+        no_file_left(dir)
     end)
 
     it("stops a gzip bomb at the size cap with memory flat", function()
@@ -441,8 +510,7 @@ describe("a gzip answer made into lines", function()
         s:close()
         assert.is_true(core.now() - t0 < 2)
         h:stop()
-        assert.equal("", select(2, support.sh("ls -A '" .. dir .. "'")))
-        os.remove(dir)
+        no_file_left(dir)
     end)
 end)
 

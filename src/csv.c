@@ -192,6 +192,10 @@ struct wv_ndjson {
     wv_member mem[ND_MAX];
     size_t n;
     int lua;                 /* the row needs the Lua encoder */
+    int final;               /* the careful way (wv_csv_json_row): a row left
+                              * to the Lua encoder is made by the caller */
+    char *time;              /* the time field noted for push_times, or NULL */
+    size_t tlen;
     wv_buf keys;
     /* The last row's keys as they came and their order: rows of one
      * answer have the same members in the same order. */
@@ -199,6 +203,11 @@ struct wv_ndjson {
     size_t prev_lens[ND_MAX];
     size_t nprev;
     size_t order[ND_MAX];
+    /* Each sorted key written as the encoder writes it, with its colon
+     * (made once for an order: valid while `rendered`). */
+    wv_buf rend;
+    size_t rend_off[ND_MAX + 1];
+    int rendered;
 };
 
 #define NO_TIME 0xFFFFFFFFu
@@ -313,12 +322,14 @@ void wv_csv_free(wv_csv *c)
     if (c->nd != NULL) {
         wv_buf_free(&c->nd->keys);
         wv_buf_free(&c->nd->prev);
+        wv_buf_free(&c->nd->rend);
+        free(c->nd->time);
         free(c->nd);
     }
     free(c);
 }
 
-wv_csv *wv_ndjson_new(size_t skip)
+wv_csv *wv_ndjson_new(size_t skip, const char *time, size_t tlen)
 {
     wv_csv *c = (wv_csv *)calloc(1, sizeof *c);
     if (c == NULL)
@@ -329,6 +340,15 @@ wv_csv *wv_ndjson_new(size_t skip)
     if (c->nd == NULL) {
         free(c);
         return NULL;
+    }
+    if (time != NULL) {
+        c->nd->time = (char *)malloc(tlen + 1);
+        if (c->nd->time == NULL) {
+            wv_csv_free(c);
+            return NULL;
+        }
+        memcpy(c->nd->time, time, tlen);
+        c->nd->tlen = tlen;
     }
     return c;
 }
@@ -350,17 +370,13 @@ static const char *skip_ws(const char *p, const char *e)
  * JSON, as the decoder says). */
 static const char *string_end(const char *p, const char *e, int *esc)
 {
-    while (p < e) {
+    while ((p = wv_plain_end(p, e)) < e) {
         if (*p == '"')
             return p;
-        if ((unsigned char)*p < 0x20)
+        if (*p != '\\')
             return NULL;
-        if (*p == '\\') {
-            *esc = 1;
-            p += 2;
-            continue;
-        }
-        p++;
+        *esc = 1;
+        p += 2;
     }
     return NULL;
 }
@@ -584,6 +600,7 @@ static int nd_order(lua_State *L, struct wv_ndjson *nd)
         nd->order[j] = i;
     }
     lua_settop(L, base);
+    nd->rendered = 0;
     nd->nprev = 0;
     nd->prev.len = 0;
     for (i = 0; i < nd->n; i++) {
@@ -599,22 +616,39 @@ static int nd_order(lua_State *L, struct wv_ndjson *nd)
  * when the Lua encoder must make it (a number JSON cannot hold); 0 and
  * *msg on failure. */
 static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv_buf *scratch,
-                   const char *secret, size_t slen, const char **msg)
+                   const char *secret, size_t slen, const char **msg, char *err, size_t errlen)
 {
     struct wv_ndjson *nd = c->nd;
     size_t i, written = 0, start = c->out.len;
     if (!nd_order(L, nd) || !add_bytes(&c->out, "{", 1))
         return 0;
+    if (!nd->rendered) {
+        nd->rend.len = 0;
+        for (i = 0; i < nd->n; i++) {
+            const wv_member *m = &nd->mem[nd->order[i]];
+            nd->rend_off[i] = nd->rend.len;
+            if (!wv_json_put_string(&nd->rend, nd->keys.p + m->koff, m->klen) || !add_bytes(&nd->rend, ":", 1))
+                return 0;
+        }
+        nd->rend_off[nd->n] = nd->rend.len;
+        nd->rendered = 1;
+    }
     for (i = 0; i < nd->n; i++) {
         const wv_member *m = &nd->mem[nd->order[i]];
         const wv_cell *v = &m->v;
-        /* Of members of one name the last one is written (or, null, none). */
-        if (i + 1 < nd->n && nd_same_key(nd, nd->order[i], nd->order[i + 1]))
+        /* Of members of one name the last one is written (or, null, none);
+         * in strict mode the others are checked as the decoder checks them. */
+        if (i + 1 < nd->n && nd_same_key(nd, nd->order[i], nd->order[i + 1])) {
+            if (c->strict && v->kind != CELL_NONE && !check_value(L, c, v, e, json, scratch, err, errlen)) {
+                *msg = NULL;
+                return 0;
+            }
             continue;
+        }
         if (v->kind == CELL_NONE)
             continue;
         if ((written++ > 0 && !add_bytes(&c->out, ",", 1))
-            || !wv_json_put_string(&c->out, nd->keys.p + m->koff, m->klen) || !add_bytes(&c->out, ":", 1))
+            || !add_bytes(&c->out, nd->rend.p + nd->rend_off[i], nd->rend_off[i + 1] - nd->rend_off[i]))
             return 0;
         if (v->kind == CELL_STRING) {
             const char *s;
@@ -648,6 +682,21 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
     if (!add_bytes(&c->out, "}\n", 2))
         return 0;
     return 1;
+}
+
+/* NDJSON: the row's time noted (the last member of the time field's name;
+ * none when it is null or absent).  0 and *msg on failure. */
+static int nd_time(wv_csv *c, const char *e, const char *secret, size_t slen, const char **msg)
+{
+    struct wv_ndjson *nd = c->nd;
+    wv_cell none = { CELL_NONE, 0, NULL, 0 };
+    size_t i;
+    for (i = nd->n; i > 0; i--) {
+        const wv_member *m = &nd->mem[i - 1];
+        if (m->klen == nd->tlen && memcmp(nd->keys.p + m->koff, nd->time, m->klen) == 0)
+            return keep_time(c, &m->v, e, secret, slen, msg);
+    }
+    return keep_time(c, &none, e, secret, slen, msg);
 }
 
 /* The CSV line of the row at `row` (within `len` bytes) added to c->out:
@@ -769,8 +818,13 @@ next:
     if (used != NULL)
         *used = (size_t)(end - row);
     if (c->nd != NULL) {
-        int r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg);
+        int r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg, err, errlen);
+        if (r == 0 && msg == NULL)
+            return 0; /* (err written) */
         if (r == 0)
+            goto failed;
+        /* A row left to the Lua encoder is noted once, on the careful way. */
+        if ((r == 1 || c->nd->final) && c->nd->time != NULL && !nd_time(c, e, secret, slen, &msg))
             goto failed;
         c->made += r == 1;
         return r;
@@ -816,7 +870,13 @@ failed:
 int wv_csv_json_row(lua_State *L, wv_csv *c, const char *row, size_t len, wv_json_ctx *json,
                     wv_buf *scratch, const char *secret, size_t slen, char *err, size_t errlen)
 {
-    return row_line(L, c, row, len, json, scratch, secret, slen, NULL, err, errlen);
+    int r;
+    if (c->nd != NULL)
+        c->nd->final = 1;
+    r = row_line(L, c, row, len, json, scratch, secret, slen, NULL, err, errlen);
+    if (c->nd != NULL)
+        c->nd->final = 0;
+    return r;
 }
 
 int wv_csv_json_row_try(lua_State *L, wv_csv *c, const char *row, size_t avail, wv_json_ctx *json,

@@ -263,39 +263,6 @@ static int string_escaped(decoder *d, const char *from)
     return 1;
 }
 
-/* Where a string's plain run ends: the first byte that is a quote, a
- * backslash or a control character.  Most of an answer's bytes are inside
- * strings, so on little-endian machines with 64-bit words eight of them are
- * looked at together: each test sets the high bit of a byte that matches
- * (a borrow can only mark bytes after a match, never before it, so the
- * lowest marked byte is the first match). */
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) \
-    && defined(__SIZEOF_LONG_LONG__)
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && __SIZEOF_LONG_LONG__ == 8
-#define WV_JSON_SWAR 1
-#endif
-#endif
-
-HOT const char *plain_end(const char *p, const char *e)
-{
-#ifdef WV_JSON_SWAR
-    const unsigned long long ones = 0x0101010101010101ULL, highs = ones * 0x80;
-    while (e - p >= 8) {
-        unsigned long long x, q, b, m;
-        memcpy(&x, p, 8);
-        q = x ^ (ones * '"');
-        b = x ^ (ones * '\\');
-        m = (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
-        if (m != 0)
-            return p + (__builtin_ctzll(m) >> 3);
-        p += 8;
-    }
-#endif
-    while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-        p++;
-    return p;
-}
-
 /* The rest of string(): a secret to mask, an escape, or an error. */
 COLD int string_slow(decoder *d, const char *p)
 {
@@ -344,7 +311,7 @@ HOT int string_to(decoder *d, const char *p)
 /* d->p is just after the opening quote. */
 HOT int string(decoder *d)
 {
-    return string_to(d, plain_end(d->p, d->end));
+    return string_to(d, wv_plain_end(d->p, d->end));
 }
 
 static int number(decoder *d)
@@ -559,7 +526,7 @@ static int cached_value(decoder *d, int n)
         vc->rest[n]--;
         return string(d);
     }
-    q = plain_end(s, d->end);
+    q = wv_plain_end(s, d->end);
     len = (size_t)(q - s);
     if (q >= d->end || *q != '"' || len == 0 || len > VC_MAX_LEN)
         return string_to(d, q);

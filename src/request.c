@@ -153,12 +153,20 @@ static lua_Integer check_csv(lua_State *L, int t)
 {
     size_t i, n;
     lua_Integer cap = 0;
+    int nd;
     if (!lua_istable(L, t))
         luaL_error(L, "bad field 'csv' (table expected)");
+    wv_rawfield(L, t, "ndjson");
+    nd = !lua_isnil(L, -1);
+    if (nd && !lua_isfunction(L, -1))
+        luaL_error(L, "bad field 'csv.ndjson' (function expected)");
+    lua_pop(L, 1);
     wv_rawfield(L, t, "columns");
-    if (!lua_istable(L, -1))
+    if (nd && !lua_isnil(L, -1))
+        luaL_error(L, "bad field 'csv' (columns or ndjson, not both)");
+    if (!nd && !lua_istable(L, -1))
         luaL_error(L, "bad field 'csv.columns' (list of strings expected)");
-    n = lua_rawlen(L, -1);
+    n = nd ? 0 : lua_rawlen(L, -1);
     for (i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING)
@@ -182,13 +190,26 @@ static lua_Integer check_csv(lua_State *L, int t)
     return cap;
 }
 
-/* Put connection `c` in CSV mode for the request's `csv` at `t` (checked). */
-static void start_csv(lua_State *L, wv_conn *c, int t)
+/* Put connection `c` in CSV mode (or NDJSON: `ndjson`, the Lua encoder of
+ * the rows it leaves, kept in the connection's state table) for the
+ * request's `csv` at `t` (checked). */
+static void start_csv(lua_State *L, wv_session *s, wv_conn *c, int t)
 {
     size_t tlen = 0;
     const char *time = wv_opt_string(L, t, "time", &tlen);
-    wv_rawfield(L, t, "columns");
-    c->csv = wv_csv_new(L, lua_gettop(L), 0, time, tlen);
+    wv_rawfield(L, t, "ndjson");
+    if (!lua_isnil(L, -1)) {
+        c->csv = wv_ndjson_new(0, time, tlen);
+        if (c->csv != NULL) {
+            wv_push_conn_state(L, s, c);
+            wv_stream_set_encoder(L, lua_gettop(L), lua_gettop(L) - 1);
+            lua_pop(L, 1);
+        }
+    } else {
+        lua_pop(L, 1);
+        wv_rawfield(L, t, "columns");
+        c->csv = wv_csv_new(L, lua_gettop(L), 0, time, tlen);
+    }
     lua_pop(L, 1);
     if (c->csv == NULL)
         luaL_error(L, "not enough memory");
@@ -335,7 +356,7 @@ lua_Integer wv_start_request(lua_State *L, wv_session *s, int idx)
             /* The rows' CSV lines go to a file of their own, and the
              * answer itself too only when asked (`keep_answer`). */
             wv_rawfield(L, idx, "csv");
-            start_csv(L, c, lua_gettop(L));
+            start_csv(L, s, c, lua_gettop(L));
             lua_pop(L, 1);
             c->csv_cap = cap;
             c->csv_fd = wv_spool_create(spool, &err);

@@ -82,11 +82,28 @@ static int put(wv_buf *b, const char *s, size_t n)
 int wv_json_put_string(wv_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, start = 0;
+    size_t i = 0, start = 0;
     if (!wv_buf_reserve(b, n + 2))
         return 0;
     b->p[b->len++] = '"';
-    for (i = 0; i < n; i++) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* Eight bytes at a time while none is a quote, a backslash, below 0x20
+     * or from 0x7f up (the high bit of a byte is set in m for each). */
+    {
+        const unsigned long long ones = 0x0101010101010101ULL, highs = ones * 0x80;
+        while (n - i >= 8) {
+            unsigned long long x, q, k, m;
+            memcpy(&x, s + i, 8);
+            q = x ^ (ones * '"');
+            k = x ^ (ones * '\\');
+            m = ((q - ones) & ~q) | ((k - ones) & ~k) | ((x - ones * 0x20) & ~x) | x | (x + ones);
+            if ((m & highs) != 0)
+                break;
+            i += 8;
+        }
+    }
+#endif
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         char esc[6];
         size_t k = 2;

@@ -440,6 +440,12 @@ void wv_stream_state(lua_State *L)
     lua_rawseti(L, -2, KEYS_SLOT);
 }
 
+void wv_stream_set_encoder(lua_State *L, int st, int fn)
+{
+    lua_pushvalue(L, fn);
+    lua_rawseti(L, st, ENCODE_SLOT);
+}
+
 int wv_stream_step(lua_State *L, wv_stream *d, int st, int last)
 {
     int base, r, i;
@@ -710,12 +716,11 @@ void wv_decoder_csv(lua_State *L, int dec, int opts)
         lua_getfield(L, opts, "csv");
         luaL_argcheck(L, lua_isnil(L, -1), opts, "csv and ndjson: one or the other");
         lua_pop(L, 1);
-        d->s.csv = wv_ndjson_new(skip);
+        d->s.csv = wv_ndjson_new(skip, NULL, 0);
         if (d->s.csv == NULL)
             luaL_error(L, "not enough memory");
         wv_push_uservalue(L, dec);
-        lua_pushvalue(L, -2);
-        lua_rawseti(L, -2, ENCODE_SLOT);
+        wv_stream_set_encoder(L, lua_gettop(L), lua_gettop(L) - 1);
         lua_pop(L, 2);
         return;
     }

@@ -55,6 +55,39 @@ static inline void wv_buf_free(wv_buf *b)
     b->len = b->cap = 0;
 }
 
+/* Where a string's plain run ends: the first byte that is a quote, a
+ * backslash or a control character.  Most of an answer's bytes are inside
+ * strings, so on little-endian machines with 64-bit words eight of them are
+ * looked at together: each test sets the high bit of a byte that matches
+ * (a borrow can only mark bytes after a match, never before it, so the
+ * lowest marked byte is the first match). */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) \
+    && defined(__SIZEOF_LONG_LONG__)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && __SIZEOF_LONG_LONG__ == 8
+#define WV_JSON_SWAR 1
+#endif
+#endif
+
+static inline const char *wv_plain_end(const char *p, const char *e)
+{
+#ifdef WV_JSON_SWAR
+    const unsigned long long ones = 0x0101010101010101ULL, highs = ones * 0x80;
+    while (e - p >= 8) {
+        unsigned long long x, q, b, m;
+        memcpy(&x, p, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        m = (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x)) & highs;
+        if (m != 0)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        p++;
+    return p;
+}
+
 /* Registry names of the userdata types. */
 #define WV_SESSION_MT "wolkvox.session"
 #define WV_SCRATCH_MT "wolkvox.scratch"
@@ -153,6 +186,9 @@ void wv_stream_init(wv_stream *d, wv_buf *in, wv_buf *scratch, wv_json_ctx *json
 void wv_stream_state(lua_State *L);
 /* Consume what `in` holds (`last`: the input has ended): 1 complete, 0 more
  * input needed, -1 failed (wv_stream_error). */
+/* The Lua encoder (the function at `fn`) of the NDJSON rows csv.c leaves to
+ * it, kept in the stream's state table at `st` (absolute indices). */
+void wv_stream_set_encoder(lua_State *L, int st, int fn);
 int wv_stream_step(lua_State *L, wv_stream *d, int st, int last);
 int wv_stream_failed(const wv_stream *d);
 /* Bytes of `in` the decoder has not looked at yet (0 once failed).  The
@@ -192,7 +228,7 @@ wv_csv *wv_csv_new(lua_State *L, int cols, size_t skip, const char *time, size_t
 /* The same for NDJSON lines: what wolkvox.json.encode_row makes of each
  * decoded row.  json_row gives 2 for a row it leaves to the Lua encoder (a
  * nested value, a number JSON cannot hold, more than 256 members). */
-wv_csv *wv_ndjson_new(size_t skip);
+wv_csv *wv_ndjson_new(size_t skip, const char *time, size_t tlen);
 void wv_csv_strict(wv_csv *c);
 int wv_csv_extra(const wv_csv *c);
 /* Push the list of the rows' times: strings, false where a row had none. */

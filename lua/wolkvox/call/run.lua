@@ -56,7 +56,8 @@ local function attempt_request(ctx, job, item)
     if job.spool then
         req = copied and req or copy_of(req)
         req.spool = job.spool
-        -- Rows a sink takes as CSV lines are made into them as they arrive.
+        -- Rows a sink takes as CSV or NDJSON lines are made into them as
+        -- they arrive.
         req.csv = ctx.spool_lines and job.lines and job.lines() or nil
         item.csv = req.csv
     end
@@ -153,8 +154,8 @@ local function finish(ctx, job, sched, item, res)
         error = not ok and errors.is(data) and data or nil })
     -- Rows on disk: the answer, its lines, or both.
     local kept = (res.spool or res.lines) and spooled.new(res.spool, res.rows, res.lines and {
-        spool = res.lines, columns = item.csv.columns, extra = res.lines_extra, times = res.times,
-        time_field = item.csv.time })
+        spool = res.lines, columns = item.csv.columns, ndjson = item.csv.ndjson ~= nil, extra = res.lines_extra,
+        times = res.times, time_field = item.csv.time })
     if kept and not (ok and res.streamed and is_list(data)) then
         kept:close()          -- an error, or rows that were not streamed
         kept = nil

@@ -45,7 +45,7 @@ end
 -- also made the rows' CSV lines: `spool` (a `wolkvox.spool` of them),
 -- `columns` (theirs), `extra` (the first row had a member none of them
 -- takes), `times` (the rows' times when the transport gave them) and
--- `time_field`.
+-- `time_field`; or their NDJSON lines: `ndjson` true instead of `columns`.
 function M.new(spool, count, lines)
     return setmetatable({ spool = spool, count = count, lines = lines }, Spooled)
 end
@@ -115,7 +115,7 @@ end
 -- has one of them (a first row with more would settle more columns).
 function Spooled:lines_for(columns, settled)
     local l = self.lines
-    if not l or (l.extra and not settled) or #l.columns ~= #columns then
+    if not l or not l.columns or (l.extra and not settled) or #l.columns ~= #columns then
         return false
     end
     for i = 1, #columns do
@@ -124,6 +124,11 @@ function Spooled:lines_for(columns, settled)
         end
     end
     return true
+end
+
+--- Whether the rows' NDJSON lines were made as they arrived.
+function Spooled:ndjson_lines()
+    return self.lines ~= nil and self.lines.ndjson == true
 end
 
 --- A function that gives the next chunk of the rows' CSV lines (text

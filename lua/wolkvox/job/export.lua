@@ -259,8 +259,9 @@ local function run_export(ctx, e, params, opts)
     -- the answer is kept too: a first row with other members settles more
     -- columns than the lines have.
     local lines = format == "csv" and not opts.map and not w.delimiter
-    -- NDJSON lines are made by the C core from the spooled answer's text
-    -- too: what the writer's encoder makes of each row, no row a table.
+    -- NDJSON lines are made by the C core too, as the answer arrives (the
+    -- libcurl transport) or from the spooled answer's text: what the
+    -- writer's encoder makes of each row, no row a table.
     local ndjson_lines = format == "ndjson" and not opts.map
     -- The file's columns: settled by its first row, or, before one, the
     -- given ones (what a first row without other members settles).
@@ -288,6 +289,10 @@ local function run_export(ctx, e, params, opts)
             local cols = file_columns()
             return cols and { columns = cols, time = e.time_field, cap = job.max_rows,
                 keep_answer = not w.started } or nil
+        end
+    elseif ndjson_lines then
+        job.lines = function()
+            return { ndjson = json.encode_row, time = e.time_field, cap = job.max_rows }
         end
     end
     local ok, n, meta = pcall(run.deliver, ctx, job, {
@@ -333,7 +338,11 @@ local function run_export(ctx, e, params, opts)
             data:close()
             return true
         end or ndjson_lines and function(data)
-            write_chunks(data:batches(e.name, nil, 0, json.encode_row))
+            if data:ndjson_lines() then
+                write_chunks(data:line_chunks(e.name))
+            else
+                write_chunks(data:batches(e.name, nil, 0, json.encode_row))
+            end
             w.rows = w.rows + data.count
             data:close()
             return true
