@@ -272,8 +272,13 @@ describe("a request's NDJSON lines", function()
         os.remove(dir)
     end)
 
-    it("refuse what the decoder refuses", function()
+    it("refuse what the decoder refuses; a row the encoder cannot write is the output's error", function()
         local dir = support.tmpdir()
+        local big = fetch('{"data":[{"a":"1"},{"a":"2","cost":' .. ("9"):rep(400) .. '}]}',
+            { spool = dir, csv = { ndjson = encode_row } })
+        assert.is_nil(big.decode_error)
+        assert.is_nil(big.lines)
+        assert.matches("field 'cost' cannot be written as JSON", big.lines_error)
         for _, row in ipairs {
             '{"a":"x","zz":"ctl\1char"}', '{"a":"x","zz":"bad \\x escape"}', '{"a":"x","zz":nul}',
             '{"a":"x","zz":tru}', '{"a":"x","zz":01}', '{"a":"x","zz":{"k":tru}}', '{"a":tru,"a":"x"}',

@@ -230,6 +230,7 @@ static int encoded_line(lua_State *L, wv_stream *d, const char *row, size_t len,
         snprintf(err, errlen, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                                                                    : "the row cannot be written as JSON");
         lua_pop(L, 2);
+        d->encode_failed = 1;
         return 0;
     }
     if (!wv_buf_reserve(out, n + 1)) {

@@ -464,7 +464,9 @@ void wv_push_result(lua_State *L, wv_session *s, wv_conn *c, CURLcode rc)
     } else {
         lua_pop(L, 1);
         lua_pushstring(L, wv_stream_error(&c->stream));
-        lua_setfield(L, -2, "decode_error");
+        /* (A row the NDJSON encoder could not write is the output's
+         * problem: the answer itself was fine.) */
+        lua_setfield(L, -2, c->stream.encode_failed ? "lines_error" : "decode_error");
         wv_push_snippet(L, s, &c->head);
         lua_setfield(L, -2, "snippet");
     }

@@ -177,6 +177,8 @@ typedef struct {
     struct wv_csv *csv;      /* rows become CSV lines there (csv.c), not tables */
     int encode;              /* during a step: the stack index of the Lua encoder
                               * of the NDJSON rows csv.c leaves to it (0: none) */
+    int encode_failed;       /* the stream failed because the encoder could not
+                              * write a row (an output error, not the answer's) */
     size_t rows, batch;
     char err[320];
 } wv_stream;

@@ -79,6 +79,11 @@ function M.interpret(res, e)
             curl_code = terr.curl_code,
         })
     end
+    if res.lines_error then
+        -- A row its output cannot hold (NDJSON lines made as it arrived):
+        -- the same answer would fail the same way again.
+        fail("output", e, res, { message = res.lines_error })
+    end
     local status, env = res.status, res.value
     if res.decode_error or (env == nil and status ~= 204) then
         local snippet = errors.snippet(res.snippet or "")
