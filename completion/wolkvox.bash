@@ -31,7 +31,7 @@ _wolkvox_valued() {
     status) case $2 in --plan|--format) return 0 ;; esac ;;
     schema) case $2 in --dialect|--table) return 0 ;; esac ;;
     quota) case $2 in --format) return 0 ;; esac ;;
-    fake) case $2 in --port|--rows-per-day|--scenario) return 0 ;; esac ;;
+    fake) case $2 in --port|--rows-per-day|--scenario|--idle-timeout) return 0 ;; esac ;;
     esac
     return 1
 }
@@ -161,6 +161,7 @@ _wolkvox() {
             --port) return 0 ;;
             --rows-per-day) return 0 ;;
             --scenario) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+            --idle-timeout) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         esac ;;
     esac
 
@@ -176,7 +177,7 @@ _wolkvox() {
         schema) opts+=' --dialect --table -h --help' ;;
         quota) opts+=' --measure --format -h --help' ;;
         date) opts+=' --end --time -h --help' ;;
-        fake) opts+=' --port --rows-per-day --scenario -h --help' ;;
+        fake) opts+=' --port --rows-per-day --scenario --idle-timeout -h --help' ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return 0

@@ -173,6 +173,51 @@ describe("the fake wolkvox server", function()
         assert(ok, err)
     end)
 
+    -- --idle-timeout: how long a connection may wait for a request's next
+    -- bytes (60 s by default) before the fake closes it.
+    it("bin/wolkvox-fake closes a connection idle past --idle-timeout, and refuses bad numbers", function()
+        local function start(extra)
+            local log = os.tmpname()
+            local p = assert(io.popen("exec env -u LD_PRELOAD timeout 30 lua5.4 bin/wolkvox-fake --port 0 "
+                .. "--lifetime 20 " .. extra .. " >" .. log .. " 2>&1 & echo $!"))
+            local pid = tonumber(p:read("*l"))
+            p:close()
+            local url = support.wait_for(function()
+                return (support.read(log) or ""):match("listening on http://127%.0%.0%.1:(%d+)")
+            end, 10, "the fake's \"listening on\" line")
+            os.remove(log)
+            return pid, tonumber(url)
+        end
+        -- A connection that sends nothing: closed after about a second with
+        -- --idle-timeout 1, still open after three without it.
+        for _, case in ipairs { { "--idle-timeout 1", "closed" }, { "", "timeout" } } do
+            local pid, port = start(case[1])
+            local so = assert(socket.connect("127.0.0.1", port))
+            so:settimeout(case[2] == "closed" and 15 or 3)
+            local _, err = so:receive(1)
+            so:close()
+            os.execute("kill " .. pid .. " 2>/dev/null")
+            assert.equal(case[2], err, case[1])
+        end
+        for _, bad in ipairs { "--idle-timeout 0", "--idle-timeout -1", "--idle-timeout nan", "--idle-timeout inf",
+            "--idle-timeout x", "--idle-timeout 100000", "--port 70000", "--port 1.5", "--lifetime -1",
+            "--latency inf" } do
+            local code, out = support.sh("timeout 10 lua5.4 bin/wolkvox-fake --port 0 --lifetime 1 " .. bad)
+            assert.equal(2, code, bad)
+            assert.matches("needs a number: ", out, bad)
+            assert.is_nil(out:find("listening on", 1, true), bad)
+        end
+        local code, out = support.sh("timeout 10 lua5.4 bin/wolkvox fake --idle-timeout 0")
+        assert.equal(2, code)
+        assert.matches("%-%-idle%-timeout needs a number: seconds above 0", out)
+        -- and the library's spawn(), before any child starts
+        for _, v in ipairs { 0, -1, 0 / 0, "5", 1e9 } do
+            local ok, err = pcall(require("wolkvox.fake").spawn, { idle_timeout = v })
+            assert.is_false(ok)
+            assert.matches("idle_timeout: seconds above 0", tostring(err))
+        end
+    end)
+
     it("bin/wolkvox-fake reads tokens from --token-file, not from its arguments", function()
         local p = assert(io.popen("printf 'file-secret-token\\n' | exec env -u LD_PRELOAD timeout 10 lua5.4 "
             .. "bin/wolkvox-fake --port 0 --token-file - --lifetime 1", "r"))

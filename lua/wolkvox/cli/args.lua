@@ -224,6 +224,7 @@ function M.parser()
     f:option("--port", "Port (default 8089)."):convert(tonumber)
     f:option("--rows-per-day", "Rows a day of the seeded reports."):convert(tonumber)
     f:option("--scenario", "A scenario file (JSON: tokens, licences, data, faults; see docs/fake.md).")
+    f:option("--idle-timeout", "Seconds a connection may wait for a request's next bytes (default 60).")
     for _, x in ipairs { p, e, c, r, s, st, sc, q, d, f } do
         help(x)
     end

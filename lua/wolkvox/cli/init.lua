@@ -853,6 +853,9 @@ function commands.fake(a)
     if a.scenario then
         argv[#argv + 1], argv[#argv + 2] = "--scenario", a.scenario
     end
+    if a.idle_timeout then
+        argv[#argv + 1], argv[#argv + 2] = "--idle-timeout", a.idle_timeout
+    end
     local code = require("wolkvox.fake").main(argv)
     if code ~= 0 then
         fail(code, "the fake server stopped")

@@ -92,8 +92,16 @@ end
 --   `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`, `idle_timeout`
 --   (seconds a connection may wait for a request's next bytes before it is
 --   closed, default 60); see docs/fake.md
+-- Raise (at `level`) on an idle_timeout that is not seconds above 0.
+local function check_idle(v, level)
+    if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0 or v > 86400) then
+        error("wolkvox.fake: idle_timeout: seconds above 0, at most 86400 (got " .. tostring(v) .. ")", level + 1)
+    end
+end
+
 function M.serve(opts)
     opts = opts or {}
+    check_idle(opts.idle_timeout, 2)
     local config = settings_of(opts, 2)
     local host = opts.host or "127.0.0.1"
     local server = assert(socket.bind(host, opts.port or M.DEFAULT_PORT, 64))
@@ -206,6 +214,7 @@ end
 -- @return a handle: `url`, `token`, `pid`, `control(what, body)`, `log()`, `stop()`
 function M.spawn(opts)
     opts = opts or {}
+    check_idle(opts.idle_timeout, 2)
     local cjson = require "cjson"
     local ready = os.tmpname()
     os.remove(ready)
@@ -308,12 +317,15 @@ Handle.__gc = release -- Lua 5.2+
 local USAGE = [[
 usage: wolkvox-fake [--host 127.0.0.1] [--port 8089] [--token T]... [--token-file F] [--max-rows N]
                     [--rows-per-day N] [--latency S] [--daily-limit N] [--lifetime S] [--scenario FILE]
+                    [--idle-timeout S]
 
 A fake wolkvox API server for tests and offline scripts.  Point a client at it:
   wolkvox.new { base_url = "http://127.0.0.1:8089", token = "test-token" }
 --token-file F reads tokens one per line from F ("-": stdin), which keeps them out
 of `ps` (a --token argument is visible there).
 --scenario FILE loads settings, tokens and a fault script from a JSON file (docs/fake.md).
+--idle-timeout S closes a connection after S seconds without a request's next bytes
+(default 60; a client that keeps connections open longer between calls needs more).
 Control: GET /__fake/log, GET /__fake/stats, POST /__fake/{reset,config,faults,scenario,shutdown}.
 ]]
 
@@ -322,7 +334,19 @@ function M.main(argv)
     local opts, tokens = {}, {}
     local numeric = { ["--port"] = "port", ["--max-rows"] = "max_rows",
         ["--rows-per-day"] = "rows_per_day", ["--latency"] = "latency",
-        ["--daily-limit"] = "daily_limit", ["--lifetime"] = "lifetime", ["--watch-pid"] = "watch_pid" }
+        ["--daily-limit"] = "daily_limit", ["--lifetime"] = "lifetime", ["--watch-pid"] = "watch_pid",
+        ["--idle-timeout"] = "idle_timeout" }
+    -- What each number may be: seconds and counts are finite and not negative,
+    -- a port is a whole number up to 65535, an idle timeout above 0.
+    local function bad_number(flag, n)
+        if not n or n ~= n or n < 0 or n == math.huge then
+            return "a finite number of 0 or more"
+        elseif flag == "--port" and (n % 1 ~= 0 or n > 65535) then
+            return "a whole number from 0 to 65535"
+        elseif flag == "--idle-timeout" and (n == 0 or n > 86400) then
+            return "seconds above 0, at most 86400"
+        end
+    end
     local i = 1
     while i <= #argv do
         local a = argv[i]
@@ -366,8 +390,9 @@ function M.main(argv)
             end
         elseif numeric[a] then
             local n = tonumber(argv[i + 1])
-            if not n then
-                io.stderr:write("wolkvox-fake: ", a, " needs a number\n", USAGE)
+            local why = bad_number(a, n)
+            if why then
+                io.stderr:write("wolkvox-fake: ", a, " needs a number: ", why, "\n", USAGE)
                 return 2
             end
             opts[numeric[a]] = n
