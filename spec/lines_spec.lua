@@ -262,6 +262,27 @@ describe("a request's NDJSON lines", function()
         no_file_left(dir)
     end)
 
+    it("take an encoder's raise to the caller and a non-string for a row it cannot write", function()
+        -- (The export passes wolkvox.json.encode_row, which never raises; a
+        -- session's own caller may pass anything.)
+        local dir = support.tmpdir()
+        local h = hostile.start { default = hostile.json(200, '{"data":[{"a":"1"},{"a":{"n":1}},{"a":"3"}]}') }
+        local s = core.session { token = TOKEN }
+        local ok, err = pcall(s.request, s, { url = h.url .. "/x", spool = dir,
+            csv = { ndjson = function() error("the encoder's own error") end } })
+        assert.is_false(ok)
+        assert.matches("the encoder's own error", tostring(err))
+        for _, encode in ipairs { function() return 42 end, function() return nil, {} end } do
+            local res = s:request { url = h.url .. "/x", spool = dir, csv = { ndjson = encode } }
+            assert.matches("the row cannot be written as JSON", res.lines_error)
+        end
+        local res = s:request { url = h.url .. "/x" }
+        assert.equal(3, #res.value.data)
+        s:close()
+        h:stop()
+        no_file_left(dir)
+    end)
+
     it("give the rows' times once there are as many as the cap, a nested row's too", function()
         local dir = support.tmpdir()
         local res = fetch(big_body(9), { spool = dir, csv = { ndjson = encode_row, time = "date", cap = 9 } })
