@@ -83,6 +83,13 @@ local function watch_stdin(loop)
     end)
 end
 
+-- Raise (at `level`) on an idle_timeout that is not seconds above 0.
+local function check_idle(v, level)
+    if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0 or v > 86400) then
+        error("wolkvox.fake: idle_timeout: seconds above 0, at most 86400 (got " .. tostring(v) .. ")", level + 1)
+    end
+end
+
 --- Serve until shut down (POST /__fake/shutdown), `lifetime` seconds pass,
 -- the process `watch_pid` ends, or (with `watch_stdin`) stdin is closed.
 -- @tparam table opts `host` (default 127.0.0.1), `port` (default 8089, 0 picks
@@ -92,13 +99,6 @@ end
 --   `lifetime`, `watch_pid`, `watch_stdin`, `on_ready(url)`, `idle_timeout`
 --   (seconds a connection may wait for a request's next bytes before it is
 --   closed, default 60); see docs/fake.md
--- Raise (at `level`) on an idle_timeout that is not seconds above 0.
-local function check_idle(v, level)
-    if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0 or v > 86400) then
-        error("wolkvox.fake: idle_timeout: seconds above 0, at most 86400 (got " .. tostring(v) .. ")", level + 1)
-    end
-end
-
 function M.serve(opts)
     opts = opts or {}
     check_idle(opts.idle_timeout, 2)
