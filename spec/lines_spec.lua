@@ -254,6 +254,15 @@ describe("a request's NDJSON lines", function()
         assert.matches('{"a":"second","date":"2026%-01%-05 00:04:05"}\n', text)
         assert.matches('"b":{"x":%[1,"}"%]}', text)  -- (a nested row: the Lua encoder's line)
         res.lines:close()
+        -- The token as a key, plain and escaped, and in a key: masked there too.
+        local keyed = '{"data":[{"' .. TOKEN .. '":"v","k' .. TOKEN .. '":"w","' .. TOKEN:gsub("^l", "\\u006c")
+            .. '":"x"}]}'
+        res = fetch(keyed, { spool = dir, csv = { ndjson = encode_row } })
+        local line = slurp_spool(res.lines)
+        assert.equal((decoder_ndjson(keyed)), line)
+        assert.is_nil(line:find(TOKEN, 1, true))
+        assert.matches('"' .. ("%*"):rep(#TOKEN) .. '":"x"', line)
+        res.lines:close()
         -- gzipped, inflated on the second thread
         res = fetch_raw(hostile.http(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
             gzip(body)), { spool = dir, csv = { ndjson = encode_row } })
