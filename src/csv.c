@@ -58,17 +58,6 @@ static int add_raw_cell(wv_buf *b, const char *s, size_t n)
     return 1;
 }
 
-static int add_bytes(wv_buf *b, const char *s, size_t n)
-{
-    if (n == 0)
-        return 1;
-    if (!wv_buf_reserve(b, n))
-        return 0;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 1;
-}
-
 /* tostring() of the value on top of the stack (popped) into `out`, as
  * csv_row writes numbers and booleans: in this Lua's own form. */
 static size_t lua_form(lua_State *L, char *out, size_t cap)
@@ -119,11 +108,11 @@ static int csv_line(lua_State *L, wv_buf *b)
             len = lua_form(L, num, sizeof num);
             s = num;
         }
-        if ((i > 1 && !add_bytes(b, ",", 1)) || (s != NULL && !add_cell(b, s, len)))
+        if ((i > 1 && !wv_buf_add(b, ",", 1)) || (s != NULL && !add_cell(b, s, len)))
             return luaL_error(L, "not enough memory");
         lua_pop(L, 1);
     }
-    if (!add_bytes(b, "\r\n", 2))
+    if (!wv_buf_add(b, "\r\n", 2))
         return luaL_error(L, "not enough memory");
     lua_pushlstring(L, b->p, b->len);
     return 1;
@@ -182,7 +171,7 @@ struct wv_csv {
 
 /* NDJSON mode: a row's members as they come, then written in the order of
  * their keys. */
-#define ND_MAX 256
+#define ND_MAX WV_ORDER_MAX
 typedef struct {
     size_t koff, klen;       /* the key in nd->keys (unescaped, masked) */
     wv_cell v;               /* CELL_NONE: null (it removes the member) */
@@ -197,12 +186,7 @@ struct wv_ndjson {
     char *time;              /* the time field noted for push_times, or NULL */
     size_t tlen;
     wv_buf keys;
-    /* The last row's keys as they came and their order: rows of one
-     * answer have the same members in the same order. */
-    wv_buf prev;
-    size_t prev_lens[ND_MAX];
-    size_t nprev;
-    size_t order[ND_MAX];
+    wv_key_order order;      /* the members' order (kept for the next row) */
     /* Each sorted key written as the encoder writes it, with its colon
      * (made once for an order: valid while `rendered`). */
     wv_buf rend;
@@ -321,7 +305,6 @@ void wv_csv_free(wv_csv *c)
     wv_buf_free(&c->text);
     if (c->nd != NULL) {
         wv_buf_free(&c->nd->keys);
-        wv_buf_free(&c->nd->prev);
         wv_buf_free(&c->nd->rend);
         free(c->nd->time);
         free(c->nd);
@@ -428,7 +411,7 @@ static int cell_text(wv_csv *c, const wv_cell *cell, const char *e, const char *
     if (cell->escaped) {
         if (!wv_json_unescape(cell->p, e, &c->text, &at, msg))
             return 0;
-    } else if (!add_bytes(&c->text, cell->p, cell->n)) {
+    } else if (!wv_buf_add(&c->text, cell->p, cell->n)) {
         *msg = "out of memory";
         return 0;
     }
@@ -553,7 +536,7 @@ static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v, 
     m->koff = nd->keys.len;
     m->klen = klen;
     m->v = *v;
-    if (!add_bytes(&nd->keys, key, klen))
+    if (!wv_buf_add(&nd->keys, key, klen))
         return 0;
     if (slen > 0 && klen >= slen)
         wv_mask_plain(nd->keys.p + m->koff, klen, secret, slen);
@@ -567,49 +550,22 @@ static int nd_same_key(const struct wv_ndjson *nd, size_t i, size_t j)
     return a->klen == b->klen && memcmp(nd->keys.p + a->koff, nd->keys.p + b->koff, a->klen) == 0;
 }
 
-/* The members' order by key, as Lua's `<` (strcoll on PUC Lua, bytes on
- * LuaJIT: the VM's own comparison) orders them, members of one name in the
- * order they came (a stable sort: the last one wins).  The last row's order
- * is taken again for the same keys in the same order.  0 when out of memory. */
+/* The members' order (nd->order.order): by key as the encoder orders
+ * them, members of one name in the order they came (the last one wins);
+ * their written keys made again when it changed.  0 when out of memory. */
 static int nd_order(lua_State *L, struct wv_ndjson *nd)
 {
-    size_t i, at = 0;
-    int same = nd->n == nd->nprev, base;
-    for (i = 0; same && i < nd->n; i++) {
-        const wv_member *m = &nd->mem[i];
-        same = m->klen == nd->prev_lens[i] && memcmp(nd->keys.p + m->koff, nd->prev.p + at, m->klen) == 0;
-        at += m->klen;
-    }
-    if (same)
-        return 1;
-    if (!lua_checkstack(L, (int)nd->n + 2))
-        return 0;
-    base = lua_gettop(L);
-    for (i = 0; i < nd->n; i++)
-        lua_pushlstring(L, nd->keys.p + nd->mem[i].koff, nd->mem[i].klen);
+    const char *keys[ND_MAX];
+    size_t lens[ND_MAX], i;
+    int r;
     for (i = 0; i < nd->n; i++) {
-        size_t j = i;
-#if LUA_VERSION_NUM >= 502
-        while (j > 0 && lua_compare(L, base + 1 + (int)i, base + 1 + (int)nd->order[j - 1], LUA_OPLT)) {
-#else
-        while (j > 0 && lua_lessthan(L, base + 1 + (int)i, base + 1 + (int)nd->order[j - 1])) {
-#endif
-            nd->order[j] = nd->order[j - 1];
-            j--;
-        }
-        nd->order[j] = i;
+        keys[i] = nd->keys.p + nd->mem[i].koff;
+        lens[i] = nd->mem[i].klen;
     }
-    lua_settop(L, base);
-    nd->rendered = 0;
-    nd->nprev = 0;
-    nd->prev.len = 0;
-    for (i = 0; i < nd->n; i++) {
-        if (!add_bytes(&nd->prev, nd->keys.p + nd->mem[i].koff, nd->mem[i].klen))
-            return 0;
-        nd->prev_lens[i] = nd->mem[i].klen;
-    }
-    nd->nprev = nd->n;
-    return 1;
+    r = wv_order_keys(L, &nd->order, keys, lens, nd->n);
+    if (r == 1)
+        nd->rendered = 0;
+    return r >= 0;
 }
 
 /* The NDJSON line of the members collected (c->nd) added to c->out: 1; 2
@@ -620,25 +576,25 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
 {
     struct wv_ndjson *nd = c->nd;
     size_t i, written = 0, start = c->out.len;
-    if (!nd_order(L, nd) || !add_bytes(&c->out, "{", 1))
+    if (!nd_order(L, nd) || !wv_buf_add(&c->out, "{", 1))
         return 0;
     if (!nd->rendered) {
         nd->rend.len = 0;
         for (i = 0; i < nd->n; i++) {
-            const wv_member *m = &nd->mem[nd->order[i]];
+            const wv_member *m = &nd->mem[nd->order.order[i]];
             nd->rend_off[i] = nd->rend.len;
-            if (!wv_json_put_string(&nd->rend, nd->keys.p + m->koff, m->klen) || !add_bytes(&nd->rend, ":", 1))
+            if (!wv_json_put_string(&nd->rend, nd->keys.p + m->koff, m->klen) || !wv_buf_add(&nd->rend, ":", 1))
                 return 0;
         }
         nd->rend_off[nd->n] = nd->rend.len;
         nd->rendered = 1;
     }
     for (i = 0; i < nd->n; i++) {
-        const wv_member *m = &nd->mem[nd->order[i]];
+        const wv_member *m = &nd->mem[nd->order.order[i]];
         const wv_cell *v = &m->v;
         /* Of members of one name the last one is written (or, null, none);
          * in strict mode the others are checked as the decoder checks them. */
-        if (i + 1 < nd->n && nd_same_key(nd, nd->order[i], nd->order[i + 1])) {
+        if (i + 1 < nd->n && nd_same_key(nd, nd->order.order[i], nd->order.order[i + 1])) {
             if (c->strict && v->kind != CELL_NONE && !check_value(L, c, v, e, json, scratch, err, errlen)) {
                 *msg = NULL;
                 return 0;
@@ -647,8 +603,8 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
         }
         if (v->kind == CELL_NONE)
             continue;
-        if ((written++ > 0 && !add_bytes(&c->out, ",", 1))
-            || !add_bytes(&c->out, nd->rend.p + nd->rend_off[i], nd->rend_off[i + 1] - nd->rend_off[i]))
+        if ((written++ > 0 && !wv_buf_add(&c->out, ",", 1))
+            || !wv_buf_add(&c->out, nd->rend.p + nd->rend_off[i], nd->rend_off[i + 1] - nd->rend_off[i]))
             return 0;
         if (v->kind == CELL_STRING) {
             const char *s;
@@ -657,10 +613,10 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
             if (!cell_text(c, v, e, secret, slen, &s, &n, &raw, msg) || !wv_json_put_string(&c->out, s, n))
                 return 0;
         } else if (v->n == 4 && memcmp(v->p, "true", 4) == 0) {
-            if (!add_bytes(&c->out, "true", 4))
+            if (!wv_buf_add(&c->out, "true", 4))
                 return 0;
         } else if (v->n == 5 && memcmp(v->p, "false", 5) == 0) {
-            if (!add_bytes(&c->out, "false", 5))
+            if (!wv_buf_add(&c->out, "false", 5))
                 return 0;
         } else {
             char derr[160];
@@ -679,7 +635,7 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
             }
         }
     }
-    if (!add_bytes(&c->out, "}\n", 2))
+    if (!wv_buf_add(&c->out, "}\n", 2))
         return 0;
     return 1;
 }
@@ -831,7 +787,7 @@ next:
     }
     for (i = 0; i < c->ncols; i++) {
         const wv_cell *cell = &c->cells[i];
-        if (i > 0 && !add_bytes(&c->out, ",", 1))
+        if (i > 0 && !wv_buf_add(&c->out, ",", 1))
             goto failed;
         if (cell->kind == CELL_STRING) {
             const char *s;
@@ -854,7 +810,7 @@ next:
                 goto failed;
         }
     }
-    if (!add_bytes(&c->out, "\r\n", 2))
+    if (!wv_buf_add(&c->out, "\r\n", 2))
         goto failed;
     if (c->time_col >= 0 && !keep_time(c, &c->cells[c->time_col], e, secret, slen, &msg))
         goto failed;

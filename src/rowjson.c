@@ -20,60 +20,48 @@
 
 #include "wolkvox.h"
 
-/* Rows with more members than this go to the Lua encoder. */
-#define MAX_KEYS 256
-/* The bytes of the last row's keys kept to compare the next row's with
- * (more: its order is not kept). */
-#define KEYS_ROOM 4096
-
-typedef struct {
-    const char *s;
-    size_t n;
-    int value;               /* the value's stack index (its key's is one less) */
-} member;
-
 typedef struct {
     wv_buf b;                /* first: the scratch metatable's __gc frees it */
     int busy;
-    /* The last row's keys as lua_next gave them (copies), and their sorted
-     * order: rows of one answer are built alike, so most rows reuse it. */
-    size_t nlast;
-    size_t lens[MAX_KEYS];
-    char keys[KEYS_ROOM];
-    int order[MAX_KEYS];
+    wv_key_order order;      /* the last row's, for the next */
 } wv_rowjson;
 
-/* Lua's own `<` on the keys of two members (strings: no metamethod). */
-static int key_less(lua_State *L, const member *a, const member *b)
+int wv_order_keys(lua_State *L, wv_key_order *o, const char *const *keys, const size_t *lens, size_t n)
 {
-#if LUA_VERSION_NUM >= 502
-    return lua_compare(L, a->value - 1, b->value - 1, LUA_OPLT);
-#else
-    return lua_lessthan(L, a->value - 1, b->value - 1);
-#endif
-}
-
-/* Whether the keys m[0..n) are the last row's, in the same order. */
-static int same_keys(const wv_rowjson *w, const member *m, size_t n)
-{
-    const char *at = w->keys;
-    size_t i;
-    if (n != w->nlast)
-        return 0;
-    for (i = 0; i < n; i++) {
-        if (m[i].n != w->lens[i] || memcmp(m[i].s, at, m[i].n) != 0)
-            return 0;
-        at += m[i].n;
+    const char *at = o->keys;
+    size_t i, room = 0;
+    int same = n == o->n, base;
+    for (i = 0; same && i < n; i++) {
+        same = lens[i] == o->lens[i] && memcmp(keys[i], at, lens[i]) == 0;
+        at += lens[i];
     }
-    return 1;
-}
-
-static int put(wv_buf *b, const char *s, size_t n)
-{
-    if (!wv_buf_reserve(b, n))
+    if (same)
         return 0;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
+    if (!lua_checkstack(L, (int)n + 2))
+        return -1;
+    base = lua_gettop(L);
+    for (i = 0; i < n; i++)
+        lua_pushlstring(L, keys[i], lens[i]);
+    /* Insertion sort (stable): a row has a few dozen keys. */
+    for (i = 0; i < n; i++) {
+        size_t j = i;
+#if LUA_VERSION_NUM >= 502
+        while (j > 0 && lua_compare(L, base + 1 + (int)i, base + 1 + (int)o->order[j - 1], LUA_OPLT)) {
+#else
+        while (j > 0 && lua_lessthan(L, base + 1 + (int)i, base + 1 + (int)o->order[j - 1])) {
+#endif
+            o->order[j] = o->order[j - 1];
+            j--;
+        }
+        o->order[j] = i;
+    }
+    lua_settop(L, base);
+    for (i = 0; i < n && room + lens[i] <= WV_ORDER_ROOM; i++) {
+        memcpy(o->keys + room, keys[i], lens[i]);
+        room += lens[i];
+        o->lens[i] = lens[i];
+    }
+    o->n = i == n ? n : 0;
     return 1;
 }
 
@@ -86,7 +74,7 @@ int wv_json_put_string(wv_buf *b, const char *s, size_t n)
     if (!wv_buf_reserve(b, n + 2))
         return 0;
     b->p[b->len++] = '"';
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#ifdef WV_JSON_SWAR
     /* Eight bytes at a time while none is a quote, a backslash, below 0x20
      * or from 0x7f up (the high bit of a byte is set in m for each). */
     {
@@ -110,7 +98,7 @@ int wv_json_put_string(wv_buf *b, const char *s, size_t n)
         /* (Printable ASCII is no control character in any locale.) */
         if (c >= 0x20 && c < 0x7f ? c != '"' && c != '\\' : !iscntrl(c))
             continue;
-        if (!put(b, s + start, i - start))
+        if (!wv_buf_add(b, s + start, i - start))
             return 0;
         start = i + 1;
         esc[0] = '\\';
@@ -130,10 +118,10 @@ int wv_json_put_string(wv_buf *b, const char *s, size_t n)
             esc[5] = hex[c & 15];
             k = 6;
         }
-        if (!put(b, esc, k))
+        if (!wv_buf_add(b, esc, k))
             return 0;
     }
-    if (!put(b, s + start, n - start) || !put(b, "\"", 1))
+    if (!wv_buf_add(b, s + start, n - start) || !wv_buf_add(b, "\"", 1))
         return 0;
     return 1;
 }
@@ -153,7 +141,7 @@ int wv_json_put_number(lua_State *L, wv_buf *b, int idx)
             len = snprintf(num, sizeof num, "%lld", (long long)v);
         else
             len = snprintf(num, sizeof num, "%.17g", (double)v);
-        return len > 0 && (size_t)len < sizeof num && put(b, num, (size_t)len);
+        return len > 0 && (size_t)len < sizeof num && wv_buf_add(b, num, (size_t)len);
     }
 #endif
     {
@@ -165,7 +153,7 @@ int wv_json_put_number(lua_State *L, wv_buf *b, int idx)
         else
             len = snprintf(num, sizeof num, "%.17g", v);
     }
-    return len > 0 && (size_t)len < sizeof num && put(b, num, (size_t)len);
+    return len > 0 && (size_t)len < sizeof num && wv_buf_add(b, num, (size_t)len);
 }
 
 /* The row at 1 into b: 1, or 0 when the Lua encoder must do it (-1: out of
@@ -173,57 +161,37 @@ int wv_json_put_number(lua_State *L, wv_buf *b, int idx)
  * line is made, so the strings stay alive. */
 static int make(lua_State *L, wv_rowjson *w, wv_buf *b)
 {
-    member m[MAX_KEYS];
-    int order[MAX_KEYS];
-    size_t n = 0, i;
+    const char *keys[WV_ORDER_MAX];
+    size_t lens[WV_ORDER_MAX], n = 0, i;
+    int values[WV_ORDER_MAX];    /* the values' stack indices */
+    const size_t *order;
     int base = lua_gettop(L);
     if (lua_getmetatable(L, 1))
         return 0;
-    if (!lua_checkstack(L, 2 * MAX_KEYS + 4))
+    if (!lua_checkstack(L, 2 * WV_ORDER_MAX + 4))
         return 0;
     lua_pushnil(L);
     while (lua_next(L, 1) != 0) {
         int t = lua_type(L, -1);
-        if (lua_type(L, -2) != LUA_TSTRING || n == MAX_KEYS)
+        if (lua_type(L, -2) != LUA_TSTRING || n == WV_ORDER_MAX)
             return 0;
         if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN
             && !(t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL))
             return 0;
-        m[n].s = lua_tolstring(L, -2, &m[n].n);
-        m[n].value = lua_gettop(L);
+        keys[n] = lua_tolstring(L, -2, &lens[n]);
+        values[n] = lua_gettop(L);
         n++;
         lua_pushvalue(L, -2); /* the key again, for lua_next; the pair stays */
     }
-    if (same_keys(w, m, n)) {
-        memcpy(order, w->order, n * sizeof *order);
-    } else {
-        /* Insertion sort: a row has a few dozen keys. */
-        for (i = 0; i < n; i++) {
-            size_t j = i;
-            while (j > 0 && key_less(L, &m[i], &m[order[j - 1]])) {
-                order[j] = order[j - 1];
-                j--;
-            }
-            order[j] = (int)i;
-        }
-        size_t room = 0;
-        w->nlast = 0;
-        for (i = 0; i < n && room + m[i].n <= KEYS_ROOM; i++) {
-            memcpy(w->keys + room, m[i].s, m[i].n);
-            room += m[i].n;
-            w->lens[i] = m[i].n;
-        }
-        if (i == n) {
-            memcpy(w->order, order, n * sizeof *order);
-            w->nlast = n;
-        }
-    }
-    if (!put(b, "{", 1))
+    if (wv_order_keys(L, &w->order, keys, lens, n) < 0)
+        return 0;
+    order = w->order.order;
+    if (!wv_buf_add(b, "{", 1))
         return -1;
     for (i = 0; i < n; i++) {
-        const member *k = &m[order[i]];
-        int v = k->value, t = lua_type(L, v), ok;
-        if ((i > 0 && !put(b, ",", 1)) || !wv_json_put_string(b, k->s, k->n) || !put(b, ":", 1))
+        size_t k = order[i];
+        int v = values[k], t = lua_type(L, v), ok;
+        if ((i > 0 && !wv_buf_add(b, ",", 1)) || !wv_json_put_string(b, keys[k], lens[k]) || !wv_buf_add(b, ":", 1))
             return -1;
         if (t == LUA_TSTRING) {
             size_t len;
@@ -232,15 +200,15 @@ static int make(lua_State *L, wv_rowjson *w, wv_buf *b)
         } else if (t == LUA_TNUMBER) {
             ok = wv_json_put_number(L, b, v);
         } else if (t == LUA_TBOOLEAN) {
-            ok = lua_toboolean(L, v) ? put(b, "true", 4) : put(b, "false", 5);
+            ok = lua_toboolean(L, v) ? wv_buf_add(b, "true", 4) : wv_buf_add(b, "false", 5);
             ok = ok ? 1 : -1;
         } else {
-            ok = put(b, "null", 4) ? 1 : -1;
+            ok = wv_buf_add(b, "null", 4) ? 1 : -1;
         }
         if (ok != 1)
             return ok;
     }
-    if (!put(b, "}", 1))
+    if (!wv_buf_add(b, "}", 1))
         return -1;
     lua_settop(L, base);
     return 1;

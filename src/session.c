@@ -543,9 +543,9 @@ static int wait_p(lua_State *L)
 /*
  * do_wait with the collector held: what is made while the session waits is
  * the answers' rows, all of them live, so the cycles the collector would run
- * over them as they grow free nothing.  It is stopped only when it runs, and
- * restarted here whatever happens inside (an error too); no Lua code runs in
- * between, so an interrupt (Ctrl-C's hook) cannot leave it stopped.  The
+ * over them as they grow free nothing.  It is held only when it runs, and
+ * given back here whatever happens inside (an error too); no Lua code runs
+ * in between, so an interrupt (Ctrl-C's hook) cannot leave it held.  The
  * results stand above the session at 1; returns their count.  (Lua 5.1
  * cannot say whether its collector runs: there it is left alone.)
  */

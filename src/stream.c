@@ -215,6 +215,7 @@ static int encoded_line(lua_State *L, wv_stream *d, const char *row, size_t len,
 {
     size_t n;
     const char *text;
+    int ok;
     wv_buf *out = wv_csv_out(d->csv);
     if (d->encode == 0) {
         snprintf(err, errlen, "a row needs the Lua encoder, and none was given");
@@ -233,16 +234,11 @@ static int encoded_line(lua_State *L, wv_stream *d, const char *row, size_t len,
         d->encode_failed = 1;
         return 0;
     }
-    if (!wv_buf_reserve(out, n + 1)) {
-        lua_pop(L, 2);
-        snprintf(err, errlen, "not enough memory");
-        return 0;
-    }
-    memcpy(out->p + out->len, text, n);
-    out->p[out->len + n] = '\n';
-    out->len += n + 1;
+    ok = wv_buf_add(out, text, n) && wv_buf_add(out, "\n", 1);
     lua_pop(L, 2);
-    return 1;
+    if (!ok)
+        snprintf(err, errlen, "not enough memory");
+    return ok;
 }
 
 /*

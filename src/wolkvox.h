@@ -48,6 +48,18 @@ static inline int wv_buf_reserve(wv_buf *b, size_t extra)
     return 1;
 }
 
+/* Append s[0..n); 0 when out of memory (buffer unchanged). */
+static inline int wv_buf_add(wv_buf *b, const char *s, size_t n)
+{
+    if (n == 0)
+        return 1;
+    if (!wv_buf_reserve(b, n))
+        return 0;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 1;
+}
+
 static inline void wv_buf_free(wv_buf *b)
 {
     free(b->p);
@@ -290,6 +302,23 @@ void wv_rowjson_open(lua_State *L);
  * infinities, which JSON cannot hold). */
 int wv_json_put_string(wv_buf *b, const char *s, size_t n);
 int wv_json_put_number(lua_State *L, wv_buf *b, int idx);
+
+/* The order in which wolkvox.json's encoder writes a row's keys: Lua's own
+ * `<` (the VM's comparison), keys of one name in the order they came
+ * (rowjson.c).  Rows of one answer have the same keys in the same order,
+ * so the last row's order is kept (up to WV_ORDER_ROOM bytes of keys) and
+ * taken again.  wv_order_keys sets o->order for keys[i], lens[i] (n at most
+ * WV_ORDER_MAX): 1 when it was made again, 0 when taken again, -1 when the
+ * Lua stack has no room. */
+#define WV_ORDER_MAX 256
+#define WV_ORDER_ROOM 4096
+typedef struct {
+    size_t n;                    /* the keys kept (0: none) */
+    size_t lens[WV_ORDER_MAX];
+    char keys[WV_ORDER_ROOM];
+    size_t order[WV_ORDER_MAX];
+} wv_key_order;
+int wv_order_keys(lua_State *L, wv_key_order *o, const char *const *keys, const size_t *lens, size_t n);
 void wv_csv_open(lua_State *L);
 void wv_cells_open(lua_State *L);
 
