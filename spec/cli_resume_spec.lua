@@ -238,10 +238,10 @@ describe("wolkvox report --checkpoint", function()
         -- its first call), let `inspect(pid)` look at it, then send `signal`.
         -- The job: its argv, out, cp, state, exit code, stderr, the seconds
         -- from the signal to its end, and the checkpoint it left (or nil).
-        local function interrupt(name, signal, windows, inspect)
+        local function interrupt(name, signal, windows, inspect, format)
             local job = { out = dir .. "/" .. name .. ".csv", cp = dir .. "/" .. name .. ".ckpt",
-                state = fresh_state() }
-            job.argv = SIX .. " max_concurrent=1 --output " .. q(job.out) .. " --checkpoint " .. q(job.cp)
+                state = fresh_state(), range = SIX .. (format and (" --format " .. format) or "") }
+            job.argv = job.range .. " max_concurrent=1 --output " .. q(job.out) .. " --checkpoint " .. q(job.cp)
             srv:control("reset")
             srv:control("config", { latency = 0.3 })
             local pid, finish = start(job.argv, job.state)
@@ -270,9 +270,10 @@ describe("wolkvox report --checkpoint", function()
         -- uninterrupted run, and only the missing windows' calls.
         local function finishes(job)
             settle()
+            local expected = reference(job.range) -- (made first: it resets the fake's counts)
             local code, err = run(job.argv, job.state)
             assert.equal(0, code, err)
-            assert.equal(reference(SIX), support.read(job.out))
+            assert.equal(expected, support.read(job.out))
             assert.equal(6 - (job.saved and job.saved.windows or 0), requests())
             no_token(err, slurp(job.out), slurp(job.cp))
         end
@@ -338,6 +339,10 @@ describe("wolkvox report --checkpoint", function()
                 assert.equal(137, job.code)
                 finishes(job)
             end
+            -- NDJSON, its lines made as the answers arrive, the same way.
+            local job = interrupt("k-ndjson", "9", 3, nil, "ndjson")
+            assert.equal(137, job.code)
+            finishes(job)
         end)
     end)
 
