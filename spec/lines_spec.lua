@@ -263,6 +263,24 @@ describe("a request's NDJSON lines", function()
         assert.is_nil(line:find(TOKEN, 1, true))
         assert.matches('"' .. ("%*"):rep(#TOKEN) .. '":"x"', line)
         res.lines:close()
+        -- A row whose bytes do not hold the token, one of its values spelling
+        -- it with an escape (masked, as the decoder masks it), and rows where
+        -- only one of many long values holds it.
+        local spelled = '{"data":[{"long_key_name_number_one":"' .. ("v"):rep(40) .. '","b":"'
+            .. TOKEN:gsub("^l", "\\u006c") .. '"},{"long_key_name_number_one":"' .. ("w"):rep(40) .. '","b":"x'
+            .. TOKEN .. '","c":"' .. ("y"):rep(40) .. '"}]}'
+        assert.is_nil(spelled:find(TOKEN .. '"}', 1, true))
+        res = fetch(spelled, { spool = dir, csv = { ndjson = encode_row } })
+        line = slurp_spool(res.lines)
+        assert.equal((decoder_ndjson(spelled)), line)
+        assert.is_nil(line:find(TOKEN, 1, true))
+        assert.matches('^{"b":"' .. ("%*"):rep(#TOKEN) .. '","long', line)
+        assert.matches('"b":"x' .. ("%*"):rep(#TOKEN) .. '"', line)
+        res.lines:close()
+        res = fetch(spelled, { spool = dir, csv = { columns = { "b", "c" } } })
+        line = slurp_spool(res.lines)
+        assert.equal(("*"):rep(#TOKEN) .. ",\r\nx" .. ("*"):rep(#TOKEN) .. "," .. ("y"):rep(40) .. "\r\n", line)
+        res.lines:close()
         -- gzipped, inflated on the second thread
         res = fetch_raw(hostile.http(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
             gzip(body)), { spool = dir, csv = { ndjson = encode_row } })

@@ -663,6 +663,7 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
 {
     const char *p = row, *e = row + len, *end = NULL, *msg = "not enough memory";
     size_t i;
+    int scan = 0; /* 1: a text may hold the secret, 2: one is escaped */
     if (c->skip > 0) {
         c->skip--;
         return 1;
@@ -738,8 +739,15 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
             }
             p = q;
         }
+        /* Only a text at least as long as the secret can hold it, and an
+         * escaped one may spell it: the row is looked at once (below). */
+        if (kesc || vesc)
+            scan |= 2;
+        else if (klen >= slen || v.n >= slen)
+            scan |= 1;
         if (c->nd != NULL) {
-            if (!nd_member(c, key, klen, &v, secret, slen))
+            /* (a key as it is in the text is masked below, with the row's) */
+            if (!nd_member(c, key, klen, &v, kesc ? secret : NULL, kesc ? slen : 0))
                 goto failed;
             goto next;
         }
@@ -773,6 +781,15 @@ next:
         goto bad; /* (the row does not end within len) */
     if (used != NULL)
         *used = (size_t)(end - row);
+    /* A row without an escape whose bytes do not hold the secret has no
+     * key or value that does: one search of the row, not one of each. */
+    if (slen > 0 && scan < 2 && (scan == 0 || !wv_holds_plain(row, (size_t)(end - row), secret, slen)))
+        slen = 0;
+    if (c->nd != NULL && slen > 0) {
+        for (i = 0; i < c->nd->n; i++)
+            if (c->nd->mem[i].klen >= slen)
+                wv_mask_plain(c->nd->keys.p + c->nd->mem[i].koff, c->nd->mem[i].klen, secret, slen);
+    }
     if (c->nd != NULL) {
         int r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg, err, errlen);
         if (r == 0 && msg == NULL)
