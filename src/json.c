@@ -27,6 +27,7 @@ typedef struct {
     const char *errat;
     int depth;
     int check;               /* only check the text: push nothing */
+    int plain;               /* neither checking nor masking: a plain string is pushed as it is */
     int obj_hint[WV_JSON_MAX_DEPTH + 1];
     int arr_hint[WV_JSON_MAX_DEPTH + 1];
     /* The key cache: the n-th key of the last object (at any depth) that
@@ -300,7 +301,7 @@ COLD int string_slow(decoder *d, const char *p)
  * is kept small enough to be inlined. */
 HOT int string_to(decoder *d, const char *p)
 {
-    if (p < d->end && *p == '"' && d->secret_len == 0 && !d->check) {
+    if (p < d->end && *p == '"' && d->plain) {
         lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
         d->p = p + 1;
         return 1;
@@ -591,10 +592,19 @@ static int array(decoder *d)
     }
 }
 
+/* Whether the next byte is c (compact text: most often so, no white space
+ * to skip first). */
+HOT int at(const decoder *d, char c)
+{
+    return d->p < d->end && *d->p == c;
+}
+
 static int object(decoder *d)
 {
     lua_State *L = d->L;
     int n = 0, hint = d->obj_hint[d->depth];
+    /* (neither changes while the object is read) */
+    const int keys = d->kc != 0 && !d->check, values = d->vc != NULL && !d->check;
     /* The hint counts members, duplicates included: capped, so one huge
      * object cannot make every later one huge too. */
     if (!d->check)
@@ -606,11 +616,13 @@ static int object(decoder *d)
     }
     for (;;) {
         int isnull, ok;
-        skip_ws(d);
-        if (d->p >= d->end || *d->p != '"')
-            return fail(d, "expected a string key in object");
+        if (!at(d, '"')) {
+            skip_ws(d);
+            if (!at(d, '"'))
+                return fail(d, "expected a string key in object");
+        }
         d->p++;
-        if (d->kc != 0 && !d->check && n < WV_JSON_MAX_HINT) {
+        if (keys && n < WV_JSON_MAX_HINT) {
             if (!(ok = key(d, n)))
                 return 0;
         } else if (!(ok = string(d))) {
@@ -625,13 +637,14 @@ static int object(decoder *d)
             }
             d->p++;
         }
-        skip_ws(d);
+        if (!at(d, '"'))
+            skip_ws(d);
         /* Most members are strings: read here, without value()'s call.
          * Only null starts with 'n' (value() checks the rest). */
         isnull = 0;
-        if (d->p < d->end && *d->p == '"') {
+        if (at(d, '"')) {
             d->p++;
-            ok = d->vc != NULL && !d->check && n < WV_JSON_MAX_HINT ? cached_value(d, n) : string(d);
+            ok = values && n < WV_JSON_MAX_HINT ? cached_value(d, n) : string(d);
         } else {
             isnull = d->p < d->end && *d->p == 'n';
             ok = value(d);
@@ -652,6 +665,10 @@ static int object(decoder *d)
         }
         lua_rawset(L, -3);
 next:
+        if (at(d, ',')) {
+            d->p++;
+            continue;
+        }
         skip_ws(d);
         if (d->p >= d->end)
             return fail(d, "unexpected end of input in object");
@@ -766,6 +783,7 @@ static int decode_with(decoder *d, lua_State *L, const char *s, size_t len, wv_b
     d->scratch = scratch;
     d->secret = secret;
     d->secret_len = secret != NULL ? m : 0;
+    d->plain = d->secret_len == 0 && !d->check;
     d->errmsg = NULL;
     d->errat = NULL;
     d->depth = 0;
