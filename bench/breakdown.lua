@@ -167,32 +167,12 @@ print("%.6f" % t)
 
 -- ---- measuring ------------------------------------------------------------------------
 
--- Each run of `cmd` (a fresh process, waited for with wait4): wall seconds,
--- CPU seconds (user + system, its children included) and peak RSS (MB), to
--- the microsecond, where GNU time gives hundredths.
-local RUNNER = script("runner.py", [[
-import os, shlex, subprocess, sys, time
-n, cmd = int(sys.argv[1]), shlex.split(sys.argv[2])
-for _ in range(n):
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        sys.exit("failed: " + sys.argv[2] + "\n" + err.decode(errors="replace"))
-    print("%.6f %.6f %d" % (wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss))
-]])
-
--- Medians over RUNS fresh processes: wall s, peak MB, CPU s.
+-- Medians over RUNS fresh processes (common.rounds: python3's clock and
+-- wait4, to the microsecond): wall s, peak MB, CPU s.
 local function med_timed(cmd)
-    local out = sh("python3 " .. RUNNER .. " " .. RUNS .. " '" .. cmd:gsub("'", "'\\''") .. "' 2>&1")
-    local w, m, c = {}, {}, {}
-    for wall, cpu, kb in out:gmatch("([%d%.]+) ([%d%.]+) (%d+)\n") do
-        w[#w + 1], c[#c + 1], m[#m + 1] = tonumber(wall), tonumber(cpu), tonumber(kb) / 1024
-    end
-    assert(#w == RUNS, out)
-    return median(w), median(m), median(c)
+    local r = common.rounds({ cmd }, RUNS)[1]
+    assert(not r.failed, "failed: " .. cmd .. "\n" .. tostring(r.failed))
+    return r.wall, r.mb, r.cpu
 end
 
 local function med_printed(cmd)

@@ -523,8 +523,9 @@ static int keep_time(wv_csv *c, const wv_cell *t, const char *e, const char *sec
 }
 
 /* NDJSON: one member of the row kept, its key copied (unescaped: the key
- * at c->text when `kesc`) and masked.  0 when out of memory. */
-static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v, const char *secret, size_t slen)
+ * at c->text when `kesc`; masked with the row's, in row_line).  0 when out
+ * of memory. */
+static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v)
 {
     struct wv_ndjson *nd = c->nd;
     wv_member *m;
@@ -536,11 +537,7 @@ static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v, 
     m->koff = nd->keys.len;
     m->klen = klen;
     m->v = *v;
-    if (!wv_buf_add(&nd->keys, key, klen))
-        return 0;
-    if (slen > 0 && klen >= slen)
-        wv_mask_plain(nd->keys.p + m->koff, klen, secret, slen);
-    return 1;
+    return wv_buf_add(&nd->keys, key, klen);
 }
 
 /* Whether members i and j have the same key. */
@@ -746,8 +743,7 @@ static int row_line(lua_State *L, wv_csv *c, const char *row, size_t len, wv_jso
         else if (klen >= slen || v.n >= slen)
             scan |= 1;
         if (c->nd != NULL) {
-            /* (a key as it is in the text is masked below, with the row's) */
-            if (!nd_member(c, key, klen, &v, kesc ? secret : NULL, kesc ? slen : 0))
+            if (!nd_member(c, key, klen, &v))
                 goto failed;
             goto next;
         }
@@ -785,13 +781,13 @@ next:
      * key or value that does: one search of the row, not one of each. */
     if (slen > 0 && scan < 2 && (scan == 0 || !wv_holds_plain(row, (size_t)(end - row), secret, slen)))
         slen = 0;
-    if (c->nd != NULL && slen > 0) {
-        for (i = 0; i < c->nd->n; i++)
+    if (c->nd != NULL) {
+        int r;
+        /* (the keys, escaped ones too: a row with an escape keeps slen) */
+        for (i = 0; slen > 0 && i < c->nd->n; i++)
             if (c->nd->mem[i].klen >= slen)
                 wv_mask_plain(c->nd->keys.p + c->nd->mem[i].koff, c->nd->mem[i].klen, secret, slen);
-    }
-    if (c->nd != NULL) {
-        int r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg, err, errlen);
+        r = c->nd->lua ? 2 : nd_line(L, c, e, json, scratch, secret, slen, &msg, err, errlen);
         if (r == 0 && msg == NULL)
             return 0; /* (err written) */
         if (r == 0)

@@ -83,10 +83,16 @@ local function watch_stdin(loop)
     end)
 end
 
--- Raise (at `level`) on an idle_timeout that is not seconds above 0.
+-- What an idle timeout may be (the library's option and --idle-timeout).
+local IDLE_RULE = "seconds above 0, at most 86400"
+local function idle_ok(v)
+    return type(v) == "number" and v == v and v > 0 and v <= 86400
+end
+
+-- Raise (at `level`) on an idle_timeout that is not IDLE_RULE.
 local function check_idle(v, level)
-    if v ~= nil and (type(v) ~= "number" or v ~= v or v <= 0 or v > 86400) then
-        error("wolkvox.fake: idle_timeout: seconds above 0, at most 86400 (got " .. tostring(v) .. ")", level + 1)
+    if v ~= nil and not idle_ok(v) then
+        error("wolkvox.fake: idle_timeout: " .. IDLE_RULE .. " (got " .. tostring(v) .. ")", level + 1)
     end
 end
 
@@ -343,8 +349,8 @@ function M.main(argv)
             return "a finite number of 0 or more"
         elseif flag == "--port" and (n % 1 ~= 0 or n > 65535) then
             return "a whole number from 0 to 65535"
-        elseif flag == "--idle-timeout" and (n == 0 or n > 86400) then
-            return "seconds above 0, at most 86400"
+        elseif flag == "--idle-timeout" and not idle_ok(n) then
+            return IDLE_RULE
         end
     end
     local i = 1

@@ -115,8 +115,9 @@ function M.start(deadline, now, after, sleep)
     -- the rest of it, and the next cycle's marking, for after the answer,
     -- and that cycle's last step, which cannot be split, took 80-180 ms
     -- inside nginx (bench/users.lua's /ping, realistic rows) depending on
-    -- what else the worker had loaded.  At most about four steps per KB of heap: LuaJIT's
-    -- step marks about 2 KB, Lua 5.4's STEP_KB; the deadline bounds it too.
+    -- what else the worker had loaded.  At most about four steps per KB of
+    -- heap: LuaJIT's step marks about 2 KB, Lua 5.4's STEP_KB; the deadline
+    -- bounds it too.
     local cycles, t, probe = 0, now(), marker()
     local budget = 4 * collectgarbage("count") + 1000
     -- (a step while another hold is open would start the collector again)
