@@ -281,6 +281,21 @@ describe("a request's NDJSON lines", function()
         line = slurp_spool(res.lines)
         assert.equal(("*"):rep(#TOKEN) .. ",\r\nx" .. ("*"):rep(#TOKEN) .. "," .. ("y"):rep(40) .. "\r\n", line)
         res.lines:close()
+        -- A hostile server's near misses (the token but its last byte, again
+        -- and again, in keys and values) around one whole token: only that
+        -- one masked, the rest as sent.
+        local near = TOKEN:sub(1, -2)
+        local misses = '{"data":[{"' .. near .. '":"' .. near:rep(50) .. TOKEN .. near:rep(3) .. '","b":"'
+            .. near .. near .. '"}]}'
+        res = fetch(misses, { spool = dir, csv = { ndjson = encode_row } })
+        line = slurp_spool(res.lines)
+        assert.equal((decoder_ndjson(misses)), line)
+        assert.is_nil(line:find(TOKEN, 1, true))
+        assert.equal(50 + 3 + 1 + 2, select(2, line:gsub(near:gsub("%p", "%%%0"), "")))
+        res.lines:close()
+        res = fetch(misses, { spool = dir, csv = { columns = { "b" } } })
+        assert.equal(near .. near .. "\r\n", slurp_spool(res.lines))
+        res.lines:close()
         -- gzipped, inflated on the second thread
         res = fetch_raw(hostile.http(200, { ["Content-Type"] = "application/json", ["Content-Encoding"] = "gzip" },
             gzip(body)), { spool = dir, csv = { ndjson = encode_row } })
