@@ -58,8 +58,8 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         return n, err, used
     end
 
-    local function dump(tbl, order)
-        return pgsrv:psql("SELECT * FROM " .. tbl .. " ORDER BY " .. order)
+    local function dump(tbl, order, columns)
+        return pgsrv:psql("SELECT " .. (columns or "*") .. " FROM " .. tbl .. " ORDER BY " .. order)
     end
 
     it("a month of call detail, aggregates by day and a lookup: the same tables through both drivers #slow",
@@ -67,10 +67,13 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
         local cases = {
             { "cdr_1", { from = "2026-01-01", to = "2026-01-31" }, "conn_id" },
             { "agent_1", { from = "2026-11-01", to = "2026-11-03", per = "day" }, "_period_start, agent_id" },
-            { "agents", {}, "agent_id" },
+            -- (the fake gives an agent's last_use as the time it answers: the
+            -- two exports may fall in different seconds)
+            { "agents", {}, "agent_id", "agent_id, agent_name, agent_dni, agent_status, agent_sso, enabled, _unfit, "
+                .. "last_use IS NOT NULL" },
         }
         for _, case in ipairs(cases) do
-            local name, params, order = case[1], case[2], case[3]
+            local name, params, order, columns = case[1], case[2], case[3], case[4]
             local tbl = name:gsub("%W", "_")
             local n1, e1, d1 = export("dbi", name, params, tbl .. "_dbi")
             local n2, e2, d2 = export("libpq", name, params, tbl .. "_copy")
@@ -78,7 +81,7 @@ describe("PostgreSQL through wolkvox.pg (COPY) #db", function()
             assert.is_number(n1, tostring(e1))
             assert.equal(n1, n2, tostring(e2))
             assert.is_true(n1 > 0)
-            local a, b = dump(tbl .. "_dbi", order), dump(tbl .. "_copy", order)
+            local a, b = dump(tbl .. "_dbi", order, columns), dump(tbl .. "_copy", order, columns)
             assert.equal(a, b)
             assert.equal(tostring(n1), pgsrv:psql("SELECT count(*) FROM " .. tbl .. "_copy"))
         end
