@@ -86,6 +86,13 @@ local LOCATIONS = [[
         { into = "/tmp/wolkvox-nginx-into.db" })
       ngx.say(n and "loaded" or (err.kind .. "|" .. err.message))
     } }
+    location = /export { content_by_lua_block {
+      -- c:export to a file from a worker: ?fmt=csv|ndjson&out=PATH&to=DATE (one call at a time, no retry).
+      local a = ngx.req.get_uri_args()
+      local n, meta = wv_client { retries = 0, max_concurrent = 1 }:export("cdr_1",
+        { from = "2026-01-01", to = a.to }, { output = a.out, format = a.fmt })
+      if n then ngx.say("ok ", n, " ", #meta.windows, " ", meta.calls) else ngx.say(meta.kind, "|", tostring(meta)) end
+    } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
     location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
     location = /phase {
@@ -286,6 +293,57 @@ describe("inside nginx #nginx", function()
         assert.matches("^params|export: into is not available inside nginx", body)
         assert.equal(before, srv:control("stats").requests)
         assert.is_nil(io.open("/tmp/wolkvox-nginx-into.db"))
+    end)
+
+    describe("exports to a file", function()
+        local dir
+        before_each(function() dir = support.tmpdir() end)
+        after_each(function() os.execute("rm -rf " .. support.q(dir)) end)
+
+        -- The same export through libcurl, in this process: the file it writes.
+        local function reference(fmt, to)
+            local path = dir .. "/reference." .. fmt
+            local c = support.client(srv, { retries = 0, max_concurrent = 1 })
+            assert(c:export("cdr_1", { from = "2026-01-01", to = to }, { output = path, format = fmt }))
+            return support.read(path)
+        end
+
+        local function export(fmt, out, to)
+            local escaped = out:gsub("[^%w/._-]", function(ch) return ("%%%02X"):format(ch:byte()) end)
+            local status, body = ngx1:get("/export?fmt=" .. fmt .. "&to=" .. to .. "&out=" .. escaped)
+            assert.equal(200, status, ngx1:errors())
+            return body
+        end
+
+        for _, fmt in ipairs { "csv", "ndjson" } do
+            it("writes two windows as " .. fmt .. ", the same bytes as the libcurl transport", function()
+                local out = dir .. "/cdr." .. fmt
+                local body = export(fmt, out, "2026-02-15")
+                assert.equal("ok 4600 2 2\n", body)   -- 46 days at 100 rows a day, two windows, two calls
+                local got = support.read(out)
+                srv:control("reset")
+                assert.equal(reference(fmt, "2026-02-15"), got)
+                assert.is_nil(got:find(srv.token, 1, true))
+                -- Only the file and the reference: no spool or temporary file left behind.
+                local code, listing = support.sh("ls -A " .. support.q(dir))
+                assert.equal(0, code)
+                assert.equal("cdr." .. fmt .. "\nreference." .. fmt .. "\n", listing)
+            end)
+        end
+
+        it("keeps the file it would replace when a window fails, the whole windows as PATH.part", function()
+            local out = dir .. "/cdr.csv"
+            support.spit(out, "yesterday's rows\n")
+            support.faults(srv, { { match = "cdr_1", call = 2, status = 502 } })
+            local body = export("csv", out, "2026-02-15")
+            assert.matches("^http|", body)
+            assert.matches("2026-02-01", body, 1, true)   -- names the window that failed
+            assert.is_nil(body:find(srv.token, 1, true))
+            assert.equal("yesterday's rows\n", support.read(out))
+            local part = support.read(out .. ".part")
+            srv:control("reset")
+            assert.equal(reference("csv", "2026-01-31"), part)
+        end)
     end)
 
     it("works from an ngx.timer.at callback", function()
