@@ -150,8 +150,95 @@ describe("fleet mode inside nginx over TLS (rediss://) #nginx", function()
         -- redis_cafile would be ignored here: it is refused instead.
         _, body = a:get("/cafile")
         assert.truthy(body:find("^nil params .*lua_ssl_trusted_certificate"), body .. a:errors())
+        -- A client certificate whose file is missing: refused when the client is made.
         _, body = a:get("/clientcert")
-        assert.truthy(body:find("^nil params .*no client certificate"), body .. a:errors())
+        assert.truthy(body:find("^nil params .*redis_cert: cannot read /tmp/c.pem"), body .. a:errors())
+    end)
+end)
+
+describe("fleet mode inside nginx over TLS with client certificates #nginx", function()
+    if not nginx.need() or not redis.need() then
+        return
+    end
+    local srv, rs, gw
+    redis.suite({ tls = true, client_auth = true }, function(a, b) srv, rs = a, b end)
+
+    -- /call?cert=C&key=K: one call with that client certificate (none without).
+    local CERT_LOCATIONS = [[
+    location = /call { content_by_lua_block {
+      local a = ngx.req.get_uri_args()
+      local c, err = require("wolkvox").new { base_url = wv_base, token = wv_token, retries = 0,
+        redis = wv_fleet, redis_cert = a.cert, redis_key = a.key, redis_failure = "refuse" }
+      if not c then ngx.say("new ", err.kind, " ", tostring(err)) return end
+      local rows
+      rows, err = c:services()
+      if not rows then ngx.say(err.kind, " ", tostring(err)) return end
+      ngx.say("ok ", c:quota({ measure = false }).used)
+    } }
+]]
+
+    setup(function()
+        gw = nginx.start { http = http_block(srv, rs.url) .. string.format(
+            "  lua_ssl_trusted_certificate %s;\n  init_worker_by_lua_block { wv_base = %q wv_token = %q }\n",
+            rs.cert, srv.url, srv.token), locations = CERT_LOCATIONS }
+    end)
+    teardown(function() gw:stop() end)
+    before_each(function()
+        srv:control("reset")
+        rs:command("FLUSHALL")
+    end)
+
+    local function call(cert, key)
+        local q = cert and ("?cert=" .. cert .. "&key=" .. key) or ""
+        local status, body = gw:get("/call" .. q)
+        assert.equal(200, status, gw:errors())
+        assert.is_nil(body:find(srv.token, 1, true))
+        return body
+    end
+
+    it("shows redis_cert and redis_key to a server that asks, and counts in Redis", function()
+        assert.equal("ok 1\n", call(rs.client_cert, rs.client_key))
+        assert.equal("ok 2\n", call(rs.client_cert, rs.client_key))   -- a pooled connection: no new handshake needed
+        assert.equal("2", rs:command("GET", rs:command("KEYS", "wolkvox:calls:*")[1]))
+        assert.equal(2, srv:control("stats").requests)
+    end)
+
+    it("is refused without them, even after a client of the same worker pooled a connection with them", function()
+        assert.equal("ok 1\n", call(rs.client_cert, rs.client_key))
+        -- The same URL without a certificate: a pool of its own, so a new handshake, which the server refuses.
+        local body = call()
+        assert.truthy(body:find("^state "), body)
+        assert.equal(1, srv:control("stats").requests)
+    end)
+
+    it("is refused with a key of another certificate, spending no call", function()
+        local body = call(rs.client_cert, rs.dir .. "/key.pem")   -- the server's own key
+        assert.truthy(body:find("^state .*TLS"), body .. gw:errors())
+        assert.is_nil(body:find("BEGIN", 1, true))
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
+    it("refuses a missing file, or one that holds no PEM, when the client is made, naming the option", function()
+        local missing = rs.dir .. "/none.pem"
+        local body = call(rs.client_cert, missing)
+        assert.truthy(body:find("^new params "), body)
+        assert.truthy(body:find("redis_key: cannot read " .. missing .. ": No such file", 1, true), body)
+        body = call(rs.dir .. "/ca.srl", rs.client_key)   -- a file that is not PEM
+        assert.truthy(body:find("^new params .*redis_cert: .*ca%.srl holds no PEM certificate"), body)
+        -- A private key given as the certificate, and the other way round.
+        body = call(rs.client_key, rs.client_key)
+        assert.truthy(body:find("^new params .*redis_cert: .*holds no PEM certificate"), body)
+        body = call(rs.client_cert, rs.client_cert)
+        assert.truthy(body:find("^new params .*redis_key: .*holds no PEM private key"), body)
+        assert.is_nil(body:find("BEGIN", 1, true))
+        -- A FIFO (open() would wait for a writer, the worker with it) or a device: not read.
+        local fifo = rs.dir .. "/fifo.pem"
+        assert(os.execute("mkfifo " .. fifo))
+        body = call(rs.client_cert, fifo)
+        assert.truthy(body:find("^new params .*redis_key: .*fifo%.pem is not a regular file"), body)
+        body = call("/dev/zero", rs.client_key)
+        assert.truthy(body:find("^new params .*redis_cert: /dev/zero is not a regular file"), body)
+        assert.equal(0, srv:control("stats").requests)
     end)
 end)
 

@@ -65,7 +65,7 @@ M.types = {
     redis_prefix = "string",  -- namespace of the keys (default "wolkvox:")
     redis_failure = "string", -- "refuse" (default) or "local"
     redis_cafile = "string",  -- CAs of a rediss:// server (outside nginx; default: the system's)
-    redis_cert = "string",    -- this client's certificate for a rediss:// server that asks (outside nginx)
+    redis_cert = "string",    -- this client's certificate for a rediss:// server that asks
     redis_key = "string",     -- its private key
 }
 

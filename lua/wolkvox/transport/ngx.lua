@@ -541,6 +541,48 @@ local function plain(v)
     return v
 end
 
+-- A client certificate chain and its private key for rediss:// (PEM files),
+-- parsed by ngx.ssl (lua-resty-core) once per worker and pair of paths, as
+-- nginx reads its own certificates once (rotated files: reload nginx).
+-- Gives them, or nil, nil and why (naming the file, never its content).
+local client_certificates = {}
+local function client_certificate(cert_path, key_path)
+    local id = cert_path .. "\0" .. key_path
+    local got = client_certificates[id]
+    if got then
+        return got.cert, got.key
+    end
+    local okssl, ssl = pcall(require, "ngx.ssl")
+    if not okssl or not ssl.parse_pem_cert or not ssl.parse_pem_priv_key then
+        return nil, nil, "redis_cert and redis_key need ngx.ssl's parse_pem_cert and parse_pem_priv_key "
+            .. "(lua-resty-core 0.1.21 or later, Debian's lua-resty-core)"
+    end
+    local okcore, core = pcall(require, "wolkvox.core")
+    local parsed = {}
+    for _, f in ipairs { { "cert", cert_path, ssl.parse_pem_cert, "redis_cert" },
+            { "key", key_path, ssl.parse_pem_priv_key, "redis_key" } } do
+        -- (a FIFO or a device would hold the worker in open() or read())
+        local st = okcore and core.stat(f[2], true)
+        if st and st.type ~= "file" then
+            return nil, nil, f[4] .. ": " .. f[2] .. " is not a regular file"
+        end
+        local h, oerr = io.open(f[2], "rb")
+        if not h then
+            return nil, nil, f[4] .. ": cannot read " .. tostring(oerr)   -- (io.open's message names the file)
+        end
+        local pem = h:read(64 * 1024 + 1) or ""
+        h:close()
+        local v = #pem <= 64 * 1024 and pem:find("-----BEGIN ", 1, true) and f[3](pem)
+        if not v then
+            return nil, nil, f[4] .. ": " .. f[2] .. " holds no PEM " .. (f[1] == "cert" and "certificate"
+                or "private key") .. " that nginx can read"
+        end
+        parsed[f[1]] = v
+    end
+    client_certificates[id] = parsed
+    return parsed.cert, parsed.key
+end
+
 --- The Redis connector inside nginx (`wolkvox.limits.redis`): the Redis
 -- protocol on cosockets.  A client is shared by the requests of a worker and
 -- a cosocket belongs to one request, so each command takes a connection from
@@ -550,18 +592,25 @@ end
 -- `REDIS_MAX_BYTES` of strings and `REDIS_MAX_ELEMENTS` elements; a
 -- connection that timed out or sent what is not one whole reply is closed,
 -- never pooled.  `rediss://` does the TLS handshake (verified against
--- `lua_ssl_trusted_certificate`) on new connections.  `redis_cafile` is
--- refused here: inside nginx the trust is `lua_ssl_trusted_certificate`,
--- and an option that would be silently ignored is an error.
+-- `lua_ssl_trusted_certificate`) on new connections, showing `redis_cert`
+-- (`redis_key`) to a server that asks for a client's certificate; those
+-- connections have a pool of their own.  `redis_cafile` is refused here:
+-- inside nginx the trust is `lua_ssl_trusted_certificate`, and an option
+-- that would be silently ignored is an error.
 -- @return the connector's function, or nil and why
 function M.redis_connector(url)
     if url and url.cafile then
         return nil, "redis_cafile is for wolkvox.redis outside nginx; inside nginx the Redis server is "
             .. "verified against lua_ssl_trusted_certificate"
     end
+    local cert, key, pool
     if url and url.cert then
-        return nil, "redis_cert and redis_key are for wolkvox.redis outside nginx: inside nginx this "
-            .. "version offers no client certificate for Redis"
+        local why
+        cert, key, why = client_certificate(url.cert, url.key)
+        if not cert then
+            return nil, why
+        end
+        pool = url.pool .. "#" .. transport.fingerprint("wolkvox-redis-cert:" .. url.cert .. "\0" .. url.key):sub(1, 16)
     end
     local state_redis = require "wolkvox.limits.redis"
     return function(cfg, timeout)
@@ -570,7 +619,7 @@ function M.redis_connector(url)
             local deadline = ngx.now() + timeout
             local sock = ngx.socket.tcp()
             sock:settimeout(math.max(1, math.floor(timeout * 1000)))
-            local done, err = sock:connect(cfg.host, cfg.port, { pool = cfg.pool })
+            local done, err = sock:connect(cfg.host, cfg.port, { pool = pool or cfg.pool })
             if not done then
                 return nil, "cannot connect to Redis: " .. tostring(err), "io"
             end
@@ -599,6 +648,9 @@ function M.redis_connector(url)
                     -- the error, when verification fails after the handshake
                     -- had to wait: a raise here is a failed handshake too.)
                     local called
+                    if cert then
+                        sock:setclientcert(cert, key)
+                    end
                     called, done, err = pcall(sock.sslhandshake, sock, nil, cfg.host, true)
                     if not called then
                         done, err = nil, "handshake failed (" .. tostring(done) .. ")"
