@@ -357,6 +357,95 @@ describe("a request's NDJSON lines", function()
     end)
 end)
 
+-- What the transport inside nginx does with a request's `csv` (it has no C
+-- transfer): core.decoder with `time` and `strict`, fed the answer's pieces,
+-- its lines and `extra()`, `times()`, `lines_failed()` against the
+-- transfer's `lines`, `lines_extra`, `times` and `lines_error`.
+describe("core.decoder with time and strict", function()
+    -- Feed `body` in pieces of `size` bytes: the lines, the count and the decoder.
+    local function fed(body, opts, size)
+        opts.secret = TOKEN
+        local d = core.decoder(opts)
+        local parts = {}
+        for i = 1, #body, size do
+            local text, err = d:feed(body:sub(i, i + size - 1))
+            if not text then
+                return nil, err, d
+            end
+            parts[#parts + 1] = type(text) == "string" and text or ""   -- (a list of rows without lines)
+        end
+        local env, last, n = d:finish()
+        if not env then
+            return nil, last, d
+        end
+        parts[#parts + 1] = type(last) == "string" and last or ""
+        return table.concat(parts), n, d
+    end
+
+    it("makes the transfer's lines, extra and times, in pieces of any size", function()
+        local dir = support.tmpdir()
+        local body = big_body(2000)
+        for _, csv in ipairs { { columns = COLS, time = "date", cap = 2000 }, { columns = { "a", "b" }, time = "date",
+                cap = 2000 }, { ndjson = encode_row, time = "date", cap = 2000 } } do
+            local res = fetch(body, { spool = dir, csv = csv })
+            local want = slurp_spool(res.lines)
+            res.lines:close()
+            for _, size in ipairs { 1, 7, 4096, #body } do
+                local text, n, d = fed(body, { csv = csv.columns, ndjson = csv.ndjson, time = csv.time, strict = true },
+                    size)
+                assert.equal(want, text, size)
+                assert.equal(res.rows, n)
+                assert.equal(res.lines_extra, d:extra())
+                assert.same(res.times, d:times())
+                assert.is_false(d:lines_failed())
+            end
+        end
+        -- Without `time`, no times; without lines, none either.
+        assert.same({}, select(3, fed(body, { csv = COLS, strict = true }, 65536)):times())
+        assert.same({}, select(3, fed(body, { count = true }, 65536)):times())
+        assert.is_false(select(3, fed(body, { count = true }, 65536)):extra())
+        no_file_left(dir)
+    end)
+
+    it("refuses with strict what the decoder refuses, where the lines alone would not look", function()
+        local taken = 0
+        for _, row in ipairs {
+            '{"a":"x","zz":"ctl\1char"}', '{"a":"x","zz":"bad \\x escape"}', '{"a":"x","zz":nul}',
+            '{"a":"x","zz":01}', '{"a":"x","zz":{"k":tru}}', '{"a":tru,"a":"x"}', '{"a":"x","b":{"k" 1}}',
+        } do
+            local body = '{"data":[{"a":"ok"},' .. row .. ']}'
+            for _, lines in ipairs { { csv = COLS }, { ndjson = encode_row } } do
+                lines.strict = true
+                local text, err, d = fed(body, lines, 5)
+                assert.is_nil(text, row)
+                assert.is_string(err, row)
+                assert.is_false(d:lines_failed())
+                lines.strict = nil
+                if fed(body, lines, 5) then
+                    taken = taken + 1   -- (text checked before: the lines alone do not look)
+                end
+            end
+        end
+        assert.is_true(taken > 0, "strict changed nothing")
+    end)
+
+    it("says when a row's line could not be made, not the answer's fault", function()
+        local body = '{"data":[{"a":"1"},{"a":"2","cost":' .. ("9"):rep(400) .. '}]}'
+        local text, err, d = fed(body, { ndjson = encode_row, strict = true }, 16)
+        assert.is_nil(text)
+        assert.matches("field 'cost' cannot be written as JSON", err)
+        assert.is_true(d:lines_failed())
+        for _, encode in ipairs { function() return 42 end, function() return nil, {} end } do
+            text, err, d = fed('{"data":[{"a":{"n":1}}]}', { ndjson = encode, strict = true }, 3)
+            assert.is_nil(text)
+            assert.matches("the row cannot be written as JSON", err)
+            assert.is_true(d:lines_failed())
+        end
+        assert.has_error(function() core.decoder { csv = COLS, time = 1 } end)
+        assert.has_error(function() core.decoder { ndjson = encode_row, time = {} } end)
+    end)
+end)
+
 describe("exports through lines made as the answer arrives", function()
     local srv, c
     support.suite({}, {}, function(s, x) srv, c = s, x end)

@@ -87,9 +87,11 @@ local LOCATIONS = [[
       ngx.say(n and "loaded" or (err.kind .. "|" .. err.message))
     } }
     location = /export { content_by_lua_block {
-      -- c:export to a file from a worker: ?fmt=csv|ndjson&out=PATH&to=DATE (one call at a time, no retry).
+      -- c:export to a file from a worker: ?fmt=csv|ndjson&out=PATH&to=DATE[&max_rows=N][&spool=DIR]
+      -- (one call at a time, no retry).
       local a = ngx.req.get_uri_args()
-      local n, meta = wv_client { retries = 0, max_concurrent = 1 }:export("cdr_1",
+      local n, meta = wv_client { retries = 0, max_concurrent = 1, max_rows = tonumber(a.max_rows),
+        spool_dir = a.spool }:export("cdr_1",
         { from = "2026-01-01", to = a.to }, { output = a.out, format = a.fmt })
       if n then ngx.say("ok ", n, " ", #meta.windows, " ", meta.calls) else ngx.say(meta.kind, "|", tostring(meta)) end
     } }
@@ -301,16 +303,17 @@ describe("inside nginx #nginx", function()
         after_each(function() os.execute("rm -rf " .. support.q(dir)) end)
 
         -- The same export through libcurl, in this process: the file it writes.
-        local function reference(fmt, to)
+        local function reference(fmt, to, max_rows)
             local path = dir .. "/reference." .. fmt
-            local c = support.client(srv, { retries = 0, max_concurrent = 1 })
+            local c = support.client(srv, { retries = 0, max_concurrent = 1, max_rows = max_rows })
             assert(c:export("cdr_1", { from = "2026-01-01", to = to }, { output = path, format = fmt }))
             return support.read(path)
         end
 
-        local function export(fmt, out, to)
+        local function export(fmt, out, to, max_rows, spool)
             local escaped = out:gsub("[^%w/._-]", function(ch) return ("%%%02X"):format(ch:byte()) end)
-            local status, body = ngx1:get("/export?fmt=" .. fmt .. "&to=" .. to .. "&out=" .. escaped)
+            local status, body = ngx1:get("/export?fmt=" .. fmt .. "&to=" .. to .. "&out=" .. escaped
+                .. (max_rows and "&max_rows=" .. max_rows or "") .. (spool and "&spool=" .. spool or ""))
             assert.equal(200, status, ngx1:errors())
             return body
         end
@@ -330,6 +333,52 @@ describe("inside nginx #nginx", function()
                 assert.equal("cdr." .. fmt .. "\nreference." .. fmt .. "\n", listing)
             end)
         end
+
+        for _, fmt in ipairs { "csv", "ndjson" } do
+            it("splits a window that answers the row cap as the libcurl transport does (" .. fmt .. ")", function()
+                -- 31 days of 100 rows against a cap of 500: the lines' times size the windows asked instead.
+                srv:control("config", { max_rows = 500 })
+                local out = dir .. "/capped." .. fmt
+                local body = export(fmt, out, "2026-01-31", 500)
+                local n, calls = body:match("^ok (%d+) %d+ (%d+)\n$")
+                assert.equal("3100", n, body)
+                assert.is_true(tonumber(calls) > 7, body)
+                local got = support.read(out)
+                srv:control("reset")
+                srv:control("config", { max_rows = 500 })
+                assert.equal(reference(fmt, "2026-01-31", 500), got)
+            end)
+
+            it("makes the lines of gzip answers as they are inflated (" .. fmt .. ")", function()
+                support.faults(srv, { { match = "cdr_1", gzip = true, times = 2 } })
+                local out = dir .. "/gz." .. fmt
+                assert.equal("ok 4600 2 2\n", export(fmt, out, "2026-02-15"))
+                assert.equal(2, #srv:log())
+                local got = support.read(out)
+                srv:control("reset")
+                assert.equal(reference(fmt, "2026-02-15"), got)
+            end)
+        end
+
+        it("fails as a local failure naming a full spool directory, after one call, the old file kept", function()
+            local full = support.disk("size=1m", true, finally, pending)
+            if not full then
+                return
+            end
+            for _, fmt in ipairs { "csv", "ndjson" } do
+                srv:control("reset")
+                local out = dir .. "/full." .. fmt
+                support.spit(out, "yesterday's rows\n")
+                local body = export(fmt, out, "2026-02-15", nil, full)
+                assert.truthy(body:find("^output|"), body)
+                assert.truthy(body:find("spool directory " .. full .. ": No space left on device", 1, true), body)
+                assert.equal(1, srv:control("stats").requests)
+                assert.equal("yesterday's rows\n", support.read(out))
+            end
+            local code, listing = support.sh("ls -A " .. support.q(dir))
+            assert.equal(0, code)
+            assert.equal("full.csv\nfull.ndjson\n", listing)
+        end)
 
         it("keeps the file it would replace when a window fails, the whole windows as PATH.part", function()
             local out = dir .. "/cdr.csv"

@@ -632,6 +632,46 @@ static int l_streamed(lua_State *L)
     return 1;
 }
 
+/***
+ * With `csv` or `ndjson`: whether the first row had a member no column
+ * takes (CSV only; false for NDJSON).
+ * @function decoder:extra
+ */
+static int l_extra(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    lua_pushboolean(L, d->s.csv != NULL && wv_csv_extra(d->s.csv));
+    return 1;
+}
+
+/***
+ * With `csv` or `ndjson` and `time`: the rows' values of that field so far,
+ * a list (false where a row had none); an empty list without them.
+ * @function decoder:times
+ */
+static int l_times(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    if (d->s.csv != NULL)
+        wv_csv_push_times(L, d->s.csv);
+    else
+        lua_newtable(L);
+    return 1;
+}
+
+/***
+ * Whether the decoder stopped because a row's line could not be made (the
+ * NDJSON encoder raised or gave no string): the output's failure, not the
+ * answer's.
+ * @function decoder:lines_failed
+ */
+static int l_lines_failed(lua_State *L)
+{
+    wv_decoder *d = check_decoder(L);
+    lua_pushboolean(L, d->s.encode_failed);
+    return 1;
+}
+
 static int l_gc(lua_State *L)
 {
     wv_decoder *d = (wv_decoder *)luaL_checkudata(L, 1, WV_DECODER_MT);
@@ -697,34 +737,48 @@ void wv_decoder_push(lua_State *L, const char *secret, size_t slen, int count)
  *   like it): each row becomes an NDJSON line, what that function makes of
  *   the decoded row (made in C but for a row with a nested value or a
  *   number JSON cannot hold, given to the function), given as `csv`'s
- *   lines are; `skip`: with `csv` or `ndjson`, the first rows are left out
+ *   lines are; `skip`: with `csv` or `ndjson`, the first rows are left out;
+ *   `time`: with `csv` or `ndjson`, the rows' field whose values `times()`
+ *   gives; `strict`: with `csv` or `ndjson`, every value checked as the
+ *   decoder checks it (text nobody checked before: an answer as it arrives)
  * @return the decoder
  */
 void wv_decoder_csv(lua_State *L, int dec, int opts)
 {
     wv_decoder *d = (wv_decoder *)luaL_checkudata(L, dec, WV_DECODER_MT);
-    size_t i, n, skip;
+    size_t i, n, skip, tlen = 0;
+    const char *time = NULL;
+    int strict, top = lua_gettop(L);
     lua_getfield(L, opts, "skip");
     skip = lua_isnil(L, -1) ? 0 : (size_t)luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, opts, "strict");
+    strict = lua_toboolean(L, -1);
+    /* The time field's name stays on the stack (a metamethod of opts may
+     * run below) until the lines' state has copied it. */
+    lua_getfield(L, opts, "time");
+    if (!lua_isnil(L, -1)) {
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, opts, "time: the name of a field expected");
+        time = lua_tolstring(L, -1, &tlen);
+    }
     lua_getfield(L, opts, "ndjson");
     if (!lua_isnil(L, -1)) {
         luaL_argcheck(L, lua_isfunction(L, -1), opts, "ndjson: the Lua encoder of a row expected");
         lua_getfield(L, opts, "csv");
         luaL_argcheck(L, lua_isnil(L, -1), opts, "csv and ndjson: one or the other");
         lua_pop(L, 1);
-        d->s.csv = wv_ndjson_new(skip, NULL, 0);
+        d->s.csv = wv_ndjson_new(skip, time, tlen);
         if (d->s.csv == NULL)
             luaL_error(L, "not enough memory");
+        if (strict)
+            wv_csv_strict(d->s.csv);
         wv_push_uservalue(L, dec);
         wv_stream_set_encoder(L, lua_gettop(L), lua_gettop(L) - 1);
-        lua_pop(L, 2);
+        lua_settop(L, top);
         return;
     }
-    lua_pop(L, 1);
     lua_getfield(L, opts, "csv");
     if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+        lua_settop(L, top);
         return;
     }
     luaL_argcheck(L, lua_istable(L, -1), opts, "csv: a list of column names expected");
@@ -734,10 +788,12 @@ void wv_decoder_csv(lua_State *L, int dec, int opts)
         luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, opts, "csv: a list of column names expected");
         lua_pop(L, 1);
     }
-    d->s.csv = wv_csv_new(L, lua_gettop(L), skip, NULL, 0);
-    lua_pop(L, 1);
+    d->s.csv = wv_csv_new(L, lua_gettop(L), skip, time, tlen);
+    lua_settop(L, top);
     if (d->s.csv == NULL)
         luaL_error(L, "not enough memory");
+    if (strict)
+        wv_csv_strict(d->s.csv);
 }
 
 static int l_decoder(lua_State *L)
@@ -765,6 +821,9 @@ static const luaL_Reg decoder_methods[] = {
     { "finish", l_finish },
     { "streamed", l_streamed },
     { "shape", l_shape },
+    { "extra", l_extra },
+    { "times", l_times },
+    { "lines_failed", l_lines_failed },
     { NULL, NULL }
 };
 

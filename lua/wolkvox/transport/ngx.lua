@@ -45,8 +45,11 @@ do
         decode = core.decode
         core_decoder = core.decoder
         M.decoder = "wolkvox.core"
-        -- Answers of rows can wait on disk (a request's `spool`), as with curl.
+        -- Answers of rows can wait on disk (a request's `spool`), as with curl,
+        -- and rows a sink takes as lines be made into them as they arrive
+        -- (a request's `csv`: see wolkvox.transport.curl).
         M.spool = true
+        M.spool_lines = true
     else
         M.decoder = "cjson"
         local cjson = require("cjson.safe").new()
@@ -769,8 +772,13 @@ function M.new(opts, token)
         decode = function(text)
             return decode(text, token)
         end,
-        -- The C core's incremental decoder, when it is installed here.
-        decoder = core_decoder and function(count)
+        -- The C core's incremental decoder, when it is installed here: rows
+        -- counted only (`count`), or made into a request's `csv` lines.
+        decoder = core_decoder and function(count, csv)
+            if csv then
+                return core_decoder { secret = token, csv = csv.columns, ndjson = csv.ndjson, time = csv.time,
+                    strict = true }
+            end
             return core_decoder { secret = token, count = count }
         end or nil,
         -- An unnamed file in `dir` for an answer whose rows wait on disk.

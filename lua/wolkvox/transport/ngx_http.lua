@@ -534,14 +534,31 @@ end
 -- and the error and a snippet of the answer's start.  With `spool` (a
 -- `wolkvox.spool`) the bytes go to it and the rows are only checked and
 -- counted: `counted()` then says how many, and whether they were streamed.
+-- With `csv` (a request's: see wolkvox.transport.curl) and `lines` (a
+-- `wolkvox.spool`) the rows are made into lines as they arrive, checked as
+-- the decoder checks them, and the lines go to `lines` (the answer to
+-- `spool` too only with `csv.keep_answer`): `extra()` and `times()` say
+-- what the transfer's `lines_extra` and `times` say, `lines_failed()`
+-- whether a line could not be made (the output's failure).
 -- With `hold` (a table with the call's `deadline`), the worker's collector
 -- is held from the answer's first `gc_hold.FROM` bytes until the exchange
 -- releases it (`hold.release()`; see wolkvox.transport.gc_hold).
-local function streaming(self, spool, hold)
-    local d = self.decoder(spool ~= nil)
+local function streaming(self, spool, hold, csv, lines)
+    local d = self.decoder(spool ~= nil, csv)
     local start = json_start()
     local rows, n, head, bytes, failed = {}, 0, {}, 0, nil
     local total, streamed, disk
+    -- `text` written to the spool `sp`; false when it could not be.
+    local function to_disk(sp, text)
+        if #text > 0 then
+            local ok, werr = sp:write(text)
+            if not ok then
+                failed, disk = werr, true
+                return false
+            end
+        end
+        return true
+    end
     local head_len = HEAD_LEN
     return {
         put = function(_, piece)
@@ -568,18 +585,17 @@ local function streaming(self, spool, hold)
                 failed = err
                 return bytes < head_len
             end
-            if spool then
-                local ok, werr = spool:write(piece)
-                if not ok then
-                    failed, disk = werr, true
-                    return false
-                end
+            if spool and not to_disk(spool, piece) then
+                return false
             end
             local got
             got, err = d:feed(piece)
             if not got then
                 failed = err
                 return bytes < head_len
+            end
+            if lines then
+                return to_disk(lines, got)
             end
             for i = 1, #got do
                 n = n + 1
@@ -591,6 +607,9 @@ local function streaming(self, spool, hold)
         counted = function() return total, streamed end,
         disk_failed = function() return disk end,
         failure = function() return failed end,
+        extra = function() return d:extra() end,
+        times = function() return d:times() end,
+        lines_failed = function() return d:lines_failed() end,
         result = function()
             if not failed then
                 local env, last
@@ -598,8 +617,10 @@ local function streaming(self, spool, hold)
                 streamed = d:streamed()
                 if env == nil and type(last) == "string" then
                     failed = last
+                elseif lines and not to_disk(lines, last) then
+                    return nil, failed, concat(head)
                 else
-                    for i = 1, #last do
+                    for i = 1, lines and 0 or #last do
                         n = n + 1
                         rows[n] = last[i]
                     end
@@ -648,6 +669,9 @@ local function gunzipping(inf, inner)
         counted = inner.counted,
         disk_failed = inner.disk_failed,
         failure = inner.failure,
+        extra = inner.extra,
+        times = inner.times,
+        lines_failed = inner.lines_failed,
         wire = function() return wire end,
         zerror = function()
             if not zerr and not done then
@@ -804,11 +828,29 @@ function M.exchange(self, req, head_of, res, t0)
         inf = require("wolkvox.inflate").stream(self.max_bytes)
     end
     local stream = (enc == "" or inf ~= nil) and req.decode ~= false and self.decoder ~= nil
-    local spool
+    local spool, line_spool, csv
+    -- Every spool of this answer let go (an error, or an answer not taken).
+    local function drop_spools()
+        if spool then
+            spool:close()
+        end
+        if line_spool then
+            line_spool:close()
+        end
+    end
     if stream and req.spool and self.spool then
+        -- The rows' lines made as they arrive go to a spool of their own,
+        -- the answer to one only when not asked for lines or asked to keep it.
+        csv = req.csv
         local why
-        spool, why = self.spool(req.spool)
-        if not spool then
+        if csv then
+            line_spool, why = self.spool(req.spool)
+        end
+        if why == nil and (not csv or csv.keep_answer) then
+            spool, why = self.spool(req.spool)
+        end
+        if why ~= nil then
+            drop_spools()
             sock:close()
             res.error = { kind = "transport", reason = "spool", sent = true, message = why }
             return res
@@ -818,10 +860,10 @@ function M.exchange(self, req, head_of, res, t0)
     if stream then
         -- Rows made as the answer arrives: the worker's collector waits
         -- until they are (see wolkvox.transport.gc_hold).
-        if not spool and self.gc_hold then
+        if not spool and not line_spool and self.gc_hold then
             hold = { deadline = deadline }
         end
-        out = streaming(self, spool, hold)
+        out = streaming(self, spool, hold, csv, line_spool)
         if inf then
             out = gunzipping(inf, out)
         end
@@ -838,9 +880,7 @@ function M.exchange(self, req, head_of, res, t0)
     -- (an answer known not to be JSON is that, whatever cut it short after)
     if not read and why ~= "stopped" and not out.failure() then
         sock:close()
-        if spool then
-            spool:close()
-        end
+        drop_spools()
         if why == "too_large" then
             res.error = transport.too_large(self.max_bytes)
         else
@@ -862,31 +902,41 @@ function M.exchange(self, req, head_of, res, t0)
         self.bytes = self.bytes + n
         local zerr = out.zerror and out.zerror()
         if zerr then
-            if spool then
-                spool:close()
-            end
+            drop_spools()
             res.error = inflate_error(self, zerr)
             return res
         end
         if n > 0 then
             local v, derr, head = out.result()
             if v == nil then
+                drop_spools()
                 if out.disk_failed() then
                     res.error = { kind = "transport", reason = "spool", sent = true, message = derr }
-                    spool:close()
                     return res
                 end
-                if spool then
-                    spool:close()
+                if line_spool and out.lines_failed() then
+                    -- (a row the NDJSON encoder could not write: the output's
+                    -- failure, the answer itself was fine)
+                    res.lines_error = self.mask(tostring(derr))
+                else
+                    res.decode_error = self.mask(tostring(derr))
                 end
-                res.decode_error, res.snippet = self.mask(tostring(derr)), printable(self.mask(head))
+                res.snippet = printable(self.mask(head))
             else
                 res.value = v
-                if spool then
+                if spool or line_spool then
                     res.rows, res.streamed = out.counted()
                     res.spool = spool
                 end
+                if line_spool then
+                    res.lines, res.lines_extra = line_spool, out.extra()
+                    if csv.cap and res.rows >= csv.cap then
+                        res.times = out.times()
+                    end
+                end
             end
+        else
+            drop_spools()
         end
         return res
     end
