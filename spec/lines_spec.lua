@@ -444,6 +444,34 @@ describe("core.decoder with time and strict", function()
         assert.has_error(function() core.decoder { csv = COLS, time = 1 } end)
         assert.has_error(function() core.decoder { ndjson = encode_row, time = {} } end)
     end)
+
+    it("keeps the time field's name while the options' metamethods drop it and collect", function()
+        -- (Under ASan a name read after it was freed is an error.  A long
+        -- string is not interned: each one made here is a string of its
+        -- own, the one in opts held by nothing else.)
+        local function long_name()
+            return ("t"):rep(30) .. ("0123456789"):rep(2)
+        end
+        for _, lines in ipairs { "csv", "ndjson" } do
+            local opts = { time = long_name() }
+            setmetatable(opts, { __index = function(t, k)
+                if k ~= "ndjson" and k ~= "csv" then
+                    return nil   -- (asked before the name is read)
+                end
+                rawset(t, "time", nil)
+                collectgarbage()
+                collectgarbage()
+                if k == lines then
+                    return lines == "csv" and { "a", long_name() } or encode_row
+                end
+            end })
+            local d = core.decoder(opts)
+            collectgarbage()
+            assert(d:feed('{"data":[{"a":"1","' .. long_name() .. '":"x"}]}'))
+            assert(d:finish())
+            assert.same({ "x" }, d:times())
+        end
+    end)
 end)
 
 describe("exports through lines made as the answer arrives", function()
