@@ -360,6 +360,45 @@ describe("inside nginx #nginx", function()
             end)
         end
 
+        it("masks the token a hostile answer echoes, in keys and values, spelled with escapes too", function()
+            local t = srv.token
+            local spelled = t:gsub(".", function(ch) return ("\\u%04x"):format(ch:byte()) end)
+            local body = '{"code":200,"msg":"ok","data":['
+                .. '{"conn_id":"1","date_ini":"2026-01-01 08:00:00","customer":"' .. t .. '","note":"pre' .. t
+                .. 'post"},'
+                .. '{"conn_id":"2","date_ini":"2026-01-01 09:00:00","customer":"' .. spelled .. '","x' .. t
+                .. '":"k","deep":{"k":"' .. t .. '"}}]}'
+            -- and a number no Lua number holds: NDJSON cannot write it (an output error), CSV leaves it out
+            local inf = body:gsub('}}]}$', '},"n":1e400}]}')
+            for i, case in ipairs { { "csv", body }, { "ndjson", body }, { "csv", inf }, { "ndjson", inf } } do
+                local fmt, text = case[1], case[2]
+                srv:control("reset")
+                srv:control("config", { fixtures = { { match = "cdr_1", body_is_text = true, body = text } } })
+                local out = dir .. "/echo" .. i .. "." .. fmt
+                local said = export(fmt, out, "2026-01-01")
+                local got = support.slurp(out)
+                srv:control("reset")
+                srv:control("config", { fixtures = { { match = "cdr_1", body_is_text = true, body = text } } })
+                local path = dir .. "/reference" .. i .. "." .. fmt
+                local c = support.client(srv, { retries = 0, max_concurrent = 1 })
+                local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-01" },
+                    { output = path, format = fmt })
+                -- The same outcome as through libcurl: the file, or the same refusal.
+                if n then
+                    assert.equal("ok 2 1 1\n", said)
+                    assert.equal(support.read(path), got)
+                else
+                    assert.equal(err.kind, said:match("^(%a+)|"), said)
+                    assert.equal(tostring(err):gsub("%s+%(.*", ""), said:match("|(.-)%s+%(") or said:match("|(.-)\n"))
+                    assert.is_nil(got)
+                end
+                for _, written in ipairs { said, got or "" } do
+                    assert.is_nil(written:find(t, 1, true), written)
+                    assert.is_nil(written:find(spelled, 1, true), written)
+                end
+            end
+        end)
+
         it("fails as a local failure naming a full spool directory, after one call, the old file kept", function()
             local full = support.disk("size=1m", true, finally, pending)
             if not full then
