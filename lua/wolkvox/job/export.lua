@@ -259,8 +259,8 @@ local function run_export(ctx, e, params, opts)
     -- the answer is kept too: a first row with other members settles more
     -- columns than the lines have.
     local lines = format == "csv" and not opts.map and not w.delimiter
-    -- NDJSON lines are made by the C core too, as the answer arrives (the
-    -- libcurl transport) or from the spooled answer's text: what the
+    -- NDJSON lines are made by the C core too, as the answer arrives (or
+    -- from the spooled answer's text, where a transport cannot): what the
     -- writer's encoder makes of each row, no row a table.
     local ndjson_lines = format == "ndjson" and not opts.map
     -- The file's columns: settled by its first row, or, before one, the
