@@ -95,6 +95,20 @@ local LOCATIONS = [[
         { from = "2026-01-01", to = a.to }, { output = a.out, format = a.fmt })
       if n then ngx.say("ok ", n, " ", #meta.windows, " ", meta.calls) else ngx.say(meta.kind, "|", tostring(meta)) end
     } }
+    location = /rows_fn { content_by_lua_block {
+      -- An export of 16 days whose rows go to a function: no file.
+      local n = 0
+      local ok, meta = wv_client():export("cdr_1", { from = "2026-01-01", to = "2026-01-16" },
+        { on_rows = function(rows) n = n + #rows end })
+      ngx.say(ok and ("ok " .. n) or (meta.kind .. "|" .. tostring(meta)))
+    } }
+    location = /sync_state { content_by_lua_block {
+      -- A sync remembering where it got in ?state=PATH.
+      local ok, meta = wv_client():sync("cdr_1", { since = "2026-01-01", ["until"] = "2026-01-16",
+        state = ngx.var.arg_state },
+        { on_rows = function() end })
+      ngx.say(ok and "ok" or (meta.kind .. "|" .. tostring(meta)))
+    } }
     location = /ping { content_by_lua_block { ngx.say("pong") } }
     location = /decoder { content_by_lua_block { ngx.say(require("wolkvox.transport.ngx").decoder) } }
     location = /phase {
@@ -504,6 +518,31 @@ describe("nginx without the C core #nginx", function()
         _, body = ngx3:get("/fault")
         assert.equal("ok 4\n", body)
         assert.is_nil(ngx3:errors():find("wolkvox.core", 1, true) and ngx3:errors():find("[error]", 1, true))
+    end)
+
+    it("refuses an export to a file without the C core, saying what it needs, before any call", function()
+        srv:control("reset")
+        local dir = support.tmpdir()
+        finally(function() os.execute("rm -rf " .. support.q(dir)) end)
+        for _, fmt in ipairs { "csv", "ndjson", "json" } do
+            local out = dir .. "/pure." .. fmt
+            local status, body = ngx3:get("/export?fmt=" .. fmt .. "&to=2026-02-15&out=" .. out)
+            assert.equal(200, status, ngx3:errors())
+            assert.truthy(body:find("^output|.*needs the C core, wolkvox.core, which this Lua cannot load"), body)
+            assert.truthy(body:find("make LUA=luajit", 1, true), body)
+            assert.is_nil(io.open(out))
+        end
+        local status, body = ngx3:get("/sync_state?state=" .. dir .. "/sync.state")
+        assert.equal(200, status, ngx3:errors())
+        assert.truthy(body:find("^output|.*needs the C core, wolkvox.core"), body)
+        assert.equal(0, srv:control("stats").requests)
+        status, body = ngx3:get("/rows_fn")
+        assert.equal(200, status, ngx3:errors())
+        assert.equal("ok 1600\n", body)   -- rows taken by a function need no file
+        assert.equal(1, srv:control("stats").requests)
+        local code, listing = support.sh("ls -A " .. support.q(dir))
+        assert.equal(0, code)
+        assert.equal("", listing)
     end)
 end)
 

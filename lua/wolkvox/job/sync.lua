@@ -70,7 +70,7 @@ local function identity(row, key)
     for i, k in ipairs(names) do
         parts[i] = k .. "=" .. tostring(row[k])
     end
-    return "h:" .. require("wolkvox.core").sha256(concat(parts, "\0")):sub(1, 32)
+    return "h:" .. require("wolkvox.transport").fingerprint(concat(parts, "\0"))
 end
 
 local function refuse(e, msg)

@@ -21,13 +21,23 @@ local io_open, os_rename, os_remove, tostring, format, setmetatable, ipairs =
 
 local M = {}
 
-local function core()
-    return require "wolkvox.core"
-end
-
 local function fail(message)
     errors.throw("output", { message = message })
 end
+
+--- The C core, which writes every file (O_EXCL, O_NOFOLLOW, renames,
+-- digests); raises an `output` error saying so where this Lua cannot load
+-- it (nginx with the pure-Lua transport: calls work there, files do not).
+function M.core()
+    local ok, core = pcall(require, "wolkvox.core")
+    if not ok then
+        fail("writing files (an output, a checkpoint, a sync state) needs the C core, wolkvox.core, which "
+            .. "this Lua cannot load: build it for this VM (make; make LUA=luajit for LuaJIT and nginx) or "
+            .. "take the rows with on_rows")
+    end
+    return core
+end
+local core = M.core
 
 --- The directory and the last component of `path`.
 function M.split(path)

@@ -89,7 +89,7 @@ end
 -- wrote; bytes that `st` (the state, or nil) does not vouch for are refused
 -- (`params`), never cut.
 function M.check_append(e, path, st, state_path)
-    local info = require("wolkvox.core").stat(path)
+    local info = file_out.core().stat(path)
     if not info or (st and st.bytes) then
         return -- a new file, or one the state vouches for (checked when opened)
     end

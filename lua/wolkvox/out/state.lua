@@ -19,7 +19,7 @@ local M = {}
 -- The C core writes and reads the files (atomic, never through a link);
 -- loaded when a checkpoint is used, so the module loads without it.
 local function core()
-    return require "wolkvox.core"
+    return require("wolkvox.out.file").core()
 end
 
 --- The checkpoint format's version.
