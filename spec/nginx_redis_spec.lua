@@ -230,6 +230,14 @@ describe("fleet mode inside nginx over TLS with client certificates #nginx", fun
         assert.truthy(body:find("^new params .*redis_cert: .*holds no PEM certificate"), body)
         body = call(rs.client_cert, rs.client_cert)
         assert.truthy(body:find("^new params .*redis_key: .*holds no PEM private key"), body)
+        -- A key with a passphrase (PKCS#8 and the older PEM form): not parsed, so nothing asks for it.
+        for i, form in ipairs { "", " -traditional" } do
+            local enc = rs.dir .. "/encrypted" .. i .. ".key"
+            assert.equal(0, (support.sh("openssl pkey -in " .. rs.client_key .. form
+                .. " -aes256 -passout pass:secret-phrase -out " .. enc)))
+            body = call(rs.client_cert, enc)
+            assert.truthy(body:find("^new params .*redis_key: .*holds a key with a passphrase"), body)
+        end
         assert.is_nil(body:find("BEGIN", 1, true))
         -- A FIFO (open() would wait for a writer, the worker with it) or a device: not read.
         local fifo = rs.dir .. "/fifo.pem"

@@ -595,6 +595,20 @@ describe("fleet mode (Redis) over TLS with client certificates, outside nginx #s
         assert.equal(0, srv:control("stats").requests)
     end)
 
+    it("refuses an encrypted key, saying so, without asking for its passphrase on the terminal", function()
+        -- (OpenSSL's default is to prompt on /dev/tty: a library must not, a
+        -- cron job has none, and a prompt would wait past every deadline.)
+        local enc = rs.dir .. "/encrypted.key"
+        assert.equal(0, (support.sh("openssl pkey -in " .. rs.client_key .. " -aes256 -passout pass:secret-phrase -out "
+            .. enc)))
+        local why = refused(srv, { redis = rs.url, redis_cafile = rs.cert, redis_cert = rs.client_cert,
+            redis_key = enc })
+        assert.truthy(why:find("cannot read the Redis client key", 1, true), why)
+        assert.truthy(why:find("passphrase", 1, true), why)
+        assert.is_nil(why:find("secret-phrase", 1, true))
+        assert.equal(0, srv:control("stats").requests)
+    end)
+
     it("takes them from --redis-cert and --redis-key, and from a profile", function()
         local ca = " --redis-cafile " .. rs.cert
         local code, out = cli_services(srv, rs, ca .. " --redis-cert " .. rs.client_cert .. " --redis-key "

@@ -379,6 +379,18 @@ typedef struct {
     const char *key;    /* its private key */
 } tls_files;
 
+/* The passphrase of an encrypted key: none.  OpenSSL's default asks for
+ * one on the terminal, which a library must not do (a cron job has none;
+ * a prompt would outlast every deadline): such a key is refused. */
+static int no_passphrase(char *buf, int size, int rwflag, void *ud)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)ud;
+    return 0;
+}
+
 /* The TLS handshake over a connected c->fd, the server checked, by `deadline`. */
 static int tls_start(conn_t *c, const char *host, const tls_files *f, double deadline, char *err, size_t errlen)
 {
@@ -394,6 +406,7 @@ static int tls_start(conn_t *c, const char *host, const tls_files *f, double dea
         return 0;
     }
     SSL_CTX_set_min_proto_version(c->sslctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_passwd_cb(c->sslctx, no_passphrase);
     SSL_CTX_set_verify(c->sslctx, SSL_VERIFY_PEER, NULL);
     if ((cafile != NULL ? SSL_CTX_load_verify_locations(c->sslctx, cafile, NULL)
                         : SSL_CTX_set_default_verify_paths(c->sslctx)) != 1) {
@@ -407,7 +420,8 @@ static int tls_start(conn_t *c, const char *host, const tls_files *f, double dea
             return 0;
         }
         if (SSL_CTX_use_PrivateKey_file(c->sslctx, f->key, SSL_FILETYPE_PEM) != 1) {
-            tls_reason(c, "cannot read the Redis client key", err, errlen);
+            tls_reason(c, "cannot read the Redis client key (a key with a passphrase is not read: "
+                          "give one without)", err, errlen);
             return 0;
         }
         if (SSL_CTX_check_private_key(c->sslctx) != 1) {

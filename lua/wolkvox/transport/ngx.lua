@@ -575,6 +575,11 @@ local function client_certificate(cert_path, key_path)
         end
         local pem = h:read(64 * 1024 + 1) or ""
         h:close()
+        -- (parsing one would have OpenSSL ask for its passphrase on a terminal)
+        if f[1] == "key" and pem:find("ENCRYPTED", 1, true) then
+            return nil, nil, "redis_key: " .. f[2] .. " holds a key with a passphrase, which is not read: give one "
+                .. "without"
+        end
         local v = #pem <= 64 * 1024 and pem:find("-----BEGIN ", 1, true) and f[3](pem)
         if not v then
             return nil, nil, f[4] .. ": " .. f[2] .. " holds no PEM " .. (f[1] == "cert" and "certificate"
