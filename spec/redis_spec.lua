@@ -607,6 +607,20 @@ describe("fleet mode (Redis) over TLS with client certificates, outside nginx #s
         assert.truthy(why:find("passphrase", 1, true), why)
         assert.is_nil(why:find("secret-phrase", 1, true))
         assert.equal(0, srv:control("stats").requests)
+        -- The same in a process with a terminal (script(1)) that would type the
+        -- passphrase if asked: still refused, and nothing asked.
+        local code = string.format([[
+            local c = assert(require("wolkvox").new { base_url = %q, token = %q, state_dir = false,
+                redis = %q, redis_cafile = %q, redis_cert = %q, redis_key = %q })
+            local rows, err = c:services()
+            io.write(rows and "OK" or ("REFUSED " .. tostring(err)), "\n")]],
+            srv.url, srv.token, rs.url, rs.cert, rs.client_cert, enc)
+        local status, out = support.sh("printf 'secret-phrase\\nsecret-phrase\\n' | script -qec "
+            .. support.q(support.lua_command(code)) .. " /dev/null")
+        assert.equal(0, status, out)
+        assert.truthy(out:find("REFUSED", 1, true), out)
+        assert.is_nil(out:find("pass phrase", 1, true), out)
+        assert.equal(0, srv:control("stats").requests)
     end)
 
     it("takes them from --redis-cert and --redis-key, and from a profile", function()
