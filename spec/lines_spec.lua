@@ -450,6 +450,30 @@ describe("core.decoder with time and strict", function()
         assert.has_error(function() core.decoder { ndjson = encode_row, time = {} } end)
     end)
 
+    it("writes rows whose keys are empty, repeated or the time field's, as the encoder does", function()
+        -- (An empty first key left the keys' buffer unallocated: NULL plus 0
+        -- and memcmp of NULL, undefined behaviour clang's UBSan found.)
+        local body = '{"data":[{"":"x","a":"1"},{"":"1","":"2"},{"":null},{"b":"2","":"t"}]}'
+        local d = core.decoder { secret = TOKEN }
+        local rows = assert(d:feed(body))
+        local _, last = assert(d:finish())
+        for _, r in ipairs(last) do rows[#rows + 1] = r end
+        local want, want_csv = {}, {}
+        for i, r in ipairs(rows) do
+            want[i] = encode_row(r) .. "\n"
+            want_csv[i] = core.csv_row(r, { "", "a" })
+        end
+        for _, size in ipairs { 1, 3, #body } do
+            local text, n, lines = fed(body, { ndjson = encode_row, strict = true, time = "" }, size)
+            assert.equal(table.concat(want), text)
+            assert.equal(4, n)
+            assert.same({ "x", "2", false, "t" }, lines:times())
+            text = fed(body, { csv = { "", "a" }, strict = true }, size)
+            assert.equal(table.concat(want_csv), text)
+            assert.matches("^x,1\r?\n2,\r?\n,\r?\nt,\r?\n$", text)
+        end
+    end)
+
     it("keeps the time field's name while the options' metamethods drop it and collect", function()
         -- (Under ASan a name read after it was freed is an error.  A long
         -- string is not interned: each one made here is a string of its

@@ -540,11 +540,18 @@ static int nd_member(wv_csv *c, const char *key, size_t klen, const wv_cell *v)
     return wv_buf_add(&nd->keys, key, klen);
 }
 
+/* The key of member `m`: its bytes in nd->keys, or "" while no key has any
+ * (nd->keys.p is NULL then, and NULL plus an offset, even 0, is undefined). */
+static const char *nd_key(const struct wv_ndjson *nd, const wv_member *m)
+{
+    return nd->keys.p != NULL ? nd->keys.p + m->koff : "";
+}
+
 /* Whether members i and j have the same key. */
 static int nd_same_key(const struct wv_ndjson *nd, size_t i, size_t j)
 {
     const wv_member *a = &nd->mem[i], *b = &nd->mem[j];
-    return a->klen == b->klen && memcmp(nd->keys.p + a->koff, nd->keys.p + b->koff, a->klen) == 0;
+    return a->klen == b->klen && (a->klen == 0 || memcmp(nd_key(nd, a), nd_key(nd, b), a->klen) == 0);
 }
 
 /* The members' order (nd->order.order): by key as the encoder orders
@@ -556,7 +563,7 @@ static int nd_order(lua_State *L, struct wv_ndjson *nd)
     size_t lens[ND_MAX], i;
     int r;
     for (i = 0; i < nd->n; i++) {
-        keys[i] = nd->keys.p + nd->mem[i].koff;
+        keys[i] = nd_key(nd, &nd->mem[i]);
         lens[i] = nd->mem[i].klen;
     }
     r = wv_order_keys(L, &nd->order, keys, lens, nd->n);
@@ -580,7 +587,7 @@ static int nd_line(lua_State *L, wv_csv *c, const char *e, wv_json_ctx *json, wv
         for (i = 0; i < nd->n; i++) {
             const wv_member *m = &nd->mem[nd->order.order[i]];
             nd->rend_off[i] = nd->rend.len;
-            if (!wv_json_put_string(&nd->rend, nd->keys.p + m->koff, m->klen) || !wv_buf_add(&nd->rend, ":", 1))
+            if (!wv_json_put_string(&nd->rend, nd_key(nd, m), m->klen) || !wv_buf_add(&nd->rend, ":", 1))
                 return 0;
         }
         nd->rend_off[nd->n] = nd->rend.len;
@@ -646,7 +653,7 @@ static int nd_time(wv_csv *c, const char *e, const char *secret, size_t slen, co
     size_t i;
     for (i = nd->n; i > 0; i--) {
         const wv_member *m = &nd->mem[i - 1];
-        if (m->klen == nd->tlen && memcmp(nd->keys.p + m->koff, nd->time, m->klen) == 0)
+        if (m->klen == nd->tlen && (m->klen == 0 || memcmp(nd_key(nd, m), nd->time, m->klen) == 0))
             return keep_time(c, &m->v, e, secret, slen, msg);
     }
     return keep_time(c, &none, e, secret, slen, msg);
