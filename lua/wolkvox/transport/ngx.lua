@@ -558,7 +558,7 @@ local function client_certificate(cert_path, key_path)
     local okssl, ssl = pcall(require, "ngx.ssl")
     if not okssl or not ssl.parse_pem_cert or not ssl.parse_pem_priv_key then
         return nil, nil, "redis_cert and redis_key need ngx.ssl's parse_pem_cert and parse_pem_priv_key "
-            .. "(lua-resty-core 0.1.21 or later, Debian's lua-resty-core)"
+            .. "(lua-resty-core, as Debian 12's 0.1.25 has)"
     end
     local okcore, core = pcall(require, "wolkvox.core")
     local parsed = {}
@@ -657,6 +657,11 @@ function M.redis_connector(url)
                     -- had to wait: a raise here is a failed handshake too.)
                     local called
                     if cert then
+                        if not sock.setclientcert then
+                            sock:close()
+                            return nil, "redis_cert needs cosockets' setclientcert (lua-resty-core, as Debian "
+                                .. "12's 0.1.25 has)", "io"
+                        end
                         sock:setclientcert(cert, key)
                     end
                     called, done, err = pcall(sock.sslhandshake, sock, nil, cfg.host, true)
