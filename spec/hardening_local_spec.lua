@@ -338,3 +338,128 @@ describe("answers whose data cannot be written as rows", function()
         end
     end)
 end)
+
+-- What an export killed while writing leaves: its temporary file beside the
+-- output (`.NAME.tmp-` and 16 hex digits).  Its writer held the file's lock
+-- from its creation to its rename; the next export of that path removes
+-- such a file once nobody holds its lock and it is older than STALE, and
+-- nothing else.
+describe("temporary files of killed exports", function()
+    local file_out = require "wolkvox.out.file"
+    local HEX = "0123456789abcdef"
+
+    -- `path` made a file (with `text`) `minutes` minutes old.
+    local function aged(path, minutes, text)
+        support.spit(path, text or "rows of a killed run\n")
+        assert.equal(0, (sh("touch -d '" .. minutes .. " minutes ago' " .. q(path))))
+    end
+
+    local function exists(path)
+        return (sh("test -e " .. q(path) .. " -o -L " .. q(path))) == 0
+    end
+
+    it("removes only an old one of this path whose lock nobody holds", function()
+        local dir = support.tmpdir()
+        local tmp = dir .. "/.cdr.csv.tmp-" .. HEX
+        aged(tmp, 11)
+        local keep = {
+            young = dir .. "/.cdr.csv.tmp-" .. HEX:reverse(),
+            short = dir .. "/.cdr.csv.tmp-" .. HEX:sub(2),
+            upper = dir .. "/.cdr.csv.tmp-" .. HEX:upper(),
+            other = dir .. "/.other.csv.tmp-" .. HEX,
+            suffix = dir .. "/.cdr.csv.tmp-" .. HEX .. "x",
+            linked = dir .. "/.cdr.csv.tmp-" .. ("1"):rep(16),
+            link = dir .. "/.cdr.csv.tmp-" .. ("2"):rep(16),
+            subdir = dir .. "/.cdr.csv.tmp-" .. ("3"):rep(16),
+            fifo = dir .. "/.cdr.csv.tmp-" .. ("4"):rep(16),
+        }
+        aged(keep.young, 0)
+        for _, k in ipairs { "short", "upper", "other", "suffix", "linked" } do
+            aged(keep[k], 11)
+        end
+        assert.equal(0, (sh("ln " .. q(keep.linked) .. " " .. q(dir .. "/elsewhere"))))     -- two links
+        local target = dir .. "/target.csv"
+        aged(target, 11, "a file of the user's\n")
+        assert.equal(0, (sh("ln -s target.csv " .. q(keep.link) .. " && touch -h -d '11 minutes ago' "
+            .. q(keep.link))))
+        assert.equal(0, (sh("mkdir " .. q(keep.subdir) .. " && touch -d '11 minutes ago' " .. q(keep.subdir))))
+        assert.equal(0, (sh("mkfifo " .. q(keep.fifo) .. " && touch -d '11 minutes ago' " .. q(keep.fifo))))
+        if (sh("id -u")) == 0 and select(2, sh("id -u")):match("^0") then
+            keep.foreign = dir .. "/.cdr.csv.tmp-" .. ("5"):rep(16)
+            aged(keep.foreign, 11)
+            assert.equal(0, (sh("chown 65534 " .. q(keep.foreign))))
+        end
+        assert.equal(1, core.sweep_tmp(dir, "cdr.csv", file_out.STALE))
+        assert.is_false(exists(tmp))
+        for what, path in pairs(keep) do
+            assert.is_true(exists(path), what)
+        end
+        assert.equal("a file of the user's\n", support.read(target))
+        -- Nothing to do a second time; a directory that is not there is no error.
+        assert.equal(0, core.sweep_tmp(dir, "cdr.csv", file_out.STALE))
+        assert.equal(0, core.sweep_tmp(dir .. "/none", "cdr.csv", file_out.STALE))
+        for _, bad in ipairs { { dir, "a/b", 600 }, { dir, "", 600 }, { dir, "cdr.csv", 0 },
+                { dir, "cdr.csv", 0 / 0 }, { dir, "cdr.csv", "x" }, { nil, "cdr.csv", 600 } } do
+            assert.has_error(function() core.sweep_tmp(bad[1], bad[2], bad[3]) end)
+        end
+        os.execute("rm -rf " .. q(dir))
+    end)
+
+    it("never removes the file of a writer that lives, however old", function()
+        local dir = support.tmpdir()
+        local out = dir .. "/live.csv"
+        local w = file_out.new(out)
+        w.file:write("rows so far\n")
+        w.file:flush()
+        assert.equal(0, (sh("touch -d '11 minutes ago' " .. q(w.tmp))))
+        -- Another process's look, and this one's: the lock is held.
+        local code, said = child(string.format("io.write(require('wolkvox.core').sweep_tmp(%q, 'live.csv', 600))",
+            dir))
+        assert.equal(0, code, said)
+        assert.equal("0", said)
+        assert.equal(0, core.sweep_tmp(dir, "live.csv", file_out.STALE))
+        local w2 = file_out.new(out)   -- a second writer of the same path sweeps first
+        assert.is_true(exists(w.tmp))
+        w2:abort()
+        assert(w:commit())
+        assert.equal("rows so far\n", support.read(out))
+        -- Committed: no temporary name left, and the lock let go.
+        assert.equal("live.csv\n", select(2, sh("ls -A " .. q(dir))))
+        os.execute("rm -rf " .. q(dir))
+    end)
+
+    it("a rerun of a killed command-line export removes what it left and finishes", function()
+        local srv = support.fake()
+        finally(function() srv:stop() end)
+        local dir = support.tmpdir()
+        local out = dir .. "/cdr.csv"
+        srv:control("config", { latency = 0.5 })
+        -- (the rerun paces with a state of its own: the killed run's calls
+        -- keep their slots until the server would have ended them)
+        local function argv(state)
+            return "--base-url " .. srv.url .. " --state-dir " .. q(state) .. " --quiet report cdr_1 "
+                .. "--from 2026-01-01 --to 2026-06-30 -o " .. q(out)
+        end
+        local p = io.popen("env -u LD_PRELOAD WOLKVOX_TOKEN=" .. srv.token .. " HOME=" .. q(dir) .. " " .. INTERP
+            .. " bin/wolkvox " .. argv(dir .. "/state") .. " >/dev/null 2>&1 & echo $!")
+        local pid = tonumber(p:read("*l"))
+        p:close()
+        support.wait_for(function()
+            return select(2, sh("ls -A " .. q(dir))):find("%.cdr%.csv%.tmp%-%x+\n") ~= nil
+                and srv:control("stats").requests >= 3
+        end, 30, "the export to be writing")
+        os.execute("kill -9 " .. pid)
+        support.wait_for(function() return not support.alive(pid) end, 10, "the killed export to be gone")
+        local left = select(2, sh("ls -A " .. q(dir))):match("(%.cdr%.csv%.tmp%-%x+)\n")
+        assert.is_string(left)
+        assert.equal(0, (sh("touch -d '11 minutes ago' " .. q(dir .. "/" .. left))))
+        srv:control("config", { latency = 0 })
+        local code, said = cli(argv(dir .. "/state2"), { WOLKVOX_TOKEN = srv.token })
+        assert.equal(0, code, said)
+        assert.is_false(exists(dir .. "/" .. left))
+        assert.equal("cdr.csv\nstate\nstate2\n", select(2, sh("ls -A " .. q(dir))))
+        local lines_out = select(2, support.read(out):gsub("\n", ""))
+        assert.equal(18101, lines_out)   -- 181 days at 100 rows, and the header
+        os.execute("rm -rf " .. q(dir))
+    end)
+end)

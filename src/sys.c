@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -724,9 +725,12 @@ static int lock_tostring(lua_State *L)
 /***
  * Create the new file `path` for writing (O_EXCL, O_NOFOLLOW; mode 0666 less
  * the umask, as the shell's `>` makes it): fails when anything, a link
- * included, is there already.
+ * included, is there already.  The file's lock (flock(2)) is held from its
+ * creation until the returned object is released: an output's temporary
+ * file says so that its writer lives (see `sweep_tmp`).
  * @function create
- * @treturn[1] true
+ * @treturn[1] lock the held lock (`release()`; also released by `__gc`, and
+ *   by the death of the process)
  * @treturn[2] nil
  * @treturn[2] string message
  * @treturn[2] string "exists", "missing" (no such directory) or "error"
@@ -735,17 +739,97 @@ static int l_create(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     wv_msg msg;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int e = errno;
+    int e;
+    wv_lock *lk = (wv_lock *)lua_newuserdata(L, sizeof *lk);
+    lk->fd = -1;
+    luaL_getmetatable(L, WV_LOCK_MT);
+    lua_setmetatable(L, -2);
+    /* From here the userdata owns the descriptor: a raise cannot leak it. */
+    lk->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (lk->fd < 0) {
+        e = errno;
         open_message(msg, path, e);
         lua_pushnil(L);
         lua_pushstring(L, msg);
         lua_pushstring(L, e == EEXIST ? "exists" : e == ENOENT ? "missing" : "error");
         return 3;
     }
+    /* (A new file: nobody else holds it.  Where locks are not supported, a
+     * sweep cannot take it either, and leaves it.) */
+    (void)flock(lk->fd, LOCK_EX | LOCK_NB);
+    return 1;
+}
+
+/* Whether `name` is `.BASE.tmp-` and 16 lowercase hex digits. */
+static int tmp_name_of(const char *name, const char *base, size_t blen)
+{
+    size_t i;
+    if (name[0] != '.' || strncmp(name + 1, base, blen) != 0 || strncmp(name + 1 + blen, ".tmp-", 5) != 0)
+        return 0;
+    name += 1 + blen + 5;
+    for (i = 0; i < 16; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return name[16] == '\0';
+}
+
+/* Remove `name` under the open directory `dfd` when it is a stale temporary
+ * output: a regular file of this user with one link, not written for
+ * `age` seconds, whose lock nobody holds (its writer died: a live one
+ * holds it from the file's creation to its rename, see create), and still
+ * the file opened when it is unlinked.  1 when removed. */
+static int sweep_one_tmp(int dfd, const char *name, double age)
+{
+    struct stat st, again;
+    int removed = 0;
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_nlink == 1 &&
+        (double)st.st_mtime <= (double)time(NULL) - age && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        fstatat(dfd, name, &again, AT_SYMLINK_NOFOLLOW) == 0 && again.st_dev == st.st_dev &&
+        again.st_ino == st.st_ino)
+        removed = unlinkat(dfd, name, 0) == 0;
     close(fd);
-    lua_pushboolean(L, 1);
+    return removed;
+}
+
+/***
+ * Remove the temporary files that outputs named `base` in directory `dir`
+ * left when their writers died (killed while writing: `.BASE.tmp-` and 16
+ * hex digits, see `wolkvox.out.file`).  Only a regular file of this user,
+ * with one link, untouched for `age` seconds and whose lock nobody holds;
+ * nothing is followed.  Best effort: a directory that cannot be read is left.
+ * @function sweep_tmp
+ * @treturn integer how many were removed
+ */
+static int l_sweep_tmp(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    size_t blen;
+    const char *base = luaL_checklstring(L, 2, &blen);
+    double age = luaL_checknumber(L, 3);
+    int n = 0, dfd;
+    DIR *d;
+    struct dirent *e;
+    luaL_argcheck(L, blen > 0 && strchr(base, '/') == NULL && strlen(base) == blen, 2, "a file name expected");
+    luaL_argcheck(L, age >= 1, 3, "at least a second expected");
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    d = fdopendir(dfd);
+    if (d == NULL) {
+        close(dfd);
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    while ((e = readdir(d)) != NULL)
+        if (tmp_name_of(e->d_name, base, blen))
+            n += sweep_one_tmp(dirfd(d), e->d_name, age);
+    closedir(d);
+    lua_pushinteger(L, n);
     return 1;
 }
 
@@ -1099,6 +1183,7 @@ static const luaL_Reg sys_functions[] = {
     { "file_size", l_file_size },
     { "truncate", l_truncate },
     { "create", l_create },
+    { "sweep_tmp", l_sweep_tmp },
     { "random_hex", l_random_hex },
     { "stat", l_stat },
     { "writable_dir", l_writable_dir },

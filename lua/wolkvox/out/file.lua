@@ -7,7 +7,10 @@
 --   O_NOFOLLOW (a file or a link another user planted is never opened),
 --   renamed to the final name only when the result is whole (`commit`);
 --   a result cut short is kept as `PATH.part` (`keep`), never under the
---   final name;
+--   final name.  Its writer holds the file's lock from its creation to its
+--   rename; what a writer killed meanwhile left under such a name (its
+--   lock gone, untouched for `STALE` seconds) the next `new` of that path
+--   removes;
 -- * `resume` goes on writing a file a checkpoint or a sync state vouches
 --   for: only a regular file of this user, whose vouched bytes still match
 --   their digest, cut back to them (what lies after is this job's own
@@ -20,6 +23,11 @@ local io_open, os_rename, os_remove, tostring, format, setmetatable, ipairs =
     io.open, os.rename, os.remove, tostring, string.format, setmetatable, ipairs
 
 local M = {}
+
+--- How long a temporary file whose lock nobody holds is left before `new`
+-- removes it (seconds): a live writer holds its lock all along, so this
+-- only guards against clocks that disagree (a shared file system).
+M.STALE = 600
 
 local function fail(message)
     errors.throw("output", { message = message })
@@ -98,12 +106,13 @@ function M.new(path)
         end
         return setmetatable({ file = f, path = path, direct = true }, File)
     end
-    local tmp, err, code
+    -- (a run killed while writing this path left its temporary file)
+    core().sweep_tmp(dir == "" and "." or dir, base, M.STALE)
+    local tmp, err, code, hold
     for _ = 1, 8 do
         tmp = dir .. "." .. base .. ".tmp-" .. core().random_hex(8)
-        local made
-        made, err, code = core().create(tmp)
-        if made then
+        hold, err, code = core().create(tmp)
+        if hold then
             break
         end
         tmp = nil
@@ -119,9 +128,19 @@ function M.new(path)
     local f, oerr = io_open(tmp, "r+b")
     if not f then
         os_remove(tmp)
+        hold:release()
         fail("cannot write " .. path .. ": " .. tostring(oerr))
     end
-    return setmetatable({ file = f, tmp = tmp, path = path }, File)
+    return setmetatable({ file = f, tmp = tmp, path = path, hold = hold }, File)
+end
+
+-- The temporary name is gone (renamed or removed): its lock is let go.
+local function let_go(self)
+    self.tmp = nil
+    if self.hold then
+        self.hold:release()
+        self.hold = nil
+    end
 end
 
 local function close(self)
@@ -149,10 +168,10 @@ function File:commit()
     end
     if not ok then
         os_remove(self.tmp)
-        self.tmp = nil
+        let_go(self)
         return nil, "cannot write " .. self.path .. ": " .. tostring(err)
     end
-    self.tmp = nil
+    let_go(self)
     return true
 end
 
@@ -175,10 +194,10 @@ function File:keep(bytes)
     end
     if not ok then
         os_remove(self.tmp)
-        self.tmp = nil
+        let_go(self)
         return nil, tostring(err)
     end
-    self.tmp = nil
+    let_go(self)
     return part
 end
 
@@ -194,7 +213,8 @@ function File:move(path)
         self:abort()
         return nil, "cannot write " .. path .. ": " .. tostring(err)
     end
-    self.tmp, self.path = nil, path
+    let_go(self)
+    self.path = path
     return true
 end
 
@@ -206,7 +226,7 @@ function File:abort()
     if self.tmp then
         pcall(close, self)
         os_remove(self.tmp)
-        self.tmp = nil
+        let_go(self)
     end
 end
 
