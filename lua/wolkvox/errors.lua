@@ -191,6 +191,18 @@ end
 -- Internal code may raise an error table; the public boundary turns it back
 -- into `nil, err` with `protect`, and lets real bugs through (LuaSocket's idea).
 
+--- Raise `err` again when it is the standalone interpreter's answer to
+-- Ctrl-C ("interrupted!", raised by a hook at whatever call comes next, a
+-- driver's C function inside a pcall included): code that turns a failed
+-- call into its own error must let that one through, or the command would
+-- exit 1 instead of 130 and, worse, the interrupt would be taken for a
+-- failure of the call.
+function M.pass_interrupt(err)
+    if type(err) == "string" and err:find("interrupted!", 1, true) then
+        error(err, 0)
+    end
+end
+
 --- Raise an error of `kind` (for internal use; see `protect`).
 function M.throw(kind, fields)
     error(M.new(kind, fields), 0)

@@ -184,6 +184,9 @@ function M.connect(target)
         ok, h, err = pcall(DBI.Connect, "PostgreSQL", target.db, target.user, target.password, target.host,
             target.port)
     end
+    if not ok then
+        errors.pass_interrupt(h)
+    end
     if not ok or not h then
         -- (LuaDBI's PostgreSQL driver says only "no connection to the
         -- server", whatever the cause: the likely ones are named.)
@@ -197,8 +200,9 @@ function M.connect(target)
     self.h = h
     -- The driver begins a transaction of its own before each statement
     -- unless autocommit is on; ours are said in SQL (`begin`, `commit`).
-    local on = pcall(h.autocommit, h, true)
+    local on, aerr = pcall(h.autocommit, h, true)
     if not on then
+        errors.pass_interrupt(aerr)
         fail(self, "cannot connect", "the driver refused autocommit")
     end
     if target.dialect == "sqlite" then
@@ -238,6 +242,9 @@ function Conn:exec(sql, ...)
     end
     local st = self:statement(sql)
     local called, ok, err = pcall(st.execute, st, ...)
+    if not called then
+        errors.pass_interrupt(ok)
+    end
     if not (called and ok) then
         self.broken = self.broken or not called
         fail(self, "cannot run " .. sql:match("^%S+"), called and err or ok)
@@ -266,6 +273,7 @@ function Conn:rows(sql, ...)
         end
     end)
     if not ok then
+        errors.pass_interrupt(err)
         fail(self, "cannot read " .. sql:match("^%S+"), err)
     end
     return out
