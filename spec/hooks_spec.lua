@@ -95,6 +95,33 @@ describe("hooks and logging", function()
         x:close()
     end)
 
+    it("lets Ctrl-C through a hook or a logger: the call stops, nothing is logged as failed", function()
+        -- (The standalone interpreter's SIGINT hook raises "interrupted!" at
+        -- the next call: inside a hook or a logger, the progress line's for
+        -- one.  Taken for a failed hook, the Ctrl-C was lost.)
+        for _, where in ipairs { "on_request", "on_progress", "logger" } do
+            srv:control("reset")
+            local lines = {}
+            local opts = { token = SECRET, logger = function(level, line) lines[#lines + 1] = level .. " " .. line end }
+            if where == "logger" then
+                opts.logger = function() error("interrupted!") end
+            else
+                opts[where] = function() error("interrupted!") end
+            end
+            local x = support.client(srv, opts)
+            local ok, err = pcall(x.cdr_1, x, { from = "2026-01-01", to = "2026-02-28" })
+            x:close()
+            assert.is_false(ok, where)
+            assert.matches("interrupted!", tostring(err), 1, true)
+            assert.is_string(err, where)   -- as it was raised, not made a wolkvox error
+            for _, l in ipairs(lines) do
+                assert.is_nil(l:find("failed", 1, true), l)
+            end
+            -- The progress hook comes after the first window: one call at most was spent then.
+            assert.is_true(srv:control("stats").requests <= (where == "on_progress" and 2 or 1), where)
+        end
+    end)
+
     it("writes log lines to stderr when logger = \"stderr\"", function()
         local code = string.format([[
             local c = assert(require("wolkvox").new { base_url = %q, token = %q, logger = "stderr",

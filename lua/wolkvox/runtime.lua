@@ -35,7 +35,10 @@ local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quot
 local function share(self, name, n, endpoint, outcome)
     local m = self.metrics
     if m and n > 0 then
-        pcall(m.add, m, name, n, endpoint, outcome)
+        local ok, err = pcall(m.add, m, name, n, endpoint, outcome)
+        if not ok then
+            errors.pass_interrupt(err)
+        end
     end
 end
 
@@ -93,11 +96,15 @@ function Runtime:settle()
 end
 
 --- Write a log line through the logger, if there is one.  A logger that
--- fails is ignored: logging must not break a call.
+-- fails is ignored: logging must not break a call (Ctrl-C while it logs
+-- still stops it).
 function Runtime:log(level, msg)
     local logger = self.logger
     if logger then
-        pcall(logger, level, msg)
+        local ok, err = pcall(logger, level, msg)
+        if not ok then
+            errors.pass_interrupt(err)
+        end
     end
 end
 
@@ -156,6 +163,9 @@ function Runtime:emit(name, info)
     if hook then
         local ok, err = pcall(hook, info)
         if not ok then
+            -- (Ctrl-C while a hook runs, the command line's progress line
+            -- for one, is Ctrl-C, not a failed hook)
+            errors.pass_interrupt(err)
             self:log("warn", "hook " .. name .. " failed: " .. tostring(err))
         end
     end
@@ -200,7 +210,12 @@ function M.new(o, token)
         if opts_p.shared then
             -- Fleet mode: one guard for both, so an outage warns once.
             local guard = state.guard(opts_p.shared, { failure = o.redis_failure, now = mod.clock.now,
-                log = logger and function(level, line) pcall(logger, level, line) end })
+                log = logger and function(level, line)
+                    local okl, err = pcall(logger, level, line)
+                    if not okl then
+                        errors.pass_interrupt(err)
+                    end
+                end })
             opts_p.shared, opts_q.shared = guard, guard
         end
         local time = mod.clock.time

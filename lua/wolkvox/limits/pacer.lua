@@ -150,6 +150,7 @@ function Pacer:take_slot()
                     local ok, err = pcall(lock.write, lock, format("%.6f\n", busy_until))
                     if not ok then
                         lock:release()
+                        errors.pass_interrupt(err)
                         unwritable(self.dir, err)
                     end
                     return { lock = lock, busy_until = busy_until }
