@@ -428,6 +428,24 @@ describe("temporary files of killed exports", function()
         os.execute("rm -rf " .. q(dir))
     end)
 
+    it("lets Ctrl-C through while the command line opens its output", function()
+        -- (lua.c's interrupt hook raises at the next call: here the sweep's)
+        local output = require "wolkvox.cli.output"
+        local dir = support.tmpdir()
+        debug.sethook(function()
+            if debug.getinfo(2, "f").func == core.sweep_tmp then
+                debug.sethook()
+                error("interrupted!")
+            end
+        end, "c")
+        local ok, err = pcall(output.open, dir .. "/out.csv")
+        debug.sethook()
+        assert.is_false(ok)
+        assert.matches("interrupted!", tostring(err), 1, true)
+        assert.equal("", select(2, sh("ls -A " .. q(dir))))
+        os.execute("rm -rf " .. q(dir))
+    end)
+
     it("a rerun of a killed command-line export removes what it left and finishes", function()
         local srv = support.fake()
         finally(function() srv:stop() end)

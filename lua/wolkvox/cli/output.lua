@@ -5,6 +5,7 @@
 -- @module wolkvox.cli.output
 
 local file_out = require "wolkvox.out.file"
+local errors = require "wolkvox.errors"
 
 local M = {}
 
@@ -33,6 +34,7 @@ function M.open(path)
         return file_out.new(path)
     end)
     if not ok then
+        errors.pass_interrupt(out)   -- (Ctrl-C is 130, not a failure to open)
         return nil, type(out) == "table" and out.message or tostring(out)
     end
     return out
