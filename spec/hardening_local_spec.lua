@@ -432,14 +432,7 @@ describe("temporary files of killed exports", function()
         -- (lua.c's interrupt hook raises at the next call: here the sweep's)
         local output = require "wolkvox.cli.output"
         local dir = support.tmpdir()
-        debug.sethook(function()
-            if debug.getinfo(2, "f").func == core.sweep_tmp then
-                debug.sethook()
-                error("interrupted!")
-            end
-        end, "c")
-        local ok, err = pcall(output.open, dir .. "/out.csv")
-        debug.sethook()
+        local ok, err = support.interrupted_at(core.sweep_tmp, function() return output.open(dir .. "/out.csv") end)
         assert.is_false(ok)
         assert.matches("interrupted!", tostring(err), 1, true)
         assert.equal("", select(2, sh("ls -A " .. q(dir))))

@@ -42,12 +42,31 @@ local function fetch(body, req)
     return fetch_raw(hostile.json(200, body), req)
 end
 
+-- Feed `body` in pieces of `size` bytes to core.decoder(opts), the token as
+-- its secret: the lines, the count and the decoder; or nil, why, decoder.
+local function fed(body, opts, size)
+    opts.secret = TOKEN
+    local d = core.decoder(opts)
+    local parts = {}
+    for i = 1, #body, math.max(size, 1) do
+        local text, err = d:feed(body:sub(i, i + size - 1))
+        if not text then
+            return nil, err, d
+        end
+        parts[#parts + 1] = type(text) == "string" and text or ""   -- (a list of rows without lines)
+    end
+    local env, last, n = d:finish()
+    if not env then
+        return nil, last, d
+    end
+    parts[#parts + 1] = type(last) == "string" and last or ""
+    return table.concat(parts), n, d
+end
+
 -- The lines core.decoder { csv } makes of `body` (already checked there).
 local function decoder_lines(body, cols)
-    local d = core.decoder { secret = TOKEN, csv = cols }
-    local text = assert(d:feed(body))
-    local _, last, n = assert(d:finish())
-    return text .. last, n
+    local text, n = assert(fed(body, { csv = cols }, #body))
+    return text, n
 end
 
 -- Nothing left in the spool directory `dir` (then removed).
@@ -58,10 +77,8 @@ end
 
 -- The NDJSON lines core.decoder { ndjson } makes of `body`.
 local function decoder_ndjson(body)
-    local d = core.decoder { secret = TOKEN, ndjson = encode_row }
-    local text = assert(d:feed(body))
-    local _, last, n = assert(d:finish())
-    return text .. last, n
+    local text, n = assert(fed(body, { ndjson = encode_row }, #body))
+    return text, n
 end
 
 -- Rows of every kind a line holds, many times over (past a feed's 256 KB).
@@ -362,26 +379,6 @@ end)
 -- its lines and `extra()`, `times()`, `lines_failed()` against the
 -- transfer's `lines`, `lines_extra`, `times` and `lines_error`.
 describe("core.decoder with time and strict", function()
-    -- Feed `body` in pieces of `size` bytes: the lines, the count and the decoder.
-    local function fed(body, opts, size)
-        opts.secret = TOKEN
-        local d = core.decoder(opts)
-        local parts = {}
-        for i = 1, #body, size do
-            local text, err = d:feed(body:sub(i, i + size - 1))
-            if not text then
-                return nil, err, d
-            end
-            parts[#parts + 1] = type(text) == "string" and text or ""   -- (a list of rows without lines)
-        end
-        local env, last, n = d:finish()
-        if not env then
-            return nil, last, d
-        end
-        parts[#parts + 1] = type(last) == "string" and last or ""
-        return table.concat(parts), n, d
-    end
-
     it("makes the transfer's lines, extra and times, in pieces of any size", function()
         local dir = support.tmpdir()
         -- (pieces of 1 and 7 bytes over a small answer: under valgrind each feed counts)

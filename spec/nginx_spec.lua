@@ -6,6 +6,13 @@ local socket = require "socket"
 local support = require "support"
 local nginx = require "nginx"
 
+-- The names in directory `dir`, one a line (hidden ones too).
+local function listing(dir)
+    local code, out = support.sh("ls -A " .. support.q(dir))
+    assert.equal(0, code, out)
+    return out
+end
+
 -- Handlers share one helper, defined in init_by_lua: a client of the fake.
 local function http_block(srv)
     return string.format([[
@@ -342,9 +349,7 @@ describe("inside nginx #nginx", function()
                 assert.equal(reference(fmt, "2026-02-15"), got)
                 assert.is_nil(got:find(srv.token, 1, true))
                 -- Only the file and the reference: no spool or temporary file left behind.
-                local code, listing = support.sh("ls -A " .. support.q(dir))
-                assert.equal(0, code)
-                assert.equal("cdr." .. fmt .. "\nreference." .. fmt .. "\n", listing)
+                assert.equal("cdr." .. fmt .. "\nreference." .. fmt .. "\n", listing(dir))
             end)
         end
 
@@ -384,15 +389,18 @@ describe("inside nginx #nginx", function()
                 .. '":"k","deep":{"k":"' .. t .. '"}}]}'
             -- and a number no Lua number holds: NDJSON cannot write it (an output error), CSV leaves it out
             local inf = body:gsub('}}]}$', '},"n":1e400}]}')
-            for i, case in ipairs { { "csv", body }, { "ndjson", body }, { "csv", inf }, { "ndjson", inf } } do
-                local fmt, text = case[1], case[2]
+            -- The fake afresh, answering cdr_1 with `text`.
+            local function serve(text)
                 srv:control("reset")
                 srv:control("config", { fixtures = { { match = "cdr_1", body_is_text = true, body = text } } })
+            end
+            for i, case in ipairs { { "csv", body }, { "ndjson", body }, { "csv", inf }, { "ndjson", inf } } do
+                local fmt, text = case[1], case[2]
+                serve(text)
                 local out = dir .. "/echo" .. i .. "." .. fmt
                 local said = export(fmt, out, "2026-01-01")
                 local got = support.slurp(out)
-                srv:control("reset")
-                srv:control("config", { fixtures = { { match = "cdr_1", body_is_text = true, body = text } } })
+                serve(text)
                 local path = dir .. "/reference" .. i .. "." .. fmt
                 local c = support.client(srv, { retries = 0, max_concurrent = 1 })
                 local n, err = c:export("cdr_1", { from = "2026-01-01", to = "2026-01-01" },
@@ -428,9 +436,7 @@ describe("inside nginx #nginx", function()
                 assert.equal(1, srv:control("stats").requests)
                 assert.equal("yesterday's rows\n", support.read(out))
             end
-            local code, listing = support.sh("ls -A " .. support.q(dir))
-            assert.equal(0, code)
-            assert.equal("full.csv\nfull.ndjson\n", listing)
+            assert.equal("full.csv\nfull.ndjson\n", listing(dir))
         end)
 
         it("keeps the file it would replace when a window fails, the whole windows as PATH.part", function()
@@ -540,9 +546,7 @@ describe("nginx without the C core #nginx", function()
         assert.equal(200, status, ngx3:errors())
         assert.equal("ok 1600\n", body)   -- rows taken by a function need no file
         assert.equal(1, srv:control("stats").requests)
-        local code, listing = support.sh("ls -A " .. support.q(dir))
-        assert.equal(0, code)
-        assert.equal("", listing)
+        assert.equal("", listing(dir))
     end)
 end)
 

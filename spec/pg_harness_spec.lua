@@ -161,37 +161,14 @@ describe("SQLite through LuaDBI, in a temporary file #db", function()
         assert.equal(0, code)
         assert.equal("1|first, again|1.25\n2|it's two|\n", out)
     end)
-end)
 
--- Ctrl-C in the standalone interpreter: a hook raises "interrupted!" at the
--- next call, a driver's C function inside our pcall included.  Emulated
--- here as lua.c does it (a call hook), on LuaDBI's statement execute and
--- connect: the interrupt must come through as it is, not as an `output`
--- error (the command would exit 1 instead of 130, and the plan spec's
--- Ctrl-C saw that once on a loaded machine).
-describe("an interrupt inside a database call #db", function()
-    local ok, why = pg.dbi("SQLite3")
-    if not ok then
-        pending(why)
-        return
-    end
-    local DBI = require "DBI"
-    local db = require "wolkvox.out.db"
-
-    -- Run f with a hook that raises "interrupted!" when `target` is called.
-    local function interrupted_at(target, f)
-        debug.sethook(function()
-            if debug.getinfo(2, "f").func == target then
-                debug.sethook()
-                error("interrupted!")
-            end
-        end, "c")
-        local okf, err = pcall(f)
-        debug.sethook()
-        return okf, err
-    end
-
-    it("comes through a statement and a connect as it is", function()
+    -- Ctrl-C in the standalone interpreter: a hook raises "interrupted!" at
+    -- the next call, LuaDBI's C functions inside our pcall included (emulated
+    -- as lua.c does it).  It must come through as it is, not as an `output`
+    -- error: the command would exit 1 instead of 130 (the plan spec's
+    -- Ctrl-C saw that once on a loaded machine).
+    it("lets an interrupt inside a statement or a connect through as it is", function()
+        local db = require "wolkvox.out.db"
         local dir = support.tmpdir()
         finally(function() support.sh("rm -rf " .. support.q(dir)) end)
         local target = { dialect = "sqlite", path = dir .. "/i.db", display = "i.db" }
@@ -203,13 +180,13 @@ describe("an interrupt inside a database call #db", function()
             function() conn:exec("SELECT 1") end,
             function() conn:rows("SELECT 1") end,
         } do
-            local okc, err = interrupted_at(execute, call)
+            local okc, err = support.interrupted_at(execute, call)
             assert.is_false(okc)
             assert.is_string(err, tostring(err))
             assert.matches("interrupted!", err, 1, true)
         end
         conn:close()
-        local okc, err = interrupted_at(DBI.Connect, function() db.connect(target) end)
+        local okc, err = support.interrupted_at(DBI.Connect, function() db.connect(target) end)
         assert.is_false(okc)
         assert.is_string(err, tostring(err))
         assert.matches("interrupted!", err, 1, true)

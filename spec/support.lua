@@ -359,6 +359,22 @@ function M.exceeded(srv)
     return false
 end
 
+--- Ctrl-C as the standalone interpreter delivers it: a hook that raises
+-- "interrupted!" at the next call, here when `target` is called (a C
+-- function inside the library's pcall, say).  Runs `f` with that hook:
+-- pcall's results.
+function M.interrupted_at(target, f)
+    debug.sethook(function()
+        if debug.getinfo(2, "f").func == target then
+            debug.sethook()
+            error("interrupted!")
+        end
+    end, "c")
+    local ok, err = pcall(f)
+    debug.sethook()
+    return ok, err
+end
+
 --- Every string reachable from `v` (keys and values), for leak checks.
 function M.strings(v, out, seen)
     out, seen = out or {}, seen or {}

@@ -203,6 +203,20 @@ function M.pass_interrupt(err)
     end
 end
 
+local function passed(ok, ...)
+    if not ok then
+        M.pass_interrupt((...))
+    end
+    return ok, ...
+end
+
+--- `pcall(f, ...)` that lets the interpreter's interrupt through (see
+-- `pass_interrupt`): for failures a caller turns into its own error or
+-- ignores.
+function M.try(f, ...)
+    return passed(pcall(f, ...))
+end
+
 --- Raise an error of `kind` (for internal use; see `protect`).
 function M.throw(kind, fields)
     error(M.new(kind, fields), 0)

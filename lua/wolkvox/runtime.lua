@@ -35,10 +35,7 @@ local HOOKS = { "on_request", "on_response", "on_retry", "on_throttle", "on_quot
 local function share(self, name, n, endpoint, outcome)
     local m = self.metrics
     if m and n > 0 then
-        local ok, err = pcall(m.add, m, name, n, endpoint, outcome)
-        if not ok then
-            errors.pass_interrupt(err)
-        end
+        errors.try(m.add, m, name, n, endpoint, outcome)
     end
 end
 
@@ -101,10 +98,7 @@ end
 function Runtime:log(level, msg)
     local logger = self.logger
     if logger then
-        local ok, err = pcall(logger, level, msg)
-        if not ok then
-            errors.pass_interrupt(err)
-        end
+        errors.try(logger, level, msg)
     end
 end
 
@@ -161,11 +155,10 @@ function Runtime:emit(name, info)
     end
     local hook = self.hooks[name]
     if hook then
-        local ok, err = pcall(hook, info)
+        -- (Ctrl-C while a hook runs, the command line's progress line for
+        -- one, is Ctrl-C, not a failed hook)
+        local ok, err = errors.try(hook, info)
         if not ok then
-            -- (Ctrl-C while a hook runs, the command line's progress line
-            -- for one, is Ctrl-C, not a failed hook)
-            errors.pass_interrupt(err)
             self:log("warn", "hook " .. name .. " failed: " .. tostring(err))
         end
     end
@@ -210,12 +203,7 @@ function M.new(o, token)
         if opts_p.shared then
             -- Fleet mode: one guard for both, so an outage warns once.
             local guard = state.guard(opts_p.shared, { failure = o.redis_failure, now = mod.clock.now,
-                log = logger and function(level, line)
-                    local okl, err = pcall(logger, level, line)
-                    if not okl then
-                        errors.pass_interrupt(err)
-                    end
-                end })
+                log = logger and function(level, line) errors.try(logger, level, line) end })
             opts_p.shared, opts_q.shared = guard, guard
         end
         local time = mod.clock.time

@@ -29,12 +29,12 @@ function M.open(path)
     if path == nil or path == "-" then
         return setmetatable({ file = io.stdout }, Stdout)
     end
-    local ok, out = pcall(function()
+    -- (Ctrl-C is 130, not a failure to open)
+    local ok, out = errors.try(function()
         file_out.check(path, "--output")
         return file_out.new(path)
     end)
     if not ok then
-        errors.pass_interrupt(out)   -- (Ctrl-C is 130, not a failure to open)
         return nil, type(out) == "table" and out.message or tostring(out)
     end
     return out

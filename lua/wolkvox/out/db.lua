@@ -179,13 +179,10 @@ function M.connect(target)
         statements = {}, driver = "dbi" }, Conn)
     local ok, h, err
     if target.dialect == "sqlite" then
-        ok, h, err = pcall(DBI.Connect, "SQLite3", target.path)
+        ok, h, err = errors.try(DBI.Connect, "SQLite3", target.path)
     else
-        ok, h, err = pcall(DBI.Connect, "PostgreSQL", target.db, target.user, target.password, target.host,
+        ok, h, err = errors.try(DBI.Connect, "PostgreSQL", target.db, target.user, target.password, target.host,
             target.port)
-    end
-    if not ok then
-        errors.pass_interrupt(h)
     end
     if not ok or not h then
         -- (LuaDBI's PostgreSQL driver says only "no connection to the
@@ -200,9 +197,8 @@ function M.connect(target)
     self.h = h
     -- The driver begins a transaction of its own before each statement
     -- unless autocommit is on; ours are said in SQL (`begin`, `commit`).
-    local on, aerr = pcall(h.autocommit, h, true)
+    local on = errors.try(h.autocommit, h, true)
     if not on then
-        errors.pass_interrupt(aerr)
         fail(self, "cannot connect", "the driver refused autocommit")
     end
     if target.dialect == "sqlite" then
@@ -241,10 +237,7 @@ function Conn:exec(sql, ...)
         fail(self, "cannot run " .. sql:match("^%S+"), "the connection is closed")
     end
     local st = self:statement(sql)
-    local called, ok, err = pcall(st.execute, st, ...)
-    if not called then
-        errors.pass_interrupt(ok)
-    end
+    local called, ok, err = errors.try(st.execute, st, ...)
     if not (called and ok) then
         self.broken = self.broken or not called
         fail(self, "cannot run " .. sql:match("^%S+"), called and err or ok)
@@ -263,7 +256,7 @@ end
 function Conn:rows(sql, ...)
     local st = self:exec(sql, ...)
     local out = {}
-    local ok, err = pcall(function()
+    local ok, err = errors.try(function()
         for row in st:rows(true) do
             local copy = {}
             for k, v in pairs(row) do
@@ -273,7 +266,6 @@ function Conn:rows(sql, ...)
         end
     end)
     if not ok then
-        errors.pass_interrupt(err)
         fail(self, "cannot read " .. sql:match("^%S+"), err)
     end
     return out

@@ -38,12 +38,13 @@ M.mask = mask
 -- (then null members are dropped, as the C decoder does).  decode(text,
 -- secret) masks `secret` in every decoded string, keys and values alike:
 -- the C decoder does it itself, the lua-cjson one by walking the result.
-local decode, core_decoder
+local decode, core_decoder, core_stat
 do
     local ok, core = pcall(require, "wolkvox.core")
     if ok then
         decode = core.decode
         core_decoder = core.decoder
+        core_stat = core.stat
         M.decoder = "wolkvox.core"
         -- Answers of rows can wait on disk (a request's `spool`), as with curl,
         -- and rows a sink takes as lines be made into them as they arrive
@@ -560,12 +561,11 @@ local function client_certificate(cert_path, key_path)
         return nil, nil, "redis_cert and redis_key need ngx.ssl's parse_pem_cert and parse_pem_priv_key "
             .. "(lua-resty-core, as Debian 12's 0.1.25 has)"
     end
-    local okcore, core = pcall(require, "wolkvox.core")
     local parsed = {}
     for _, f in ipairs { { "cert", cert_path, ssl.parse_pem_cert, "redis_cert" },
             { "key", key_path, ssl.parse_pem_priv_key, "redis_key" } } do
         -- (a FIFO or a device would hold the worker in open() or read())
-        local st = okcore and core.stat(f[2], true)
+        local st = core_stat and core_stat(f[2], true)
         if st and st.type ~= "file" then
             return nil, nil, f[4] .. ": " .. f[2] .. " is not a regular file"
         end
