@@ -447,9 +447,9 @@ describe("temporary files of killed exports", function()
         srv:control("config", { latency = 0.5 })
         -- (the rerun paces with a state of its own: the killed run's calls
         -- keep their slots until the server would have ended them)
-        local function argv(state)
+        local function argv(state, path)
             return "--base-url " .. srv.url .. " --state-dir " .. q(state) .. " --quiet report cdr_1 "
-                .. "--from 2026-01-01 --to 2026-06-30 -o " .. q(out)
+                .. "--from 2026-01-01 --to 2026-06-30 -o " .. q(path or out)
         end
         local p = io.popen("env -u LD_PRELOAD WOLKVOX_TOKEN=" .. srv.token .. " HOME=" .. q(dir) .. " " .. INTERP
             .. " bin/wolkvox " .. argv(dir .. "/state") .. " >/dev/null 2>&1 & echo $!")
@@ -471,6 +471,11 @@ describe("temporary files of killed exports", function()
         assert.equal("cdr.csv\nstate\nstate2\n", select(2, sh("ls -A " .. q(dir))))
         local lines_out = select(2, support.read(out):gsub("\n", ""))
         assert.equal(18101, lines_out)   -- 181 days at 100 rows, and the header
-        os.execute("rm -rf " .. q(dir))
+        -- Row for row what an uninterrupted export writes.
+        local ref = support.tmpdir()
+        code, said = cli(argv(ref .. "/state", ref .. "/cdr.csv"), { WOLKVOX_TOKEN = srv.token })
+        assert.equal(0, code, said)
+        assert.equal(support.read(ref .. "/cdr.csv"), support.read(out))
+        os.execute("rm -rf " .. q(dir) .. " " .. q(ref))
     end)
 end)
